@@ -1,0 +1,209 @@
+"""Every CLI verb, and every bad input: one-line error, non-zero exit, indexes left byte-identical."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.io.votable import parse_single_table
+from astropy.table import Table
+from PIL import Image
+
+from conftest import make_survey, tree_digest
+
+TINY = ("--model", "test_efficientnet", "--weights", "random", "--device", "cpu")
+
+
+@pytest.fixture()
+def built(tmp_path, survey, cli):
+    d = tmp_path / "idx"
+    code, out, err = cli("-q", "index", "build", survey / "cutouts", "--index", d, "--catalog", survey / "catalog.csv", *TINY)
+    assert code == 0, err
+    return d
+
+
+def test_index_build_info_and_json(built, cli):
+    code, out, err = cli("index", "info", built)
+    assert code == 0 and "objects    24" in out and "test_efficientnet" in out and "label" in out
+    code, out, _ = cli("index", "info", built, "--format", "json")
+    m = json.loads(out)
+    assert m["count"] == 24 and m["encoder"]["dim"] == 256 and "label" in m["columns"]
+
+
+def test_query_formats(built, cli, tmp_path):
+    code, out, err = cli("query", built, "--id", "obj004", "-k", "5", "--format", "json")
+    assert code == 0, err
+    rows = json.loads(out)["rows"]
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5] and all("obj004" != r["id"] for r in rows)
+    assert {"id", "rank", "distance", "ra", "dec", "label", "r_mag"} <= set(rows[0])
+    code, out, _ = cli("query", built, "--id", "obj004", "-k", "5", "--format", "csv")
+    assert out.splitlines()[0].startswith("rank,id,distance") and len(out.splitlines()) == 6
+    code, out, _ = cli("query", built, "--id", "obj004", "-k", "5")
+    assert "rank" in out.splitlines()[0] and len(out.splitlines()) == 6
+    vot = tmp_path / "r.xml"
+    code, out, _ = cli("query", built, "--id", "obj004", "-k", "5", "--format", "votable", "--output", vot)
+    assert code == 0 and parse_single_table(str(vot)).to_table()["id"][0] == rows[0]["id"]
+    f = tmp_path / "r.fits"
+    code, _, err = cli("-q", "query", built, "--id", "obj004", "-k", "5", "--output", f, "--png", tmp_path / "g.png")
+    assert code == 0, err
+    t = Table.read(f)
+    assert list(t["id"]) == [r["id"] for r in rows] and np.allclose(t["distance"], [r["distance"] for r in rows])
+    assert Image.open(tmp_path / "g.png").size[0] > 500
+
+
+def test_query_by_image_and_coordinates(built, cli, survey):
+    code, out, err = cli("query", built, "--image", survey / "cutouts" / "obj000.fits", "-k", "2", "--format", "json")
+    assert code == 0, err and json.loads(out)["rows"][0]["id"] == "obj000"
+    code, out, err = cli("query", built, "--ra", "150.02", "--dec", "2.01", "-k", "2", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["prototype"].endswith("obj002") and "obj002" not in out.split('"rows"')[1]
+
+
+def test_index_add_verb(built, cli, tmp_path):
+    more = tmp_path / "more"
+    make_survey(more, n_per_kind=1, seed=3, prefix="add")
+    code, _, err = cli("index", "add", more, "--index", built)
+    assert code == 0, err and "added" in err
+    code, out, _ = cli("index", "info", built, "--format", "json")
+    assert json.loads(out)["count"] == 27
+
+
+def test_embed_verb(survey, cli, tmp_path):
+    code, _, err = cli("-q", "embed", survey / "cutouts" / "obj001.png", survey / "cutouts" / "obj000.fits",
+                       "--out", tmp_path / "v.npz", *TINY)
+    assert code == 0, err
+    z = np.load(tmp_path / "v.npz")
+    assert list(z["ids"]) == ["obj001", "obj000"] and z["vectors"].shape == (2, 256)
+
+
+def test_plugins_verb_lists_first_party_plugins(cli):
+    code, out, _ = cli("plugins", "--format", "json")
+    info = json.loads(out)
+    demo = next(p for p in info if p["name"] == "demo")
+    assert demo["distribution"] == "ulisse" and "register_commands" in demo["hooks"]
+
+
+def _bad_files(tmp_path):
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "empty.png").write_bytes(b"")
+    (d / "junk.jpg").write_bytes(b"garbage")
+    fits.PrimaryHDU(np.full((32, 32), np.nan)).writeto(d / "nan.fits")
+    fits.PrimaryHDU(np.ones((5, 32, 32))).writeto(d / "shape.fits")
+    return d
+
+
+@pytest.mark.parametrize("name,reason", [("empty.png", "empty file"), ("junk.jpg", "not a readable image"),
+                                         ("nan.fits", "all pixels are NaN"), ("shape.fits", "wrong shape")])
+def test_bad_cutouts_leave_index_byte_identical(built, cli, tmp_path, name, reason):
+    bad = _bad_files(tmp_path) / name
+    digest = tree_digest(built)
+    code, out, err = cli("index", "add", bad, "--index", built)
+    assert code != 0 and err.strip().splitlines()[-1] == f"ulisse: error: {bad}: {reason}" or reason in err
+    lines = [line for line in err.splitlines() if line.startswith("ulisse: error")]
+    assert len(lines) == 1 and str(bad) in lines[0] and reason in lines[0] and "Traceback" not in err
+    assert tree_digest(built) == digest
+
+
+def test_skip_bad_skips_and_reports(built, cli, tmp_path, survey):
+    bad = _bad_files(tmp_path)
+    Image.open(survey / "cutouts" / "obj001.png").save(bad / "good1.png")
+    digest = tree_digest(built)
+    code, _, err = cli("index", "add", bad, "--index", built, "--skip-bad")
+    assert code == 0, err
+    assert err.count("skipped") >= 4 and "added to" in err and tree_digest(built) != digest
+    code, out, _ = cli("index", "info", built, "--format", "json")
+    assert json.loads(out)["count"] == 25
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("query", "{idx}", "--id", "nope"), "unknown id"),
+    (("query", "{idx}", "--id", "obj001", "-k", "0"), "must be at least 1"),
+    (("query", "{tmp}/missing", "--id", "obj001"), "no index here"),
+    (("query", "{idx}", "--image", "{tmp}/none.png"), "no such file"),
+    (("query", "{idx}", "--ra", "10"), "--ra and --dec go together"),
+    (("query", "{idx}", "--ra", "10", "--dec", "10"), "no object within"),
+    (("query", "{idx}", "--id", "obj001", "--output", "{tmp}/r.docx"), "unknown output format"),
+    (("index", "info", "{tmp}/missing"), "no index here"),
+    (("index", "add", "{tmp}/nothing", "--index", "{idx}"), "no such file or folder"),
+    (("index", "add", "{survey}/cutouts", "--index", "{idx}"), "already in the index"),
+    (("index", "build", "{survey}/cutouts", "--index", "{idx}", *TINY), "an index exists here already"),
+    (("index", "build", "{survey}/cutouts", "--index", "{tmp}/new", "--factory", "Nope", *TINY), "not a FAISS index factory"),
+    (("index", "build", "{survey}/cutouts", "--index", "{tmp}/new", "--catalog", "{tmp}/nocat.csv", *TINY), "catalogue not found"),
+    (("index", "build", "{survey}/cutouts", "--index", "{tmp}/new", "--weights", "{tmp}/w.pth"), "weights file not found"),
+    (("embed", "{survey}/cutouts", "--out", "{tmp}/v.npz", "--device", "cuda", "--model", "test_efficientnet", "--weights", "random"), "no CUDA GPU"),
+])
+def test_bad_input_one_line_error(built, cli, tmp_path, survey, args, needle):
+    if needle == "no CUDA GPU":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present")
+    digest = tree_digest(built)
+    fmt = {"idx": built, "tmp": tmp_path, "survey": survey}
+    code, out, err = cli(*[a.format(**fmt) for a in args])
+    lines = [line for line in err.splitlines() if "error" in line.lower()]
+    assert code != 0 and len(lines) == 1 and needle in lines[0], err
+    assert "Traceback" not in err
+    assert tree_digest(built) == digest
+    assert not (tmp_path / "new" / "manifest.json").exists()
+
+
+def test_encoder_mismatch_is_an_error(built, cli, survey, tmp_path):
+    """An index built with one encoder refuses another's weights (by sha256)."""
+    import torch
+
+    from ulisse.encoder import Encoder
+
+    other = Encoder.load("test_efficientnet", weights="random", device="cpu").model.state_dict()
+    other = {k: v + 0.01 if v.is_floating_point() else v for k, v in other.items()}
+    w = tmp_path / "other.pth"
+    torch.save(other, w)
+    digest = tree_digest(built)
+    code, _, err = cli("query", built, "--image", survey / "cutouts" / "obj001.png", "--weights", w)
+    errors = [line for line in err.splitlines() if line.startswith("ulisse: error:")]
+    assert code != 0 and len(errors) == 1 and "encoder mismatch" in errors[0]
+    more = tmp_path / "more"
+    make_survey(more, n_per_kind=1, seed=9, prefix="mm")
+    code, _, err = cli("index", "add", more, "--index", built, "--weights", w)
+    assert code != 0 and "encoder mismatch" in err
+    assert tree_digest(built) == digest
+
+
+def test_exit_code_and_single_line_in_a_real_process(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "ulisse", "query", str(tmp_path / "none"), "--id", "x"],
+                       capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert p.returncode == 1 and p.stderr.strip() == f"ulisse: error: {tmp_path / 'none'}: no index here (not a directory)"
+
+
+def test_demo_end_to_end(tmp_path):
+    """`ulisse demo` in a real process: HDF sources -> index -> query -> table and PNG."""
+    out = tmp_path / "hdf"
+    p = subprocess.run([sys.executable, "-m", "ulisse", "demo", "--out", str(out), "--max-sources", "60", "-k", "6"],
+                       capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "nearest neighbours" in p.stdout and "rank" in p.stdout and "tf_efficientnet_lite0" in p.stdout
+    table = p.stdout.split("neighbours:")[1].strip().splitlines()
+    assert len(table) == 1 + 6 + 1  # header, 6 rows, PNG line
+    assert Image.open(out / "demo_query.png").format == "PNG"
+    assert json.loads((out / "manifest.json").read_text())["count"] == 60
+
+
+def test_readme_python_example_runs(tmp_path):
+    """The README's Python API block, run against a freshly built demo index."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = re.search(r"## Python API\n\n```python\n(.*?)```", readme, re.S).group(1)
+    out = tmp_path / "hdf"
+    subprocess.run([sys.executable, "-m", "ulisse", "-q", "demo", "--out", str(out), "--max-sources", "40"],
+                   check=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300, capture_output=True)
+    code = code.replace('"indexes/hdf-demo"', repr(str(out))).replace('"neighbours.ecsv"', repr(str(tmp_path / "n.ecsv")))
+    exec(compile(code, "README.md", "exec"), {})
+    assert Table.read(tmp_path / "n.ecsv")["rank"][0] == 1

@@ -1,0 +1,141 @@
+"""Reading cutouts and catalogues, and every bad-input case at that level."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from PIL import Image
+
+from conftest import write_fits_cutout
+from ulisse import CutoutError, InputError, read_cutout
+from ulisse.catalog import read_catalog
+from ulisse.cutouts import cutout_id
+from ulisse.inputs import gather
+
+
+def test_png_jpeg_grey_and_rgba(tmp_path):
+    rgb = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    smooth = np.dstack([np.tile(np.linspace(0, 250, 64, dtype=np.uint8), (64, 1))] * 3)
+    Image.fromarray(smooth).save(tmp_path / "b.jpg", quality=95)
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "c.png")
+    Image.fromarray(np.dstack([rgb, np.full((64, 64), 255, np.uint8)])).save(tmp_path / "d.png")
+    np.testing.assert_array_equal(read_cutout(tmp_path / "a.png").image, rgb)
+    assert np.abs(read_cutout(tmp_path / "b.jpg").image.astype(int) - smooth).mean() < 3
+    grey = read_cutout(tmp_path / "c.png").image
+    assert grey.shape == (64, 64, 3) and (grey[..., 0] == grey[..., 2]).all()
+    np.testing.assert_array_equal(read_cutout(tmp_path / "d.png").image, rgb)
+
+
+def test_fits_cube_is_lupton_i_r_g_and_wcs_centre(tmp_path):
+    cube = np.zeros((3, 64, 64), np.float32)
+    cube[0, 20:40, 20:40] = 5.0  # flux only in g -> blue
+    write_fits_cutout(tmp_path / "blue.fits", cube, 180.0, -1.5)
+    c = read_cutout(tmp_path / "blue.fits")
+    assert c.image.dtype == np.uint8 and c.image.shape == (64, 64, 3)
+    centre = c.image[30, 30].astype(int)
+    assert centre[2] > 100 and centre[0] == 0 and centre[1] == 0  # g -> B only
+    assert c.ra == pytest.approx(180.0, abs=1e-6) and c.dec == pytest.approx(-1.5, abs=1e-6)
+    assert c.id == "blue"
+
+
+def test_fits_single_band_replicated_and_partial_nan(tmp_path):
+    img = np.zeros((48, 48))
+    img[20:28, 20:28] = 3.0
+    img[0, 0] = np.nan
+    fits.PrimaryHDU(img).writeto(tmp_path / "one.fits.gz")
+    c = read_cutout(tmp_path / "one.fits.gz")
+    assert c.id == "one" and (c.image[..., 0] == c.image[..., 1]).all() and c.image[24, 24, 0] > 0
+    assert np.isnan(c.ra)
+
+
+@pytest.mark.parametrize("name,make,reason", [
+    ("empty.png", lambda p: p.write_bytes(b""), "empty file"),
+    ("junk.png", lambda p: p.write_bytes(b"this is not a png"), "not a readable image"),
+    ("junk.fits", lambda p: p.write_bytes(b"SIMPLE  = garbage" * 10), "not a readable FITS"),
+    ("nan.fits", lambda p: fits.PrimaryHDU(np.full((32, 32), np.nan)).writeto(p), "all pixels are NaN"),
+    ("cube4.fits", lambda p: fits.PrimaryHDU(np.ones((4, 32, 32))).writeto(p), "wrong shape"),
+    ("nodata.fits", lambda p: fits.HDUList([fits.PrimaryHDU()]).writeto(p), "no image data"),
+    ("tiny.png", lambda p: Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(p), "smaller than"),
+])
+def test_bad_cutouts_name_file_and_reason(tmp_path, name, make, reason):
+    p = tmp_path / name
+    make(p)
+    with pytest.raises(CutoutError, match=reason) as err:
+        read_cutout(p)
+    assert str(p) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cutout_ids():
+    assert cutout_id("a/b/obj-1.fits.bz2") == "obj-1"
+    assert cutout_id("x.PNG") == "x"
+    assert cutout_id("1237648720693755918.jpg") == "1237648720693755918"
+
+
+@pytest.mark.parametrize("fmt,suffix", [("csv", ".csv"), ("fits", ".fits"), ("votable", ".xml")])
+def test_catalogue_formats(tmp_path, fmt, suffix):
+    t = Table({"objID": np.array([1237648720693755918, 2], dtype=np.int64), "RA": [10.0, 11.0],
+               "DEC": [-1.0, 2.0], "z": [0.1, 0.2], "class": ["AGN", "galaxy"]})
+    p = tmp_path / f"cat{suffix}"
+    t.write(p, format=fmt)
+    df = read_catalog(p)
+    assert list(df["id"]) == ["1237648720693755918", "2"]
+    assert df["ra"].tolist() == [10.0, 11.0] and df["dec"].tolist() == [-1.0, 2.0]
+    assert df["class"].tolist() == ["AGN", "galaxy"] and "z" in df
+
+
+def test_bad_catalogues(tmp_path):
+    with pytest.raises(InputError, match="catalogue not found"):
+        read_catalog(tmp_path / "none.csv")
+    (tmp_path / "e.csv").write_text("")
+    with pytest.raises(InputError, match="empty file"):
+        read_catalog(tmp_path / "e.csv")
+    (tmp_path / "noid.csv").write_text("ra,dec\n1,2\n")
+    with pytest.raises(InputError, match="no id column"):
+        read_catalog(tmp_path / "noid.csv")
+    (tmp_path / "dup.csv").write_text("id,ra,dec\na,1,2\na,3,4\n")
+    with pytest.raises(InputError, match="duplicate id 'a'"):
+        read_catalog(tmp_path / "dup.csv")
+    (tmp_path / "cat.txt").write_text("id\n")
+    with pytest.raises(InputError, match="unknown catalogue format"):
+        read_catalog(tmp_path / "cat.txt")
+
+
+def test_gather_order_notes_and_catalogue_join(survey):
+    g = gather([survey / "cutouts"], survey / "catalog.csv")
+    assert [p.name for p in g.paths] == sorted(p.name for p in (survey / "cutouts").iterdir())
+    assert list(g.metadata.columns[:4]) == ["id", "ra", "dec", "source"] and "label" in g.metadata
+    assert g.metadata["label"].notna().all()
+
+
+def test_gather_notes_other_files_and_missing_rows(tmp_path, survey):
+    import shutil
+
+    d = tmp_path / "c"
+    shutil.copytree(survey / "cutouts", d)
+    (d / "notes.csv").write_text("x\n")
+    g = gather([d])
+    assert any("notes.csv" in n for n in g.notes)
+    cat = pd.read_csv(survey / "catalog.csv").iloc[1:]
+    cat.to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(InputError, match="obj000.*is not in the catalogue"):
+        gather([d], tmp_path / "short.csv")
+    g2 = gather([d], tmp_path / "short.csv", skip_bad=True)
+    assert len(g2) == len(g.paths) - 1 and g2.skipped[0][1].startswith("id not in the catalogue")
+
+
+def test_gather_errors(tmp_path):
+    with pytest.raises(InputError, match="no such file or folder"):
+        gather([tmp_path / "nowhere"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no cutouts found"):
+        gather([tmp_path / "empty"])
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "a" / "x.png")
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "b" / "x.png")
+    with pytest.raises(InputError, match="id 'x' is also the id of"):
+        gather([tmp_path / "a", tmp_path / "b"])

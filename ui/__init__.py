@@ -1,0 +1,1 @@
+"""The Streamlit web UI (thin pages over the Python API)."""

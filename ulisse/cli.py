@@ -1,0 +1,267 @@
+"""The ``ulisse`` command line.
+
+Core verbs live here (embed, index build/add/info, query, plugins); plugins add
+more through the ``register_commands`` hook. A user's mistake ends with one line
+``ulisse: error: ...`` and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import UlisseError
+
+LOG = logging.getLogger("ulisse")
+
+WEIGHTS_HELP = ("encoder weights: a checkpoint FILE (timm or EfficientNet-PyTorch), 'hub', 'lite0' or 'random'; "
+                "default: timm's pretrained weights from the hub or its cache, else the offline Lite0 default")
+DEVICE = click.Choice(["auto", "cpu", "cuda"])
+
+
+def _setup_logging(quiet: bool, verbose: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    root = logging.getLogger("ulisse")
+    root.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("ulisse: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ulisse")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or notes; errors only.")
+@click.option("-v", "--verbose", is_flag=True, help="More detail in the log.")
+@click.pass_context
+def cli(ctx, quiet, verbose):
+    """ulisse: one-shot similarity search in astronomical surveys (ULISSE, Doorenbos et al. 2022)."""
+    ctx.ensure_object(dict)
+    ctx.obj["progress"] = not quiet
+    _setup_logging(quiet, verbose)
+
+
+def progress_enabled() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("progress", True))
+
+
+def _report(report, what: str) -> None:
+    for note in report.notes:
+        LOG.info("%s", note)
+    for path, reason in report.skipped:
+        LOG.warning("skipped %s: %s", path, reason)
+    LOG.info("%s %d object(s) in %.1f s; the index holds %d; %d skipped",
+             what, report.added, report.seconds, report.total, len(report.skipped))
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="output .npz with arrays ids and vectors")
+@click.option("--catalog", type=click.Path(), help="catalogue (CSV, FITS, VOTable) naming or filtering the cutouts")
+@click.option("--model", default="efficientnet_b0", show_default=True, help="timm model name")
+@click.option("--weights", default=None, help=WEIGHTS_HELP)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
+@click.option("--input-size", type=click.IntRange(32, 1024), default=224, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 65536), default=None)
+@click.option("--skip-bad", is_flag=True, help="skip unusable cutouts and report them instead of stopping")
+def embed(inputs, out, catalog, model, weights, device, input_size, batch_size, skip_bad):
+    """Embed cutouts (files or folders) into feature vectors (.npz: ids, vectors)."""
+    import io
+
+    import numpy as np
+
+    from .embedding import embed_files
+    from .encoder import Encoder
+    from .inputs import gather
+    from .results import write_atomic
+
+    gathered = gather(inputs, catalog, skip_bad=skip_bad)
+    for note in gathered.notes:
+        LOG.info("%s", note)
+    encoder = Encoder.load(model, weights=weights, device=device, input_size=input_size)
+    emb = embed_files(encoder, gathered.paths, skip_bad=skip_bad, progress=progress_enabled(), batch_size=batch_size)
+    for path, reason in gathered.skipped + emb.skipped:
+        LOG.warning("skipped %s: %s", path, reason)
+    buf = io.BytesIO()
+    np.savez(buf, ids=np.array(emb.ids, dtype=str), vectors=emb.vectors,
+             encoder=np.array(json.dumps(encoder.spec.to_dict())))
+    write_atomic(out, buf.getvalue())
+    LOG.info("wrote %d vectors of dimension %d to %s", len(emb.ids), emb.vectors.shape[1], out)
+
+
+@cli.group("index")
+def index_group():
+    """Build, extend and describe index directories."""
+
+
+@index_group.command("build")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False), help="index directory to write")
+@click.option("--catalog", type=click.Path(), help="catalogue (CSV, FITS, VOTable): id, ra, dec and extra columns")
+@click.option("--factory", default="Flat", show_default=True, help="FAISS index factory string (Flat, IVF256,Flat, HNSW32, PQ16...)")
+@click.option("--metric", type=click.Choice(["L2", "IP"]), default="L2", show_default=True)
+@click.option("--model", default="efficientnet_b0", show_default=True, help="timm model name")
+@click.option("--weights", default=None, help=WEIGHTS_HELP)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
+@click.option("--input-size", type=click.IntRange(32, 1024), default=224, show_default=True)
+@click.option("--skip-bad", is_flag=True, help="skip unusable cutouts and report them instead of stopping")
+@click.option("--overwrite", is_flag=True, help="replace an existing index at --index (atomically)")
+def index_build(inputs, index_dir, catalog, factory, metric, model, weights, device, input_size, skip_bad, overwrite):
+    """Embed cutouts and write a new index directory."""
+    from .encoder import Encoder
+    from .index import build_index
+    from .indexes import store
+
+    if (Path(index_dir) / store.MANIFEST).exists() and not overwrite:
+        raise UlisseError(f"{index_dir}: an index exists here already (use 'ulisse index add' to extend it, or --overwrite)")
+    encoder = Encoder.load(model, weights=weights, device=device, input_size=input_size)
+    idx, report = build_index(inputs, index_dir, catalog, factory=factory, metric=metric, encoder=encoder,
+                              skip_bad=skip_bad, overwrite=overwrite, progress=progress_enabled(), device=device)
+    _report(report, f"built {index_dir}:")
+
+
+@index_group.command("add")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False), help="index directory to extend")
+@click.option("--catalog", type=click.Path(), help="catalogue for the new cutouts")
+@click.option("--weights", default=None, help="the weights file the index was built with, if it has moved")
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
+@click.option("--skip-bad", is_flag=True, help="skip unusable cutouts and report them instead of stopping")
+def index_add(inputs, index_dir, catalog, weights, device, skip_bad):
+    """Embed more cutouts with the index's own encoder and add them (atomically)."""
+    from .index import open_index
+
+    idx = open_index(index_dir, device=device, weights=weights)
+    report = idx.add(inputs, catalog, skip_bad=skip_bad, progress=progress_enabled())
+    _report(report, f"added to {index_dir}:")
+
+
+@index_group.command("info")
+@click.argument("index_dir", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--verify/--no-verify", default=True, show_default=True, help="check file checksums")
+def index_info(index_dir, fmt, verify):
+    """Describe an index: size, factory, encoder, columns, history."""
+    from .index import open_index
+
+    idx = open_index(index_dir, device="cpu", verify=verify)
+    m = idx.manifest
+    if fmt == "json":
+        click.echo(json.dumps({**m, "columns": list(idx.metadata.columns)}, indent=2, default=str))
+        return
+    enc = idx.encoder_spec
+    lines = [
+        f"index      {idx.path}",
+        f"objects    {len(idx)}",
+        f"factory    {m['factory']} (metric {m['metric']}, dim {m['dim']})",
+        f"encoder    {enc.model_name}, {enc.input_size}px, mean {list(enc.mean)}, std {list(enc.std)}",
+        f"weights    {enc.weights_source} (sha256 {enc.weights_sha256})",
+        f"columns    {', '.join(idx.metadata.columns)}",
+        f"created    {m.get('created')}  updated {m.get('updated', '-')}  generation {m['generation']}",
+        f"versions   {', '.join(f'{k} {v}' for k, v in m.get('versions', {}).items())}",
+        f"checksums  {'verified' if verify else 'not checked'}",
+    ]
+    click.echo("\n".join(lines))
+
+
+@cli.command()
+@click.argument("index_dir", type=click.Path())
+@click.option("--id", "object_id", help="prototype: an object of the index (left out of its own results)")
+@click.option("--image", type=click.Path(), help="prototype: an outside cutout (PNG, JPEG, FITS)")
+@click.option("--ra", type=float, help="prototype: the index object nearest to this RA (deg)")
+@click.option("--dec", type=float, help="... and Dec (deg)")
+@click.option("--radius", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True, help="match radius for --ra/--dec (arcsec)")
+@click.option("-k", "k", type=int, default=16, show_default=True, help="number of neighbours")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "votable"]), default="table", show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False), help="write the results to a file (.csv, .json, .xml/.vot, .fits, .txt)")
+@click.option("--png", type=click.Path(dir_okay=False), help="write a thumbnail grid of the prototype and its neighbours")
+@click.option("--weights", default=None, help="the weights file the index was built with, if it has moved")
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
+def query(index_dir, object_id, image, ra, dec, radius, k, fmt, output, png, weights, device):
+    """One-shot query: the k nearest neighbours of one prototype."""
+    from .index import open_index
+    from .results import format_for_path, render, write_atomic
+
+    if k < 1:
+        raise UlisseError(f"-k {k}: must be at least 1")
+    given = sum(x is not None for x in (object_id, image)) + (ra is not None or dec is not None)
+    if given != 1:
+        raise UlisseError("give exactly one prototype: --id, --image, or --ra with --dec")
+    if (ra is None) != (dec is None):
+        raise UlisseError("--ra and --dec go together")
+    if image is not None and not Path(image).is_file():
+        raise UlisseError(f"{image}: no such file")
+    out_fmt = format_for_path(output) if output else None
+    idx = open_index(index_dir, device=device, weights=weights)
+    result = idx.query(object_id, image=image, ra=ra, dec=dec, radius_arcsec=radius, k=k)
+    meta = {"prototype": result.prototype, "index": str(idx.path)}
+    click.echo(render(result.table, fmt, meta, extra={"prototype": result.prototype, **result.info}), nl=False)
+    if output:
+        write_atomic(output, render(result.table, out_fmt, meta, extra={"prototype": result.prototype, **result.info}))
+        LOG.info("wrote %s", output)
+    if png:
+        from .plot import neighbour_grid
+
+        proto_img = None
+        if image is not None:
+            from .cutouts import read_cutout
+
+            proto_img = read_cutout(image, idx.rgb).image
+        neighbour_grid(idx, result, png, prototype_image=proto_img, title=f"{idx.path.name}: {result.prototype}")
+        LOG.info("wrote %s", png)
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def plugins(fmt):
+    """List the loaded plugins, their versions and hooks."""
+    from .plugin_manager import get_plugin_manager, plugin_info
+
+    info = plugin_info(get_plugin_manager())
+    if fmt == "json":
+        click.echo(json.dumps(info, indent=2))
+        return
+    for p in info:
+        ver = f"{p['distribution']} {p['version']}" if p["distribution"] else "(registered directly)"
+        click.echo(f"{p['name']:<24} {ver:<24} hooks: {', '.join(p['hooks'])}")
+
+
+_commands_registered = False
+
+
+def _register_plugin_commands() -> None:
+    global _commands_registered
+    if _commands_registered:
+        return
+    from .plugin_manager import get_plugin_manager
+
+    get_plugin_manager().hook.register_commands(cli=cli)
+    _commands_registered = True
+
+
+def main(argv=None) -> None:
+    """Entry point of the ``ulisse`` command."""
+    try:
+        _register_plugin_commands()
+        cli.main(args=argv, prog_name="ulisse", standalone_mode=False)
+    except UlisseError as exc:
+        click.echo(f"ulisse: error: {exc}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("ulisse: interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("ulisse: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(0)

@@ -1,0 +1,200 @@
+"""Reading survey cutouts (PNG, JPEG, FITS) into RGB arrays.
+
+A cutout becomes an ``H x W x 3`` uint8 RGB array, the form the encoder takes.
+PNG and JPEG are read as they are (grey is replicated, alpha dropped). FITS
+images are 2-D single-band images or 3-plane g, r, i cubes (numpy shape
+``(3, H, W)``); bands become RGB with astropy's :func:`make_lupton_rgb`
+(i, r, g -> R, G, B, as SDSS makes its JPEGs). A single band is replicated.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CutoutError
+
+LOG = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.bz2", ".fz")
+CUTOUT_SUFFIXES = IMAGE_SUFFIXES + FITS_SUFFIXES
+MIN_SIDE = 8
+
+
+@dataclass(frozen=True)
+class RGBConfig:
+    """How FITS bands become an RGB image (recorded in every index manifest).
+
+    Attributes:
+        q: Lupton asinh softening parameter.
+        stretch: linear stretch of the image.
+        minimum: black level, in the data's units.
+        scales: multipliers for the (i, r, g) bands before the stretch.
+    """
+
+    q: float = 8.0
+    stretch: float = 0.5
+    minimum: float = 0.0
+    scales: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RGBConfig":
+        d = dict(d)
+        d["scales"] = tuple(d.get("scales", (1.0, 1.0, 1.0)))
+        return cls(**d)
+
+
+@dataclass
+class Cutout:
+    """One cutout, ready for the encoder.
+
+    Attributes:
+        id: object id (the file stem for a file).
+        image: ``H x W x 3`` uint8 RGB array.
+        path: the file it came from, if any.
+        ra, dec: sky position of the cutout's centre from a FITS WCS (degrees), else NaN.
+    """
+
+    id: str
+    image: np.ndarray
+    path: str | None = None
+    ra: float = math.nan
+    dec: float = math.nan
+
+
+def cutout_id(path: str | Path) -> str:
+    """The object id of a cutout file: its name without the cutout suffix."""
+    name = Path(path).name
+    for suffix in sorted(CUTOUT_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def is_cutout_file(path: str | Path) -> bool:
+    return Path(path).name.lower().endswith(CUTOUT_SUFFIXES)
+
+
+def read_cutout(path: str | Path, rgb: RGBConfig = RGBConfig()) -> Cutout:
+    """Read one cutout file.
+
+    Raises:
+        CutoutError: the file is missing, empty, unreadable, all-NaN or of a wrong shape.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CutoutError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise CutoutError(path, "empty file")
+    name = path.name.lower()
+    if name.endswith(FITS_SUFFIXES):
+        image, ra, dec = _read_fits(path, rgb)
+    elif name.endswith(IMAGE_SUFFIXES):
+        image, ra, dec = _read_image(path), math.nan, math.nan
+    else:
+        raise CutoutError(path, f"unknown cutout type (expected one of {', '.join(CUTOUT_SUFFIXES)})")
+    return Cutout(id=cutout_id(path), image=image, path=str(path), ra=ra, dec=dec)
+
+
+def image_to_rgb(array: np.ndarray, source: str = "array", rgb: RGBConfig = RGBConfig()) -> np.ndarray:
+    """Turn an image array into uint8 RGB.
+
+    ``H x W x 3`` uint8 arrays pass through; ``H x W`` or ``(3, H, W)`` float
+    arrays are treated as FITS bands (single band, or g, r, i planes).
+    """
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[2] == 3 and a.dtype == np.uint8:
+        _check_side(a.shape[:2], source)
+        return np.ascontiguousarray(a)
+    return _bands_to_rgb(a.astype(np.float64, copy=False), source, rgb)
+
+
+def _check_side(shape, source):
+    if min(shape) < MIN_SIDE:
+        raise CutoutError(source, f"image is {shape[0]}x{shape[1]} px, smaller than {MIN_SIDE}x{MIN_SIDE}")
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                    a = np.asarray(im, dtype=np.float64)
+                    lo, hi = np.nanmin(a), np.nanmax(a)
+                    a = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo) * 255.0
+                    a = np.repeat(a.round().astype(np.uint8)[..., None], 3, axis=2)
+                else:
+                    a = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise CutoutError(path, f"not a readable image ({exc.__class__.__name__}: {exc})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise CutoutError(path, "image is too large (decompression-bomb guard)") from None
+    _check_side(a.shape[:2], path)
+    return np.ascontiguousarray(a)
+
+
+def _read_fits(path: Path, rgb: RGBConfig):
+    from astropy.io import fits
+
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            hdu = next((h for h in hdul if getattr(h, "is_image", False) and h.data is not None and h.data.ndim >= 2), None)
+            if hdu is None:
+                raise CutoutError(path, "FITS file has no image data")
+            data = np.array(hdu.data, dtype=np.float64)
+            header = hdu.header
+    except CutoutError:
+        raise
+    except Exception as exc:  # astropy raises many types for damaged files
+        raise CutoutError(path, f"not a readable FITS file ({exc.__class__.__name__}: {exc})") from None
+    image = _bands_to_rgb(data, path, rgb)
+    ra, dec = _centre_radec(header, data.shape[-2:])
+    return image, ra, dec
+
+
+def _bands_to_rgb(data: np.ndarray, source, rgb: RGBConfig) -> np.ndarray:
+    from astropy.visualization import make_lupton_rgb
+
+    if data.ndim == 2:
+        bands = [data, data, data]  # i, r, g all the same band
+    elif data.ndim == 3 and data.shape[0] == 3:
+        g, r, i = data
+        bands = [i, r, g]
+    else:
+        raise CutoutError(source, f"wrong shape {tuple(data.shape)}: expected a 2-D image or a 3-plane g,r,i cube (3, H, W)")
+    _check_side(data.shape[-2:], source)
+    finite = np.isfinite(data)
+    if not finite.any():
+        raise CutoutError(source, "all pixels are NaN or infinite")
+    bands = [np.where(np.isfinite(b), b, 0.0) * s for b, s in zip(bands, rgb.scales)]
+    with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 on empty sky is handled by astropy
+        return make_lupton_rgb(*bands, minimum=rgb.minimum, stretch=rgb.stretch, Q=rgb.q)
+
+
+def _centre_radec(header, shape) -> tuple[float, float]:
+    try:
+        from astropy.wcs import WCS, FITSFixedWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(header).celestial
+        if not wcs.has_celestial:
+            return math.nan, math.nan
+        ny, nx = shape
+        sky = wcs.pixel_to_world((nx - 1) / 2.0, (ny - 1) / 2.0)
+        return float(sky.icrs.ra.deg), float(sky.icrs.dec.deg)
+    except Exception:  # no usable WCS is normal for a cutout
+        return math.nan, math.nan

@@ -1,0 +1,109 @@
+"""Gathering the cutouts to embed: folders, files and catalogues -> an ordered list with metadata."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .catalog import read_catalog
+from .cutouts import cutout_id, is_cutout_file
+from .errors import InputError
+
+LOG = logging.getLogger(__name__)
+
+FILE_COLUMNS = ("file", "path", "cutout", "filename")
+
+
+@dataclass
+class Inputs:
+    """Cutout files in input order with their metadata rows (``id``, ``ra``, ``dec``, ``source``, extras)."""
+
+    paths: list[Path]
+    metadata: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def list_cutout_files(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
+    """Cutout files from files and folders; a folder is read in sorted file-name order.
+
+    Files in a folder that are not cutouts (a catalogue CSV, say) are ignored with a note.
+    """
+    files, notes = [], []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            entries = sorted(x for x in p.iterdir() if x.is_file() and not x.name.startswith("."))
+            others = [x.name for x in entries if not is_cutout_file(x)]
+            files.extend(x for x in entries if is_cutout_file(x))
+            if others:
+                notes.append(f"{p}: ignored {len(others)} file(s) that are not cutouts: {', '.join(others[:5])}"
+                             + (" ..." if len(others) > 5 else ""))
+        elif p.is_file():
+            if not is_cutout_file(p):
+                raise InputError(f"{p}: not a cutout file (expected PNG, JPEG or FITS)")
+            files.append(p)
+        else:
+            raise InputError(f"{p}: no such file or folder")
+    return files, notes
+
+
+def gather(inputs: Sequence[str | Path], catalog: str | Path | None = None, skip_bad: bool = False) -> Inputs:
+    """Pair cutout files with catalogue rows by id (a catalogue id matches a cutout's file stem).
+
+    A catalogue may also name its cutouts in a ``file`` (or ``path``) column, relative to itself.
+
+    Raises:
+        InputError: no cutouts, duplicate ids, or (without ``skip_bad``) a cutout missing from the catalogue.
+    """
+    files, notes = list_cutout_files(inputs)
+    cat = read_catalog(catalog) if catalog is not None else None
+    skipped: list[tuple[str, str]] = []
+    if cat is not None:
+        fcol = next((c for c in cat.columns if c.lower() in FILE_COLUMNS), None)
+        if fcol is not None:
+            base = Path(catalog).parent
+            listed = {cutout_id(f) for f in files}
+            for v, oid in zip(cat[fcol], cat["id"]):
+                if isinstance(v, str) and v and oid not in listed:
+                    f = Path(v) if Path(v).is_absolute() else base / v
+                    files.append(f)
+                    listed.add(oid)
+    if not files:
+        raise InputError(f"no cutouts found in {', '.join(map(str, inputs)) or 'the catalogue'}")
+    ids = [cutout_id(f) for f in files]
+    seen: dict[str, Path] = {}
+    for oid, f in zip(ids, files):
+        if oid in seen:
+            raise InputError(f"{f}: id {oid!r} is also the id of {seen[oid]}")
+        seen[oid] = f
+    meta = pd.DataFrame({"id": ids, "source": [str(Path(f).resolve()) for f in files]})
+    if cat is not None:
+        known = set(cat["id"])
+        missing = [i for i, oid in enumerate(ids) if oid not in known]
+        if missing and not skip_bad:
+            raise InputError(f"{files[missing[0]]}: id {ids[missing[0]]!r} is not in the catalogue {catalog}"
+                             + (f" ({len(missing)} cutouts in all; --skip-bad skips them)" if len(missing) > 1 else ""))
+        for i in missing:
+            skipped.append((str(files[i]), f"id not in the catalogue {catalog}"))
+        keep = [i for i in range(len(ids)) if ids[i] in known]
+        files = [files[i] for i in keep]
+        meta = meta.iloc[keep].reset_index(drop=True)
+        extra = cat.drop(columns=[c for c in cat.columns if c.lower() in FILE_COLUMNS])
+        meta = meta.merge(extra, on="id", how="left", validate="one_to_one")
+        unused = len(cat) - len(meta)
+        if unused:
+            notes.append(f"{catalog}: {unused} catalogue row(s) have no cutout")
+    else:
+        meta["ra"] = np.nan
+        meta["dec"] = np.nan
+    cols = ["id", "ra", "dec", "source"] + [c for c in meta.columns if c not in ("id", "ra", "dec", "source")]
+    return Inputs([Path(f) for f in files], meta[cols], notes, skipped)

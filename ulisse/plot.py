@@ -1,0 +1,72 @@
+"""Thumbnail grids: a prototype and its neighbours, with ids and distances."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def thumbnail(index, object_id: str) -> np.ndarray | None:
+    """The RGB cutout of an index object, read from its ``source`` file (None if gone)."""
+    from .cutouts import read_cutout
+    from .errors import CutoutError
+
+    src = index.metadata["source"].iloc[index.row_of(object_id)]
+    if not isinstance(src, str) or not src:
+        return None
+    path = Path(src)
+    if not path.is_absolute():
+        path = Path(index.path) / path
+    try:
+        return read_cutout(path, index.rgb).image
+    except CutoutError:
+        return None
+
+
+def neighbour_grid(index, result, path: str | os.PathLike, prototype_image: np.ndarray | None = None,
+                   columns: int = 5, title: str | None = None) -> Path:
+    """Write a PNG: the prototype first (framed), then the neighbours in rank order with their distances."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .results import write_atomic
+
+    panels: list[tuple[np.ndarray | None, str, bool]] = []
+    if prototype_image is None and result.prototype_id is not None:
+        prototype_image = thumbnail(index, result.prototype_id)
+    panels.append((prototype_image, f"prototype\n{result.prototype_id or result.prototype}", True))
+    for row in result.table.itertuples(index=False):
+        panels.append((thumbnail(index, row.id), f"#{row.rank} {row.id}\nd = {row.distance:.3g}", False))
+    rows = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 2.0, rows * 2.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (img, label, is_proto) in zip(axes.flat, panels):
+        if img is not None:
+            ax.imshow(img, origin="upper", interpolation="nearest")
+        else:
+            ax.text(0.5, 0.5, "no image", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(label, fontsize=8, color="crimson" if is_proto else "black")
+        if is_proto:
+            ax.axis("on")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_edgecolor("crimson")
+                s.set_linewidth(3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())
+    return Path(path)
