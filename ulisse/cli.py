@@ -1,7 +1,7 @@
 """The ``ulisse`` command line.
 
-Core verbs live here (embed, index build/add/info, query, plugins); plugins add
-more through the ``register_commands`` hook. A user's mistake ends with one line
+Core verbs live here (embed, index build/add/info, plugins); every other verb
+(query, expand, anomalies, demo...) comes from a plugin through the ``register_commands`` hook. A user's mistake ends with one line
 ``ulisse: error: ...`` and a non-zero exit code, never a traceback.
 """
 
@@ -168,53 +168,6 @@ def index_info(index_dir, fmt, verify):
         f"checksums  {'verified' if verify else 'not checked'}",
     ]
     click.echo("\n".join(lines))
-
-
-@cli.command()
-@click.argument("index_dir", type=click.Path())
-@click.option("--id", "object_id", help="prototype: an object of the index (left out of its own results)")
-@click.option("--image", type=click.Path(), help="prototype: an outside cutout (PNG, JPEG, FITS)")
-@click.option("--ra", type=float, help="prototype: the index object nearest to this RA (deg)")
-@click.option("--dec", type=float, help="... and Dec (deg)")
-@click.option("--radius", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True, help="match radius for --ra/--dec (arcsec)")
-@click.option("-k", "k", type=int, default=16, show_default=True, help="number of neighbours")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "votable"]), default="table", show_default=True)
-@click.option("--output", type=click.Path(dir_okay=False), help="write the results to a file (.csv, .json, .xml/.vot, .fits, .txt)")
-@click.option("--png", type=click.Path(dir_okay=False), help="write a thumbnail grid of the prototype and its neighbours")
-@click.option("--weights", default=None, help="the weights file the index was built with, if it has moved")
-@click.option("--device", type=DEVICE, default="auto", show_default=True)
-def query(index_dir, object_id, image, ra, dec, radius, k, fmt, output, png, weights, device):
-    """One-shot query: the k nearest neighbours of one prototype."""
-    from .index import open_index
-    from .results import format_for_path, render, write_atomic
-
-    if k < 1:
-        raise UlisseError(f"-k {k}: must be at least 1")
-    given = sum(x is not None for x in (object_id, image)) + (ra is not None or dec is not None)
-    if given != 1:
-        raise UlisseError("give exactly one prototype: --id, --image, or --ra with --dec")
-    if (ra is None) != (dec is None):
-        raise UlisseError("--ra and --dec go together")
-    if image is not None and not Path(image).is_file():
-        raise UlisseError(f"{image}: no such file")
-    out_fmt = format_for_path(output) if output else None
-    idx = open_index(index_dir, device=device, weights=weights)
-    result = idx.query(object_id, image=image, ra=ra, dec=dec, radius_arcsec=radius, k=k)
-    meta = {"prototype": result.prototype, "index": str(idx.path)}
-    click.echo(render(result.table, fmt, meta, extra={"prototype": result.prototype, **result.info}), nl=False)
-    if output:
-        write_atomic(output, render(result.table, out_fmt, meta, extra={"prototype": result.prototype, **result.info}))
-        LOG.info("wrote %s", output)
-    if png:
-        from .plot import neighbour_grid
-
-        proto_img = None
-        if image is not None:
-            from .cutouts import read_cutout
-
-            proto_img = read_cutout(image, idx.rgb).image
-        neighbour_grid(idx, result, png, prototype_image=proto_img, title=f"{idx.path.name}: {result.prototype}")
-        LOG.info("wrote %s", png)
 
 
 @cli.command()

@@ -39,6 +39,8 @@ def make_plugin_manager(load_entrypoints: bool = True, plugins=()) -> pluggy.Plu
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"plugin {getattr(exc, 'plugin', '?')}: {exc}") from None
+    except (ImportError, AttributeError, SyntaxError) as exc:
+        raise PluginError(f"a plugin of the '{ENTRY_POINT_GROUP}' entry-point group failed to load: {exc}") from None
     return pm
 
 

@@ -85,6 +85,7 @@ def to_astropy(table: pd.DataFrame, meta: dict | None = None):
 def render(table: pd.DataFrame, fmt: str, meta: dict | None = None, extra: dict | None = None) -> str | bytes:
     """The table in ``fmt``: ``table`` (text), ``csv``, ``json``, ``votable`` (str) or ``fits`` (bytes)."""
     if fmt == "table":
+        table = table.drop(columns=[c for c in ("source", "row") if c in table.columns])  # long paths: not for the eye
         with pd.option_context("display.max_rows", None, "display.max_columns", 12, "display.width", 160,
                                "display.float_format", "{:.4g}".format):
             return table.to_string(index=False) + "\n"

@@ -1,0 +1,197 @@
+"""Recursive expansion: neighbours become new prototypes (ULISSE's recursive process).
+
+From one prototype take its k nearest neighbours; query again with every newly
+found object; go on for a number of iterations, never visiting an object twice,
+until no new object turns up or a budget is reached. Every object found keeps
+its iteration, the object that found it and its distance to that object.
+
+For a fair comparison the result also holds the direct kNN of the prototype
+with as many objects as the expansion found; with a label column both get
+class fractions beside the base rate (ULISSE: from a weak prototype, five
+iterations found 89 objects, 42.7 % AGN, against 25.8 % among its 89 direct
+neighbours).
+
+Example:
+    >>> from ulisse.plugins.recursive import expand
+    >>> found = expand(index, "obj042", k=16, iterations=5, label="class")   # doctest: +SKIP
+    >>> found.per_iteration                                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import click
+import numpy as np
+import pandas as pd
+
+import ulisse
+from ulisse.errors import QueryError
+from ulisse.index import Index
+from ulisse.registry import QueryStrategy
+
+from .prototype import Prototype, class_fractions, labels_of, query, resolve
+
+
+@dataclass
+class Expansion:
+    """The result of a recursive expansion.
+
+    Attributes:
+        prototype: what the expansion started from.
+        table: every object found, in order of discovery: ``rank``, ``id``, ``iteration``,
+            ``found_by``, ``distance`` (to ``found_by``), then metadata.
+        per_iteration: one row per iteration: new objects, cumulative count, and with a
+            label the fraction of each class among the new and among all found objects.
+        direct: the direct kNN of the prototype with as many objects as were found.
+        label: the label column, if any; fractions compare ``expansion`` with ``direct``.
+        stopped: why the expansion stopped (``iterations``, ``exhausted`` or ``budget``).
+    """
+
+    prototype: str
+    table: pd.DataFrame
+    per_iteration: pd.DataFrame
+    direct: pd.DataFrame
+    label: str | None = None
+    fractions: pd.DataFrame | None = None
+    stopped: str = "iterations"
+    info: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.table["id"])
+
+    def summary(self) -> dict:
+        out = {"found": len(self), "stopped": self.stopped,
+               "per_iteration": ulisse.results.records(self.per_iteration)}
+        if self.fractions is not None:
+            out["label"] = self.label
+            out["fractions"] = {col: {str(c): float(v) for c, v in self.fractions[col].items()}
+                                for col in self.fractions.columns}
+        return out
+
+
+def expand(index: Index, prototype, k: int = 16, iterations: int = 5, budget: int | None = None,
+           label: str | None = None) -> Expansion:
+    """Recursive expansion from one prototype (id, (ra, dec), image path or array, or vector).
+
+    Args:
+        k: neighbours asked for each object queried.
+        iterations: at most this many rounds of queries.
+        budget: stop once this many objects are found (the last round is cut by distance).
+        label: metadata column with classes, for fractions per iteration and against direct kNN.
+
+    Raises:
+        QueryError: k < 1, iterations < 1, budget < 1, unknown id or label.
+    """
+    for name, v in (("k", k), ("iterations", iterations)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise QueryError(f"{name}={v}: must be at least 1")
+    if budget is not None and budget < 1:
+        raise QueryError(f"budget={budget}: must be at least 1")
+    start = resolve(index, prototype)
+    labels = labels_of(index, label) if label else None
+    start_name = start.id or start.prototype.describe()
+    seen: set[int] = {start.row} if start.row is not None else set()
+    rows, its, by, dists = [], [], [], []
+    frontier_vectors, frontier_names = start.vector[None], [start_name]
+    stopped = "iterations"
+    for it in range(1, iterations + 1):
+        D, I = index.search(frontier_vectors, int(k), exclude=[sorted(seen)] * len(frontier_vectors))
+        new: dict[int, tuple[float, str]] = {}
+        for q, (drow, irow) in enumerate(zip(D, I)):
+            for d, i in zip(drow, irow):
+                i = int(i)
+                if i >= 0 and i not in seen and (i not in new or d < new[i][0]):
+                    new[i] = (float(d), frontier_names[q])
+        order = sorted(new, key=lambda i: new[i][0])
+        if budget is not None and len(rows) + len(order) >= budget:
+            order = order[: budget - len(rows)]
+            stopped = "budget"
+        if not order:
+            stopped = "exhausted"
+            break
+        for i in order:
+            rows.append(i)
+            its.append(it)
+            by.append(new[i][1])
+            dists.append(new[i][0])
+            seen.add(i)
+        if stopped == "budget":
+            break
+        frontier_vectors = index.vectors_of_rows(order)
+        frontier_names = [index.metadata["id"].iloc[i] for i in order]
+    meta = index.metadata.iloc[rows].reset_index(drop=True)
+    table = pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "id": meta["id"], "iteration": its,
+                          "found_by": by, "distance": dists})
+    table = pd.concat([table, meta.drop(columns=["id"])], axis=1)
+    n_found = len(rows)
+    direct = query(index, start.prototype if start.row is None else start.id, k=max(n_found, 1)).table
+    per_it = table.groupby("iteration").size().rename("new").reset_index()
+    per_it["total"] = per_it["new"].cumsum()
+    fractions = None
+    if labels is not None:
+        found_labels = labels.iloc[rows].reset_index(drop=True)
+        for c in labels.value_counts().index:
+            per_it[f"new_{c}"] = [float((found_labels[table["iteration"] == i] == c).mean()) for i in per_it["iteration"]]
+            per_it[f"all_{c}"] = [float((found_labels[table["iteration"] <= i] == c).mean()) for i in per_it["iteration"]]
+        exp_f, _ = class_fractions(found_labels.tolist(), labels, [n_found])
+        dir_f, _ = class_fractions(labels.iloc[direct["row"]].tolist(), labels, [n_found])
+        fractions = pd.DataFrame({"expansion": exp_f[n_found], "direct": dir_f[n_found], "base_rate": exp_f["base_rate"]})
+    return Expansion(start_name, table, per_it, direct, label, fractions, stopped,
+                     {"k": int(k), "iterations": int(iterations), "budget": budget})
+
+
+@ulisse.hookimpl
+def register_query_strategies():
+    def run(index, prototypes, k=16, **kw):
+        protos = prototypes if isinstance(prototypes, list) else [prototypes]
+        if len(protos) != 1:
+            raise QueryError("recursive expansion starts from one prototype")
+        return expand(index, protos[0], k=k, **kw)
+
+    return [QueryStrategy("recursive", "recursive expansion: neighbours become new prototypes", run)]
+
+
+def expansion_text(e: Expansion) -> str:
+    lines = ["", f"found {len(e)} objects in {int(e.per_iteration['iteration'].max()) if len(e) else 0} "
+             f"iteration(s); stopped: {e.stopped}"]
+    for r in e.per_iteration.itertuples(index=False):
+        lines.append(f"  iteration {r.iteration}: {r.new} new, {r.total} in all")
+    if e.fractions is not None:
+        lines.append(f"class fractions ({e.label}) at n = {len(e)}:   expansion      direct   base rate")
+        for c, row in e.fractions.iterrows():
+            lines.append(f"  {str(c):<28}{row['expansion']:>12.1%}{row['direct']:>12.1%}{row['base_rate']:>12.1%}")
+    return "\n".join(lines) + "\n"
+
+
+@ulisse.hookimpl
+def register_commands(cli):
+    @cli.command("expand")
+    @click.argument("index_dir", type=click.Path())
+    @click.option("--id", "object_id", required=True, help="the prototype: an object of the index")
+    @click.option("-k", "k", type=int, default=16, show_default=True, help="neighbours per queried object")
+    @click.option("--iterations", type=int, default=5, show_default=True)
+    @click.option("--budget", type=int, default=None, help="stop once this many objects are found")
+    @click.option("--label", default=None, help="metadata column with classes: fractions per iteration and against direct kNN")
+    @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "votable"]), default="table", show_default=True)
+    @click.option("--output", type=click.Path(dir_okay=False), help="also write the found objects to a file (.csv, .json, .xml/.vot, .fits)")
+    @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+    def expand_command(index_dir, object_id, k, iterations, budget, label, fmt, output, device):
+        """Recursive expansion from one prototype: neighbours become new prototypes."""
+        from ulisse.results import format_for_path, render, write_atomic
+
+        out_fmt = format_for_path(output) if output else None
+        index = ulisse.open_index(index_dir, device=device)
+        e = expand(index, object_id, k=k, iterations=iterations, budget=budget, label=label)
+        table = e.table.drop(columns=["row"])
+        meta = {"prototype": e.prototype, "index": str(index.path)}
+        extra = {"prototype": e.prototype, **e.summary()}
+        click.echo(render(table, fmt, meta, extra=extra) + (expansion_text(e) if fmt == "table" else ""), nl=False)
+        if fmt in ("csv", "votable"):
+            click.echo(expansion_text(e), err=True, nl=False)
+        if output:
+            write_atomic(output, render(table, out_fmt, meta, extra=extra))

@@ -1,0 +1,170 @@
+"""The anomalies plugin: scores against brute force, an obvious outlier found, stored scores reused, the CLI verb."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from astropy.table import Table
+from PIL import Image
+
+import ulisse
+from conftest import make_survey, tree_digest
+from ulisse.plugins.anomalies import anomaly_scores, rank_anomalies, scores_path
+from ulisse.registry import score_providers
+
+
+def brute_force_distances(index):
+    """Euclidean distances between all the index's vectors, self left out (inf), each row sorted."""
+    v = index.vectors_of_rows(range(len(index))).astype(np.float64)
+    d = np.sqrt(np.maximum(((v[:, None, :] - v[None, :, :]) ** 2).sum(-1), 0.0))
+    np.fill_diagonal(d, np.inf)
+    return np.sort(d, axis=1)
+
+
+def outside_derived(path):
+    return {name: h for name, h in tree_digest(path).items() if not name.startswith("derived")}
+
+
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_knn_scores_match_brute_force(tiny_index, k):
+    d = brute_force_distances(tiny_index)
+    kth = anomaly_scores(tiny_index, "kth", k=k, progress=False)
+    mean = anomaly_scores(tiny_index, "mean", k=k, progress=False)
+    assert list(kth["row"]) == list(range(len(tiny_index))) and list(kth["id"]) == tiny_index.ids
+    np.testing.assert_allclose(kth["score"], d[:, k - 1], rtol=1e-5, atol=1e-5 * d[:, 0].max())
+    np.testing.assert_allclose(mean["score"], d[:, :k].mean(axis=1), rtol=1e-5, atol=1e-5 * d[:, 0].max())
+
+
+def test_an_obvious_outlier_ranks_first(tmp_path, survey, tiny_encoder):
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    y, x = np.mgrid[0:64, 0:64]
+    checkerboard = (((x // 8 + y // 8) % 2) * 255).astype(np.uint8)
+    Image.fromarray(np.stack([checkerboard, 255 - checkerboard, checkerboard], axis=-1)).save(odd / "checkerboard.png")
+    index, _ = ulisse.build_index([survey / "cutouts", odd], tmp_path / "idx", encoder=tiny_encoder, device="cpu",
+                                  progress=False)
+    for method in ("kth", "mean"):
+        ranking = rank_anomalies(index, top=3, method=method, k=5, progress=False)
+        assert ranking.ids[0] == "checkerboard", ranking.table
+        assert list(ranking.table["rank"]) == [1, 2, 3] and ranking.table["score"].is_monotonic_decreasing
+
+
+def test_ranking_table_and_class_fractions(tiny_index):
+    scores = anomaly_scores(tiny_index, k=5, progress=False)
+    ranking = rank_anomalies(tiny_index, top=6, k=5, label="label", progress=False)
+    best = scores.sort_values("score", ascending=False, kind="stable").head(6)
+    assert ranking.ids == list(best["id"]) and np.allclose(ranking.table["score"], best["score"])
+    assert list(ranking.table.columns[:3]) == ["rank", "id", "score"] and {"ra", "dec", "label"} <= set(ranking.table)
+    assert (ranking.method, ranking.k, ranking.label) == ("kth", 5, "label")
+    assert ranking.base_rate == pytest.approx({"round": 1 / 3, "streak": 1 / 3, "double": 1 / 3})
+    counts = ranking.table["label"].value_counts()
+    assert ranking.precision == pytest.approx({c: counts.get(c, 0) / 6 for c in ("round", "streak", "double")})
+    assert len(rank_anomalies(tiny_index, top=1000, k=5, progress=False)) == len(tiny_index)
+
+
+def test_stored_scores_are_reused_and_recomputed_when_the_index_grows(tiny_index, tmp_path):
+    before = outside_derived(tiny_index.path)
+    first = anomaly_scores(tiny_index, "kth", k=4, progress=False)
+    path = scores_path(tiny_index, "kth", 4)
+    assert path == tiny_index.path / "derived" / "anomaly-kth-k4.parquet" and path.is_file()
+    assert outside_derived(tiny_index.path) == before  # manifest, vectors and metadata untouched
+    stamp = path.stat().st_mtime_ns, path.read_bytes()
+
+    reopened = ulisse.open_index(tiny_index.path, device="cpu")
+    again = anomaly_scores(reopened, "kth", k=4, progress=False)
+    assert (path.stat().st_mtime_ns, path.read_bytes()) == stamp and again.equals(first)
+    assert not (tiny_index.path / "derived" / "anomaly-kth-k5.parquet").exists()
+
+    more = tmp_path / "more"
+    make_survey(more, n_per_kind=1, seed=3, prefix="add")
+    reopened.add([more], progress=False)
+    assert path.read_bytes() == stamp[1]  # the commit leaves derived/ alone
+    grown = anomaly_scores(reopened, "kth", k=4, progress=False)
+    assert len(grown) == 27 and list(grown["id"][-3:]) == ["add000", "add001", "add002"]
+    assert path.read_bytes() != stamp[1]
+    np.testing.assert_allclose(grown["score"], brute_force_distances(reopened)[:, 3], rtol=1e-5, atol=1e-5)
+    stored = json.loads(__import__("pyarrow.parquet").parquet.read_schema(path).metadata[b"ulisse.anomaly"])
+    assert stored["vectors_sha256"] == reopened.manifest["files"]["vectors"]["sha256"] and stored["count"] == 27
+
+
+def test_recompute_rewrites_the_stored_scores(tiny_index):
+    anomaly_scores(tiny_index, "mean", k=3, progress=False)
+    path = scores_path(tiny_index, "mean", 3)
+    path.write_bytes(b"not a parquet file")  # damaged: computed again, not an error
+    table = anomaly_scores(tiny_index, "mean", k=3, progress=False)
+    assert len(table) == 24 and path.read_bytes().startswith(b"PAR1")
+    stamp = path.stat().st_mtime_ns
+    anomaly_scores(tiny_index, "mean", k=3, progress=False, recompute=True)
+    assert path.stat().st_mtime_ns != stamp
+
+
+def test_iforest(tiny_index):
+    pytest.importorskip("sklearn")
+    scores = anomaly_scores(tiny_index, "iforest", progress=False)
+    assert len(scores) == 24 and np.isfinite(scores["score"]).all()
+    assert (tiny_index.path / "derived" / "anomaly-iforest.parquet").is_file()
+    assert rank_anomalies(tiny_index, top=3, method="iforest", progress=False).k is None
+
+
+def test_iforest_without_scikit_learn_is_a_one_line_error(tiny_index):
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        with pytest.raises(ulisse.InputError, match="pip install scikit-learn"):
+            anomaly_scores(tiny_index, "iforest", progress=False)
+    else:
+        pytest.skip("scikit-learn is installed")
+
+
+def test_score_providers_are_registered(tiny_index):
+    providers = score_providers()
+    assert {"anomaly-kth", "anomaly-mean", "anomaly-iforest"} <= set(providers)
+    values = providers["anomaly-mean"].compute(tiny_index, k=3, progress=False)
+    assert values.dtype == np.float64 and values.shape == (24,)
+    np.testing.assert_allclose(values, brute_force_distances(tiny_index)[:, :3].mean(axis=1), rtol=1e-5, atol=1e-5)
+    assert providers["anomaly-kth"].options == {"k": 10}
+
+
+def test_cli_json_label_png_and_fits(tiny_index, cli, tmp_path):
+    png, fits_out = tmp_path / "top.png", tmp_path / "top.fits"
+    code, out, err = cli("-q", "anomalies", tiny_index.path, "--top", "5", "-k", "4", "--label", "label",
+                         "--format", "json", "--png", png, "--output", fits_out, "--device", "cpu")
+    assert code == 0, err
+    result = json.loads(out)
+    assert (result["method"], result["k"], result["label"]) == ("kth", 4, "label")
+    rows = result["rows"]
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5] and {"id", "score", "ra", "dec", "label", "r_mag"} <= set(rows[0])
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    assert set(result["precision"]) == set(result["base_rate"]) == {"round", "streak", "double"}
+    assert sum(result["base_rate"].values()) == pytest.approx(1.0)
+    assert sum(result["precision"].values()) == pytest.approx(1.0)
+    t = Table.read(fits_out)
+    assert list(t["id"]) == [r["id"] for r in rows] and np.allclose(t["score"], [r["score"] for r in rows])
+    assert Image.open(png).format == "PNG" and Image.open(png).size[0] > 500
+
+    code, out, err = cli("anomalies", tiny_index.path, "--top", "3", "-k", "4", "--label", "label")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["rank", "id", "score"] and lines[1].split()[0] == "1"
+    assert "label: fraction in the top 3 vs the whole index" in out and "vs   0.333" in out
+    code, out, _ = cli("-q", "anomalies", tiny_index.path, "--top", "3", "--method", "mean", "--format", "csv")
+    assert code == 0 and out.splitlines()[0].startswith("rank,id,score") and len(out.splitlines()) == 4
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("{idx}", "-k", "0"), "k=0: must be at least 1"),
+    (("{idx}", "-k", "24"), "must be smaller than the number of objects in the index (24)"),
+    (("{idx}", "--top", "0"), "top=0: must be at least 1"),
+    (("{idx}", "--label", "colour"), "label 'colour': not a metadata column"),
+    (("{idx}", "--output", "{tmp}/r.docx"), "unknown output format"),
+    (("{tmp}/missing",), "no index here"),
+])
+def test_bad_input_one_line_error(tiny_index, cli, tmp_path, args, needle):
+    digest = tree_digest(tiny_index.path)
+    code, out, err = cli("anomalies", *[a.format(idx=tiny_index.path, tmp=tmp_path) for a in args])
+    lines = [line for line in err.splitlines() if "error" in line.lower()]
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("ulisse: error:") and needle in lines[0], err
+    assert "Traceback" not in err and out == ""
+    assert tree_digest(tiny_index.path) == digest
