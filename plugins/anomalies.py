@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 import ulisse
+from ulisse.labels import class_fractions, labels_of
 from ulisse.registry import ScoreProvider
 
 LOG = logging.getLogger(__name__)
@@ -61,7 +62,6 @@ DEFAULT_K = 10
 CHUNK = 2048  # objects per kNN batch
 IFOREST = {"n_estimators": 200, "random_state": 0}
 META_KEY = b"ulisse.anomaly"
-MISSING_LABEL = "n/a"
 
 
 @dataclass
@@ -247,12 +247,6 @@ def anomaly_scores(index, method: str = "kth", k: int = DEFAULT_K, progress: boo
 
 # -- ranking -----------------------------------------------------------------
 
-def _class_fractions(labels: pd.Series, classes: list[str]) -> dict[str, float]:
-    names = labels.map(lambda v: MISSING_LABEL if pd.isna(v) else str(v))
-    counts = names.value_counts()
-    return {c: float(counts.get(c, 0)) / max(len(names), 1) for c in classes}
-
-
 def rank_anomalies(index, top: int = 20, method: str = "kth", k: int = DEFAULT_K, label: str | None = None,
                    progress: bool = True, recompute: bool = False) -> AnomalyRanking:
     """The ``top`` most anomalous objects of the index.
@@ -282,9 +276,7 @@ def rank_anomalies(index, top: int = 20, method: str = "kth", k: int = DEFAULT_K
     """
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
         raise ulisse.QueryError(f"top={top}: must be at least 1")
-    if label is not None and (label not in index.metadata.columns or label in ("row", "id")):
-        columns = [c for c in index.metadata.columns if c not in ("row", "id")]
-        raise ulisse.QueryError(f"label {label!r}: not a metadata column of {index.path} (columns: {', '.join(columns)})")
+    names = labels_of(index, label) if label is not None else None
     scores = anomaly_scores(index, method=method, k=k, progress=progress, recompute=recompute)
     order = np.argsort(-scores["score"].to_numpy(), kind="stable")[:int(top)]
     meta = index.metadata.iloc[order].reset_index(drop=True)
@@ -292,11 +284,10 @@ def rank_anomalies(index, top: int = 20, method: str = "kth", k: int = DEFAULT_K
                                      "score": scores["score"].to_numpy()[order]}),
                        meta.drop(columns=["id"])], axis=1)
     ranking = AnomalyRanking(table, method, None if method == "iforest" else int(k), label)
-    if label is not None:
-        names = index.metadata[label].map(lambda v: MISSING_LABEL if pd.isna(v) else str(v))
-        classes = list(names.value_counts().index)  # commonest first
-        ranking.base_rate = _class_fractions(index.metadata[label], classes)
-        ranking.precision = _class_fractions(meta[label], classes)
+    if names is not None:
+        fractions, _ = class_fractions(names.iloc[order].tolist(), names, [len(order)])
+        ranking.base_rate = {str(c): float(v) for c, v in fractions["base_rate"].items()}
+        ranking.precision = {str(c): float(v) for c, v in fractions[len(order)].items()}
     return ranking
 
 
@@ -305,33 +296,11 @@ def rank_anomalies(index, top: int = 20, method: str = "kth", k: int = DEFAULT_K
 def anomaly_grid(index, ranking: AnomalyRanking, path: str | os.PathLike, columns: int = 5,
                  title: str | None = None) -> Path:
     """Write a PNG of the ranked objects' cutouts, with rank, id and score under each (atomically)."""
-    import matplotlib
+    from ulisse.plot import thumbnail, thumbnail_grid
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ulisse.plot import thumbnail
-    from ulisse.results import write_atomic
-
-    rows = max(1, math.ceil(len(ranking.table) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 2.0, rows * 2.5), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, row in zip(axes.flat, ranking.table.itertuples(index=False)):
-        img = thumbnail(index, row.id)
-        if img is not None:
-            ax.imshow(img, origin="upper", interpolation="nearest")
-        else:
-            ax.text(0.5, 0.5, "no image", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(f"#{row.rank} {row.id}\nscore = {row.score:.3g}", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    write_atomic(path, buf.getvalue())
-    return Path(path)
+    panels = [(thumbnail(index, row.id), f"#{row.rank} {row.id}\nscore = {row.score:.3g}", False)
+              for row in ranking.table.itertuples(index=False)]
+    return thumbnail_grid(panels, path, columns, title)
 
 
 # -- plugin hooks ------------------------------------------------------------

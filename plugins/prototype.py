@@ -30,11 +30,11 @@ import pandas as pd
 import ulisse
 from ulisse.errors import QueryError
 from ulisse.index import DEFAULT_RADIUS_ARCSEC, Index
+from ulisse.labels import class_fractions, labels_of
 from ulisse.registry import QueryStrategy
 from ulisse.results import Neighbours
 
 COMBINE = ("mean", "union")
-MISSING = "(none)"
 
 
 @dataclass(frozen=True)
@@ -120,36 +120,6 @@ class PrototypeResult(Neighbours):
             "base_rate": {str(c): float(f.loc[c, "base_rate"]) for c in f.index},
             "n_used": self.info.get("n_used", {}),
         }
-
-
-def labels_of(index: Index, label: str) -> pd.Series:
-    """The label column as strings, missing values as ``(none)``."""
-    if label not in index.metadata.columns:
-        cols = [c for c in index.metadata.columns if c not in ("row", "source")]
-        raise QueryError(f"--label {label}: no such column in the index (columns: {', '.join(cols)})")
-    col = index.metadata[label]
-    return col.map(lambda v: MISSING if pd.isna(v) else str(v))
-
-
-def class_fractions(labels_found: Sequence[str], all_labels: pd.Series, ns: Iterable[int]) -> tuple[pd.DataFrame, dict]:
-    """Fraction of each class among the first n found objects, for each n, beside the base rate.
-
-    Returns the table (rows = classes sorted by base rate, columns = n values and
-    ``base_rate``) and, for each n, how many objects were actually there (n is
-    capped at the number found).
-    """
-    base = all_labels.value_counts(normalize=True)
-    found = pd.Series(list(labels_found), dtype=object)
-    out, used = {}, {}
-    for n in ns:
-        head = found.iloc[:n]
-        used[str(n)] = len(head)
-        counts = head.value_counts()
-        out[n] = {c: (counts.get(c, 0) / len(head) if len(head) else float("nan")) for c in base.index}
-    table = pd.DataFrame(out, index=base.index)
-    table["base_rate"] = base
-    table.index.name = "class"
-    return table, used
 
 
 def query(index: Index, prototypes, k: int = 16, *, combine: str = "mean", n: Sequence[int] | None = None,

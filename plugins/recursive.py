@@ -30,7 +30,9 @@ from ulisse.errors import QueryError
 from ulisse.index import Index
 from ulisse.registry import QueryStrategy
 
-from .prototype import Prototype, class_fractions, labels_of, query, resolve
+from ulisse.labels import class_fractions, labels_of
+
+from .prototype import query, resolve
 
 
 @dataclass

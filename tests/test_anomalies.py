@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from astropy.table import Table
 from PIL import Image
@@ -85,7 +86,7 @@ def test_stored_scores_are_reused_and_recomputed_when_the_index_grows(tiny_index
     assert len(grown) == 27 and list(grown["id"][-3:]) == ["add000", "add001", "add002"]
     assert path.read_bytes() != stamp[1]
     np.testing.assert_allclose(grown["score"], brute_force_distances(reopened)[:, 3], rtol=1e-5, atol=1e-5)
-    stored = json.loads(__import__("pyarrow.parquet").parquet.read_schema(path).metadata[b"ulisse.anomaly"])
+    stored = json.loads(pq.read_schema(path).metadata[b"ulisse.anomaly"])
     assert stored["vectors_sha256"] == reopened.manifest["files"]["vectors"]["sha256"] and stored["count"] == 27
 
 
@@ -98,6 +99,17 @@ def test_recompute_rewrites_the_stored_scores(tiny_index):
     stamp = path.stat().st_mtime_ns
     anomaly_scores(tiny_index, "mean", k=3, progress=False, recompute=True)
     assert path.stat().st_mtime_ns != stamp
+
+
+def test_inner_product_index_scores_are_negated_similarities(tmp_path, survey, tiny_encoder):
+    index, _ = ulisse.build_index([survey / "cutouts"], tmp_path / "ip", metric="IP", encoder=tiny_encoder,
+                                  device="cpu", progress=False)
+    v = index.vectors_of_rows(range(len(index))).astype(np.float64)
+    sim = v @ v.T
+    np.fill_diagonal(sim, -np.inf)
+    nearest = -np.sort(-sim, axis=1)[:, :4]  # the 4 largest inner products
+    scores = anomaly_scores(index, "kth", k=4, progress=False)["score"]
+    np.testing.assert_allclose(scores, -nearest[:, 3], rtol=1e-4, atol=1e-4 * np.abs(nearest).max())
 
 
 def test_iforest(tiny_index):
@@ -157,7 +169,7 @@ def test_cli_json_label_png_and_fits(tiny_index, cli, tmp_path):
     (("{idx}", "-k", "0"), "k=0: must be at least 1"),
     (("{idx}", "-k", "24"), "must be smaller than the number of objects in the index (24)"),
     (("{idx}", "--top", "0"), "top=0: must be at least 1"),
-    (("{idx}", "--label", "colour"), "label 'colour': not a metadata column"),
+    (("{idx}", "--label", "colour"), "--label colour: no such column"),
     (("{idx}", "--output", "{tmp}/r.docx"), "unknown output format"),
     (("{tmp}/missing",), "no index here"),
 ])

@@ -202,7 +202,7 @@ def test_readme_python_example_runs(tmp_path):
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     code = re.search(r"## Python API\n\n```python\n(.*?)```", readme, re.S).group(1)
     out = tmp_path / "hdf"
-    subprocess.run([sys.executable, "-m", "ulisse", "-q", "demo", "--out", str(out), "--max-sources", "40"],
+    subprocess.run([sys.executable, "-m", "ulisse", "-q", "demo", "--out", str(out), "--max-sources", "60"],
                    check=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300, capture_output=True)
     code = code.replace('"indexes/hdf-demo"', repr(str(out))).replace('"neighbours.ecsv"', repr(str(tmp_path / "n.ecsv")))
     exec(compile(code, "README.md", "exec"), {})

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 import ulisse
-from ulisse.plugins.prototype import Prototype, class_fractions, query
+from ulisse.labels import class_fractions
+from ulisse.plugins.prototype import Prototype, query
 from ulisse.registry import query_strategies
 
 

@@ -1,7 +1,8 @@
-"""Thumbnail grids: a prototype and its neighbours, with ids and distances."""
+"""Thumbnail grids: a prototype and its neighbours, or any ranked list of objects."""
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from pathlib import Path
@@ -27,9 +28,9 @@ def thumbnail(index, object_id: str) -> np.ndarray | None:
         return None
 
 
-def neighbour_grid(index, result, path: str | os.PathLike, prototype_image: np.ndarray | None = None,
+def thumbnail_grid(panels: Sequence[tuple[np.ndarray | None, str, bool]], path: str | os.PathLike,
                    columns: int = 5, title: str | None = None) -> Path:
-    """Write a PNG: the prototype first (framed), then the neighbours in rank order with their distances."""
+    """Write a PNG grid (atomically) of ``(image, caption, highlighted)`` panels, in order."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,23 +38,17 @@ def neighbour_grid(index, result, path: str | os.PathLike, prototype_image: np.n
 
     from .results import write_atomic
 
-    panels: list[tuple[np.ndarray | None, str, bool]] = []
-    if prototype_image is None and result.prototype_id is not None:
-        prototype_image = thumbnail(index, result.prototype_id)
-    panels.append((prototype_image, f"prototype\n{result.prototype_id or result.prototype}", True))
-    for row in result.table.itertuples(index=False):
-        panels.append((thumbnail(index, row.id), f"#{row.rank} {row.id}\nd = {row.distance:.3g}", False))
-    rows = math.ceil(len(panels) / columns)
+    rows = max(1, math.ceil(len(panels) / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 2.0, rows * 2.5), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (img, label, is_proto) in zip(axes.flat, panels):
+    for ax, (img, caption, highlighted) in zip(axes.flat, panels):
         if img is not None:
             ax.imshow(img, origin="upper", interpolation="nearest")
         else:
             ax.text(0.5, 0.5, "no image", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(label, fontsize=8, color="crimson" if is_proto else "black")
-        if is_proto:
+        ax.set_title(caption, fontsize=8, color="crimson" if highlighted else "black")
+        if highlighted:
             ax.axis("on")
             ax.set_xticks([])
             ax.set_yticks([])
@@ -63,10 +58,19 @@ def neighbour_grid(index, result, path: str | os.PathLike, prototype_image: np.n
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     write_atomic(path, buf.getvalue())
     return Path(path)
+
+
+def neighbour_grid(index, result, path: str | os.PathLike, prototype_image: np.ndarray | None = None,
+                   columns: int = 5, title: str | None = None) -> Path:
+    """Write a PNG: the prototype first (framed), then the neighbours in rank order with their distances."""
+    if prototype_image is None and result.prototype_id is not None:
+        prototype_image = thumbnail(index, result.prototype_id)
+    panels = [(prototype_image, f"prototype\n{result.prototype_id or result.prototype}", True)]
+    for row in result.table.itertuples(index=False):
+        panels.append((thumbnail(index, row.id), f"#{row.rank} {row.id}\nd = {row.distance:.3g}", False))
+    return thumbnail_grid(panels, path, columns, title)
