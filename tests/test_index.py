@@ -193,3 +193,23 @@ def test_ivf_index_on_disk_answers_queries_by_id(tmp_path, survey, tiny_encoder)
     again = open_index(tmp_path / "ivf", device="cpu")
     assert again.manifest["factory"] == "IVF2,Flat"
     assert len(again.query("obj002", k=4)) == 4
+
+
+def test_vectors_from_elsewhere_create_and_extend(tmp_path, tiny_index):
+    """create_index / Index.add_vectors: the path shards from workers take."""
+    import pandas as pd
+
+    v = tiny_index.vectors_of_rows(range(6))
+    meta = pd.DataFrame({"id": [f"w{i}" for i in range(6)], "ra": np.arange(6.0), "mag": np.arange(6) + 15.0})
+    idx = ulisse.create_index(tmp_path / "w", v[:4], meta.iloc[:4], tiny_index.encoder_spec, device="cpu")
+    assert len(idx) == 4 and list(idx.metadata["row"]) == [0, 1, 2, 3] and "mag" in idx.metadata
+    assert idx.add_vectors(v[4:], meta.iloc[4:], encoder_spec=tiny_index.encoder_spec, history={"shard": "x"}) == 2
+    again = open_index(tmp_path / "w", device="cpu")
+    assert again.ids == [f"w{i}" for i in range(6)] and again.manifest["history"][-1]["shard"] == "x"
+    with pytest.raises(InputError, match="already in the index"):
+        again.add_vectors(v[:1], meta.iloc[:1])
+    with pytest.raises(InputError, match="1 vectors but 2 metadata rows"):
+        again.add_vectors(v[:1], pd.DataFrame({"id": ["a", "b"]}))
+    other = ulisse.EncoderSpec.from_dict({**tiny_index.encoder_spec.to_dict(), "weights_sha256": "0" * 64})
+    with pytest.raises(ulisse.EncoderMismatch):
+        again.add_vectors(v[:1], pd.DataFrame({"id": ["z"]}), encoder_spec=other)

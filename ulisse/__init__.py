@@ -18,14 +18,14 @@ from .cutouts import Cutout, RGBConfig, read_cutout
 from .encoder import Encoder, EncoderSpec
 from .errors import (CutoutError, EncoderMismatch, IndexError_, IndexNotFound, InputError, QueryError,
                      UlisseError, WeightsError)
-from .index import AddReport, Index, build_index, open_index
+from .index import AddReport, Index, build_index, create_index, open_index
 from .plugin_manager import hookimpl, make_plugin_manager
 from .results import Neighbours
 from . import plot
 
 __all__ = [
     "__version__", "Encoder", "EncoderSpec", "Index", "AddReport", "Neighbours", "Cutout", "RGBConfig",
-    "build_index", "open_index", "read_cutout", "hookimpl", "make_plugin_manager",
+    "build_index", "create_index", "open_index", "read_cutout", "hookimpl", "make_plugin_manager",
     "UlisseError", "InputError", "CutoutError", "WeightsError", "IndexError_", "IndexNotFound",
     "EncoderMismatch", "QueryError",
 ]

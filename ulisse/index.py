@@ -240,21 +240,68 @@ class Index:
             raise InputError(f"id {clash[0]!r} is already in the index {self.path}"
                              + (f" ({len(clash)} ids in all)" if len(clash) > 1 else ""))
         emb = embed_files(self.encoder, gathered.paths, rgb=self.rgb, skip_bad=skip_bad, progress=progress)
-        new_meta = _metadata_rows(gathered.metadata, emb, start=len(self))
         if len(emb.ids) == 0:
             raise InputError("no cutout could be read; nothing added")
+        self.add_vectors(emb.vectors, _metadata_rows(gathered.metadata, emb),
+                         history={"action": "add", "inputs": [str(p) for p in inputs]})
+        return AddReport(len(emb.ids), len(self), gathered.skipped + emb.skipped, gathered.notes,
+                         time.perf_counter() - t0)
+
+    def add_vectors(self, vectors: np.ndarray, metadata: pd.DataFrame, *, encoder_spec: EncoderSpec | None = None,
+                    history: dict | None = None) -> int:
+        """Add vectors computed elsewhere (a worker's shard, say) with their metadata rows, atomically.
+
+        Args:
+            vectors: float32 ``N x dim`` from this index's encoder.
+            metadata: N rows with an ``id`` column (new ids); ``ra``, ``dec``, ``source`` and any columns.
+            encoder_spec: the encoder the vectors came from; checked against the index's when given.
+            history: a note for the manifest's history (``action`` and anything JSON-ready).
+
+        Returns the number of objects added.
+
+        Raises:
+            InputError: ids already in the index or repeated, or rows and vectors that do not match.
+            EncoderMismatch: ``encoder_spec`` differs from the index's.
+        """
+        if encoder_spec is not None:
+            check_compatible(self.encoder_spec, encoder_spec, str(self.path))
+        new_meta = _normalise_new_rows(metadata, len(vectors), start=len(self))
+        clash = [oid for oid in new_meta["id"] if oid in self._row_of]
+        if clash:
+            raise InputError(f"id {clash[0]!r} is already in the index {self.path}"
+                             + (f" ({len(clash)} ids in all)" if len(clash) > 1 else ""))
         index = faiss_backend_clone(self._cpu_index)
-        faiss_backend.add_vectors(index, emb.vectors)
+        faiss_backend.add_vectors(index, vectors)
         metadata = pd.concat([self.metadata, new_meta], ignore_index=True)
         manifest = dict(self.manifest)
         manifest.update(updated=_now(), versions=_versions())
         manifest["history"] = list(manifest.get("history", [])) + [
-            {"action": "add", "count": len(emb.ids), "time": _now(), "inputs": [str(p) for p in inputs]}]
+            {"action": "add", **(history or {}), "count": len(new_meta), "time": _now()}]
         written = store.commit(self.path, index, metadata, manifest)
         self.manifest, self.metadata, self._cpu_index, self._search_index = written, metadata, index, None
         self._row_of = {oid: i for i, oid in enumerate(self.metadata["id"])}
-        return AddReport(len(emb.ids), len(self), gathered.skipped + emb.skipped, gathered.notes,
-                         time.perf_counter() - t0)
+        return len(new_meta)
+
+
+def _normalise_new_rows(metadata: pd.DataFrame, n: int, start: int) -> pd.DataFrame:
+    if len(metadata) != n:
+        raise InputError(f"{n} vectors but {len(metadata)} metadata rows")
+    if "id" not in metadata.columns:
+        raise InputError("metadata has no id column")
+    meta = metadata.reset_index(drop=True).copy()
+    meta["id"] = meta["id"].astype(str)
+    dup = meta["id"][meta["id"].duplicated()]
+    if len(dup):
+        raise InputError(f"id {dup.iloc[0]!r} appears twice among the new objects")
+    for col in ("ra", "dec"):
+        if col not in meta.columns:
+            meta[col] = np.nan
+    if "source" not in meta.columns:
+        meta["source"] = None
+    meta = meta.drop(columns=["row"], errors="ignore")
+    meta.insert(0, "row", np.arange(start, start + n, dtype=np.int64))
+    cols = ["row", "id", "ra", "dec", "source"]
+    return meta[cols + [c for c in meta.columns if c not in cols]]
 
 
 def faiss_backend_clone(index):
@@ -267,13 +314,12 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _metadata_rows(meta: pd.DataFrame, emb, start: int) -> pd.DataFrame:
+def _metadata_rows(meta: pd.DataFrame, emb) -> pd.DataFrame:
     rows = meta.iloc[emb.positions].reset_index(drop=True).copy()
     # positions from FITS WCS fill in where the catalogue has none
     for col, values in (("ra", emb.ra), ("dec", emb.dec)):
         have = rows[col].notna().to_numpy()
         rows.loc[~have, col] = values[~have]
-    rows.insert(0, "row", np.arange(start, start + len(rows), dtype=np.int64))
     return rows
 
 
@@ -311,21 +357,38 @@ def build_index(inputs: Sequence[str | os.PathLike], path: str | os.PathLike, ca
         raise InputError(f"{path}: exists and is not a directory")
     gathered = gather(inputs, catalog, skip_bad=skip_bad)
     encoder = encoder or Encoder.load(weights=weights, device=device)
-    index = faiss_backend.new_faiss_index(factory, encoder.spec.dim, metric)  # checks the factory early
+    faiss_backend.new_faiss_index(factory, encoder.spec.dim, metric)  # a bad factory fails before the long work
     emb = embed_files(encoder, gathered.paths, rgb=rgb, skip_bad=skip_bad, progress=progress)
     if len(emb.ids) == 0:
         raise InputError("no cutout could be read; no index written")
-    faiss_backend.add_vectors(index, emb.vectors)
-    metadata = _metadata_rows(gathered.metadata, emb, start=0)
-    manifest = {
-        "factory": factory, "metric": metric, "dim": encoder.spec.dim,
-        "encoder": encoder.spec.to_dict(), "rgb": rgb.to_dict(),
-        "created": _now(), "versions": _versions(),
-        "history": [{"action": "build", "count": len(emb.ids), "time": _now(), "inputs": [str(p) for p in inputs],
-                     "catalog": None if catalog is None else str(catalog)}],
-    }
-    store.commit(path, index, metadata, manifest)
-    idx = open_index(path, device=device)
+    idx = create_index(path, emb.vectors, _metadata_rows(gathered.metadata, emb), encoder.spec,
+                       factory=factory, metric=metric, rgb=rgb, device=device, overwrite=overwrite,
+                       history={"action": "build", "inputs": [str(p) for p in inputs],
+                                "catalog": None if catalog is None else str(catalog)})
     idx._encoder = encoder
     return idx, AddReport(len(emb.ids), len(idx), gathered.skipped + emb.skipped, gathered.notes,
                           time.perf_counter() - t0)
+
+
+def create_index(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.DataFrame, encoder_spec: EncoderSpec, *,
+                 factory: str = DEFAULT_FACTORY, metric: str = "L2", rgb: RGBConfig = RGBConfig(),
+                 device: str = "auto", overwrite: bool = False, history: dict | None = None) -> Index:
+    """Write a new index directory from vectors computed elsewhere and their metadata rows (atomically).
+
+    Raises:
+        InputError: ``path`` holds an index and ``overwrite`` is False; bad factory; rows and vectors that do not match.
+    """
+    path = Path(path)
+    if (path / store.MANIFEST).exists() and not overwrite:
+        raise InputError(f"{path}: an index exists here already (use 'ulisse index add' to extend it, or --overwrite)")
+    meta = _normalise_new_rows(metadata, len(vectors), start=0)
+    index = faiss_backend.new_faiss_index(factory, encoder_spec.dim, metric)
+    faiss_backend.add_vectors(index, vectors)
+    manifest = {
+        "factory": factory, "metric": metric, "dim": encoder_spec.dim,
+        "encoder": encoder_spec.to_dict(), "rgb": rgb.to_dict(),
+        "created": _now(), "versions": _versions(),
+        "history": [{"action": "build", **(history or {}), "count": len(meta), "time": _now()}],
+    }
+    store.commit(path, index, meta, manifest)
+    return open_index(path, device=device)
