@@ -157,3 +157,34 @@ def test_cuda_embedding_matches_cpu():
 def test_hub_weights_efficientnet_b0():
     enc = Encoder.load("efficientnet_b0", weights="hub", device="cpu")
     assert enc.spec.model_name == "efficientnet_b0" and enc.spec.weights_source.startswith("hf-hub:")
+
+
+def test_hub_weights_from_the_local_cache(tmp_path):
+    """timm pretrained=True through the Hugging Face cache, offline: the real loading path for efficientnet_b0."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    repo = timm.models.get_pretrained_cfg("efficientnet_b0").hf_hub_id
+    snap = tmp_path / "hub" / f"models--{repo.replace('/', '--')}"
+    (snap / "refs").mkdir(parents=True)
+    (snap / "refs" / "main").write_text("0" * 40)
+    (snap / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    torch.manual_seed(1)
+    weights = timm.create_model("efficientnet_b0", pretrained=False).state_dict()  # stands in for the hub file
+    save_file({k: v.contiguous() for k, v in weights.items()}, snap / "snapshots" / ("0" * 40) / "model.safetensors")
+    code = ("import ulisse, json; e = ulisse.Encoder.load(device='cpu'); "
+            "print(json.dumps(e.spec.to_dict()))")
+    env = dict(os.environ, HF_HUB_CACHE=str(tmp_path / "hub"), HF_HUB_OFFLINE="1")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    import json
+
+    spec = json.loads(p.stdout)
+    assert spec["model_name"] == "efficientnet_b0" and spec["weights_source"] == f"hf-hub:{repo}"
+    assert spec["mean"] == [0.485, 0.456, 0.406] and spec["dim"] == 1280
+    from ulisse.encoder import sha256_file
+
+    assert spec["weights_sha256"] == sha256_file(snap / "snapshots" / ("0" * 40) / "model.safetensors")
