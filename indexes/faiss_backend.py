@@ -31,6 +31,11 @@ def new_faiss_index(factory: str, dim: int, metric: str = "L2") -> "faiss.Index"
         raise InputError(f"factory {factory!r}: not a FAISS index factory string ({msg[-1] if msg else exc})") from None
 
 
+def clone(index: "faiss.Index") -> "faiss.Index":
+    """A deep copy (writes build on a copy, so the loaded index stays as it is on disk until the commit)."""
+    return faiss.clone_index(index)
+
+
 def add_vectors(index: "faiss.Index", vectors: np.ndarray) -> None:
     """Add ``vectors`` (float32, N x dim), training the index first when it needs it."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)

@@ -1,1 +1,24 @@
-"""The Streamlit web UI (thin pages over the Python API)."""
+"""The Streamlit web UI (thin pages over the Python API).
+
+``ulisse ui`` serves :mod:`ulisse.ui.app`: a sidebar lists the pages that
+plugins register with the ``register_ui_pages`` hook, and runs the chosen
+page script. Each page script (``ui/views/*.py``) also runs on its own::
+
+    ULISSE_UI_INDEX=indexes/hdf-demo streamlit run ui/views/search.py
+
+This module imports nothing heavy (no Streamlit), so plugins can name their
+page scripts from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+UI_DIR = Path(__file__).resolve().parent
+APP = UI_DIR / "app.py"
+VIEWS = UI_DIR / "views"  # not "pages": Streamlit would turn a pages/ folder into its own navigation
+
+
+def view(name: str) -> Path:
+    """The path of a first-party page script, e.g. ``view("search")``."""
+    return VIEWS / f"{name}.py"

@@ -270,7 +270,7 @@ class Index:
         if clash:
             raise InputError(f"id {clash[0]!r} is already in the index {self.path}"
                              + (f" ({len(clash)} ids in all)" if len(clash) > 1 else ""))
-        index = faiss_backend_clone(self._cpu_index)
+        index = faiss_backend.clone(self._cpu_index)
         faiss_backend.add_vectors(index, vectors)
         metadata = pd.concat([self.metadata, new_meta], ignore_index=True)
         manifest = dict(self.manifest)
@@ -302,12 +302,6 @@ def _normalise_new_rows(metadata: pd.DataFrame, n: int, start: int) -> pd.DataFr
     meta.insert(0, "row", np.arange(start, start + n, dtype=np.int64))
     cols = ["row", "id", "ra", "dec", "source"]
     return meta[cols + [c for c in meta.columns if c not in cols]]
-
-
-def faiss_backend_clone(index):
-    import faiss
-
-    return faiss.clone_index(index)
 
 
 def _now() -> str:
