@@ -375,3 +375,12 @@ def register_commands(cli):
             k_text = "" if ranking.k is None else f", k={ranking.k}"
             anomaly_grid(index, ranking, png, title=f"{index.path.name}: top {len(ranking)} anomalies ({method}{k_text})")
             LOG.info("wrote %s", png)
+
+
+@ulisse.hookimpl
+def register_ui_pages():
+    """The web UI's Anomalies page (``ulisse ui``)."""
+    from ulisse.registry import UIPage
+    from ulisse.ui import view
+
+    return [UIPage("Anomalies", view("anomalies"), order=30)]

@@ -267,3 +267,12 @@ def register_commands(cli):
                 proto_img = ulisse.read_cutout(first.value, index.rgb).image
             ulisse.plot.neighbour_grid(index, result, png, prototype_image=proto_img,
                                        title=f"{index.path.name}: {result.prototype}")
+
+
+@ulisse.hookimpl
+def register_ui_pages():
+    """The web UI's Search page (``ulisse ui``)."""
+    from ulisse.registry import UIPage
+    from ulisse.ui import view
+
+    return [UIPage("Search", view("search"), order=10)]

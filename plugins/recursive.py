@@ -197,3 +197,12 @@ def register_commands(cli):
             click.echo(expansion_text(e), err=True, nl=False)
         if output:
             write_atomic(output, render(table, out_fmt, meta, extra=extra))
+
+
+@ulisse.hookimpl
+def register_ui_pages():
+    """The web UI's Expand page (``ulisse ui``)."""
+    from ulisse.registry import UIPage
+    from ulisse.ui import view
+
+    return [UIPage("Expand", view("expand"), order=20)]

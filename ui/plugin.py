@@ -1,1 +1,92 @@
-"""(being written)"""
+"""``ulisse ui``: serve the Streamlit web app (:mod:`ulisse.ui.app`) on this machine.
+
+Example::
+
+    ulisse ui --index indexes/hdf-demo                 # http://127.0.0.1:8501
+    ulisse ui --index indexes/hdf-demo --server.port 8601
+
+Options ulisse does not know are Streamlit's (``streamlit run --help``) and
+pass through; they come after ulisse's defaults, so they win.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+import ulisse
+from ulisse.ui import APP, INDEX_ENV, MAX_UPLOAD_MB
+
+DEFAULT_OPTIONS = (
+    "--server.address", "127.0.0.1",  # this machine only, unless told otherwise
+    "--server.headless", "true",
+    "--server.maxUploadSize", str(MAX_UPLOAD_MB),
+    "--browser.gatherUsageStats", "false",
+    "--client.toolbarMode", "minimal",
+)
+
+
+def streamlit_command(extra: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """The ``python -m streamlit run`` command line of the app, Streamlit options ``extra`` last."""
+    return [sys.executable, "-m", "streamlit", "run", str(APP), *DEFAULT_OPTIONS, *extra]
+
+
+def streamlit_env(index_dir: str | os.PathLike | None) -> dict[str, str]:
+    """The environment of the app: ``ULISSE_UI_INDEX`` names the index to open first."""
+    env = dict(os.environ)
+    if index_dir is not None:
+        env[INDEX_ENV] = str(Path(index_dir).expanduser().resolve())
+    return env
+
+
+@ulisse.hookimpl
+def register_commands(cli):
+    """``ulisse ui``: the web app (Search, Expand, Anomalies and the pages plugins add)."""
+
+    @cli.command("ui", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    @click.option("--index", "index_dir", type=click.Path(file_okay=False), default=None,
+                  help="index directory to open first (default: the first one under ./indexes)")
+    @click.option("--print-command", is_flag=True, help="print the streamlit command line instead of running it")
+    @click.pass_context
+    def ui(ctx, index_dir, print_command):
+        """Serve the web UI at http://127.0.0.1:8501 (Streamlit options such as --server.port pass through)."""
+        import importlib.util
+
+        from ulisse.indexes import store
+
+        if importlib.util.find_spec("streamlit") is None:
+            raise ulisse.UlisseError("the web UI needs Streamlit: pip install 'ulisse[ui]' (or pip install streamlit)")
+        if index_dir is not None:
+            store.read_manifest(index_dir)  # no index there: say so now, not in the browser
+        command = streamlit_command(ctx.args)
+        if print_command:
+            click.echo(shlex.join(command))
+            return
+        ctx.exit(run_streamlit(command, streamlit_env(index_dir)))
+
+
+def run_streamlit(command: list[str], env: dict[str, str]) -> int:
+    """Run the server until it stops; SIGTERM is passed on to it, Ctrl-C lets it shut down cleanly."""
+    proc = subprocess.Popen(command, env=env)
+    try:
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signum))
+    except ValueError:  # not the main thread: no handler, the server is still ended with us
+        previous = None
+    try:
+        while True:
+            try:
+                code = proc.wait()
+                return 128 - code if code < 0 else code  # killed by a signal: the shell's convention
+            except KeyboardInterrupt:  # the server got the Ctrl-C too and is stopping
+                continue
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if proc.poll() is None:
+            proc.kill()

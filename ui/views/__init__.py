@@ -1,0 +1,1 @@
+"""First-party page scripts of the web UI (run by Streamlit, not imported)."""
