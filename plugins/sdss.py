@@ -1,1 +1,243 @@
-"""(being written)"""
+"""``ulisse sdss index`` and ``ulisse fetch cutouts``: SDSS survey data into ulisse, in bulk.
+
+``ulisse sdss index DIR`` indexes the photometric objects of SDSS imaging
+fields, chosen by ``--field RUN CAMCOL FIELD`` (repeatable), ``--fields FILE``,
+``--region RA DEC RADIUS_DEG`` or ``--catalog FILE``: each field's objects come
+from SkyServer's TAP service (``PhotoPrimary``) or the catalogue, its g, r, i
+frames from the Science Archive Server (cached), and each object's 64 x 64 px
+g, r, i cutout becomes RGB as in SDSS's JPEGs, is embedded and added to the
+index with its catalogue columns. Fields run in this process or on Dask
+(``--dask local:N`` or ``--dask tcp://HOST:8786``); a stopped run, run again,
+goes on where it stopped. See :mod:`ulisse.plugins.sdss_batch`.
+
+``ulisse fetch cutouts CATALOG --out DIR`` downloads SkyServer ImgCutout JPEGs
+(ULISSE's 64 x 64 px at 0.4 arcsec/px) for a coordinate list, rate-limited,
+retried and resumable. See :mod:`ulisse.plugins.sdss_imgcutout`.
+
+Examples::
+
+    ulisse sdss index indexes/sdss --field 756 1 206 --field 756 1 207
+    ulisse sdss index indexes/sdss --region 185.0 15.8 0.2 --where "p.type = 3" --dask local:8
+    ulisse fetch cutouts targets.csv --out cutouts/ --rate 5
+
+Service URLs come from ``--tap-url``, ``--sas-url``, ``--skyserver-url``, else
+from ``ULISSE_SDSS_TAP_URL``, ``ULISSE_SDSS_SAS_URL``, ``ULISSE_SDSS_SKYSERVER_URL``,
+else SDSS's own (:class:`~ulisse.plugins.sdss_config.SDSSConfig`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import click
+
+import ulisse
+
+from .sdss_errors import BatchIncomplete, EmptyFieldError, FrameError, SDSSError, ServiceError
+
+LOG = logging.getLogger(__name__)
+
+__all__ = ["SDSSError", "ServiceError", "FrameError", "EmptyFieldError", "BatchIncomplete", "register_commands"]
+
+MAX_IDS_SHOWN = 10
+
+
+def _service_options(f):
+    f = click.option("--skyserver-url", default=None, help="SkyServer base URL [env ULISSE_SDSS_SKYSERVER_URL; "
+                     "default https://skyserver.sdss.org/{release}]")(f)
+    f = click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="seconds to wait for a service [env ULISSE_SDSS_TIMEOUT; default 60]")(f)
+    f = click.option("--backoff", type=click.FloatRange(min=0), default=None,
+                     help="seconds before the first retry, doubled for each next one [default 2]")(f)
+    f = click.option("--retries", type=click.IntRange(min=0), default=None,
+                     help="retries of a failed request or field [env ULISSE_SDSS_RETRIES; default 3]")(f)
+    f = click.option("--release", default=None, help="SDSS data release [env ULISSE_SDSS_RELEASE; default dr17]")(f)
+    return f
+
+
+def _config(release, tap_url=None, sas_url=None, skyserver_url=None, timeout=None, retries=None, backoff=None):
+    from .sdss_config import SDSSConfig
+
+    return SDSSConfig.from_env(release=release, tap_url=tap_url, sas_url=sas_url, skyserver_url=skyserver_url,
+                               timeout=timeout, retries=retries, backoff=backoff)
+
+
+def _tasks(fields, fields_file, region, catalog, where, config):
+    """The work units asked for on the command line."""
+    from .sdss_batch import FieldTask, read_object_catalog, tasks_from_objects
+    from .sdss_config import Field, check_region, read_field_list
+    from .sdss_http import with_retries
+    from .sdss_tap import SkyServerCatalog
+
+    chosen = [Field.parse(" ".join(f), "--field") for f in fields]
+    if fields_file:
+        chosen += read_field_list(fields_file)
+    if region is not None:
+        check_region(*region)
+    modes = sum([bool(chosen), region is not None])
+    if modes > 1:
+        raise ulisse.InputError("choose the fields with --field/--fields or with --region, not both")
+    if modes == 0 and not catalog:
+        raise ulisse.InputError("choose the fields: --field RUN CAMCOL FIELD, --fields FILE, --region RA DEC RADIUS_DEG "
+                                "or --catalog FILE")
+    if catalog:
+        if where:
+            raise ulisse.InputError("--where applies to the TAP query; it cannot filter a --catalog")
+        objects = read_object_catalog(catalog)
+        if region is not None:
+            objects = objects[_in_cone(objects, *region)]
+            if len(objects) == 0:
+                raise EmptyFieldError(f"no object of {catalog} within {region[2]:g} deg of ra={region[0]:g} dec={region[1]:g}")
+        return tasks_from_objects(objects, chosen or None)
+    if region is not None:
+        ra, dec, radius = region
+        service = SkyServerCatalog(config)
+        LOG.info("querying %s for the objects within %g deg of ra=%g dec=%g", config.tap, radius, ra, dec)
+        objects = with_retries(lambda: service.objects_in_region(ra, dec, radius, where), config, "region query")
+        tasks = tasks_from_objects(objects)
+        LOG.info("%d object(s) in %d field(s)", len(objects), len(tasks))
+        return tasks
+    return [FieldTask(f) for f in sorted(set(chosen))]
+
+
+def _in_cone(objects, ra, dec, radius):
+    import numpy as np
+
+    ra0, dec0 = np.deg2rad(ra), np.deg2rad(dec)
+    r, d = np.deg2rad(objects["ra"].to_numpy()), np.deg2rad(objects["dec"].to_numpy())
+    cos_sep = np.sin(d) * np.sin(dec0) + np.cos(d) * np.cos(dec0) * np.cos(r - ra0)
+    return cos_sep >= np.cos(np.deg2rad(radius))
+
+
+def _ids(ids) -> str:
+    ids = list(ids)
+    more = f" ... ({len(ids) - MAX_IDS_SHOWN} more)" if len(ids) > MAX_IDS_SHOWN else ""
+    return ", ".join(ids[:MAX_IDS_SHOWN]) + more
+
+
+def summary_lines(report) -> list[str]:
+    """The end-of-run summary of ``ulisse sdss index``."""
+    done = report.done
+    reused = sum(o.reused for o in done)
+    lines = [f"sdss index {report.index_path}: {len(done)} of {len(report.outcomes)} field(s) done"
+             + (f" ({reused} by an earlier run)" if reused else "") + f", {len(report.failed)} failed "
+             f"in {report.seconds:.1f} s",
+             f"objects: {report.added} indexed, {report.already} already in the index, "
+             f"{len(report.skipped)} skipped; the index holds {report.total}"]
+    by_reason = defaultdict(list)
+    for oid, reason in report.skipped:
+        by_reason[reason].append(oid)
+    for reason, ids in sorted(by_reason.items()):
+        lines.append(f"skipped {len(ids)} object(s), {reason}: {_ids(ids)}")
+    for o in report.outcomes:
+        if not o.ok:
+            lines.append(f"failed field {o.field} ({o.error_type}, {o.attempts} attempt(s)): {o.error}")
+    return lines
+
+
+@ulisse.hookimpl
+def register_commands(cli):
+    @cli.group("sdss")
+    def sdss_group():
+        """SDSS: index imaging fields from SkyServer's catalogue and the SAS frames."""
+
+    @sdss_group.command("index")
+    @click.argument("index_dir", type=click.Path(file_okay=False))
+    @click.option("--field", "fields", nargs=3, multiple=True, metavar="RUN CAMCOL FIELD",
+                  help="a field to index; repeatable")
+    @click.option("--fields", "fields_file", type=click.Path(dir_okay=False),
+                  help="a text file of fields, one 'RUN CAMCOL FIELD' a line ('#' comments)")
+    @click.option("--region", nargs=3, type=float, default=None, metavar="RA DEC RADIUS_DEG",
+                  help="the fields of the objects within RADIUS_DEG degrees of RA, DEC (a TAP cone query)")
+    @click.option("--catalog", type=click.Path(dir_okay=False),
+                  help="take the objects from this catalogue (objid, ra, dec, run, camcol, field, any columns) "
+                       "instead of the TAP service; with --field/--fields/--region, only those")
+    @click.option("--where", default=None, help="extra ADQL condition on PhotoPrimary AS p, e.g. \"p.type = 3\"")
+    @click.option("--edge", type=click.Choice(["pad", "skip"]), default="pad", show_default=True,
+                  help="objects whose cutout runs off a frame: pad and flag them (edge=True), or skip them")
+    @click.option("--size", type=click.IntRange(8, 1024), default=64, show_default=True, help="cutout side (px)")
+    @click.option("--dask", default=None, metavar="local:N|tcp://HOST:8786",
+                  help="run the fields on Dask: a local cluster of N worker processes, or a scheduler "
+                       "(whose workers see DIR)")
+    @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
+                  help="frame cache folder [default DIR/.sdss-cache]")
+    @click.option("--prune-cache", is_flag=True, help="delete a field's frames from the cache once it is done")
+    @click.option("--clean", is_flag=True, help="delete the work folder (DIR/.sdss-work) after a run without failures")
+    @click.option("--tap-url", default=None, help="TAP service [env ULISSE_SDSS_TAP_URL; default "
+                  "https://skyserver.sdss.org/{release}/SkyServerWS/TAP]")
+    @click.option("--sas-url", default=None, help="Science Archive Server [env ULISSE_SDSS_SAS_URL; default "
+                  "https://data.sdss.org/sas]")
+    @_service_options
+    @click.option("--model", default=None, help="timm model name for a new index [default efficientnet_b0]")
+    @click.option("--weights", default=None, help="encoder weights of a new index (see 'ulisse index build --help'); "
+                  "for an existing index, its weights file if that has moved")
+    @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+    @click.option("--factory", default="Flat", show_default=True, help="FAISS index factory of a new index")
+    @click.option("--metric", type=click.Choice(["L2", "IP"]), default="L2", show_default=True)
+    def sdss_index(index_dir, fields, fields_file, region, catalog, where, edge, size, dask, cache_dir, prune_cache,
+                   clean, tap_url, sas_url, skyserver_url, timeout, backoff, retries, release, model, weights,
+                   device, factory, metric):
+        """Index the objects of SDSS fields in DIR (created, or extended with its own encoder).
+
+        Each field's objects (SkyServer TAP, PhotoPrimary) are cut out of its
+        calibrated g, r, i frames (SAS), embedded and indexed with their
+        catalogue columns. A stopped run, run again, goes on where it stopped;
+        failed fields are retried, then reported (exit status 1) after the
+        others are indexed.
+        """
+        from ulisse.cli import progress_enabled
+
+        from .sdss_batch import clean_work, index_fields
+
+        progress = progress_enabled()
+        config = _config(release, tap_url, sas_url, skyserver_url, timeout, retries, backoff)
+        if dask:
+            from .sdss_dask import parse_dask
+
+            parse_dask(dask)
+        tasks = _tasks(fields, fields_file, region, catalog, where, config)
+        report = index_fields(index_dir, tasks, config, model=model, weights=weights, device=device, factory=factory,
+                              metric=metric, cache_dir=cache_dir, size=size, edge=edge, where=where, dask=dask,
+                              prune_cache=prune_cache, progress=progress)
+        click.echo("\n".join(summary_lines(report)))
+        if report.failed:
+            raise BatchIncomplete(report.failed, report.added)
+        if clean:
+            clean_work(index_dir)
+
+    fetch_group = cli.commands.get("fetch")
+    if fetch_group is None:
+        @cli.group("fetch")
+        def fetch_group():
+            """Download survey data (cutouts) from the archives."""
+
+    @fetch_group.command("cutouts")
+    @click.argument("catalog", type=click.Path(dir_okay=False))
+    @click.option("--out", required=True, type=click.Path(file_okay=False), help="folder of the {id}.jpg files")
+    @click.option("--rate", type=float, default=5.0, show_default=True, help="requests per second, at most")
+    @click.option("--scale", type=float, default=0.4, show_default=True, help="arcsec per pixel")
+    @click.option("--size", type=click.IntRange(8, 2048), default=64, show_default=True, help="width and height (px)")
+    @click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="parallel requests")
+    @_service_options
+    def fetch_cutouts_command(catalog, out, rate, scale, size, workers, skyserver_url, timeout, backoff, retries,
+                              release):
+        """Download SkyServer ImgCutout JPEGs ({id}.jpg) for a catalogue (id, ra, dec); resumable."""
+        from ulisse.cli import progress_enabled
+
+        from .sdss_imgcutout import fetch_cutouts
+
+        config = _config(release, skyserver_url=skyserver_url, timeout=timeout, retries=retries, backoff=backoff)
+        if not Path(catalog).is_file():
+            raise ulisse.InputError(f"{catalog}: catalogue not found")
+        report = fetch_cutouts(catalog, out, config=config, rate=rate, scale=scale, size=size, workers=workers,
+                               progress=progress_enabled())
+        click.echo(f"fetch cutouts {out}: {report.fetched} fetched, {report.existing} already there, "
+                   f"{len(report.failed)} failed in {report.seconds:.1f} s")
+        for oid, reason in report.failed:
+            click.echo(f"failed {oid}: {reason}")
+        if report.failed:
+            oid, reason = report.failed[0]
+            raise SDSSError(f"{len(report.failed)} cutout(s) failed (first {oid}: {reason}); "
+                            "run the command again to retry them")

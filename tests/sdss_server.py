@@ -1,0 +1,394 @@
+"""A local stand-in for SDSS's web services, for offline tests of ``ulisse sdss``.
+
+One ``http.server.ThreadingHTTPServer`` on 127.0.0.1 (a free port) serves, under
+its base URL:
+
+``/tap/sync``
+    a TAP sync endpoint (GET or POST with REQUEST=doQuery, LANG=ADQL,
+    QUERY=...) answering VOTables built with astropy. The ADQL is parsed
+    minimally: ``run = N AND camcol = N AND field = N`` or
+    ``CIRCLE('ICRS', RA, DEC, R)``; rows come from an in-memory catalogue.
+    ``/tap/availability`` and ``/tap/capabilities`` answer minimal documents.
+``/sas/{release}/eboss/photoObj/frames/301/{run}/{camcol}/frame-{band}-{run:06d}-{camcol}-{field:04d}.fits.bz2``
+    simulated calibrated frames (nanomaggies, TAN WCS at 0.396"/px, SDSS-like
+    header), one per field and band; the g, r, i frames of a field are offset
+    from one another by a few pixels, as SDSS's are.
+``/skyserver/SkyServerWS/ImgCutout/getjpeg?ra=&dec=&scale=&width=&height=``
+    a JPEG cutout (grey noise whose seed depends on ra, dec).
+
+Faults are injected per request: :meth:`SDSSServer.fault` takes a substring
+matched against ``path`` (and, for TAP, the ADQL text) and makes the first
+``times`` matching requests answer HTTP ``status``, wait ``delay`` seconds,
+or send truncated or corrupt bytes (or a whole bzip2 stream of a truncated FITS file). Every request is logged in ``requests``.
+"""
+
+from __future__ import annotations
+
+import bz2
+import io
+import re
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+import pandas as pd
+
+PIXEL_ARCSEC = 0.396
+BANDS = "gri"
+BAND_OFFSET_PX = {"g": (0.0, 0.0), "r": (3.2, -4.1), "i": (-2.7, 5.3)}  # frames of one field are not aligned
+MAG_COLUMNS = ("modelMag_g", "modelMag_r", "modelMag_i")
+
+
+@dataclass
+class FieldSpec:
+    """A simulated SDSS field: its frame centre and size."""
+
+    run: int
+    camcol: int
+    field: int
+    ra: float
+    dec: float
+    nx: int = 400  # NAXIS1 (SDSS: 2048)
+    ny: int = 300  # NAXIS2 (SDSS: 1489)
+
+    @property
+    def key(self):
+        return (self.run, self.camcol, self.field)
+
+
+@dataclass
+class Fault:
+    """What to do to the first ``times`` requests that match ``match``."""
+
+    match: str
+    status: int | None = None
+    delay: float = 0.0
+    truncate: bool = False  # send the first third of the body
+    corrupt: bool = False  # flip 4 KiB of bytes in the middle of the body
+    truncate_fits: bool = False  # a valid bzip2 stream of a FITS file cut short
+    times: int = 1_000_000
+    hits: int = 0
+
+
+def frame_wcs(spec: FieldSpec, band: str):
+    from astropy.wcs import WCS
+
+    dx, dy = BAND_OFFSET_PX[band]
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [spec.ra, spec.dec]
+    w.wcs.crpix = [(spec.nx + 1) / 2 + dx, (spec.ny + 1) / 2 + dy]
+    theta = np.deg2rad(0.5)  # SDSS frames are slightly rotated on the sky
+    s = PIXEL_ARCSEC / 3600.0
+    w.wcs.cd = [[-s * np.cos(theta), s * np.sin(theta)], [s * np.sin(theta), s * np.cos(theta)]]
+    w.wcs.radesys = "ICRS"
+    w.wcs.equinox = 2000.0
+    return w
+
+
+def make_frame(spec: FieldSpec, band: str, objects: pd.DataFrame, seed: int = 0) -> bytes:
+    """A compressed (bz2) SDSS-like frame: nanomaggy image with Gaussian / exponential sources plus noise."""
+    from astropy.io import fits
+
+    rng = np.random.default_rng([seed, spec.run, spec.camcol, spec.field, ord(band)])
+    w = frame_wcs(spec, band)
+    image = rng.normal(0.0, 0.03, (spec.ny, spec.nx))
+    yy, xx = np.mgrid[0:spec.ny, 0:spec.nx]
+    for row in objects.itertuples(index=False):
+        x, y = w.world_to_pixel_values(row.ra, row.dec)
+        flux = 10 ** (-0.4 * (getattr(row, f"modelMag_{band}") - 22.5))
+        r2 = (xx - x) ** 2 + (yy - y) ** 2
+        if int(row.type) == 6:  # star: PSF
+            sigma = 1.4
+            image += flux * np.exp(-r2 / (2 * sigma**2)) / (2 * np.pi * sigma**2)
+        else:  # galaxy: exponential disc (Sersic n=1)
+            rd = 2.5
+            image += flux * np.exp(-np.sqrt(r2) / rd) / (2 * np.pi * rd**2)
+    hdr = w.to_header()
+    for key, value in (("BUNIT", "nanomaggy"), ("FILTER", band), ("CAMCOL", spec.camcol), ("RUN", spec.run),
+                       ("FIELD", spec.field), ("RERUN", "301"), ("SYSTEM", "FK5"), ("EXPTIME", 53.907456)):
+        hdr[key] = value
+    primary = fits.PrimaryHDU(image.astype(np.float32), header=hdr)
+    calib = fits.ImageHDU(np.ones(spec.nx, np.float32), name="CALIB")  # HDU1 of a real frame: the calibration vector
+    buf = io.BytesIO()
+    fits.HDUList([primary, calib]).writeto(buf)
+    return bz2.compress(buf.getvalue(), compresslevel=1)
+
+
+def make_sky(specs: list[FieldSpec], per_field: int = 8, seed: int = 0, edge: dict | None = None) -> pd.DataFrame:
+    """A SkyServer-like PhotoPrimary catalogue with ``per_field`` objects in each field.
+
+    ``edge`` maps a field key to a number of extra objects placed 10 px from the frame's left edge.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    objid = 1237648720693755000
+    for spec in specs:
+        w = frame_wcs(spec, "r")
+        n_edge = (edge or {}).get(spec.key, 0)
+        xs = list(rng.uniform(45, spec.nx - 45, per_field)) + [10.0] * n_edge
+        ys = list(rng.uniform(45, spec.ny - 45, per_field)) + list(np.linspace(60, spec.ny - 60, n_edge))
+        for x, y in zip(xs, ys):
+            ra, dec = w.pixel_to_world_values(x, y)
+            r = rng.uniform(16.0, 19.0)
+            rows.append({"objID": objid, "ra": float(ra), "dec": float(dec), "type": int(rng.choice([3, 6])),
+                         "run": spec.run, "rerun": 301, "camcol": spec.camcol, "field": spec.field,
+                         "modelMag_g": r + rng.uniform(0.3, 1.2), "modelMag_r": r,
+                         "modelMag_i": r - rng.uniform(0.1, 0.5)})
+            objid += int(rng.integers(1, 50))
+    return pd.DataFrame(rows)
+
+
+class SDSSServer:
+    """The fake SDSS services; use as a context manager or call :meth:`start` / :meth:`stop`."""
+
+    def __init__(self, catalogue: pd.DataFrame, fields: list[FieldSpec], release: str = "dr17"):
+        self.catalogue = catalogue
+        self.fields = {f.key: f for f in fields}
+        self.release = release
+        self.faults: list[Fault] = []
+        self.requests: list[tuple[float, str, str]] = []  # (time, method, path + query)
+        self._frames: dict[tuple, bytes] = {}
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> "SDSSServer":
+        handler = type("Handler", (_Handler,), {"server_state": self})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="sdss-test-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._thread.join(timeout=5)
+            self._httpd = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def tap_url(self) -> str:
+        return f"{self.url}/tap"
+
+    @property
+    def sas_url(self) -> str:
+        return f"{self.url}/sas"
+
+    @property
+    def skyserver_url(self) -> str:
+        return f"{self.url}/skyserver"
+
+    # -- faults and logs ------------------------------------------------------
+
+    def fault(self, match: str, **kwargs) -> Fault:
+        """Inject a fault into requests whose path (or ADQL) contains ``match``."""
+        f = Fault(match, **kwargs)
+        with self._lock:
+            self.faults.append(f)
+        return f
+
+    def clear(self) -> None:
+        with self._lock:
+            self.faults.clear()
+            self.requests.clear()
+
+    def hits(self, match: str) -> int:
+        """How many requests so far contained ``match``."""
+        with self._lock:
+            return sum(match in line for _, _, line in self.requests)
+
+    def _take_fault(self, text: str) -> Fault | None:
+        with self._lock:
+            for f in self.faults:
+                if f.match in text and f.hits < f.times:
+                    f.hits += 1
+                    return f
+        return None
+
+    def _log(self, method: str, line: str) -> None:
+        with self._lock:
+            self.requests.append((time.monotonic(), method, line))
+
+    # -- content --------------------------------------------------------------
+
+    def frame_bytes(self, band: str, run: int, camcol: int, fieldnum: int) -> bytes | None:
+        key = (band, run, camcol, fieldnum)
+        spec = self.fields.get((run, camcol, fieldnum))
+        if spec is None:
+            return None
+        with self._lock:
+            cached = self._frames.get(key)
+        if cached is None:
+            cat = self.catalogue
+            objs = cat[(cat["run"] == run) & (cat["camcol"] == camcol) & (cat["field"] == fieldnum)]
+            cached = make_frame(spec, band, objs)
+            with self._lock:
+                self._frames[key] = cached
+        return cached
+
+    def answer_adql(self, adql: str) -> pd.DataFrame:
+        cat = self.catalogue
+        circle = re.search(r"CIRCLE\s*\(\s*'ICRS'\s*,\s*([-+\d.eE]+)\s*,\s*([-+\d.eE]+)\s*,\s*([-+\d.eE]+)\s*\)", adql, re.I)
+        if circle:
+            ra0, dec0, rad = (np.deg2rad(float(v)) for v in circle.groups())
+            ra, dec = np.deg2rad(cat["ra"].to_numpy()), np.deg2rad(cat["dec"].to_numpy())
+            cos_sep = np.sin(dec) * np.sin(dec0) + np.cos(dec) * np.cos(dec0) * np.cos(ra - ra0)
+            return cat[cos_sep >= np.cos(rad)]
+        wanted = {}
+        for col in ("run", "camcol", "field"):
+            m = re.search(rf"\b{col}\s*=\s*(\d+)", adql, re.I)
+            if m:
+                wanted[col] = int(m.group(1))
+        if len(wanted) != 3:
+            raise ValueError(f"cannot answer this ADQL: {adql}")
+        mask = np.ones(len(cat), bool)
+        for col, value in wanted.items():
+            mask &= cat[col].to_numpy() == value
+        return cat[mask]
+
+
+def votable_bytes(df: pd.DataFrame, template: pd.DataFrame) -> bytes:
+    """A TAP result VOTable (RESOURCE type="results", QUERY_STATUS OK) with ``template``'s columns."""
+    from astropy.io.votable import from_table
+    from astropy.io.votable.tree import Info
+    from astropy.table import Table
+
+    table = Table.from_pandas(df.reset_index(drop=True) if len(df) else template.iloc[:0])
+    vot = from_table(table)
+    resource = vot.resources[0]
+    resource.type = "results"
+    resource.infos.append(Info(name="QUERY_STATUS", value="OK"))
+    buf = io.BytesIO()
+    vot.to_xml(buf)
+    return buf.getvalue()
+
+
+def error_votable(message: str) -> bytes:
+    return (b'<?xml version="1.0" encoding="UTF-8"?>\n<VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3">'
+            b'<RESOURCE type="results"><INFO name="QUERY_STATUS" value="ERROR">' + message.encode()
+            + b"</INFO></RESOURCE></VOTABLE>")
+
+
+def jpeg_bytes(ra: float, dec: float, width: int, height: int) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng([int(abs(ra) * 1e6), int(abs(dec) * 1e6)])
+    a = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+FRAME_RE = re.compile(r"^/sas/(?P<release>dr\d+)/(?P<survey>e?boss)/photoObj/frames/(?P<rerun>\d+)/(?P<run>\d+)/(?P<camcol>\d)/"
+                      r"frame-(?P<band>[ugriz])-(?P<run6>\d{6})-(?P<camcol2>\d)-(?P<field>\d{4})\.fits\.bz2$")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_state: SDSSServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def do_GET(self):
+        url = urlparse(self.path)
+        self._dispatch("GET", url.path, parse_qs(url.query))
+
+    def do_POST(self):
+        url = urlparse(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode() if length else ""
+        params = parse_qs(url.query)
+        params.update(parse_qs(body))
+        self._dispatch("POST", url.path, params)
+
+    # -- answers --------------------------------------------------------------
+
+    def _send(self, status: int, body: bytes, ctype: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (time-out)
+            pass
+
+    def _dispatch(self, method: str, path: str, params: dict) -> None:
+        state = self.server_state
+        query = (params.get("QUERY") or [""])[0]
+        line = f"{path} {query}".strip() if query else (f"{path}?{self._qs(params)}" if params else path)
+        state._log(method, line)
+        fault = state._take_fault(line)
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+        if fault is not None and fault.status:
+            return self._send(fault.status, f"injected HTTP {fault.status}\n".encode(), "text/plain")
+        try:
+            status, body, ctype = self._answer(path, params, query)
+        except Exception as exc:  # a bug in the fake server shows as a 500 with its message
+            status, body, ctype = 500, f"test server: {exc}\n".encode(), "text/plain"
+        if fault is not None and fault.truncate_fits and status == 200:
+            raw = bz2.decompress(body)
+            body = bz2.compress(raw[: len(raw) // 2], compresslevel=1)
+        if fault is not None and fault.truncate:
+            body = body[: max(1, len(body) // 3)]
+        if fault is not None and fault.corrupt:
+            mid = len(body) // 2
+            body = body[:mid] + bytes(b ^ 0x5A for b in body[mid:mid + 4096]) + body[mid + 4096:]
+        self._send(status, body, ctype)
+
+    @staticmethod
+    def _qs(params: dict) -> str:
+        return "&".join(f"{k}={v[0]}" for k, v in sorted(params.items()))
+
+    def _answer(self, path: str, params: dict, query: str):
+        state = self.server_state
+        if path == "/tap/sync":
+            if (params.get("REQUEST") or [""])[0] != "doQuery" or (params.get("LANG") or [""])[0].upper() != "ADQL":
+                return 400, error_votable("expected REQUEST=doQuery and LANG=ADQL"), "text/xml"
+            try:
+                rows = state.answer_adql(query)
+            except ValueError as exc:
+                return 400, error_votable(str(exc)), "text/xml"
+            return 200, votable_bytes(rows, state.catalogue), "application/x-votable+xml"
+        if path == "/tap/availability":
+            return 200, (b'<?xml version="1.0"?><vosi:availability xmlns:vosi="http://www.ivoa.net/xml/VOSIAvailability/v1.0">'
+                         b"<vosi:available>true</vosi:available></vosi:availability>"), "text/xml"
+        if path == "/tap/capabilities":
+            return 200, (b'<?xml version="1.0"?><vosi:capabilities xmlns:vosi="http://www.ivoa.net/xml/VOSICapabilities/v1.0">'
+                         b"</vosi:capabilities>"), "text/xml"
+        m = FRAME_RE.match(path)
+        if m:
+            if m["release"] != state.release or int(m["run"]) != int(m["run6"]) or m["camcol"] != m["camcol2"]:
+                return 404, b"no such file\n", "text/plain"
+            data = state.frame_bytes(m["band"], int(m["run"]), int(m["camcol"]), int(m["field"]))
+            if data is None:
+                return 404, b"no such file\n", "text/plain"
+            return 200, data, "application/x-bzip2"
+        if path == "/skyserver/SkyServerWS/ImgCutout/getjpeg":
+            try:
+                ra, dec = float(params["ra"][0]), float(params["dec"][0])
+                width, height = int(params.get("width", ["64"])[0]), int(params.get("height", ["64"])[0])
+            except (KeyError, ValueError):
+                return 400, b"bad parameters\n", "text/plain"
+            return 200, jpeg_bytes(ra, dec, width, height), "image/jpeg"
+        return 404, b"not found\n", "text/plain"
