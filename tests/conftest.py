@@ -118,6 +118,17 @@ def lite0_encoder():
     return Encoder.load(weights="lite0", device="cpu")
 
 
+@pytest.fixture(scope="session")
+def demo_index(tmp_path_factory):
+    """The HDF demo index with 60 sources (Lite0 weights), built once per test session."""
+    from ulisse.plugins.demo import run_demo
+
+    out = tmp_path_factory.getbasetemp() / "demo-index"
+    if not (out / "manifest.json").is_file():
+        run_demo(out, max_sources=60, weights="lite0", device="cpu", progress=False)
+    return out
+
+
 @pytest.fixture()
 def tiny_index(tmp_path, survey, tiny_encoder):
     """A fresh index of the survey with the tiny encoder (per test: tests may change it)."""

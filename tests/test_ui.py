@@ -25,20 +25,6 @@ TIMEOUT = 60
 
 # -- fixtures ------------------------------------------------------------------
 
-def build_demo_index(tmp_path_factory) -> Path:
-    """The HDF demo index with 60 sources, built once per test session (shared with the browser tests)."""
-    from ulisse.plugins.demo import run_demo
-
-    out = tmp_path_factory.getbasetemp() / "ui-demo-index"
-    if not (out / "manifest.json").is_file():
-        run_demo(out, max_sources=60, weights="lite0", device="cpu", progress=False)
-    return out
-
-
-@pytest.fixture(scope="session")
-def demo_index(tmp_path_factory):
-    return build_demo_index(tmp_path_factory)
-
 
 @pytest.fixture(scope="module")
 def labelled_index(tmp_path_factory, survey, tiny_encoder):

@@ -37,21 +37,6 @@ pytestmark = [
 ]
 
 
-def build_demo_index(tmp_path_factory) -> Path:
-    """The HDF demo index with 60 sources, built once per test session (shared with test_ui.py)."""
-    from ulisse.plugins.demo import run_demo
-
-    out = tmp_path_factory.getbasetemp() / "ui-demo-index"
-    if not (out / "manifest.json").is_file():
-        run_demo(out, max_sources=60, weights="lite0", device="cpu", progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def demo_index(tmp_path_factory):
-    return build_demo_index(tmp_path_factory)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
