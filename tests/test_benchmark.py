@@ -21,3 +21,14 @@ def test_agn_benchmark_small(tmp_path, cli):
     # second run reuses the simulated set and the index
     code, stdout, err = cli(*args)
     assert code == 0 and "simulate (reused)" in stdout and "index (reused)" in stdout
+
+
+def test_speed_benchmark_small(tmp_path, cli):
+    report = tmp_path / "speed.md"
+    code, stdout, err = cli("-q", "benchmark", "speed", "--images", "8", "--vectors", "500", "--queries", "4",
+                            "--model", "test_efficientnet", "--weights", "random", "--device", "cpu", "--report", report)
+    assert code == 0, err
+    text = report.read_text()
+    assert "| embedding, cutouts/s |" in text and "| exact kNN" in text
+    assert "agree on 100.0 % of neighbours" in text  # FAISS exact search equals the NumPy reference
+    assert re.search(r"\| [\d.]+x \|", text) and "Machine:" in text and "Command:" in text

@@ -287,8 +287,8 @@ class Encoder:
         self.spec = spec
         self.device = device
         self.cuda = device.type == "cuda"
-        if self.cuda:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        # channels_last: the layout GPUs want; on 2 CPU cores it was as fast or faster too (benchmarks/speed-cpu.md)
+        self.model = self.model.to(memory_format=torch.channels_last)
         self._mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
 
@@ -344,9 +344,7 @@ class Encoder:
         batch = np.stack([self.resize(im) for im in images])
         x = torch.from_numpy(batch).to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
         x = (x - self._mean) / self._std
-        if self.cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        return x.contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def embed_tensor(self, x: torch.Tensor) -> np.ndarray:
@@ -365,7 +363,8 @@ class Encoder:
 
     @property
     def default_batch_size(self) -> int:
-        return 256 if self.cuda else 32
+        """256 on a GPU; 4 on a CPU, where small batches stay in cache (see benchmarks/speed-cpu.md)."""
+        return 256 if self.cuda else 4
 
 
 def resize_cutout(image: np.ndarray, size: int, interpolation: str = "bilinear") -> np.ndarray:
