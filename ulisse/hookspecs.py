@@ -1,4 +1,4 @@
-"""Every hook a ulisse plugin can implement. This file is the plugin API.
+"""Every hook a ulisse plugin can implement. This file is the plugin API (version 2).
 
 A plugin is a module (or object) with functions marked ``@ulisse.hookimpl``
 whose names are hooks below. First-party plugins (``ulisse.plugins.*``) and
@@ -8,13 +8,18 @@ entry-point group in their package's ``pyproject.toml``::
     [project.entry-points.ulisse]
     my_plugin = "my_package.my_plugin"
 
-``ulisse plugins`` lists what loaded. ``register_*`` hooks return a list (the
-lists of all plugins are concatenated). Each hook has a one-line docstring; a
-test fails when one is missing.
+or, for a one-off file, ``ulisse --plugins-dir DIR ...``. ``ulisse plugins``
+lists what loaded, and what failed to load with its error (a broken plugin is
+disabled; everything else keeps working). ``ULISSE_TRACE_PLUGINS=1`` logs every
+hook call.
 
-The objects they return are defined in :mod:`ulisse.registry`:
-:class:`~ulisse.registry.QueryStrategy`, :class:`~ulisse.registry.ScoreProvider`
-and :class:`~ulisse.registry.UIPage`.
+Hooks receive context as named arguments, as datasette's do; pluggy passes only
+the arguments an implementation names, so a plugin written for fewer arguments
+keeps working when a hook gains one. ``register_*`` hooks return a list (the
+lists of all plugins are concatenated). The objects they return are defined in
+:mod:`ulisse.registry`. Each hook has a docstring with an example; a test fails
+when one is missing, and ``docs/plugins.md`` is generated from them
+(``python -m ulisse.docs``).
 """
 
 from __future__ import annotations
@@ -26,19 +31,110 @@ hookspec = pluggy.HookspecMarker("ulisse")
 
 @hookspec
 def register_commands(cli):
-    """Add click commands or groups to the ``ulisse`` command-line group ``cli``."""
+    """Add click commands or groups to the ``ulisse`` command-line group ``cli``.
+
+    Example::
+
+        @ulisse.hookimpl
+        def register_commands(cli):
+            @cli.command("hello")
+            def hello():
+                click.echo("hello from a plugin")
+    """
 
 
 @hookspec
-def register_query_strategies():
-    """Return a list of QueryStrategy: named ways to turn prototypes into ranked neighbours."""
+def register_encoders(config):
+    """Return a list of EncoderEntry: named encoders for ``ulisse index build --encoder NAME``.
+
+    ``config`` is the :class:`~ulisse.registry.Config` of this run (device, options).
+    An entry's ``load(device=..., weights=..., input_size=...)`` returns a
+    :class:`ulisse.Encoder`; its spec's ``encoder`` field names the entry so that
+    an index built with it is reopened with it.
+
+    Example::
+
+        @ulisse.hookimpl
+        def register_encoders(config):
+            return [EncoderEntry("tiny", "a 16-d test encoder", load=load_tiny_encoder)]
+    """
 
 
 @hookspec
-def register_scores():
-    """Return a list of ScoreProvider: per-object scores or heads computed from an index (anomaly, regression)."""
+def register_preprocessors(config):
+    """Return a list of Preprocessor: steps applied to every cutout before embedding.
+
+    A step is chosen by name and argument (``ulisse index build --preprocess NAME=ARG``,
+    e.g. ``--denoise MODEL_DIR``); its fingerprint is recorded in the index's encoder
+    spec, so every later query by image and every add applies the same step.
+
+    Example::
+
+        @ulisse.hookimpl
+        def register_preprocessors(config):
+            return [Preprocessor("invert", "255 - pixel", load=lambda arg: InvertStep())]
+    """
 
 
 @hookspec
-def register_ui_pages():
-    """Return a list of UIPage: Streamlit page scripts that ``ulisse ui`` adds to the web app."""
+def register_embedding_observers(config):
+    """Return a list of EmbeddingObserver: objects that see each batch's feature maps while embedding.
+
+    During ``build`` and ``add`` every observer gets ``observe(batch)`` with the
+    batch's ids, final feature maps (``N x C x h x w``) and vectors, then
+    ``finish(index)`` after the commit to store its results with the index (the
+    feature browser keeps per-feature top objects this way, with no second pass).
+
+    Example::
+
+        @ulisse.hookimpl
+        def register_embedding_observers(config):
+            return [EmbeddingObserver("count", "counts objects", create=lambda index: Counter(index))]
+    """
+
+
+@hookspec
+def register_derived_columns(config):
+    """Return a list of DerivedColumns: per-object values computed from an index.
+
+    The core stores them in the index directory (``derived/NAME.parquet``), tied to
+    the vectors' fingerprint, recomputes them when stale, joins them into every result
+    table, export and UI grid, and lets ``--where`` filter on them.
+
+    Example::
+
+        @ulisse.hookimpl
+        def register_derived_columns(config):
+            return [DerivedColumns("norm", "vector norm", compute=lambda index, **opt:
+                    pd.DataFrame({"norm": np.linalg.norm(index.all_vectors(), axis=1)}))]
+    """
+
+
+@hookspec
+def register_query_strategies(config):
+    """Return a list of QueryStrategy: named ways to turn prototypes into ranked neighbours.
+
+    ``ulisse query --combine NAME`` and the web UI offer every registered strategy.
+
+    Example::
+
+        @ulisse.hookimpl
+        def register_query_strategies(config):
+            return [QueryStrategy("first", "neighbours of the first prototype only", run=run_first)]
+    """
+
+
+@hookspec
+def register_ui_pages(config):
+    """Return a list of UIPage: Streamlit page scripts that ``ulisse ui`` adds to the web app.
+
+    Pages are short scripts over the Python API and the public UI kit
+    (:mod:`ulisse.ui.kit`: tile grid with click-to-prototype, object detail,
+    downloads, cached index and encoder).
+
+    Example::
+
+        @ulisse.hookimpl
+        def register_ui_pages(config):
+            return [UIPage("Heads", Path(__file__).with_name("heads_page.py"), order=50)]
+    """

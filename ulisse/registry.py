@@ -1,4 +1,4 @@
-"""What plugins register, and lookups over everything registered.
+"""What plugins register (the objects the hooks of :mod:`ulisse.hookspecs` return), and lookups.
 
 Example:
     >>> from ulisse.registry import query_strategies
@@ -10,9 +10,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
 
 from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Config:
+    """What a hook may need to know about this run (passed to every ``register_*`` hook as ``config``).
+
+    Attributes:
+        device: ``auto``, ``cpu`` or ``cuda``.
+        options: free-form settings (``--plugins-dir`` and the like).
+    """
+
+    device: str = "auto"
+    options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -29,11 +44,83 @@ class QueryStrategy:
 
 
 @dataclass(frozen=True)
-class ScoreProvider:
-    """A per-object score computed from an index (an anomaly score, a regression head...).
+class EncoderEntry:
+    """A named encoder (as timm's ``register_model``).
 
-    ``compute(index, **options)`` returns a float array, one value per object
-    of the index, in row order. Higher means "more" (more anomalous, say).
+    ``load(device="auto", weights=None, input_size=224, **options)`` returns a
+    :class:`ulisse.Encoder` whose ``spec.encoder`` is ``name``.
+    """
+
+    name: str
+    description: str
+    load: Callable[..., Any]
+
+
+class PreprocessStep(Protocol):
+    """One loaded preprocessing step: uint8 RGB cutouts in, uint8 RGB cutouts of the same shape out."""
+
+    fingerprint: str  # changes whenever the step's output would change (a model's sha256, say)
+
+    def __call__(self, images: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """A step applied to cutouts before embedding, chosen by ``name`` and an argument string.
+
+    ``load(arg)`` returns a :class:`PreprocessStep`. The index's encoder spec
+    records ``{"name", "arg", "fingerprint"}``, so queries and adds apply it too.
+    """
+
+    name: str
+    description: str
+    load: Callable[[str], PreprocessStep]
+
+
+@dataclass
+class EmbeddingBatch:
+    """What an embedding observer sees of one batch.
+
+    Attributes:
+        ids: the batch's object ids.
+        maps: float32 ``N x C x h x w``, the encoder's final feature maps (before pooling).
+        vectors: float32 ``N x dim``, the vectors stored in the index.
+    """
+
+    ids: list[str]
+    maps: np.ndarray
+    vectors: np.ndarray
+
+
+class Observer(Protocol):
+    """A live observer of one embedding run (see :class:`EmbeddingObserver`)."""
+
+    def observe(self, batch: EmbeddingBatch) -> None: ...
+
+    def finish(self, index) -> None: ...
+
+
+@dataclass(frozen=True)
+class EmbeddingObserver:
+    """Something that watches embedding and stores its results with the index.
+
+    ``create(index)`` returns an :class:`Observer` for one run; ``index`` is the
+    index being extended (``None`` for a new build), so results can be merged.
+    """
+
+    name: str
+    description: str
+    create: Callable[[Any], Observer]
+
+
+@dataclass(frozen=True)
+class DerivedColumns:
+    """Per-object values computed from an index (anomaly scores, head predictions...).
+
+    ``compute(index, **options)`` returns a :class:`pandas.DataFrame` with one row
+    per object in row order, whose columns are the values (their names must not
+    clash with the index's metadata). ``options`` are the defaults; the options a
+    set was computed with are stored beside it and reused when it is recomputed.
     """
 
     name: str
@@ -51,12 +138,12 @@ class UIPage:
     order: int = 100
 
 
-def _collect(hook_name: str, pm=None) -> list:
+def _collect(hook_name: str, pm=None, config: Config | None = None) -> list:
     from .plugin_manager import get_plugin_manager
 
     pm = pm or get_plugin_manager()
     items = []
-    for result in getattr(pm.hook, hook_name)():
+    for result in getattr(pm.hook, hook_name)(config=config or Config()):
         items.extend(result or [])
     return items
 
@@ -70,16 +157,31 @@ def _by_name(items, what):
     return out
 
 
-def query_strategies(pm=None) -> dict[str, QueryStrategy]:
+def query_strategies(pm=None, config: Config | None = None) -> dict[str, QueryStrategy]:
     """Every registered query strategy by name."""
-    return _by_name(_collect("register_query_strategies", pm), "query strategy")
+    return _by_name(_collect("register_query_strategies", pm, config), "query strategy")
 
 
-def score_providers(pm=None) -> dict[str, ScoreProvider]:
-    """Every registered per-object score by name."""
-    return _by_name(_collect("register_scores", pm), "score")
+def encoders(pm=None, config: Config | None = None) -> dict[str, EncoderEntry]:
+    """Every registered encoder by name."""
+    return _by_name(_collect("register_encoders", pm, config), "encoder")
 
 
-def ui_pages(pm=None) -> list[UIPage]:
+def preprocessors(pm=None, config: Config | None = None) -> dict[str, Preprocessor]:
+    """Every registered preprocessing step by name."""
+    return _by_name(_collect("register_preprocessors", pm, config), "preprocessor")
+
+
+def embedding_observers(pm=None, config: Config | None = None) -> dict[str, EmbeddingObserver]:
+    """Every registered embedding observer by name."""
+    return _by_name(_collect("register_embedding_observers", pm, config), "embedding observer")
+
+
+def derived_columns(pm=None, config: Config | None = None) -> dict[str, DerivedColumns]:
+    """Every registered set of derived columns by name."""
+    return _by_name(_collect("register_derived_columns", pm, config), "derived column set")
+
+
+def ui_pages(pm=None, config: Config | None = None) -> list[UIPage]:
     """Every registered web UI page, in display order."""
-    return sorted(_collect("register_ui_pages", pm), key=lambda p: (p.order, p.title))
+    return sorted(_collect("register_ui_pages", pm, config), key=lambda p: (p.order, p.title))
