@@ -25,6 +25,7 @@ from ulisse.indexes import faiss_backend, store
 from ulisse.indexes._gpu import to_gpu
 
 from .cutouts import RGBConfig, image_to_rgb, read_cutout
+from .derived import DerivedMixin
 from .embedding import embed_files
 from .encoder import Encoder, EncoderSpec, check_compatible
 from .errors import IndexError_, InputError, QueryError
@@ -60,7 +61,7 @@ def _versions() -> dict:
             "astropy": astropy.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 
-class Index:
+class Index(DerivedMixin):
     """A loaded similarity index.
 
     Attributes:

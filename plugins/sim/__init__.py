@@ -1,0 +1,1 @@
+"""Simulated, labelled survey cutouts (GalSim AGN hosts, lenstronomy lenses, morphology) and the benchmarks run on them."""

@@ -1,0 +1,158 @@
+"""Derived columns: per-object values computed from an index by plugins, stored and kept fresh by the core.
+
+A set of derived columns (``register_derived_columns``) is stored in the index
+directory as ``derived/NAME.parquet`` (one row per object, row order) beside
+``derived/NAME.json`` (the vectors' fingerprint it was computed from, the
+options, the columns, when). When the index changes (an add), the fingerprint
+changes and the set is recomputed with the same options the next time it is read.
+Stored sets are joined into every result table (:meth:`DerivedMixin.derived_table`).
+
+Example:
+    >>> index = ulisse.open_index("ulisse-demo/hdf")                  # doctest: +SKIP
+    >>> index.derived("anomaly", k=10)["anomaly_kth"].nlargest(5)      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from ._io import atomic_write, safe_name
+from .errors import InputError
+
+LOG = logging.getLogger(__name__)
+
+DERIVED_DIR = "derived"
+RESERVED = ("row", "id", "rank", "distance")
+
+
+class DerivedMixin:
+    """Derived-column storage for :class:`ulisse.Index` (needs ``path``, ``manifest``, ``metadata``, ``__len__``)."""
+
+    @property
+    def derived_dir(self) -> Path:
+        """``DIR/derived/``: where derived columns and plugins' artefacts live (created on first use)."""
+        d = Path(self.path) / DERIVED_DIR
+        d.mkdir(exist_ok=True)
+        return d
+
+    @property
+    def fingerprint(self) -> str:
+        """A string that changes whenever the index's vectors change."""
+        m = self.manifest
+        files = m.get("files", {})
+        parts = [str(m.get("count")), str(m.get("generation"))]
+        for seg in m.get("segments", []) or []:
+            parts.append(str(seg.get("sha256") or seg.get("vectors", {}).get("sha256")))
+        if "vectors" in files:
+            parts.append(str(files["vectors"].get("sha256")))
+        return "|".join(parts)
+
+    # -- one set -----------------------------------------------------------------
+
+    def _derived_paths(self, name: str) -> tuple[Path, Path]:
+        safe_name(name, "derived column set")
+        return self.derived_dir / f"{name}.parquet", self.derived_dir / f"{name}.json"
+
+    def derived_info(self, name: str) -> dict | None:
+        """What is stored of a set (fingerprint, options, columns, computed), or None."""
+        _, meta = self._derived_paths(name)
+        if not meta.is_file():
+            return None
+        try:
+            return json.loads(meta.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def derived_is_fresh(self, name: str) -> bool:
+        info = self.derived_info(name)
+        return bool(info) and info.get("fingerprint") == self.fingerprint and info.get("count") == len(self)
+
+    def save_derived(self, name: str, table: pd.DataFrame, options: dict | None = None) -> pd.DataFrame:
+        """Store a set computed outside :meth:`derived` (one row per object, row order)."""
+        table = _check_table(name, table, len(self), self.metadata.columns)
+        data, meta = self._derived_paths(name)
+        atomic_write(data, lambda p: table.to_parquet(p, index=False))
+        atomic_write(meta, json.dumps({
+            "name": name, "fingerprint": self.fingerprint, "count": len(self), "options": options or {},
+            "columns": list(table.columns), "computed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }, indent=2, sort_keys=True, default=str) + "\n")
+        return table
+
+    def derived(self, name: str, recompute: bool = False, **options) -> pd.DataFrame:
+        """The derived columns ``name`` for every object (row order), computing or refreshing them as needed.
+
+        Options given here replace the stored ones (and force a recompute when they differ).
+
+        Raises:
+            InputError: no plugin registers ``name``, or its result does not fit the index.
+        """
+        from .registry import derived_columns
+
+        providers = derived_columns()
+        if name not in providers:
+            known = ", ".join(sorted(providers)) or "none"
+            raise InputError(f"derived columns {name!r}: no plugin registers them (known: {known})")
+        provider = providers[name]
+        info = self.derived_info(name)
+        stored_opts = (info or {}).get("options", {})
+        opts = {**provider.options, **stored_opts, **options}
+        fresh = self.derived_is_fresh(name) and not recompute and opts == {**provider.options, **stored_opts}
+        data, _ = self._derived_paths(name)
+        if fresh:
+            try:
+                return pd.read_parquet(data)
+            except Exception as exc:  # a damaged file is recomputed, with a note
+                LOG.warning("derived columns %s unreadable (%s); recomputing", name, exc)
+        if info is not None and not recompute:
+            LOG.info("derived columns %s are stale (the index changed); recomputing", name)
+        table = provider.compute(self, **opts)
+        return self.save_derived(name, table, opts)
+
+    # -- all sets ------------------------------------------------------------------
+
+    def derived_names(self) -> list[str]:
+        """Names of the sets stored with this index."""
+        d = Path(self.path) / DERIVED_DIR
+        if not d.is_dir():
+            return []
+        return sorted(p.stem for p in d.glob("*.json") if (d / f"{p.stem}.parquet").is_file())
+
+    def derived_table(self, names: list[str] | None = None) -> pd.DataFrame:
+        """Every stored set of derived columns joined side by side (one row per object, row order).
+
+        Stale sets are recomputed when their plugin is present, and left out with a note otherwise.
+        """
+        from .registry import derived_columns
+
+        registered = derived_columns()
+        parts = []
+        for name in (self.derived_names() if names is None else names):
+            if self.derived_is_fresh(name):
+                try:
+                    parts.append(pd.read_parquet(self._derived_paths(name)[0]))
+                    continue
+                except Exception:
+                    pass
+            if name in registered:
+                parts.append(self.derived(name))
+            else:
+                LOG.warning("derived columns %s are stale and no plugin can recompute them; left out", name)
+        if not parts:
+            return pd.DataFrame(index=pd.RangeIndex(len(self)))
+        return pd.concat([p.reset_index(drop=True) for p in parts], axis=1)
+
+
+def _check_table(name: str, table, n: int, metadata_columns) -> pd.DataFrame:
+    if not isinstance(table, pd.DataFrame):
+        raise InputError(f"derived columns {name!r}: compute() must return a pandas DataFrame")
+    if len(table) != n:
+        raise InputError(f"derived columns {name!r}: {len(table)} rows for an index of {n} objects")
+    clash = [c for c in table.columns if c in RESERVED or c in set(metadata_columns)]
+    if clash:
+        raise InputError(f"derived columns {name!r}: column {clash[0]!r} clashes with the index's own columns")
+    return table.reset_index(drop=True)
