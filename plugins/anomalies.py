@@ -16,13 +16,14 @@ scores, higher meaning more anomalous:
     few random cuts isolate the object. Needs ``pip install scikit-learn``;
     ``k`` plays no part.
 
-For an inner-product index (``--metric IP``) the kNN scores are negated
-similarities (low similarity to the neighbours = anomalous).
+Search results are distances whatever the index's metric (smaller = closer), so
+the kNN scores mean the same on L2, IP and cosine indexes.
 
-Scores are stored with the index, in ``DIR/derived/anomaly-{method}-k{k}.parquet``
-(``anomaly-iforest.parquet``), with the vectors' sha256 and the parameters in
-the parquet's key-value metadata. They load in milliseconds until the index
-changes (``ulisse index add``); then they are computed again.
+Scores are derived columns (the ``register_derived_columns`` hook): the core
+stores them with the index (``DIR/derived/anomaly.parquet``: ``anomaly_kth`` and
+``anomaly_mean``; ``anomaly_iforest.parquet``), tied to the vectors' fingerprint,
+recomputes them after an add, joins them into every result table and lets
+``--where "anomaly_kth > 20"`` filter on them.
 
 Example:
     >>> import ulisse
@@ -38,11 +39,7 @@ On the command line::
 
 from __future__ import annotations
 
-import functools
-import io
-import json
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +50,8 @@ import pandas as pd
 
 import ulisse
 from ulisse.labels import class_fractions, labels_of
-from ulisse.registry import ScoreProvider
+from ulisse.options import device_option
+from ulisse.registry import DerivedColumns
 
 LOG = logging.getLogger(__name__)
 
@@ -102,10 +100,8 @@ class AnomalyRanking:
 
 # -- scores ------------------------------------------------------------------
 
-def scores_path(index, method: str = "kth", k: int = DEFAULT_K) -> Path:
-    """Where the scores of ``method`` (and ``k``) are stored for ``index``."""
-    name = "anomaly-iforest" if method == "iforest" else f"anomaly-{method}-k{k}"
-    return Path(index.path) / "derived" / f"{name}.parquet"
+KNN_SET = "anomaly"
+IFOREST_SET = "anomaly_iforest"
 
 
 def _check(index, method: str, k) -> int | None:
@@ -122,80 +118,43 @@ def _check(index, method: str, k) -> int | None:
     return int(k)
 
 
-def _freshness(index, method: str, k: int | None) -> dict:
-    params = IFOREST if method == "iforest" else {}
-    return {"method": method, "k": k, "params": params, "count": len(index),
-            "metric": index.manifest.get("metric", "L2"),
-            "vectors_sha256": index.manifest["files"]["vectors"]["sha256"]}
-
-
-def _load_stored(path: Path, want: dict) -> pd.DataFrame | None:
-    import pyarrow.parquet as pq
-
-    if not path.is_file():
-        return None
-    try:
-        stored = json.loads(pq.read_schema(path).metadata[META_KEY])
-        if any(stored.get(key) != value for key, value in want.items()):
-            LOG.info("stored anomaly scores %s are stale (the index has changed): computing them again", path)
-            return None
-        table = pd.read_parquet(path)
-    except Exception as exc:  # unreadable or foreign file: compute again
-        LOG.warning("ignoring unreadable anomaly scores %s (%s)", path, exc)
-        return None
-    return table if len(table) == want["count"] else None
-
-
-def _store(path: Path, table: pd.DataFrame, info: dict) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from ulisse.results import write_atomic
-
-    arrow = pa.Table.from_pandas(table, preserve_index=False)
-    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), META_KEY: json.dumps(info).encode()})
-    buf = io.BytesIO()
-    pq.write_table(arrow, buf)
-    try:
-        path.parent.mkdir(exist_ok=True)
-        write_atomic(path, buf.getvalue())
-    except OSError as exc:  # a read-only index still gets its scores, just not stored
-        LOG.warning("could not store anomaly scores in %s (%s)", path, exc)
-
-
-def _knn_scores(index, method: str, k: int, progress: bool) -> np.ndarray:
-    from tqdm.auto import tqdm
+def _knn_scores(index, k: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(kth, mean) distance of every object to its k nearest neighbours (itself left out)."""
+    from ulisse.progress import progress_bar
 
     n = len(index)
-    similarity = index.manifest.get("metric", "L2") == "IP"
-    scores = np.empty(n, np.float64)
-    with tqdm(total=n, desc=f"anomaly scores ({method}, k={k})", unit="object", disable=not progress) as bar:
+    kth, mean = np.empty(n, np.float64), np.empty(n, np.float64)
+    with progress_bar(total=n, desc=f"anomaly scores (k={k})", unit="object", enabled=progress) as bar:
         for start in range(0, n, CHUNK):
             rows = range(start, min(start + CHUNK, n))
             D, _ = index.search(index.vectors_of_rows(rows), k, exclude=[[r] for r in rows])
             D = D.astype(np.float64)
-            if similarity:
-                D = -D  # large inner product = near: negate so that higher = more anomalous
             # an approximate index may return fewer than k neighbours (NaN): use those there are
-            scores[rows.start:rows.stop] = np.nanmax(D, axis=1) if method == "kth" else np.nanmean(D, axis=1)
+            kth[rows.start:rows.stop] = np.nanmax(D, axis=1)
+            mean[rows.start:rows.stop] = np.nanmean(D, axis=1)
             bar.update(len(rows))
-    return scores
+    return kth, mean
 
 
-def _iforest_scores(index, progress: bool) -> np.ndarray:
+def compute_knn_scores(index, k: int = DEFAULT_K, progress: bool = True) -> pd.DataFrame:
+    """Derived columns ``anomaly_kth`` and ``anomaly_mean`` (higher = more anomalous)."""
+    k = _check(index, "kth", k)
+    kth, mean = _knn_scores(index, k, progress)
+    return pd.DataFrame({"anomaly_kth": kth, "anomaly_mean": mean})
+
+
+def compute_iforest_scores(index, progress: bool = True) -> pd.DataFrame:
+    """Derived column ``anomaly_iforest``: Isolation Forest's ``-score_samples`` (higher = more anomalous)."""
+    return pd.DataFrame({"anomaly_iforest": _iforest_scores(index, progress)})
+
+
+def _iforest_scores(index, progress: bool = True) -> np.ndarray:
     try:
         from sklearn.ensemble import IsolationForest
     except ImportError:
         raise ulisse.InputError("the iforest method needs scikit-learn: pip install scikit-learn") from None
-    from tqdm.auto import tqdm
-
-    n = len(index)
-    vectors = np.empty((n, index.encoder_spec.dim), np.float32)
-    with tqdm(total=n, desc="reading vectors (iforest)", unit="object", disable=not progress) as bar:
-        for start in range(0, n, CHUNK):
-            rows = range(start, min(start + CHUNK, n))
-            vectors[rows.start:rows.stop] = index.vectors_of_rows(rows)
-            bar.update(len(rows))
+    LOG.info("Isolation Forest on %d vectors", len(index))
+    vectors = np.asarray(index.all_vectors(), dtype=np.float32)
     forest = IsolationForest(**IFOREST).fit(vectors)
     return -forest.score_samples(vectors).astype(np.float64)
 
@@ -230,19 +189,12 @@ def anomaly_scores(index, method: str = "kth", k: int = DEFAULT_K, progress: boo
         Unknown method, or ``iforest`` without scikit-learn.
     """
     k = _check(index, method, k)
-    path = scores_path(index, method, k)
-    info = _freshness(index, method, k)
-    if not recompute:
-        stored = _load_stored(path, info)
-        if stored is not None:
-            LOG.debug("anomaly scores loaded from %s", path)
-            return stored
-    scores = _iforest_scores(index, progress) if method == "iforest" else _knn_scores(index, method, k, progress)
-    table = pd.DataFrame({"row": index.metadata["row"].to_numpy(np.int64), "id": index.metadata["id"].to_numpy(),
-                          "score": scores})
-    _store(path, table, {**info, "generation": index.manifest.get("generation"), "ulisse": ulisse.__version__})
-    LOG.info("anomaly scores (%s) of %d objects stored in %s", method, len(table), path)
-    return table
+    if method == "iforest":
+        values = index.derived(IFOREST_SET, recompute=recompute)["anomaly_iforest"]
+    else:
+        values = index.derived(KNN_SET, recompute=recompute, k=k)[f"anomaly_{method}"]
+    return pd.DataFrame({"row": index.metadata["row"].to_numpy(np.int64), "id": index.metadata["id"].to_numpy(),
+                         "score": values.to_numpy(np.float64)})
 
 
 # -- ranking -----------------------------------------------------------------
@@ -305,20 +257,14 @@ def anomaly_grid(index, ranking: AnomalyRanking, path: str | os.PathLike, column
 
 # -- plugin hooks ------------------------------------------------------------
 
-def _provider_compute(index, method: str, **options) -> np.ndarray:
-    return anomaly_scores(index, method=method, **options)["score"].to_numpy(np.float64)
-
-
 @ulisse.hookimpl
-def register_scores():
-    """The anomaly scores, as score providers ``anomaly-kth``, ``anomaly-mean`` and ``anomaly-iforest``."""
+def register_derived_columns(config):
+    """Anomaly scores as derived columns: ``anomaly`` (kth, mean) and ``anomaly_iforest``."""
     return [
-        ScoreProvider("anomaly-kth", "distance to the k-th nearest neighbour (higher = more anomalous)",
-                      functools.partial(_provider_compute, method="kth"), {"k": DEFAULT_K}),
-        ScoreProvider("anomaly-mean", "mean distance to the k nearest neighbours (higher = more anomalous)",
-                      functools.partial(_provider_compute, method="mean"), {"k": DEFAULT_K}),
-        ScoreProvider("anomaly-iforest", "Isolation Forest on the vectors, -score_samples (needs scikit-learn)",
-                      functools.partial(_provider_compute, method="iforest"), {}),
+        DerivedColumns(KNN_SET, "distance to the k-th nearest neighbour and mean distance to the k nearest "
+                       "(higher = more anomalous)", compute_knn_scores, {"k": DEFAULT_K}),
+        DerivedColumns(IFOREST_SET, "Isolation Forest on the vectors, -score_samples (higher = more anomalous)",
+                       compute_iforest_scores, {}),
     ]
 
 
@@ -347,12 +293,13 @@ def register_commands(cli):
                   show_default=True)
     @click.option("--output", type=click.Path(dir_okay=False), help="write the results to a file (.csv, .json, .xml/.vot, .fits, .txt)")
     @click.option("--png", type=click.Path(dir_okay=False), help="write a thumbnail grid of the top objects")
-    @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+    @device_option
     @click.option("--recompute", is_flag=True, help="compute the scores even if fresh ones are stored with the index")
     def anomalies(index_dir, top, k, method, label, fmt, output, png, device, recompute):
         """Rank the objects of an index by anomaly score (no prototype needed)."""
         from ulisse.cli import progress_enabled
-        from ulisse.results import format_for_path, render, write_atomic
+        from ulisse._io import atomic_write
+        from ulisse.results import format_for_path, render
 
         out_fmt = format_for_path(output) if output else None
         index = ulisse.open_index(index_dir, device=device)
@@ -369,7 +316,7 @@ def register_commands(cli):
             data = render(ranking.table, out_fmt, meta, extra=extra)
             if out_fmt == "table" and label is not None:
                 data += _precision_lines(ranking)
-            write_atomic(output, data)
+            atomic_write(output, data)
             LOG.info("wrote %s", output)
         if png:
             k_text = "" if ranking.k is None else f", k={ranking.k}"
@@ -378,7 +325,7 @@ def register_commands(cli):
 
 
 @ulisse.hookimpl
-def register_ui_pages():
+def register_ui_pages(config):
     """The web UI's Anomalies page (``ulisse ui``)."""
     from ulisse.registry import UIPage
     from ulisse.ui import view

@@ -38,8 +38,10 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
 @click.version_option(package_name="ulisse")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or notes; errors only.")
 @click.option("-v", "--verbose", is_flag=True, help="More detail in the log.")
+@click.option("--plugins-dir", type=click.Path(file_okay=False), multiple=True,
+              help="load every *.py file of this folder as a plugin (also ULISSE_PLUGINS_DIR)")
 @click.pass_context
-def cli(ctx, quiet, verbose):
+def cli(ctx, quiet, verbose, plugins_dir):
     """ulisse: one-shot similarity search in astronomical surveys (ULISSE, Doorenbos et al. 2022)."""
     ctx.ensure_object(dict)
     ctx.obj["progress"] = not quiet
@@ -173,7 +175,7 @@ def index_info(index_dir, fmt, verify):
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def plugins(fmt):
-    """List the loaded plugins, their versions and hooks."""
+    """List the plugins: loaded ones with their versions and hooks, failed ones with their errors."""
     from .plugin_manager import get_plugin_manager, plugin_info
 
     info = plugin_info(get_plugin_manager())
@@ -181,6 +183,9 @@ def plugins(fmt):
         click.echo(json.dumps(info, indent=2))
         return
     for p in info:
+        if p["status"] == "failed":
+            click.echo(f"{p['name']:<24} {'FAILED':<24} {p['error']}")
+            continue
         ver = f"{p['distribution']} {p['version']}" if p["distribution"] else "(registered directly)"
         click.echo(f"{p['name']:<24} {ver:<24} hooks: {', '.join(p['hooks'])}")
 
@@ -192,17 +197,37 @@ def _register_plugin_commands() -> None:
     global _commands_registered
     if _commands_registered:
         return
-    from .plugin_manager import get_plugin_manager
+    from .plugin_manager import call_hook, get_plugin_manager
 
-    get_plugin_manager().hook.register_commands(cli=cli)
+    call_hook(get_plugin_manager(), "register_commands", cli=cli)
     _commands_registered = True
+
+
+def _plugins_dirs_of(argv: list[str]) -> list[str]:
+    """The ``--plugins-dir`` values of a command line (read before click parses it: they add verbs)."""
+    dirs = []
+    for i, arg in enumerate(argv):
+        if arg == "--plugins-dir" and i + 1 < len(argv):
+            dirs.append(argv[i + 1])
+        elif arg.startswith("--plugins-dir="):
+            dirs.append(arg.split("=", 1)[1])
+    return dirs
 
 
 def main(argv=None) -> None:
     """Entry point of the ``ulisse`` command."""
     try:
+        args = list(sys.argv[1:] if argv is None else argv)
+        dirs = _plugins_dirs_of(args)
+        if dirs:
+            from .plugin_manager import set_plugins_dirs
+
+            for d in dirs:
+                if not Path(d).is_dir():
+                    raise UlisseError(f"--plugins-dir {d}: not a directory")
+            set_plugins_dirs(dirs)
         _register_plugin_commands()
-        cli.main(args=argv, prog_name="ulisse", standalone_mode=False)
+        cli.main(args=args, prog_name="ulisse", standalone_mode=False)
     except UlisseError as exc:
         click.echo(f"ulisse: error: {exc}", err=True)
         sys.exit(1)

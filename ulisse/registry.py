@@ -139,11 +139,11 @@ class UIPage:
 
 
 def _collect(hook_name: str, pm=None, config: Config | None = None) -> list:
-    from .plugin_manager import get_plugin_manager
+    from .plugin_manager import call_hook, get_plugin_manager
 
     pm = pm or get_plugin_manager()
     items = []
-    for result in getattr(pm.hook, hook_name)(config=config or Config()):
+    for result in call_hook(pm, hook_name, config=config or Config()):
         items.extend(result or [])
     return items
 
