@@ -146,6 +146,44 @@ class DerivedMixin:
             return pd.DataFrame(index=pd.RangeIndex(len(self)))
         return pd.concat([p.reset_index(drop=True) for p in parts], axis=1)
 
+    # -- in results and filters ------------------------------------------------------
+
+    def _cached_derived_table(self) -> pd.DataFrame:
+        key = (self.fingerprint, tuple(self.derived_names()))
+        cache = getattr(self, "_derived_cache", None)
+        if cache is None or cache[0] != key:
+            cache = (key, self.derived_table())
+            self._derived_cache = cache
+        return cache[1]
+
+    def derived_rows(self, rows) -> pd.DataFrame:
+        """The stored derived columns of the objects at ``rows`` (in that order)."""
+        table = self._cached_derived_table()
+        if table.shape[1] == 0:
+            return pd.DataFrame(index=pd.RangeIndex(len(rows)))
+        return table.iloc[list(rows)].reset_index(drop=True)
+
+    def where_mask(self, where: str | None):
+        """Boolean mask over rows of the objects matching a ``--where`` expression (None when no filter).
+
+        The expression may name metadata columns and stored derived columns.
+
+        Raises:
+            InputError: the expression does not parse, or names an unknown column.
+        """
+        if where is None:
+            return None
+        from .filters import parse_where
+
+        parsed = parse_where(where)
+        derived = self._cached_derived_table()
+        need = [c for c in parsed.columns if c not in self.metadata.columns]
+        table = self.metadata
+        if need:
+            have = [c for c in need if c in derived.columns]
+            table = pd.concat([self.metadata.reset_index(drop=True), derived[have].reset_index(drop=True)], axis=1)
+        return parsed.mask(table)
+
 
 def _check_table(name: str, table, n: int, metadata_columns) -> pd.DataFrame:
     if not isinstance(table, pd.DataFrame):

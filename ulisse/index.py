@@ -179,12 +179,15 @@ class Index(DerivedMixin):
         return outD, outI
 
     def query(self, id: str | None = None, *, image=None, ra: float | None = None, dec: float | None = None,
-              vector: np.ndarray | None = None, radius_arcsec: float = DEFAULT_RADIUS_ARCSEC, k: int = 16) -> Neighbours:
+              vector: np.ndarray | None = None, radius_arcsec: float = DEFAULT_RADIUS_ARCSEC, k: int = 16,
+              where: str | None = None) -> Neighbours:
         """One-shot query: the ``k`` nearest neighbours of one prototype.
 
         Give exactly one of ``id`` (an object of the index; left out of its own
         results), ``image`` (a cutout file or array), ``ra`` and ``dec`` (the
-        index object nearest to that position), or ``vector``.
+        index object nearest to that position), or ``vector``. ``where`` keeps
+        only objects matching a filter on metadata and derived columns
+        (``"z_pred < 0.1 and type == 'galaxy'"``; see :mod:`ulisse.filters`).
 
         Raises:
             QueryError: unknown id, k < 1, nothing at (ra, dec), or not exactly one prototype.
@@ -215,7 +218,8 @@ class Index(DerivedMixin):
         else:
             q = np.asarray(vector, dtype=np.float32)[None]
             what = "vector"
-        D, I = self.search(q, int(k), exclude=exclude)
+        allowed = self.where_mask(where)
+        D, I = self.search(q, int(k), exclude=exclude, **({} if allowed is None else {"allowed": allowed}))
         return Neighbours(what, proto_id, self.neighbour_table(I[0], D[0]))
 
     def neighbour_table(self, rows: np.ndarray, distances: np.ndarray) -> pd.DataFrame:
@@ -223,7 +227,8 @@ class Index(DerivedMixin):
         meta = self.metadata.iloc[rows[ok]].reset_index(drop=True)
         table = pd.DataFrame({"rank": np.arange(1, ok.sum() + 1), "id": meta["id"], "distance": distances[ok]})
         others = meta.drop(columns=["id"])
-        return pd.concat([table, others], axis=1)
+        derived = self.derived_rows(rows[ok])  # derived columns (anomaly scores, head predictions...)
+        return pd.concat([table, others, derived], axis=1)
 
     # -- growing -------------------------------------------------------------
 
