@@ -98,7 +98,10 @@ def render(table: pd.DataFrame, fmt: str, meta: dict | None = None, extra: dict 
         from astropy.io.votable import from_table
 
         buf = io.BytesIO()
-        from_table(to_astropy(table, meta)).to_xml(buf)
+        # BINARY2, not TABLEDATA: astropy's C TABLEDATA writer (astropy <= 8.0.2 at least) writes its
+        # end-of-row NUL one byte past its buffer when a row's text is exactly the buffer's size
+        # (256, 512, ... bytes) and corrupts the heap (benchmarks/ui-soak.md has the reproduction).
+        from_table(to_astropy(table, meta)).to_xml(buf, tabledata_format="binary2")
         return buf.getvalue().decode()
     if fmt == "fits":
         buf = io.BytesIO()
