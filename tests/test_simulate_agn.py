@@ -1,4 +1,4 @@
-"""Tests for the simulated SDSS-like AGN benchmark (``ulisse.plugins.simulate_agn``)."""
+"""Tests for the simulated SDSS-like AGN benchmark (``ulisse.plugins.sim.agn``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from astropy.io import fits
 from PIL import Image
 
-from ulisse.plugins import simulate_agn as sim
+from ulisse.plugins.sim import agn as sim
 
 N = 60
 SEED = 7

@@ -37,13 +37,14 @@ Model (per object, all draws from one ``numpy.random.Generator``)
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import galsim
 import numpy as np
 import pandas as pd
+
+from ulisse._io import atomic_write
 
 BANDS = ("g", "r", "i")
 SKY_SIGMA = np.array([0.025, 0.030, 0.045])  # background sigma, nmgy/px, g r i
@@ -207,9 +208,7 @@ def to_rgb(cube: np.ndarray) -> np.ndarray:
 def _write_png(path: Path, rgb: np.ndarray) -> None:
     from PIL import Image
 
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(rgb).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"), fsync=False)
 
 
 def _write_fits(path: Path, cube: np.ndarray, pixel_scale: float) -> None:
@@ -219,9 +218,7 @@ def _write_fits(path: Path, cube: np.ndarray, pixel_scale: float) -> None:
     hdu.header["BUNIT"] = ("nanomaggy", "per pixel; mag = 22.5 - 2.5 log10(f)")
     hdu.header["BANDS"] = ("g,r,i", "order of the first axis")
     hdu.header["PIXSCALE"] = (pixel_scale, "arcsec / pixel")
-    tmp = path.with_name(path.name + ".tmp")
-    hdu.writeto(tmp, overwrite=True)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: hdu.writeto(tmp), fsync=False)
 
 
 def simulate_agn_set(out_dir, n: int = 2000, agn_fraction: float = 0.12, seed: int = 0, size: int = 64,
@@ -264,7 +261,5 @@ def simulate_agn_set(out_dir, n: int = 2000, agn_fraction: float = 0.12, seed: i
             _write_fits(fits_dir / f"{oid}.fits", cube, pixel_scale)
         rows.append({**p, "id": oid, "label": "AGN" if p["is_agn"] else "galaxy", "is_agn": int(p["is_agn"])})
     table = pd.DataFrame(rows, columns=LABEL_COLUMNS)
-    tmp = out / "labels.csv.tmp"
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, out / "labels.csv")
+    atomic_write(out / "labels.csv", table.to_csv(index=False))
     return table

@@ -1,7 +1,7 @@
 """``ulisse benchmark agn`` (the ULISSE table on a labelled, simulated SDSS-like AGN set) and
 ``ulisse benchmark speed`` (embedding and search throughput against reference runs).
 
-1. Simulates SDSS-like gri cutouts with GalSim (:mod:`ulisse.plugins.simulate_agn`), about 12 % AGN.
+1. Simulates SDSS-like gri cutouts with GalSim (:mod:`ulisse.plugins.sim.agn`), about 12 % AGN.
 2. Indexes them with the default encoder, the labels as metadata.
 3. For random AGN prototypes: the AGN fraction among the first 16 and 89 neighbours
    against the base rate (ULISSE's retrieval efficiency).
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 import ulisse
-from ulisse.results import write_atomic
+from ulisse._io import atomic_write
 
 AGN = "AGN"
 
@@ -45,7 +45,7 @@ class AGNBenchmark:
 
 
 def _simulated_set(out: Path, n: int, seed: int, progress: bool) -> tuple[Path, bool]:
-    from .simulate_agn import simulate_agn_set
+    from .agn import simulate_agn_set
 
     sim = out / "sim"
     params = {"n": n, "seed": seed}
@@ -53,7 +53,7 @@ def _simulated_set(out: Path, n: int, seed: int, progress: bool) -> tuple[Path, 
     if marker.is_file() and json.loads(marker.read_text()) == params and (sim / "labels.csv").is_file():
         return sim, False
     simulate_agn_set(sim, n=n, seed=seed, progress=progress)
-    write_atomic(marker, json.dumps(params))
+    atomic_write(marker, json.dumps(params))
     return sim, True
 
 
@@ -61,9 +61,9 @@ def run_agn_benchmark(out: Path, n: int = 2000, seed: int = 0, prototypes: int =
                       iterations: int = 5, model: str = "efficientnet_b0", weights=None, device: str = "auto",
                       progress: bool = True, command: str | None = None) -> AGNBenchmark:
     """Run the whole benchmark in ``out`` (the simulated set and index are reused when present)."""
-    from .anomalies import rank_anomalies
-    from .prototype import query
-    from .recursive import expand
+    from ..anomalies import rank_anomalies
+    from ..prototype import query
+    from ..recursive import expand
 
     timings = {}
     t = time.perf_counter()
@@ -195,7 +195,7 @@ def register_commands(cli):
                                    device=device, progress=progress_enabled(), command=command)
         click.echo(result.report, nl=False)
         if report:
-            write_atomic(report, "# AGN retrieval benchmark\n\n" + result.report)
+            atomic_write(report, "# AGN retrieval benchmark\n\n" + result.report)
 
     @benchmark.command("speed")
     @click.option("--images", "n_images", type=click.IntRange(8, 100_000), default=128, show_default=True)
@@ -212,7 +212,7 @@ def register_commands(cli):
                                    command=command)
         click.echo(text, nl=False)
         if report:
-            write_atomic(report, "# Throughput\n\n" + text)
+            atomic_write(report, "# Throughput\n\n" + text)
 
 
 # --------------------------------------------------------------------------- speed
