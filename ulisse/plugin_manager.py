@@ -49,8 +49,10 @@ class PluginFailure:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{exc.__class__.__name__}: {text[0] if text else ''}".strip().rstrip(":")
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{exc.__class__.__name__}: {text}".strip().rstrip(":")
 
 
 def _register_checked(pm: pluggy.PluginManager, plugin, name: str, source: str, failures: list) -> bool:
