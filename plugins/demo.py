@@ -18,10 +18,36 @@ import numpy as np
 import pandas as pd
 
 import ulisse
+from ulisse.options import device_option
 
 LOG = logging.getLogger(__name__)
 
 CUTOUT_SIZE = 64
+DEFAULT_OUT = "ulisse-demo"
+# skimage's image is the Hubble eXtreme Deep Field (HubbleSite release 2012-37a): centred near
+# RA 03h32m38.5s, Dec -27d47m00s (J2000), 2.3' x 2.0' over 1000 x 872 px, i.e. about 0.138"/px.
+# The image's exact orientation and centre are not published with it: positions are approximate.
+XDF_CENTRE = ("03h32m38.5s", "-27d47m00s")
+XDF_SCALE_ARCSEC = 0.138
+POSITIONS_NOTE = ("approximate: the XDF centre (RA 03h32m38.5s, Dec -27d47m00s) and 0.138 arcsec/px, "
+                  "north up and east left assumed")
+
+
+def approximate_positions(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate (ra, dec) in degrees of pixel positions in the XDF image (a TAN projection, north up)."""
+    from astropy.coordinates import SkyCoord
+    from astropy.wcs import WCS
+
+    centre = SkyCoord(*XDF_CENTRE)
+    h, w = shape
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [centre.ra.deg, centre.dec.deg]
+    wcs.wcs.crpix = [(w + 1) / 2, (h + 1) / 2]
+    # image rows run downwards (north up means dec decreases with y), east left means ra decreases with x
+    wcs.wcs.cdelt = [-XDF_SCALE_ARCSEC / 3600, -XDF_SCALE_ARCSEC / 3600]
+    ra, dec = wcs.all_pix2world(np.asarray(x, float), np.asarray(y, float), 0)
+    return np.round(ra, 7), np.round(dec, 7)
 
 
 @dataclass
@@ -59,6 +85,9 @@ def detect_hdf_sources(max_sources: int = 300, size: int = CUTOUT_SIZE, nsigma: 
     cat = cat.sort_values("segment_flux", ascending=False).head(max_sources).sort_values("label")
     cat.insert(0, "id", [f"hdf-{int(lab):04d}" for lab in cat["label"]])
     cat = cat.rename(columns={"x_centroid": "x", "y_centroid": "y", "segment_flux": "flux"}).drop(columns=["label"])
+    ra, dec = approximate_positions(cat["x"].to_numpy(), cat["y"].to_numpy(), grey.shape)
+    cat.insert(1, "ra", ra)
+    cat.insert(2, "dec", dec)
     return HDFSources(rgb, cat.reset_index(drop=True))
 
 
@@ -84,6 +113,7 @@ def run_demo(out: Path, k: int = 8, prototype: str | None = None, max_sources: i
     catalog = write_cutouts(sources, out / "cutouts")
     index, report = ulisse.build_index([out / "cutouts"], out, catalog, weights=weights, device=device,
                                        overwrite=True, progress=progress)
+    LOG.info("sky positions are %s", POSITIONS_NOTE)
     LOG.info("indexed %d cutouts in %.1f s", report.added, report.seconds)
     if prototype is None:  # the largest extended source makes a telling prototype
         prototype = sources.catalog.sort_values("area", ascending=False)["id"].iloc[0]
@@ -97,13 +127,13 @@ def run_demo(out: Path, k: int = 8, prototype: str | None = None, max_sources: i
 @ulisse.hookimpl
 def register_commands(cli):
     @cli.command()
-    @click.option("--out", type=click.Path(file_okay=False), default="indexes/hdf-demo", show_default=True,
-                  help="index directory to write (cutouts go in its cutouts/ folder)")
+    @click.option("--out", type=click.Path(file_okay=False), default=DEFAULT_OUT, show_default=True,
+                  help="data folder to write: the index, its cutouts/ folder, the catalogue and the query grid")
     @click.option("-k", "k", type=click.IntRange(1, 100), default=8, show_default=True)
     @click.option("--prototype", default=None, help="id of the prototype (default: the largest source)")
     @click.option("--max-sources", type=click.IntRange(10, 5000), default=300, show_default=True)
     @click.option("--weights", default=None, help="encoder weights (see 'ulisse index build --help')")
-    @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+    @device_option
     def demo(out, k, prototype, max_sources, weights, device):
         """Offline demo: index the Hubble Deep Field's sources and query one prototype."""
         from ulisse.cli import progress_enabled
@@ -113,6 +143,6 @@ def register_commands(cli):
                                       weights=weights, device=device, progress=progress_enabled())
         click.echo(f"index {index.path}: {len(index)} objects; encoder {index.encoder_spec.describe()}")
         click.echo(f"prototype {result.prototype_id}; its {len(result)} nearest neighbours:")
-        cols = ["rank", "id", "distance", "x", "y", "area", "flux"]
+        cols = ["rank", "id", "distance", "ra", "dec", "area", "flux"]
         click.echo(render(result.table[cols], "table"), nl=False)
         click.echo(f"grid of the prototype and its neighbours: {png}")
