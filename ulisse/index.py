@@ -372,8 +372,12 @@ def build_index(inputs: Sequence[str | os.PathLike], path: str | os.PathLike, ca
 
 def create_index(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.DataFrame, encoder_spec: EncoderSpec, *,
                  factory: str = DEFAULT_FACTORY, metric: str = "L2", rgb: RGBConfig = RGBConfig(),
-                 device: str = "auto", overwrite: bool = False, history: dict | None = None) -> Index:
+                 device: str = "auto", overwrite: bool = False, history: dict | None = None,
+                 manifest_extra: dict | None = None) -> Index:
     """Write a new index directory from vectors computed elsewhere and their metadata rows (atomically).
+
+    ``manifest_extra`` adds JSON-ready keys to the manifest (e.g. ``cutout_geometry``); it cannot replace
+    the core's own keys.
 
     Raises:
         InputError: ``path`` holds an index and ``overwrite`` is False; bad factory; rows and vectors that do not match.
@@ -390,5 +394,9 @@ def create_index(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.Data
         "created": _now(), "versions": _versions(),
         "history": [{"action": "build", **(history or {}), "count": len(meta), "time": _now()}],
     }
+    clash = sorted(set(manifest_extra or {}) & set(manifest))
+    if clash:
+        raise InputError(f"manifest_extra cannot replace the manifest's {', '.join(clash)}")
+    manifest.update(manifest_extra or {})
     store.commit(path, index, meta, manifest)
     return open_index(path, device=device)
