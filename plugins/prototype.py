@@ -270,9 +270,8 @@ def register_commands(cli):
 
 
 @ulisse.hookimpl
-def register_ui_pages():
-    """The web UI's Search page (``ulisse ui``)."""
+def register_ui_pages(config):
+    """The web UI's Search page (``ulisse ui``), named by path: the plugin does not import the UI."""
     from ulisse.registry import UIPage
-    from ulisse.ui import view
 
-    return [UIPage("Search", view("search"), order=10)]
+    return [UIPage("Search", Path(__file__).resolve().parents[1] / "ui" / "views" / "search.py", order=10)]

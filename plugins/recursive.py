@@ -200,9 +200,10 @@ def register_commands(cli):
 
 
 @ulisse.hookimpl
-def register_ui_pages():
-    """The web UI's Expand page (``ulisse ui``)."""
-    from ulisse.registry import UIPage
-    from ulisse.ui import view
+def register_ui_pages(config):
+    """The web UI's Expand page (``ulisse ui``), named by path: the plugin does not import the UI."""
+    from pathlib import Path
 
-    return [UIPage("Expand", view("expand"), order=20)]
+    from ulisse.registry import UIPage
+
+    return [UIPage("Expand", Path(__file__).resolve().parents[1] / "ui" / "views" / "expand.py", order=20)]

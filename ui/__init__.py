@@ -2,12 +2,12 @@
 
 ``ulisse ui`` serves :mod:`ulisse.ui.app`: a sidebar lists the pages that
 plugins register with the ``register_ui_pages`` hook, and runs the chosen
-page script. Each page script (``ui/views/*.py``) also runs on its own::
+page script. Page scripts use the public UI kit, :mod:`ulisse.ui.kit`, and the
+Python API. Each page script (``ui/views/*.py``) also runs on its own::
 
-    ULISSE_UI_INDEX=indexes/hdf-demo streamlit run ui/views/search.py
+    ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run ui/views/search.py
 
-This module imports nothing heavy (no Streamlit), so plugins can name their
-page scripts from it.
+This module imports nothing heavy (no Streamlit).
 """
 
 from __future__ import annotations

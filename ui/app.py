@@ -1,24 +1,33 @@
 """The ulisse web app: the sidebar lists the pages plugins register and runs the chosen one.
 
 Pages come from the ``register_ui_pages`` hook (:func:`ulisse.registry.ui_pages`):
-Search, Expand and Anomalies from the first-party plugins, and whatever other
-plugins add. Run it with ``ulisse ui [--index DIR]``.
+Search, Marks, Expand and Anomalies from the first-party plugins, and whatever
+other plugins add. The chosen page is part of the URL (``?page=``), with the rest
+of the view (see :mod:`ulisse.ui.kit`). Run it with ``ulisse ui [--index DIR]``.
 """
+
+import runpy
 
 import streamlit as st
 
-from ulisse.ui import common
+from ulisse.errors import UlisseError
+from ulisse.registry import Config, ui_pages
+from ulisse.ui import kit
 
-common.page_config("ulisse")
-pages = common.registered_pages()
+kit.page_setup("ulisse")
+pages = ui_pages(config=Config(device="auto"))
 if not pages:
     st.error("No page is registered: no plugin implements the register_ui_pages hook (see `ulisse plugins`).")
     st.stop()
 titles = [page.title for page in pages]
-asked = st.query_params.get("page")
-if "page" not in st.session_state or st.session_state["page"] not in titles:
-    st.session_state["page"] = asked if asked in titles else titles[0]
-st.sidebar.title(":material/travel_explore: ulisse")
+if st.session_state.get("page") not in titles:
+    st.session_state["page"] = titles[0]
+st.sidebar.title("ulisse")
 title = st.sidebar.radio("Page", titles, key="page", label_visibility="collapsed")
 st.sidebar.divider()
-common.run_page(pages[titles.index(title)].script)
+try:
+    runpy.run_path(str(pages[titles.index(title)].script), run_name="__main__")
+except UlisseError as exc:  # a ulisse error a page lets through: a message, not a traceback
+    st.error(str(exc))
+finally:
+    kit.sync_url()

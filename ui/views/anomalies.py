@@ -1,61 +1,79 @@
 """Anomalies: the objects of the index farthest from their neighbours (no prototype needed).
 
-Scores are computed once per index and method, and stored with the index
-(``derived/``). Runs inside the app or alone:
-``ULISSE_UI_INDEX=indexes/hdf-demo streamlit run ui/views/anomalies.py``.
+Scores are derived columns (``index.derived("anomaly")``: ``anomaly_kth``,
+``anomaly_mean``; ``anomaly_iforest``), computed once per index and stored with
+it. The page shows their histogram and the ranked objects, paged. Runs inside
+the app or alone: ``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run ui/views/anomalies.py``.
 """
 
+import altair as alt
+import pandas as pd
 import streamlit as st
 
 from ulisse.errors import UlisseError
 from ulisse.plugins.anomalies import DEFAULT_K, METHODS, rank_anomalies
-from ulisse.ui import common
+from ulisse.ui import kit
 
 METHOD_NAMES = {"kth": "distance to the k-th neighbour", "mean": "mean distance to the k nearest",
                 "iforest": "Isolation Forest on the vectors"}
+PER_PAGE = 24
 
 
 @st.cache_data(max_entries=32, show_spinner="Scoring the objects of the index…")
-def ranking(ref: common.IndexRef, top: int, method: str, k: int, label: str | None):
-    with common.exclusive(ref) as index:
-        return rank_anomalies(index, top=top, method=method, k=k, label=label, progress=False)
+def ranking(path: str, generation: int, top: int, method: str, k: int, label: str | None):
+    index = kit._open_index(path, generation)
+    with kit.index_lock(index):
+        ranked = rank_anomalies(index, top=top, method=method, k=k, label=label, progress=False)
+        if method == "iforest":
+            scores = index.derived("anomaly_iforest")["anomaly_iforest"]
+        else:
+            scores = index.derived("anomaly", k=k)[f"anomaly_{method}"]
+    return ranked, scores.to_numpy()
 
 
-common.page_config("Anomalies")
-ref = common.index_sidebar()
-index = ref.open()
-common.default("anomalies.method", METHODS[0])
+kit.page_setup("Anomalies")
+index = kit.current_index()
+if "anomalies.method" not in st.session_state:
+    st.session_state["anomalies.method"] = METHODS[0]
 method = st.sidebar.selectbox("Score", METHODS, key="anomalies.method", format_func=lambda m: METHOD_NAMES.get(m, m))
-k = common.slider("Neighbours (k)", 1, common.max_k(index, 50), DEFAULT_K, key="anomalies.k",
-                  disabled=method == "iforest")
-top = common.slider("Objects shown", 1, min(len(index), 120), 24, key="anomalies.top")
-label = common.choose_label(ref, key="anomalies.label")
+k = kit.slider("Neighbours (k)", 1, max(1, min(50, len(index) - 1)), DEFAULT_K, key="anomalies.k",
+               disabled=method == "iforest")
+top = kit.slider("Objects ranked", 1, max(1, min(len(index), 1000)), min(len(index), 120), key="anomalies.top",
+                 help=f"The grid shows {PER_PAGE} per page.")
+label = kit.choose_label(index, key="anomalies.label")
+kit.sync_url()
 
 st.title("Anomalies")
 st.caption(f"The {top} objects of the index with the highest anomaly score ({METHOD_NAMES.get(method, method)}"
-           + ("" if method == "iforest" else f", k = {k}") + "): most anomalous first.")
+           + ("" if method == "iforest" else f", k = {k}") + "): most anomalous first. Click a tile to search "
+           "for objects like it.")
 if len(index) < 2:
     st.info("The index needs at least two objects for anomaly scores.")
     st.stop()
 try:
-    ranked = ranking(ref, top, method, k, label)
+    ranked, scores = ranking(str(index.path), int(index.manifest.get("generation", 0)), top, method, k, label)
 except UlisseError as exc:
     st.error(str(exc))
     st.stop()
 
-tiles = [common.Tile(row.id, f"#{row.rank} {row.id}  \nscore {common.distance_text(row.score)}")
-         for row in ranked.table.itertuples(index=False)]
-common.tile_grid(ref, tiles, columns=6, action=("search similar", common.use_as_prototype), key="anomaly")
+threshold = float(ranked.table["score"].min())
+hist = pd.DataFrame({"score": scores, "shown": scores >= threshold})
+st.altair_chart(alt.Chart(hist).mark_bar().encode(
+    x=alt.X("score:Q", bin=alt.Bin(maxbins=50), title=f"anomaly score ({method})"),
+    y=alt.Y("count():Q", title="objects"),
+    color=alt.Color("shown:N", scale=alt.Scale(domain=[False, True], range=["#a7a7a7", "#c8102e"]),
+                    legend=alt.Legend(title=f"in the top {top}", orient="right")),
+).properties(height=180), width="stretch")
+
+kit.tile_grid(ranked.table, index, key="anomaly", columns=6, per_page=PER_PAGE)
 
 if ranked.precision is not None:
-    import pandas as pd
-
     st.subheader(f"Classes at the top ({label})")
     fractions = pd.DataFrame({f"top {len(ranked)}": ranked.precision, "base_rate": ranked.base_rate})
     fractions.index.name = label
-    common.fractions_view(fractions, label)
+    kit.fractions_view(fractions, label)
 
 st.subheader("Ranking")
-st.dataframe(common.display_table(ranked.table), hide_index=True)
-common.download_buttons(ranked.table, {"method": method, "k": ranked.k or "", "index": ref.path},
-                        f"ulisse-anomalies-{method}", key="anomalies.download")
+kit.show_table(ranked.table)
+kit.download_buttons(ranked.table, f"ulisse-anomalies-{method}", index=index,
+                     meta={"method": method, "k": ranked.k or ""}, key="anomalies.download")

@@ -1,123 +1,187 @@
-"""Search: the nearest neighbours of one prototype, with class fractions and downloads.
+"""Search: the nearest neighbours of one or more prototypes, with sky context, marks and downloads.
 
-The prototype is an object of the index (by id, by sky position, or picked from
-its thumbnails) or an uploaded cutout (PNG, JPEG, FITS). Runs inside the app or
-alone: ``ULISSE_UI_INDEX=indexes/hdf-demo streamlit run ui/views/search.py``.
+A prototype is an object of the index (by id, by sky position, or by clicking its
+tile) or an uploaded cutout (PNG, JPEG, FITS). Several prototypes combine with a
+registered query strategy (mean, union...). The view lives in the URL. Runs inside
+the app or alone: ``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run ui/views/search.py``.
 """
 
-import math
+import hashlib
 
 import numpy as np
 import streamlit as st
 
 from ulisse.errors import UlisseError
 from ulisse.index import DEFAULT_RADIUS_ARCSEC
-from ulisse.plugins.prototype import Prototype, query
-from ulisse.ui import common
+from ulisse.plugins.prototype import Prototype
+from ulisse.registry import query_strategies
+from ulisse.ui import MAX_UPLOAD_MB, kit
+from ulisse.ui._images import display_png
+from ulisse.ui._sky import format_position, parse_position
+from ulisse.ui._uploads import UploadError, decode_upload
 
-MODES = (common.MODE_ID, "Sky position", "Pick a thumbnail", "Upload a cutout")
+MODES = ("Object id", "Sky position", "Pick a thumbnail", "Upload a cutout")
 PICK_PAGE = 24
 
 
 @st.cache_data(max_entries=64, show_spinner="Searching…")
-def neighbours(ref: common.IndexRef, prototype: Prototype, k: int, label: str | None):
-    with common.exclusive(ref) as index:
-        if prototype.kind == "image":
-            common.with_encoder(index)
-        return query(index, prototype, k, label=label)
+def neighbours(path: str, generation: int, protos: tuple, k: int, combine: str, label: str | None, _image=None,
+               image_key: str | None = None):
+    index = kit._open_index(path, generation)
+    with kit.index_lock(index):
+        if _image is not None:
+            kit.with_encoder(index)
+            protos = (Prototype("image", _image),)
+        strategy = query_strategies()[combine]
+        return strategy.run(index, list(protos), k=k, label=label)
 
 
-common.page_config("Search")
-ref = common.index_sidebar()
-index = ref.open()
-k = common.slider("Neighbours (k)", 1, common.max_k(index), 12, key="search.k")
-label = common.choose_label(ref, key="search.label")
+def on_ids_typed() -> None:
+    typed = [p.strip() for p in st.session_state.get("search.id", "").split(",") if p.strip()]
+    kit.set_prototypes(typed, page=None)
+
+
+kit.page_setup("Search")
+index = kit.current_index()
+path, generation = str(index.path), int(index.manifest.get("generation", 0))
+k = kit.slider("Neighbours (k)", 1, max(1, min(100, len(index) - 1)), 12, key="search.k")
+label = kit.choose_label(index, key="search.label")
+strategies = query_strategies()
+combines = [name for name in ("mean", "union") if name in strategies] + \
+    [name for name in strategies if name not in ("mean", "union")]
+if st.session_state.get("search.combine") not in combines:
+    st.session_state["search.combine"] = combines[0]
+combine = st.sidebar.selectbox("Combine prototypes", combines, key="search.combine",
+                               help="How several prototypes make one query (the query strategies plugins register): "
+                                    + "; ".join(f"{n}: {strategies[n].description}" for n in combines))
 
 st.title("Search")
 st.caption("One-shot similarity search: the objects nearest to a prototype in the feature space of an "
-           "ImageNet EfficientNet (ULISSE).")
+           "ImageNet EfficientNet (ULISSE). Click a tile to make it the prototype; ＋ adds it to the prototypes.")
 
-common.default("search.mode", MODES[0])
+if "search.mode" not in st.session_state:
+    st.session_state["search.mode"] = MODES[0]
 mode = st.radio("Prototype", MODES, key="search.mode", horizontal=True)
-prototype = None
+protos = [p for p in kit.prototypes() if kit.has_object(index, p)]
+image = None
 prototype_png = None
-prototype_caption = None
-if mode == common.MODE_ID:
-    common.default("search.id", common.first_id(index))
-    object_id = st.text_input("Object id", key="search.id", help="An object of the index (left out of its results).")
-    prototype = Prototype("id", object_id.strip()) if object_id.strip() else None
+if mode == "Object id":
+    if not protos and not st.session_state.get("search.id"):
+        kit.set_prototypes([str(index.metadata["id"].iloc[0])], page=None)
+        protos = kit.prototypes()
+    st.text_input("Object id(s)", key="search.id", on_change=on_ids_typed,
+                  help="One object of the index, or several separated by commas (left out of the results).")
+    typed = [p.strip() for p in st.session_state.get("search.id", "").split(",") if p.strip()]
+    protos = typed or protos
 elif mode == "Sky position":
     placed = index.metadata[["ra", "dec"]].dropna()
     if placed.empty:
         st.warning("This index has no sky positions (ra, dec) for its objects: choose a prototype another way.")
+        protos = []
     else:
-        common.default("search.ra", float(placed["ra"].iloc[0]))
-        common.default("search.dec", float(placed["dec"].iloc[0]))
-        common.default("search.radius", DEFAULT_RADIUS_ARCSEC)
-        ra_col, dec_col, radius_col = st.columns(3)
-        ra = ra_col.number_input("RA (deg)", min_value=0.0, max_value=360.0, format="%.6f", key="search.ra")
-        dec = dec_col.number_input("Dec (deg)", min_value=-90.0, max_value=90.0, format="%.6f", key="search.dec")
-        radius = radius_col.number_input("Radius (arcsec)", min_value=0.01, format="%.2f", key="search.radius")
-        prototype = Prototype("sky", (float(ra), float(dec)), float(radius))
+        with st.form("search.sky", border=False):
+            pos_col, radius_col, button_col = st.columns([4, 1, 1], vertical_alignment="bottom")
+            if "search.position" not in st.session_state:
+                st.session_state["search.position"] = f"{placed['ra'].iloc[0]:.6f} {placed['dec'].iloc[0]:+.6f}"
+            if "search.radius" not in st.session_state:
+                st.session_state["search.radius"] = DEFAULT_RADIUS_ARCSEC
+            pos_col.text_input("Position: RA Dec in degrees or sexagesimal (10:00:24 +02:12:00), or a name",
+                               key="search.position")
+            radius_col.number_input("Radius (arcsec)", min_value=0.01, format="%.2f", key="search.radius")
+            asked = button_col.form_submit_button("Search", icon=":material/search:", width="stretch")
+        if asked:
+            try:
+                coord = parse_position(st.session_state["search.position"])
+                row = index.nearest_object(float(coord.ra.deg), float(coord.dec.deg),
+                                           float(st.session_state["search.radius"]))
+            except UlisseError as exc:
+                st.session_state["search.sky_match"] = {"error": str(exc)}
+            else:
+                matched = index.metadata.iloc[row]
+                from astropy import units as u
+                from astropy.coordinates import SkyCoord
+
+                sep = coord.separation(SkyCoord(float(matched["ra"]) * u.deg, float(matched["dec"]) * u.deg)).arcsec
+                st.session_state["search.sky_match"] = {
+                    "id": str(matched["id"]), "sep": float(sep),
+                    "asked": format_position(float(coord.ra.deg), float(coord.dec.deg))}
+                kit.set_prototypes([str(matched["id"])], page=None)
+                st.session_state["search.mode"] = "Sky position"
+        match = st.session_state.get("search.sky_match")
+        if match and "error" in match:
+            st.error(match["error"])
+            protos = []
+        elif match:
+            st.success(f"Matched **{match['id']}** at {match['sep']:.2f} arcsec from {match['asked']}.")
+            protos = [match["id"]]
+        else:
+            st.info("Type a position and press **Search**.")
+            protos = []
 elif mode == "Pick a thumbnail":
-    pages = max(1, math.ceil(len(index) / PICK_PAGE))
-    common.default("search.browse", 1)
-    st.session_state["search.browse"] = min(max(int(st.session_state["search.browse"]), 1), pages)
-    page_col, note_col = st.columns([1, 4], vertical_alignment="bottom")
-    page = page_col.number_input(f"Page (of {pages})", min_value=1, max_value=pages, step=1, key="search.browse")
-    note_col.caption("Click **use** under a cutout to make it the prototype.")
-    ids = index.metadata["id"].iloc[(page - 1) * PICK_PAGE: page * PICK_PAGE]
-    common.tile_grid(ref, [common.Tile(i, i) for i in ids], columns=8, action=("use", common.use_as_prototype),
-                     key="pick")
+    st.caption("Click a cutout to make it the prototype.")
+    kit.tile_grid(index.metadata[["id", "ra", "dec"]], index, key="pick", columns=8, per_page=PICK_PAGE)
+    protos = []
 else:
-    upload = st.file_uploader(f"A cutout: PNG, JPEG or FITS (at most {common.MAX_UPLOAD_MB} MB)",
-                              max_upload_size=common.MAX_UPLOAD_MB, key="search.upload")
+    upload = st.file_uploader(f"A cutout: PNG, JPEG or FITS (at most {MAX_UPLOAD_MB} MB)",
+                              max_upload_size=MAX_UPLOAD_MB, key="search.upload")
+    protos = []
     if upload is not None:
         try:
-            image = common.decode_upload(upload.name, upload.getvalue(), index.rgb)
-        except common.UploadError as exc:
+            image = decode_upload(upload.name, upload.getvalue(), index.rgb)
+        except UploadError as exc:
             st.error(str(exc))
         else:
-            prototype = Prototype("image", image)
-            prototype_png = common.display_png(image, framed=True)
-            prototype_caption = upload.name
+            prototype_png = display_png(image, framed=True)
+kit.sync_url()
 
-if prototype is None:
+if not protos and image is None:
     st.stop()
+if image is not None and combine not in ("mean", "union"):
+    combine = "mean"
 try:
-    result = neighbours(ref, prototype, k, label)
+    result = neighbours(path, generation, tuple(protos), k, combine, label, _image=image,
+                        image_key=None if image is None else hashlib.sha256(image.tobytes()).hexdigest())
 except UlisseError as exc:
     st.error(str(exc))
     st.stop()
-if result.prototype_id is not None:
-    st.session_state["last_prototype_id"] = result.prototype_id
-    prototype_png = common.thumbnail_png(ref, result.prototype_id, framed=True)
 
 st.divider()
 proto_col, grid_col = st.columns([1, 5], gap="large")
 with proto_col:
-    st.markdown("**Prototype**")
+    st.markdown("**Prototype**" if len(protos) < 2 else f"**{len(protos)} prototypes** ({combine})")
     if prototype_png is not None:
-        st.image(prototype_png, caption=prototype_caption or result.prototype, width="stretch")
-    else:
-        st.caption(result.prototype)
-    if result.prototype_id is not None:
+        st.image(prototype_png, caption=upload.name, width="stretch")
+    for i, pid in enumerate(protos):
+        png = kit.thumbnail_png(index, pid, framed=True)
+        if png is not None:
+            st.image(png, caption=pid, width="stretch")
+        else:
+            st.caption(pid)
+        if len(protos) > 1:
+            st.button("remove", key=f"search.remove.{i}", on_click=kit.set_prototypes,
+                      args=([p for p in protos if p != pid], None), type="tertiary")
+    if len(protos) == 1:
         st.button("Expand", key="search.expand", help="Recursive expansion from this prototype",
-                  on_click=common.expand_from, args=(result.prototype_id,), icon=":material/account_tree:",
-                  width="stretch")
+                  on_click=kit.go_to_page, args=("Expand",), icon=":material/account_tree:", width="stretch")
 with grid_col:
+    detail = st.session_state.get(kit.DETAIL)
+    if detail and kit.has_object(index, detail):
+        with st.container(border=True):
+            head, close = st.columns([6, 1])
+            head.markdown(f"**Details** · {detail}")
+            close.button("Close", key="search.detail.close", on_click=kit.show_detail, args=(None,), type="tertiary")
+            kit.object_detail(index, detail, key="search.detail")
     metric = index.manifest.get("metric", "L2")
-    st.markdown(f"**{len(result)} nearest neighbours** · distance in feature space ({metric})")
-    tiles = [common.Tile(row.id, f"#{row.rank} {row.id}  \nd = {common.distance_text(row.distance)}")
-             for row in result.table.itertuples(index=False)]
-    common.tile_grid(ref, tiles, columns=6, action=("use as prototype", common.use_as_prototype), key="neighbour")
+    st.markdown(f"**{len(result)} nearest neighbours** · distance in feature space ({metric}) · "
+                "👍/👎 mark an object relevant or not (Marks page: more like my marks)")
+    kit.tile_grid(result.table, index, key="neighbour", columns=6, per_page=48, marks=True)
 
-if result.fractions is not None:
+fractions = getattr(result, "fractions", None)
+if fractions is not None:
     st.subheader(f"Class fractions ({label})")
-    common.fractions_view(result.fractions, label, {n: f"first {n}" for n in result.fractions.columns
-                                                    if isinstance(n, (int, np.integer))})
+    kit.fractions_view(fractions, label, {n: f"first {n}" for n in fractions.columns if isinstance(n, (int, np.integer))})
 
 st.subheader("Neighbours")
-st.dataframe(common.display_table(result.table), hide_index=True)
-common.download_buttons(result.table, {"prototype": result.prototype, "index": ref.path, "k": k},
-                        f"ulisse-neighbours-{result.prototype_id or 'upload'}", key="search.download")
+kit.show_table(result.table)
+kit.download_buttons(result.table, f"ulisse-neighbours-{'-'.join(protos[:3]) or 'upload'}", index=index,
+                     meta={"prototype": result.prototype, "k": k, "combine": combine}, key="search.download")

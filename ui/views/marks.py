@@ -1,0 +1,79 @@
+"""Marks: the labelling loop. Objects marked relevant or not (👍/👎 under any tile), and "more like my marks".
+
+Marks are kept with the index (``derived/marks.parquet``, with their time). The
+ranking is :func:`ulisse.plugins.feedback.rank`: a logistic regression on the
+standardised feature vectors, trained on the marks and the prototypes; it shows
+only objects not yet marked. Runs inside the app or alone:
+``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run ui/views/marks.py``.
+"""
+
+import streamlit as st
+
+from ulisse.errors import UlisseError
+from ulisse.plugins.feedback import clear_marks, export_marks, marks, rank
+from ulisse.ui import kit
+
+
+@st.cache_data(max_entries=32, show_spinner="Ranking by your marks…")
+def more_like(path: str, generation: int, positives: tuple, negatives: tuple, k: int):
+    index = kit._open_index(path, generation)
+    with kit.index_lock(index):
+        return rank(index, list(positives), list(negatives), k)
+
+
+def clear(path: str) -> None:
+    clear_marks(kit._open(path))
+
+
+kit.page_setup("Marks")
+index = kit.current_index()
+k = kit.slider("Objects to show", 1, max(1, min(100, len(index) - 1)), 16, key="marks.k")
+kit.sync_url()
+
+st.title("More like my marks")
+st.caption("Mark objects 👍 relevant or 👎 not under any tile (here or on the Search page); the ranking learns "
+           "from the marks and the prototypes (logistic regression on the feature vectors) and shows only "
+           "objects not yet marked. While nothing is marked 👎, random objects stand in as negatives.")
+table = marks(index)
+table = table[table["id"].isin(set(index.metadata["id"]))]
+protos = [p for p in kit.prototypes() if kit.has_object(index, p)]
+positives = list(dict.fromkeys(protos + list(table.loc[table["relevant"], "id"])))
+negatives = [i for i in table.loc[~table["relevant"], "id"] if i not in positives]
+cols = st.columns(3)
+cols[0].metric("Prototypes", len(protos))
+cols[1].metric("Marked relevant", int(table["relevant"].sum()))
+cols[2].metric("Marked not relevant", int((~table["relevant"]).sum()))
+
+if not positives:
+    st.info("Nothing to learn from yet: choose a prototype on the Search page or mark an object 👍.")
+else:
+    try:
+        ranked = more_like(str(index.path), int(index.manifest.get("generation", 0)), tuple(positives),
+                           tuple(negatives), k)
+    except UlisseError as exc:
+        st.error(str(exc))
+    else:
+        st.subheader(f"{len(ranked)} objects most like your marks")
+        kit.tile_grid(ranked, index, key="rerank", columns=8, per_page=48, marks=True)
+        kit.download_buttons(ranked, "ulisse-more-like-my-marks", index=index, key="marks.ranked")
+
+st.subheader("Your marks")
+if table.empty:
+    st.caption("No marks yet.")
+else:
+    for relevant, title in ((True, "Relevant"), (False, "Not relevant")):
+        part = table[table["relevant"] == relevant]
+        if part.empty:
+            continue
+        st.markdown(f"**{title}** · {len(part)}")
+        kit.tile_grid(part.sort_values("time", ascending=False), index, key=f"marked-{relevant}", columns=8,
+                      per_page=16, caption=lambda row: f"{row['id']}  \n{row['time']}")
+    kit.show_table(table)
+    csv_col, vot_col, clear_col, _ = st.columns([1, 1, 1, 2])
+    path = str(index.path)
+    csv_col.download_button("Marks as CSV", lambda: export_marks(kit._open(path), "csv"), "ulisse-marks.csv",
+                            "text/csv", key="marks.csv", on_click="ignore", icon=":material/download:")
+    vot_col.download_button("Marks as VOTable", lambda: export_marks(kit._open(path), "votable"), "ulisse-marks.xml",
+                            "application/x-votable+xml", key="marks.votable", on_click="ignore",
+                            icon=":material/download:")
+    clear_col.button("Clear all marks", key="marks.clear", on_click=clear, args=(path,), type="tertiary")
