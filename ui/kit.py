@@ -37,8 +37,11 @@ from ulisse.labels import NOT_LABELS
 from ulisse.ui import INDEX_ENV, _images, _sky
 
 __all__ = ["page_setup", "current_index", "tile_grid", "object_detail", "download_buttons", "prototypes",
-           "set_prototypes", "index_lock", "with_encoder", "go_to_page", "sync_url", "choose_label",
-           "slider", "fractions_view", "display_table", "number_text"]
+           "set_prototypes", "add_prototype", "use_as_prototype", "index_key", "index_from_key", "index_lock",
+           "with_encoder", "go_to_page", "sync_url", "choose_label", "label_columns", "slider", "fractions_view",
+           "show_table", "display_table", "display_png", "thumbnail_png", "number_text"]
+
+display_png = _images.display_png  # an RGB cutout as PNG for the page (small ones enlarged, crisp pixels)
 
 SEARCH_PAGE = "Search"
 MAX_CLASSES = 50  # a metadata column with more distinct values is not offered as class labels
@@ -161,6 +164,11 @@ def set_prototypes(ids: Sequence[str], page: str | None = SEARCH_PAGE) -> None:
         go_to_page(page)
 
 
+def use_as_prototype(object_id: str) -> None:
+    """Make ``object_id`` the only prototype and open the Search page (a widget callback)."""
+    set_prototypes([object_id])
+
+
 def add_prototype(object_id: str) -> None:
     """Add ``object_id`` to the prototypes (the query combines them)."""
     set_prototypes(prototypes() + [object_id])
@@ -205,6 +213,16 @@ def index_lock(index: ulisse.Index):
     """One search at a time on an index: sessions share it (a GPU index or an encoder is not thread-safe)."""
     with _lock(str(index.path)):
         yield index
+
+
+def index_key(index: ulisse.Index) -> tuple[str, int]:
+    """``(path, generation)``: a hashable key of the index as it is now, for ``st.cache_data`` functions."""
+    return str(Path(index.path).resolve()), int(index.manifest.get("generation", 0))
+
+
+def index_from_key(key: tuple[str, int]) -> ulisse.Index:
+    """The open index of a key from :func:`index_key` (inside cached functions)."""
+    return _open_index(*key)
 
 
 def _open(path: str) -> ulisse.Index:

@@ -21,7 +21,7 @@ PER_PAGE = 24
 
 @st.cache_data(max_entries=32, show_spinner="Scoring the objects of the index…")
 def ranking(path: str, generation: int, top: int, method: str, k: int, label: str | None):
-    index = kit._open_index(path, generation)
+    index = kit.index_from_key((path, generation))
     with kit.index_lock(index):
         ranked = rank_anomalies(index, top=top, method=method, k=k, label=label, progress=False)
         if method == "iforest":

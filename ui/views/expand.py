@@ -19,7 +19,7 @@ TILES_PER_PAGE = 12  # per iteration; paged beyond, the table holds every object
 @st.cache_data(max_entries=32, show_spinner="Expanding…")
 def expansion(path: str, generation: int, object_id: str, k: int, iterations: int, budget: int | None,
               label: str | None):
-    index = kit._open_index(path, generation)
+    index = kit.index_from_key((path, generation))
     with kit.index_lock(index):
         return expand(index, object_id, k=k, iterations=iterations, budget=budget, label=label)
 

@@ -16,13 +16,13 @@ from ulisse.ui import kit
 
 @st.cache_data(max_entries=32, show_spinner="Ranking by your marks…")
 def more_like(path: str, generation: int, positives: tuple, negatives: tuple, k: int):
-    index = kit._open_index(path, generation)
+    index = kit.index_from_key((path, generation))
     with kit.index_lock(index):
         return rank(index, list(positives), list(negatives), k)
 
 
-def clear(path: str) -> None:
-    clear_marks(kit._open(path))
+def clear(key: tuple) -> None:
+    clear_marks(kit.index_from_key(key))
 
 
 kit.page_setup("Marks")
@@ -70,10 +70,10 @@ else:
                       per_page=16, caption=lambda row: f"{row['id']}  \n{row['time']}")
     kit.show_table(table)
     csv_col, vot_col, clear_col, _ = st.columns([1, 1, 1, 2])
-    path = str(index.path)
-    csv_col.download_button("Marks as CSV", lambda: export_marks(kit._open(path), "csv"), "ulisse-marks.csv",
+    key = kit.index_key(index)
+    csv_col.download_button("Marks as CSV", lambda: export_marks(kit.index_from_key(key), "csv"), "ulisse-marks.csv",
                             "text/csv", key="marks.csv", on_click="ignore", icon=":material/download:")
-    vot_col.download_button("Marks as VOTable", lambda: export_marks(kit._open(path), "votable"), "ulisse-marks.xml",
+    vot_col.download_button("Marks as VOTable", lambda: export_marks(kit.index_from_key(key), "votable"), "ulisse-marks.xml",
                             "application/x-votable+xml", key="marks.votable", on_click="ignore",
                             icon=":material/download:")
-    clear_col.button("Clear all marks", key="marks.clear", on_click=clear, args=(path,), type="tertiary")
+    clear_col.button("Clear all marks", key="marks.clear", on_click=clear, args=(key,), type="tertiary")

@@ -27,7 +27,7 @@ PICK_PAGE = 24
 @st.cache_data(max_entries=64, show_spinner="Searching…")
 def neighbours(path: str, generation: int, protos: tuple, k: int, combine: str, label: str | None, _image=None,
                image_key: str | None = None):
-    index = kit._open_index(path, generation)
+    index = kit.index_from_key((path, generation))
     with kit.index_lock(index):
         if _image is not None:
             kit.with_encoder(index)
