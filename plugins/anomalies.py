@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 import ulisse
-from ulisse.labels import class_fractions, labels_of
+from ulisse.labels import class_fractions, fractions_text, labels_of
 from ulisse.options import device_option
 from ulisse.registry import DerivedColumns
 
@@ -89,6 +89,8 @@ class AnomalyRanking:
     label: str | None = None
     precision: dict | None = None
     base_rate: dict | None = None
+    fractions: pd.DataFrame | None = None
+    used: dict | None = None
 
     def __len__(self) -> int:
         return len(self.table)
@@ -237,7 +239,8 @@ def rank_anomalies(index, top: int = 20, method: str = "kth", k: int = DEFAULT_K
                        meta.drop(columns=["id"])], axis=1)
     ranking = AnomalyRanking(table, method, None if method == "iforest" else int(k), label)
     if names is not None:
-        fractions, _ = class_fractions(names.iloc[order].tolist(), names, [len(order)])
+        fractions, used = class_fractions(names.iloc[order].tolist(), names, [len(order)])
+        ranking.fractions, ranking.used = fractions, used
         ranking.base_rate = {str(c): float(v) for c, v in fractions["base_rate"].items()}
         ranking.precision = {str(c): float(v) for c, v in fractions[len(order)].items()}
     return ranking
@@ -269,13 +272,7 @@ def register_derived_columns(config):
 
 
 def _precision_lines(ranking: AnomalyRanking) -> str:
-    width = max(len(c) for c in ranking.base_rate)
-    lines = [f"{ranking.label}: fraction in the top {len(ranking)} vs the whole index"]
-    for c, base in ranking.base_rate.items():
-        top = ranking.precision[c]
-        lift = f"x{top / base:.2f}" if base else "-"
-        lines.append(f"  {c:<{width}}  {top:6.3f}  vs  {base:6.3f}  ({lift})")
-    return "\n".join(lines) + "\n"
+    return fractions_text(ranking.fractions, ranking.label, ranking.used, heading="class fractions at the top")
 
 
 @ulisse.hookimpl
@@ -308,12 +305,13 @@ def register_commands(cli):
         meta = {"method": method, "k": ranking.k, "index": str(index.path)}
         extra = {"method": method, "k": ranking.k, "index": str(index.path), "label": label,
                  "precision": ranking.precision, "base_rate": ranking.base_rate}
-        text = render(ranking.table, fmt, meta, extra=extra)
+        table = ranking.table.drop(columns=["row"], errors="ignore")  # the same columns as a query's output
+        text = render(table, fmt, meta, extra=extra)
         if fmt == "table" and label is not None:
             text += _precision_lines(ranking)
         click.echo(text, nl=False)
         if output:
-            data = render(ranking.table, out_fmt, meta, extra=extra)
+            data = render(table, out_fmt, meta, extra=extra)
             if out_fmt == "table" and label is not None:
                 data += _precision_lines(ranking)
             atomic_write(output, data)

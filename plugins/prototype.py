@@ -28,9 +28,10 @@ import numpy as np
 import pandas as pd
 
 import ulisse
+from ulisse.catalog import check_position
 from ulisse.errors import QueryError
 from ulisse.index import DEFAULT_RADIUS_ARCSEC, Index
-from ulisse.labels import class_fractions, labels_of
+from ulisse.labels import class_fractions, fractions_text as _fractions_text, labels_of
 from ulisse.registry import QueryStrategy
 from ulisse.results import Neighbours
 
@@ -77,6 +78,7 @@ class Resolved:
     vector: np.ndarray
     row: int | None  # the index object it is, if any
     id: str | None
+    separation_arcsec: float | None = None  # for sky positions: how far the matched object is
 
 
 def resolve(index: Index, prototype) -> Resolved:
@@ -85,7 +87,10 @@ def resolve(index: Index, prototype) -> Resolved:
     if p.kind == "id":
         row = index.row_of(p.value)
     elif p.kind == "sky":
-        row = index.nearest_object(p.value[0], p.value[1], p.radius_arcsec)
+        ra, dec = check_position(*p.value)
+        row = index.nearest_object(ra, dec, p.radius_arcsec)
+        sep = _separation_arcsec(index, row, ra, dec)
+        return Resolved(p, index.vectors_of_rows([row])[0], row, index.metadata["id"].iloc[row], sep)
     elif p.kind == "image":
         return Resolved(p, index.embed_image(p.value), None, None)
     else:
@@ -93,6 +98,14 @@ def resolve(index: Index, prototype) -> Resolved:
             raise QueryError(f"prototype vector has shape {p.value.shape}, the index dimension {index.encoder_spec.dim}")
         return Resolved(p, p.value, None, None)
     return Resolved(p, index.vectors_of_rows([row])[0], row, index.metadata["id"].iloc[row])
+
+
+def _separation_arcsec(index: Index, row: int, ra: float, dec: float) -> float:
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    obj = SkyCoord(float(index.metadata["ra"].iloc[row]) * u.deg, float(index.metadata["dec"].iloc[row]) * u.deg)
+    return float(obj.separation(SkyCoord(ra * u.deg, dec * u.deg)).arcsec)
 
 
 @dataclass
@@ -123,7 +136,7 @@ class PrototypeResult(Neighbours):
 
 
 def query(index: Index, prototypes, k: int = 16, *, combine: str = "mean", n: Sequence[int] | None = None,
-          label: str | None = None) -> PrototypeResult:
+          label: str | None = None, where: str | None = None) -> PrototypeResult:
     """The neighbours of one or several prototypes.
 
     Args:
@@ -132,9 +145,14 @@ def query(index: Index, prototypes, k: int = 16, *, combine: str = "mean", n: Se
         k: neighbours per query (for ``union``, per prototype).
         combine: ``mean`` (query once with the mean vector) or ``union`` (merge each prototype's list).
         n: the list lengths at which to report class fractions (default: k).
-        label: a metadata column holding classes; fractions are computed when given.
+        label: a metadata column holding classes; fractions are computed when given
+            (labelled objects only; the prototypes are left out of the base rate).
+        where: keep only objects matching a filter on metadata and derived columns
+            (``"z_pred < 0.1 and type == 'galaxy'"``, see :mod:`ulisse.filters`).
 
-    Index objects used as prototypes are left out of the results.
+    Index objects used as prototypes are left out of the results. ``info`` carries
+    ``matched`` (the objects matched to sky positions, with their separations) and a
+    ``note`` when fewer than k neighbours exist.
 
     Raises:
         QueryError: no prototype, k < 1, bad ``combine``, unknown id or label column.
@@ -145,6 +163,12 @@ def query(index: Index, prototypes, k: int = 16, *, combine: str = "mean", n: Se
         raise QueryError(f"k={k}: must be at least 1")
     if combine not in COMBINE:
         raise QueryError(f"combine={combine!r}: expected one of {', '.join(COMBINE)}")
+    ns = sorted(set(int(x) for x in (n or [k])))
+    if ns[0] < 1:
+        raise QueryError(f"n={ns[0]}: must be at least 1")
+    if ns[-1] > k:
+        raise QueryError(f"n={ns[-1]} is larger than k={k}: ask for at least as many neighbours as the longest list")
+    allowed = index.where_mask(where)
     resolved = [resolve(index, p) for p in prototypes]
     if not resolved:
         raise QueryError("give at least one prototype")
@@ -152,11 +176,11 @@ def query(index: Index, prototypes, k: int = 16, *, combine: str = "mean", n: Se
     own_rows = [r.row for r in resolved if r.row is not None]
     if combine == "mean" or len(resolved) == 1:
         q = np.mean([r.vector for r in resolved], axis=0, dtype=np.float64).astype(np.float32)
-        D, I = index.search(q[None], int(k), exclude=[own_rows])
+        D, I = index.search(q[None], int(k), exclude=[own_rows], **_allowed(allowed))
         table = index.neighbour_table(I[0], D[0])
     else:
         vectors = np.stack([r.vector for r in resolved])
-        D, I = index.search(vectors, int(k), exclude=[own_rows] * len(resolved))
+        D, I = index.search(vectors, int(k), exclude=[own_rows] * len(resolved), **_allowed(allowed))
         best: dict[int, tuple[float, int]] = {}
         for p, (drow, irow) in enumerate(zip(D, I)):
             for d, i in zip(drow, irow):
@@ -170,12 +194,20 @@ def query(index: Index, prototypes, k: int = 16, *, combine: str = "mean", n: Se
                              prototype_id=resolved[0].id if len(resolved) == 1 else None, table=table,
                              prototypes=descs, label=label)
     if label:
-        ns = sorted(set(int(x) for x in (n or [k])))
-        if ns[0] < 1:
-            raise QueryError(f"n={ns[0]}: must be at least 1")
-        result.fractions, used = class_fractions(labels_of(index, label).iloc[table["row"]].tolist(), all_labels, ns)
+        result.fractions, used = class_fractions(all_labels.iloc[table["row"]].tolist(), all_labels, ns,
+                                                 exclude_rows=own_rows)
         result.info.update(n_used=used)
+    if len(table) < (k if combine == "mean" or len(resolved) == 1 else 1):
+        result.info["note"] = (f"only {len(table)} neighbour(s) found for k={k}: the index holds {len(index)} objects"
+                               + (" and --where keeps fewer" if where else ""))
+    matched = [(r.id, r.separation_arcsec) for r in resolved if r.separation_arcsec is not None]
+    if matched:
+        result.info["matched"] = [{"id": i, "separation_arcsec": sep} for i, sep in matched]
     return result
+
+
+def _allowed(mask) -> dict:
+    return {} if mask is None else {"allowed": mask}
 
 
 def _strategy(combine):
@@ -201,20 +233,49 @@ def parse_ns(text: str | None) -> list[int] | None:
 
 
 def fractions_text(result) -> str:
-    """Class fractions as a few readable lines (for the table output)."""
-    if result.fractions is None:
-        return ""
-    f = result.fractions
-    ns = [c for c in f.columns if c != "base_rate"]
-    head = f"{result.label:<16}" + "".join(f"{'first ' + str(n):>12}" for n in ns) + f"{'base rate':>12}"
-    lines = ["", f"class fractions ({result.label}):", head]
-    for c in f.index:
-        lines.append(f"{str(c):<16}" + "".join(f"{f.loc[c, n]:>12.1%}" for n in ns) + f"{f.loc[c, 'base_rate']:>12.1%}")
+    """Class fractions as a few readable lines (for the table output), as every verb shows them."""
+    return _fractions_text(result.fractions, result.label, result.info.get("n_used"))
+
+
+def header_lines(result, index) -> str:
+    """What was asked and what it matched: the lines above a query's table."""
+    lines = [f"# {index.path}: {len(result.table)} nearest neighbour(s) of {result.prototype}"]
+    for m in result.info.get("matched", []):
+        row = index.row_of(m["id"])
+        ra, dec = index.metadata["ra"].iloc[row], index.metadata["dec"].iloc[row]
+        lines.append(f"# sky position matched {m['id']} at ra={ra:.6f} dec={dec:.6f}, "
+                     f"{m['separation_arcsec']:.2f} arcsec away")
     return "\n".join(lines) + "\n"
+
+
+def _check_query_args(ids, images, ras, decs, k, ns, combine):
+    """Every argument of ``ulisse query`` checked before the index or any model is loaded."""
+    from ulisse.registry import query_strategies
+
+    if k < 1:
+        raise ulisse.QueryError(f"-k {k}: must be at least 1")
+    if len(ras) != len(decs):
+        raise ulisse.QueryError("--ra and --dec go together (one --dec for each --ra)")
+    for ra, dec in zip(ras, decs):
+        check_position(ra, dec)
+    for im in images:
+        if not Path(im).is_file():
+            raise ulisse.InputError(f"{im}: no such file")
+    if not (ids or images or ras):
+        raise ulisse.QueryError("give a prototype: --id, --image, or --ra with --dec")
+    n_list = parse_ns(ns)
+    if n_list and max(n_list) > k:
+        raise ulisse.QueryError(f"--n {ns}: {max(n_list)} is larger than -k {k}; ask for -k {max(n_list)} or more")
+    strategies = query_strategies()
+    if combine not in strategies:
+        raise ulisse.QueryError(f"--combine {combine}: no such query strategy (registered: {', '.join(sorted(strategies))})")
+    return n_list, strategies[combine]
 
 
 @ulisse.hookimpl
 def register_commands(cli):
+    from ulisse.options import device_option, where_option
+
     @cli.command("query")
     @click.argument("index_dir", type=click.Path())
     @click.option("--id", "ids", multiple=True, help="prototype: an object of the index (left out of the results); repeatable")
@@ -222,44 +283,55 @@ def register_commands(cli):
     @click.option("--ra", "ras", multiple=True, type=float, help="prototype: the index object nearest to this RA (deg); repeatable, paired with --dec")
     @click.option("--dec", "decs", multiple=True, type=float, help="... and Dec (deg)")
     @click.option("--radius", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_RADIUS_ARCSEC, show_default=True, help="match radius for --ra/--dec (arcsec)")
-    @click.option("--combine", type=click.Choice(COMBINE), default="mean", show_default=True, help="how several prototypes combine")
+    @click.option("--combine", default="mean", show_default=True,
+                  help="how several prototypes combine: a registered query strategy (mean, union, or a plugin's)")
     @click.option("-k", "k", type=int, default=16, show_default=True, help="number of neighbours (per prototype with --combine union)")
-    @click.option("--n", "ns", default=None, help="list lengths for class fractions, e.g. 16,89 (default: k)")
+    @click.option("--n", "ns", default=None, help="list lengths for class fractions, e.g. 16,89 (default: k; none larger than k)")
     @click.option("--label", default=None, help="metadata column with classes: report their fractions beside the base rate")
+    @where_option
     @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "votable"]), default="table", show_default=True)
     @click.option("--output", type=click.Path(dir_okay=False), help="also write the results to a file (.csv, .json, .xml/.vot, .fits, .txt)")
     @click.option("--png", type=click.Path(dir_okay=False), help="write a thumbnail grid of the prototype and its neighbours")
     @click.option("--weights", default=None, help="the weights file the index was built with, if it has moved")
-    @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-    def query_command(index_dir, ids, images, ras, decs, radius, combine, k, ns, label, fmt, output, png, weights, device):
+    @device_option
+    def query_command(index_dir, ids, images, ras, decs, radius, combine, k, ns, label, where, fmt, output, png, weights,
+                      device):
         """One-shot query: the k nearest neighbours of one prototype (or several)."""
-        from ulisse.results import format_for_path, render, write_atomic
+        from ulisse._io import atomic_write
+        from ulisse.results import format_for_path, render
 
-        if k < 1:
-            raise ulisse.QueryError(f"-k {k}: must be at least 1")
-        if len(ras) != len(decs):
-            raise ulisse.QueryError("--ra and --dec go together (one --dec for each --ra)")
-        for im in images:
-            if not Path(im).is_file():
-                raise ulisse.InputError(f"{im}: no such file")
+        n_list, strategy = _check_query_args(ids, images, ras, decs, k, ns, combine)
+        if where is not None:
+            from ulisse.filters import parse_where
+
+            parse_where(where)
+        out_fmt = format_for_path(output) if output else None
         protos = [Prototype("id", i) for i in ids] + [Prototype("image", Path(p)) for p in images]
         protos += [Prototype("sky", (ra, dec), radius) for ra, dec in zip(ras, decs)]
-        if not protos:
-            raise ulisse.QueryError("give a prototype: --id, --image, or --ra with --dec")
-        n_list = parse_ns(ns)
-        out_fmt = format_for_path(output) if output else None
         index = ulisse.open_index(index_dir, device=device, weights=weights)
-        result = query(index, protos, k, combine=combine, n=n_list, label=label)
-        table = result.table.drop(columns=["row"])
+        options = {"n": n_list, "label": label, "where": where} if combine in COMBINE else {}
+        result = strategy.run(index, protos, k=k, **options)
+        if not isinstance(result, PrototypeResult):  # another plugin's strategy: a Neighbours-like result
+            result = PrototypeResult(getattr(result, "prototype", combine), getattr(result, "prototype_id", None),
+                                     result.table, getattr(result, "info", {}))
+        table = result.table.drop(columns=["row"], errors="ignore")
         meta = {"prototype": result.prototype, "index": str(index.path)}
-        extra = {"prototype": result.prototype, "prototypes": result.prototypes, **result.summary()}
+        extra = {"prototype": result.prototype, "prototypes": result.prototypes, **result.summary(),
+                 "matched": result.info.get("matched", [])}
         text = render(table, fmt, meta, extra=extra)
-        click.echo(text + (fractions_text(result) if fmt == "table" else ""), nl=False)
-        if fmt in ("csv", "votable") and result.fractions is not None:
-            click.echo(fractions_text(result), err=True, nl=False)
+        head = header_lines(result, index)
+        if fmt == "table":
+            click.echo(head + text + fractions_text(result), nl=False)
+        else:
+            click.echo(text, nl=False)
+            click.echo(head.rstrip("\n").replace("# ", "ulisse: "), err=True)
+            if result.fractions is not None and fmt in ("csv", "votable"):
+                click.echo(fractions_text(result), err=True, nl=False)
+        if "note" in result.info:
+            click.echo(f"ulisse: note: {result.info['note']}", err=True)
         if output:
             data = render(table, out_fmt, meta, extra=extra)
-            write_atomic(output, data + fractions_text(result) if out_fmt == "table" else data)
+            atomic_write(output, head + data + fractions_text(result) if out_fmt == "table" else data)
         if png:
             proto_img = None
             first = protos[0]

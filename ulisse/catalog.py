@@ -28,14 +28,23 @@ def _format_for(path: Path) -> str:
     raise InputError(f"{path}: unknown catalogue format (expected {', '.join(sorted(set(FORMATS)))})")
 
 
-def read_catalog(path: str | Path) -> pd.DataFrame:
+def read_catalog(path: str | Path, skip_bad: bool = False, skipped: list | None = None) -> pd.DataFrame:
     """Read a catalogue: one row per object, with an ``id`` column (strings) and ``ra``, ``dec`` (degrees).
 
     The id column may be called id, objid, object_id, name...; ra/dec columns
-    are optional (NaN when absent). Every other scalar column is kept.
+    are optional (NaN when absent). Positions are read as astronomers write them:
+    decimal degrees, sexagesimal strings (``10:00:24.5``, ``10h00m24.5s``,
+    ``+02:12:00``, ``2d12m00s``; a sexagesimal RA is in hours) and the units of
+    FITS/VOTable/ECSV column metadata (``hourangle``, ``rad``...). Every other
+    scalar column is kept.
+
+    Args:
+        skip_bad: leave out rows whose position cannot be read or is out of range,
+            appending ``(what, reason)`` to ``skipped``, instead of stopping.
 
     Raises:
-        InputError: missing, unreadable or empty file, no id column, duplicate ids.
+        InputError: missing, unreadable or empty file, no id column, duplicate ids,
+            or (without ``skip_bad``) a position that is not one, naming column and row.
     """
     from astropy.table import Table
 
@@ -57,15 +66,18 @@ def read_catalog(path: str | Path) -> pd.DataFrame:
     if dropped:
         LOG.info("%s: dropping multidimensional columns %s", path, ", ".join(dropped))
         table.remove_columns(dropped)
+    units = {c: (str(table[c].unit) if getattr(table[c], "unit", None) is not None else None) for c in table.colnames}
     df = table.to_pandas()
     for c in df.columns:
         if df[c].dtype == object:
             df[c] = df[c].map(lambda v: v.decode() if isinstance(v, bytes) else v)
-    return normalise_columns(df, str(path))
+    return normalise_columns(df, str(path), units=units, skip_bad=skip_bad, skipped=skipped)
 
 
-def normalise_columns(df: pd.DataFrame, what: str) -> pd.DataFrame:
-    """Rename id/ra/dec columns to ``id``, ``ra``, ``dec``; ids become strings."""
+def normalise_columns(df: pd.DataFrame, what: str, units: dict | None = None, skip_bad: bool = False,
+                      skipped: list | None = None) -> pd.DataFrame:
+    """Rename id/ra/dec columns to ``id``, ``ra``, ``dec``; ids become strings; positions become degrees."""
+    units = units or {}
     lower = {c.lower(): c for c in df.columns}
     id_col = next((lower[c] for c in ID_COLUMNS if c in lower), None)
     if id_col is None:
@@ -82,11 +94,84 @@ def normalise_columns(df: pd.DataFrame, what: str) -> pd.DataFrame:
     dup = df["id"][df["id"].duplicated()]
     if len(dup):
         raise InputError(f"{what}: duplicate id {dup.iloc[0]!r} in catalogue")
+    source_names = {v: k for k, v in rename.items()}
+    bad = np.zeros(len(df), bool)
     for c in ("ra", "dec"):
         if c not in df.columns:
             df[c] = np.nan
-        df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
-    return df.reset_index(drop=True)
+            continue
+        values, problems = coordinate_degrees(df[c], c, units.get(source_names.get(c, c)))
+        for row, value, reason in problems:
+            name = source_names.get(c, c)
+            message = f"{what}: column {name}, row {row + 1} (id {df['id'].iloc[row]}): {value!r} {reason}"
+            if not skip_bad:
+                raise InputError(message + " (--skip-bad leaves such rows out)")
+            bad[row] = True
+            if skipped is not None:
+                skipped.append((f"{what} row {row + 1}", f"{name} {value!r} {reason}"))
+            LOG.warning("skipped %s", message)
+        df[c] = values
+    return df[~bad].reset_index(drop=True)
+
+
+def coordinate_degrees(column: pd.Series, which: str, unit: str | None = None) -> tuple[np.ndarray, list]:
+    """A catalogue's ra or dec column in degrees, and ``(row, value, reason)`` for each value that is not one.
+
+    Empty cells stay NaN (an object without a position). Numbers are degrees unless the
+    column's ``unit`` says otherwise; strings may be sexagesimal (RA in hours).
+    """
+    from astropy import units as u
+    from astropy.coordinates import Angle
+
+    out = np.full(len(column), np.nan)
+    problems = []
+    try:
+        col_unit = u.Unit(unit) if unit not in (None, "", "None") else None
+    except ValueError:
+        col_unit = None
+    for i, v in enumerate(column.tolist()):
+        if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)) or (isinstance(v, str) and not v.strip()):
+            continue
+        try:
+            out[i] = _angle_degrees(v, which, col_unit, Angle, u)
+        except (ValueError, TypeError, u.UnitsError):
+            problems.append((i, v, "is not a sky coordinate"))
+            continue
+        if not np.isfinite(out[i]):
+            problems.append((i, v, "is not a sky coordinate"))
+        elif which == "dec" and not -90.0 <= out[i] <= 90.0:
+            problems.append((i, v, "is out of range (dec must be within -90..90 degrees)"))
+        elif which == "ra" and not 0.0 <= out[i] < 360.0:
+            problems.append((i, v, "is out of range (ra must be within 0..360 degrees)"))
+    return out, problems
+
+
+def _angle_degrees(v, which, col_unit, Angle, u) -> float:
+    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+        return float((float(v) * (col_unit or u.deg)).to_value(u.deg))
+    text = str(v).strip()
+    try:
+        return float((float(text) * (col_unit or u.deg)).to_value(u.deg))
+    except ValueError:
+        pass
+    if which == "ra" and not any(ch in text for ch in "d°"):
+        return float(Angle(text, unit=u.hourangle).deg)
+    return float(Angle(text, unit=u.deg).deg)
+
+
+def check_position(ra: float, dec: float, what: str = "position") -> tuple[float, float]:
+    """A query position in degrees, range-checked: ra within 0..360, dec within -90..90.
+
+    Raises:
+        InputError: a value that is not finite or out of range.
+    """
+    import math
+
+    if not math.isfinite(ra) or not 0.0 <= ra < 360.0:
+        raise InputError(f"--ra {ra:g}: out of range (ra must be within 0..360 degrees)")
+    if not math.isfinite(dec) or not -90.0 <= dec <= 90.0:
+        raise InputError(f"--dec {dec:g}: out of range (dec must be within -90..90 degrees)")
+    return float(ra), float(dec)
 
 
 def _id_string(v) -> str:

@@ -65,8 +65,8 @@ def gather(inputs: Sequence[str | Path], catalog: str | Path | None = None, skip
         InputError: no cutouts, duplicate ids, or (without ``skip_bad``) a cutout missing from the catalogue.
     """
     files, notes = list_cutout_files(inputs)
-    cat = read_catalog(catalog) if catalog is not None else None
     skipped: list[tuple[str, str]] = []
+    cat = read_catalog(catalog, skip_bad=skip_bad, skipped=skipped) if catalog is not None else None
     if cat is not None:
         fcol = next((c for c in cat.columns if c.lower() in FILE_COLUMNS), None)
         if fcol is not None:

@@ -29,22 +29,62 @@ def labels_of(index, column: str) -> pd.Series:
     return index.metadata[column].map(lambda v: MISSING if pd.isna(v) else str(v))
 
 
-def class_fractions(found: Sequence[str], all_labels: pd.Series, ns: Iterable[int]) -> tuple[pd.DataFrame, dict]:
+def class_fractions(found: Sequence[str], all_labels: pd.Series, ns: Iterable[int],
+                    exclude_rows: Iterable[int] = ()) -> tuple[pd.DataFrame, dict]:
     """Fraction of each class among the first n found objects, for each n, beside the base rate.
 
+    Only labelled objects count: objects without a label (``(none)``) are left out
+    of both the fractions and the base rate, so a partly labelled catalogue does not
+    dilute them. ``exclude_rows`` (the prototypes) are left out of the base rate.
+
     Returns the table (rows = classes, commonest first; columns = the n values and
-    ``base_rate``) and, for each n, how many objects were actually there (n is
-    capped at the number found).
+    ``base_rate``) and, for each n, how many found objects were looked at and how
+    many of them had a label (``{"16": {"objects": 16, "labelled": 12}}``).
     """
-    base = all_labels.value_counts(normalize=True)
+    rows = set(int(r) for r in exclude_rows)
+    base_labels = all_labels[[i not in rows for i in range(len(all_labels))]] if rows else all_labels
+    base = base_labels[base_labels != MISSING].value_counts(normalize=True)
     found = pd.Series(list(found), dtype=object)
     out, used = {}, {}
     for n in ns:
         head = found.iloc[:n]
-        used[str(n)] = len(head)
-        counts = head.value_counts()
-        out[n] = {c: (counts.get(c, 0) / len(head) if len(head) else float("nan")) for c in base.index}
+        labelled = head[head != MISSING]
+        used[str(n)] = {"objects": len(head), "labelled": len(labelled)}
+        counts = labelled.value_counts()
+        out[n] = {c: (counts.get(c, 0) / len(labelled) if len(labelled) else float("nan")) for c in base.index}
     table = pd.DataFrame(out, index=base.index)
     table["base_rate"] = base
     table.index.name = "class"
     return table, used
+
+
+def fractions_text(fractions: pd.DataFrame | None, label: str | None, used: dict | None = None,
+                   heading: str = "class fractions") -> str:
+    """Class fractions as a few readable lines, the same in every verb: percentages and the lift over the base rate."""
+    if fractions is None:
+        return ""
+    ns = [c for c in fractions.columns if c != "base_rate"]
+    used = used or {}
+
+    def col_name(n):
+        u = used.get(str(n))
+        if isinstance(u, dict) and u.get("labelled", n) != u.get("objects", n):
+            return f"first {u['objects']} ({u['labelled']} lab.)"
+        if isinstance(u, dict) and u.get("objects", n) != n:
+            return f"first {u['objects']}"
+        return f"first {n}"
+
+    width = max([len(str(label or "class"))] + [len(str(c)) for c in fractions.index]) + 2
+    names = [col_name(n) for n in ns]
+    cw = max([12] + [len(x) + 2 for x in names])
+    head = f"{str(label or 'class'):<{width}}" + "".join(f"{x:>{cw}}" for x in names) + f"{'base rate':>{cw}}"
+    lines = ["", f"{heading} ({label}; labelled objects only, the prototypes left out of the base rate):", head]
+    for c in fractions.index:
+        base = fractions.loc[c, "base_rate"]
+        cells = []
+        for n in ns:
+            f = fractions.loc[c, n]
+            lift = f" x{f / base:.1f}" if base and f == f else ""
+            cells.append(f"{f:.1%}{lift}" if f == f else "-")
+        lines.append(f"{str(c):<{width}}" + "".join(f"{x:>{cw}}" for x in cells) + f"{base:>{cw}.1%}")
+    return "\n".join(lines) + "\n"

@@ -85,10 +85,7 @@ def to_astropy(table: pd.DataFrame, meta: dict | None = None):
 def render(table: pd.DataFrame, fmt: str, meta: dict | None = None, extra: dict | None = None) -> str | bytes:
     """The table in ``fmt``: ``table`` (text), ``csv``, ``json``, ``votable`` (str) or ``fits`` (bytes)."""
     if fmt == "table":
-        table = table.drop(columns=[c for c in ("source", "row") if c in table.columns])  # long paths: not for the eye
-        with pd.option_context("display.max_rows", None, "display.max_columns", 12, "display.width", 160,
-                               "display.float_format", "{:.4g}".format):
-            return table.to_string(index=False) + "\n"
+        return text_table(table)
     if fmt == "csv":
         return table.to_csv(index=False)
     if fmt == "json":
@@ -109,6 +106,43 @@ def render(table: pd.DataFrame, fmt: str, meta: dict | None = None, extra: dict 
         t.write(buf, format="fits")
         return buf.getvalue()
     raise InputError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+
+
+POSITION_COLUMNS = ("ra", "dec")
+POSITION_DECIMALS = 6  # 1e-6 deg = 0.0036 arcsec: objects 0.01 arcsec apart are told apart
+
+
+def format_number(value, column: str = "") -> str:
+    """The one number format of every text table: positions to 6 decimals (degrees), other floats to
+    6 significant digits (never cutting leading digits: 183321.3333 -> 183321), integers as they are."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return "-"
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if column in POSITION_COLUMNS:
+            return f"{float(value):.{POSITION_DECIMALS}f}"
+        v = float(value)
+        if v != 0 and (abs(v) >= 1e6 or abs(v) < 1e-4):
+            return f"{v:.6g}"
+        return f"{v:.6g}" if abs(v) < 1 else f"{v:.{max(0, 6 - len(str(int(abs(v)))))}f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
+def text_table(table: pd.DataFrame) -> str:
+    """A result table as aligned text: every column, ids and values never truncated, one number format."""
+    table = table.drop(columns=[c for c in ("source", "row") if c in table.columns])  # long paths: not for the eye
+    cells = {c: [format_number(v, str(c)) for v in table[c].tolist()] for c in table.columns}
+    widths = {c: max([len(str(c))] + [len(x) for x in cells[c]]) for c in table.columns}
+    numeric = {c: pd.api.types.is_numeric_dtype(table[c]) for c in table.columns}
+    head = "  ".join(str(c).rjust(widths[c]) if numeric[c] else str(c).ljust(widths[c]) for c in table.columns)
+    lines = [head.rstrip()]
+    for i in range(len(table)):
+        lines.append("  ".join(cells[c][i].rjust(widths[c]) if numeric[c] else cells[c][i].ljust(widths[c])
+                               for c in table.columns).rstrip())
+    return "\n".join(lines) + "\n"
 
 
 def format_for_path(path: str | os.PathLike) -> str:
