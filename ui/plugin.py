@@ -2,8 +2,8 @@
 
 Example::
 
-    ulisse ui --index indexes/hdf-demo                 # http://127.0.0.1:8501
-    ulisse ui --index indexes/hdf-demo --server.port 8601
+    ulisse ui --index ulisse-demo/hdf                 # http://127.0.0.1:8501
+    ulisse ui --index ulisse-demo/hdf --server.port 8601
 
 Options ulisse does not know are Streamlit's (``streamlit run --help``) and
 pass through; they come after ulisse's defaults, so they win.
@@ -29,6 +29,7 @@ DEFAULT_OPTIONS = (
     "--server.maxUploadSize", str(MAX_UPLOAD_MB),
     "--browser.gatherUsageStats", "false",
     "--client.toolbarMode", "minimal",
+    "--server.fileWatcherType", "none",  # a served app, not one being edited: no watcher threads over site-packages
 )
 
 
@@ -68,7 +69,10 @@ def register_commands(cli):
         if print_command:
             click.echo(shlex.join(command))
             return
-        ctx.exit(run_streamlit(command, streamlit_env(index_dir)))
+        code = run_streamlit(command, streamlit_env(index_dir))
+        if code:  # the server's status is ulisse's (ctx.exit would be swallowed under standalone_mode=False)
+            click.echo(f"ulisse: error: the web UI server stopped with status {code}", err=True)
+            raise SystemExit(code)
 
 
 def run_streamlit(command: list[str], env: dict[str, str]) -> int:

@@ -1,0 +1,141 @@
+"""The labelling loop (ulisse.plugins.feedback): marks kept with the index, rank, and ``ulisse rank``."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pandas as pd
+import pytest
+
+from ulisse.plugins.feedback import clear_marks, export_marks, mark, marks, marks_path, rank, read_ids
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory, survey, tiny_encoder):
+    """One index of the 24-cutout survey for the module; marks are cleared before each test."""
+    from ulisse import build_index
+
+    idx, _ = build_index([survey / "cutouts"], tmp_path_factory.mktemp("feedback") / "idx", survey / "catalog.csv",
+                         encoder=tiny_encoder, device="cpu", progress=False)
+    return idx
+
+
+@pytest.fixture()
+def tiny_index(index):
+    clear_marks(index)
+    return index
+
+
+def kinds(index) -> pd.Series:
+    return index.metadata.set_index("id")["label"]
+
+
+def test_marks_are_kept_with_the_index_with_their_time(tiny_index):
+    assert marks(tiny_index).empty
+    mark(tiny_index, ["obj001", "obj002"], True)
+    mark(tiny_index, ["obj010"], False)
+    mark(tiny_index, ["obj002"], False)  # changed its mind: the latest mark counts
+    table = marks(tiny_index)
+    assert marks_path(tiny_index) == tiny_index.path / "derived" / "marks.parquet"
+    assert dict(zip(table["id"], table["relevant"])) == {"obj001": True, "obj010": False, "obj002": False}
+    assert all(t.endswith("Z") and "T" in t for t in table["time"])
+    mark(tiny_index, ["obj010"], None)  # unmark
+    assert set(marks(tiny_index)["id"]) == {"obj001", "obj002"}
+    # the vectors are untouched: the same neighbours as before
+    assert tiny_index.query("obj001", k=3).ids == tiny_index.query("obj001", k=3).ids
+
+
+def test_marking_an_unknown_id_changes_nothing(tiny_index):
+    mark(tiny_index, ["obj001"], True)
+    before = marks_path(tiny_index).read_bytes()
+    with pytest.raises(Exception, match="unknown id"):
+        mark(tiny_index, ["obj002", "nope"], True)
+    assert marks_path(tiny_index).read_bytes() == before
+
+
+def test_marks_export_as_csv_and_votable(tiny_index):
+    from astropy.io.votable import parse_single_table
+
+    mark(tiny_index, ["obj003"], True)
+    csv = export_marks(tiny_index, "csv")
+    assert csv.splitlines()[0] == "id,relevant,time" and "obj003,True," in csv
+    table = parse_single_table(io.BytesIO(export_marks(tiny_index, "votable").encode())).to_table()
+    assert list(table["id"]) == ["obj003"]
+    clear_marks(tiny_index)
+    assert marks(tiny_index).empty
+
+
+def test_rank_learns_the_marked_kind_and_never_returns_a_marked_object(tiny_index):
+    labels = kinds(tiny_index)
+    streaks = list(labels[labels == "streak"].index)
+    others = list(labels[labels != "streak"].index)
+    positives, negatives = streaks[:3], others[:4]
+    ranked = rank(tiny_index, positives, negatives, k=5)
+    assert list(ranked.columns[:3]) == ["rank", "id", "score"] and "label" in ranked.columns
+    assert list(ranked["rank"]) == [1, 2, 3, 4, 5]
+    assert not set(ranked["id"]) & set(positives + negatives)
+    assert (ranked["score"].diff().dropna() <= 0).all()
+    assert (labels[ranked["id"]] == "streak").mean() >= 0.8  # 5 streaks are left among 17 unmarked objects
+
+
+def test_rank_with_no_negative_uses_random_stand_ins(tiny_index):
+    labels = kinds(tiny_index)
+    rounds = list(labels[labels == "round"].index)
+    ranked = rank(tiny_index, rounds[:2], k=30)  # more than there are: every unmarked object once
+    assert len(ranked) == len(tiny_index) - 2 and ranked["id"].is_unique
+    assert (labels[ranked["id"].head(4)] == "round").mean() >= 0.75
+    assert rank(tiny_index, rounds[:2], k=4, seed=0)["id"].tolist() == rank(tiny_index, rounds[:2], k=4, seed=0)["id"].tolist()
+
+
+@pytest.mark.parametrize("positives, negatives, message", [
+    ([], [], "at least one relevant"),
+    (["obj001"], ["obj001"], "both relevant and not"),
+    (["nope"], [], "unknown id"),
+])
+def test_rank_bad_marks_are_errors(tiny_index, positives, negatives, message):
+    with pytest.raises(Exception, match=message):
+        rank(tiny_index, positives, negatives)
+
+
+def test_read_ids_takes_lines_or_a_csv_with_an_id_column(tmp_path):
+    (tmp_path / "a.txt").write_text("# my AGN\nobj001\n\nobj002\n")
+    (tmp_path / "b.csv").write_text("id,note\nobj003,nice\nobj004,\n")
+    (tmp_path / "c.csv").write_text("name,note\nobj003,nice\n")
+    assert read_ids(tmp_path / "a.txt") == ["obj001", "obj002"]
+    assert read_ids(tmp_path / "b.csv") == ["obj003", "obj004"]
+    with pytest.raises(Exception, match="needs an 'id' column"):
+        read_ids(tmp_path / "c.csv")
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(Exception, match="no ids"):
+        read_ids(tmp_path / "empty.txt")
+
+
+def test_rank_command(cli, tiny_index, tmp_path):
+    from astropy.io.votable import parse_single_table
+
+    labels = kinds(tiny_index)
+    doubles = list(labels[labels == "double"].index)
+    (tmp_path / "pos.txt").write_text("\n".join(doubles[:3]) + "\n")
+    pd.DataFrame({"id": ["obj000", "obj001"]}).to_csv(tmp_path / "neg.csv", index=False)
+    args = ["rank", tiny_index.path, "--positives", tmp_path / "pos.txt", "--negatives", tmp_path / "neg.csv", "-k", "6"]
+    code, out, err = cli(*args, "--format", "csv")
+    assert code == 0, err
+    table = pd.read_csv(io.StringIO(out))
+    assert list(table.columns[:3]) == ["rank", "id", "score"] and len(table) == 6
+    assert not set(table["id"]) & set(doubles[:3] + ["obj000", "obj001"])
+    code, out, err = cli(*args, "--format", "json")
+    data = json.loads(out)
+    assert data["positives"] == 3 and data["negatives"] == 2 and len(data["rows"]) == 6
+    code, out, err = cli(*args, "--format", "votable")
+    assert len(parse_single_table(io.BytesIO(out.encode())).to_table()) == 6
+    code, out, err = cli(*args)
+    assert code == 0 and out.splitlines()[0].split()[:3] == ["rank", "id", "score"]
+
+
+def test_rank_command_bad_input_is_one_line(cli, tiny_index, tmp_path):
+    code, out, err = cli("rank", tiny_index.path, "--positives", tmp_path / "missing.txt")
+    assert code == 1 and err.strip().startswith("ulisse: error:") and "no such file" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "pos.txt").write_text("nope\n")
+    code, out, err = cli("rank", tiny_index.path, "--positives", tmp_path / "pos.txt")
+    assert code == 1 and "unknown id" in err
