@@ -15,20 +15,26 @@ from ulisse.registry import query_strategies
 
 
 def test_fractions_match_a_hand_count(tiny_index):
-    r = query(tiny_index, "obj003", k=10, n=[3, 10, 50], label="label")
+    r = query(tiny_index, "obj003", k=10, n=[3, 10], label="label")
     labels = tiny_index.metadata.set_index("id")["label"]
     found = [labels[i] for i in r.ids]
     for n in (3, 10):
         for c in ("round", "streak", "double"):
             assert r.fractions.loc[c, n] == pytest.approx(found[:n].count(c) / n)
-    assert r.fractions.loc["round", 50] == pytest.approx(found.count("round") / 10)  # n capped at what was found
-    assert r.info["n_used"] == {"3": 3, "10": 10, "50": 10}
-    assert r.fractions["base_rate"].to_dict() == pytest.approx({"round": 1 / 3, "streak": 1 / 3, "double": 1 / 3})
+    assert r.info["n_used"] == {"3": {"objects": 3, "labelled": 3}, "10": {"objects": 10, "labelled": 10}}
+    # the prototype (a round one) is left out of the base rate
+    assert r.fractions["base_rate"].to_dict() == pytest.approx({"round": 7 / 23, "streak": 8 / 23, "double": 8 / 23})
+    with pytest.raises(ulisse.QueryError, match="larger than k"):
+        query(tiny_index, "obj003", k=10, n=[3, 50], label="label")
 
 
-def test_class_fractions_helper():
-    t, used = class_fractions(["a", "a", "b", "c"], pd.Series(["a", "b", "b", "c"]), [2, 4])
-    assert t.loc["a", 2] == 1.0 and t.loc["b", 4] == 0.25 and t.loc["b", "base_rate"] == 0.5
+def test_unlabelled_objects_count_in_neither_fractions_nor_base_rate():
+    found = ["a", "(none)", "a", "b", "(none)"]
+    everyone = pd.Series(["a", "b", "(none)", "(none)", "(none)", "b"])
+    t, used = class_fractions(found, everyone, [5])
+    assert t.loc["a", 5] == pytest.approx(2 / 3) and t.loc["b", 5] == pytest.approx(1 / 3)
+    assert t["base_rate"].to_dict() == pytest.approx({"a": 1 / 3, "b": 2 / 3})
+    assert used == {"5": {"objects": 5, "labelled": 3}} and "(none)" not in t.index
 
 
 def test_mean_and_union_of_several_prototypes(tiny_index):
@@ -72,17 +78,23 @@ def test_query_verb_reports_fractions(tiny_index, cli):
                          "--format", "json")
     assert code == 0, err
     d = json.loads(out)
-    assert set(d["fractions"]) == {"4", "12"} and d["base_rate"]["round"] == pytest.approx(1 / 3)
+    assert set(d["fractions"]) == {"4", "12"} and d["base_rate"]["round"] == pytest.approx(7 / 23)
     assert len(d["rows"]) == 12 and d["label"] == "label"
     code, out, _ = cli("query", tiny_index.path, "--id", "obj003", "-k", "12", "--n", "4,12", "--label", "label")
-    assert "class fractions (label)" in out and "base rate" in out
+    assert "class fractions (label" in out and "base rate" in out and "%" in out
+    assert out.startswith(f"# {tiny_index.path}: 12 nearest neighbour(s) of obj003")
     code, out, err = cli("query", tiny_index.path, "--id", "obj003", "--id", "obj004", "--combine", "union", "-k", "3",
                          "--format", "csv")
     assert code == 0 and "found_by" in out.splitlines()[0]
 
 
 @pytest.mark.parametrize("args,needle", [(("--n", "0"), "at least 1"), (("--n", "a,b"), "expected integers"),
-                                         (("--label", "colour"), "no such column")])
+                                         (("--label", "colour"), "no such column"),
+                                         (("--n", "89", "-k", "16"), "larger than -k 16"),
+                                         (("--ra", "510.1", "--dec", "2"), "--ra 510.1: out of range"),
+                                         (("--ra", "150", "--dec", "-95"), "--dec -95: out of range"),
+                                         (("--where", "label = "), "expected a value"),
+                                         (("--combine", "max"), "no such query strategy")])
 def test_query_verb_bad_options(tiny_index, cli, args, needle):
     code, _, err = cli("query", tiny_index.path, "--id", "obj003", *args)
     assert code == 1 and needle in err and len(err.strip().splitlines()) == 1
@@ -90,3 +102,17 @@ def test_query_verb_bad_options(tiny_index, cli, args, needle):
 
 def test_strategies_are_registered():
     assert {"mean", "union", "recursive"} <= set(query_strategies())
+
+
+def test_positions_print_six_decimals_and_position_queries_name_their_match(tiny_index, cli):
+    code, out, err = cli("query", tiny_index.path, "--ra", "150.0101", "--dec", "2.005", "-k", "3")
+    assert code == 0, err
+    assert "sky position matched obj001 at ra=150.010000 dec=2.005000, 0.36 arcsec away" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith(" ") or line[:1].isdigit()]
+    assert any("150.020000" in r or "150.030000" in r for r in rows) or "150.0" in out
+    assert all(len(tok.split(".")[1]) == 6 for tok in out.split() if tok.startswith("150.") and "=" not in tok)
+
+
+def test_fewer_neighbours_than_k_get_a_note(tiny_index, cli):
+    code, out, err = cli("query", tiny_index.path, "--id", "obj003", "-k", "1000")
+    assert code == 0 and "only 23 neighbour(s) found for k=1000" in err
