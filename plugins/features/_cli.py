@@ -1,0 +1,135 @@
+"""``ulisse features``: top objects of a feature, an object's strongest features, labelled rankings, rebuild."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+import ulisse
+from ulisse.options import device_option, format_option
+
+from ._display import BY, feature_view, object_features, rank_features
+from ._observer import rebuild_lists
+from ._store import DEFAULT_TOP
+
+LOG = logging.getLogger(__name__)
+
+FORMATS = ("table", "csv", "json")
+
+
+def _count(value: str | None, option: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise ulisse.QueryError(f"{option} {value}: not a whole number") from None
+    if n < 1:
+        raise ulisse.QueryError(f"{option} {n}: must be at least 1")
+    return n
+
+
+def _png_path(out: str | None) -> Path | None:
+    if out is None:
+        return None
+    path = Path(out)
+    if path.suffix.lower() != ".png":
+        raise ulisse.InputError(f"--out {out}: the picture is a PNG (name it *.png)")
+    if not path.parent.is_dir():
+        raise ulisse.InputError(f"--out {out}: no such folder {path.parent}")
+    return path
+
+
+def _echo(table, fmt: str, extra: dict) -> None:
+    from ulisse.results import render
+
+    click.echo(render(table, fmt, extra, extra=extra), nl=False)
+
+
+@click.group("features")
+def features_group():
+    """Feature-activation browsing: the objects that light up each feature, and where (ULISSE Fig. 1)."""
+
+
+@features_group.command("top")
+@click.argument("index_dir", type=click.Path())
+@click.option("--feature", required=True, help="feature number (0 to 1279 for EfficientNet-B0)")
+@click.option("--n", "n", default=None, help=f"how many of its most active objects (default: all stored, {DEFAULT_TOP})")
+@click.option("--out", default=None, help="write a PNG grid of the objects with the feature's map overlaid")
+@click.option("--recompute", is_flag=True, help="recompute the maps from the cutouts instead of the stored ones")
+@format_option(FORMATS)
+@device_option
+def top_command(index_dir, feature, n, out, recompute, fmt, device):
+    """The objects of an index that activate one feature most (rows: rank, id, activation, z)."""
+    from ulisse.plot import thumbnail_grid
+
+    png = _png_path(out)
+    index = ulisse.open_index(index_dir, device=device)
+    view = feature_view(index, feature, _count(n, "--n"), recompute=recompute)
+    for note in view.notes:
+        LOG.warning("%s", note)
+    _echo(view.table, fmt, {"feature": view.feature, "mean": view.mean, "std": view.std, "index": str(index.path)})
+    if png is not None:
+        panels = [(im, f"#{row.rank} {row.id}\na = {row.activation:.3g}", False)
+                  for im, row in zip(view.overlays, view.table.itertuples(index=False))]
+        thumbnail_grid(panels, png, columns=min(5, max(1, len(panels))),
+                       title=f"{index.path.name}: feature {view.feature}, top {len(panels)} objects")
+        LOG.info("wrote %s", png)
+
+
+@features_group.command("object")
+@click.argument("index_dir", type=click.Path())
+@click.option("--id", "object_id", required=True, help="an object of the index")
+@click.option("--n", "n", default="10", show_default=True, help="how many features")
+@click.option("--by", type=click.Choice(BY), default="activation", show_default=True,
+              help="rank by activation, or by z-score against the whole index")
+@click.option("--out", default=None, help="write a PNG: the cutout, then its maps of these features overlaid")
+@format_option(FORMATS)
+@device_option
+def object_command(index_dir, object_id, n, by, out, fmt, device):
+    """The features most active on one object (rows: rank, feature, activation, z)."""
+    from ulisse.plot import thumbnail_grid
+
+    png = _png_path(out)
+    index = ulisse.open_index(index_dir, device=device)
+    found = object_features(index, object_id, _count(n, "--n"), by=by)
+    _echo(found.table, fmt, {"id": found.object_id, "by": by, "index": str(index.path)})
+    if png is not None:
+        panels = [(found.image, found.object_id, True)]
+        panels += [(im, f"feature {row.feature}\na = {row.activation:.3g}, z = {row.z:.2f}", False)
+                   for im, row in zip(found.overlays, found.table.itertuples(index=False))]
+        thumbnail_grid(panels, png, columns=min(6, len(panels)),
+                       title=f"{index.path.name}: {found.object_id}, strongest features by {by}")
+        LOG.info("wrote %s", png)
+
+
+@features_group.command("rank")
+@click.argument("index_dir", type=click.Path())
+@click.option("--label", required=True, help="metadata column of classes")
+@click.option("--value", required=True, help="the class to look for (e.g. agn)")
+@click.option("--n", "n", default=None, help="top objects per feature considered (default: all stored)")
+@click.option("--limit", default="20", show_default=True, help="how many features to list")
+@format_option(FORMATS)
+def rank_command(index_dir, label, value, n, limit, fmt):
+    """Features ranked by the fraction of one class among their most active objects."""
+    index = ulisse.open_index(index_dir, device="cpu")
+    table = rank_features(index, label, value, _count(n, "--n"))
+    _echo(table.head(_count(limit, "--limit")), fmt, {"label": label, "value": value, "index": str(index.path)})
+
+
+@features_group.command("rebuild")
+@click.argument("index_dir", type=click.Path())
+@click.option("--top-n", default=str(DEFAULT_TOP), show_default=True, help="objects kept per feature")
+@click.option("--batch-size", default=None, help="cutouts per forward pass (default: the encoder's)")
+@device_option
+def rebuild_command(index_dir, top_n, batch_size, device):
+    """Compute the feature lists of an index in one pass over its cutouts (indexes built without them)."""
+    from ulisse.cli import progress_enabled
+
+    index = ulisse.open_index(index_dir, device=device)
+    lists = rebuild_lists(index, _count(top_n, "--top-n"), _count(batch_size, "--batch-size"),
+                          progress=progress_enabled())
+    LOG.info("stored the top %d objects of %d features (%d objects) in %s", lists.top_n, lists.channels,
+             lists.count, Path(index.path) / "derived" / "features")
