@@ -173,7 +173,7 @@ def test_cli_json_label_png_and_fits(tiny_index, cli, tmp_path):
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["rank", "id", "score"] and lines[1].split()[0] == "1"
-    assert "label: fraction in the top 3 vs the whole index" in out and "vs   0.333" in out
+    assert "class fractions at the top (label; labelled objects only" in out and "33.3%" in out
     code, out, _ = cli("-q", "anomalies", tiny_index.path, "--top", "3", "--method", "mean", "--format", "csv")
     assert code == 0 and out.splitlines()[0].startswith("rank,id,score") and len(out.splitlines()) == 4
 
