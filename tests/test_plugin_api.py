@@ -1,0 +1,166 @@
+"""Plugin API v2 end to end: an outside distribution, pip-installed, adds an encoder, a preprocessor,
+an embedding observer, derived columns and a UI page through the entry-point group, touching no core file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+PLUGIN = '''
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import ulisse
+from ulisse._io import atomic_write
+from ulisse.registry import DerivedColumns, EmbeddingObserver, EncoderEntry, Preprocessor, UIPage
+
+
+def load_tiny(device="auto", weights=None, input_size=224, **options):
+    return ulisse.Encoder.load("test_efficientnet", weights="random", device=device, input_size=64)
+
+
+class Invert:
+    def __init__(self, arg):
+        self.fingerprint = "invert-v1-" + arg
+
+    def __call__(self, images):
+        return [255 - np.asarray(im, dtype=np.uint8) for im in images]
+
+
+class Counter:
+    def __init__(self, index):
+        self.before = [] if index is None else json.loads((index.derived_dir / "counter.json").read_text())["ids"]
+        self.ids, self.maps = [], set()
+
+    def observe(self, batch):
+        assert len(batch.ids) == len(batch.maps) == len(batch.vectors)
+        self.ids += list(batch.ids)
+        self.maps.add(tuple(int(x) for x in batch.maps.shape[1:]))
+
+    def finish(self, index):
+        atomic_write(index.derived_dir / "counter.json",
+                     json.dumps({"ids": self.before + self.ids, "maps": sorted(self.maps)}))
+
+
+def norms(index, **options):
+    return pd.DataFrame({"vector_norm": np.linalg.norm(np.asarray(index.all_vectors()), axis=1)})
+
+
+@ulisse.hookimpl
+def register_encoders(config):
+    return [EncoderEntry("tinyenc", "timm test_efficientnet, random weights, 64 px", load=load_tiny)]
+
+
+@ulisse.hookimpl
+def register_preprocessors(config):
+    return [Preprocessor("invert", "255 - pixel", load=Invert)]
+
+
+@ulisse.hookimpl
+def register_embedding_observers(config):
+    return [EmbeddingObserver("counter", "remembers the ids embedded", create=Counter)]
+
+
+@ulisse.hookimpl
+def register_derived_columns(config):
+    return [DerivedColumns("norms", "the norm of each vector", compute=norms)]
+
+
+@ulisse.hookimpl
+def register_ui_pages(config):
+    return [UIPage("Norms", Path(__file__).with_name("page.py"), order=90)]
+'''
+
+PAGE = '''
+import streamlit as st
+from ulisse.ui import kit
+
+kit.page_setup("Norms")
+index = kit.current_index()
+if index is not None:
+    st.dataframe(index.derived("norms"))
+'''
+
+
+@pytest.fixture(scope="module")
+def extras(tmp_path_factory):
+    """The distribution ``ulisse-extras`` installed with pip into its own folder (added to PYTHONPATH)."""
+    root = tmp_path_factory.mktemp("extras")
+    src = root / "src"
+    (src / "ulisse_extras").mkdir(parents=True)
+    (src / "pyproject.toml").write_text(textwrap.dedent("""
+        [build-system]
+        requires = ["setuptools>=61"]
+        build-backend = "setuptools.build_meta"
+        [project]
+        name = "ulisse-extras"
+        version = "2.0.0"
+        [project.entry-points.ulisse]
+        extras = "ulisse_extras"
+        [tool.setuptools.package-data]
+        ulisse_extras = ["page.py"]
+    """))
+    (src / "ulisse_extras" / "__init__.py").write_text(PLUGIN)
+    (src / "ulisse_extras" / "page.py").write_text(PAGE)
+    target = root / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--no-build-isolation",
+                    "--target", str(target), str(src)], check=True, capture_output=True)
+    return target
+
+
+def run(extras, *args, code=None):
+    env = dict(os.environ, PYTHONPATH=str(extras), HF_HUB_OFFLINE="1")
+    if code is not None:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, "-m", "ulisse", *map(str, args)], capture_output=True, text=True, env=env)
+
+
+def test_an_outside_plugin_adds_encoder_preprocessor_observer_derived_columns_and_a_page(extras, survey, tmp_path):
+    listed = run(extras, "plugins", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    mine = next(p for p in json.loads(listed.stdout) if p["name"] == "extras")
+    assert mine["distribution"] == "ulisse-extras" and mine["status"] == "loaded"
+    assert {"register_encoders", "register_preprocessors", "register_embedding_observers",
+            "register_derived_columns", "register_ui_pages"} <= set(mine["hooks"])
+
+    idx = tmp_path / "idx"
+    built = run(extras, "-q", "index", "build", survey / "cutouts", "--index", idx, "--catalog", survey / "catalog.csv",
+                "--encoder", "tinyenc", "--preprocess", "invert=1", "--device", "cpu")
+    assert built.returncode == 0, built.stderr
+    encoder = json.loads((idx / "manifest.json").read_text())["encoder"]
+    assert encoder["encoder"] == "tinyenc" and encoder["input_size"] == 64
+    assert [(p["name"], p["fingerprint"]) for p in encoder["preprocessors"]] == [("invert", "invert-v1-1")]
+
+    # the observer saw every object's feature maps during the one embedding pass, and stored its result
+    counted = json.loads((idx / "derived" / "counter.json").read_text())
+    assert sorted(counted["ids"]) == sorted(f"obj{i:03d}" for i in range(24)) and len(counted["maps"]) == 1
+
+    # a query by image applies the index's preprocessor: the cutout finds itself at distance ~0
+    by_image = run(extras, "query", idx, "--image", survey / "cutouts" / "obj001.png", "-k", "1", "--format", "json")
+    assert by_image.returncode == 0, by_image.stderr
+    row = json.loads(by_image.stdout)["rows"][0]
+    assert row["id"] == "obj001" and row["distance"] < 1e-3
+
+    # derived columns: computed once, then in every result table and usable in --where
+    made = run(extras, code=f"import ulisse; print(len(ulisse.open_index({str(idx)!r}, device='cpu').derived('norms')))")
+    assert made.returncode == 0 and made.stdout.strip() == "24", made.stderr
+    table = run(extras, "query", idx, "--id", "obj003", "-k", "5", "--format", "csv", "--where", "vector_norm > 0")
+    assert table.returncode == 0, table.stderr
+    assert "vector_norm" in table.stdout.splitlines()[0] and len(table.stdout.splitlines()) == 6
+
+    pages = run(extras, code="from ulisse.registry import ui_pages; print([p.title for p in ui_pages()])")
+    assert pages.returncode == 0 and "Norms" in pages.stdout, pages.stderr
+
+    # without the distribution, the index names what it needs
+    bare = subprocess.run([sys.executable, "-m", "ulisse", "query", str(idx), "--image",
+                           str(survey / "cutouts" / "obj001.png")], capture_output=True, text=True,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert bare.returncode == 1 and "tinyenc" in bare.stderr and len(bare.stderr.strip().splitlines()) == 1
