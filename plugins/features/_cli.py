@@ -48,6 +48,22 @@ def _echo(table, fmt: str, extra: dict) -> None:
     click.echo(render(table, fmt, extra, extra=extra), nl=False)
 
 
+def _write_grid(png: Path | None, panels: list, columns: int, title: str) -> None:
+    from ulisse.plot import thumbnail_grid
+
+    if png is not None:
+        thumbnail_grid(panels, png, columns=max(1, min(columns, len(panels))), title=title)
+        LOG.info("wrote %s", png)
+
+
+def _picture_options(what: str):
+    """``--out PNG``, ``--format`` and ``--device``, shared by the verbs that draw maps."""
+    def decorate(f):
+        f = device_option(format_option(FORMATS)(f))
+        return click.option("--out", default=None, help=f"write a PNG: {what}")(f)
+    return decorate
+
+
 @click.group("features")
 def features_group():
     """Feature-activation browsing: the objects that light up each feature, and where (ULISSE Fig. 1)."""
@@ -57,26 +73,19 @@ def features_group():
 @click.argument("index_dir", type=click.Path())
 @click.option("--feature", required=True, help="feature number (0 to 1279 for EfficientNet-B0)")
 @click.option("--n", "n", default=None, help=f"how many of its most active objects (default: all stored, {DEFAULT_TOP})")
-@click.option("--out", default=None, help="write a PNG grid of the objects with the feature's map overlaid")
 @click.option("--recompute", is_flag=True, help="recompute the maps from the cutouts instead of the stored ones")
-@format_option(FORMATS)
-@device_option
-def top_command(index_dir, feature, n, out, recompute, fmt, device):
+@_picture_options("a grid of the objects with the feature's map overlaid")
+def top_command(index_dir, feature, n, recompute, out, fmt, device):
     """The objects of an index that activate one feature most (rows: rank, id, activation, z)."""
-    from ulisse.plot import thumbnail_grid
-
     png = _png_path(out)
     index = ulisse.open_index(index_dir, device=device)
     view = feature_view(index, feature, _count(n, "--n"), recompute=recompute)
     for note in view.notes:
         LOG.warning("%s", note)
     _echo(view.table, fmt, {"feature": view.feature, "mean": view.mean, "std": view.std, "index": str(index.path)})
-    if png is not None:
-        panels = [(im, f"#{row.rank} {row.id}\na = {row.activation:.3g}", False)
-                  for im, row in zip(view.overlays, view.table.itertuples(index=False))]
-        thumbnail_grid(panels, png, columns=min(5, max(1, len(panels))),
-                       title=f"{index.path.name}: feature {view.feature}, top {len(panels)} objects")
-        LOG.info("wrote %s", png)
+    panels = [(im, f"#{row.rank} {row.id}\na = {row.activation:.3g}", False)
+              for im, row in zip(view.overlays, view.table.itertuples(index=False))]
+    _write_grid(png, panels, 5, f"{index.path.name}: feature {view.feature}, top {len(panels)} objects")
 
 
 @features_group.command("object")
@@ -85,24 +94,17 @@ def top_command(index_dir, feature, n, out, recompute, fmt, device):
 @click.option("--n", "n", default="10", show_default=True, help="how many features")
 @click.option("--by", type=click.Choice(BY), default="activation", show_default=True,
               help="rank by activation, or by z-score against the whole index")
-@click.option("--out", default=None, help="write a PNG: the cutout, then its maps of these features overlaid")
-@format_option(FORMATS)
-@device_option
+@_picture_options("the cutout, then its maps of these features overlaid")
 def object_command(index_dir, object_id, n, by, out, fmt, device):
     """The features most active on one object (rows: rank, feature, activation, z)."""
-    from ulisse.plot import thumbnail_grid
-
     png = _png_path(out)
     index = ulisse.open_index(index_dir, device=device)
     found = object_features(index, object_id, _count(n, "--n"), by=by)
     _echo(found.table, fmt, {"id": found.object_id, "by": by, "index": str(index.path)})
-    if png is not None:
-        panels = [(found.image, found.object_id, True)]
-        panels += [(im, f"feature {row.feature}\na = {row.activation:.3g}, z = {row.z:.2f}", False)
-                   for im, row in zip(found.overlays, found.table.itertuples(index=False))]
-        thumbnail_grid(panels, png, columns=min(6, len(panels)),
-                       title=f"{index.path.name}: {found.object_id}, strongest features by {by}")
-        LOG.info("wrote %s", png)
+    panels = [(found.image, found.object_id, True)]
+    panels += [(im, f"feature {row.feature}\na = {row.activation:.3g}, z = {row.z:.2f}", False)
+               for im, row in zip(found.overlays, found.table.itertuples(index=False))]
+    _write_grid(png, panels, 6, f"{index.path.name}: {found.object_id}, strongest features by {by}")
 
 
 @features_group.command("rank")

@@ -100,6 +100,19 @@ class FeatureLists:
         return f
 
 
+def _top_order(act: np.ndarray, keys: np.ndarray, n: int) -> np.ndarray:
+    """Per row of ``act`` (C x N), the columns of its ``n`` largest values, largest first, ties: smaller key first."""
+    grid = np.broadcast_to(keys, act.shape)
+    if act.shape[1] <= n:
+        return np.lexsort((grid, -act), axis=1)
+    part = np.argpartition(-act, n - 1, axis=1)[:, :n]  # O(N); which of equal values it keeps is arbitrary...
+    kth = np.take_along_axis(act, part, 1).min(axis=1, keepdims=True)
+    if ((act >= kth).sum(axis=1) > n).any():  # ...so on a tie at the boundary, the full stable order
+        return np.lexsort((grid, -act), axis=1)[:, :n]
+    order = np.lexsort((keys[part], -np.take_along_axis(act, part, 1)), axis=1)
+    return np.take_along_axis(part, order, 1)
+
+
 class TopAccumulator:
     """Per-feature top ``n`` (ties: the earlier key first) and Chan-merged running statistics."""
 
@@ -128,9 +141,8 @@ class TopAccumulator:
         if self.act is not None and (act.shape[0] != self.act.shape[0] or maps.shape[2:] != self.maps.shape[2:]):
             raise InputError(f"feature maps of shape {maps.shape[1:]} after maps of shape {self.maps.shape[1:]}")
         self._add_stats(act)
-        channels, n = act.shape
-        grid = np.broadcast_to(keys, act.shape)
-        order = np.lexsort((grid, -act), axis=1)[:, :self.top_n]
+        channels = act.shape[0]
+        order = _top_order(act, keys, self.top_n)
         cand_act = np.take_along_axis(act, order, 1)
         cand_keys = keys[order]
         cand_maps = maps.transpose(1, 0, 2, 3)[np.arange(channels)[:, None], order]
