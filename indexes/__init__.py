@@ -1,20 +1,16 @@
 """Index backends and the on-disk index format.
 
-An index on disk is a directory::
+- :mod:`.store`: the directory (format 2): a manifest plus immutable segments, sha256 per file,
+  cheap checks on open, ``verify``, sweeping of what killed writers left.
+- :mod:`.lock`: one writer at a time (``fcntl`` lock), readers never block.
+- :mod:`.faiss_backend`: FAISS indexes from factory strings; every result is a distance.
+- :mod:`.segments`, :mod:`.parts`: searching segments, each segment's part of the FAISS index.
+- :mod:`.auto`: ``--factory auto`` (autofaiss's rules) with its reason.
 
-    DIR/
-      manifest.json              what built it: factory, dim, metric, count, encoder,
-                                 library versions, and the files below with sha256
-      vectors.gNNNN.faiss        the FAISS index (faiss.write_index; nothing pickled)
-      metadata.gNNNN.parquet     one row per vector: row, id, ra, dec, source, catalogue columns
-
-Every write makes a new generation of files and then replaces ``manifest.json``
-atomically (``os.replace``), so an interrupted build or add leaves the previous
-index loadable and intact. This package imports nothing from the ulisse core
-except :mod:`ulisse.errors`.
+This package imports nothing from the ulisse core except :mod:`ulisse.errors` and :mod:`ulisse._io`.
 """
 
 from .faiss_backend import gpu_available, new_faiss_index, search
-from .store import IndexFiles, commit, read_manifest, load
+from .store import MANIFEST, commit, read_manifest, verify
 
-__all__ = ["IndexFiles", "commit", "read_manifest", "load", "new_faiss_index", "search", "gpu_available"]
+__all__ = ["MANIFEST", "commit", "read_manifest", "verify", "new_faiss_index", "search", "gpu_available"]

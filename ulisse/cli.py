@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from .errors import UlisseError
+from .options import device_option, encoder_options
 
 LOG = logging.getLogger("ulisse")
 
@@ -66,14 +67,12 @@ def _report(report, what: str) -> None:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="output .npz with arrays ids and vectors")
 @click.option("--catalog", type=click.Path(), help="catalogue (CSV, FITS, VOTable) naming or filtering the cutouts")
-@click.option("--model", default="efficientnet_b0", show_default=True, help="timm model name")
-@click.option("--weights", default=None, help=WEIGHTS_HELP)
-@click.option("--device", type=DEVICE, default="auto", show_default=True)
-@click.option("--input-size", type=click.IntRange(32, 1024), default=224, show_default=True)
+@encoder_options
+@device_option
 @click.option("--batch-size", type=click.IntRange(1, 65536), default=None)
 @click.option("--skip-bad", is_flag=True, help="skip unusable cutouts and report them instead of stopping")
-def embed(inputs, out, catalog, model, weights, device, input_size, batch_size, skip_bad):
-    """Embed cutouts (files or folders) into feature vectors (.npz: ids, vectors)."""
+def embed(inputs, out, catalog, encoder_options, device, batch_size, skip_bad):
+    """Embed cutouts (files or folders) into feature vectors (.npz: ids, vectors, encoder spec)."""
     import io
 
     import numpy as np
@@ -86,7 +85,7 @@ def embed(inputs, out, catalog, model, weights, device, input_size, batch_size, 
     gathered = gather(inputs, catalog, skip_bad=skip_bad)
     for note in gathered.notes:
         LOG.info("%s", note)
-    encoder = Encoder.load(model, weights=weights, device=device, input_size=input_size)
+    encoder = Encoder.load(device=device, **encoder_options)
     emb = embed_files(encoder, gathered.paths, skip_bad=skip_bad, progress=progress_enabled(), batch_size=batch_size)
     for path, reason in gathered.skipped + emb.skipped:
         LOG.warning("skipped %s: %s", path, reason)
@@ -99,33 +98,47 @@ def embed(inputs, out, catalog, model, weights, device, input_size, batch_size, 
 
 @cli.group("index")
 def index_group():
-    """Build, extend and describe index directories."""
+    """Build, extend, describe, check and maintain index directories."""
+
+
+WAIT_HELP = "seconds to wait for another writer of the index (default: stop at once with a message)"
+METRICS = click.Choice(["L2", "IP", "cosine"])
 
 
 @index_group.command("build")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False), help="index directory to write")
 @click.option("--catalog", type=click.Path(), help="catalogue (CSV, FITS, VOTable): id, ra, dec and extra columns")
-@click.option("--factory", default="Flat", show_default=True, help="FAISS index factory string (Flat, IVF256,Flat, HNSW32, PQ16...)")
-@click.option("--metric", type=click.Choice(["L2", "IP"]), default="L2", show_default=True)
-@click.option("--model", default="efficientnet_b0", show_default=True, help="timm model name")
-@click.option("--weights", default=None, help=WEIGHTS_HELP)
+@click.option("--factory", default="auto", show_default=True,
+              help="FAISS index factory string (Flat, IVF256,Flat, HNSW32, IVF1024,PQ64...) or 'auto' "
+                   "(chosen from the count, the dimension and --memory; 'ulisse index info' says why)")
+@click.option("--memory", default="8GB", show_default=True, help="memory budget of the index for --factory auto")
+@click.option("--metric", type=METRICS, default="L2", show_default=True,
+              help="distances: L2 (Euclidean), IP (negative inner product), cosine (1 - cosine similarity)")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="how the raw vectors are stored")
+@click.option("--nprobe", type=click.IntRange(1), default=None, help="IVF lists probed by default (kept in the manifest)")
+@click.option("--ef", type=click.IntRange(1), default=None, help="HNSW efSearch by default (kept in the manifest)")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
-@click.option("--input-size", type=click.IntRange(32, 1024), default=224, show_default=True)
+@encoder_options
 @click.option("--skip-bad", is_flag=True, help="skip unusable cutouts and report them instead of stopping")
 @click.option("--overwrite", is_flag=True, help="replace an existing index at --index (atomically)")
-def index_build(inputs, index_dir, catalog, factory, metric, model, weights, device, input_size, skip_bad, overwrite):
+@click.option("--wait", type=click.FloatRange(0), default=0.0, help=WAIT_HELP)
+def index_build(inputs, index_dir, catalog, factory, memory, metric, dtype, nprobe, ef, encoder_options, device,
+                skip_bad, overwrite, wait):
     """Embed cutouts and write a new index directory."""
     from .encoder import Encoder
     from .index import build_index
-    from .indexes import store
+    from .indexes import auto, store
 
     if (Path(index_dir) / store.MANIFEST).exists() and not overwrite:
         raise UlisseError(f"{index_dir}: an index exists here already (use 'ulisse index add' to extend it, or --overwrite)")
-    encoder = Encoder.load(model, weights=weights, device=device, input_size=input_size)
+    auto.parse_memory(memory)
+    encoder = Encoder.load(device=device, **encoder_options)
     idx, report = build_index(inputs, index_dir, catalog, factory=factory, metric=metric, encoder=encoder,
-                              skip_bad=skip_bad, overwrite=overwrite, progress=progress_enabled(), device=device)
-    _report(report, f"built {index_dir}:")
+                              skip_bad=skip_bad, overwrite=overwrite, progress=progress_enabled(), device=device,
+                              memory=memory, dtype=dtype, nprobe=nprobe, ef=ef, wait=wait)
+    _report(report, f"built {index_dir} ({idx.manifest['factory']}):")
 
 
 @index_group.command("add")
@@ -135,21 +148,22 @@ def index_build(inputs, index_dir, catalog, factory, metric, model, weights, dev
 @click.option("--weights", default=None, help="the weights file the index was built with, if it has moved")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--skip-bad", is_flag=True, help="skip unusable cutouts and report them instead of stopping")
-def index_add(inputs, index_dir, catalog, weights, device, skip_bad):
-    """Embed more cutouts with the index's own encoder and add them (atomically)."""
+@click.option("--wait", type=click.FloatRange(0), default=0.0, help=WAIT_HELP)
+def index_add(inputs, index_dir, catalog, weights, device, skip_bad, wait):
+    """Embed more cutouts with the index's own encoder and add them as a new segment."""
     from .index import open_index
 
     idx = open_index(index_dir, device=device, weights=weights)
-    report = idx.add(inputs, catalog, skip_bad=skip_bad, progress=progress_enabled())
+    report = idx.add(inputs, catalog, skip_bad=skip_bad, progress=progress_enabled(), wait=wait)
     _report(report, f"added to {index_dir}:")
 
 
 @index_group.command("info")
 @click.argument("index_dir", type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--verify/--no-verify", default=True, show_default=True, help="check file checksums")
+@click.option("--verify", is_flag=True, help="also re-hash every file (as 'ulisse index verify')")
 def index_info(index_dir, fmt, verify):
-    """Describe an index: size, factory, encoder, columns, history."""
+    """Describe an index: size, factory (and why), search parameters, segments, encoder, history."""
     from .index import open_index
 
     idx = open_index(index_dir, device="cpu", verify=verify)
@@ -158,18 +172,67 @@ def index_info(index_dir, fmt, verify):
         click.echo(json.dumps({**m, "columns": list(idx.metadata.columns)}, indent=2, default=str))
         return
     enc = idx.encoder_spec
+    segs = m.get("segments", [])
+    disk = sum(e["bytes"] for s in segs for e in (s["vectors"], s["metadata"], s.get("faiss")) if e)
     lines = [
         f"index      {idx.path}",
+        f"format     {m.get('format_version', 1)}" + ("  (read-only: 'ulisse index upgrade' rewrites it)" if idx.read_only else ""),
         f"objects    {len(idx)}",
-        f"factory    {m['factory']} (metric {m['metric']}, dim {m['dim']})",
+        f"factory    {m['factory']} (metric {m['metric']}, dim {m['dim']}, vectors {m.get('dtype', 'float32')})",
+    ]
+    if m.get("auto"):
+        lines.append(f"auto       {m['auto']['reason']}")
+    search = idx.search_parameters()
+    lines += [
+        f"search     {', '.join(f'{k} {v}' for k, v in search.items()) or 'exact (no parameters)'}",
+        f"segments   {len(segs)}" + (f", {disk / 1e6:.1f} MB" if segs else "") + (
+            "  ('ulisse index compact' merges them)" if len(segs) > 8 else ""),
         f"encoder    {enc.model_name}, {enc.input_size}px, mean {list(enc.mean)}, std {list(enc.std)}",
         f"weights    {enc.weights_source} (sha256 {enc.weights_sha256})",
         f"columns    {', '.join(idx.metadata.columns)}",
         f"created    {m.get('created')}  updated {m.get('updated', '-')}  generation {m['generation']}",
         f"versions   {', '.join(f'{k} {v}' for k, v in m.get('versions', {}).items())}",
-        f"checksums  {'verified' if verify else 'not checked'}",
+        f"checksums  {'verified (every file re-hashed)' if verify else 'sizes checked (--verify re-hashes)'}",
     ]
     click.echo("\n".join(lines))
+
+
+@index_group.command("verify")
+@click.argument("index_dir", type=click.Path())
+def index_verify(index_dir):
+    """Re-hash every file of an index against the sha256 sums recorded when it was written."""
+    from .index import verify_index
+
+    problems = verify_index(index_dir)
+    if problems:
+        for p in problems:
+            click.echo(f"ulisse: {index_dir}: {p}", err=True)
+        raise UlisseError(f"{index_dir}: {len(problems)} damaged file(s)")
+    click.echo(f"{index_dir}: every file matches its sha256")
+
+
+@index_group.command("compact")
+@click.argument("index_dir", type=click.Path())
+@click.option("--wait", type=click.FloatRange(0), default=0.0, help=WAIT_HELP)
+def index_compact(index_dir, wait):
+    """Merge an index's segments into one (the vectors, metadata and FAISS parts)."""
+    from .index import compact_index
+    from .indexes import store
+
+    before = len(store.read_manifest(index_dir).get("segments", []))
+    m = compact_index(index_dir, wait=wait)
+    LOG.info("%s: %d segment(s) -> %d, generation %d", index_dir, before, len(m.get("segments", [])), m["generation"])
+
+
+@index_group.command("upgrade")
+@click.argument("index_dir", type=click.Path())
+@click.option("--wait", type=click.FloatRange(0), default=0.0, help=WAIT_HELP)
+def index_upgrade(index_dir, wait):
+    """Rewrite a format 1 index in format 2 (append-only segments)."""
+    from .index import upgrade_index
+
+    m = upgrade_index(index_dir, wait=wait)
+    LOG.info("%s: format %d, generation %d", index_dir, m.get("format_version"), m["generation"])
 
 
 @cli.command()

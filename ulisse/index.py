@@ -468,18 +468,21 @@ class Index(DerivedMixin):
             InputError: bad inputs, or ids already in the index (nothing is written).
             IndexBusy: another writer holds the index after ``wait`` seconds.
         """
-        from .embedding import embed_files
+        from .embedding import create_observers, embed_files, finish_observers
         from .inputs import gather
 
         t0 = time.perf_counter()
         self._check_writable()
         gathered = gather(inputs, catalog, skip_bad=skip_bad)
         self._check_new_ids(gathered.metadata["id"])
-        emb = embed_files(self.encoder, gathered.paths, rgb=self.rgb, skip_bad=skip_bad, progress=progress)
+        observers = create_observers(self)
+        emb = embed_files(self.encoder, gathered.paths, rgb=self.rgb, skip_bad=skip_bad, progress=progress,
+                          observers=observers)
         if len(emb.ids) == 0:
             raise InputError("no cutout could be read; nothing added")
         self.add_vectors(emb.vectors, _metadata_rows(gathered.metadata, emb),
                          history={"action": "add", "inputs": [str(p) for p in inputs]}, wait=wait)
+        finish_observers(observers, self)
         return AddReport(len(emb.ids), len(self), gathered.skipped + emb.skipped, gathered.notes,
                          time.perf_counter() - t0)
 
@@ -642,7 +645,7 @@ def build_index(inputs: Sequence[str | os.PathLike], path: str | os.PathLike, ca
     Raises:
         InputError: bad inputs or factory string; ``path`` holds an index and ``overwrite`` is False.
     """
-    from .embedding import embed_files
+    from .embedding import create_observers, embed_files, finish_observers
     from .encoder import Encoder
     from .inputs import gather
 
@@ -654,7 +657,8 @@ def build_index(inputs: Sequence[str | os.PathLike], path: str | os.PathLike, ca
     encoder = encoder or Encoder.load(weights=weights, device=device)
     if factory != "auto":
         faiss_backend.new_faiss_index(factory, encoder.spec.dim, metric)  # a bad factory fails before the long work
-    emb = embed_files(encoder, gathered.paths, rgb=rgb, skip_bad=skip_bad, progress=progress)
+    observers = create_observers(None)
+    emb = embed_files(encoder, gathered.paths, rgb=rgb, skip_bad=skip_bad, progress=progress, observers=observers)
     if len(emb.ids) == 0:
         raise InputError("no cutout could be read; no index written")
     idx = create_index(path, emb.vectors, _metadata_rows(gathered.metadata, emb), encoder.spec,
@@ -663,6 +667,7 @@ def build_index(inputs: Sequence[str | os.PathLike], path: str | os.PathLike, ca
                        history={"action": "build", "inputs": [str(p) for p in inputs],
                                 "catalog": None if catalog is None else str(catalog)})
     idx._encoder = encoder
+    finish_observers(observers, idx)
     return idx, AddReport(len(emb.ids), len(idx), gathered.skipped + emb.skipped, gathered.notes,
                           time.perf_counter() - t0)
 

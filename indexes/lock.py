@@ -1,0 +1,80 @@
+"""One writer at a time: an exclusive ``fcntl`` lock on ``DIR/.ulisse.lock``.
+
+Readers never take the lock (they read whole manifests, which are replaced
+atomically). The lock is released by the kernel when its holder dies, so a
+killed writer never blocks the next one; what it left behind is swept by the
+next holder (:func:`ulisse.indexes.store.sweep`).
+
+Example:
+    >>> with writer_lock("indexes/survey", wait=30):      # doctest: +SKIP
+    ...     ...  # read the manifest, write a segment, commit
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from ulisse._io import WriteError, os_error_reason
+from ulisse.errors import IndexError_
+
+LOCK_FILE = ".ulisse.lock"
+POLL_SECONDS = 0.05
+
+
+class IndexBusy(IndexError_):
+    """Another writer holds the index's lock (and ``wait`` ran out)."""
+
+
+@contextmanager
+def writer_lock(path: str | os.PathLike, wait: float = 0.0):
+    """Hold the exclusive writer lock of the index directory ``path`` (created if needed).
+
+    Args:
+        path: the index directory.
+        wait: seconds to wait for another writer to finish; 0 fails at once.
+
+    Raises:
+        IndexBusy: another writer holds the lock after ``wait`` seconds.
+        WriteError: the directory or its lock file cannot be created (read-only, permission).
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise WriteError(f"{path}: {os_error_reason(exc)}") from None
+    try:
+        deadline = time.monotonic() + max(0.0, float(wait))
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise WriteError(f"{path}: {os_error_reason(exc)}") from None
+                if time.monotonic() >= deadline:
+                    holder = _holder(fd)
+                    raise IndexBusy(f"{path}: another writer{holder} is changing this index; "
+                                    f"try again, or wait for it with --wait SECONDS") from None
+                time.sleep(POLL_SECONDS)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # the pid is only a courtesy for the message above
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _holder(fd: int) -> str:
+    try:
+        pid = os.pread(fd, 32, 0).decode().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f" (pid {pid})" if pid.isdigit() else ""

@@ -1,0 +1,201 @@
+"""Searching an index made of segments: one k-NN per segment, merged by distance.
+
+Flat segments are searched exactly from their raw (memory-mapped) vectors,
+copied into a FAISS ``IndexFlat`` a chunk at a time (kept in memory while the
+index is small). Other segments carry their own part of the FAISS index,
+memory-mapped on first use (``IO_FLAG_MMAP``: an IVF search reads only the
+lists it probes). Exclusions and filters reach FAISS as ID selectors
+(``IDSelectorBatch`` / ``IDSelectorBitmap``), never as a wider k.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import faiss
+import numpy as np
+
+from . import faiss_backend
+
+LOG = logging.getLogger(__name__)
+
+CHUNK_ROWS = 65536          # rows per IndexFlat when a Flat segment is streamed
+FLAT_CACHE_BYTES = 1 << 30  # Flat segments kept in memory while their float32 copies fit in this
+
+
+class Segment:
+    """Rows ``start .. start + count`` of an index: their raw vectors and, unless Flat, their FAISS part."""
+
+    def __init__(self, start: int, count: int, dim: int, metric: str, vectors: np.ndarray | Callable[[], np.ndarray],
+                 faiss_path=None, faiss_index=None):
+        self.start, self.count, self.dim, self.metric = int(start), int(count), int(dim), metric
+        self._vectors = vectors
+        self.faiss_path = faiss_path
+        self._faiss = faiss_index
+        self._flat = None
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """Raw vectors (count x dim), memory-mapped when on disk."""
+        if callable(self._vectors):
+            self._vectors = self._vectors()
+        return self._vectors
+
+    @property
+    def faiss_index(self):
+        """This segment's FAISS part (None for Flat), memory-mapped on first use."""
+        if self._faiss is None and self.faiss_path is not None:
+            self._faiss = faiss.read_index(str(self.faiss_path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+        return self._faiss
+
+    def search(self, queries: np.ndarray, k: int, *, nprobe=None, ef=None, allowed: np.ndarray | None = None,
+               excluded: np.ndarray | None = None, cache: "FlatCache | None" = None) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, global rows), ``len(queries) x min(k, count)``; -1 / inf where fewer were found.
+
+        ``allowed`` (bool, this segment's rows) and ``excluded`` (local row numbers) restrict the search.
+        """
+        index = self.faiss_index
+        if index is not None:
+            sel, keep = _selector(allowed, excluded, 0, self.count)
+            try:
+                D, I = faiss_backend.search(index, queries, k, nprobe=nprobe, metric=self.metric, ef=ef, selector=sel)
+            except RuntimeError as exc:
+                if sel is None or "params" not in str(exc):
+                    raise
+                # an index type that takes no ID selector (IndexPQ, LSH...): drop the few excluded rows
+                # from a search of k + len(excluded); filters (allowed) search the raw vectors exactly
+                LOG.debug("FAISS index %s takes no ID selector", type(index).__name__)
+                if allowed is None:
+                    return self._search_dropping(index, queries, k, excluded, nprobe, ef)
+            else:
+                del keep
+                return D, np.where(I >= 0, I + self.start, -1)
+        return self._search_flat(queries, k, allowed, excluded, cache)
+
+    def _search_dropping(self, index, queries, k, excluded, nprobe, ef):
+        D, I = faiss_backend.search(index, queries, k + len(excluded), nprobe=nprobe, metric=self.metric, ef=ef)
+        D = np.where(np.isin(I, excluded), np.inf, D)
+        I = np.where(np.isin(I, excluded), -1, I)
+        D, I = merge([D], [I], min(k, self.count))
+        return D, np.where(I >= 0, I + self.start, -1)
+
+    def _search_flat(self, queries, k, allowed, excluded, cache):
+        k = min(int(k), self.count)
+        parts_D, parts_I = [], []
+        for lo, flat in self._flat_chunks(cache):
+            hi = lo + flat.ntotal
+            sel, keep = _selector(allowed, excluded, lo, hi)
+            D, I = faiss_backend.search(flat, queries, min(k, hi - lo), metric=self.metric, selector=sel)
+            del keep
+            parts_D.append(D)
+            parts_I.append(np.where(I >= 0, I + lo + self.start, -1))
+        return merge(parts_D, parts_I, k)
+
+    def _flat_chunks(self, cache):
+        if self._flat is not None:
+            yield from self._flat
+            return
+        keep = cache is not None and cache.take(self.count * self.dim * 4)
+        chunks = []
+        step = self.count if keep else CHUNK_ROWS
+        for lo in range(0, self.count, step):
+            flat = faiss.IndexFlat(self.dim, faiss_backend.METRICS[self.metric])
+            flat.add(faiss_backend.prepared(self.vectors[lo:lo + step], self.metric))
+            if keep:
+                chunks.append((lo, flat))
+            yield lo, flat
+        if keep:
+            self._flat = chunks
+
+
+class FlatCache:
+    """A budget of bytes for Flat segments kept in memory between searches."""
+
+    def __init__(self, budget: int = FLAT_CACHE_BYTES):
+        self.left = budget
+
+    def take(self, nbytes: int) -> bool:
+        if nbytes <= self.left:
+            self.left -= nbytes
+            return True
+        return False
+
+
+def _selector(allowed, excluded, lo, hi):
+    """A FAISS ID selector over local ids ``0 .. hi - lo`` (rows ``lo .. hi`` of a segment), and what keeps it alive."""
+    if allowed is None and (excluded is None or len(excluded) == 0):
+        return None, None
+    if allowed is None:
+        ids = excluded[(excluded >= lo) & (excluded < hi)] - lo
+        if len(ids) == 0:
+            return None, None
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        inner = faiss.IDSelectorBatch(ids)
+        sel = faiss.IDSelectorNot(inner)
+        return sel, (inner, ids)
+    mask = np.array(allowed[lo:hi], dtype=bool)
+    if excluded is not None and len(excluded):
+        ex = excluded[(excluded >= lo) & (excluded < hi)] - lo
+        mask[ex] = False
+    bits = np.packbits(mask, bitorder="little")
+    sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
+    return sel, bits
+
+
+def merge(parts_D: list[np.ndarray], parts_I: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k smallest distances of several result lists (each ``Q x k_i``), with their rows."""
+    if not parts_D:
+        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.int64)
+    if len(parts_D) == 1:
+        D, I = parts_D[0], parts_I[0]
+    else:
+        D, I = np.concatenate(parts_D, axis=1), np.concatenate(parts_I, axis=1)
+    D = np.where(I >= 0, D, np.inf).astype(np.float32)
+    k = min(int(k), D.shape[1])
+    order = np.argsort(D, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(D, order, axis=1), np.take_along_axis(I, order, axis=1)
+
+
+def search_segments(segments: list[Segment], queries: np.ndarray, k: int, *, nprobe=None, ef=None,
+                    allowed: np.ndarray | None = None, excluded: np.ndarray | None = None,
+                    cache: FlatCache | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """k-NN over all segments: (distances, rows), ``len(queries) x min(k, rows)``; -1 / inf pad what is missing.
+
+    ``allowed``: bool over all rows (None: all); ``excluded``: global rows left out.
+    """
+    parts_D, parts_I = [], []
+    excluded = None if excluded is None else np.asarray(excluded, dtype=np.int64)
+    for seg in segments:
+        lo, hi = seg.start, seg.start + seg.count
+        seg_allowed = None if allowed is None else allowed[lo:hi]
+        if seg_allowed is not None and not seg_allowed.any():
+            continue
+        seg_excluded = None if excluded is None else excluded[(excluded >= lo) & (excluded < hi)] - lo
+        D, I = seg.search(queries, k, nprobe=nprobe, ef=ef, allowed=seg_allowed, excluded=seg_excluded, cache=cache)
+        parts_D.append(D)
+        parts_I.append(I)
+    if not parts_D:
+        n = len(queries)
+        return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+    return merge(parts_D, parts_I, k)
+
+
+def rows_of(segments: list[Segment], rows: np.ndarray) -> np.ndarray:
+    """Raw vectors of global ``rows`` (any order, repeats allowed), float32, in the order given."""
+    rows = np.asarray(rows, dtype=np.int64).ravel()
+    dim = segments[0].dim if segments else 0
+    out = np.empty((len(rows), dim), np.float32)
+    if len(rows) == 0:
+        return out
+    total = segments[-1].start + segments[-1].count if segments else 0
+    if rows.min() < 0 or rows.max() >= total:
+        raise IndexError(f"row out of range (the index has {total} rows)")
+    starts = np.array([s.start for s in segments], dtype=np.int64)
+    which = np.searchsorted(starts, rows, side="right") - 1
+    for si in np.unique(which):
+        pick = np.flatnonzero(which == si)
+        local = rows[pick] - segments[si].start
+        order = np.argsort(local, kind="stable")  # sorted reads are friendlier to the page cache
+        out[pick[order]] = segments[si].vectors[local[order]]
+    return out
