@@ -3,6 +3,14 @@
 One ``http.server.ThreadingHTTPServer`` on 127.0.0.1 (a free port) serves, under
 its base URL:
 
+``/sas/{release}/eboss/photoObj/301/{run}/{camcol}/photoObj-{run:06d}-{camcol}-{field:04d}.fits``
+    a field's photoObj catalogue as the SDSS data model has it (HDU1: OBJID as
+    a string, RA, DEC, OBJC_TYPE, OBJC_FLAGS, CLEAN, RESOLVE_STATUS, MODELFLUX[5]
+    in nanomaggies...), primary and secondary detections alike;
+``/skyserver/SkyServerWS/SearchTools/SqlSearch?cmd=SQL&format=csv``
+    SkyServer's SqlSearch: ``dbo.fGetNearbyObjEq(RA, DEC, ARCMIN)`` joined to
+    PhotoPrimary, with ``p.type = N``, ``p.modelMag_r <= X``, ``p.clean = 1``;
+    the answer is SkyServer's CSV (a ``#Table1`` line, a header, rows);
 ``/tap/sync``
     a TAP sync endpoint (GET or POST with REQUEST=doQuery, LANG=ADQL,
     QUERY=...) answering VOTables built with astropy. The ADQL is parsed
@@ -11,8 +19,10 @@ its base URL:
     ``/tap/availability`` and ``/tap/capabilities`` answer minimal documents.
 ``/sas/{release}/eboss/photoObj/frames/301/{run}/{camcol}/frame-{band}-{run:06d}-{camcol}-{field:04d}.fits.bz2``
     simulated calibrated frames (nanomaggies, TAN WCS at 0.396"/px, SDSS-like
-    header), one per field and band; the g, r, i frames of a field are offset
-    from one another by a few pixels, as SDSS's are.
+    header), one per field and band, turned as drift-scan frames are: about 90
+    degrees from north up, plus the stripe's inclination (``FieldSpec.angle``);
+    the g, r, i frames of a field are offset from one another by a few pixels,
+    as SDSS's are.
 ``/skyserver/SkyServerWS/ImgCutout/getjpeg?ra=&dec=&scale=&width=&height=``
     a JPEG cutout (grey noise whose seed depends on ra, dec).
 
@@ -40,6 +50,8 @@ PIXEL_ARCSEC = 0.396
 BANDS = "gri"
 BAND_OFFSET_PX = {"g": (0.0, 0.0), "r": (3.2, -4.1), "i": (-2.7, 5.3)}  # frames of one field are not aligned
 MAG_COLUMNS = ("modelMag_g", "modelMag_r", "modelMag_i")
+SURVEY_PRIMARY, SURVEY_SECONDARY, RUN_PRIMARY = 0x100, 0x400, 0x1  # RESOLVE_STATUS bits
+SOFTENING = {"u": 1.4e-10, "g": 0.9e-10, "r": 1.2e-10, "i": 1.8e-10, "z": 7.4e-10}  # SDSS asinh magnitudes
 
 
 @dataclass
@@ -51,12 +63,19 @@ class FieldSpec:
     field: int
     ra: float
     dec: float
-    nx: int = 400  # NAXIS1 (SDSS: 2048)
-    ny: int = 300  # NAXIS2 (SDSS: 1489)
+    nx: int = 400  # NAXIS1 (SDSS: 2048), across the scan
+    ny: int = 300  # NAXIS2 (SDSS: 1489), along the scan
+    angle: float = 0.0  # the stripe's inclination on the sky (deg); 0: an equatorial stripe
 
     @property
     def key(self):
         return (self.run, self.camcol, self.field)
+
+    def next_in_run(self, overlap_px: int = 100) -> "FieldSpec":
+        """The run's next field: shifted along the scan by ``ny - overlap_px`` rows (SDSS: 1489 - 128)."""
+        w = frame_wcs(self, "r")
+        ra, dec = w.pixel_to_world_values((self.nx - 1) / 2, (self.ny - 1) / 2 + self.ny - overlap_px)
+        return FieldSpec(self.run, self.camcol, self.field + 1, float(ra), float(dec), self.nx, self.ny, self.angle)
 
 
 @dataclass
@@ -81,9 +100,10 @@ def frame_wcs(spec: FieldSpec, band: str):
     w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     w.wcs.crval = [spec.ra, spec.dec]
     w.wcs.crpix = [(spec.nx + 1) / 2 + dx, (spec.ny + 1) / 2 + dy]
-    theta = np.deg2rad(0.5)  # SDSS frames are slightly rotated on the sky
+    # drift scan: x across the scan (~dec), y along it (~ra): ~90 deg from north up, turned by the stripe's angle
+    theta = np.deg2rad(spec.angle + 0.3)
     s = PIXEL_ARCSEC / 3600.0
-    w.wcs.cd = [[-s * np.cos(theta), s * np.sin(theta)], [s * np.sin(theta), s * np.cos(theta)]]
+    w.wcs.cd = [[s * np.sin(theta), s * np.cos(theta)], [s * np.cos(theta), -s * np.sin(theta)]]
     w.wcs.radesys = "ICRS"
     w.wcs.equinox = 2000.0
     return w
@@ -118,28 +138,134 @@ def make_frame(spec: FieldSpec, band: str, objects: pd.DataFrame, seed: int = 0)
     return bz2.compress(buf.getvalue(), compresslevel=1)
 
 
-def make_sky(specs: list[FieldSpec], per_field: int = 8, seed: int = 0, edge: dict | None = None) -> pd.DataFrame:
-    """A SkyServer-like PhotoPrimary catalogue with ``per_field`` objects in each field.
+def make_sky(specs: list[FieldSpec], per_field: int = 8, seed: int = 0, edge: dict | None = None,
+             secondaries: int = 2, overlap: dict | None = None) -> pd.DataFrame:
+    """A SkyServer-like PhotoObj catalogue: ``per_field`` primary objects in each field, and more.
 
-    ``edge`` maps a field key to a number of extra objects placed 10 px from the frame's left edge.
+    ``edge`` maps a field key to a number of extra primary objects placed 10 px from the frame's edge.
+    ``secondaries`` non-primary detections per field (RESOLVE_STATUS without SURVEY_PRIMARY).
+    ``overlap`` maps ``(key_a, key_b)`` of two overlapping fields to a number of objects in the overlap,
+    each detected twice: primary in field a, secondary in field b (with different objids, as SDSS's).
     """
     rng = np.random.default_rng(seed)
     rows = []
-    objid = 1237648720693755000
+    objid = [1237648720693755000]
+    by_key = {s.key: s for s in specs}
+
+    def add(spec, ra, dec, status, mags=None, kind=None, near_edge=False):
+        r = rng.uniform(16.0, 19.0) if mags is None else mags[1]
+        g = r + rng.uniform(0.3, 1.2) if mags is None else mags[0]
+        i = r - rng.uniform(0.1, 0.5) if mags is None else mags[2]
+        kind = int(rng.choice([3, 6])) if kind is None else kind
+        rows.append({"objID": str(objid[0]), "ra": float(ra), "dec": float(dec), "type": kind,
+                     "run": spec.run, "rerun": 301, "camcol": spec.camcol, "field": spec.field,
+                     "modelMag_g": g, "modelMag_r": r, "modelMag_i": i,
+                     "flags": int(rng.integers(0, 2**31)) | int(rng.integers(0, 2**31)) << 32,
+                     "clean": int(rng.random() < 0.8), "resolve_status": status, "near_edge": near_edge})
+        objid[0] += int(rng.integers(1, 50))
+        return rows[-1]
+
     for spec in specs:
         w = frame_wcs(spec, "r")
         n_edge = (edge or {}).get(spec.key, 0)
-        xs = list(rng.uniform(45, spec.nx - 45, per_field)) + [10.0] * n_edge
-        ys = list(rng.uniform(45, spec.ny - 45, per_field)) + list(np.linspace(60, spec.ny - 60, n_edge))
-        for x, y in zip(xs, ys):
+        xs = list(rng.uniform(45, spec.nx - 45, per_field + secondaries)) + [10.0] * n_edge
+        ys = list(rng.uniform(60, spec.ny - 60, per_field + secondaries)) + list(np.linspace(60, spec.ny - 60, n_edge))
+        for k, (x, y) in enumerate(zip(xs, ys)):
             ra, dec = w.pixel_to_world_values(x, y)
-            r = rng.uniform(16.0, 19.0)
-            rows.append({"objID": objid, "ra": float(ra), "dec": float(dec), "type": int(rng.choice([3, 6])),
-                         "run": spec.run, "rerun": 301, "camcol": spec.camcol, "field": spec.field,
-                         "modelMag_g": r + rng.uniform(0.3, 1.2), "modelMag_r": r,
-                         "modelMag_i": r - rng.uniform(0.1, 0.5)})
-            objid += int(rng.integers(1, 50))
+            secondary = per_field <= k < per_field + secondaries
+            add(spec, ra, dec, (SURVEY_SECONDARY | RUN_PRIMARY) if secondary else (SURVEY_PRIMARY | RUN_PRIMARY),
+                near_edge=k >= per_field + secondaries)
+    for (ka, kb), n in (overlap or {}).items():
+        a, b = by_key[ka], by_key[kb]
+        wa = frame_wcs(a, "r")
+        for x in np.linspace(60, a.nx - 60, n):
+            ra, dec = wa.pixel_to_world_values(x, a.ny - 65)  # 65 rows from the end of a: inside b as well
+            first = add(a, ra, dec, SURVEY_PRIMARY | RUN_PRIMARY)
+            add(b, ra, dec, SURVEY_SECONDARY, (first["modelMag_g"], first["modelMag_r"], first["modelMag_i"]),
+                first["type"])
     return pd.DataFrame(rows)
+
+
+def primary(cat: pd.DataFrame) -> pd.DataFrame:
+    """The survey-primary rows of a catalogue (PhotoPrimary)."""
+    return cat[(cat["resolve_status"].to_numpy() & SURVEY_PRIMARY) != 0]
+
+
+def photoobj_bytes(cat: pd.DataFrame, run: int, camcol: int, fieldnum: int) -> bytes:
+    """A photoObj file as the SDSS data model describes it: HDU0 keywords only, HDU1 the table."""
+    from astropy.io import fits
+
+    rows = cat[(cat["run"] == run) & (cat["camcol"] == camcol) & (cat["field"] == fieldnum)]
+    n = len(rows)
+
+    def flux(band):  # asinh magnitude -> nanomaggies
+        b = SOFTENING[band]
+        m = rows[f"modelMag_{band}"].to_numpy(float) if band in "gri" else np.full(n, 22.0)
+        return 2 * b * np.sinh(m / (-2.5 / np.log(10)) - np.log(b)) * 1e9
+
+    modelflux = np.stack([flux(b) for b in "ugriz"], axis=1).astype(np.float32) if n else np.zeros((0, 5), np.float32)
+    flags = rows["flags"].to_numpy(np.int64) if n else np.zeros(0, np.int64)
+    width = max([19] + [len(str(v)) for v in rows["objID"]])  # 19 characters in SDSS's files
+    cols = [
+        fits.Column("OBJID", f"{width}A", array=np.array(rows["objID"].astype(str).to_list() or [], dtype=f"U{width}")),
+        fits.Column("RUN", "J", array=rows["run"].to_numpy(np.int32)),
+        fits.Column("RERUN", "3A", array=np.array([str(v) for v in rows["rerun"]], dtype="U3")),
+        fits.Column("CAMCOL", "J", array=rows["camcol"].to_numpy(np.int32)),
+        fits.Column("FIELD", "J", array=rows["field"].to_numpy(np.int32)),
+        fits.Column("ID", "J", array=np.arange(1, n + 1, dtype=np.int32)),
+        fits.Column("OBJC_TYPE", "J", array=rows["type"].to_numpy(np.int32)),
+        fits.Column("OBJC_FLAGS", "J", array=(flags & 0x7FFFFFFF).astype(np.int32)),
+        fits.Column("OBJC_FLAGS2", "J", array=((flags >> 32) & 0x7FFFFFFF).astype(np.int32)),
+        fits.Column("RA", "D", array=rows["ra"].to_numpy(float)),
+        fits.Column("DEC", "D", array=rows["dec"].to_numpy(float)),
+        fits.Column("CLEAN", "J", array=rows["clean"].to_numpy(np.int32)),
+        fits.Column("RESOLVE_STATUS", "J", array=rows["resolve_status"].to_numpy(np.int32)),
+        fits.Column("MODELFLUX", "5E", array=modelflux),
+    ]
+    primary_hdu = fits.PrimaryHDU()
+    for key, value in (("RUN", run), ("CAMCOL", camcol), ("FIELD", fieldnum), ("RERUN", "301"), ("FILTERS", "ugriz")):
+        primary_hdu.header[key] = value
+    buf = io.BytesIO()
+    fits.HDUList([primary_hdu, fits.BinTableHDU.from_columns(cols)]).writeto(buf)
+    return buf.getvalue()
+
+
+SQL_NEARBY = re.compile(r"fGetNearbyObjEq\s*\(\s*([-+\d.eE]+)\s*,\s*([-+\d.eE]+)\s*,\s*([-+\d.eE]+)\s*\)", re.I)
+SQL_COLUMNS = ("objID", "ra", "dec", "type", "run", "rerun", "camcol", "field", "modelMag_g", "modelMag_r",
+               "modelMag_i", "flags", "clean")
+
+
+def sqlsearch_csv(cat: pd.DataFrame, sql: str) -> bytes:
+    """SqlSearch's CSV answer to the region queries ulisse sends (ValueError for anything else)."""
+    m = SQL_NEARBY.search(sql)
+    if not m or not re.search(r"JOIN\s+PhotoPrimary\s+AS\s+p\s+ON\s+p\.objID\s*=\s*n\.objID", sql, re.I):
+        raise ValueError("only fGetNearbyObjEq(...) joined to PhotoPrimary is understood here")
+    rows = cone(primary(cat), float(m[1]), float(m[2]), float(m[3]) / 60.0)
+    rows = apply_conditions(rows, sql, strict=True)
+    return ("#Table1\n" + rows[list(SQL_COLUMNS)].to_csv(index=False)).encode()
+
+
+def apply_conditions(rows: pd.DataFrame, query: str, strict: bool = False) -> pd.DataFrame:
+    """Apply the filters ulisse renders (``p.type = N``, ``p.clean = 1``, ``p.modelMag_r <= X``) found in a query."""
+    where = query.split(" WHERE ", 1)[1] if " WHERE " in query else ""
+    for cond in filter(None, (c.strip() for c in where.split(" AND "))):
+        c = re.fullmatch(r"p\.(type|clean) = (\d+)|p\.modelMag_r <= ([-+\d.eE]+)", cond)
+        if not c:
+            if strict:
+                raise ValueError(f"condition not understood: {cond}")
+            continue
+        if c[1]:
+            rows = rows[rows[c[1]] == int(c[2])]
+        else:
+            rows = rows[rows["modelMag_r"] <= float(c[3])]
+    return rows
+
+
+def cone(cat: pd.DataFrame, ra: float, dec: float, radius_deg: float) -> pd.DataFrame:
+    ra0, dec0, rad = np.deg2rad(ra), np.deg2rad(dec), np.deg2rad(radius_deg)
+    r, d = np.deg2rad(cat["ra"].to_numpy(float)), np.deg2rad(cat["dec"].to_numpy(float))
+    cos_sep = np.sin(d) * np.sin(dec0) + np.cos(d) * np.cos(dec0) * np.cos(r - ra0)
+    return cat[cos_sep >= np.cos(rad)]
 
 
 class SDSSServer:
@@ -244,14 +370,18 @@ class SDSSServer:
                 self._frames[key] = cached
         return cached
 
+    def prepare(self) -> "SDSSServer":
+        """Make every frame now, so that no request waits for one to be drawn."""
+        for band in BANDS:
+            for key in self.fields:
+                self.frame_bytes(band, *key)
+        return self
+
     def answer_adql(self, adql: str) -> pd.DataFrame:
-        cat = self.catalogue
+        cat = primary(self.catalogue)
         circle = re.search(r"CIRCLE\s*\(\s*'ICRS'\s*,\s*([-+\d.eE]+)\s*,\s*([-+\d.eE]+)\s*,\s*([-+\d.eE]+)\s*\)", adql, re.I)
         if circle:
-            ra0, dec0, rad = (np.deg2rad(float(v)) for v in circle.groups())
-            ra, dec = np.deg2rad(cat["ra"].to_numpy()), np.deg2rad(cat["dec"].to_numpy())
-            cos_sep = np.sin(dec) * np.sin(dec0) + np.cos(dec) * np.cos(dec0) * np.cos(ra - ra0)
-            return cat[cos_sep >= np.cos(rad)]
+            return cone(cat, *(float(v) for v in circle.groups()))
         wanted = {}
         for col in ("run", "camcol", "field"):
             m = re.search(rf"\b{col}\s*=\s*(\d+)", adql, re.I)
@@ -262,7 +392,7 @@ class SDSSServer:
         mask = np.ones(len(cat), bool)
         for col, value in wanted.items():
             mask &= cat[col].to_numpy() == value
-        return cat[mask]
+        return apply_conditions(cat[mask], adql)
 
 
 def votable_bytes(df: pd.DataFrame, template: pd.DataFrame) -> bytes:
@@ -299,6 +429,10 @@ def jpeg_bytes(ra: float, dec: float, width: int, height: int) -> bytes:
 
 FRAME_RE = re.compile(r"^/sas/(?P<release>dr\d+)/(?P<survey>e?boss)/photoObj/frames/(?P<rerun>\d+)/(?P<run>\d+)/(?P<camcol>\d)/"
                       r"frame-(?P<band>[ugriz])-(?P<run6>\d{6})-(?P<camcol2>\d)-(?P<field>\d{4})\.fits\.bz2$")
+
+
+PHOTOOBJ_RE = re.compile(r"^/sas/(?P<release>dr\d+)/(?P<survey>e?boss)/photoObj/(?P<rerun>\d+)/(?P<run>\d+)/(?P<camcol>\d)/"
+                         r"photoObj-(?P<run6>\d{6})-(?P<camcol2>\d)-(?P<field>\d{4})\.fits$")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -376,6 +510,21 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/tap/capabilities":
             return 200, (b'<?xml version="1.0"?><vosi:capabilities xmlns:vosi="http://www.ivoa.net/xml/VOSICapabilities/v1.0">'
                          b"</vosi:capabilities>"), "text/xml"
+        m = PHOTOOBJ_RE.match(path)
+        if m:
+            key = (int(m["run"]), int(m["camcol"]), int(m["field"]))
+            if m["release"] != state.release or int(m["run"]) != int(m["run6"]) or m["camcol"] != m["camcol2"] \
+                    or key not in state.fields:
+                return 404, b"no such file\n", "text/plain"
+            return 200, photoobj_bytes(state.catalogue, *key), "application/fits"
+        if path == "/skyserver/SkyServerWS/SearchTools/SqlSearch":
+            sql = (params.get("cmd") or [""])[0]
+            if (params.get("format") or [""])[0] != "csv":
+                return 400, b"expected format=csv\n", "text/plain"
+            try:
+                return 200, sqlsearch_csv(state.catalogue, sql), "text/plain"
+            except ValueError as exc:
+                return 500, f"SQL error: {exc}\n".encode(), "text/plain"
         m = FRAME_RE.match(path)
         if m:
             if m["release"] != state.release or int(m["run"]) != int(m["run6"]) or m["camcol"] != m["camcol2"]:

@@ -4,14 +4,14 @@ Work is split by field (run, camcol, field): each field's objects are cut out
 of its g, r, i frames, embedded and written as a *shard*:
 
 ``DIR/.sdss-work/shards/{run}-{camcol}-{field}-{key}.parquet``
-    the objects' metadata rows (id, ra, dec, source, catalogue columns, edge);
+    the objects' metadata rows (id, ra, dec, source, catalogue columns, padded);
 ``DIR/.sdss-work/shards/{run}-{camcol}-{field}-{key}.npz``
     their vectors, ids, the objects skipped with their reasons and the settings;
     written last, so a shard is *done* once its ``.npz`` exists.
 
 ``key`` is a digest of what decides the shard's content (encoder, RGB settings,
-cutout size, edge policy, release, ADQL condition and, for objects given by a
-region or a catalogue, their ids), so a shard is reused only when it is the
+cutout geometry, edge policy, release, catalogue source, object filter and, for
+objects given by a region or a catalogue, their ids), so a shard is reused only when it is the
 one this run would write. Both files are written through a temporary name and
 ``os.replace``.
 
@@ -19,20 +19,23 @@ one this run would write. Both files are written through a temporary name and
 Dask workers; the encoder is loaded once per process (a module-level cache).
 :func:`attempt_field` wraps it with retries and returns a :class:`FieldOutcome`
 instead of raising. :func:`index_fields` runs the fields that have no shard yet
-(in-process or on Dask, see :mod:`ulisse.plugins.sdss_dask`), then assembles the index from the shards in field
+(in this process, or through any runner with ``run``/``close`` such as
+:class:`ulisse.plugins.sdss.dask_runner.DaskRunner`), then assembles the index from the shards in field
 order, objects in objid order, leaving out ids the index already holds: an
 interrupted run, run again, does only what is missing and indexes each object
 once, and a Dask run gives the same index as a one-process run.
 
 Example:
-    >>> from ulisse.plugins.sdss_batch import FieldTask, index_fields
-    >>> from ulisse.plugins.sdss_config import Field, SDSSConfig
-    >>> report = index_fields("indexes/sdss", [FieldTask(Field(756, 1, 206))], SDSSConfig(),
-    ...                       dask="local:4")                                    # doctest: +SKIP
+    >>> from ulisse.plugins.sdss.batch import FieldTask, index_fields
+    >>> from ulisse.plugins.sdss.config import Field, SDSSConfig
+    >>> report = index_fields("sdss-index", [FieldTask(Field(756, 1, 206))], SDSSConfig())  # doctest: +SKIP
     >>> report.added, report.failed                                            # doctest: +SKIP
 
-With ``dask="local:N"`` worker processes are started with ``spawn``: a script
-that calls :func:`index_fields` needs the usual ``if __name__ == "__main__":`` guard.
+Each object's RGB cutout is kept as ``DIR/cutouts/{run}-{camcol}-{field}/{id}.png``
+(ids checked by :func:`ulisse._io.safe_name` and :func:`ulisse._io.path_inside`), and
+the metadata's ``source`` holds that path relative to ``DIR``, so a moved index
+keeps its thumbnails. With a Dask runner on ``local:N``, worker processes are
+started with ``spawn``: a script needs the usual ``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
@@ -55,20 +58,21 @@ import pandas as pd
 import ulisse
 from ulisse.cutouts import RGBConfig
 from ulisse.encoder import Encoder, EncoderSpec, check_compatible
+from ulisse._io import atomic_write, path_inside, safe_name
 from ulisse.errors import InputError, UlisseError
 
-from .sdss_errors import EmptyFieldError, SDSSError
-from .sdss_frames import CUTOUT_SIZE, EDGE_MODES, cut_field
-from .sdss_config import BANDS, Field, SDSSConfig
-from .sdss_http import new_session, with_retries, write_atomic
-from .sdss_sas import ScienceArchive
-from .sdss_tap import SkyServerCatalog, sort_objects
+from .catalog import TapCatalog, normalise_objects, read_photoobj, sort_objects
+from .config import BANDS, Field, ObjectFilter, SDSSConfig
+from .cutting import EDGE_MODES, MANIFEST_KEY, CutoutGeometry, cut_field, geometry_warning
+from .errors import EmptyFieldError, SDSSError
+from .frames import ScienceArchive
+from .services import new_session, with_retries
 
 LOG = logging.getLogger(__name__)
 
 WORK_DIR = ".sdss-work"
 CACHE_DIR = ".sdss-cache"
-SHARD_FORMAT = 1
+SHARD_FORMAT = 2
 ASSEMBLE_ROWS = 200_000  # objects per index commit while assembling
 
 
@@ -86,9 +90,9 @@ class BatchSettings:
         device: ``cpu``, ``cuda`` or ``auto`` for the encoder.
         weights: the encoder's weights where its spec's source will not do (a moved file); None: the spec's.
         rgb: the index's :class:`~ulisse.cutouts.RGBConfig` as a dict.
-        size: cutout side (px).
-        edge: ``pad`` or ``skip`` for objects whose cutout runs off a frame.
-        where: an extra ADQL condition on the catalogue query.
+        geometry: the cutouts' :class:`~ulisse.plugins.sdss.cutting.CutoutGeometry` as a dict.
+        edge: ``skip`` or ``pad`` for objects whose cutout runs off a frame.
+        filter: the :class:`~ulisse.plugins.sdss.config.ObjectFilter` as a dict.
         prune_cache: remove a field's frames from the cache once its shard is written.
         progress: show a per-field progress bar (in-process runs only).
     """
@@ -100,17 +104,25 @@ class BatchSettings:
     device: str = "cpu"
     weights: str | None = None
     rgb: dict = dc_field(default_factory=lambda: RGBConfig().to_dict())
-    size: int = CUTOUT_SIZE
-    edge: str = "pad"
-    where: str | None = None
+    geometry: dict = dc_field(default_factory=lambda: CutoutGeometry().to_dict())
+    edge: str = "skip"
+    filter: dict = dc_field(default_factory=lambda: ObjectFilter().to_dict())
     prune_cache: bool = False
     progress: bool = False
 
     def __post_init__(self):
         if self.edge not in EDGE_MODES:
             raise InputError(f"--edge {self.edge}: expected one of {', '.join(EDGE_MODES)}")
-        if not 8 <= self.size <= 1024:
-            raise InputError(f"--size {self.size}: expected 8 to 1024 px")
+        CutoutGeometry(**self.geometry)
+
+    @property
+    def index_dir(self) -> Path:
+        return Path(self.work_dir).parent
+
+    @property
+    def object_filter(self) -> ObjectFilter:
+        f = self.filter
+        return ObjectFilter(kind=f["type"], mag_r_max=f["mag_r_max"], clean=f["clean"])
 
     @property
     def shard_dir(self) -> Path:
@@ -119,9 +131,11 @@ class BatchSettings:
     def fingerprint(self) -> dict:
         """What decides a shard's content."""
         spec = EncoderSpec.from_dict(self.encoder_spec)
-        return {"format": SHARD_FORMAT, "encoder": list(map(str, spec.key())), "rgb": self.rgb, "size": self.size,
-                "edge": self.edge, "where": self.where, "release": self.services.release,
-                "rerun": self.services.rerun, "table": self.services.table}
+        s = self.services
+        catalogue = ["tap", s.tap, s.table, s.columns] if s.tap else ["sas photoObj"]
+        return {"format": SHARD_FORMAT, "encoder": list(map(str, spec.key())), "rgb": self.rgb,
+                "geometry": self.geometry, "edge": self.edge, "filter": self.filter, "release": s.release,
+                "rerun": s.rerun, "catalogue": catalogue}
 
 
 @dataclass
@@ -129,7 +143,7 @@ class FieldTask:
     """One unit of work: a field, and its objects when they are known already (region or catalogue)."""
 
     field: Field
-    objects: pd.DataFrame | None = None  # None: ask the TAP service for the field's objects
+    objects: pd.DataFrame | None = None  # None: the field's photoObj catalogue (or the TAP service)
 
     def key(self, settings: BatchSettings) -> str:
         selection = "all" if self.objects is None else sorted(self.objects["id"].astype(str))
@@ -205,13 +219,13 @@ def write_shard(npz_path: Path, vectors: np.ndarray, metadata: pd.DataFrame, ski
     """Write a shard: the ``.parquet`` first, then the ``.npz`` that marks it done (both atomically)."""
     buf = io.BytesIO()
     metadata.to_parquet(buf, index=False)
-    write_atomic(npz_path.with_suffix(".parquet"), buf.getvalue())
+    atomic_write(npz_path.with_suffix(".parquet"), buf.getvalue())
     buf = io.BytesIO()
     np.savez(buf, vectors=vectors.astype(np.float32), ids=np.array(metadata["id"].astype(str), dtype=str),
              skipped=np.array(json.dumps([list(s) for s in skipped])), field=np.array(str(field)),
              encoder=np.array(json.dumps(settings.encoder_spec)),
              settings=np.array(json.dumps(settings.fingerprint(), default=str)))
-    write_atomic(npz_path, buf.getvalue())
+    atomic_write(npz_path, buf.getvalue())
 
 
 def read_shard(npz_path: str | os.PathLike) -> Shard:
@@ -237,23 +251,44 @@ def read_shard(npz_path: str | os.PathLike) -> Shard:
 
 # --------------------------------------------------------------------------- one field
 
-def save_cutouts(folder: Path, ids, images) -> list[str]:
-    """Write each object's RGB cutout as ``folder/{id}.png`` (atomically): thumbnails for grids and the web UI."""
-    import io
+def save_cutouts(index_dir: Path, folder: str, ids, images) -> list[str]:
+    """Write each object's RGB cutout as ``index_dir/folder/{id}.png`` (atomically): thumbnails for grids and the UI.
 
+    Returns the paths relative to ``index_dir`` (the metadata's ``source``).
+
+    Raises:
+        InputError: an id that cannot be a file name, or a path that would leave ``index_dir``.
+    """
     from PIL import Image
 
-    from ulisse.results import write_atomic
-
-    folder.mkdir(parents=True, exist_ok=True)
+    base = path_inside(index_dir, folder, "cutout folder")
+    base.mkdir(parents=True, exist_ok=True)
+    root = Path(index_dir).resolve()
     paths = []
     for oid, image in zip(ids, images):
+        path = path_inside(base, safe_name(str(oid), "object id") + ".png", "cutout file")
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="PNG")
-        path = folder / f"{oid}.png"
-        write_atomic(path, buf.getvalue())
-        paths.append(str(path.resolve()))
+        atomic_write(path, buf.getvalue(), fsync=False)
+        paths.append(path.relative_to(root).as_posix())
     return paths
+
+
+def field_objects(field: Field, settings: BatchSettings, archive: ScienceArchive, session) -> pd.DataFrame:
+    """A field's primary objects that pass the filter: from its SAS photoObj file, or the TAP service if one is set.
+
+    Raises:
+        ServiceError, FrameError: the catalogue could not be had.
+        EmptyFieldError: no object left.
+    """
+    services, filt = settings.services, settings.object_filter
+    if services.tap:
+        return TapCatalog(services, session=session).objects_in_field(field, filt)
+    objects = read_photoobj(archive.photoobj(field), archive.photoobj_path(field), field)
+    objects = objects[filt.mask(objects)].reset_index(drop=True)
+    if len(objects) == 0:
+        raise EmptyFieldError(f"no primary objects in field {field} ({filt.describe()})")
+    return objects
 
 
 def process_field(field: Field, settings: BatchSettings, objects: pd.DataFrame | None = None,
@@ -265,11 +300,12 @@ def process_field(field: Field, settings: BatchSettings, objects: pd.DataFrame |
     Args:
         field: the field.
         settings: see :class:`BatchSettings`.
-        objects: the field's objects (``id``, ``ra``, ``dec`` and catalogue columns); None: ask the TAP service.
+        objects: the field's objects (``id``, ``ra``, ``dec`` and catalogue columns); None: its photoObj file.
         session: a :class:`requests.Session` (one per process by default).
 
     Raises:
-        ServiceError: the catalogue query or a frame download failed.
+        ServiceError: the catalogue or a frame download failed.
+        InputError: an object id that cannot be a file name.
         FrameError: a frame is truncated or corrupt.
         EmptyFieldError: the field has no objects.
     """
@@ -278,13 +314,12 @@ def process_field(field: Field, settings: BatchSettings, objects: pd.DataFrame |
     if npz.is_file() and npz.with_suffix(".parquet").is_file():
         return npz
     session = session or _session()
-    services = settings.services
+    archive = ScienceArchive(settings.services, cache_dir=settings.cache_dir, session=session)
     if objects is None:
-        objects = SkyServerCatalog(services, session=session).objects_in_field(field, settings.where)
+        objects = field_objects(field, settings, archive, session)
     elif len(objects) == 0:
         raise EmptyFieldError(f"no objects of the catalogue in field {field}")
     objects = sort_objects(objects)
-    archive = ScienceArchive(services, cache_dir=settings.cache_dir, session=session)
     frames = {band: archive.frame(band, field) for band in BANDS}
     rgb = RGBConfig.from_dict(settings.rgb)
     bar = None
@@ -293,7 +328,7 @@ def process_field(field: Field, settings: BatchSettings, objects: pd.DataFrame |
 
         bar = tqdm(total=len(objects), desc=f"field {field}", unit="object", leave=False, position=1)
     try:
-        cut = cut_field(frames, objects, size=settings.size, edge=settings.edge, rgb=rgb,
+        cut = cut_field(frames, objects, CutoutGeometry(**settings.geometry), edge=settings.edge, rgb=rgb,
                         progress=None if bar is None else (lambda: bar.update(1)))
     finally:
         if bar is not None:
@@ -301,9 +336,8 @@ def process_field(field: Field, settings: BatchSettings, objects: pd.DataFrame |
     encoder = worker_encoder(settings)
     vectors = encoder.embed_images(cut.images) if cut.images else np.zeros((0, encoder.spec.dim), np.float32)
     meta = objects.iloc[cut.rows].reset_index(drop=True).copy()
-    meta["edge"] = np.array(cut.edge, dtype=bool)
-    meta["source"] = save_cutouts(Path(settings.work_dir).parent / "cutouts" / f"{field.run}-{field.camcol}-{field.field}",
-                                  meta["id"], cut.images)
+    meta["padded"] = np.array(cut.padded, dtype=float)
+    meta["source"] = save_cutouts(settings.index_dir, f"cutouts/{field}", meta["id"], cut.images)
     meta["frame"] = archive.frame_path("r", field)
     write_shard(npz, vectors, meta, cut.skipped, settings, field)
     if settings.prune_cache:
@@ -337,9 +371,19 @@ def attempt_field(task: FieldTask, settings: BatchSettings) -> FieldOutcome:
 
 # --------------------------------------------------------------------------- running many fields
 
-def _run_local(tasks: Sequence[FieldTask], settings: BatchSettings, done) -> None:
-    for task in tasks:
-        done(attempt_field(task, settings))
+class LocalRunner:
+    """Runs fields one after the other in this process (the default runner of :func:`index_fields`).
+
+    A runner has ``run(tasks, settings, done)``, calling ``done(FieldOutcome)`` as each
+    field finishes, and ``close()``; :class:`~ulisse.plugins.sdss.dask_runner.DaskRunner` is another.
+    """
+
+    def run(self, tasks: Sequence[FieldTask], settings: BatchSettings, done) -> None:
+        for task in tasks:
+            done(attempt_field(task, settings))
+
+    def close(self) -> None:
+        pass
 
 
 # --------------------------------------------------------------------------- the whole batch
@@ -407,11 +451,30 @@ def _weights_arg(weights) -> str | None:
     return str(Path(weights).resolve()) if Path(weights).is_file() else str(weights)
 
 
+def check_geometry(index, geometry: CutoutGeometry) -> None:
+    """An existing index must hold cutouts of the same geometry as those this run would add.
+
+    Raises:
+        InputError: the index records another cutout geometry.
+    """
+    if index is None:
+        return
+    recorded = (index.manifest or {}).get(MANIFEST_KEY)
+    if recorded is None:
+        LOG.warning("%s records no cutout geometry; adding %s cutouts", index.path, geometry.describe())
+        return
+    warning = geometry_warning(recorded, geometry.to_dict())
+    if warning:
+        raise InputError(f"{index.path}: holds cutouts of another geometry than asked "
+                         f"({warning.split('(', 1)[1].split(')')[0]}); use the index's own --size/--scale")
+
+
 def index_fields(index_dir: str | os.PathLike, tasks: Sequence[FieldTask], services: SDSSConfig = SDSSConfig(), *,
                  model: str | None = None, weights=None, device: str = "auto", encoder: Encoder | None = None,
                  factory: str = "Flat", metric: str = "L2", cache_dir: str | os.PathLike | None = None,
-                 size: int = CUTOUT_SIZE, edge: str = "pad", where: str | None = None, dask: str | None = None,
-                 prune_cache: bool = False, progress: bool = True) -> BatchReport:
+                 geometry: CutoutGeometry = CutoutGeometry(), edge: str = "skip",
+                 object_filter: ObjectFilter = ObjectFilter(), runner=None, prune_cache: bool = False,
+                 progress: bool = True) -> BatchReport:
     """Index the objects of SDSS fields in ``index_dir`` (created, or extended with its own encoder).
 
     Fields with a shard from an earlier run are not done again; failed fields
@@ -419,37 +482,59 @@ def index_fields(index_dir: str | os.PathLike, tasks: Sequence[FieldTask], servi
     :attr:`BatchReport.failed`, after the good fields are indexed.
 
     Args:
-        index_dir: the index directory (``.sdss-work/`` and, by default, ``.sdss-cache/`` go inside).
+        index_dir: the index directory (``.sdss-work/``, ``cutouts/`` and, by default, ``.sdss-cache/`` go inside).
         tasks: the fields, with their objects when known (:class:`FieldTask`).
         services: service URLs, release, time-out, retries.
         model, weights, device, encoder: the encoder of a new index (an existing index uses its own).
         factory, metric: FAISS index of a new index.
         cache_dir: frame cache (default ``index_dir/.sdss-cache``).
-        size, edge, where, prune_cache: see :class:`BatchSettings`.
-        dask: None (this process), ``local:N`` or a scheduler address.
+        geometry: the cutouts' grid, recorded in the manifest under ``cutout_geometry``.
+        edge, prune_cache: see :class:`BatchSettings`.
+        object_filter: which of a field's objects to take.
+        runner: runs the fields (``run``/``close``); None: :class:`LocalRunner`. It is closed at the end.
         progress: progress bars.
 
     Raises:
-        InputError: bad options, or ``index_dir`` is a file.
+        InputError: bad options, ``index_dir`` is a file, or its index holds another cutout geometry.
         EncoderMismatch: a shard's encoder differs from the index's.
     """
-    from tqdm.auto import tqdm
-
     from ulisse.indexes import faiss_backend
 
     t0 = time.perf_counter()
     index_dir = Path(index_dir)
-    index, encoder, rgb = prepare(index_dir, model=model, weights=weights, device=device, encoder=encoder)
-    if index is None:
-        faiss_backend.new_faiss_index(factory, encoder.spec.dim, metric)  # a bad factory fails before the work
-    work = index_dir / WORK_DIR
-    settings = BatchSettings(
-        work_dir=str(work.resolve()), cache_dir=str(Path(cache_dir or index_dir / CACHE_DIR).resolve()),
-        services=services, encoder_spec=encoder.spec.to_dict(), device=device,
-        weights=_weights_arg(weights), rgb=rgb.to_dict(), size=size,
-        edge=edge, where=where, prune_cache=prune_cache, progress=progress and dask is None)
-    settings.shard_dir.mkdir(parents=True, exist_ok=True)
-    remember_encoder(encoder, device)
+    runner = runner or LocalRunner()
+    try:
+        index, encoder, rgb = prepare(index_dir, model=model, weights=weights, device=device, encoder=encoder)
+        check_geometry(index, geometry)
+        if index is None:
+            faiss_backend.new_faiss_index(factory, encoder.spec.dim, metric)  # a bad factory fails before the work
+        work = index_dir / WORK_DIR
+        settings = BatchSettings(
+            work_dir=str(work.resolve()), cache_dir=str(Path(cache_dir or index_dir / CACHE_DIR).resolve()),
+            services=services, encoder_spec=encoder.spec.to_dict(), device=device,
+            weights=_weights_arg(weights), rgb=rgb.to_dict(), geometry=geometry.to_dict(), edge=edge,
+            filter=object_filter.to_dict(), prune_cache=prune_cache,
+            progress=progress and isinstance(runner, LocalRunner))
+        settings.shard_dir.mkdir(parents=True, exist_ok=True)
+        remember_encoder(encoder, device)
+        outcomes, ordered_tasks = _run_fields(tasks, settings, runner, progress)
+    finally:
+        runner.close()
+
+    ordered = [outcomes[t.field] for t in ordered_tasks]
+    report = BatchReport(ordered, index_path=str(index_dir))
+    history = {"action": "sdss index", "fields": len(ordered_tasks), "release": services.release,
+               "filter": object_filter.to_dict(), "edge": edge}
+    index = assemble(index_dir, index, [o for o in ordered if o.ok], encoder, rgb, report, factory=factory,
+                     metric=metric, device=device, history=history, manifest_extra={MANIFEST_KEY: geometry.to_dict()})
+    report.total = len(index) if index is not None else 0
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _run_fields(tasks: Sequence[FieldTask], settings: BatchSettings, runner, progress: bool):
+    """Run the fields that have no shard yet; returns ``({field: FieldOutcome}, tasks in field order)``."""
+    from tqdm.auto import tqdm
 
     tasks = sorted(tasks, key=lambda t: t.field)
     repeated = [a.field for a, b in zip(tasks, tasks[1:]) if a.field == b.field]
@@ -481,34 +566,19 @@ def index_fields(index_dir: str | os.PathLike, tasks: Sequence[FieldTask], servi
 
     try:
         if pending:
-            if dask:
-                from .sdss_dask import DaskRunner
-
-                runner = DaskRunner(dask)
-                try:
-                    runner.run(pending, settings, done)
-                finally:
-                    runner.close()
-            else:
-                _run_local(pending, settings, done)
+            runner.run(pending, settings, done)
     finally:
         bar.close()
-
-    ordered = [outcomes[t.field] for t in tasks]
-    report = BatchReport(ordered, index_path=str(index_dir))
-    index = assemble(index_dir, index, [o for o in ordered if o.ok], encoder, rgb, report, factory=factory,
-                     metric=metric, device=device, history={"action": "sdss index", "fields": len(tasks), "release": services.release})
-    report.total = len(index) if index is not None else 0
-    report.seconds = time.perf_counter() - t0
-    return report
+    return outcomes, tasks
 
 
 def assemble(index_dir: Path, index, outcomes: Sequence[FieldOutcome], encoder: Encoder, rgb: RGBConfig,
              report: BatchReport, *, factory: str = "Flat", metric: str = "L2", device: str = "auto",
-             history: dict | None = None):
+             history: dict | None = None, manifest_extra: dict | None = None):
     """Add the shards' objects to ``index`` (in the order given), leaving out ids it holds already.
 
-    With ``index`` None, creates the index at ``index_dir`` when there is something to put in it.
+    With ``index`` None, creates the index at ``index_dir`` when there is something to put in it, with
+    ``manifest_extra`` (the cutout geometry) in its manifest.
     Returns the index (or None when there is still none).
     """
     known = set(index.metadata["id"].astype(str)) if index is not None else set()
@@ -522,7 +592,7 @@ def assemble(index_dir: Path, index, outcomes: Sequence[FieldOutcome], encoder: 
         m = pd.concat(metas, ignore_index=True)
         if index is None:
             index = ulisse.create_index(index_dir, v, m, encoder.spec, factory=factory, metric=metric, rgb=rgb,
-                                        device=device, history=history)
+                                        device=device, history=history, manifest_extra=manifest_extra)
         else:
             index.add_vectors(v, m, encoder_spec=encoder.spec, history=history)
         report.added += rows
@@ -570,8 +640,6 @@ def read_object_catalog(path: str | os.PathLike) -> pd.DataFrame:
         InputError: unreadable file, missing columns, or rows without ra/dec or field.
     """
     from ulisse.catalog import read_catalog
-
-    from .sdss_tap import normalise_objects
 
     df = read_catalog(path)
     df = normalise_objects(df, str(path))

@@ -1,19 +1,25 @@
-"""Where SDSS's services are, and what a field is: :class:`SDSSConfig`, :class:`Field`.
+"""Where SDSS's services are, what a field is, and which objects to take: :class:`SDSSConfig`, :class:`Field`,
+:class:`ObjectFilter`.
 
 Base URLs, release, time-out and retries live in one small frozen dataclass
 with defaults pointing at SDSS's own services; ``ULISSE_SDSS_*`` environment
 variables and command-line options override them (:meth:`SDSSConfig.from_env`).
+Nothing a user types reaches a query as text: table and column names must be
+identifiers, filters are typed values rendered by :meth:`ObjectFilter.sql`.
 
 Example:
-    >>> from ulisse.plugins.sdss_config import Field, SDSSConfig
-    >>> SDSSConfig(release="dr16").tap
-    'https://skyserver.sdss.org/dr16/SkyServerWS/TAP'
+    >>> from ulisse.plugins.sdss.config import Field, ObjectFilter, SDSSConfig
+    >>> SDSSConfig(release="dr16").sql_search
+    'https://skyserver.sdss.org/dr16/SkyServerWS/SearchTools/SqlSearch'
     >>> str(Field.parse("756 1 206"))
     '756-1-206'
+    >>> ObjectFilter(kind="galaxy", mag_r_max=19.5).sql("p")
+    ['p.type = 3', 'p.modelMag_r <= 19.5']
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, fields
@@ -24,7 +30,36 @@ import numpy as np
 from ulisse.errors import InputError
 
 BANDS = ("g", "r", "i")
+CUTOUT_SIZE = 64  # px: ULISSE's cutouts, and what ``ulisse fetch cutouts`` asks ImgCutout for
+CUTOUT_SCALE = 0.4  # arcsec/px: likewise
 ENV_PREFIX = "ULISSE_SDSS_"
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+OBJECT_TYPES = {"galaxy": 3, "star": 6}  # SDSS PhotoType
+# the catalogue columns ulisse keeps, by their SkyServer (PhotoPrimary) names
+PHOTO_COLUMNS = ("objid", "ra", "dec", "type", "run", "rerun", "camcol", "field",
+                 "modelMag_g", "modelMag_r", "modelMag_i", "flags", "clean")
+
+
+def check_identifier(name: str, what: str, dotted: bool = False) -> str:
+    """``name`` if it is an SQL identifier (``schema.table`` with ``dotted``), else :class:`InputError`."""
+    parts = str(name).split(".") if dotted else [str(name)]
+    if not 1 <= len(parts) <= 3 or not all(IDENTIFIER.fullmatch(p) for p in parts):
+        raise InputError(f"{what} {name!r}: not an identifier (letters, digits and _, "
+                         + ("dot-separated, " if dotted else "") + "not starting with a digit)")
+    return str(name)
+
+
+def parse_column_map(text: str, what: str = "--tap-columns") -> dict[str, str]:
+    """``"objid=objID,modelMag_r=r"`` -> ``{"objid": "objID", "modelMag_r": "r"}`` (ulisse name = service column)."""
+    out = {}
+    for item in (s.strip() for s in str(text or "").split(",")):
+        if not item:
+            continue
+        name, sep, column = item.partition("=")
+        if not sep or name.strip() not in PHOTO_COLUMNS:
+            raise InputError(f"{what} {item!r}: expected NAME=COLUMN with NAME one of {', '.join(PHOTO_COLUMNS)}")
+        out[name.strip()] = check_identifier(column.strip(), what)
+    return out
 
 
 @dataclass(frozen=True)
@@ -32,17 +67,19 @@ class SDSSConfig:
     """Where SDSS's services are and how patiently to ask them.
 
     URLs may hold ``{release}``, filled in from :attr:`release`. Every field can
-    be set from the environment: ``ULISSE_SDSS_TAP_URL``, ``ULISSE_SDSS_SAS_URL``,
-    ``ULISSE_SDSS_SKYSERVER_URL``, ``ULISSE_SDSS_TIMEOUT``, ``ULISSE_SDSS_RETRIES``...
-    (see :meth:`from_env`).
+    be set from the environment: ``ULISSE_SDSS_SAS_URL``, ``ULISSE_SDSS_SKYSERVER_URL``,
+    ``ULISSE_SDSS_TAP_URL``, ``ULISSE_SDSS_TABLE``, ``ULISSE_SDSS_TIMEOUT``... (see :meth:`from_env`).
 
     Attributes:
-        release: data release (``dr17``); decides the SAS path and the default URLs.
-        tap_url: SkyServer's TAP service (pyvo adds ``/sync``).
-        sas_url: base URL of the Science Archive Server.
-        skyserver_url: base URL of SkyServer (ImgCutout lives under it).
-        rerun: the photometric reduction of the frames (301 for DR8 and later).
-        table: the catalogue table queried (``PhotoPrimary``: one detection per object).
+        release: data release (``dr17``); decides the SAS paths and the default URLs.
+        sas_url: base URL of the Science Archive Server (frames and photoObj catalogues).
+        skyserver_url: base URL of SkyServer (SqlSearch and ImgCutout live under it).
+        tap_url: a TAP service holding SDSS's catalogue, for users who prefer one to SqlSearch;
+            empty (the default): SkyServer's SqlSearch answers ``--region``.
+        table: the catalogue table of SqlSearch and TAP queries (an identifier; ``PhotoPrimary``).
+        tap_columns: the TAP table's column names where they differ from SkyServer's
+            (``"objid=objID,modelMag_r=r"``; see :func:`parse_column_map`).
+        rerun: the photometric reduction of the frames and catalogues (301 for DR8 and later).
         timeout: seconds to wait for a connection or for data before giving up a request.
         retries: how many times a failed request or field is tried again.
         backoff: seconds before the first retry; doubled for each further one.
@@ -50,11 +87,12 @@ class SDSSConfig:
     """
 
     release: str = "dr17"
-    tap_url: str = "https://skyserver.sdss.org/{release}/SkyServerWS/TAP"
     sas_url: str = "https://data.sdss.org/sas"
     skyserver_url: str = "https://skyserver.sdss.org/{release}"
-    rerun: int = 301
+    tap_url: str = ""
     table: str = "PhotoPrimary"
+    tap_columns: str = ""
+    rerun: int = 301
     timeout: float = 60.0
     retries: int = 3
     backoff: float = 2.0
@@ -63,10 +101,12 @@ class SDSSConfig:
     def __post_init__(self):
         if not re.fullmatch(r"dr\d+", self.release) or int(self.release[2:]) < 9:
             raise InputError(f"--release {self.release}: expected an SDSS data release dr9 ... dr17 (e.g. dr17)")
-        if self.timeout <= 0:
+        if not self.timeout > 0:
             raise InputError(f"timeout {self.timeout}: must be positive")
         if self.retries < 0 or self.backoff < 0:
             raise InputError("retries and backoff must not be negative")
+        check_identifier(self.table, f"--table/{ENV_PREFIX}TABLE", dotted=True)
+        parse_column_map(self.tap_columns, f"--tap-columns/{ENV_PREFIX}TAP_COLUMNS")
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "SDSSConfig":
@@ -88,7 +128,8 @@ class SDSSConfig:
 
     @property
     def tap(self) -> str:
-        return self._url(self.tap_url)
+        """The TAP service's URL, or ``""`` when none is configured."""
+        return self._url(self.tap_url) if self.tap_url else ""
 
     @property
     def sas(self) -> str:
@@ -99,6 +140,19 @@ class SDSSConfig:
         return self._url(self.skyserver_url)
 
     @property
+    def sql_search(self) -> str:
+        """SkyServer's SqlSearch web service (``cmd=SQL&format=csv``)."""
+        return f"{self.skyserver}/SkyServerWS/SearchTools/SqlSearch"
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """ulisse's column name -> the queried table's, for every kept column."""
+        mapping = {c: c for c in PHOTO_COLUMNS}
+        mapping["objid"] = "objID"
+        mapping.update(parse_column_map(self.tap_columns))
+        return mapping
+
+    @property
     def survey(self) -> str:
         """The SAS folder of the imaging of this release: ``boss`` (DR9-DR12) or ``eboss`` (DR13 on)."""
         return "eboss" if int(self.release[2:]) >= 13 else "boss"
@@ -106,6 +160,58 @@ class SDSSConfig:
     def retry_delay(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt`` (1, 2, ...)."""
         return min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+
+
+@dataclass(frozen=True)
+class ObjectFilter:
+    """Which objects of a field or region to index: typed values, never SQL text.
+
+    Attributes:
+        kind: ``galaxy`` (PhotoType 3), ``star`` (6) or None (all).
+        mag_r_max: keep objects with model magnitude r at most this (None: all).
+        clean: keep only objects with clean photometry (``clean = 1``).
+    """
+
+    kind: str | None = None
+    mag_r_max: float | None = None
+    clean: bool = False
+
+    def __post_init__(self):
+        if self.kind is not None and self.kind not in OBJECT_TYPES:
+            raise InputError(f"--type {self.kind}: expected one of {', '.join(OBJECT_TYPES)}")
+        if self.mag_r_max is not None and not (isinstance(self.mag_r_max, (int, float))
+                                               and math.isfinite(self.mag_r_max)):
+            raise InputError(f"--mag-r-max {self.mag_r_max}: expected a finite number")
+
+    def sql(self, alias: str = "p", columns: dict[str, str] | None = None) -> list[str]:
+        """The conditions, rendered from the typed values (``p.type = 3``...)."""
+        col = {c: c for c in ("type", "modelMag_r", "clean")} | (columns or {})
+        check_identifier(alias, "table alias")
+        out = []
+        if self.kind is not None:
+            out.append(f"{alias}.{col['type']} = {OBJECT_TYPES[self.kind]:d}")
+        if self.mag_r_max is not None:
+            out.append(f"{alias}.{col['modelMag_r']} <= {float(self.mag_r_max)!r}")
+        if self.clean:
+            out.append(f"{alias}.{col['clean']} = 1")
+        return out
+
+    def mask(self, objects) -> np.ndarray:
+        """The rows of ``objects`` (``type``, ``modelMag_r``, ``clean`` columns as needed) that pass."""
+        keep = np.ones(len(objects), bool)
+        if self.kind is not None:
+            keep &= objects["type"].to_numpy() == OBJECT_TYPES[self.kind]
+        if self.mag_r_max is not None:
+            keep &= objects["modelMag_r"].to_numpy(float) <= float(self.mag_r_max)
+        if self.clean:
+            keep &= objects["clean"].to_numpy() == 1
+        return keep
+
+    def describe(self) -> str:
+        return " and ".join(self.sql()) or "all objects"
+
+    def to_dict(self) -> dict:
+        return {"type": self.kind, "mag_r_max": self.mag_r_max, "clean": self.clean}
 
 
 # --------------------------------------------------------------------------- fields

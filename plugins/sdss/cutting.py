@@ -1,87 +1,150 @@
-"""SDSS frames -> object cutouts: read a calibrated frame, cut 64 x 64 px around each object, make RGB.
+"""SDSS frames -> north-up, east-left object cutouts on one tangent-plane grid per object.
 
-A frame (``frame-{band}-{run:06d}-{camcol}-{field:04d}.fits``) holds in its
-primary HDU a 2048 x 1489 float image in nanomaggies with a TAN WCS at
-0.396 arcsec/px. The g, r and i frames of one field are not pixel-aligned, so
-each band is cut with its own WCS (:class:`astropy.nddata.Cutout2D`); the
-three cutouts form a ``(3, H, W)`` g, r, i cube that
-:func:`ulisse.cutouts.image_to_rgb` turns into RGB with ``make_lupton_rgb(i, r, g)``,
-as SDSS makes its JPEGs, under the index's :class:`~ulisse.cutouts.RGBConfig`.
+SDSS frames are drift-scan strips: their pixel grid is turned about 90 degrees
+from north up (and by the stripe's inclination on inclined stripes), and the
+g, r, i frames of a field are not pixel-aligned. Each object's cutout is made
+the way SkyServer's ImgCutout makes its JPEGs: a TAN grid centred on the
+object, north up and east left, at :attr:`CutoutGeometry.scale` arcsec/px
+(default that of ``ulisse fetch cutouts``, 0.4), onto which every band is
+resampled with :func:`reproject.reproject_interp` from its own frame's WCS. The
+bands then agree to a small fraction of a pixel, and an index built from SAS
+frames holds images oriented as ImgCutout's.
 
-Objects whose cutout runs off a frame are padded (with zeros after the RGB
-conversion) and flagged ``edge``, or skipped with their reason (``edge="skip"``).
+The three planes form a ``(3, H, W)`` g, r, i cube, row 0 north and column 0
+east (as an image is shown), that :func:`ulisse.cutouts.image_to_rgb` turns
+into RGB with ``make_lupton_rgb(i, r, g)`` under the index's
+:class:`~ulisse.cutouts.RGBConfig`.
+
+Objects whose grid runs off a frame are skipped with their reason
+(``edge="skip"``, the default), or kept with the missing pixels set to zero and
+the fraction of the cutout so padded recorded (``edge="pad"``).
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import warnings
-from dataclasses import dataclass, field as dc_field
+import math
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
 from ulisse.cutouts import RGBConfig, image_to_rgb
 
-from .sdss_errors import FrameError
+from .config import BANDS, CUTOUT_SCALE, CUTOUT_SIZE
+from .frames import Frame
 
 LOG = logging.getLogger(__name__)
 
-CUTOUT_SIZE = 64
-EDGE_MODES = ("pad", "skip")
+EDGE_MODES = ("skip", "pad")
+MANIFEST_KEY = "cutout_geometry"
 
 
-@dataclass
-class Frame:
-    """One calibrated frame: image (nanomaggies), its WCS and header."""
+@dataclass(frozen=True)
+class CutoutGeometry:
+    """How a cutout is laid on the sky; recorded in the index manifest under ``cutout_geometry``.
 
-    band: str
-    name: str
-    data: np.ndarray
-    wcs: object
-    header: object = dc_field(repr=False, default=None)
-
-
-def read_frame(raw: bytes, name: str, band: str) -> Frame:
-    """Read a decompressed frame file.
-
-    Raises:
-        FrameError: truncated or damaged FITS, no 2-D image in the primary HDU, or no celestial WCS.
+    Attributes:
+        size: side in pixels.
+        scale: arcsec per pixel.
+        orientation: ``north-up-east-left`` (the only one made here, as ImgCutout's).
+        projection: ``TAN``, centred on the object (at pixel ``(size - 1) / 2`` from the first, both axes).
+        resampling: how the frames are resampled onto the grid.
+        bands: the frames' bands, as the cube's planes.
+        colour: how the planes become RGB.
     """
-    from astropy.io import fits
-    from astropy.io.fits.verify import VerifyWarning
-    from astropy.utils.exceptions import AstropyUserWarning
-    from astropy.wcs import WCS, FITSFixedWarning
 
-    if len(raw) < 2880 or not raw.startswith(b"SIMPLE"):
-        raise FrameError(name, "not a FITS file" if len(raw) >= 2880 else f"truncated FITS file ({len(raw)} bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", AstropyUserWarning)
-            warnings.simplefilter("error", VerifyWarning)
-            with fits.open(io.BytesIO(raw), memmap=False) as hdul:
-                hdu = hdul[0]
-                data = None if hdu.data is None else np.array(hdu.data, dtype=np.float32)
-                header = hdu.header.copy()
-    except (AstropyUserWarning, VerifyWarning) as exc:
-        reason = "truncated FITS file" if "truncated" in str(exc) else "damaged FITS file"
-        raise FrameError(name, f"{reason} ({' '.join(str(exc).split())[:120]})") from None
-    except Exception as exc:  # astropy raises many types for damaged files
-        raise FrameError(name, f"unreadable FITS file ({exc.__class__.__name__}: {' '.join(str(exc).split())[:120]})") from None
-    if data is None or data.ndim != 2:
-        raise FrameError(name, "the primary HDU holds no 2-D image")
-    if not np.isfinite(data).any():
-        raise FrameError(name, "the image has no finite pixel")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            wcs = WCS(header).celestial
-    except Exception as exc:
-        raise FrameError(name, f"unusable WCS ({exc.__class__.__name__}: {exc})") from None
-    if not wcs.has_celestial:
-        raise FrameError(name, "no celestial WCS in the header")
-    return Frame(band, name, data, wcs, header)
+    size: int = CUTOUT_SIZE
+    scale: float = CUTOUT_SCALE
+    orientation: str = "north-up-east-left"
+    projection: str = "TAN"
+    resampling: str = "reproject_interp bilinear"
+    bands: str = ",".join(BANDS)
+    colour: str = "make_lupton_rgb(i, r, g)"
+
+    def __post_init__(self):
+        from ulisse.errors import InputError
+
+        if not 8 <= int(self.size) <= 1024:
+            raise InputError(f"--size {self.size}: expected 8 to 1024 px")
+        if not (math.isfinite(self.scale) and 0.01 <= self.scale <= 60):
+            raise InputError(f"--scale {self.scale}: expected 0.01 to 60 arcsec per pixel")
+
+    def wcs(self, ra: float, dec: float):
+        """The cutout's TAN WCS (FITS order: y up = north, x left = east)."""
+        from astropy.wcs import WCS
+
+        w = WCS(naxis=2)
+        w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        w.wcs.crval = [float(ra), float(dec)]
+        w.wcs.crpix = [(self.size + 1) / 2.0, (self.size + 1) / 2.0]
+        w.wcs.cdelt = [-self.scale / 3600.0, self.scale / 3600.0]
+        w.wcs.radesys = "ICRS"
+        return w
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return f"{self.size}x{self.size} px at {self.scale:g} arcsec/px, {self.orientation}"
+
+
+def geometry_warning(index_geometry: dict | None, prototype_geometry: dict | None) -> str | None:
+    """A warning when a prototype's cutout geometry differs from the index's (None when they agree or are unknown)."""
+    if not index_geometry or not prototype_geometry:
+        return None
+    keys = ("size", "scale", "orientation", "projection", "bands", "colour")
+    differ = [k for k in keys if index_geometry.get(k) != prototype_geometry.get(k)]
+    if not differ:
+        return None
+    what = ", ".join(f"{k} {prototype_geometry.get(k)!r} vs {index_geometry.get(k)!r}" for k in differ)
+    return f"the prototype's cutout geometry differs from the index's ({what}): distances may mean little"
+
+
+def _frame_window(frame: Frame, x: float, y: float, half: int):
+    """The part of ``frame`` around pixel (x, y), with its WCS; None when it is off the frame."""
+    ny, nx = frame.data.shape
+    x0, x1 = max(0, int(math.floor(x)) - half), min(nx, int(math.ceil(x)) + half + 1)
+    y0, y1 = max(0, int(math.floor(y)) - half), min(ny, int(math.ceil(y)) + half + 1)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    wcs = frame.wcs.deepcopy()
+    wcs.wcs.crpix = wcs.wcs.crpix - [x0, y0]
+    return frame.data[y0:y1, x0:x1], wcs
+
+
+def cut_object(frames: dict[str, Frame], ra: float, dec: float, geometry: CutoutGeometry = CutoutGeometry()):
+    """One object's g, r, i planes on its north-up grid.
+
+    Returns:
+        ``(planes, padded)``: float32 ``(3, size, size)`` (row 0 north, column 0 east; NaN where no
+        frame pixel lies) and the fraction of the cutout's pixels missing from at least one band;
+        ``(None, 1.0)`` when the object is off a frame.
+    """
+    from astropy.wcs.utils import proj_plane_pixel_scales
+    from reproject import reproject_interp
+
+    target = geometry.wcs(ra, dec)
+    n = geometry.size
+    planes = np.full((3, n, n), np.nan, np.float32)
+    covered = np.ones((n, n), bool)
+    for k, band in enumerate(BANDS):
+        frame = frames[band]
+        pixel_arcsec = float(np.mean(proj_plane_pixel_scales(frame.wcs))) * 3600
+        half = int(math.ceil(n * geometry.scale / pixel_arcsec * math.sqrt(2) / 2)) + 3
+        x, y = frame.wcs.world_to_pixel_values(ra, dec)
+        window = _frame_window(frame, float(x), float(y), half) if np.isfinite([x, y]).all() else None
+        if window is None:
+            return None, 1.0
+        # a 64 px tangent-plane grid lies well inside the projection's domain: no round-trip check needed
+        data, footprint = reproject_interp(window, target, shape_out=(n, n), order="bilinear",
+                                           return_footprint=True, roundtrip_coords=False)
+        ok = (footprint > 0) & np.isfinite(data)
+        if not ok.any():
+            return None, 1.0
+        planes[k] = np.where(ok, data, np.nan)
+        covered &= ok
+    return planes[:, ::-1, :].copy(), float(1.0 - covered.mean())
 
 
 @dataclass
@@ -90,67 +153,52 @@ class FieldCutouts:
 
     Attributes:
         rows: positions (in the objects table) of the objects cut.
-        images: one ``H x W x 3`` uint8 RGB image per object cut.
-        edge: for each, whether its cutout ran off a frame (and was padded).
+        images: one ``H x W x 3`` uint8 RGB image per object cut (north up, east left).
+        padded: for each, the fraction of its pixels padded because its grid ran off a frame.
         skipped: ``(id, reason)`` of the objects not cut.
     """
 
     rows: list[int]
     images: list[np.ndarray]
-    edge: list[bool]
+    padded: list[float]
     skipped: list[tuple[str, str]]
 
 
-def cut_field(frames: dict[str, Frame], objects: pd.DataFrame, size: int = CUTOUT_SIZE, edge: str = "pad",
-              rgb: RGBConfig = RGBConfig(), progress=None) -> FieldCutouts:
+def cut_field(frames: dict[str, Frame], objects: pd.DataFrame, geometry: CutoutGeometry = CutoutGeometry(),
+              edge: str = "skip", rgb: RGBConfig = RGBConfig(), progress=None) -> FieldCutouts:
     """Cut every object of ``objects`` (``id``, ``ra``, ``dec``) out of the g, r, i ``frames``.
 
     Args:
         frames: ``{"g": Frame, "r": Frame, "i": Frame}``.
         objects: one row per object.
-        size: cutout side in pixels.
-        edge: ``pad`` (keep and flag objects whose cutout runs off a frame) or ``skip``.
+        geometry: the cutouts' grid.
+        edge: ``skip`` objects whose grid runs off a frame, or ``pad`` them (zeros, fraction recorded).
         rgb: how the bands become RGB.
         progress: an optional callable, called once per object.
     """
-    from astropy.nddata import Cutout2D
-    from astropy.nddata.utils import NoOverlapError
-
     if edge not in EDGE_MODES:
         raise ValueError(f"edge={edge!r}: expected one of {EDGE_MODES}")
-    ra = objects["ra"].to_numpy(float)
-    dec = objects["dec"].to_numpy(float)
-    pixels = {b: frames[b].wcs.world_to_pixel_values(ra, dec) for b in ("g", "r", "i")}
     out = FieldCutouts([], [], [], [])
+    ras, decs = objects["ra"].to_numpy(float), objects["dec"].to_numpy(float)
     for k, oid in enumerate(objects["id"].astype(str)):
         if progress is not None:
             progress()
-        if not (np.isfinite(ra[k]) and np.isfinite(dec[k])):
+        if not (np.isfinite(ras[k]) and np.isfinite(decs[k])):
             out.skipped.append((oid, "no ra/dec"))
             continue
-        planes, partial, reason = [], [], None
-        for b in ("g", "r", "i"):
-            x, y = float(pixels[b][0][k]), float(pixels[b][1][k])
-            try:
-                cut = Cutout2D(frames[b].data, (x, y), (size, size), mode="partial", fill_value=np.nan, copy=True)
-            except (NoOverlapError, ValueError):
-                reason = f"outside the {b} frame {frames[b].name}"
-                break
-            (y0, y1), (x0, x1) = cut.bbox_original
-            if (y1 - y0 + 1, x1 - x0 + 1) != (size, size):
-                partial.append(b)
-            planes.append(cut.data)
-        if reason is None and partial and edge == "skip":
-            reason = f"at the frame edge: the {size}x{size} px cutout runs off the {','.join(partial)} frame(s) (--edge skip)"
-        if reason is not None:
-            out.skipped.append((oid, reason))
+        planes, padded = cut_object(frames, ras[k], decs[k], geometry)
+        if planes is None:
+            out.skipped.append((oid, "outside the frames"))
+            continue
+        if padded > 0 and edge == "skip":
+            out.skipped.append((oid, f"at the frame edge: {padded:.0%} of its cutout is off the frames (--edge skip)"))
             continue
         try:
-            image = image_to_rgb(np.stack(planes), f"object {oid}", rgb)
+            image = image_to_rgb(planes, f"object {oid}", rgb)
         except Exception as exc:  # all-NaN and the like
             out.skipped.append((oid, f"no usable cutout ({exc})"))
             continue
         out.rows.append(k)
         out.images.append(image)
-        out.edge.append(bool(partial))
+        out.padded.append(round(padded, 4))
     return out

@@ -4,7 +4,7 @@ Hierarchy (all are :class:`ulisse.UlisseError`, so the CLI prints them on one li
 
     UlisseError
     └── SDSSError               anything that went wrong with SDSS data
-        ├── ServiceError        an HTTP or TAP request failed (status, time-out, bad answer)
+        ├── ServiceError        an HTTP, SqlSearch or TAP request failed (status, time-out, bad answer)
         ├── FrameError          a frame file is truncated, corrupt or not an SDSS frame
         ├── EmptyFieldError     the catalogue has no objects in a field
         └── BatchIncomplete     some fields of ``ulisse sdss index`` failed (raised after the others are indexed)

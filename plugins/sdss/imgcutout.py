@@ -3,13 +3,16 @@
 :class:`ImgCutoutService` asks ``{skyserver}/SkyServerWS/ImgCutout/getjpeg`` for
 one cutout (ULISSE's: 64 x 64 px at 0.4 arcsec/px, north up).
 :func:`fetch_cutouts` makes ``{out}/{id}.jpg`` for every object of a catalogue
-(``id``, ``ra``, ``dec``), written atomically. Files already there are kept (a
+(``id``, ``ra``, ``dec``), written atomically; an id that is not a safe file name
+(:func:`ulisse._io.safe_name`) is refused, never written. The folder also gets
+``cutout_geometry.json``, the geometry of these cutouts (for the warning when a
+prototype of one geometry queries an index of another). Files already there are kept (a
 stopped run, run again, fetches only what is missing). Requests start at most
 ``rate`` per second, over a few threads; failed ones are retried with
 exponential backoff, and what still fails is reported, never silently dropped.
 
 Example:
-    >>> from ulisse.plugins.sdss_imgcutout import fetch_cutouts
+    >>> from ulisse.plugins.sdss.imgcutout import fetch_cutouts
     >>> report = fetch_cutouts("targets.csv", "cutouts/", rate=5)        # doctest: +SKIP
     >>> report.fetched, report.failed                                    # doctest: +SKIP
 """
@@ -17,9 +20,9 @@ Example:
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,15 +31,22 @@ from pathlib import Path
 
 import requests
 
+from ulisse._io import atomic_write, path_inside, safe_name
 from ulisse.errors import InputError
 
-from .sdss_config import SDSSConfig
-from .sdss_errors import SDSSError, ServiceError
-from .sdss_http import http_get, new_session, short, with_retries, write_atomic
+from .config import CUTOUT_SCALE, CUTOUT_SIZE, SDSSConfig
+from .errors import SDSSError, ServiceError
+from .services import http_get, new_session, short, with_retries
 
 LOG = logging.getLogger(__name__)
 
-SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+GEOMETRY_FILE = "cutout_geometry.json"
+
+
+def imgcutout_geometry(scale: float = CUTOUT_SCALE, size: int = CUTOUT_SIZE) -> dict:
+    """The geometry of ImgCutout JPEGs, in the terms of :class:`~ulisse.plugins.sdss.cutting.CutoutGeometry`."""
+    return {"size": int(size), "scale": float(scale), "orientation": "north-up-east-left", "projection": "TAN",
+            "resampling": "SkyServer ImgCutout", "bands": "g,r,i", "colour": "SkyServer ImgCutout JPEG"}
 
 
 class ImgCutoutService:
@@ -55,11 +65,13 @@ class ImgCutoutService:
     def url(self) -> str:
         return f"{self.config.skyserver}/{self.PATH}"
 
-    def params(self, ra: float, dec: float, scale: float = 0.4, width: int = 64, height: int = 64) -> dict:
+    def params(self, ra: float, dec: float, scale: float = CUTOUT_SCALE, width: int = CUTOUT_SIZE,
+               height: int = CUTOUT_SIZE) -> dict:
         return {"ra": repr(float(ra)), "dec": repr(float(dec)), "scale": repr(float(scale)),
                 "width": int(width), "height": int(height)}
 
-    def jpeg(self, ra: float, dec: float, scale: float = 0.4, width: int = 64, height: int = 64) -> bytes:
+    def jpeg(self, ra: float, dec: float, scale: float = CUTOUT_SCALE, width: int = CUTOUT_SIZE,
+             height: int = CUTOUT_SIZE) -> bytes:
         """The JPEG cutout centred on (ra, dec), checked to be a ``width x height`` image.
 
         Raises:
@@ -114,7 +126,7 @@ class FetchReport:
 
 
 def fetch_cutouts(catalog, out: str | os.PathLike, *, config: SDSSConfig = SDSSConfig(), session=None,
-                  rate: float = 5.0, scale: float = 0.4, size: int = 64, workers: int = 4,
+                  rate: float = 5.0, scale: float = CUTOUT_SCALE, size: int = CUTOUT_SIZE, workers: int = 4,
                   progress: bool = True) -> FetchReport:
     """Fetch a JPEG cutout for every object of ``catalog`` into ``out``.
 
@@ -130,7 +142,8 @@ def fetch_cutouts(catalog, out: str | os.PathLike, *, config: SDSSConfig = SDSSC
         progress: a progress bar.
 
     Raises:
-        InputError: unreadable catalogue, rows without ra/dec, bad rate or size.
+        InputError: unreadable catalogue, rows without ra/dec, bad rate or size, or an id that cannot
+            be a file name (refused before anything is fetched).
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -144,17 +157,18 @@ def fetch_cutouts(catalog, out: str | os.PathLike, *, config: SDSSConfig = SDSSC
         raise InputError(f"{catalog}: {int(bad.sum())} row(s) without ra/dec (first id {table['id'][bad].iloc[0]})")
     if not 8 <= size <= 2048 or not scale > 0:
         raise InputError(f"--size {size} --scale {scale}: expected 8-2048 px and a positive scale")
+    for oid in table["id"].astype(str):
+        safe_name(oid, f"{catalog}: object id")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / GEOMETRY_FILE, json.dumps(imgcutout_geometry(scale, size), indent=1), fsync=False)
     service = ImgCutoutService(config, session=session)
     limiter = RateLimiter(rate)
     report = FetchReport()
     todo = []
     for row in table.itertuples(index=False):
         oid = str(row.id)
-        if not SAFE_ID.fullmatch(oid):
-            report.failed.append((oid, "the id cannot be a file name"))
-        elif (out / f"{oid}.jpg").is_file():
+        if path_inside(out, f"{oid}.jpg", "cutout file").is_file():
             report.existing += 1
         else:
             todo.append((oid, float(row.ra), float(row.dec)))
@@ -172,7 +186,7 @@ def fetch_cutouts(catalog, out: str | os.PathLike, *, config: SDSSConfig = SDSSC
 
         try:
             data = with_retries(request, config, f"cutout {oid}")
-            write_atomic(out / f"{oid}.jpg", data)
+            atomic_write(path_inside(out, f"{oid}.jpg", "cutout file"), data, fsync=False)
             with lock:
                 report.fetched += 1
         except SDSSError as exc:

@@ -1,28 +1,33 @@
-"""``ulisse sdss index`` and ``ulisse fetch cutouts``: SDSS survey data into ulisse, in bulk.
+"""The SDSS plugin's verbs: ``ulisse sdss index`` and ``ulisse fetch cutouts``.
 
-``ulisse sdss index DIR`` indexes the photometric objects of SDSS imaging
-fields, chosen by ``--field RUN CAMCOL FIELD`` (repeatable), ``--fields FILE``,
-``--region RA DEC RADIUS_DEG`` or ``--catalog FILE``: each field's objects come
-from SkyServer's TAP service (``PhotoPrimary``) or the catalogue, its g, r, i
-frames from the Science Archive Server (cached), and each object's 64 x 64 px
-g, r, i cutout becomes RGB as in SDSS's JPEGs, is embedded and added to the
-index with its catalogue columns. Fields run in this process or on Dask
-(``--dask local:N`` or ``--dask tcp://HOST:8786``); a stopped run, run again,
-goes on where it stopped. See :mod:`ulisse.plugins.sdss_batch`.
+``ulisse sdss index DIR`` indexes the primary photometric objects of SDSS
+imaging fields, chosen by ``--field RUN CAMCOL FIELD`` (repeatable),
+``--fields FILE``, ``--region RA DEC RADIUS_DEG`` or ``--catalog FILE``. A
+field's objects come from its photoObj catalogue on the Science Archive Server
+(SURVEY_PRIMARY detections), a region's from SkyServer's SqlSearch
+(``fGetNearbyObjEq`` joined to ``PhotoPrimary``), or either from a TAP service
+(``--tap-url``); ``--type``, ``--mag-r-max`` and ``--clean`` filter them. Each
+object's g, r, i frames (SAS, cached) are resampled onto one north-up,
+east-left TAN grid (``--size`` px at ``--scale`` arcsec/px, ImgCutout's by
+default), made RGB as in SDSS's JPEGs, embedded and added to the index with its
+catalogue columns; the grid is recorded in the manifest (``cutout_geometry``).
+Fields run in this process or on Dask (``--dask local:N`` or ``--dask
+tcp://HOST:8786``); a stopped run, run again, goes on where it stopped. See
+:mod:`ulisse.plugins.sdss.batch`.
 
 ``ulisse fetch cutouts CATALOG --out DIR`` downloads SkyServer ImgCutout JPEGs
 (ULISSE's 64 x 64 px at 0.4 arcsec/px) for a coordinate list, rate-limited,
-retried and resumable. See :mod:`ulisse.plugins.sdss_imgcutout`.
+retried and resumable. See :mod:`ulisse.plugins.sdss.imgcutout`.
 
 Examples::
 
-    ulisse sdss index indexes/sdss --field 756 1 206 --field 756 1 207
-    ulisse sdss index indexes/sdss --region 185.0 15.8 0.2 --where "p.type = 3" --dask local:8
+    ulisse sdss index sdss-index --field 756 1 206 --field 756 1 207
+    ulisse sdss index sdss-index --region 185.0 15.8 0.2 --type galaxy --mag-r-max 19 --dask local:8
     ulisse fetch cutouts targets.csv --out cutouts/ --rate 5
 
-Service URLs come from ``--tap-url``, ``--sas-url``, ``--skyserver-url``, else
-from ``ULISSE_SDSS_TAP_URL``, ``ULISSE_SDSS_SAS_URL``, ``ULISSE_SDSS_SKYSERVER_URL``,
-else SDSS's own (:class:`~ulisse.plugins.sdss_config.SDSSConfig`).
+Service URLs come from ``--sas-url``, ``--skyserver-url``, ``--tap-url``, else
+from ``ULISSE_SDSS_SAS_URL``, ``ULISSE_SDSS_SKYSERVER_URL``, ``ULISSE_SDSS_TAP_URL``,
+else SDSS's own (:class:`~ulisse.plugins.sdss.config.SDSSConfig`).
 """
 
 from __future__ import annotations
@@ -34,19 +39,19 @@ from pathlib import Path
 import click
 
 import ulisse
+from ulisse.options import device_option
 
-from .sdss_errors import BatchIncomplete, EmptyFieldError, FrameError, SDSSError, ServiceError
+from .config import CUTOUT_SCALE, CUTOUT_SIZE, OBJECT_TYPES
+from .errors import BatchIncomplete, EmptyFieldError, SDSSError
 
 LOG = logging.getLogger(__name__)
-
-__all__ = ["SDSSError", "ServiceError", "FrameError", "EmptyFieldError", "BatchIncomplete", "register_commands"]
 
 MAX_IDS_SHOWN = 10
 
 
 def _service_options(f):
-    f = click.option("--skyserver-url", default=None, help="SkyServer base URL [env ULISSE_SDSS_SKYSERVER_URL; "
-                     "default https://skyserver.sdss.org/{release}]")(f)
+    f = click.option("--skyserver-url", default=None, help="SkyServer base URL (SqlSearch, ImgCutout) "
+                     "[env ULISSE_SDSS_SKYSERVER_URL; default https://skyserver.sdss.org/{release}]")(f)
     f = click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="seconds to wait for a service [env ULISSE_SDSS_TIMEOUT; default 60]")(f)
     f = click.option("--backoff", type=click.FloatRange(min=0), default=None,
@@ -57,19 +62,18 @@ def _service_options(f):
     return f
 
 
-def _config(release, tap_url=None, sas_url=None, skyserver_url=None, timeout=None, retries=None, backoff=None):
-    from .sdss_config import SDSSConfig
+def _config(release, **overrides):
+    from .config import SDSSConfig
 
-    return SDSSConfig.from_env(release=release, tap_url=tap_url, sas_url=sas_url, skyserver_url=skyserver_url,
-                               timeout=timeout, retries=retries, backoff=backoff)
+    return SDSSConfig.from_env(release=release, **overrides)
 
 
-def _tasks(fields, fields_file, region, catalog, where, config):
+def _tasks(fields, fields_file, region, catalog, object_filter, config):
     """The work units asked for on the command line."""
-    from .sdss_batch import FieldTask, read_object_catalog, tasks_from_objects
-    from .sdss_config import Field, check_region, read_field_list
-    from .sdss_http import with_retries
-    from .sdss_tap import SkyServerCatalog
+    from .batch import FieldTask, read_object_catalog, tasks_from_objects
+    from .catalog import SqlSearchCatalog, TapCatalog
+    from .config import Field, check_region, read_field_list
+    from .services import with_retries
 
     chosen = [Field.parse(" ".join(f), "--field") for f in fields]
     if fields_file:
@@ -83,9 +87,12 @@ def _tasks(fields, fields_file, region, catalog, where, config):
         raise ulisse.InputError("choose the fields: --field RUN CAMCOL FIELD, --fields FILE, --region RA DEC RADIUS_DEG "
                                 "or --catalog FILE")
     if catalog:
-        if where:
-            raise ulisse.InputError("--where applies to the TAP query; it cannot filter a --catalog")
         objects = read_object_catalog(catalog)
+        if object_filter.sql():
+            missing = [c for c in ("type", "modelMag_r", "clean") if c in object_filter.describe() and c not in objects]
+            if missing:
+                raise ulisse.InputError(f"{catalog}: no {', '.join(missing)} column to filter on")
+            objects = objects[object_filter.mask(objects)].reset_index(drop=True)
         if region is not None:
             objects = objects[_in_cone(objects, *region)]
             if len(objects) == 0:
@@ -93,9 +100,11 @@ def _tasks(fields, fields_file, region, catalog, where, config):
         return tasks_from_objects(objects, chosen or None)
     if region is not None:
         ra, dec, radius = region
-        service = SkyServerCatalog(config)
-        LOG.info("querying %s for the objects within %g deg of ra=%g dec=%g", config.tap, radius, ra, dec)
-        objects = with_retries(lambda: service.objects_in_region(ra, dec, radius, where), config, "region query")
+        service = TapCatalog(config) if config.tap else SqlSearchCatalog(config)
+        LOG.info("asking %s for the objects within %g deg of ra=%g dec=%g", config.tap or config.sql_search,
+                 radius, ra, dec)
+        objects = with_retries(lambda: service.objects_in_region(ra, dec, radius, object_filter), config,
+                               "region query")
         tasks = tasks_from_objects(objects)
         LOG.info("%d object(s) in %d field(s)", len(objects), len(tasks))
         return tasks
@@ -141,71 +150,93 @@ def summary_lines(report) -> list[str]:
 def register_commands(cli):
     @cli.group("sdss")
     def sdss_group():
-        """SDSS: index imaging fields from SkyServer's catalogue and the SAS frames."""
+        """SDSS: index imaging fields from the SAS frames and catalogues."""
 
     @sdss_group.command("index")
     @click.argument("index_dir", type=click.Path(file_okay=False))
     @click.option("--field", "fields", nargs=3, multiple=True, metavar="RUN CAMCOL FIELD",
-                  help="a field to index; repeatable")
+                  help="a field to index (its primary objects, from its SAS photoObj file); repeatable")
     @click.option("--fields", "fields_file", type=click.Path(dir_okay=False),
                   help="a text file of fields, one 'RUN CAMCOL FIELD' a line ('#' comments)")
     @click.option("--region", nargs=3, type=float, default=None, metavar="RA DEC RADIUS_DEG",
-                  help="the fields of the objects within RADIUS_DEG degrees of RA, DEC (a TAP cone query)")
+                  help="the primary objects within RADIUS_DEG degrees of RA, DEC (SkyServer SqlSearch, or --tap-url)")
     @click.option("--catalog", type=click.Path(dir_okay=False),
-                  help="take the objects from this catalogue (objid, ra, dec, run, camcol, field, any columns) "
-                       "instead of the TAP service; with --field/--fields/--region, only those")
-    @click.option("--where", default=None, help="extra ADQL condition on PhotoPrimary AS p, e.g. \"p.type = 3\"")
-    @click.option("--edge", type=click.Choice(["pad", "skip"]), default="pad", show_default=True,
-                  help="objects whose cutout runs off a frame: pad and flag them (edge=True), or skip them")
-    @click.option("--size", type=click.IntRange(8, 1024), default=64, show_default=True, help="cutout side (px)")
+                  help="take the objects from this catalogue (objid, ra, dec, run, camcol, field, any columns); "
+                       "with --field/--fields/--region, only those")
+    @click.option("--type", "kind", type=click.Choice(sorted(OBJECT_TYPES)), default=None,
+                  help="only galaxies (PhotoType 3) or stars (6)")
+    @click.option("--mag-r-max", type=float, default=None, metavar="MAG", help="only objects with modelMag_r <= MAG")
+    @click.option("--clean", is_flag=True, help="only objects with clean photometry (clean = 1)")
+    @click.option("--edge", type=click.Choice(["skip", "pad"]), default="skip", show_default=True,
+                  help="objects whose cutout runs off a frame: skip them, or pad with zeros (fraction in 'padded')")
+    @click.option("--size", type=click.IntRange(8, 1024), default=CUTOUT_SIZE, show_default=True,
+                  help="cutout side (px)")
+    @click.option("--scale", type=click.FloatRange(0.01, 60), default=CUTOUT_SCALE, show_default=True,
+                  help="arcsec per pixel of the north-up cutouts (that of 'ulisse fetch cutouts' by default)")
     @click.option("--dask", default=None, metavar="local:N|tcp://HOST:8786",
                   help="run the fields on Dask: a local cluster of N worker processes, or a scheduler "
                        "(whose workers see DIR)")
     @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
-                  help="frame cache folder [default DIR/.sdss-cache]")
-    @click.option("--prune-cache", is_flag=True, help="delete a field's frames from the cache once it is done")
-    @click.option("--clean", is_flag=True, help="delete the work folder (DIR/.sdss-work) after a run without failures")
-    @click.option("--tap-url", default=None, help="TAP service [env ULISSE_SDSS_TAP_URL; default "
-                  "https://skyserver.sdss.org/{release}/SkyServerWS/TAP]")
+                  help="frame and catalogue cache folder [default DIR/.sdss-cache]")
+    @click.option("--prune-cache", is_flag=True, help="delete a field's files from the cache once it is done")
+    @click.option("--clean-work", is_flag=True,
+                  help="delete the work folder (DIR/.sdss-work) after a run without failures")
     @click.option("--sas-url", default=None, help="Science Archive Server [env ULISSE_SDSS_SAS_URL; default "
                   "https://data.sdss.org/sas]")
+    @click.option("--tap-url", default=None, help="take the catalogue from this TAP service instead of the SAS "
+                  "and SqlSearch [env ULISSE_SDSS_TAP_URL]")
+    @click.option("--table", default=None, help="catalogue table of SqlSearch/TAP queries, an identifier "
+                  "[env ULISSE_SDSS_TABLE; default PhotoPrimary]")
+    @click.option("--tap-columns", default=None, metavar="NAME=COLUMN,...",
+                  help="the TAP table's column names where they differ from SkyServer's, e.g. objid=objID,modelMag_r=r "
+                       "[env ULISSE_SDSS_TAP_COLUMNS]")
     @_service_options
     @click.option("--model", default=None, help="timm model name for a new index [default efficientnet_b0]")
     @click.option("--weights", default=None, help="encoder weights of a new index (see 'ulisse index build --help'); "
                   "for an existing index, its weights file if that has moved")
-    @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+    @device_option
     @click.option("--factory", default="Flat", show_default=True, help="FAISS index factory of a new index")
     @click.option("--metric", type=click.Choice(["L2", "IP"]), default="L2", show_default=True)
-    def sdss_index(index_dir, fields, fields_file, region, catalog, where, edge, size, dask, cache_dir, prune_cache,
-                   clean, tap_url, sas_url, skyserver_url, timeout, backoff, retries, release, model, weights,
-                   device, factory, metric):
-        """Index the objects of SDSS fields in DIR (created, or extended with its own encoder).
+    def sdss_index(index_dir, fields, fields_file, region, catalog, kind, mag_r_max, clean, edge, size, scale, dask,
+                   cache_dir, prune_cache, clean_work, sas_url, tap_url, table, tap_columns, skyserver_url, timeout,
+                   backoff, retries, release, model, weights, device, factory, metric):
+        """Index the primary objects of SDSS fields in DIR (created, or extended with its own encoder).
 
-        Each field's objects (SkyServer TAP, PhotoPrimary) are cut out of its
-        calibrated g, r, i frames (SAS), embedded and indexed with their
-        catalogue columns. A stopped run, run again, goes on where it stopped;
-        failed fields are retried, then reported (exit status 1) after the
-        others are indexed.
+        Each field's primary objects (SAS photoObj; SqlSearch for --region) are
+        cut out of its calibrated g, r, i frames (SAS) onto north-up, east-left
+        grids, embedded and indexed with their catalogue columns. A stopped run,
+        run again, goes on where it stopped; failed fields are retried, then
+        reported (exit status 1) after the others are indexed.
         """
         from ulisse.cli import progress_enabled
 
-        from .sdss_batch import clean_work, index_fields
+        from .batch import clean_work as remove_work, index_fields
+        from .config import ObjectFilter
+        from .cutting import CutoutGeometry
 
         progress = progress_enabled()
-        config = _config(release, tap_url, sas_url, skyserver_url, timeout, retries, backoff)
+        config = _config(release, tap_url=tap_url, sas_url=sas_url, skyserver_url=skyserver_url, table=table,
+                         tap_columns=tap_columns, timeout=timeout, retries=retries, backoff=backoff)
+        object_filter = ObjectFilter(kind=kind, mag_r_max=mag_r_max, clean=clean)
+        geometry = CutoutGeometry(size=size, scale=scale)
         if dask:
-            from .sdss_dask import parse_dask
+            from .dask_runner import parse_dask
 
             parse_dask(dask)
-        tasks = _tasks(fields, fields_file, region, catalog, where, config)
+        tasks = _tasks(fields, fields_file, region, catalog, object_filter, config)
+        runner = None
+        if dask:
+            from .dask_runner import DaskRunner
+
+            runner = DaskRunner(dask)
         report = index_fields(index_dir, tasks, config, model=model, weights=weights, device=device, factory=factory,
-                              metric=metric, cache_dir=cache_dir, size=size, edge=edge, where=where, dask=dask,
-                              prune_cache=prune_cache, progress=progress)
+                              metric=metric, cache_dir=cache_dir, geometry=geometry, edge=edge,
+                              object_filter=object_filter, runner=runner, prune_cache=prune_cache, progress=progress)
         click.echo("\n".join(summary_lines(report)))
         if report.failed:
             raise BatchIncomplete(report.failed, report.added)
-        if clean:
-            clean_work(index_dir)
+        if clean_work:
+            remove_work(index_dir)
 
     fetch_group = cli.commands.get("fetch")
     if fetch_group is None:
@@ -217,8 +248,9 @@ def register_commands(cli):
     @click.argument("catalog", type=click.Path(dir_okay=False))
     @click.option("--out", required=True, type=click.Path(file_okay=False), help="folder of the {id}.jpg files")
     @click.option("--rate", type=float, default=5.0, show_default=True, help="requests per second, at most")
-    @click.option("--scale", type=float, default=0.4, show_default=True, help="arcsec per pixel")
-    @click.option("--size", type=click.IntRange(8, 2048), default=64, show_default=True, help="width and height (px)")
+    @click.option("--scale", type=float, default=CUTOUT_SCALE, show_default=True, help="arcsec per pixel")
+    @click.option("--size", type=click.IntRange(8, 2048), default=CUTOUT_SIZE, show_default=True,
+                  help="width and height (px)")
     @click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="parallel requests")
     @_service_options
     def fetch_cutouts_command(catalog, out, rate, scale, size, workers, skyserver_url, timeout, backoff, retries,
@@ -226,7 +258,7 @@ def register_commands(cli):
         """Download SkyServer ImgCutout JPEGs ({id}.jpg) for a catalogue (id, ra, dec); resumable."""
         from ulisse.cli import progress_enabled
 
-        from .sdss_imgcutout import fetch_cutouts
+        from .imgcutout import fetch_cutouts
 
         config = _config(release, skyserver_url=skyserver_url, timeout=timeout, retries=retries, backoff=backoff)
         if not Path(catalog).is_file():

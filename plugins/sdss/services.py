@@ -1,6 +1,6 @@
-"""HTTP for the SDSS clients: sessions with a time-out, typed errors, retries with backoff, atomic files.
+"""HTTP for the SDSS clients: sessions with a time-out, typed errors, retries with backoff.
 
-Every failure becomes a :class:`~ulisse.plugins.sdss_errors.ServiceError` whose
+Every failure becomes a :class:`~ulisse.plugins.sdss.errors.ServiceError` whose
 ``retryable`` says whether trying again may help (HTTP 5xx, 408, 429, time-outs,
 broken connections); :func:`with_retries` retries those with exponential backoff.
 """
@@ -8,16 +8,13 @@ broken connections); :func:`with_retries` retries those with exponential backoff
 from __future__ import annotations
 
 import logging
-import os
 import time
-import uuid
-from pathlib import Path
 from typing import Callable, TypeVar
 
 import requests
 
-from .sdss_config import SDSSConfig
-from .sdss_errors import SDSSError, ServiceError
+from .config import SDSSConfig
+from .errors import SDSSError, ServiceError
 
 LOG = logging.getLogger(__name__)
 
@@ -120,16 +117,3 @@ def with_retries(fn: Callable[[], T], config: SDSSConfig, what: str = "request",
                 on_retry(attempt, exc)
             sleep(delay)
 
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` through a unique temporary name and ``os.replace`` (safe with several writers)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
