@@ -683,7 +683,7 @@ def create_index(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.Data
                  factory: str = DEFAULT_FACTORY, metric: str = "L2", rgb: RGBConfig = RGBConfig(),
                  device: str = "auto", overwrite: bool = False, history: dict | None = None,
                  memory: str = auto_factory.DEFAULT_MEMORY, dtype: str = "float32", nprobe: int | None = None,
-                 ef: int | None = None, wait: float = 0.0) -> Index:
+                 ef: int | None = None, wait: float = 0.0, manifest_extra: dict | None = None) -> Index:
     """Write a new index directory from vectors computed elsewhere and their metadata rows (atomically).
 
     Args:
@@ -693,6 +693,8 @@ def create_index(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.Data
         dtype: how raw vectors are stored: ``float32`` or ``float16`` (half the disk; searches of
             Flat indexes and re-ranking read them back as float32).
         nprobe, ef: default search parameters kept in the manifest (IVF lists probed, HNSW efSearch).
+        manifest_extra: JSON-ready keys added to the manifest (e.g. ``cutout_geometry``); they cannot
+            replace the core's own keys.
 
     Raises:
         InputError: ``path`` holds an index and ``overwrite`` is False; bad factory; rows and vectors that do not match.
@@ -739,6 +741,10 @@ def create_index(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.Data
             "created": _now(), "versions": _versions(),
             "history": [{"action": "build", **(history or {}), "count": len(meta), "time": _now()}],
         }
+        clash = sorted(set(manifest_extra or {}) & set(manifest))
+        if clash:
+            raise InputError(f"manifest_extra cannot replace the manifest's {', '.join(clash)}")
+        manifest.update(manifest_extra or {})
         try:
             store.commit(path, manifest, (previous or {}).get("generation", 0))
         except BaseException:
