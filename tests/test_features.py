@@ -125,7 +125,6 @@ def test_observer_lists_equal_exhaustive_after_build_and_add(index, more_cutouts
     assert lists.rows.max() >= 24  # some new object made a top list
 
 
-@pytest.mark.xfail(reason="until the core calls embedding observers in build_index and Index.add (plugin API v2)")
 def test_build_and_add_keep_the_lists_through_the_core(tmp_path, survey, more_cutouts, encoder):
     idx, _ = ulisse.build_index([survey / "cutouts"], tmp_path / "idx", survey / "catalog.csv", encoder=encoder,
                                 device="cpu", progress=False)
