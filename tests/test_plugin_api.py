@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -54,29 +53,11 @@ def norms(index, **options):
     return pd.DataFrame({"vector_norm": np.linalg.norm(np.asarray(index.all_vectors()), axis=1)})
 
 
-@ulisse.hookimpl
-def register_encoders(config):
-    return [EncoderEntry("tinyenc", "timm test_efficientnet, random weights, 64 px", load=load_tiny)]
-
-
-@ulisse.hookimpl
-def register_preprocessors(config):
-    return [Preprocessor("invert", "255 - pixel", load=Invert)]
-
-
-@ulisse.hookimpl
-def register_embedding_observers(config):
-    return [EmbeddingObserver("counter", "remembers the ids embedded", create=Counter)]
-
-
-@ulisse.hookimpl
-def register_derived_columns(config):
-    return [DerivedColumns("norms", "the norm of each vector", compute=norms)]
-
-
-@ulisse.hookimpl
-def register_ui_pages(config):
-    return [UIPage("Norms", Path(__file__).with_name("page.py"), order=90)]
+register_encoders = ulisse.hookimpl(lambda config: [EncoderEntry("tinyenc", "test_efficientnet, 64 px", load=load_tiny)])
+register_preprocessors = ulisse.hookimpl(lambda config: [Preprocessor("invert", "255 - pixel", load=Invert)])
+register_embedding_observers = ulisse.hookimpl(lambda config: [EmbeddingObserver("counter", "ids", create=Counter)])
+register_derived_columns = ulisse.hookimpl(lambda config: [DerivedColumns("norms", "vector norms", compute=norms)])
+register_ui_pages = ulisse.hookimpl(lambda config: [UIPage("Norms", Path(__file__).with_name("page.py"), order=90)])
 '''
 
 PAGE = '''
@@ -93,27 +74,10 @@ if index is not None:
 @pytest.fixture(scope="module")
 def extras(tmp_path_factory):
     """The distribution ``ulisse-extras`` installed with pip into its own folder (added to PYTHONPATH)."""
-    root = tmp_path_factory.mktemp("extras")
-    src = root / "src"
-    (src / "ulisse_extras").mkdir(parents=True)
-    (src / "pyproject.toml").write_text(textwrap.dedent("""
-        [build-system]
-        requires = ["setuptools>=61"]
-        build-backend = "setuptools.build_meta"
-        [project]
-        name = "ulisse-extras"
-        version = "2.0.0"
-        [project.entry-points.ulisse]
-        extras = "ulisse_extras"
-        [tool.setuptools.package-data]
-        ulisse_extras = ["page.py"]
-    """))
-    (src / "ulisse_extras" / "__init__.py").write_text(PLUGIN)
-    (src / "ulisse_extras" / "page.py").write_text(PAGE)
-    target = root / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--no-build-isolation",
-                    "--target", str(target), str(src)], check=True, capture_output=True)
-    return target
+    from ulisse.testing import install_plugin_distribution
+
+    return install_plugin_distribution(tmp_path_factory.mktemp("extras"), "ulisse-extras", "2.0.0", "ulisse_extras",
+                                       {"__init__.py": PLUGIN, "page.py": PAGE})
 
 
 def run(extras, *args, code=None):

@@ -159,24 +159,9 @@ def test_plugins_dir_and_a_broken_plugin_leave_the_other_verbs_working(tmp_path,
 
 def test_plugin_installed_from_outside_the_repository(tmp_path, tiny_index):
     """A separate distribution, installed with pip, registers through the entry-point group and adds a verb."""
-    import os
-    import subprocess
-    import sys
-    import textwrap
+    from ulisse.testing import install_plugin_distribution
 
-    src = tmp_path / "ulisse-count"
-    (src / "ulisse_count").mkdir(parents=True)
-    (src / "pyproject.toml").write_text(textwrap.dedent("""
-        [build-system]
-        requires = ["setuptools>=61"]
-        build-backend = "setuptools.build_meta"
-        [project]
-        name = "ulisse-count"
-        version = "0.3.1"
-        [project.entry-points.ulisse]
-        count = "ulisse_count"
-    """))
-    (src / "ulisse_count" / "__init__.py").write_text(textwrap.dedent('''
+    target = install_plugin_distribution(tmp_path, "ulisse-count", "0.3.1", "ulisse_count", {"__init__.py": '''
         import click
         import ulisse
 
@@ -187,17 +172,10 @@ def test_plugin_installed_from_outside_the_repository(tmp_path, tiny_index):
             def count(index_dir):
                 """Print the number of objects in an index."""
                 click.echo(f"{len(ulisse.open_index(index_dir, device='cpu'))} objects")
-    '''))
-    target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--no-build-isolation",
-                    "--target", str(target), str(src)], check=True, capture_output=True)
-    env = dict(os.environ, PYTHONPATH=str(target), HF_HUB_OFFLINE="1")
-    listed = subprocess.run([sys.executable, "-m", "ulisse", "plugins"], capture_output=True, text=True, env=env)
+    '''})
+    listed = _run("plugins", env={"PYTHONPATH": str(target)})
     assert listed.returncode == 0 and "ulisse-count 0.3.1" in listed.stdout, listed.stdout + listed.stderr
-    ran = subprocess.run([sys.executable, "-m", "ulisse", "count", str(tiny_index.path)], capture_output=True,
-                         text=True, env=env)
+    ran = _run("count", tiny_index.path, env={"PYTHONPATH": str(target)})
     assert ran.returncode == 0 and ran.stdout.strip() == "24 objects", ran.stderr
-    # without it on the path, the verb does not exist
-    gone = subprocess.run([sys.executable, "-m", "ulisse", "count", str(tiny_index.path)], capture_output=True,
-                          text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    gone = _run("count", tiny_index.path)  # without it on the path, the verb does not exist
     assert gone.returncode == 2 and "No such command" in gone.stderr

@@ -120,3 +120,34 @@ def tree_digest(path: Path) -> dict:
     """sha256 of every file under ``path`` (to show an index is byte-identical)."""
     return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(Path(path).rglob("*")) if p.is_file()}
+
+
+def install_plugin_distribution(folder: Path, name: str, version: str, package: str, files: dict[str, str]) -> Path:
+    """Make a distribution ``name`` whose package ``package`` (``files``: name -> text) is registered in the
+    ``ulisse`` entry-point group, install it with pip into ``folder/site`` and return that folder
+    (put it on ``PYTHONPATH`` to use the plugin), as a plugin author's users would install it.
+    """
+    import subprocess
+    import sys
+    import textwrap
+
+    src = Path(folder) / "src"
+    (src / package).mkdir(parents=True)
+    (src / "pyproject.toml").write_text(textwrap.dedent(f"""
+        [build-system]
+        requires = ["setuptools>=61"]
+        build-backend = "setuptools.build_meta"
+        [project]
+        name = "{name}"
+        version = "{version}"
+        [project.entry-points.ulisse]
+        {package.removeprefix("ulisse_")} = "{package}"
+        [tool.setuptools.package-data]
+        {package} = ["*.py"]
+    """))
+    for filename, text in files.items():
+        (src / package / filename).write_text(textwrap.dedent(text))
+    target = Path(folder) / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--no-build-isolation",
+                    "--target", str(target), str(src)], check=True, capture_output=True)
+    return target
