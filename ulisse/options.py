@@ -12,6 +12,8 @@ Example::
 
 from __future__ import annotations
 
+import functools
+
 import click
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -43,3 +45,72 @@ def where_option(f):
     return click.option("--where", default=None, metavar="EXPR",
                         help="keep only objects matching e.g. \"z_pred < 0.1 and type == 'galaxy'\" "
                              "(metadata and derived columns; comparisons joined by and/or)")(f)
+
+
+ENCODER_HELP = "a registered encoder (ulisse plugins lists them) in place of --model/--weights"
+POOL_HELP = ("how the final feature map becomes a vector: mean (ULISSE's spatial mean) or centre[:N] "
+             "(the mean of the central N x N cells, N = 3 by default)")
+TTA_HELP = ("test-time symmetry: none, rot4 (vectors averaged over the 4 rotations) or d4 (rotations and flips, "
+            "8 forward passes)")
+RUNTIME_HELP = ("inference runtime: auto (ONNX Runtime on a CPU when installed, torch on CUDA), torch, onnx or "
+                "openvino; the vectors are the same (checked against torch)")
+
+
+def _parse_preprocess(value: str) -> tuple[str, str]:
+    name, sep, arg = str(value).partition("=")
+    if not name.strip():
+        raise click.BadParameter(f"{value!r}: expected NAME or NAME=ARG", param_hint="--preprocess")
+    return name.strip(), arg
+
+
+def encoder_options(f):
+    """The encoder's options, passed to the command as one ``encoder_options`` dict for ``Encoder.load``.
+
+    ``--model``, ``--weights``, ``--input-size``, ``--encoder``, ``--pool``, ``--tta``, ``--runtime``,
+    ``--precision``, ``--preprocess NAME=ARG`` (repeatable, applied in order) and ``--denoise MODEL_DIR``
+    (short for ``--preprocess denoise=MODEL_DIR``, applied first). ``--device`` is not included
+    (use :func:`device_option`).
+
+    Example::
+
+        @cli.command()
+        @encoder_options
+        @device_option
+        def my_verb(encoder_options, device):
+            encoder = Encoder.load(device=device, **encoder_options)
+    """
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        preprocess = [_parse_preprocess(p) for p in kwargs.pop("preprocess", ())]
+        denoise = kwargs.pop("denoise", None)
+        if denoise:
+            preprocess.insert(0, ("denoise", denoise))
+        precision = kwargs.pop("precision", "auto")
+        kwargs["encoder_options"] = {
+            "model_name": kwargs.pop("model"), "weights": kwargs.pop("weights"),
+            "input_size": kwargs.pop("input_size"), "encoder": kwargs.pop("encoder"), "pool": kwargs.pop("pool"),
+            "tta": kwargs.pop("tta"), "runtime": kwargs.pop("runtime"), "preprocess": preprocess,
+            "precision": None if precision == "auto" else precision,
+        }
+        return f(*args, **kwargs)
+
+    options = [
+        click.option("--model", default="efficientnet_b0", show_default=True, help="timm model name"),
+        click.option("--weights", default=None, help=WEIGHTS_HELP),
+        click.option("--input-size", type=click.IntRange(32, 1024), default=224, show_default=True,
+                     help="side the cutouts are resized to"),
+        click.option("--encoder", default=None, metavar="NAME", help=ENCODER_HELP),
+        click.option("--pool", default="mean", show_default=True, metavar="mean|centre[:N]", help=POOL_HELP),
+        click.option("--tta", type=click.Choice(["none", "rot4", "d4"]), default="none", show_default=True,
+                     help=TTA_HELP),
+        click.option("--runtime", type=click.Choice(["auto", "torch", "onnx", "openvino"]), default="auto",
+                     show_default=True, help=RUNTIME_HELP),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+                     help="numeric precision, recorded in the index (auto: bf16 on CUDA, fp32 on a CPU)"),
+        click.option("--preprocess", multiple=True, metavar="NAME=ARG",
+                     help="a registered preprocessing step applied to every cutout before embedding (repeatable)"),
+        click.option("--denoise", default=None, metavar="MODEL_DIR", help="short for --preprocess denoise=MODEL_DIR"),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
