@@ -179,3 +179,12 @@ def test_plugin_installed_from_outside_the_repository(tmp_path, tiny_index):
     assert ran.returncode == 0 and ran.stdout.strip() == "24 objects", ran.stderr
     gone = _run("count", tiny_index.path)  # without it on the path, the verb does not exist
     assert gone.returncode == 2 and "No such command" in gone.stderr
+
+
+def test_plugin_api_docs_are_generated_from_the_hookspecs():
+    from ulisse import docs
+
+    text = docs.render()
+    for f in docs.hooks():
+        assert f"### `{f.__name__}(" in text
+    assert docs.main(["--check"]) == 0, "docs/plugins.md is out of date: run python -m ulisse.docs"
