@@ -60,7 +60,8 @@ def test_embed_reproduces_ulisse_preprocessing(survey, cli, tmp_path):
     from ulisse.inputs import list_cutout_files
 
     out = tmp_path / "v.npz"
-    code, _, err = cli("--quiet", "embed", survey / "cutouts", "--out", out, "--weights", "lite0", "--device", "cpu")
+    code, _, err = cli("--quiet", "embed", survey / "cutouts", "--out", out, "--weights", "lite0", "--device", "cpu",
+                       "--pool", "mean", "--tta", "none")  # ULISSE's path, on the default runtime
     assert code == 0, err
     got = np.load(out)
     files, _ = list_cutout_files([survey / "cutouts"])
@@ -188,3 +189,196 @@ def test_hub_weights_from_the_local_cache(tmp_path):
     from ulisse.encoder import sha256_file
 
     assert spec["weights_sha256"] == sha256_file(snap / "snapshots" / ("0" * 40) / "model.safetensors")
+
+
+# --------------------------------------------------------------------------- API v2: maps, pooling, symmetry
+
+
+@pytest.fixture(scope="module")
+def cutouts(survey):
+    from ulisse.cutouts import read_cutout
+    from ulisse.inputs import list_cutout_files
+
+    files, _ = list_cutout_files([survey / "cutouts"])
+    return [read_cutout(f).image for f in files[:6]]
+
+
+def _cos(a, b):
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_maps_are_the_final_feature_map_and_pooling_works_on_them(lite0_encoder, cutouts):
+    vectors, maps = lite0_encoder.embed_images(cutouts, return_maps=True)
+    assert maps.shape == (len(cutouts), 1280, 7, 7) and maps.dtype == np.float32
+    np.testing.assert_allclose(vectors, maps.mean((2, 3)), rtol=1e-5, atol=1e-6)
+    centre = lite0_encoder.with_options(pool="centre:3")
+    assert centre.spec.pool == "centre:3" and not centre.spec.compatible_with(lite0_encoder.spec)
+    v3, m3 = centre.embed_images(cutouts, return_maps=True)
+    np.testing.assert_allclose(m3, maps, rtol=1e-5, atol=1e-5)  # same maps, another pooling
+    np.testing.assert_allclose(v3, maps[:, :, 2:5, 2:5].mean((2, 3)), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ulisse.InputError, match="only 7x7"):
+        lite0_encoder.with_options(pool="centre:9").embed_images(cutouts[:1])
+    with pytest.raises(ulisse.InputError, match="--pool"):
+        lite0_encoder.with_options(pool="median")
+
+
+def test_d4_symmetry_makes_vectors_rotation_invariant(lite0_encoder, cutouts):
+    turned = [np.ascontiguousarray(np.rot90(c)) for c in cutouts]
+    flipped = [np.ascontiguousarray(c[:, ::-1]) for c in cutouts]
+    plain = _cos(lite0_encoder.embed_images(cutouts), lite0_encoder.embed_images(turned))
+    d4 = lite0_encoder.with_options(tta="d4")
+    assert d4.spec.tta == "d4"
+    v, maps = d4.embed_images(cutouts, return_maps=True)
+    assert _cos(v, d4.embed_images(turned)).min() > 0.999
+    assert _cos(v, d4.embed_images(flipped)).min() > 0.999
+    assert plain.min() < 0.99  # without the symmetry a rotated cutout is another vector
+    np.testing.assert_allclose(maps, lite0_encoder.embed_images(cutouts, return_maps=True)[1], rtol=1e-5, atol=1e-5)
+    rot4 = lite0_encoder.with_options(tta="rot4")
+    assert _cos(rot4.embed_images(cutouts), rot4.embed_images(turned)).min() > 0.999
+
+
+def test_old_manifest_specs_read_as_ulisse_defaults(lite0_encoder):
+    old = {k: v for k, v in lite0_encoder.spec.to_dict().items()
+           if k not in ("encoder", "pool", "tta", "preprocessors", "precision")}
+    spec = ulisse.EncoderSpec.from_dict(old)
+    assert (spec.encoder, spec.pool, spec.tta, spec.preprocessors, spec.precision) == (None, "mean", "none", (), "fp32")
+    assert spec.compatible_with(lite0_encoder.spec)
+    again = ulisse.EncoderSpec.from_dict(lite0_encoder.with_options(pool="centre", tta="rot4").spec.to_dict())
+    assert (again.pool, again.tta) == ("centre:3", "rot4")
+    with pytest.raises(ulisse.EncoderMismatch, match="pool, tta"):
+        from ulisse.encoder import check_compatible
+
+        check_compatible(spec, again, "index")
+
+
+# --------------------------------------------------------------------------- API v2: plugins
+
+
+class _Invert:
+    """A throwaway preprocessing step: 255 - pixel (its fingerprint can be changed by the test)."""
+
+    fingerprint = "invert-v1"
+
+    def __call__(self, images):
+        return [255 - np.asarray(im) for im in images]
+
+
+class _Recorder:
+    def __init__(self, index):
+        self.created_with, self.batches, self.finished = index, [], None
+
+    def observe(self, batch):
+        self.batches.append((list(batch.ids), batch.maps.shape, batch.vectors.copy()))
+
+    def finish(self, index):
+        self.finished = index
+
+
+class _Plugin:
+    def __init__(self):
+        self.recorders = []
+
+    @ulisse.hookimpl
+    def register_preprocessors(self, config):
+        from ulisse.registry import Preprocessor
+
+        return [Preprocessor("invert", "255 - pixel", load=lambda arg: _Invert())]
+
+    @ulisse.hookimpl
+    def register_encoders(self, config):
+        from ulisse.registry import EncoderEntry
+
+        def load(device="auto", weights=None, input_size=224, **options):
+            return Encoder.load("test_efficientnet", weights="random", device=device, input_size=input_size,
+                                runtime="torch")
+
+        return [EncoderEntry("tiny-test", "timm's test_efficientnet, seeded", load=load)]
+
+    @ulisse.hookimpl
+    def register_embedding_observers(self, config):
+        from ulisse.registry import EmbeddingObserver
+
+        def create(index):
+            self.recorders.append(_Recorder(index))
+            return self.recorders[-1]
+
+        return [EmbeddingObserver("recorder", "keeps what it sees", create=create)]
+
+
+@pytest.fixture()
+def plugin():
+    from ulisse.plugin_manager import get_plugin_manager
+
+    pm = get_plugin_manager()
+    p = _Plugin()
+    pm.register(p, name="encoder-test-plugin")
+    try:
+        yield p
+    finally:
+        if pm.is_registered(p):
+            pm.unregister(p)
+
+
+def test_preprocessor_changes_the_spec_and_is_applied_to_queries_by_image(plugin, survey, tmp_path, monkeypatch):
+    from ulisse.cutouts import read_cutout
+
+    enc = Encoder.load("test_efficientnet", weights="random", device="cpu", runtime="torch", preprocess=[("invert", "")])
+    plain = Encoder.load("test_efficientnet", weights="random", device="cpu", runtime="torch")
+    assert enc.spec.preprocessors == ({"name": "invert", "arg": "", "fingerprint": "invert-v1"},)
+    assert not enc.spec.compatible_with(plain.spec)
+    files = sorted((survey / "cutouts").glob("*.png"))[:3]
+    images = [read_cutout(f).image for f in files]
+    np.testing.assert_allclose(enc.embed_images(images), plain.embed_images([255 - im for im in images]), rtol=1e-5,
+                               atol=1e-6)
+    idx, _ = ulisse.build_index([survey / "cutouts"], tmp_path / "idx", encoder=enc, device="cpu", progress=False)
+    again = ulisse.open_index(tmp_path / "idx", device="cpu")
+    assert again.encoder_spec.preprocessors == enc.spec.preprocessors
+    got = again.query(image=files[0], k=1)  # the index's own encoder, rebuilt from its spec, inverts the query
+    assert got.table["id"][0] == files[0].name.split(".")[0] and got.table["distance"][0] < 1e-3
+    monkeypatch.setattr(_Invert, "fingerprint", "invert-v2")
+    with pytest.raises(ulisse.EncoderMismatch, match="fingerprint changed"):
+        Encoder.from_spec(again.encoder_spec, device="cpu")
+    monkeypatch.undo()
+    from ulisse.plugin_manager import get_plugin_manager
+
+    get_plugin_manager().unregister(plugin)
+    with pytest.raises(ulisse.EncoderMismatch, match="no installed plugin provides"):
+        Encoder.from_spec(again.encoder_spec, device="cpu")
+    with pytest.raises(ulisse.InputError, match="no such preprocessor"):
+        Encoder.load("test_efficientnet", weights="random", device="cpu", preprocess=[("invert", "")])
+
+
+def test_registered_encoder_and_embedding_observer(plugin, survey, tmp_path, cli):
+    enc = Encoder.load(encoder="tiny-test", device="cpu")
+    assert enc.spec.encoder == "tiny-test" and enc.spec.model_name == "test_efficientnet"
+    idx, report = ulisse.build_index([survey / "cutouts"], tmp_path / "idx", encoder=enc, device="cpu", progress=False)
+    rec = plugin.recorders[-1]
+    assert rec.created_with is None and rec.finished is not None and len(rec.finished) == len(idx)
+    ids = [i for b in rec.batches for i in b[0]]
+    assert ids == list(idx.metadata["id"])
+    assert all(len(shape) == 4 and shape[0] == len(b_ids) for b_ids, shape, _ in rec.batches)
+    np.testing.assert_allclose(np.concatenate([b[2] for b in rec.batches]), idx.vectors_of_rows(range(len(idx))),
+                               rtol=1e-5, atol=1e-6)
+    again = ulisse.open_index(tmp_path / "idx", device="cpu")
+    assert again.encoder.spec.encoder == "tiny-test"  # rebuilt through the registry
+    code, _, err = cli("--quiet", "embed", survey / "cutouts", "--out", tmp_path / "v.npz", "--encoder", "nope",
+                       "--device", "cpu")
+    assert code == 1 and "no such encoder" in err and "tiny-test" in err
+
+
+def test_a_failing_observer_is_reported_and_the_build_goes_on(plugin, survey, tmp_path, caplog):
+    import logging
+
+    def boom(batch):
+        raise RuntimeError("observer bug")
+
+    enc = Encoder.load(encoder="tiny-test", device="cpu")
+    original = _Recorder.observe
+    _Recorder.observe = lambda self, batch: boom(batch)
+    try:
+        with caplog.at_level(logging.WARNING, logger="ulisse"):
+            idx, _ = ulisse.build_index([survey / "cutouts"], tmp_path / "idx", encoder=enc, device="cpu",
+                                        progress=False)
+    finally:
+        _Recorder.observe = original
+    assert len(idx) == 24 and "observer bug" in caplog.text and plugin.recorders[-1].finished is None
