@@ -139,3 +139,34 @@ def test_gather_errors(tmp_path):
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "b" / "x.png")
     with pytest.raises(InputError, match="id 'x' is also the id of"):
         gather([tmp_path / "a", tmp_path / "b"])
+
+
+def test_sexagesimal_and_unit_aware_positions(tmp_path):
+    csv = tmp_path / "sexa.csv"
+    csv.write_text("id,ra,dec\na,10:00:24,2:12:00\nb,10h00m00s,-02d12m00s\nc,150.1,-2.5\nd,,\n")
+    cat = read_catalog(csv)
+    assert cat["ra"].tolist()[:3] == pytest.approx([150.1, 150.0, 150.1])
+    assert cat["dec"].tolist()[:3] == pytest.approx([2.2, -2.2, -2.5])
+    assert np.isnan(cat.loc[3, "ra"]) and np.isnan(cat.loc[3, "dec"])  # no position is not an error
+    t = Table({"id": ["x", "y"], "ra": [10.0, 12.5], "dec": [0.5, -0.25]})
+    t["ra"].unit, t["dec"].unit = "hourangle", "rad"
+    t.write(tmp_path / "units.ecsv")
+    cat = read_catalog(tmp_path / "units.ecsv")
+    assert cat["ra"].tolist() == pytest.approx([150.0, 187.5])
+    assert cat["dec"].tolist() == pytest.approx(np.degrees([0.5, -0.25]))
+
+
+@pytest.mark.parametrize("ra,dec,needle", [("400", "0", "ra must be within 0..360"),
+                                           ("10", "-95", "dec must be within -90..90"),
+                                           ("ten", "0", "is not a sky coordinate"),
+                                           ("10:00:00", "north", "is not a sky coordinate")])
+def test_bad_positions_name_file_column_and_row(tmp_path, ra, dec, needle):
+    csv = tmp_path / "bad.csv"
+    csv.write_text(f"id,ra,dec\nfine,10,0\nbad,{ra},{dec}\n")
+    with pytest.raises(InputError, match=needle) as info:
+        read_catalog(csv)
+    msg = str(info.value)
+    assert str(csv) in msg and "row 2 (id bad)" in msg and len(msg.splitlines()) == 1
+    skipped = []
+    cat = read_catalog(csv, skip_bad=True, skipped=skipped)
+    assert cat["id"].tolist() == ["fine"] and len(skipped) == 1 and needle.split()[0] in skipped[0][1] + needle
