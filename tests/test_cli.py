@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 import pytest
+
+import ulisse
 from astropy.io import fits
 from astropy.io.votable import parse_single_table
 from astropy.table import Table
@@ -136,6 +138,12 @@ def test_skip_bad_skips_and_reports(built, cli, tmp_path, survey):
     (("index", "build", "{survey}/cutouts", "--index", "{tmp}/new", "--factory", "Nope", *TINY), "not a FAISS index factory"),
     (("index", "build", "{survey}/cutouts", "--index", "{tmp}/new", "--catalog", "{tmp}/nocat.csv", *TINY), "catalogue not found"),
     (("index", "build", "{survey}/cutouts", "--index", "{tmp}/new", "--weights", "{tmp}/w.pth"), "weights file not found"),
+    # checked before any model loads: the weights file named here does not exist, and is not what is reported
+    (("index", "build", "{tmp}/nothing", "--index", "{tmp}/new", "--weights", "{tmp}/w.pth"), "no such file or folder"),
+    (("index", "build", "{survey}/cutouts", "--index", "{tmp}/new", "--factory", "IVF1024,PQ32", "--weights",
+      "{tmp}/w.pth"), "needs at least 1024 vectors to train"),
+    (("index", "build", "{survey}/cutouts", "--index", "{tmp}/new", "--catalog", "{tmp}/nocat.csv", "--weights",
+      "{tmp}/w.pth"), "catalogue not found"),
     (("embed", "{survey}/cutouts", "--out", "{tmp}/v.npz", "--device", "cuda", "--model", "test_efficientnet", "--weights", "random"), "no CUDA GPU"),
 ])
 def test_bad_input_one_line_error(built, cli, tmp_path, survey, args, needle):
@@ -192,6 +200,14 @@ def test_demo_end_to_end(tmp_path):
     assert len(table) == 1 + 6 + 1  # header, 6 rows, PNG line
     assert Image.open(out / "demo_query.png").format == "PNG"
     assert json.loads((out / "manifest.json").read_text())["count"] == 60
+    # the demo has (approximate) sky positions, so the README's query by position can be tried on it
+    index = ulisse.open_index(out, device="cpu")
+    first = index.metadata.iloc[5]
+    assert -28.0 < first["dec"] < -27.5 and 52.9 < first["ra"] < 53.4  # the XDF, in Fornax
+    p = subprocess.run([sys.executable, "-m", "ulisse", "query", str(out), "--ra", f"{first['ra']:.6f}", "--dec",
+                        f"{first['dec']:.6f}", "-k", "3"], capture_output=True, text=True,
+                       env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300)
+    assert p.returncode == 0 and f"sky position matched {first['id']}" in p.stdout, p.stderr
 
 
 def test_readme_python_example_runs(tmp_path):
@@ -204,6 +220,6 @@ def test_readme_python_example_runs(tmp_path):
     out = tmp_path / "hdf"
     subprocess.run([sys.executable, "-m", "ulisse", "-q", "demo", "--out", str(out), "--max-sources", "60"],
                    check=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300, capture_output=True)
-    code = code.replace('"indexes/hdf-demo"', repr(str(out))).replace('"neighbours.ecsv"', repr(str(tmp_path / "n.ecsv")))
+    code = code.replace('"ulisse-demo"', repr(str(out))).replace('"neighbours.ecsv"', repr(str(tmp_path / "n.ecsv")))
     exec(compile(code, "README.md", "exec"), {})
     assert Table.read(tmp_path / "n.ecsv")["rank"][0] == 1
