@@ -52,6 +52,7 @@ DETAIL = "ulisse.detail"  # session key: the object in the detail panel (the URL
 URL_STATE = {"index": "index_path", "page": "page", "proto": PROTOS, "k": "search.k", "label": "search.label",
              "combine": "search.combine", "detail": DETAIL}
 INT_PARAMS = ("k",)
+NONE_TEXT = "(none)"  # in the URL: a choice of "none" (no label column), not a missing parameter
 # Widget values that survive a change of page (Streamlit forgets widgets a run does not draw).
 PERSISTENT_KEYS = ("index.choice", "index.other", "search.mode", "search.id", "search.position", "search.radius",
                    "search.k", "search.label", "search.combine", "expand.k", "expand.iterations", "expand.budget",
@@ -113,7 +114,7 @@ def restore_from_url() -> None:
             except ValueError:
                 pass
         else:
-            st.session_state[key] = params[name] or None
+            st.session_state[key] = None if params[name] in ("", NONE_TEXT) else params[name]
     if st.session_state.get(PROTOS):
         st.session_state["search.mode"] = "Object id"
         st.session_state["search.id"] = ", ".join(st.session_state[PROTOS])
@@ -131,6 +132,8 @@ def sync_url() -> None:
                 else:
                     st.query_params.pop("proto", None)
             continue
+        if value is None and key in st.session_state and name == "label":
+            value = NONE_TEXT  # chosen: no label column
         text = "" if value is None else str(value)
         if st.query_params.get(name, "") != text:
             if text:
@@ -158,10 +161,20 @@ def set_prototypes(ids: Sequence[str], page: str | None = SEARCH_PAGE) -> None:
     """Make ``ids`` the prototypes (and go to ``page``); usable as a widget callback."""
     ids = [str(i) for i in dict.fromkeys(ids) if str(i)]
     st.session_state[PROTOS] = ids
-    st.session_state["search.mode"] = "Object id"
-    st.session_state["search.id"] = ", ".join(ids)
+    _set_widget("search.mode", "Object id")
+    _set_widget("search.id", ", ".join(ids))
     if page:
         go_to_page(page)
+
+
+def _set_widget(key: str, value) -> None:
+    """Set a widget's value; outside a callback, a widget already drawn in this run keeps its own."""
+    from streamlit.errors import StreamlitAPIException
+
+    try:
+        st.session_state[key] = value
+    except StreamlitAPIException:
+        pass
 
 
 def use_as_prototype(object_id: str) -> None:

@@ -21,7 +21,8 @@ def feature_tiles(key: tuple, feature: int, n: int):
     index = kit.index_from_key(key)
     with kit.index_lock(index):
         view = features.feature_view(index, feature, n)
-    return view.table, [None if im is None else kit.display_png(im) for im in view.overlays], view.mean, view.std
+    pngs = [None if im is None else kit.display_png(im) for im in view.overlays]
+    return view.table, pngs, view.mean, view.std, view.notes
 
 
 @st.cache_data(max_entries=64, show_spinner="Computing the object's feature maps…")
@@ -111,7 +112,7 @@ kit.sync_url()
 st.query_params["feature"] = str(feature)
 
 try:
-    table, pngs, mean, std = feature_tiles(key, feature, n)
+    table, pngs, mean, std, notes = feature_tiles(key, feature, n)
 except UlisseError as exc:
     st.error(str(exc))
     st.stop()
@@ -119,6 +120,8 @@ st.subheader(f"Feature {feature}")
 st.caption(f"Its {len(table)} most active objects of {lists.count:,}; over the index its activation has mean "
            f"{mean:.3g} and standard deviation {std:.3g}. One colour scale (inferno) for the whole row. "
            "Click a tile to search for objects like it.")
+for note in notes:
+    st.info(note)
 if overlaid:
     overlay_tiles(table, pngs)
 else:

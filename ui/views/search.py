@@ -73,6 +73,7 @@ if mode == "Object id":
                   help="One object of the index, or several separated by commas (left out of the results).")
     typed = [p.strip() for p in st.session_state.get("search.id", "").split(",") if p.strip()]
     protos = typed or protos
+    st.session_state[kit.PROTOS] = protos
 elif mode == "Sky position":
     placed = index.metadata[["ra", "dec"]].dropna()
     if placed.empty:
@@ -106,7 +107,6 @@ elif mode == "Sky position":
                     "id": str(matched["id"]), "sep": float(sep),
                     "asked": format_position(float(coord.ra.deg), float(coord.dec.deg))}
                 kit.set_prototypes([str(matched["id"])], page=None)
-                st.session_state["search.mode"] = "Sky position"
         match = st.session_state.get("search.sky_match")
         if match and "error" in match:
             st.error(match["error"])
