@@ -116,22 +116,29 @@ def make_frame(spec: FieldSpec, band: str, objects: pd.DataFrame, seed: int = 0)
     rng = np.random.default_rng([seed, spec.run, spec.camcol, spec.field, ord(band)])
     w = frame_wcs(spec, band)
     image = rng.normal(0.0, 0.03, (spec.ny, spec.nx))
-    yy, xx = np.mgrid[0:spec.ny, 0:spec.nx]
-    for row in objects.itertuples(index=False):
-        x, y = w.world_to_pixel_values(row.ra, row.dec)
+    half = 30  # each source is drawn on a stamp of 61 x 61 px around it (the profiles are ~0 beyond)
+    xs, ys = w.world_to_pixel_values(objects["ra"].to_numpy(float), objects["dec"].to_numpy(float))
+    for row, x, y in zip(objects.itertuples(index=False), np.atleast_1d(xs), np.atleast_1d(ys)):
+        x0, x1 = max(0, int(x) - half), min(spec.nx, int(x) + half + 1)
+        y0, y1 = max(0, int(y) - half), min(spec.ny, int(y) + half + 1)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1]
         flux = 10 ** (-0.4 * (getattr(row, f"modelMag_{band}") - 22.5))
         r2 = (xx - x) ** 2 + (yy - y) ** 2
         if int(row.type) == 6:  # star: PSF
             sigma = 1.4
-            image += flux * np.exp(-r2 / (2 * sigma**2)) / (2 * np.pi * sigma**2)
+            image[y0:y1, x0:x1] += flux * np.exp(-r2 / (2 * sigma**2)) / (2 * np.pi * sigma**2)
         else:  # galaxy: exponential disc (Sersic n=1)
             rd = 2.5
-            image += flux * np.exp(-np.sqrt(r2) / rd) / (2 * np.pi * rd**2)
+            image[y0:y1, x0:x1] += flux * np.exp(-np.sqrt(r2) / rd) / (2 * np.pi * rd**2)
     hdr = w.to_header()
     for key, value in (("BUNIT", "nanomaggy"), ("FILTER", band), ("CAMCOL", spec.camcol), ("RUN", spec.run),
                        ("FIELD", spec.field), ("RERUN", "301"), ("SYSTEM", "FK5"), ("EXPTIME", 53.907456)):
         hdr[key] = value
-    primary = fits.PrimaryHDU(image.astype(np.float32), header=hdr)
+    # SDSS's FLOATCOMPRESS keeps 10 significant binary digits, so that bzip2 packs a frame into ~3 MB
+    image = (image.astype(np.float32).view(np.uint32) & np.uint32(0xFFFFFFFF ^ ((1 << 13) - 1))).view(np.float32)
+    primary = fits.PrimaryHDU(image, header=hdr)
     calib = fits.ImageHDU(np.ones(spec.nx, np.float32), name="CALIB")  # HDU1 of a real frame: the calibration vector
     buf = io.BytesIO()
     fits.HDUList([primary, calib]).writeto(buf)
@@ -277,6 +284,7 @@ class SDSSServer:
         self.release = release
         self.faults: list[Fault] = []
         self.requests: list[tuple[float, str, str]] = []  # (time, method, path + query)
+        self.bytes_sent = 0  # bodies of all answers
         self._frames: dict[tuple, bytes] = {}
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -461,6 +469,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        with self.server_state._lock:
+            self.server_state.bytes_sent += len(body)
         try:
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (time-out)
