@@ -19,7 +19,10 @@ Example:
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
 
 import click
 import numpy as np
@@ -69,6 +72,9 @@ class Expansion:
     def summary(self) -> dict:
         out = {"found": len(self), "stopped": self.stopped,
                "per_iteration": ulisse.results.records(self.per_iteration)}
+        if "confirmed" in self.table.columns:
+            out["follow"] = {"label": self.info.get("follow_label"), "ids": self.info.get("follow_ids"),
+                             "followed": int(self.table["confirmed"].sum())}
         if self.fractions is not None:
             out["label"] = self.label
             out["fractions"] = {col: {str(c): float(v) for c, v in self.fractions[col].items()}
@@ -77,7 +83,8 @@ class Expansion:
 
 
 def expand(index: Index, prototype, k: int = 16, iterations: int = 5, budget: int | None = None,
-           label: str | None = None) -> Expansion:
+           label: str | None = None, follow_label: str | tuple[str, object] | None = None,
+           follow_ids: Iterable[str] | None = None) -> Expansion:
     """Recursive expansion from one prototype (id, (ra, dec), image path or array, or vector).
 
     Args:
@@ -85,9 +92,18 @@ def expand(index: Index, prototype, k: int = 16, iterations: int = 5, budget: in
         iterations: at most this many rounds of queries.
         budget: stop once this many objects are found (the last round is cut by distance).
         label: metadata column with classes, for fractions per iteration and against direct kNN.
+        follow_label: confirmed expansion: only found objects whose metadata column has this
+            value become prototypes of the next round (``"COLUMN=VALUE"`` or ``(column, value)``);
+            every object found is still reported.
+        follow_ids: confirmed expansion: only these ids (objects a user confirmed) become
+            prototypes of the next round. With both, an object must pass both.
+
+    Found objects carry ``confirmed`` (whether they were followed) when following; an
+    expansion that runs out of confirmed objects stops with ``stopped == "unconfirmed"``.
 
     Raises:
-        QueryError: k < 1, iterations < 1, budget < 1, unknown id or label.
+        QueryError: k < 1, iterations < 1, budget < 1, unknown id or label, bad ``follow_label``,
+            ``follow_ids`` not in the index.
     """
     for name, v in (("k", k), ("iterations", iterations)):
         if not isinstance(v, (int, np.integer)) or v < 1:
@@ -96,6 +112,7 @@ def expand(index: Index, prototype, k: int = 16, iterations: int = 5, budget: in
         raise QueryError(f"budget={budget}: must be at least 1")
     start = resolve(index, prototype)
     labels = labels_of(index, label) if label else None
+    followable = confirmed_rows(index, follow_label, follow_ids)
     start_name = start.id or start.prototype.describe()
     seen: set[int] = {start.row} if start.row is not None else set()
     rows, its, by, dists = [], [], [], []
@@ -124,11 +141,18 @@ def expand(index: Index, prototype, k: int = 16, iterations: int = 5, budget: in
             seen.add(i)
         if stopped == "budget":
             break
+        if followable is not None:
+            order = [i for i in order if followable[i]]
+            if not order:
+                stopped = "unconfirmed"
+                break
         frontier_vectors = index.vectors_of_rows(order)
         frontier_names = [index.metadata["id"].iloc[i] for i in order]
     meta = index.metadata.iloc[rows].reset_index(drop=True)
     table = pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "id": meta["id"], "iteration": its,
                           "found_by": by, "distance": dists})
+    if followable is not None:
+        table["confirmed"] = followable[rows] if rows else np.zeros(0, bool)
     table = pd.concat([table, meta.drop(columns=["id"])], axis=1)
     n_found = len(rows)
     direct = query(index, start.prototype if start.row is None else start.id, k=max(n_found, 1)).table
@@ -143,8 +167,73 @@ def expand(index: Index, prototype, k: int = 16, iterations: int = 5, budget: in
         exp_f, _ = class_fractions(found_labels.tolist(), labels, [n_found])
         dir_f, _ = class_fractions(labels.iloc[direct["row"]].tolist(), labels, [n_found])
         fractions = pd.DataFrame({"expansion": exp_f[n_found], "direct": dir_f[n_found], "base_rate": exp_f["base_rate"]})
+    follow = {"follow_label": "=".join(map(str, _label_rule(follow_label))) if follow_label is not None else None,
+              "follow_ids": int(followable.sum()) if follow_ids is not None else None}
     return Expansion(start_name, table, per_it, direct, label, fractions, stopped,
-                     {"k": int(k), "iterations": int(iterations), "budget": budget})
+                     {"k": int(k), "iterations": int(iterations), "budget": budget, **follow})
+
+
+def _label_rule(follow_label) -> tuple[str, str]:
+    if isinstance(follow_label, str):
+        column, sep, value = follow_label.partition("=")
+        if not sep or not column.strip():
+            raise QueryError(f"follow label {follow_label!r}: expected COLUMN=VALUE")
+        return column.strip(), value.strip()
+    try:
+        column, value = follow_label
+    except (TypeError, ValueError):
+        raise QueryError(f"follow label {follow_label!r}: expected COLUMN=VALUE or (column, value)") from None
+    return str(column), str(value)
+
+
+def confirmed_rows(index: Index, follow_label=None, follow_ids: Iterable[str] | None = None) -> np.ndarray | None:
+    """Boolean per row: may this object be followed in a confirmed expansion? None when nothing restricts it.
+
+    Raises:
+        QueryError: bad ``follow_label`` or unknown column; ids in ``follow_ids`` that the index lacks.
+    """
+    if follow_label is None and follow_ids is None:
+        return None
+    ok = np.ones(len(index), bool)
+    if follow_label is not None:
+        column, value = _label_rule(follow_label)
+        ok &= (labels_of(index, column) == value).to_numpy()
+    if follow_ids is not None:
+        ids = [str(i) for i in follow_ids]
+        known = pd.Index(index.metadata["id"].astype(str))
+        missing = [i for i in ids if i not in known]
+        if missing:
+            raise QueryError(f"{len(missing)} confirmed id(s) not in the index (first: {missing[0]!r})")
+        allowed = np.zeros(len(index), bool)
+        allowed[known.get_indexer(ids)] = True
+        ok &= allowed
+    return ok
+
+
+def read_id_list(path) -> list[str]:
+    """Ids from a file: a CSV with an ``id`` column, or one id per line (blank lines and ``#`` comments skipped).
+
+    Raises:
+        InputError: the file cannot be read or holds no id.
+    """
+    from ulisse.errors import InputError
+
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: {getattr(exc, 'strerror', None) or exc.__class__.__name__}") from None
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if lines and "," in lines[0] and "id" in [c.strip() for c in lines[0].split(",")]:
+        try:
+            ids = pd.read_csv(io.StringIO(text), dtype={"id": str}, comment="#")["id"].dropna().astype(str).str.strip()
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise InputError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+        ids = [i for i in ids if i]
+    else:
+        ids = lines[1:] if lines and lines[0] == "id" else lines
+    if not ids:
+        raise InputError(f"{path}: no ids in the file")
+    return ids
 
 
 @ulisse.hookimpl
@@ -161,6 +250,11 @@ def register_query_strategies():
 def expansion_text(e: Expansion) -> str:
     lines = ["", f"found {len(e)} objects in {int(e.per_iteration['iteration'].max()) if len(e) else 0} "
              f"iteration(s); stopped: {e.stopped}"]
+    if "confirmed" in e.table.columns:
+        rule = " and ".join(x for x in (e.info.get("follow_label") and f"label {e.info['follow_label']}",
+                                        e.info.get("follow_ids") is not None and f"{e.info['follow_ids']} confirmed ids")
+                            if x)
+        lines.append(f"confirmed expansion: followed {int(e.table['confirmed'].sum())} of the objects found ({rule})")
     for r in e.per_iteration.itertuples(index=False):
         lines.append(f"  iteration {r.iteration}: {r.new} new, {r.total} in all")
     if e.fractions is not None:
@@ -181,14 +275,26 @@ def register_commands(cli):
     @click.option("--label", default=None, help="metadata column with classes: fractions per iteration and against direct kNN")
     @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "votable"]), default="table", show_default=True)
     @click.option("--output", type=click.Path(dir_okay=False), help="also write the found objects to a file (.csv, .json, .xml/.vot, .fits)")
+    @click.option("--follow-label", "follow_label", metavar="COLUMN=VALUE", default=None,
+                  help="confirmed expansion: only found objects with this label become new prototypes")
+    @click.option("--follow", "follow_file", type=click.Path(dir_okay=False), default=None,
+                  help="confirmed expansion: only these ids become new prototypes (one id a line, or a CSV with an id column)")
     @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-    def expand_command(index_dir, object_id, k, iterations, budget, label, fmt, output, device):
-        """Recursive expansion from one prototype: neighbours become new prototypes."""
+    def expand_command(index_dir, object_id, k, iterations, budget, label, fmt, output, follow_label, follow_file, device):
+        """Recursive expansion from one prototype: neighbours become new prototypes.
+
+        With --follow-label or --follow only confirmed objects are followed (all found objects
+        are still listed); with --label the result is compared with direct kNN at equal count.
+        """
         from ulisse.results import format_for_path, render, write_atomic
 
         out_fmt = format_for_path(output) if output else None
+        follow_ids = read_id_list(follow_file) if follow_file else None
+        if follow_label is not None:
+            _label_rule(follow_label)
         index = ulisse.open_index(index_dir, device=device)
-        e = expand(index, object_id, k=k, iterations=iterations, budget=budget, label=label)
+        e = expand(index, object_id, k=k, iterations=iterations, budget=budget, label=label,
+                   follow_label=follow_label, follow_ids=follow_ids)
         table = e.table.drop(columns=["row"])
         meta = {"prototype": e.prototype, "index": str(index.path)}
         extra = {"prototype": e.prototype, **e.summary()}

@@ -63,3 +63,65 @@ def test_expand_verb(tiny_index, cli):
     assert "iteration 1:" in out and "expansion" in out
     code, _, err = cli("expand", tiny_index.path, "--id", "nope")
     assert code == 1 and "unknown id" in err
+
+
+def test_confirmed_expansion_follows_only_the_label(tiny_index):
+    labels = tiny_index.metadata.set_index("id")["label"].astype(str)
+    e = expand(tiny_index, "obj005", k=3, iterations=4, label="label", follow_label="label=round")
+    assert list(e.table["confirmed"]) == [labels[i] == "round" for i in e.ids]
+    for row in e.table.itertuples(index=False):  # every later object was found by the prototype or a round one
+        if row.iteration > 1:
+            assert labels[row.found_by] == "round"
+    assert e.info["follow_label"] == "label=round" and len(e.direct) == len(e)
+    same = expand(tiny_index, "obj005", k=3, iterations=4, label="label", follow_label=("label", "round"))
+    assert same.ids == e.ids
+
+
+def test_confirmed_expansion_by_ids(tiny_index):
+    plain = expand(tiny_index, "obj005", k=3, iterations=3)
+    everyone = expand(tiny_index, "obj005", k=3, iterations=3, follow_ids=tiny_index.ids)
+    assert everyone.ids == plain.ids and everyone.table["confirmed"].all()  # all confirmed: the plain expansion
+    first = plain.table[plain.table["iteration"] == 1]["id"].tolist()
+    chosen = first[:1]
+    e = expand(tiny_index, "obj005", k=3, iterations=3, follow_ids=chosen)
+    assert set(e.table.loc[e.table["iteration"] == 2, "found_by"]) <= set(chosen)
+    assert list(e.table["confirmed"]) == [i in chosen for i in e.ids]
+    nobody = expand(tiny_index, "obj005", k=3, iterations=3, follow_ids=[])
+    assert nobody.stopped == "unconfirmed" and set(nobody.table["iteration"]) == {1}
+
+
+def test_confirmed_expansion_bad_arguments(tiny_index):
+    with pytest.raises(ulisse.QueryError, match="COLUMN=VALUE"):
+        expand(tiny_index, "obj005", follow_label="label")
+    with pytest.raises(ulisse.QueryError, match="no such column"):
+        expand(tiny_index, "obj005", follow_label="colour=red")
+    with pytest.raises(ulisse.QueryError, match="not in the index"):
+        expand(tiny_index, "obj005", follow_ids=["obj001", "nope"])
+
+
+def test_expand_verb_follow(tiny_index, cli, tmp_path):
+    plain = expand(tiny_index, "obj005", k=3, iterations=2)
+    chosen = plain.ids[:2]
+    listing, table = tmp_path / "ids.txt", tmp_path / "ids.csv"
+    listing.write_text("# confirmed by eye\n" + "\n".join(chosen) + "\n\n")
+    table.write_text("note,id\nA," + f"\nB,".join(chosen) + "\n")
+    outs = []
+    for path in (listing, table):
+        code, out, err = cli("expand", tiny_index.path, "--id", "obj005", "-k", "3", "--iterations", "2",
+                             "--follow", path, "--label", "label", "--format", "json")
+        assert code == 0, err
+        outs.append(json.loads(out))
+    assert outs[0]["rows"] == outs[1]["rows"] and outs[0]["follow"]["ids"] == 2
+    assert {r["id"] for r in outs[0]["rows"] if r["confirmed"]} <= set(chosen)
+    code, out, err = cli("expand", tiny_index.path, "--id", "obj005", "-k", "3", "--follow-label", "label=round",
+                         "--label", "label")
+    assert code == 0, err
+    assert "confirmed expansion: followed" in out and "direct" in out
+    for bad, message in ((["--follow", tmp_path / "missing.txt"], "missing.txt"),
+                         (["--follow-label", "round"], "COLUMN=VALUE")):
+        code, _, err = cli("expand", tiny_index.path, "--id", "obj005", *bad)
+        assert code != 0 and message in err and len(err.strip().splitlines()) == 1
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n")
+    code, _, err = cli("expand", tiny_index.path, "--id", "obj005", "--follow", empty)
+    assert code != 0 and "no ids" in err

@@ -109,3 +109,61 @@ def test_agn_light_is_more_concentrated():
     c_agn, c_gal = np.array([c for c, _ in with_agn]), np.array([c for c, _ in without])
     assert c_agn.mean() > c_gal.mean() + 0.02
     assert (c_agn > c_gal).mean() >= 0.9
+
+
+# --------------------------------------------------------------------------- morphology set
+
+def test_morphology_classes_share_the_host():
+    from ulisse.plugins.sim import morphology as morph
+
+    gals = {c: morph.draw_galaxy(np.random.default_rng([3, 9]), label=c) for c in morph.CLASSES}
+    hosts = [{k: v for k, v in vars(g).items() if k in ("r_mag", "disk_hlr", "inclination_deg", "psf_fwhm")}
+             for g in gals.values()]
+    assert hosts[0] == hosts[1] == hosts[2]
+    assert gals["smooth"].arm_count == 0 and gals["smooth"].stream_flux == 0
+    assert gals["spiral"].arm_count in (2, 3) and gals["tidal"].stream_flux > 0
+    with pytest.raises(ValueError, match="label"):
+        morph.draw_galaxy(np.random.default_rng(0), label="elliptical")
+
+
+def test_morphology_images_show_their_structure():
+    from ulisse.plugins.sim import morphology as morph
+
+    from dataclasses import replace
+
+    g = {c: replace(morph.draw_galaxy(np.random.default_rng([4, 2]), label=c), inclination_deg=0.0, dx=0.0, dy=0.0)
+         for c in morph.CLASSES}  # face-on and centred: the smooth disc is round
+    size, scale = 96, 0.132
+    smooth, spiral = morph.disc_image(g["smooth"], size, scale), morph.disc_image(g["spiral"], size, scale)
+    assert smooth.sum() == pytest.approx(1) and spiral.sum() == pytest.approx(1)
+    # arms: far more azimuthal structure than the smooth disc at the same radii
+    c = (np.arange(size) - (size - 1) / 2) * scale
+    r = np.hypot(*np.meshgrid(c, c))
+    ring = (r > g["spiral"].disk_hlr * 0.6) & (r < g["spiral"].disk_hlr * 1.2)
+    arms = spiral[ring] / smooth[ring]  # the arms' modulation of the same disc
+    assert arms.std() / arms.mean() > 0.2 and arms.min() < 0.7 * arms.max()
+    stream = morph.stream_image(g["tidal"], size, scale)
+    assert stream.sum() == pytest.approx(1)
+    radius = (r * stream).sum()  # flux-weighted radius close to the arc's
+    assert abs(radius - g["tidal"].stream_radius) < 1.0
+    cube = morph.render_galaxy(g["tidal"])
+    assert cube.shape == (3, 64, 64) and cube.dtype == np.float32
+    flux_r = cube[1].sum()
+    assert flux_r == pytest.approx(10 ** ((22.5 - g["tidal"].r_mag) / 2.5), rel=0.1)
+
+
+def test_morphology_set(tmp_path):
+    from ulisse.plugins.sim.morphology import simulate_morphology_set
+
+    table = simulate_morphology_set(tmp_path, n=12, seed=5, spiral_fraction=0.4, tidal_fraction=0.4, progress=False)
+    assert list(table["id"]) == [f"morph-{k:06d}" for k in range(1, 13)]
+    assert set(table["label"]) <= {"smooth", "spiral", "tidal"} and {"spiral", "tidal"} <= set(table["label"])
+    assert (table.loc[table["label"] == "spiral", "arm_count"] > 0).all()
+    assert (table.loc[table["label"] != "tidal", "stream_flux"] == 0).all()
+    assert pd.read_csv(tmp_path / "labels.csv").shape == table.shape
+    png = np.asarray(Image.open(tmp_path / "cutouts" / "morph-000001.png"))
+    assert png.shape == (64, 64, 3) and png.dtype == np.uint8
+    again = simulate_morphology_set(tmp_path / "b", n=3, seed=5, spiral_fraction=0.4, tidal_fraction=0.4,
+                                    progress=False)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b" / "cutouts" / "morph-000003.png")),
+                          np.asarray(Image.open(tmp_path / "cutouts" / "morph-000003.png")))

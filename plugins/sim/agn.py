@@ -160,12 +160,18 @@ def render(obj: SimulatedObject, size: int = 64, pixel_scale: float = 0.396) -> 
     for frac, make, ratios in components:
         if frac > 0:
             cube += (frac * host_r * ratios)[:, None, None] * draw(make())[None]
-    dev = galsim.BaseDeviate(obj.noise_seed)
+    return add_sky_noise(cube, obj.noise_seed, pixel_scale)
+
+
+def add_sky_noise(cube: np.ndarray, noise_seed: int, pixel_scale: float = 0.396) -> np.ndarray:
+    """SDSS-like noise on a noiseless (3, H, W) g, r, i cube in nanomaggies: ``CCDNoise`` per band, sky subtracted."""
+    dev = galsim.BaseDeviate(noise_seed)
+    out = np.array(cube, dtype=np.float64)
     for k in range(3):
-        img = galsim.Image(cube[k], scale=pixel_scale)
+        img = galsim.Image(out[k], scale=pixel_scale)
         img.addNoise(galsim.CCDNoise(dev, sky_level=SKY_SIGMA[k] ** 2 * GAIN[k], gain=GAIN[k]))
-        cube[k] = img.array
-    return cube.astype(np.float32)
+        out[k] = img.array
+    return out.astype(np.float32)
 
 
 def simulate_cutout(rng: np.random.Generator, *, is_agn: bool | None = None, size: int = 64,
@@ -244,6 +250,21 @@ def simulate_agn_set(out_dir, n: int = 2000, agn_fraction: float = 0.12, seed: i
     pandas.DataFrame
         The label table (columns ``LABEL_COLUMNS``), as written to ``labels.csv``.
     """
+    def one(rng):
+        cube, p = simulate_cutout(rng, size=size, pixel_scale=pixel_scale, agn_fraction=agn_fraction)
+        return cube, {**p, "label": "AGN" if p["is_agn"] else "galaxy", "is_agn": int(p["is_agn"])}
+
+    return write_labelled_set(out_dir, one, n, seed, LABEL_COLUMNS, pixel_scale=pixel_scale,
+                              write_fits=write_fits, progress=progress)
+
+
+def write_labelled_set(out_dir, simulate_one, n: int, seed: int, columns: list[str], *, prefix: str = "sim",
+                       pixel_scale: float = 0.396, write_fits: bool = False, progress: bool = True) -> pd.DataFrame:
+    """Write ``n`` simulated cutouts and their ``labels.csv``; object ``k`` is drawn from ``default_rng([seed, k])``.
+
+    ``simulate_one(rng)`` returns a (3, H, W) g, r, i cube in nanomaggies and a dict of
+    its labels and parameters (``columns`` other than ``id``).
+    """
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
@@ -253,13 +274,12 @@ def simulate_agn_set(out_dir, n: int = 2000, agn_fraction: float = 0.12, seed: i
         fits_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for k in tqdm(range(1, n + 1), desc="simulating", disable=not progress):
-        oid = f"sim-{k:06d}"
-        cube, p = simulate_cutout(np.random.default_rng([seed, k]), size=size, pixel_scale=pixel_scale,
-                                  agn_fraction=agn_fraction)
+        oid = f"{prefix}-{k:06d}"
+        cube, p = simulate_one(np.random.default_rng([seed, k]))
         _write_png(png_dir / f"{oid}.png", to_rgb(cube))
         if write_fits:
             _write_fits(fits_dir / f"{oid}.fits", cube, pixel_scale)
-        rows.append({**p, "id": oid, "label": "AGN" if p["is_agn"] else "galaxy", "is_agn": int(p["is_agn"])})
-    table = pd.DataFrame(rows, columns=LABEL_COLUMNS)
+        rows.append({**p, "id": oid})
+    table = pd.DataFrame(rows, columns=columns)
     atomic_write(out / "labels.csv", table.to_csv(index=False))
     return table

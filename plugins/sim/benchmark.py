@@ -176,6 +176,10 @@ def register_commands(cli):
     def benchmark():
         """Labelled benchmarks of the method."""
 
+    from .discovery import add_commands
+
+    add_commands(benchmark)
+
     @benchmark.command("agn")
     @click.option("--out", type=click.Path(file_okay=False), default="indexes/agn-benchmark", show_default=True,
                   help="working folder: the simulated set and its index (reused when present)")
