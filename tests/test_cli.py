@@ -46,7 +46,8 @@ def test_query_formats(built, cli, tmp_path):
     code, out, _ = cli("query", built, "--id", "obj004", "-k", "5", "--format", "csv")
     assert out.splitlines()[0].startswith("rank,id,distance") and len(out.splitlines()) == 6
     code, out, _ = cli("query", built, "--id", "obj004", "-k", "5")
-    assert "rank" in out.splitlines()[0] and len(out.splitlines()) == 6
+    lines = out.splitlines()
+    assert lines[0] == f"# {built}: 5 nearest neighbour(s) of obj004" and "rank" in lines[1] and len(lines) == 7
     vot = tmp_path / "r.xml"
     code, out, _ = cli("query", built, "--id", "obj004", "-k", "5", "--format", "votable", "--output", vot)
     assert code == 0 and parse_single_table(str(vot)).to_table()["id"][0] == rows[0]["id"]
@@ -220,6 +221,16 @@ def test_readme_python_example_runs(tmp_path):
     out = tmp_path / "hdf"
     subprocess.run([sys.executable, "-m", "ulisse", "-q", "demo", "--out", str(out), "--max-sources", "60"],
                    check=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300, capture_output=True)
-    code = code.replace('"ulisse-demo"', repr(str(out))).replace('"neighbours.ecsv"', repr(str(tmp_path / "n.ecsv")))
-    exec(compile(code, "README.md", "exec"), {})
-    assert Table.read(tmp_path / "n.ecsv")["rank"][0] == 1
+    code = code.replace('"ulisse-demo"', repr(str(out)))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        namespace = {}
+        exec(compile(code, "README.md", "exec"), namespace)
+    finally:
+        os.chdir(here)
+    assert list(cwd.iterdir()) == []  # the example leaves nothing in the working directory
+    assert namespace["table"]["rank"][0] == 1 and len(namespace["near"]) == 8
+    assert (namespace["quiet"].table["anomaly_kth"] < 30).all() and (namespace["quiet"].table["area"] > 20).all()
