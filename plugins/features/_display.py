@@ -142,6 +142,10 @@ def feature_view(index, feature, n: int | None = None, *, recompute: bool = Fals
     else:
         images = [thumbnail(index, oid) for oid in ids]
         maps = lists.maps[f, :len(ids)]
+    idle = int((table["activation"] <= 0).sum())
+    if idle:
+        notes.append(f"{idle} of the {len(table)} objects shown have activation <= 0: feature {f} is active on "
+                     f"fewer objects than that")
     missing = [oid for oid, im in zip(ids, images) if im is None]
     if missing:
         notes.append(f"{len(missing)} cutout(s) cannot be read: {', '.join(missing[:5])}")
