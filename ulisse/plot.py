@@ -36,7 +36,7 @@ def thumbnail_grid(panels: Sequence[tuple[np.ndarray | None, str, bool]], path: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .results import write_atomic
+    from ._io import atomic_write as write_atomic
 
     rows = max(1, math.ceil(len(panels) / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 2.0, rows * 2.5), squeeze=False)

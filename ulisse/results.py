@@ -153,16 +153,7 @@ def format_for_path(path: str | os.PathLike) -> str:
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
-    """Write a file through a temporary name and ``os.replace``: never half-written."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    mode = "wb" if isinstance(data, bytes) else "w"
-    try:
-        with open(tmp, mode) as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write a file atomically (see :func:`ulisse._io.atomic_write`, which this names for older callers)."""
+    from ._io import atomic_write
+
+    atomic_write(path, data)
