@@ -101,6 +101,7 @@ class EncoderSpec:
         tta: ``none``, ``rot4`` or ``d4``: vectors averaged over the cutout's rotations (and flips).
         preprocessors: ``({"name", "arg", "fingerprint"}, ...)``, applied in order before the resize.
         precision: ``fp32``, ``bf16`` or ``int8``.
+        quantization: with int8, the sha256 of the quantised graph (:mod:`ulisse.quantize`).
     """
 
     model_name: str
@@ -116,6 +117,7 @@ class EncoderSpec:
     tta: str = "none"
     preprocessors: tuple = ()
     precision: str = "fp32"
+    quantization: str | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -135,7 +137,7 @@ class EncoderSpec:
         return (self.model_name, self.weights_sha256, self.input_size,
                 tuple(round(x, 6) for x in self.mean), tuple(round(x, 6) for x in self.std),
                 self.interpolation, self.dim, self.encoder, self.pool, self.tta,
-                tuple((p["name"], p["fingerprint"]) for p in self.preprocessors), self.precision)
+                tuple((p["name"], p["fingerprint"]) for p in self.preprocessors), self.precision, self.quantization)
 
     def compatible_with(self, other: "EncoderSpec") -> bool:
         return self.key() == other.key()
@@ -153,16 +155,19 @@ class EncoderSpec:
     def differences(self, other: "EncoderSpec") -> list[str]:
         """Names of the fields that make ``other`` incompatible with this spec."""
         names = ("model_name", "weights_sha256", "input_size", "mean", "std", "interpolation", "dim", "encoder",
-                 "pool", "tta", "preprocessors", "precision")
+                 "pool", "tta", "preprocessors", "precision", "quantization")
         return [n for n, a, b in zip(names, self.key(), other.key()) if a != b]
 
     def describe(self) -> str:
-        sha = (self.weights_sha256 or "none")[:12]
+        raw = self.weights_sha256 or "none"
+        sha = "none: random weights" if raw.startswith("random") else raw[:12]
         text = (f"{self.model_name} with weights from {self.weights_source} (sha256 {sha}), "
                 f"{self.input_size}px input, mean {list(self.mean)} std {list(self.std)}")
         if self.encoder:
             text = f"encoder {self.encoder!r}: " + text
         text += f", pool {self.pool}, tta {self.tta}, {self.precision}"
+        if self.quantization:
+            text += f" (quantised graph {self.quantization[:12]})"
         for p in self.preprocessors:
             text += f", preprocess {p['name']}={p['arg']} ({str(p['fingerprint'])[:12]})"
         return text
@@ -328,6 +333,11 @@ def resolve_weights(model_name: str = DEFAULT_MODEL, weights: str | os.PathLike 
             raise WeightsError(f"hub weights for {model_name}: {HUB_HOST} is not reachable and the weights are not cached")
         if model_name != DEFAULT_MODEL and choice is None:
             raise WeightsError(f"no weights for {model_name}: the hub is not reachable; pass --weights FILE")
+        if choice is None:  # said even with -q: the user asked for one network and gets another
+            LOG.warning("%s weights: %s is not reachable and they are not in the Hugging Face cache; using the "
+                        "offline default, ImageNet EfficientNet-Lite0 (%s) from the package %s "
+                        "(--weights lite0 chooses it without this note, --weights FILE uses your own)",
+                        model_name, HUB_HOST, LITE0_MODEL, LITE0_PACKAGE)
     sd, sha = lite0_state_dict(num_classes=0)
     return ResolvedWeights(LITE0_MODEL, sd, f"package:{LITE0_PACKAGE}", sha, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
@@ -386,7 +396,8 @@ class Encoder:
     @classmethod
     def load(cls, model_name: str = DEFAULT_MODEL, weights=None, device="auto", input_size: int = 224, *,
              pool: str = "mean", tta: str = "none", runtime: str = "auto", preprocess: Sequence = (),
-             encoder: str | None = None, precision: str | None = None) -> "Encoder":
+             encoder: str | None = None, precision: str | None = None, calibration: Sequence[np.ndarray] | None = None,
+             quantization: str | None = None) -> "Encoder":
         """Build a pretrained encoder (see the module docstring for the weight order).
 
         Args:
@@ -400,6 +411,9 @@ class Encoder:
             preprocess: ``[(name, arg), ...]`` registered preprocessing steps, applied in order.
             encoder: a registered encoder's name (``ulisse plugins`` lists them).
             precision: ``fp32``, ``bf16`` or ``int8``; default bf16 on CUDA, fp32 on a CPU.
+            calibration: with int8, uint8 cutouts to calibrate the quantisation on (the index's own).
+            quantization: with int8, the sha256 of an already quantised graph in the cache (what
+                :meth:`from_spec` passes).
 
         Raises:
             WeightsError, InputError: unknown encoder or preprocessor, bad option, weights that do not fit.
@@ -413,6 +427,13 @@ class Encoder:
         steps, records = load_preprocessors(preprocess)
         spec = replace(spec, pool=parse_pool(pool), tta=parse_tta(tta), preprocessors=records,
                        precision=precision or ("bf16" if dev.type == "cuda" else "fp32"))
+        if spec.precision == "int8":
+            if quantization is None:
+                from .quantize import quantize_int8
+
+                fp32 = cls(model, replace(spec, precision="fp32"), dev, runtime="torch", steps=steps)
+                quantization = quantize_int8(fp32, calibration if calibration is not None else [])
+            spec = replace(spec, quantization=quantization)
         enc = cls(model, spec, dev, runtime=runtime, steps=steps)
         LOG.info("encoder: %s (runtime %s)", enc.spec.describe(), enc.runtime.name)
         return enc
@@ -445,7 +466,7 @@ class Encoder:
             _check_step_available(rec)
         enc = cls.load(spec.model_name, weights=weights, device=device, input_size=spec.input_size, pool=spec.pool,
                        tta=spec.tta, runtime=runtime, encoder=spec.encoder, precision=spec.precision,
-                       preprocess=[(p["name"], p["arg"]) for p in spec.preprocessors])
+                       quantization=spec.quantization, preprocess=[(p["name"], p["arg"]) for p in spec.preprocessors])
         for want, got in zip(spec.preprocessors, enc.spec.preprocessors):
             if want["fingerprint"] != got["fingerprint"]:
                 raise EncoderMismatch(
