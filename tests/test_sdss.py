@@ -263,7 +263,7 @@ def test_ids_never_write_outside_the_index(cli, tmp_path):
 
 
 def test_geometry_recorded_and_checked(cli, server, tmp_path):
-    from ulisse.plugins.sdss.cutting import CutoutGeometry, geometry_warning
+    from ulisse.plugins.sdss.cutting import CutoutGeometry, check_prototype, geometry_warning, prototype_geometry
     from ulisse.plugins.sdss.imgcutout import imgcutout_geometry
 
     out = tmp_path / "idx"
@@ -277,10 +277,20 @@ def test_geometry_recorded_and_checked(cli, server, tmp_path):
     code, _, err = cli("sdss", "index", out, *field_args(C), *service_opts(server), *ENCODER)
     assert_one_line_error(code, err, "another geometry", "size 64 vs 48")
     assert server.requests == []
+    # each cutout says how it was cut: a prototype from this index matches it
+    manifest = json.loads((out / "manifest.json").read_text())
+    png = out / contents(out)[2]["source"].iloc[0]
+    assert prototype_geometry(png) == recorded and check_prototype(manifest, png) is None
     # a prototype fetched from ImgCutout differs from SAS cutouts in colour mapping (and here in size and scale)
-    warning = geometry_warning(recorded, imgcutout_geometry())
-    assert "colour" in warning and "scale 0.4 vs 0.5" in warning
+    pd.DataFrame({"id": ["p1"], "ra": [150.0], "dec": [2.0]}).to_csv(tmp_path / "one.csv", index=False)
+    code, _, err = cli("-q", "fetch", "cutouts", tmp_path / "one.csv", "--out", tmp_path / "jpegs",
+                       "--skyserver-url", server.skyserver_url)
+    assert code == 0, err
+    warning = check_prototype(manifest, tmp_path / "jpegs" / "p1.jpg")
+    assert warning == geometry_warning(recorded, imgcutout_geometry())
+    assert "colour" in warning and "scale 0.4 vs 0.5" in warning and "size 64 vs 48" in warning
     assert geometry_warning(recorded, dict(recorded)) is None and geometry_warning(recorded, None) is None
+    assert check_prototype(manifest, tmp_path / "one.csv") is None  # a file that does not say: no warning
 
 
 # --------------------------------------------------------------------------- Dask

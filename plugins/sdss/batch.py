@@ -63,7 +63,7 @@ from ulisse.errors import InputError, UlisseError
 
 from .catalog import TapCatalog, normalise_objects, read_photoobj, sort_objects
 from .config import BANDS, Field, ObjectFilter, SDSSConfig
-from .cutting import EDGE_MODES, MANIFEST_KEY, CutoutGeometry, cut_field, geometry_warning
+from .cutting import EDGE_MODES, MANIFEST_KEY, PNG_KEY, CutoutGeometry, cut_field, geometry_warning
 from .errors import EmptyFieldError, SDSSError
 from .frames import ScienceArchive
 from .services import new_session, with_retries
@@ -251,16 +251,22 @@ def read_shard(npz_path: str | os.PathLike) -> Shard:
 
 # --------------------------------------------------------------------------- one field
 
-def save_cutouts(index_dir: Path, folder: str, ids, images) -> list[str]:
+def save_cutouts(index_dir: Path, folder: str, ids, images, geometry: CutoutGeometry | None = None) -> list[str]:
     """Write each object's RGB cutout as ``index_dir/folder/{id}.png`` (atomically): thumbnails for grids and the UI.
 
-    Returns the paths relative to ``index_dir`` (the metadata's ``source``).
+    With ``geometry``, each PNG carries it in a text chunk (see :func:`~ulisse.plugins.sdss.cutting.prototype_geometry`),
+    so a cutout used as a query prototype elsewhere says how it was cut. Returns the paths relative to
+    ``index_dir`` (the metadata's ``source``).
 
     Raises:
         InputError: an id that cannot be a file name, or a path that would leave ``index_dir``.
     """
-    from PIL import Image
+    from PIL import Image, PngImagePlugin
 
+    info = None
+    if geometry is not None:
+        info = PngImagePlugin.PngInfo()
+        info.add_text(PNG_KEY, json.dumps(geometry.to_dict()))
     base = path_inside(index_dir, folder, "cutout folder")
     base.mkdir(parents=True, exist_ok=True)
     root = Path(index_dir).resolve()
@@ -268,7 +274,7 @@ def save_cutouts(index_dir: Path, folder: str, ids, images) -> list[str]:
     for oid, image in zip(ids, images):
         path = path_inside(base, safe_name(str(oid), "object id") + ".png", "cutout file")
         buf = io.BytesIO()
-        Image.fromarray(image).save(buf, format="PNG")
+        Image.fromarray(image).save(buf, format="PNG", pnginfo=info)
         atomic_write(path, buf.getvalue(), fsync=False)
         paths.append(path.relative_to(root).as_posix())
     return paths
@@ -337,7 +343,8 @@ def process_field(field: Field, settings: BatchSettings, objects: pd.DataFrame |
     vectors = encoder.embed_images(cut.images) if cut.images else np.zeros((0, encoder.spec.dim), np.float32)
     meta = objects.iloc[cut.rows].reset_index(drop=True).copy()
     meta["padded"] = np.array(cut.padded, dtype=float)
-    meta["source"] = save_cutouts(settings.index_dir, f"cutouts/{field}", meta["id"], cut.images)
+    geometry = CutoutGeometry(**settings.geometry)
+    meta["source"] = save_cutouts(settings.index_dir, f"cutouts/{field}", meta["id"], cut.images, geometry)
     meta["frame"] = archive.frame_path("r", field)
     write_shard(npz, vectors, meta, cut.skipped, settings, field)
     if settings.prune_cache:

@@ -101,6 +101,35 @@ def geometry_warning(index_geometry: dict | None, prototype_geometry: dict | Non
     return f"the prototype's cutout geometry differs from the index's ({what}): distances may mean little"
 
 
+PNG_KEY = "ulisse:cutout_geometry"  # the PNG text chunk holding a cutout's geometry (JSON)
+SIDECAR = "cutout_geometry.json"  # a folder's cutouts' geometry (written by ``ulisse fetch cutouts``)
+
+
+def prototype_geometry(path) -> dict | None:
+    """The cutout geometry of an image file, if it says: its PNG text chunk, else its folder's sidecar JSON."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".png":
+            from PIL import Image
+
+            with Image.open(path) as im:
+                text = im.text.get(PNG_KEY) if hasattr(im, "text") else None
+            if text:
+                return json.loads(text)
+        sidecar = path.parent / SIDECAR
+        return json.loads(sidecar.read_text()) if sidecar.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def check_prototype(index_manifest: dict, path) -> str | None:
+    """The warning for a query whose prototype image ``path`` was cut with another geometry than the index's."""
+    return geometry_warning((index_manifest or {}).get(MANIFEST_KEY), prototype_geometry(path))
+
+
 def _frame_window(frame: Frame, x: float, y: float, half: int):
     """The part of ``frame`` around pixel (x, y), with its WCS; None when it is off the frame."""
     ny, nx = frame.data.shape

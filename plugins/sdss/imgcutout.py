@@ -40,7 +40,7 @@ from .services import http_get, new_session, short, with_retries
 
 LOG = logging.getLogger(__name__)
 
-GEOMETRY_FILE = "cutout_geometry.json"
+GEOMETRY_FILE = "cutout_geometry.json"  # the name :func:`ulisse.plugins.sdss.cutting.prototype_geometry` reads
 
 
 def imgcutout_geometry(scale: float = CUTOUT_SCALE, size: int = CUTOUT_SIZE) -> dict:
