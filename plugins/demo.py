@@ -112,7 +112,7 @@ def run_demo(out: Path, k: int = 8, prototype: str | None = None, max_sources: i
     LOG.info("detected %d sources in the Hubble Deep Field (skimage.data.hubble_deep_field)", len(sources.catalog))
     catalog = write_cutouts(sources, out / "cutouts")
     index, report = ulisse.build_index([out / "cutouts"], out, catalog, weights=weights, device=device,
-                                       overwrite=True, progress=progress)
+                                       overwrite=True, progress=progress, manifest_extra={"positions": POSITIONS_NOTE})
     LOG.info("sky positions are %s", POSITIONS_NOTE)
     LOG.info("indexed %d cutouts in %.1f s", report.added, report.seconds)
     if prototype is None:  # the largest extended source makes a telling prototype

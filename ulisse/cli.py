@@ -101,6 +101,16 @@ def index_group():
     """Build, extend, describe, check and maintain index directories."""
 
 
+def search_options(f):
+    """``--nprobe``, ``--ef`` and ``--rerank``: search settings overriding those in the index's manifest."""
+    f = click.option("--rerank", type=click.IntRange(1), default=None,
+                     help="re-rank the best N approximate candidates exactly from the stored raw vectors")(f)
+    f = click.option("--ef", type=click.IntRange(1), default=None, help="HNSW efSearch (default: the manifest's)")(f)
+    f = click.option("--nprobe", type=click.IntRange(1), default=None,
+                     help="IVF lists probed (default: the manifest's; 'ulisse index info' shows it)")(f)
+    return f
+
+
 WAIT_HELP = "seconds to wait for another writer of the index (default: stop at once with a message)"
 METRICS = click.Choice(["L2", "IP", "cosine"])
 
@@ -210,6 +220,15 @@ def index_info(index_dir, fmt, verify):
         f"versions   {', '.join(f'{k} {v}' for k, v in m.get('versions', {}).items())}",
         f"checksums  {'verified (every file re-hashed)' if verify else 'sizes checked (--verify re-hashes)'}",
     ]
+    if m.get("positions"):
+        lines.append(f"positions  {m['positions']}")
+    history = m.get("history", [])
+    for h in history[-10:]:
+        what = ", ".join(f"{k} {v}" for k, v in h.items() if k not in ("action", "time", "count") and v is not None)
+        lines.append(f"history    {h.get('time', '?')}  {h.get('action', '?')}: {h.get('count', '?')} objects"
+                     + (f" ({what[:150]})" if what else ""))
+    if len(history) > 10:
+        lines.append(f"history    ... {len(history) - 10} earlier entries ('--format json' lists them all)")
     click.echo("\n".join(lines))
 
 

@@ -637,10 +637,11 @@ def build_index(inputs: Sequence[str | os.PathLike], path: str | os.PathLike, ca
                 weights=None, device: str = "auto", rgb: RGBConfig = RGBConfig(), skip_bad: bool = False,
                 overwrite: bool = False, progress: bool = True, memory: str = auto_factory.DEFAULT_MEMORY,
                 dtype: str = "float32", nprobe: int | None = None, ef: int | None = None,
-                wait: float = 0.0) -> tuple[Index, AddReport]:
+                wait: float = 0.0, manifest_extra: dict | None = None) -> tuple[Index, AddReport]:
     """Embed cutouts and write a new index directory at ``path``.
 
     Everything is checked and embedded before anything is written; the write is atomic.
+    ``manifest_extra``: JSON-ready keys added to the manifest (see :func:`create_index`).
 
     Raises:
         InputError: bad inputs or factory string; ``path`` holds an index and ``overwrite`` is False.
@@ -663,7 +664,7 @@ def build_index(inputs: Sequence[str | os.PathLike], path: str | os.PathLike, ca
         raise InputError("no cutout could be read; no index written")
     idx = create_index(path, emb.vectors, _metadata_rows(gathered.metadata, emb), encoder.spec,
                        factory=factory, metric=metric, rgb=rgb, device=device, overwrite=overwrite,
-                       memory=memory, dtype=dtype, nprobe=nprobe, ef=ef, wait=wait,
+                       memory=memory, dtype=dtype, nprobe=nprobe, ef=ef, wait=wait, manifest_extra=manifest_extra,
                        history={"action": "build", "inputs": [str(p) for p in inputs],
                                 "catalog": None if catalog is None else str(catalog)})
     idx._encoder = encoder
@@ -683,7 +684,8 @@ def create_index(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.Data
                  factory: str = DEFAULT_FACTORY, metric: str = "L2", rgb: RGBConfig = RGBConfig(),
                  device: str = "auto", overwrite: bool = False, history: dict | None = None,
                  memory: str = auto_factory.DEFAULT_MEMORY, dtype: str = "float32", nprobe: int | None = None,
-                 ef: int | None = None, wait: float = 0.0, manifest_extra: dict | None = None) -> Index:
+                 ef: int | None = None, wait: float = 0.0, manifest_extra: dict | None = None,
+                 expected: int | None = None) -> Index:
     """Write a new index directory from vectors computed elsewhere and their metadata rows (atomically).
 
     Args:
@@ -693,6 +695,8 @@ def create_index(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.Data
         dtype: how raw vectors are stored: ``float32`` or ``float16`` (half the disk; searches of
             Flat indexes and re-ranking read them back as float32).
         nprobe, ef: default search parameters kept in the manifest (IVF lists probed, HNSW efSearch).
+        expected: for ``auto``, the number of objects the index will hold once every batch is added
+            (survey builds start from one batch; the factory is chosen for the final size).
         manifest_extra: JSON-ready keys added to the manifest (e.g. ``cutout_geometry``); they cannot
             replace the core's own keys.
 
@@ -711,7 +715,7 @@ def create_index(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.Data
     meta = _normalise_new_rows(metadata, len(x), start=0)
     choice = None
     if factory == "auto":
-        choice = auto_factory.choose_factory(len(x), encoder_spec.dim, memory)
+        choice = auto_factory.choose_factory(max(len(x), int(expected or 0)), encoder_spec.dim, memory)
         factory = choice.factory
         LOG.info("factory auto: %s (%s)", factory, choice.reason)
     kind = parts.kind_of(factory, encoder_spec.dim, metric)
@@ -806,9 +810,7 @@ def _write_merged_segment(path: Path, manifest: dict, state: _State) -> dict:
 
     def write_vectors(p):  # plain writes (a full disk gives ENOSPC; a memory map would get SIGBUS)
         with open(p, "wb") as fh:
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-                      "shape": (count, dim)}
-            np.lib.format.write_array_header_1_0(fh, header)
+            fh.write(store.npy_header(dtype, (count, dim)))
             for f in files:
                 for lo in range(0, f.count, parts.ADD_CHUNK):
                     fh.write(np.ascontiguousarray(f.vectors[lo:lo + parts.ADD_CHUNK], dtype=dtype).tobytes())
