@@ -284,3 +284,20 @@ def test_features_page(browsed):
     second = features.top_objects(browsed, best)["id"].iloc[1]
     assert at.session_state["features.id"] == second and not at.exception
     assert [c for im in at.image for c in im.captions][9] == second
+
+
+def test_features_page_offers_to_compute_missing_lists(index):
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    from ulisse.ui import view
+
+    shutil.rmtree(Path(index.path) / "derived" / "features")
+    at = AppTest.from_file(str(view("features")), default_timeout=60)
+    at.session_state["index_path"] = str(index.path)
+    at.run()
+    assert not at.exception and "no feature lists are stored" in at.warning[0].value and not at.image
+    at.button(key="features.rebuild").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert len([c for im in at.image for c in im.captions if c.startswith("#")]) == features.DEFAULT_TOP
+    assert_lists_exhaustive(index)
