@@ -1,0 +1,127 @@
+"""``ulisse denoise``: train, apply, report (and the benchmark of benchmarks/denoise.md)."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from ulisse.errors import InputError
+from ulisse.options import device_option, skip_bad_option
+
+LOG = logging.getLogger("ulisse")
+
+
+def _progress() -> bool:
+    from ulisse.cli import progress_enabled
+
+    return progress_enabled()
+
+
+@click.group("denoise")
+def denoise_group():
+    """Autoencoder denoisers: train (supervised or self-supervised), apply, report."""
+
+
+@denoise_group.command("train")
+@click.option("--noisy", required=True, type=click.Path(), help="folder of noisy cutouts (PNG/JPEG or FITS)")
+@click.option("--clean", type=click.Path(), default=None,
+              help="folder of the same cutouts without noise (paired by file name): supervised training")
+@click.option("--self-supervised", is_flag=True, help="train from the noisy cutouts alone (blind-spot objective)")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="model folder to write")
+@click.option("--steps", type=click.IntRange(1, 10_000_000), default=1500, show_default=True, help="optimiser steps")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True)
+@click.option("--crop", type=click.IntRange(16, 4096), default=48, show_default=True, help="training crop side (px)")
+@click.option("--width", type=click.IntRange(4, 256), default=16, show_default=True, help="channels of the first block")
+@click.option("--depth", type=click.IntRange(1, 6), default=3, show_default=True, help="strided (halving) levels")
+@click.option("--lr", type=click.FloatRange(1e-6, 1.0), default=2e-3, show_default=True, help="peak learning rate")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="replace a model already in --out")
+@device_option
+def train_command(noisy, clean, self_supervised, out, steps, batch_size, crop, width, depth, lr, seed, overwrite,
+                  device):
+    """Train a denoiser on noisy/clean pairs, or on noisy cutouts alone (--self-supervised)."""
+    from .model import CONFIG_FILE
+    from .train import TrainOptions, train
+
+    if (Path(out) / CONFIG_FILE).exists() and not overwrite:
+        raise InputError(f"{out}: a denoiser is there already (use --overwrite to replace it)")
+    options = TrainOptions(steps=steps, batch_size=batch_size, crop=crop, width=width, depth=depth, lr=lr, seed=seed)
+    den = train(noisy, clean, self_supervised=self_supervised, options=options, device=device, out=out,
+                progress=_progress())
+    t = den.config.training
+    click.echo(f"{out}: {den.config.objective} {den.config.domain} denoiser ({den.config.channels} channel(s)), "
+               f"{t['images']} training image(s), held-out loss {t['held_out_loss']:.4g}, "
+               f"fingerprint {den.fingerprint[:12]}")
+
+
+@denoise_group.command("apply")
+@click.argument("model_dir", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="folder for the denoised cutouts (same names and formats as the inputs)")
+@skip_bad_option
+@device_option
+def apply_command(model_dir, inputs, out, skip_bad, device):
+    """Denoise cutout files or folders into --out (PNG -> PNG, FITS -> FITS float with its header)."""
+    from .apply import apply, load
+
+    result = apply(load(model_dir, device), inputs, out, skip_bad=skip_bad)
+    click.echo(f"{out}: {len(result.written)} denoised cutout(s) written, {len(result.skipped)} skipped")
+
+
+@denoise_group.command("report")
+@click.argument("model_dir", type=click.Path())
+@click.option("--noisy", required=True, type=click.Path(), help="folder of noisy cutouts")
+@click.option("--clean", required=True, type=click.Path(), help="folder of their clean versions (same file names)")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="folder for report.md, summary.csv, metrics.csv and before_after.png")
+@click.option("--limit", type=click.IntRange(1, 10_000_000), default=None, help="compare on the first N pairs only")
+@device_option
+def report_command(model_dir, noisy, clean, out, limit, device):
+    """PSNR and SSIM of the input, a best-sigma Gaussian, non-local means, wavelets and the model."""
+    from .apply import load
+    from .report import report
+
+    r = report(load(model_dir, device), noisy, clean, out, limit=limit)
+    click.echo(r.markdown, nl=False)
+    click.echo(f"{out}: report.md, summary.csv, metrics.csv, before_after.png")
+
+
+@denoise_group.command("benchmark")
+@click.option("--out", "out", type=click.Path(file_okay=False), default="indexes/denoise-benchmark", show_default=True,
+              help="working folder: simulated sets, models and indexes (reused when present)")
+@click.option("--train-n", type=click.IntRange(20, 1_000_000), default=1500, show_default=True)
+@click.option("--test-n", type=click.IntRange(20, 1_000_000), default=2000, show_default=True,
+              help="low-S/N AGN benchmark objects (the first --metric-n are the held-out PSNR/SSIM set)")
+@click.option("--metric-n", type=click.IntRange(10, 1_000_000), default=300, show_default=True)
+@click.option("--retrieval-n", type=click.IntRange(50, 1_000_000), default=1000, show_default=True,
+              help="objects of the held-out set indexed for AGN retrieval")
+@click.option("--dimmer", type=click.FloatRange(0, 10), default=2.5, show_default=True,
+              help="magnitudes fainter than the AGN benchmark's objects")
+@click.option("--steps", type=click.IntRange(1, 10_000_000), default=600, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True)
+@click.option("--crop", type=click.IntRange(16, 4096), default=32, show_default=True)
+@click.option("--width", type=click.IntRange(4, 256), default=12, show_default=True)
+@click.option("--prototypes", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="write the Markdown report here")
+@device_option
+def benchmark_command(out, train_n, test_n, metric_n, retrieval_n, dimmer, steps, batch_size, crop, width, prototypes,
+                      report_path, device):
+    """Denoisers on held-out low-S/N simulated cutouts, and their effect on AGN retrieval."""
+    from ulisse._io import atomic_write
+
+    from .bench import run_benchmark
+    from .train import TrainOptions
+
+    command = "ulisse " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
+    options = TrainOptions(steps=steps, batch_size=batch_size, crop=crop, width=width)
+    text = run_benchmark(Path(out), train_n=train_n, test_n=test_n, metric_n=metric_n, retrieval_n=retrieval_n,
+                         dimmer=dimmer, options=options, prototypes=prototypes, device=device, progress=_progress(),
+                         command=command)
+    click.echo(text, nl=False)
+    if report_path:
+        atomic_write(report_path, "# Denoisers on low-S/N simulated cutouts\n\n" + text)

@@ -1,0 +1,247 @@
+"""Training a denoiser: supervised from noisy/clean pairs, or self-supervised from noisy images alone.
+
+* Supervised: mean squared error between the network's output on a noisy crop
+  and the clean crop of the same object (files paired by stem).
+* Self-supervised (Noise2Self / Noise2Void blind spot): a random ``mask_fraction``
+  of the pixels of each noisy crop is replaced by the mean of its 8 neighbours
+  (all channels of a pixel together) and the loss is the squared error on those
+  pixels only, against their own noisy values. The network never sees the
+  value it must predict, so with pixel-independent, zero-mean noise the
+  best it can do is the clean value: no clean truth is needed, as in real surveys.
+
+Training works on random crops (``crop`` px, flipped and rotated), so cutouts of
+any size (at least ``crop``) can be mixed; 10 % of the images (at least one) are
+held out and the weights with the lowest held-out loss are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ulisse.encoder import resolve_device
+from ulisse.errors import InputError
+
+from .images import Image, check_consistent, cutout_files, pair_by_stem, read_image
+from .model import BlobsAutoencoder, Denoiser, DenoiserConfig, build_network
+
+LOG = logging.getLogger(__name__)
+
+DONUT = np.array([[1.0, 1.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 1.0]], dtype=np.float32) / 8.0
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How long and how a denoiser trains (steps of ``batch_size`` random ``crop`` px crops; network width and depth)."""
+
+    steps: int = 1500
+    batch_size: int = 16
+    crop: int = 48
+    width: int = 16
+    depth: int = 3
+    lr: float = 2e-3
+    mask_fraction: float = 1 / 32
+    validate_every: int = 100
+    seed: int = 0
+
+
+def estimate_noise(data: np.ndarray) -> np.ndarray:
+    """Per-channel noise sigma of a ``C x H x W`` image (wavelet MAD, scikit-image's estimator)."""
+    from skimage.restoration import estimate_sigma
+
+    clean = np.nan_to_num(data.astype(np.float64))
+    return np.array([estimate_sigma(band) for band in clean])
+
+
+def noise_scale(images: Sequence[Image]) -> tuple[float, ...]:
+    """The median noise sigma per channel over ``images`` (the scale the network's inputs are divided by)."""
+    sig = np.median(np.stack([estimate_noise(im.data) for im in images]), axis=0)
+    floor = 1.0 / 255.0 if images[0].domain == "8bit" else np.finfo(np.float32).tiny * 1e6
+    if not np.all(np.isfinite(sig)) or np.any(sig <= 0):
+        fallback = np.array([np.nanstd(np.stack([im.data[c] for im in images])) for c in range(images[0].channels)])
+        sig = np.where(np.isfinite(sig) & (sig > 0), sig, fallback)
+    return tuple(float(max(s, floor)) for s in sig)
+
+
+def load_training_set(noisy, clean=None) -> tuple[list[Image], list[Image] | None]:
+    """Read the noisy images (and their clean partners, paired by stem).
+
+    Raises:
+        InputError: nothing to train on, mixed formats or channels, or pairs of different shapes.
+    """
+    noisy_files = cutout_files([noisy] if isinstance(noisy, (str, Path)) else noisy, "noisy")
+    if clean is None:
+        noisy_images = [read_image(f) for f in noisy_files]
+        check_consistent(noisy_images, "the training set")
+        return noisy_images, None
+    clean_files = cutout_files([clean] if isinstance(clean, (str, Path)) else clean, "clean")
+    pairs = pair_by_stem(noisy_files, clean_files)
+    unpaired = len(noisy_files) - len(pairs)
+    if unpaired:
+        LOG.warning("%d noisy file(s) have no clean file of the same name; training on %d pair(s)", unpaired, len(pairs))
+    noisy_images, clean_images = [], []
+    for nf, cf in pairs:
+        n, c = read_image(nf), read_image(cf)
+        if n.data.shape != c.data.shape or n.domain != c.domain:
+            raise InputError(f"{cf}: {c.domain} {tuple(c.data.shape)} does not match its noisy partner {nf} "
+                             f"({n.domain} {tuple(n.data.shape)})")
+        noisy_images.append(n)
+        clean_images.append(c)
+    check_consistent(noisy_images, "the training set")
+    return noisy_images, clean_images
+
+
+class CropSampler:
+    """Random crops (same place in noisy and clean), with the 8 flips and right-angle rotations."""
+
+    def __init__(self, noisy: list[np.ndarray], clean: list[np.ndarray] | None, crop: int, rng: np.random.Generator):
+        self.noisy, self.clean, self.crop, self.rng = noisy, clean, crop, rng
+
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+        xs, ys = [], []
+        for i in self.rng.integers(0, len(self.noisy), size):
+            a = self.noisy[i]
+            _, h, w = a.shape
+            y0, x0 = self.rng.integers(0, h - self.crop + 1), self.rng.integers(0, w - self.crop + 1)
+            k, flip = int(self.rng.integers(0, 4)), bool(self.rng.integers(0, 2))
+
+            def cut(arr):
+                c = np.rot90(arr[:, y0:y0 + self.crop, x0:x0 + self.crop], k, axes=(1, 2))
+                return c[:, :, ::-1] if flip else c
+
+            xs.append(cut(a))
+            if self.clean is not None:
+                ys.append(cut(self.clean[i]))
+        x = np.ascontiguousarray(np.stack(xs), dtype=np.float32)
+        return x, (np.ascontiguousarray(np.stack(ys), dtype=np.float32) if ys else None)
+
+
+def blind_spot(x: torch.Tensor, fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace a random ``fraction`` of pixels (all channels) by their 8-neighbour mean; return (input, mask)."""
+    n, c, h, w = x.shape
+    mask = (torch.rand((n, 1, h, w), generator=generator, device=x.device) < fraction).to(x.dtype)
+    kernel = torch.from_numpy(DONUT).to(x.device).view(1, 1, 3, 3).repeat(c, 1, 1, 1)
+    neighbours = nn.functional.conv2d(nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"), kernel, groups=c)
+    return x * (1 - mask) + neighbours * mask, mask
+
+
+def _loss(network: BlobsAutoencoder, x: torch.Tensor, y: torch.Tensor | None, fraction: float,
+          generator: torch.Generator) -> torch.Tensor:
+    if y is not None:
+        return nn.functional.mse_loss(network(x), y)
+    masked, mask = blind_spot(x, fraction, generator)
+    err = (network(masked) - x) ** 2 * mask
+    return err.sum() / (mask.sum() * x.shape[1]).clamp(min=1.0)
+
+
+def train(noisy, clean=None, *, self_supervised: bool = False, options: TrainOptions = TrainOptions(),
+          device: str = "auto", out: str | Path | None = None, progress: bool = True) -> Denoiser:
+    """Train a denoiser and (with ``out``) save it there.
+
+    Args:
+        noisy: a folder of noisy cutouts, or a list of files and folders.
+        clean: their clean versions (same file stems), for supervised training.
+        self_supervised: train from ``noisy`` alone with the blind-spot objective (``clean`` must be None).
+        options: steps, batch size, crop size, network width and depth, learning rate, seed.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        out: the model folder to write (``model.safetensors`` + ``config.json``).
+
+    Raises:
+        InputError: both or neither of ``clean`` and ``self_supervised``; unusable images.
+
+    Example:
+        >>> den = train("sim/noisy_png", "sim/clean_png", out="models/png")   # doctest: +SKIP
+    """
+    if self_supervised == (clean is not None):
+        raise InputError("give clean images (--clean DIR) or ask for --self-supervised training, not both or neither")
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    noisy_images, clean_images = load_training_set(noisy, clean)
+    domain, channels = check_consistent(noisy_images, "the training set")
+    side = min(min(im.data.shape[1:]) for im in noisy_images)
+    multiple = 2 ** options.depth
+    crop = min(options.crop, side) // multiple * multiple
+    if crop < multiple * 2:
+        raise InputError(f"the smallest training image is {side} px; a depth-{options.depth} denoiser needs at least "
+                         f"{multiple * 2} px")
+    scale = noise_scale(noisy_images)
+    config = DenoiserConfig(channels, domain, scale, options.width, options.depth, residual=not self_supervised,
+                            objective="self-supervised" if self_supervised else "supervised")
+    torch.manual_seed(options.seed)
+    rng = np.random.default_rng(options.seed)
+    norm = np.asarray(scale, dtype=np.float32)[:, None, None]
+    noisy_arrays = [np.nan_to_num(im.data) / norm for im in noisy_images]
+    clean_arrays = [np.nan_to_num(im.data) / norm for im in clean_images] if clean_images else None
+    order = rng.permutation(len(noisy_arrays))
+    n_val = max(1, len(order) // 10) if len(order) > 1 else 0
+    val_idx, train_idx = order[:n_val], order[n_val:] if n_val else order
+    pick = lambda arrays, idx: [arrays[i] for i in idx] if arrays is not None else None  # noqa: E731
+    sampler = CropSampler(pick(noisy_arrays, train_idx), pick(clean_arrays, train_idx), crop, rng)
+    val_sampler = CropSampler(pick(noisy_arrays, val_idx), pick(clean_arrays, val_idx), crop,
+                              np.random.default_rng(options.seed + 1)) if n_val else None
+    val_batches = [val_sampler.batch(options.batch_size) for _ in range(4)] if val_sampler else []
+
+    network = build_network(config).to(dev)
+    optimizer = torch.optim.Adam(network.parameters(), lr=options.lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=options.lr, total_steps=options.steps,
+                                                   pct_start=0.1)
+    gen = torch.Generator(device=dev).manual_seed(options.seed)
+    best, best_state, best_step, last_train = math.inf, None, 0, math.nan
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(1, options.steps + 1), desc=f"training ({config.objective})", disable=not progress)
+    running = []
+    for step in bar:
+        network.train()
+        x, y = sampler.batch(options.batch_size)
+        xt = torch.from_numpy(x).to(dev)
+        yt = torch.from_numpy(y).to(dev) if y is not None else None
+        loss = _loss(network, xt, yt, options.mask_fraction, gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        running.append(loss.item())
+        if step % options.validate_every == 0 or step == options.steps:
+            last_train = float(np.mean(running))
+            running = []
+            val = _validate(network, val_batches, options.mask_fraction, options.seed, dev) if val_batches else last_train
+            bar.set_postfix(train=f"{last_train:.4g}", val=f"{val:.4g}")
+            LOG.debug("step %d: train loss %.5g, held-out loss %.5g", step, last_train, val)
+            if val < best:
+                best, best_step = val, step
+                best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    seconds = time.perf_counter() - t0
+    training = {"images": len(train_idx), "held_out": int(n_val), "steps": options.steps, "batch_size": options.batch_size,
+                "crop": crop, "lr": options.lr, "seed": options.seed, "best_step": best_step,
+                "held_out_loss": best, "final_train_loss": last_train, "seconds": round(seconds, 1),
+                "device": str(dev), **({"mask_fraction": options.mask_fraction} if self_supervised else {})}
+    config = DenoiserConfig(**{**config.__dict__, "training": training})
+    denoiser = Denoiser(network, config, dev)
+    LOG.info("trained a %s %s denoiser on %d image(s) in %.0f s (held-out loss %.4g at step %d)",
+             config.objective, domain, len(train_idx), seconds, best, best_step)
+    if out is not None:
+        denoiser.save(out)
+    return denoiser
+
+
+@torch.no_grad()
+def _validate(network, batches, fraction: float, seed: int, dev) -> float:
+    network.eval()
+    gen = torch.Generator(device=dev).manual_seed(seed + 7)  # the same masks at every validation
+    losses = []
+    for x, y in batches:
+        xt = torch.from_numpy(x).to(dev)
+        yt = torch.from_numpy(y).to(dev) if y is not None else None
+        losses.append(float(_loss(network, xt, yt, fraction, gen)))
+    return float(np.mean(losses))
