@@ -30,82 +30,13 @@ import pandas as pd
 import ulisse
 from ulisse.catalog import check_position
 from ulisse.errors import QueryError
-from ulisse.index import DEFAULT_RADIUS_ARCSEC, Index
+from ulisse.index import Index
+from ulisse.prototypes import DEFAULT_RADIUS_ARCSEC, Prototype, Resolved, resolve  # noqa: F401 (public here too)
 from ulisse.labels import class_fractions, fractions_text as _fractions_text, labels_of
 from ulisse.registry import QueryStrategy
 from ulisse.results import Neighbours
 
 COMBINE = ("mean", "union")
-
-
-@dataclass(frozen=True)
-class Prototype:
-    """One prototype: ``kind`` is ``id``, ``sky``, ``image`` or ``vector``."""
-
-    kind: str
-    value: object
-    radius_arcsec: float = DEFAULT_RADIUS_ARCSEC
-
-    @classmethod
-    def of(cls, x) -> "Prototype":
-        """Read a prototype from a plain value: an id (str), a path, an (ra, dec) pair, an image or a vector."""
-        if isinstance(x, Prototype):
-            return x
-        if isinstance(x, (str, np.str_)):
-            return cls("id", str(x))
-        if isinstance(x, os.PathLike):
-            return cls("image", Path(x))
-        if isinstance(x, tuple) and len(x) == 2 and all(isinstance(v, (int, float)) for v in x):
-            return cls("sky", (float(x[0]), float(x[1])))
-        a = np.asarray(x)
-        if a.ndim == 1:
-            return cls("vector", a.astype(np.float32))
-        if a.ndim in (2, 3):
-            return cls("image", a)
-        raise QueryError(f"cannot use {type(x).__name__} as a prototype")
-
-    def describe(self) -> str:
-        if self.kind == "image":
-            return f"image={self.value}" if isinstance(self.value, Path) else "image"
-        if self.kind == "sky":
-            return f"ra={self.value[0]} dec={self.value[1]}"
-        return f"{self.kind}={self.value}" if self.kind == "id" else "vector"
-
-
-@dataclass
-class Resolved:
-    prototype: Prototype
-    vector: np.ndarray
-    row: int | None  # the index object it is, if any
-    id: str | None
-    separation_arcsec: float | None = None  # for sky positions: how far the matched object is
-
-
-def resolve(index: Index, prototype) -> Resolved:
-    """A prototype's vector, and the index object it is (for ids and sky positions)."""
-    p = Prototype.of(prototype)
-    if p.kind == "id":
-        row = index.row_of(p.value)
-    elif p.kind == "sky":
-        ra, dec = check_position(*p.value)
-        row = index.nearest_object(ra, dec, p.radius_arcsec)
-        sep = _separation_arcsec(index, row, ra, dec)
-        return Resolved(p, index.vectors_of_rows([row])[0], row, index.metadata["id"].iloc[row], sep)
-    elif p.kind == "image":
-        return Resolved(p, index.embed_image(p.value), None, None)
-    else:
-        if p.value.shape != (index.encoder_spec.dim,):
-            raise QueryError(f"prototype vector has shape {p.value.shape}, the index dimension {index.encoder_spec.dim}")
-        return Resolved(p, p.value, None, None)
-    return Resolved(p, index.vectors_of_rows([row])[0], row, index.metadata["id"].iloc[row])
-
-
-def _separation_arcsec(index: Index, row: int, ra: float, dec: float) -> float:
-    from astropy import units as u
-    from astropy.coordinates import SkyCoord
-
-    obj = SkyCoord(float(index.metadata["ra"].iloc[row]) * u.deg, float(index.metadata["dec"].iloc[row]) * u.deg)
-    return float(obj.separation(SkyCoord(ra * u.deg, dec * u.deg)).arcsec)
 
 
 @dataclass
@@ -274,6 +205,7 @@ def _check_query_args(ids, images, ras, decs, k, ns, combine):
 
 @ulisse.hookimpl
 def register_commands(cli):
+    from ulisse.cli import search_options
     from ulisse.options import device_option, where_option
 
     @cli.command("query")
@@ -294,8 +226,9 @@ def register_commands(cli):
     @click.option("--png", type=click.Path(dir_okay=False), help="write a thumbnail grid of the prototype and its neighbours")
     @click.option("--weights", default=None, help="the weights file the index was built with, if it has moved")
     @device_option
+    @search_options
     def query_command(index_dir, ids, images, ras, decs, radius, combine, k, ns, label, where, fmt, output, png, weights,
-                      device):
+                      device, nprobe, ef, rerank):
         """One-shot query: the k nearest neighbours of one prototype (or several)."""
         from ulisse._io import atomic_write
         from ulisse.results import format_for_path, render
@@ -308,7 +241,7 @@ def register_commands(cli):
         out_fmt = format_for_path(output) if output else None
         protos = [Prototype("id", i) for i in ids] + [Prototype("image", Path(p)) for p in images]
         protos += [Prototype("sky", (ra, dec), radius) for ra, dec in zip(ras, decs)]
-        index = ulisse.open_index(index_dir, device=device, weights=weights)
+        index = ulisse.open_index(index_dir, device=device, weights=weights, nprobe=nprobe, ef=ef, rerank=rerank)
         options = {"n": n_list, "label": label, "where": where} if combine in COMBINE else {}
         result = strategy.run(index, protos, k=k, **options)
         if not isinstance(result, PrototypeResult):  # another plugin's strategy: a Neighbours-like result

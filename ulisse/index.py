@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # the encoder (and torch) load only when an image must be emb
 LOG = logging.getLogger(__name__)
 
 DEFAULT_FACTORY = "auto"
-DEFAULT_RADIUS_ARCSEC = 3.0
+from .prototypes import DEFAULT_RADIUS_ARCSEC  # noqa: E402 (one definition, in the prototype pipeline)
 DEFAULT_EF_SEARCH = 64
 SMALL_EXCLUSION = 4     # per-query exclusions up to this size, on many distinct queries, are filtered after a batched search
 OPEN_RETRIES = 3        # a compaction may remove files between reading a manifest and opening them
@@ -416,37 +416,33 @@ class Index(DerivedMixin):
         Raises:
             QueryError: unknown id, k < 1, nothing at (ra, dec), or not exactly one prototype.
         """
+        from .prototypes import Prototype, resolve
+
         given = [x is not None for x in (id, image, vector)] + [ra is not None or dec is not None]
         if sum(given) != 1:
             raise QueryError("give exactly one prototype: id, image, ra/dec or vector")
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise QueryError(f"k={k}: must be at least 1")
-        exclude = None
-        proto_id = None
         if id is not None:
-            row = self.row_of(id)
-            proto_id, what = str(id), f"id={id}"
+            proto = Prototype("id", str(id))
         elif ra is not None or dec is not None:
             if ra is None or dec is None:
                 raise QueryError("give both ra and dec")
-            row = self.nearest_object(float(ra), float(dec), radius_arcsec)
-            proto_id, what = self.metadata["id"].iloc[row], f"ra={ra} dec={dec} -> {self.metadata['id'].iloc[row]}"
-        else:
-            row = None
-        if row is not None:
-            q = self.vectors_of_rows([row])
-            exclude = [[row]]
+            proto = Prototype("sky", (float(ra), float(dec)), radius_arcsec)
         elif image is not None:
-            q = self.embed_image(image)[None]
-            what = f"image={image}" if isinstance(image, (str, os.PathLike)) else "image"
+            proto = Prototype("image", Path(image) if isinstance(image, (str, os.PathLike)) else np.asarray(image))
         else:
-            q = np.asarray(vector, dtype=np.float32)[None]
-            what = "vector"
+            proto = Prototype("vector", np.asarray(vector, dtype=np.float32))
+        r = resolve(self, proto)
+        q = np.asarray(r.vector, dtype=np.float32)[None]
+        exclude = [[r.row]] if r.row is not None else None
+        proto_id, what = r.id, proto.describe()
         if where is not None:  # a filter on metadata and derived columns (parsed, never evaluated)
             mask = self.where_mask(where)
             allowed = mask if allowed is None else (np.asarray(allowed, bool) & mask)
         D, I = self.search(q, int(k), exclude=exclude, allowed=allowed)
-        return Neighbours(what, proto_id, self.neighbour_table(I[0], D[0]))
+        info = {} if r.separation_arcsec is None else {"matched": [{"id": r.id, "separation_arcsec": r.separation_arcsec}]}
+        return Neighbours(what, proto_id, self.neighbour_table(I[0], D[0]), info)
 
     def neighbour_table(self, rows: np.ndarray, distances: np.ndarray) -> pd.DataFrame:
         rows = np.asarray(rows)
