@@ -270,6 +270,8 @@ class OnnxRuntime:
         except RuntimeUnavailable:
             raise
         except Exception as exc:  # a damaged cache file: export again
+            if encoder.spec.precision == "int8":
+                raise RuntimeUnavailable(f"the cached int8 graph {path} is unusable; quantise again") from None
             LOG.warning("cached ONNX model %s unusable (%s); exporting again", path, str(exc).splitlines()[0][:120])
             path.unlink(missing_ok=True)
             self._session = _OrtSession(exported_model(encoder), _threads())

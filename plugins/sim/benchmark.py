@@ -214,7 +214,7 @@ def register_commands(cli):
         from .speed import run_speed_benchmark as run_embedding_speed
 
         command = "ulisse " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
-        text = run_embedding_speed(n_images, weights=weights or "lite0", command=command)
+        text = run_embedding_speed(n_images, weights=weights or "lite0", model_name=model, command=command)
         click.echo(text, nl=False)
         if report:
             atomic_write(report, "# Embedding speed on CPU\n\n" + text)

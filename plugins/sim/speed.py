@@ -46,17 +46,12 @@ def write_cutouts(folder: Path, n: int, size: int = 64, seed: int = 0) -> list[P
     return paths
 
 
-def reference_model(weights: str = "lite0"):
-    """The reference network, built apart from ulisse's encoder: timm ``num_classes=0``, fp32, NCHW."""
-    import timm
+def reference_model(model_name: str = "efficientnet_b0", weights: str = "lite0"):
+    """The reference network: the same timm model and weights (``num_classes=0``), kept fp32 and NCHW."""
+    from ulisse.encoder import _timm_model
 
-    from ulisse.encoder import lite0_state_dict
-
-    if weights != "lite0":
-        raise ValueError("the reference uses the offline Lite0 weights")
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
-    model.load_state_dict(lite0_state_dict(0)[0])
-    return model.eval(), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    model, spec = _timm_model(model_name, weights, 224)
+    return model.eval().float(), spec.mean, spec.std
 
 
 def reference_embed(paths, model, mean, std, batch: int = REFERENCE_BATCH) -> np.ndarray:
@@ -96,8 +91,9 @@ def _model_only(encoder, prepared: np.ndarray, batch_size: int, repeat: int = 2)
     return best
 
 
-def run_speed_benchmark(n_images: int = 512, weights: str = "lite0", batch_sizes=(1, 4, 8, 16, 32),
-                        n_model: int = 64, whole_process: bool = True, threads: int = 2,
+def run_speed_benchmark(n_images: int = 512, weights: str = "lite0", model_name: str = "efficientnet_b0",
+                        batch_sizes=(1, 4, 8, 16, 32), n_model: int = 64, whole_process: bool | None = None,
+                        threads: int = 2,
                         command: str | None = None, workdir: str | os.PathLike | None = None) -> str:
     """Measure and return the Markdown report (see the module docstring)."""
     import torch
@@ -107,23 +103,27 @@ def run_speed_benchmark(n_images: int = 512, weights: str = "lite0", batch_sizes
     from ulisse.embedding import embed_files
 
     torch.set_num_threads(threads)
+    n_model = min(n_model, n_images)
+    if whole_process is None:  # two more processes: worth it for real runs, not for a smoke test
+        whole_process = n_images >= 128
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="ulisse-speed-"))
     try:
         paths = write_cutouts(tmp / "cutouts", n_images)
         runtimes = [r for r in ("torch", "onnx", "openvino") if rt.available(r)]
         for r in runtimes:  # exports happen once per network and are cached: warm the cache first (timed apart)
             t = time.perf_counter()
-            ulisse.Encoder.load(weights=weights, device="cpu", runtime=r)
+            ulisse.Encoder.load(model_name, weights=weights, device="cpu", runtime=r)
         # reference, end to end (model build + files -> vectors)
         t = time.perf_counter()
-        model, mean, std = reference_model(weights)
+        model, mean, std = reference_model(model_name, weights)
         ref = reference_embed(paths, model, mean, std)
         t_ref = time.perf_counter() - t
         sample = paths[:n_model]
         from PIL import Image
 
         ref_inputs = [np.asarray(Image.open(p).convert("RGB").resize((224, 224), Image.BILINEAR)) for p in sample]
-        x = torch.from_numpy(((np.stack(ref_inputs).astype(np.float32) / 255.0 - 0.5) / 0.5).transpose(0, 3, 1, 2).copy())
+        norm = (np.stack(ref_inputs).astype(np.float32) / 255.0 - np.float32(mean)) / np.float32(std)
+        x = torch.from_numpy(norm.transpose(0, 3, 1, 2).copy())
         with torch.inference_mode():
             model.forward_features(x[:4])
             t = time.perf_counter()
@@ -133,7 +133,7 @@ def run_speed_benchmark(n_images: int = 512, weights: str = "lite0", batch_sizes
         rows, sweeps, cosines = [], {}, {}
         for r in runtimes:
             t = time.perf_counter()
-            enc = ulisse.Encoder.load(weights=weights, device="cpu", runtime=r)
+            enc = ulisse.Encoder.load(model_name, weights=weights, device="cpu", runtime=r)
             emb = embed_files(enc, paths, progress=False)
             t_e2e = time.perf_counter() - t
             cosines[r] = float(_cos(emb.vectors, ref).min())
@@ -143,22 +143,23 @@ def run_speed_benchmark(n_images: int = 512, weights: str = "lite0", batch_sizes
             t_model = len(prepared) / sweeps[r][enc.default_batch_size] if enc.default_batch_size in sweeps[r] else \
                 _model_only(enc, prepared, enc.default_batch_size)
             rows.append((r, enc.default_batch_size, t_e2e, t_model))
-        proc = _whole_process(tmp, paths, weights, threads) if whole_process else None
+        proc = _whole_process(tmp, paths, model_name, weights, threads) if whole_process else None
     finally:
         if not workdir:
             shutil.rmtree(tmp, ignore_errors=True)
-    return _report(n_images, n_model, t_ref, t_ref_model, rows, sweeps, cosines, proc, threads, command)
+    return _report(enc.spec, n_images, n_model, t_ref, t_ref_model, rows, sweeps, cosines, proc, threads, command)
 
 
-def _whole_process(tmp: Path, paths, weights: str, threads: int) -> dict:
+def _whole_process(tmp: Path, paths, model_name: str, weights: str, threads: int) -> dict:
     """Wall time of ``ulisse embed`` and of the reference as separate processes (imports included)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     folder = str(paths[0].parent)
     ulisse_bin = shutil.which("ulisse") or "ulisse"
     cmds = {
-        "reference": [sys.executable, "-m", "ulisse.plugins.sim.speed", "reference", folder, str(tmp / "ref.npy")],
-        "ulisse embed": [ulisse_bin, "-q", "embed", folder, "--out", str(tmp / "v.npz"), "--weights", weights,
-                         "--device", "cpu"],
+        "reference": [sys.executable, "-m", "ulisse.plugins.sim.speed", "reference", folder, str(tmp / "ref.npy"),
+                      model_name, weights],
+        "ulisse embed": [ulisse_bin, "-q", "embed", folder, "--out", str(tmp / "v.npz"), "--model", model_name,
+                         "--weights", weights, "--device", "cpu"],
     }
     out = {}
     for name, cmd in cmds.items():
@@ -171,11 +172,11 @@ def _whole_process(tmp: Path, paths, weights: str, threads: int) -> dict:
     return out
 
 
-def _report(n, n_model, t_ref, t_ref_model, rows, sweeps, cosines, proc, threads, command) -> str:
+def _report(spec, n, n_model, t_ref, t_ref_model, rows, sweeps, cosines, proc, threads, command) -> str:
     import torch
 
     lines = [
-        f"{n} PNG cutouts of 64x64 px on disk, resized to 224; Lite0 ImageNet weights (offline package); "
+        f"{n} PNG cutouts of 64x64 px on disk, resized to 224; encoder {spec.model_name} ({spec.weights_source}); "
         f"{threads} threads; every number from one run of one process.",
         "",
         "End to end (encoder load + files on disk -> vectors) and model only (prepared cutouts -> vectors, "
@@ -218,10 +219,132 @@ def _versions() -> str:
     return out
 
 
-if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "reference":
+def run_gpu_benchmark(n_images: int = 4096, weights: str = "lite0", batch_size: int = 256) -> str:
+    """The CUDA path (torch, bf16 autocast, channels_last, pinned memory, loader threads) against the same
+    network in fp32 NCHW on the GPU, model only and from PNG files. Only where a GPU is present.
+
+    Run: ``python -m ulisse.plugins.sim.speed gpu``.
+    """
+    import torch
+
+    import ulisse
+    from ulisse.embedding import embed_files
+
+    if not torch.cuda.is_available():
+        return "No CUDA GPU is visible to torch: nothing measured.\n"
+    tmp = Path(tempfile.mkdtemp(prefix="ulisse-gpu-speed-"))
+    try:
+        paths = write_cutouts(tmp / "cutouts", n_images)
+        enc = ulisse.Encoder.load(weights=weights, device="cuda")  # bf16 autocast, torch runtime
+        model, mean, std = reference_model(weights=weights)
+        model = model.cuda()
+        x = torch.randint(0, 256, (batch_size, 224, 224, 3), dtype=torch.uint8).numpy()
+        enc.embed_prepared(x)
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(8):
+            enc.embed_prepared(x)
+        torch.cuda.synchronize()
+        t_bf16 = (time.perf_counter() - t) / (8 * batch_size)
+        xf = torch.randn(batch_size, 3, 224, 224, device="cuda")
+        with torch.inference_mode():
+            model.forward_features(xf)
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            for _ in range(8):
+                model.forward_features(xf).mean((2, 3)).cpu()
+            torch.cuda.synchronize()
+        t_fp32 = (time.perf_counter() - t) / (8 * batch_size)
+        t = time.perf_counter()
+        embed_files(enc, paths, progress=False, batch_size=batch_size)
+        t_files = (time.perf_counter() - t) / n_images
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return (f"GPU {torch.cuda.get_device_name(0)}, batch {batch_size}: model only bf16 channels_last "
+            f"{1 / t_bf16:.0f} cutouts/s, fp32 NCHW {1 / t_fp32:.0f} cutouts/s ({t_fp32 / t_bf16:.2f}x); "
+            f"from {n_images} PNG files {1 / t_files:.0f} cutouts/s ({t_bf16 / t_files:.2f} of model only).\n")
+
+
+if __name__ == "__main__" and len(sys.argv) == 2 and sys.argv[1] == "gpu":
+    print(run_gpu_benchmark(), end="")
+
+
+if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "reference":
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     files = sorted(Path(sys.argv[2]).glob("*.png"))
-    net, mu, sd = reference_model()
+    net, mu, sd = reference_model(sys.argv[4], sys.argv[5])
     np.save(sys.argv[3], reference_embed(files, net, mu, sd))
+
+
+def int8_study(folder: str | os.PathLike, labels: str | os.PathLike | None = None, n_calibration: int = 64,
+               k: int = 16, prototypes: int = 20, weights: str = "lite0", seed: int = 0, threads: int = 2,
+               command: str | None = None) -> str:
+    """INT8 (ONNX Runtime static quantisation, calibrated on ``n_calibration`` of the set's own cutouts) against
+    fp32 ONNX Runtime on every cutout of ``folder``: speed, cosine, overlap of each object's ``k`` nearest
+    neighbours, and (with ``labels``: a CSV with id and label) the AGN fraction among the ``k`` neighbours of
+    random AGN prototypes. Returns a Markdown section."""
+    import faiss
+    import pandas as pd
+    import torch
+
+    import ulisse
+    from ulisse.cutouts import read_cutout
+    from ulisse.embedding import embed_files
+
+    torch.set_num_threads(threads)
+    paths = sorted(Path(folder).glob("*.png"))
+    rng = np.random.default_rng(seed)
+    calib = [read_cutout(paths[i]).image for i in rng.choice(len(paths), size=min(n_calibration, len(paths)),
+                                                              replace=False)]
+    fp32 = ulisse.Encoder.load(weights=weights, device="cpu", runtime="onnx")
+    t = time.perf_counter()
+    int8 = ulisse.Encoder.load(weights=weights, device="cpu", runtime="onnx", precision="int8", calibration=calib)
+    t_quant = time.perf_counter() - t
+    out = {}
+    for name, enc in (("fp32", fp32), ("int8", int8)):
+        t = time.perf_counter()
+        emb = embed_files(enc, paths, progress=False)
+        out[name] = (emb, time.perf_counter() - t)
+    prepared = fp32.prepare([read_cutout(p).image for p in paths[:64]])
+    model_rate = {name: len(prepared) / _model_only(enc, prepared, enc.default_batch_size)
+                  for name, enc in (("fp32", fp32), ("int8", int8))}
+    a, b = out["fp32"][0].vectors, out["int8"][0].vectors
+    cos = _cos(a, b)
+
+    def knn(v):
+        index = faiss.IndexFlatL2(v.shape[1])
+        index.add(np.ascontiguousarray(v))
+        return index.search(np.ascontiguousarray(v), k + 1)[1][:, 1:]
+
+    na, nb = knn(a), knn(b)
+    overlap = float(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb)]))
+    lines = [
+        f"INT8 against fp32 (both ONNX Runtime, {threads} threads) on {len(paths)} cutouts of {folder}; "
+        f"calibration on {len(calib)} of them ({t_quant:.0f} s to quantise):",
+        "",
+        "| precision | files -> vectors, cutouts/s | model only, cutouts/s |",
+        "|---|---|---|",
+        *[f"| {n} | {len(paths) / out[n][1]:.1f} | {model_rate[n]:.1f} |" for n in ("fp32", "int8")],
+        "",
+        f"Cosine int8 to fp32: mean {cos.mean():.4f}, min {cos.min():.4f}. Overlap of each object's {k} nearest "
+        f"neighbours with the fp32 ones: **{overlap:.3f}** (INT8 would become a default only at >= 0.95).",
+    ]
+    if labels:
+        table = pd.read_csv(labels).set_index("id")
+        ids = np.array(out["fp32"][0].ids)
+        lab = table.loc[ids, "label"].astype(str).to_numpy()
+        agn_rows = np.flatnonzero(lab == "AGN")
+        chosen = rng.choice(agn_rows, size=min(prototypes, len(agn_rows)), replace=False)
+        frac = {n: float(np.mean([(lab[nn[r]] == "AGN").mean() for r in chosen])) for n, nn in (("fp32", na), ("int8", nb))}
+        lines.append(f"AGN fraction among the {k} neighbours of {len(chosen)} random AGN prototypes: fp32 "
+                     f"{100 * frac['fp32']:.1f} %, int8 {100 * frac['int8']:.1f} % (base rate {100 * (lab == 'AGN').mean():.1f} %).")
+    if command:
+        lines.append(f"Command: `{command}`")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__" and len(sys.argv) >= 3 and sys.argv[1] == "int8":
+    print(int8_study(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None,
+                     command="python -m ulisse.plugins.sim.speed " + " ".join(sys.argv[1:])))
