@@ -138,11 +138,10 @@ def index_build(inputs, index_dir, catalog, factory, memory, metric, dtype, npro
                 skip_bad, overwrite, wait):
     """Embed cutouts and write a new index directory."""
     from .encoder import Encoder
-    from .index import build_index
-    from .indexes import auto, store
+    from .index import build_index, check_new_index_path
+    from .indexes import auto
 
-    if (Path(index_dir) / store.MANIFEST).exists() and not overwrite:
-        raise UlisseError(f"{index_dir}: an index exists here already (use 'ulisse index add' to extend it, or --overwrite)")
+    check_new_index_path(index_dir, overwrite)
     auto.parse_memory(memory)
     _check_before_embedding(inputs, catalog, skip_bad, factory)
     encoder = Encoder.load(device=device, **encoder_options)

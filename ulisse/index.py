@@ -669,11 +669,20 @@ def build_index(inputs: Sequence[str | os.PathLike], path: str | os.PathLike, ca
                           time.perf_counter() - t0)
 
 
-def _check_new_path(path: Path, overwrite: bool) -> None:
+def _index_exists(path) -> InputError:
+    return InputError(f"{path}: an index exists here already (use 'ulisse index add' to extend it, or --overwrite)")
+
+
+def check_new_index_path(path: str | os.PathLike, overwrite: bool = False) -> None:
+    """Refuse to write a new index over a file, or over an index unless ``overwrite`` (checked before long work)."""
+    path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{path}: exists and is not a directory")
     if (path / store.MANIFEST).exists() and not overwrite:
-        raise InputError(f"{path}: an index exists here already (use 'ulisse index add' to extend it, or --overwrite)")
+        raise _index_exists(path)
+
+
+_check_new_path = check_new_index_path
 
 
 def create_index(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.DataFrame, encoder_spec: "EncoderSpec", *,
@@ -723,7 +732,7 @@ def create_index(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.Data
         except store.IndexNotFound:
             previous = None
         if previous is not None and not overwrite:
-            raise InputError(f"{path}: an index exists here already (use 'ulisse index add' to extend it, or --overwrite)")
+            raise _index_exists(path)
         store.sweep(path, previous)
         trained_entry = store.write_trained(path, trained) if trained is not None else None
         try:
