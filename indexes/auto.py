@@ -8,7 +8,7 @@ reason, which the manifest keeps and ``ulisse index info`` prints.
 
 Example:
     >>> choose_factory(1_000_000, 1280, "8GB").factory
-    'IVF4096,Flat'
+    'IVF1024,Flat'
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ulisse.errors import InputError
 
 FLAT_BELOW = 10_000          # exact search over fewer vectors takes milliseconds and needs no training
 IVF_FLAT_BELOW = 10_000_000  # autofaiss stops at 1M for RAM-resident indexes; ours are memory-mapped
+MAX_NLIST = 1024             # k-means of more 1280-d centroids takes many minutes on a CPU node
 PQ_SIZES = (256, 128, 64, 48, 32, 24, 16, 8, 4)
 ID_BYTES = 8
 DEFAULT_MEMORY = "8GB"
@@ -55,13 +56,14 @@ def parse_memory(text: str | int | float) -> int:
 
 
 def nb_clusters(n: int) -> int:
-    """autofaiss's first choice below 1M vectors: the power of two nearest to 4 sqrt(n).
+    """autofaiss's first choice below 1M vectors, the power of two nearest to 4 sqrt(n), at most 1024.
 
-    Above 1M autofaiss takes 16384+ clusters with an HNSW quantizer; training
-    that many 1280-d centroids takes too long on a CPU node, so the same
-    4 sqrt(n) rule is kept (more vectors per list, a few more lists probed).
+    autofaiss goes up to 16384+ clusters (with an HNSW quantizer) at 1M and more;
+    k-means of that many 1280-d centroids takes tens of minutes on a CPU node, and
+    training on 64 points per list keeps 1024 lists at about a minute. Larger
+    indexes get longer lists (a search reads nprobe of them, memory-mapped).
     """
-    return int(2 ** round(math.log2(4 * math.sqrt(max(n, 1)))))
+    return int(min(MAX_NLIST, 2 ** round(math.log2(4 * math.sqrt(max(n, 1))))))
 
 
 def default_nprobe(nlist: int) -> int:
@@ -79,7 +81,7 @@ def choose_factory(n: int, dim: int, memory: str | int = DEFAULT_MEMORY) -> Auto
     2. HNSW is never chosen: its graph cannot be split into append-only segments
        and memory-mapped (autofaiss's ``should_be_memory_mappable`` case);
     3. an IVF-Flat of ``n * (4 dim + 8)`` bytes that fits in ``memory``: ``IVF<nlist>,Flat``,
-       nlist the power of two nearest 4 sqrt(n);
+       nlist the power of two nearest 4 sqrt(n), at most 1024 (see :func:`nb_clusters`);
     4. otherwise IVF-PQ with the largest PQ code (of 256, 128, 64, 48, 32, 24, 16, 8, 4 bytes,
        dividing ``dim``) whose ``n * (code + 8)`` bytes fit (autofaiss also puts OPQ in front;
        left out here: ``--rerank`` re-ranks from the raw vectors instead).
@@ -95,12 +97,14 @@ def choose_factory(n: int, dim: int, memory: str | int = DEFAULT_MEMORY) -> Auto
     if ivf_flat <= budget and n < IVF_FLAT_BELOW:
         return AutoChoice(f"IVF{nlist},Flat", nprobe,
                           f"{n} vectors x {dim}-d: IVF-Flat needs {_gb(ivf_flat)} <= memory {_gb(budget)}; "
-                          f"nlist {nlist} ~ 4 sqrt(n) (autofaiss), nprobe {nprobe}; HNSW left out (segments must be memory-mappable)")
+                          f"nlist {nlist} ~ 4 sqrt(n) (autofaiss; at most {MAX_NLIST} on CPU), nprobe {nprobe}; "
+                          "HNSW left out (segments must be memory-mappable)")
     for code in PQ_SIZES:
         if code < dim and dim % code == 0 and n * (code + ID_BYTES) <= budget:
             return AutoChoice(f"IVF{nlist},PQ{code}x8", nprobe,
                               f"{n} vectors x {dim}-d: IVF-Flat would need {_gb(ivf_flat)} > memory {_gb(budget)}; "
-                              f"PQ{code} codes need {_gb(n * (code + ID_BYTES))}; nlist {nlist} ~ 4 sqrt(n), nprobe {nprobe} "
+                              f"PQ{code} codes need {_gb(n * (code + ID_BYTES))}; nlist {nlist} ~ 4 sqrt(n) (at most {MAX_NLIST}), "
+                              f"nprobe {nprobe} "
                               "(use --rerank N for exact distances from the raw vectors)")
     raise InputError(f"--memory {memory}: too small for {n} vectors even with 4-byte PQ codes "
                      f"({_gb(n * (4 + ID_BYTES))} needed)")

@@ -192,9 +192,21 @@ def write_trained(path: Path, trained_index) -> dict:
     return write_file(path, f"{TRAINED_PREFIX}{new_id()}.faiss", lambda p: faiss.write_index(trained_index, str(p)))
 
 
+def npy_header(dtype, shape) -> bytes:
+    """The header of a ``.npy`` file holding a C-order array of ``dtype`` and ``shape``."""
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                               "fortran_order": False, "shape": tuple(shape)})
+    return buf.getvalue()
+
+
 def _save_npy(p: Path, array: np.ndarray) -> None:
+    # plain writes, so that a full disk raises OSError(ENOSPC) (numpy's tofile loses the errno)
     with open(p, "wb") as f:
-        np.save(f, array, allow_pickle=False)
+        f.write(npy_header(array.dtype, array.shape))
+        f.write(memoryview(np.ascontiguousarray(array)).cast("B"))
 
 
 def commit(path: Path, manifest: dict, expected_generation: int) -> dict:

@@ -1,0 +1,391 @@
+"""The index store at scale: concurrent writers, killed writers, full disks, integrity, distances, search parameters.
+
+Synthetic vectors through ``ulisse.create_index`` / ``Index.add_vectors`` (no encoder runs here).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import faiss
+import numpy as np
+import pandas as pd
+import pytest
+
+import ulisse
+from ulisse import IndexError_, QueryError
+from ulisse._io import WriteError
+from ulisse.encoder import EncoderSpec
+from ulisse.index import compact_index, upgrade_index, verify_index
+from ulisse.indexes import store
+from ulisse.indexes.lock import IndexBusy, writer_lock
+
+DIM = 16
+SPEC = EncoderSpec("synthetic", "random", None, dim=DIM)
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+
+
+def batch(tag: str, n: int, dim: int = DIM, seed: int = 0):
+    """Vectors and metadata rows for ``n`` objects named ``tag-i``; the same every time for a tag."""
+    rng = np.random.default_rng([ord(c) for c in tag] + [seed])
+    centres = np.random.default_rng(99).normal(size=(8, dim)) * 4
+    v = (centres[rng.integers(0, 8, n)] + rng.normal(size=(n, dim))).astype(np.float32)
+    return v, pd.DataFrame({"id": [f"{tag}-{i}" for i in range(n)], "ra": np.arange(n, dtype=float)})
+
+
+def new_index(path, n=20, **kw):
+    v, m = batch("base", n)
+    return ulisse.create_index(path, v, m, SPEC, device="cpu", **kw)
+
+
+def check_vectors(index):
+    """Every stored vector is exactly the one added under its id."""
+    by_tag: dict = {}
+    for i, oid in enumerate(index.metadata["id"]):
+        tag, num = oid.rsplit("-", 1)
+        by_tag.setdefault(tag, []).append((i, int(num)))
+    for tag, rows in by_tag.items():
+        n = max(num for _, num in rows) + 1
+        v, _ = batch(tag, n)
+        got = index.vectors_of_rows([r for r, _ in rows])
+        np.testing.assert_array_equal(got, v[[num for _, num in rows]])
+
+
+def run_cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "ulisse", *map(str, args)], capture_output=True, text=True,
+                          env=ENV, timeout=120, **kw)
+
+
+HELPERS = "import numpy as np\nimport pandas as pd\nDIM = 16\n" + inspect.getsource(batch)  # no torch in writers
+WRITER = HELPERS + textwrap.dedent("""
+    import sys
+    import ulisse
+    path, name, adds, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    for a in range(adds):
+        index = ulisse.open_index(path, device="cpu")
+        v, m = batch(f"{{name}}x{{a}}", size)
+        index.add_vectors(v, m, wait=120)
+""").replace("{{", "{").replace("}}", "}")
+
+
+def test_eight_processes_adding_at_once_lose_nothing(tmp_path):
+    path = tmp_path / "idx"
+    new_index(path)
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    procs = [subprocess.Popen([sys.executable, script, path, f"w{p}", "3", "5"], env=ENV, stderr=subprocess.PIPE,
+                              text=True) for p in range(8)]
+    for p in procs:
+        _, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+    index = ulisse.open_index(path, device="cpu")
+    assert len(index) == 20 + 8 * 3 * 5 and index.manifest["generation"] == 1 + 8 * 3
+    assert index.metadata["id"].is_unique and list(index.metadata["row"]) == list(range(len(index)))
+    check_vectors(index)
+    assert verify_index(path) == []
+
+
+KILLED = HELPERS + textwrap.dedent("""
+    import sys
+    import ulisse
+    from ulisse.index import compact_index
+    path, what = sys.argv[1], sys.argv[2]
+    index = ulisse.open_index(path, device="cpu")
+    print("ready", flush=True)
+    for a in range(1000):
+        if what == "add":
+            v, m = batch(f"k{{a}}", 300)
+            index.add_vectors(v, m)
+        else:
+            compact_index(path)
+            v, m = batch(f"c{{a}}", 50)
+            index.add_vectors(v, m)
+""").replace("{{", "{").replace("}}", "}")
+
+
+@pytest.mark.parametrize("what", ["add", "compact"])
+def test_sigkill_at_random_points_leaves_a_whole_generation(tmp_path, what):
+    path = tmp_path / "idx"
+    new_index(path, n=300, factory="IVF4,Flat")
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED)
+    rnd = random.Random(7)
+    for trial in range(4):
+        before = store.read_manifest(path)
+        p = subprocess.Popen([sys.executable, script, path, what], env=ENV, stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(rnd.uniform(0.0, 0.6))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        after = store.read_manifest(path)
+        assert after["generation"] >= before["generation"]
+        index = ulisse.open_index(path, device="cpu")  # a whole generation: opens, sizes and headers check out
+        assert len(index) == after["count"] == sum(s["count"] for s in after["segments"])
+        assert verify_index(path) == []
+        check_vectors(index)
+        assert index.query(index.ids[-1], k=3).ids  # and answers
+    # the next writer sweeps what the killed ones left
+    with writer_lock(path):
+        store.sweep(path, store.read_manifest(path))
+    left = {n for n in os.listdir(path) if n.startswith(("seg-", "trained-", ".tmp-"))}
+    assert left == set(store.file_names(store.read_manifest(path)))
+
+
+def _mount_tmpfs(where, size="2m"):
+    where.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip() or r.returncode})")
+
+
+def test_disk_full_gives_one_line_no_orphan_and_the_previous_generation(tmp_path):
+    disk = tmp_path / "small"
+    _mount_tmpfs(disk)
+    try:
+        path = disk / "idx"
+        v, m = batch("base", 2000, dim=64)
+        index = ulisse.create_index(path, v, m, EncoderSpec("synthetic", "random", None, dim=64), device="cpu")
+        before = store.read_manifest(path)
+        names_before = set(os.listdir(path))
+        with pytest.raises(WriteError) as err:
+            for a in range(10):  # 0.5 MB each: the 2 MB disk fills
+                index.add_vectors(*batch(f"more{a}", 2000, dim=64))
+        assert str(err.value) == f"{path}: no space left on device"
+        now = store.read_manifest(path)
+        assert set(os.listdir(path)) == set(store.file_names(now)) | {"manifest.json", ".ulisse.lock"}  # no orphan
+        assert set(os.listdir(path)) >= names_before and now["generation"] >= before["generation"]
+        assert len(ulisse.open_index(path, device="cpu")) == now["count"] and verify_index(path) == []
+        # the command line: one line, exit 1, no traceback, nothing left behind
+        r = run_cli("index", "compact", path)
+        assert r.returncode == 1 and r.stderr.strip() == f"ulisse: error: {path}: no space left on device", r.stderr
+        assert set(os.listdir(path)) == set(store.file_names(now)) | {"manifest.json", ".ulisse.lock"}
+        assert store.read_manifest(path) == now
+    finally:
+        del index
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_flipped_byte_is_found_by_verify(tmp_path):
+    path = tmp_path / "idx"
+    index = new_index(path)
+    index.add_vectors(*batch("more", 10))
+    assert verify_index(path) == []
+    seg = store.read_manifest(path)["segments"][1]["vectors"]["name"]
+    f = path / seg
+    data = bytearray(f.read_bytes())
+    data[-7] ^= 0x01  # one bit of one float: same size, header intact
+    f.write_bytes(bytes(data))
+    assert len(ulisse.open_index(path, device="cpu")) == 30  # opening does not re-hash
+    problems = verify_index(path)
+    assert len(problems) == 1 and problems[0].startswith(seg) and "sha256" in problems[0]
+    r = run_cli("index", "verify", path)
+    assert r.returncode == 1 and seg in r.stderr and "Traceback" not in r.stderr
+
+
+def test_truncated_segment_is_caught_on_open(tmp_path):
+    path = tmp_path / "idx"
+    new_index(path)
+    f = next(path.glob("seg-*.metadata.parquet"))
+    f.write_bytes(f.read_bytes()[:-1])
+    with pytest.raises(IndexError_, match="damaged"):
+        ulisse.open_index(path)
+
+
+def test_manifest_names_stay_inside_the_directory(tmp_path):
+    path = tmp_path / "idx"
+    new_index(path)
+    m = json.loads((path / "manifest.json").read_text())
+    m["segments"][0]["vectors"]["name"] = "../outside.npy"
+    (path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(IndexError_, match="not a plain file name"):
+        ulisse.open_index(path)
+    r = run_cli("index", "info", path)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "plain file name" in r.stderr
+
+
+def test_second_writer_waits_or_stops_and_readers_never_block(tmp_path):
+    path = tmp_path / "idx"
+    index = new_index(path)
+    with writer_lock(path):
+        assert ulisse.open_index(path).query("base-1", k=3).ids  # a reader while a writer holds the lock
+        with pytest.raises(IndexBusy, match="another writer"):
+            index.add_vectors(*batch("late", 3))
+        r = run_cli("index", "compact", path)
+        assert r.returncode == 1 and "another writer" in r.stderr and "--wait" in r.stderr
+    assert len(ulisse.open_index(path)) == 20
+    script = tmp_path / "w.py"
+    script.write_text(WRITER)
+    with writer_lock(path):  # a writer with --wait gets in once the lock is free
+        p = subprocess.Popen([sys.executable, script, path, "waiter", "1", "4"], env=ENV)
+        time.sleep(1.0)
+        assert p.poll() is None
+    assert p.wait(timeout=60) == 0 and len(ulisse.open_index(path)) == 24
+
+
+def test_stale_index_object_adds_to_the_current_generation(tmp_path):
+    path = tmp_path / "idx"
+    a = new_index(path)
+    b = ulisse.open_index(path)
+    a.add_vectors(*batch("a", 5))
+    b.add_vectors(*batch("b", 5))  # b opened before a's add: it adds after it, losing nothing
+    with pytest.raises(ulisse.InputError, match="already in the index"):
+        b.add_vectors(*batch("a", 5))
+    index = ulisse.open_index(path)
+    assert len(index) == 30 and index.manifest["generation"] == 3
+    check_vectors(index)
+
+
+def _brute(vectors, q, metric):
+    if metric == "L2":
+        return np.linalg.norm(vectors - q, axis=1)
+    if metric == "IP":
+        return -(vectors @ q)
+    n = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return 1 - n @ (q / np.linalg.norm(q))
+
+
+@pytest.mark.parametrize("metric", ["IP", "cosine"])
+def test_similarity_metrics_give_distances_in_union_and_expansion(tmp_path, metric):
+    from ulisse.plugins.prototype import query
+    from ulisse.plugins.recursive import expand
+
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(200, DIM)).astype(np.float32) * rng.uniform(0.5, 2.0, size=(200, 1)).astype(np.float32)
+    meta = pd.DataFrame({"id": [f"o{i}" for i in range(200)]})
+    index = ulisse.create_index(tmp_path / metric, v, meta, SPEC, metric=metric, device="cpu")
+    # union: each prototype's most similar objects, ranked by distance (smaller = more similar)
+    r = query(index, ["o1", "o2"], k=5, combine="union")
+    assert (np.diff(r.table["distance"]) >= 0).all()
+    best = {}
+    for p in (1, 2):
+        d = _brute(v, v[p], metric)
+        d[[1, 2]] = np.inf
+        for i in np.argsort(d)[:5]:
+            best[i] = min(best.get(i, np.inf), d[i])
+    expected = sorted(best, key=best.get)
+    assert list(r.table["row"]) == expected
+    np.testing.assert_allclose(r.table["distance"], [best[i] for i in expected], rtol=1e-4, atol=1e-4)
+    # expansion: the first round holds the prototype's k most similar objects
+    e = expand(index, "o1", k=4, iterations=2)
+    d = _brute(v, v[1], metric)
+    d[1] = np.inf
+    first = e.table[e.table["iteration"] == 1]
+    assert set(first["row"]) == set(np.argsort(d)[:4])
+    np.testing.assert_allclose(np.sort(first["distance"]), np.sort(d)[:4], rtol=1e-4, atol=1e-4)
+    assert not set(e.table["row"]) & {1} and e.table["row"].is_unique
+
+
+def test_nprobe_is_stored_and_honoured(tmp_path):
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(16, DIM)) * 6
+    v = (centres[rng.integers(0, 16, 3000)] + rng.normal(size=(3000, DIM))).astype(np.float32)
+    meta = pd.DataFrame({"id": [f"o{i}" for i in range(3000)]})
+    index = ulisse.create_index(tmp_path / "ivf", v, meta, SPEC, factory="IVF16,Flat", nprobe=16, device="cpu")
+    assert index.manifest["search"]["nprobe"] == 16
+    q = v[:40] + 0.5 * rng.normal(size=(40, DIM)).astype(np.float32)
+    D, I = index.search(q, 10)  # every list probed: the exact answer
+    truth = np.argsort(((v[None] - q[:, None]) ** 2).sum(-1), axis=1)[:, :10]
+    assert (I == truth).mean() > 0.99
+    trained = faiss.read_index(str(tmp_path / "ivf" / index.manifest["trained"]["name"]))
+    _, lists = trained.quantizer.search(v, 1)
+    _, qlist = trained.quantizer.search(q, 1)
+    D1, I1 = index.search(q, 10, nprobe=1)  # one list: every neighbour from the query's nearest list
+    assert all((lists[I1[j], 0] == qlist[j, 0]).all() for j in range(40))
+    again = ulisse.open_index(tmp_path / "ivf", nprobe=1)
+    assert again.search_parameters()["nprobe"] == 1
+    np.testing.assert_array_equal(again.search(q, 10)[1], I1)
+    # --rerank: exact distances of the approximate candidates
+    Dr, Ir = index.search(q, 10, nprobe=1, rerank=50)
+    np.testing.assert_allclose(Dr, np.linalg.norm(v[Ir] - q[:, None], axis=2), rtol=1e-5, atol=1e-5)
+
+
+def test_exclusions_and_filters_go_through_selectors(tmp_path):
+    index = new_index(tmp_path / "idx", n=200, factory="IVF4,Flat", nprobe=4)
+    v = index.all_vectors()
+    seen = list(range(0, 200, 3))
+    D, I = index.search(v[:5], 10, exclude=[seen] * 5)
+    assert I.shape == (5, 10) and not set(I.ravel()) & set(seen)
+    d = np.linalg.norm(v[None] - v[:5, None], axis=2)
+    d[:, seen] = np.inf
+    np.testing.assert_array_equal(I, np.argsort(d, axis=1, kind="stable")[:, :10])
+    allowed = np.zeros(200, bool)
+    allowed[100:150] = True
+    D, I = index.search(v[:3], 60, allowed=allowed)
+    assert ((I >= 100) & (I < 150) | (I == -1)).all() and (I >= 0).sum(axis=1).tolist() == [50, 50, 50]
+    with pytest.raises(QueryError, match="boolean mask"):
+        index.search(v[:1], 3, allowed=np.ones(5, bool))
+
+
+def test_bulk_vectors_fingerprint_and_float16(tmp_path):
+    index = new_index(tmp_path / "idx", n=50, dtype="float16")
+    fp = index.fingerprint
+    v, _ = batch("base", 50)
+    assert index.all_vectors().dtype == np.float32 and np.allclose(index.all_vectors(), v, atol=1e-2)
+    index.add_vectors(*batch("x", 7))
+    assert index.fingerprint != fp and len(index.all_vectors()) == 57
+    rows = np.array([56, 3, 50, 3])
+    np.testing.assert_array_equal(index.vectors_of_rows(rows), index.all_vectors()[rows])
+    compact_index(tmp_path / "idx")
+    again = ulisse.open_index(tmp_path / "idx")
+    assert len(again.manifest["segments"]) == 1 and again.fingerprint != fp
+    np.testing.assert_array_equal(again.all_vectors(), index.all_vectors())
+    assert isinstance(new_index(tmp_path / "f32").all_vectors(), np.memmap)  # float32, one segment: the map itself
+
+
+def test_auto_factory_follows_the_rules_and_says_why(tmp_path):
+    from ulisse.indexes.auto import choose_factory
+
+    assert choose_factory(5_000, 1280).factory == "Flat"
+    assert choose_factory(20_000, 1280, "8GB").factory == "IVF512,Flat"
+    assert choose_factory(1_000_000, 1280, "2GB").factory.startswith("IVF1024,PQ")
+    index = new_index(tmp_path / "idx", n=20)
+    r = run_cli("index", "info", tmp_path / "idx")
+    assert r.returncode == 0 and "exact search (Flat)" in r.stdout and index.manifest["auto"]["factory"] == "Flat"
+
+
+def test_format_1_opens_read_only_and_upgrades(tmp_path):
+    path = tmp_path / "v1"
+    path.mkdir()
+    v, meta = batch("old", 40)
+    flat = faiss.IndexFlatL2(DIM)
+    flat.add(v)
+    faiss.write_index(flat, str(path / "vectors.g0001.faiss"))
+    meta.insert(0, "row", np.arange(40))
+    meta["dec"], meta["source"] = np.nan, None
+    meta.to_parquet(path / "metadata.g0001.parquet", index=False)
+    files = {role: {"name": n, "bytes": (path / n).stat().st_size, "sha256": ulisse._io.sha256_file(path / n)}
+             for role, n in (("vectors", "vectors.g0001.faiss"), ("metadata", "metadata.g0001.parquet"))}
+    (path / "manifest.json").write_text(json.dumps({
+        "format": "ulisse-index", "format_version": 1, "generation": 1, "count": 40, "factory": "Flat",
+        "metric": "L2", "dim": DIM, "encoder": SPEC.to_dict(), "rgb": {}, "files": files, "history": []}))
+    old = ulisse.open_index(path)
+    assert old.read_only and len(old) == 40
+    answer = old.query("old-3", k=5).ids
+    with pytest.raises(IndexError_, match="upgrade"):
+        old.add_vectors(*batch("new", 2))
+    r = run_cli("index", "upgrade", path)
+    assert r.returncode == 0, r.stderr
+    new = ulisse.open_index(path)
+    assert not new.read_only and new.manifest["format_version"] == 2 and new.query("old-3", k=5).ids == answer
+    assert not list(path.glob("*.g0001.*")) and verify_index(path) == []
+    new.add_vectors(*batch("new", 2))
+    check_vectors(ulisse.open_index(path))
+
+
+def test_query_by_id_imports_no_torch(tmp_path):
+    new_index(tmp_path / "idx")
+    code = ("import sys, ulisse\n"
+            f"index = ulisse.open_index({str(tmp_path / 'idx')!r})\n"
+            "assert index.query('base-2', k=3).ids\n"
+            "import ulisse.cli\n"
+            "print('torch' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
