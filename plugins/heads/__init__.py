@@ -1,0 +1,85 @@
+"""Supervised regression heads with honest uncertainties, on an index's frozen feature vectors.
+
+Regress a physical quantity of the catalogue (an Einstein radius, a photometric
+redshift, a stellar mass) from the cutouts' vectors, with error bars in two parts:
+aleatoric (the noise each network predicts as a variance) and epistemic (how much
+networks disagree).
+
+Methods
+-------
+``ensemble`` (default)
+    A deep ensemble (Lakshminarayanan et al. 2017) of ``members`` MLPs, each with a
+    mean and a variance output (softplus plus a floor, bounded), trained with the
+    Gaussian negative log-likelihood from its own initialisation and batch order.
+    Combined as a mixture: mean of the means; aleatoric variance = mean of the
+    variances; epistemic variance = variance of the means.
+``mc-dropout``
+    One such MLP with dropout kept on at prediction time (Gal & Ghahramani 2016),
+    ``mc_samples`` passes combined the same way.
+``ridge``
+    Ridge regression (alpha by generalised cross-validation), the baseline; its
+    error bar is the validation rows' RMS residual (aleatoric only).
+
+Training: targets standardised (median, MAD), features standardised, AdamW,
+gradient clipping, early stopping on a validation split (20 %), a NaN guard
+(:mod:`ulisse.plugins.heads.models`), and one variance factor fitted on the
+validation split so that its NLL is smallest (``calibrate``; the report gives
+the uncalibrated numbers too). Fine-tuning the encoder's last stage is not
+implemented: heads see the index's frozen vectors only.
+
+Storage: ``DIR/derived/heads/NAME/`` (``head.safetensors`` and ``head.json`` with
+the training ids, encoder spec and metrics). Predictions of every head for every
+object are the derived-column set ``heads`` (``NAME``, ``NAME_std``,
+``NAME_std_aleatoric``, ``NAME_std_epistemic``): stored with the index,
+recomputed after an add, joined into query tables and exports, usable in
+``--where``.
+
+Example::
+
+    ulisse head train indexes/lenses --target theta_E --name theta_E_pred --members 5
+    ulisse head report indexes/lenses --name theta_E_pred --truth theta_E --out report/
+    ulisse query indexes/lenses --id lens-000001 --where "theta_E_pred > 2"
+
+    >>> from ulisse.plugins.heads import train_head, predict_head, head_report, list_heads
+    >>> train_head(index, "theta_E", "theta_E_pred", method="ensemble")     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ulisse
+
+from .core import (DERIVED_SET, METHODS, Head, TrainedHead, columns_of, compute_columns, head_names, list_heads,
+                   load_head, predict_head, read_ids, remove_head, train_head)
+from .metrics import HeadReport, head_report, regression_metrics
+from .models import TrainConfig, TrainingError
+
+__all__ = ["train_head", "predict_head", "head_report", "list_heads", "load_head", "remove_head", "head_names",
+           "columns_of", "read_ids", "regression_metrics", "Head", "TrainedHead", "HeadReport", "TrainConfig",
+           "TrainingError", "METHODS", "DERIVED_SET"]
+
+
+@ulisse.hookimpl
+def register_derived_columns(config):
+    """The ``heads`` set: every trained head's prediction and error bars for every object."""
+    from ulisse.registry import DerivedColumns
+
+    return [DerivedColumns(DERIVED_SET, "predictions of the regression heads (NAME, NAME_std, "
+                                        "NAME_std_aleatoric, NAME_std_epistemic)", compute=compute_columns)]
+
+
+@ulisse.hookimpl(trylast=True)
+def register_commands(cli):
+    """``ulisse head train|predict|report|list|remove``, and ``ulisse benchmark lenses``."""
+    from .cli import add_head_commands
+
+    add_head_commands(cli)
+
+
+@ulisse.hookimpl
+def register_ui_pages(config):
+    """The web UI's Heads page, named by path (the plugin does not import the UI)."""
+    from ulisse.registry import UIPage
+
+    return [UIPage("Heads", Path(__file__).resolve().parents[2] / "ui" / "views" / "heads.py", order=60)]

@@ -1,0 +1,154 @@
+"""``ulisse head train|predict|report|list|remove`` and ``ulisse benchmark lenses``."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+import ulisse
+from ulisse.options import device_option, format_option
+
+LOG = logging.getLogger(__name__)
+
+PREDICT_FORMATS = ("table", "csv", "json", "votable")
+
+
+def _open(index_dir):
+    return ulisse.open_index(index_dir, device="cpu")
+
+
+def add_head_commands(cli: click.Group) -> None:
+    """The ``head`` group (and, beside the other benchmarks, ``benchmark lenses``)."""
+    from .core import METHODS
+
+    @cli.group("head")
+    def head():
+        """Regression heads on the index's vectors: a catalogue column with honest error bars."""
+
+    @head.command("train")
+    @click.argument("index_dir", type=click.Path())
+    @click.option("--target", required=True, help="numeric catalogue column to learn (rows where it is present)")
+    @click.option("--name", required=True, help="head name: its predictions become the columns NAME, NAME_std, ...")
+    @click.option("--method", type=click.Choice(METHODS), default="ensemble", show_default=True,
+                  help="deep ensemble of Gaussian MLPs, one MC-dropout MLP, or ridge regression (baseline)")
+    @click.option("--members", type=int, default=5, show_default=True, help="networks in the ensemble")
+    @click.option("--train-ids", type=click.Path(dir_okay=False), default=None,
+                  help="file of ids to train on, one per line (default: every object with a target value)")
+    @click.option("--epochs", type=click.IntRange(1, 100_000), default=300, show_default=True,
+                  help="most epochs per network (early stopping on a validation split)")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @device_option
+    def train(index_dir, target, name, method, members, train_ids, epochs, seed, device):
+        """Train a head on the index's frozen vectors against a catalogue column."""
+        from ulisse.cli import progress_enabled
+
+        from .core import read_ids, train_head
+        from .models import TrainConfig
+
+        ids = read_ids(train_ids) if train_ids else None
+        index = _open(index_dir)
+        trained = train_head(index, target, name, method=method, members=members, train_ids=ids,
+                             config=TrainConfig(max_epochs=epochs, seed=seed), device=device,
+                             progress=progress_enabled())
+        m = trained.metrics
+        v = m["validation"]
+        click.echo(f"head {name}: {method} on {target}, {m['n_train']} training and {m['n_validation']} validation "
+                   f"objects, {m['seconds']:.1f} s, {trained.config['nan_events']} non-finite steps\n"
+                   f"validation: RMSE {v['rmse']:.4g}, NLL {v['nll']:.4g}, coverage 68% {100 * v['coverage_68']:.1f} %, "
+                   f"95% {100 * v['coverage_95']:.1f} %\nstored in {trained.path}; columns "
+                   f"{name}, {name}_std, {name}_std_aleatoric, {name}_std_epistemic")
+
+    @head.command("predict")
+    @click.argument("index_dir", type=click.Path())
+    @click.option("--name", required=True, help="the head")
+    @click.option("--ids", "ids_file", type=click.Path(dir_okay=False), default=None,
+                  help="file of ids to predict, one per line (default: every object)")
+    @format_option(PREDICT_FORMATS)
+    def predict(index_dir, name, ids_file, fmt):
+        """Print a head's predictions: id, NAME, NAME_std, NAME_std_aleatoric, NAME_std_epistemic."""
+        from ulisse.results import render
+
+        from .core import predict_head, read_ids
+
+        ids = read_ids(ids_file) if ids_file else None
+        index = _open(index_dir)
+        table = predict_head(index, name, ids=ids)
+        click.echo(render(table, fmt, meta={"head": name, "index": str(index.path)}), nl=False)
+
+    @head.command("report")
+    @click.argument("index_dir", type=click.Path())
+    @click.option("--name", required=True, help="the head")
+    @click.option("--truth", required=True, help="catalogue column with the true values")
+    @click.option("--ids", "ids_file", type=click.Path(dir_okay=False), default=None,
+                  help="file of ids to judge (default: objects with a truth value never used in training)")
+    @click.option("--out", required=True, type=click.Path(), help="folder for report.json, predictions.csv and PNGs")
+    def report(index_dir, name, truth, ids_file, out):
+        """RMSE, NLL, 68/95 % coverage, PIT histogram and predicted-vs-true plot of a head."""
+        from .core import read_ids
+        from .metrics import head_report
+
+        ids = read_ids(ids_file) if ids_file else None
+        index = _open(index_dir)
+        rep = head_report(index, name, truth, ids=ids, out=out)
+        click.echo(rep.text(), nl=False)
+        click.echo("wrote " + ", ".join(str(p) for p in rep.files))
+
+    @head.command("list")
+    @click.argument("index_dir", type=click.Path())
+    @format_option(PREDICT_FORMATS)
+    def list_(index_dir, fmt):
+        """The heads stored with an index, with their validation metrics."""
+        from ulisse.results import render
+
+        from .core import list_heads
+
+        table = list_heads(_open(index_dir))
+        if fmt == "table" and table.empty:
+            click.echo("no heads (train one with 'ulisse head train')")
+            return
+        click.echo(render(table, fmt), nl=False)
+
+    @head.command("remove")
+    @click.argument("index_dir", type=click.Path())
+    @click.option("--name", required=True, help="the head")
+    def remove(index_dir, name):
+        """Delete a stored head and its derived columns."""
+        from .core import remove_head
+
+        remove_head(_open(index_dir), name)
+        click.echo(f"removed head {name}")
+
+    bench = cli.commands.get("benchmark")
+    if not isinstance(bench, click.Group):
+        bench = head  # no benchmark group loaded: the lens benchmark lives under 'head'
+
+    @bench.command("lenses")
+    @click.option("--out", type=click.Path(file_okay=False), default="~/.cache/ulisse/lens-benchmark", show_default=True,
+                  help="work folder: the simulated set and its index are kept here and reused")
+    @click.option("--n", "n", type=click.IntRange(100, 1_000_000), default=1500, show_default=True,
+                  help="lenses to simulate")
+    @click.option("--test", "n_test", type=click.IntRange(20, 1_000_000), default=500, show_default=True,
+                  help="lenses held out of training (the numbers are measured on them)")
+    @click.option("--members", type=int, default=5, show_default=True)
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--report", type=click.Path(dir_okay=False), help="write the Markdown report to this file")
+    @device_option
+    def lenses(out, n, n_test, members, seed, report, device):
+        """Einstein radii of simulated strong lenses: ensemble, MC dropout and ridge heads on unseen lenses."""
+        import shlex
+        import sys
+        from pathlib import Path
+
+        from ulisse._io import atomic_write
+        from ulisse.cli import progress_enabled
+
+        from .benchmark import run_lens_benchmark
+
+        command = "ulisse " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        result = run_lens_benchmark(Path(out).expanduser(), n=n, n_test=n_test, members=members, seed=seed, device=device,
+                                    progress=progress_enabled(), command=command)
+        click.echo(result.report)
+        if report:
+            atomic_write(report, result.report)
+            LOG.info("wrote %s", report)

@@ -1,0 +1,474 @@
+"""Regression heads: train on an index's frozen vectors, store with the index, predict every object.
+
+A head is stored in ``DIR/derived/heads/NAME/``: ``head.safetensors`` (the
+networks' weights, or ridge's coefficients, and the feature scaling) and
+``head.json`` (method, target, the training and validation ids, the encoder
+spec, the index fingerprint it was trained on, the training metrics, the
+safetensors file's sha256). The JSON is written last, so a head is either
+complete or absent.
+
+Example:
+    >>> import ulisse
+    >>> from ulisse.plugins.heads import train_head, predict_head
+    >>> index = ulisse.open_index("indexes/lenses")                                  # doctest: +SKIP
+    >>> head = train_head(index, target="theta_E", name="theta_E_pred", members=5)   # doctest: +SKIP
+    >>> predict_head(index, "theta_E_pred").head()                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+import ulisse
+from ulisse._io import atomic_write, sha256_file
+from ulisse.errors import InputError
+
+from .models import (TrainConfig, TrainingError, fit_ridge, network_from_state, predict_ensemble,
+                     predict_mc_dropout, torch_threads, train_member, variance_scale)
+
+LOG = logging.getLogger(__name__)
+
+METHODS = ("ensemble", "mc-dropout", "ridge")
+DERIVED_SET = "heads"
+HEADS_DIR = "heads"
+CONFIG_FILE, WEIGHTS_FILE = "head.json", "head.safetensors"
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a column name that --where can use
+SUFFIXES = ("", "_std", "_std_aleatoric", "_std_epistemic")
+MIN_ROWS = 8
+CHUNK = 65536  # objects per prediction batch
+DEFAULT_DROPOUT = {"ensemble": 0.1, "mc-dropout": 0.2}
+
+
+def columns_of(name: str) -> list[str]:
+    """The derived columns of head ``name``: ``NAME``, ``NAME_std``, ``NAME_std_aleatoric``, ``NAME_std_epistemic``."""
+    return [name + s for s in SUFFIXES]
+
+
+# -- vectors and ids -----------------------------------------------------------------------
+
+def vectors_of(index, rows: Sequence[int] | None = None) -> np.ndarray:
+    """float32 vectors of ``rows`` (all objects when None), through the index's bulk readers."""
+    if hasattr(index, "all_vectors"):
+        allv = index.all_vectors()
+        return np.asarray(allv if rows is None else allv[np.asarray(rows, dtype=np.int64)], np.float32)
+    rows = range(len(index)) if rows is None else rows
+    return np.asarray(index.vectors_of_rows(list(rows)), np.float32)
+
+
+def read_ids(path: str | os.PathLike) -> list[str]:
+    """Ids from a file: one per line (blank lines, ``#`` comments and a header line ``id`` skipped), or a CSV with an ``id`` column."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot be read as text ({exc.__class__.__name__})") from None
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if lines and "," in lines[0]:
+        header = [h.strip() for h in lines[0].split(",")]
+        if "id" not in header:
+            raise InputError(f"{path}: a CSV of ids needs an 'id' column")
+        col = header.index("id")
+        ids = [ln.split(",")[col].strip() for ln in lines[1:]]
+    else:
+        ids = lines[1:] if lines and lines[0] == "id" else lines
+    if not ids:
+        raise InputError(f"{path}: no ids in the file")
+    return ids
+
+
+def rows_of_ids(index, ids: Iterable[str], what: str) -> np.ndarray:
+    """Row numbers of ``ids`` (an unknown id is an error naming ``what``)."""
+    rows, unknown = [], []
+    for oid in ids:
+        try:
+            rows.append(index.row_of(str(oid)))
+        except ulisse.QueryError:
+            unknown.append(str(oid))
+    if unknown:
+        raise InputError(f"{what}: id {unknown[0]!r} is not in the index"
+                         + (f" ({len(unknown)} unknown ids in all)" if len(unknown) > 1 else ""))
+    return np.asarray(rows, dtype=np.int64)
+
+
+def target_values(index, column: str) -> np.ndarray:
+    """The catalogue column ``column`` as float64 (NaN where missing or not finite)."""
+    meta = index.metadata
+    if column not in meta.columns:
+        raise InputError(f"column {column!r}: not in the index's catalogue (columns: {', '.join(meta.columns)})")
+    values = pd.to_numeric(meta[column], errors="coerce").to_numpy(np.float64, copy=True)
+    if meta[column].notna().any() and not np.isfinite(values).any():
+        raise InputError(f"column {column!r}: not numeric")
+    values[~np.isfinite(values)] = np.nan
+    return values
+
+
+# -- storage -------------------------------------------------------------------------------
+
+def heads_dir(index) -> Path:
+    return index.derived_dir / HEADS_DIR
+
+
+def check_name(index, name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InputError(f"head name {name!r}: use letters, digits and _ (not starting with a digit)")
+    clash = [c for c in columns_of(name) if c in index.metadata.columns]
+    if clash:
+        raise InputError(f"head name {name!r}: column {clash[0]!r} is in the index's catalogue already "
+                         f"(choose another name, e.g. {name}_pred)")
+    return name
+
+
+def head_names(index) -> list[str]:
+    """Names of the heads stored with ``index``."""
+    d = Path(index.path) / "derived" / HEADS_DIR
+    if not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir() if (p / CONFIG_FILE).is_file())
+
+
+@dataclass
+class Head:
+    """A trained head, ready to predict.
+
+    Attributes:
+        name, method, target: what it is.
+        config: its stored JSON config (training ids, encoder, metrics...).
+    """
+
+    name: str
+    method: str
+    target: str
+    config: dict
+    train: TrainConfig
+    x_mean: np.ndarray
+    x_scale: np.ndarray
+    networks: list = field(default_factory=list)
+    ridge: object = None
+
+    @property
+    def y_mean(self) -> float:
+        return float(self.config["y_mean"])
+
+    @property
+    def y_scale(self) -> float:
+        return float(self.config["y_scale"])
+
+    @property
+    def variance_factor(self) -> float:
+        return float(self.config.get("variance_scale", 1.0))
+
+    def predict_standardised(self, vectors: np.ndarray, calibrated: bool = True
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mean, aleatoric variance, epistemic variance) in standardised target units."""
+        x = ((np.asarray(vectors, np.float64) - self.x_mean) / self.x_scale).astype(np.float32)
+        with torch_threads(self.train.threads):
+            if self.method == "ridge":
+                mean, alea, epi = self.ridge.predict(x)
+            elif self.method == "ensemble":
+                mean, alea, epi = predict_ensemble(self.networks, x)
+            else:
+                mean, alea, epi = predict_mc_dropout(self.networks[0], x, self.train.mc_samples, self.train.seed)
+        s = self.variance_factor if calibrated else 1.0
+        return mean, alea * s, epi * s
+
+    def predict_vectors(self, vectors: np.ndarray, calibrated: bool = True) -> pd.DataFrame:
+        """``NAME``, ``NAME_std``, ``NAME_std_aleatoric``, ``NAME_std_epistemic`` in the target's units."""
+        parts = []
+        for start in range(0, max(len(vectors), 1), CHUNK):
+            chunk = vectors[start:start + CHUNK]
+            if len(chunk) == 0:
+                break
+            parts.append(self.predict_standardised(chunk, calibrated))
+        mean, alea, epi = (np.concatenate([p[i] for p in parts]) if parts else np.zeros(0) for i in range(3))
+        c = columns_of(self.name)
+        return pd.DataFrame({c[0]: mean * self.y_scale + self.y_mean,
+                             c[1]: np.sqrt(alea + epi) * self.y_scale,
+                             c[2]: np.sqrt(alea) * self.y_scale,
+                             c[3]: np.sqrt(epi) * self.y_scale})
+
+
+def _save(index, head_cfg: dict, tensors: dict) -> Path:
+    from safetensors.numpy import save_file
+
+    folder = heads_dir(index) / head_cfg["name"]
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / WEIGHTS_FILE
+    atomic_write(weights, lambda p: save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(p)))
+    head_cfg["weights_sha256"] = sha256_file(weights)
+    atomic_write(folder / CONFIG_FILE, json.dumps(head_cfg, indent=1, default=_json_default) + "\n")
+    return folder
+
+
+def _json_default(v):
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return str(v)
+
+
+def load_head(index, name: str) -> Head:
+    """The stored head ``name`` of ``index``.
+
+    Raises:
+        InputError: no such head, or its files are damaged or do not match each other or the index.
+    """
+    from safetensors.numpy import load_file
+
+    folder = Path(index.path) / "derived" / HEADS_DIR / str(name)
+    if not NAME_RE.match(str(name)) or not (folder / CONFIG_FILE).is_file():
+        known = ", ".join(head_names(index)) or "none"
+        raise InputError(f"head {name!r}: not trained for {index.path} (heads: {known})")
+    try:
+        cfg = json.loads((folder / CONFIG_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"head {name!r}: {folder / CONFIG_FILE} is damaged ({exc.__class__.__name__})") from None
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file() or sha256_file(weights) != cfg.get("weights_sha256"):
+        raise InputError(f"head {name!r}: {weights} is missing or does not match {CONFIG_FILE} (train it again)")
+    spec = ulisse.EncoderSpec.from_dict(cfg["encoder"])
+    if not spec.compatible_with(index.encoder_spec):
+        raise ulisse.EncoderMismatch(f"head {name!r}: trained on vectors of {spec.describe()}; "
+                                     f"the index holds vectors of {index.encoder_spec.describe()}")
+    t = load_file(str(weights))
+    train = TrainConfig.from_dict(cfg["train"])
+    head = Head(cfg["name"], cfg["method"], cfg["target"], cfg, train, t["x_mean"], t["x_scale"])
+    if head.method == "ridge":
+        from .models import RidgeFit
+
+        head.ridge = RidgeFit(t["ridge.coef"], float(t["ridge.intercept"][0]), float(cfg["ridge_alpha"]),
+                              float(t["ridge.noise_var"][0]))
+    else:
+        import torch
+
+        dropout = float(cfg["dropout"])
+        for m in range(int(cfg["members"])):
+            prefix = f"member{m}."
+            state = {k[len(prefix):]: torch.from_numpy(v) for k, v in t.items() if k.startswith(prefix)}
+            head.networks.append(network_from_state(state, train, int(cfg["dim"]), dropout))
+    return head
+
+
+def remove_head(index, name: str, update_columns: bool = True) -> None:
+    """Delete the stored head ``name`` (and its derived columns)."""
+    load_head(index, name)  # exists?
+    shutil.rmtree(heads_dir(index) / name)
+    if update_columns:
+        index.derived(DERIVED_SET, recompute=True)
+
+
+# -- training ------------------------------------------------------------------------------
+
+def _standardise_target(y: np.ndarray) -> tuple[float, float, str | None]:
+    """Centre and scale of the target: median and 1.4826 MAD (robust to outliers), else std, else 1."""
+    centre = float(np.median(y))
+    scale = 1.4826 * float(np.median(np.abs(y - centre)))
+    note = None
+    if not np.isfinite(scale) or scale <= 0:
+        scale = float(np.std(y))
+    if not np.isfinite(scale) or scale <= 0:
+        scale, note = 1.0, "the target is constant over the training rows"
+    return centre, scale, note
+
+
+def _split(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    n_val = int(round(n * fraction))
+    n_val = min(max(n_val, 2), n - 2)
+    perm = rng.permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+@dataclass
+class TrainedHead:
+    """What :func:`train_head` made: the head's name, folder and stored config (metrics included)."""
+
+    name: str
+    path: Path
+    config: dict
+
+    @property
+    def metrics(self) -> dict:
+        return self.config["metrics"]
+
+
+def train_head(index, target: str, name: str, method: str = "ensemble", members: int = 5,
+               train_ids: Iterable[str] | None = None, config: TrainConfig | None = None, device: str = "cpu",
+               update_columns: bool = True, progress: bool = False) -> TrainedHead:
+    """Train a regression head on the index's vectors against the catalogue column ``target``.
+
+    Args:
+        index: an open :class:`ulisse.Index`.
+        target: a numeric catalogue column; rows where it is missing are left out.
+        name: the head's name; its predictions become the derived columns ``NAME``, ``NAME_std``,
+            ``NAME_std_aleatoric`` and ``NAME_std_epistemic``. An existing head of that name is replaced.
+        method: ``ensemble`` (deep ensemble of ``members`` Gaussian MLPs), ``mc-dropout`` or ``ridge``.
+        members: networks of the ensemble.
+        train_ids: the objects to train on (default: every object with a value of ``target``).
+        config: training settings (:class:`TrainConfig`).
+        device: torch device for training (``cpu`` or ``cuda``); prediction runs on the CPU.
+        update_columns: recompute the index's ``heads`` derived columns afterwards.
+
+    Raises:
+        InputError: unknown or non-numeric column, bad name or method, too few rows.
+        TrainingError: no member reached a finite validation loss.
+    """
+    import torch
+
+    if method not in METHODS:
+        raise InputError(f"method {method!r}: expected one of {', '.join(METHODS)}")
+    if isinstance(members, bool) or not isinstance(members, (int, np.integer)) or not 1 <= members <= 100:
+        raise InputError(f"members={members!r}: must be a whole number from 1 to 100")
+    check_name(index, name)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    config = config or TrainConfig()
+    y_all = target_values(index, target)
+    if train_ids is None:
+        rows = np.flatnonzero(np.isfinite(y_all))
+    else:
+        rows = np.unique(rows_of_ids(index, train_ids, "training ids"))
+        missing = int((~np.isfinite(y_all[rows])).sum())
+        if missing:
+            LOG.warning("%d of the %d training ids have no value of %s: left out", missing, len(rows), target)
+        rows = rows[np.isfinite(y_all[rows])]
+    if len(rows) < MIN_ROWS:
+        raise InputError(f"column {target!r}: {len(rows)} objects with a value to train on; at least {MIN_ROWS} needed")
+    t0 = time.perf_counter()
+    x = vectors_of(index, rows).astype(np.float64)
+    if not np.isfinite(x).all():
+        raise InputError(f"{index.path}: the vectors of the training objects are not all finite")
+    y = y_all[rows]
+    rng = np.random.default_rng(config.seed)
+    tr, va = _split(len(rows), config.val_fraction, rng)
+    y_mean, y_scale, note = _standardise_target(y[tr])
+    if note:
+        LOG.warning("%s: %s", target, note)
+    x_mean = x[tr].mean(0)
+    x_scale = x[tr].std(0)
+    x_scale[~(x_scale > 1e-8)] = 1.0
+    xs = ((x - x_mean) / x_scale).astype(np.float32)
+    ys = ((y - y_mean) / y_scale).astype(np.float32)
+    tensors = {"x_mean": x_mean, "x_scale": x_scale}
+    cfg = {"name": name, "method": method, "target": target, "format": 1,
+           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "train": config.to_dict(), "dim": int(x.shape[1]), "y_mean": y_mean, "y_scale": y_scale,
+           "training_ids": [str(i) for i in index.metadata["id"].to_numpy()[rows[tr]]],
+           "validation_ids": [str(i) for i in index.metadata["id"].to_numpy()[rows[va]]],
+           "encoder": index.encoder_spec.to_dict(), "index_fingerprint": index.fingerprint,
+           "versions": {"ulisse": ulisse.__version__, "torch": torch.__version__}}
+    member_info = []
+    if method == "ridge":
+        with torch_threads(config.threads):
+            fit = fit_ridge(xs[tr], ys[tr], xs[va], ys[va])
+        tensors.update({"ridge.coef": fit.coef, "ridge.intercept": np.array([fit.intercept]),
+                        "ridge.noise_var": np.array([fit.noise_var])})
+        cfg.update(members=0, ridge_alpha=fit.alpha, variance_scale=1.0, nan_events=0)
+    else:
+        dropout = config.dropout if config.dropout is not None else DEFAULT_DROPOUT[method]
+        n_nets = members if method == "ensemble" else 1
+        nets, nan_events = [], 0
+        from tqdm.auto import tqdm
+
+        for m in tqdm(range(n_nets), desc=f"training {name}", disable=not progress):
+            seed = config.seed * 1000 + m
+            try:
+                fit = train_member(xs[tr], ys[tr], xs[va], ys[va], config, seed, dropout, device)
+            except TrainingError as exc:
+                raise TrainingError(f"head {name!r}, member {m + 1}: {exc}") from None
+            nan_events += fit.nan_events
+            state = {k: v.detach().cpu() for k, v in fit.state.items()}
+            nets.append(network_from_state(state, config, xs.shape[1], dropout))
+            tensors.update({f"member{m}.{k}": v.numpy() for k, v in state.items()})
+            member_info.append({"seed": seed, "epochs": fit.epochs, "best_epoch": fit.best_epoch,
+                                "val_nll": fit.best_val_nll, "nan_events": fit.nan_events})
+        cfg.update(members=n_nets, dropout=dropout, nan_events=nan_events, variance_scale=1.0)
+    head = Head(name, method, target, cfg, config, x_mean, x_scale, networks=[] if method == "ridge" else nets,
+                ridge=fit if method == "ridge" else None)
+    mean, alea, epi = head.predict_standardised(xs[va], calibrated=False)
+    if method != "ridge" and config.calibrate:
+        cfg["variance_scale"] = variance_scale(ys[va], mean, alea + epi)
+    metrics = {"validation_uncalibrated": _std_metrics(ys[va], mean, alea + epi, y_scale)}
+    metrics["validation"] = _std_metrics(ys[va], mean, (alea + epi) * cfg["variance_scale"], y_scale)
+    cfg["metrics"] = {**metrics, "members": member_info, "n_train": int(len(tr)), "n_validation": int(len(va)),
+                      "seconds": round(time.perf_counter() - t0, 2)}
+    folder = _save(index, cfg, tensors)
+    LOG.info("head %s (%s, %s) trained on %d objects, validated on %d: RMSE %.4g, %d non-finite steps",
+             name, method, target, len(tr), len(va), metrics["validation"]["rmse"], cfg["nan_events"])
+    if update_columns:
+        index.derived(DERIVED_SET, recompute=True)
+    return TrainedHead(name, folder, cfg)
+
+
+def _std_metrics(y, mean, var, scale) -> dict:
+    from .metrics import regression_metrics
+
+    return regression_metrics(y * scale, mean * scale, np.sqrt(var) * scale)
+
+
+# -- predictions ---------------------------------------------------------------------------
+
+def compute_columns(index, **options) -> pd.DataFrame:
+    """The ``heads`` derived columns: every stored head's prediction for every object (row order)."""
+    names = head_names(index)
+    table = pd.DataFrame(index=pd.RangeIndex(len(index)))
+    if not names or len(index) == 0:
+        return table
+    vectors = vectors_of(index)
+    parts = [table]
+    for name in names:
+        try:
+            parts.append(load_head(index, name).predict_vectors(vectors))
+        except ulisse.UlisseError as exc:
+            LOG.warning("head %s left out of the derived columns: %s", name, exc)
+    return pd.concat(parts, axis=1)
+
+
+def predict_head(index, name: str, ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """Predictions of head ``name``: ``id``, ``NAME``, ``NAME_std``, ``NAME_std_aleatoric``, ``NAME_std_epistemic``.
+
+    Read from the index's stored ``heads`` derived columns (recomputed when stale);
+    ``ids`` selects objects (default: all, in row order).
+    """
+    load_head(index, name)  # a clear error for an unknown or damaged head
+    table = index.derived(DERIVED_SET)
+    if name not in table.columns:
+        table = index.derived(DERIVED_SET, recompute=True)
+    rows = np.arange(len(index)) if ids is None else rows_of_ids(index, ids, "--ids")
+    out = table.iloc[rows][columns_of(name)].reset_index(drop=True)
+    out.insert(0, "id", index.metadata["id"].to_numpy()[rows])
+    return out
+
+
+def list_heads(index) -> pd.DataFrame:
+    """One row per stored head: name, method, target, members, training size, validation metrics, created."""
+    rows = []
+    for name in head_names(index):
+        try:
+            cfg = json.loads((heads_dir(index) / name / CONFIG_FILE).read_text())
+        except (OSError, ValueError):
+            rows.append({"name": name, "method": "damaged"})
+            continue
+        val = cfg.get("metrics", {}).get("validation", {})
+        rows.append({"name": name, "method": cfg.get("method"), "target": cfg.get("target"),
+                     "members": cfg.get("members"), "n_train": cfg.get("metrics", {}).get("n_train"),
+                     "val_rmse": val.get("rmse"), "val_cov68": val.get("coverage_68"),
+                     "val_cov95": val.get("coverage_95"), "nan_events": cfg.get("nan_events"),
+                     "created": cfg.get("created")})
+    cols = ["name", "method", "target", "members", "n_train", "val_rmse", "val_cov68", "val_cov95",
+            "nan_events", "created"]
+    return pd.DataFrame(rows, columns=cols)

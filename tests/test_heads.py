@@ -1,0 +1,302 @@
+"""Regression heads: real torch training on small data, the NaN guard, storage, derived columns, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import ulisse
+from ulisse.plugins.heads import (TrainConfig, columns_of, head_names, head_report, list_heads, load_head,
+                                  predict_head, regression_metrics, train_head)
+from ulisse.plugins.heads.models import VAR_FLOOR, train_member
+
+DIM = 8
+FAST = TrainConfig(max_epochs=40, patience=10, hidden=(64, 32), batch_size=64, lr=3e-3)
+
+
+def _spec():
+    return ulisse.EncoderSpec("synthetic", "random", None, 64, dim=DIM)
+
+
+def _table(n, rng, start=0):
+    x = rng.normal(size=(n, DIM)).astype(np.float32)
+    noise = np.where(x[:, 2] > 0, 0.6, 0.05)  # heteroscedastic: the aleatoric part has something to learn
+    y = 0.5 * x[:, 0] + 0.8 * x[:, 1] + noise * rng.normal(size=n)
+    meta = pd.DataFrame({"id": [f"o{start + i:04d}" for i in range(n)], "y": y, "word": ["a"] * n,
+                         "y_sparse": np.where(np.arange(n) % 4 == 0, y, np.nan)})
+    return x, meta
+
+
+@pytest.fixture()
+def vec_index(tmp_path):
+    """A real index (FAISS, parquet, manifest) of 240 synthetic vectors with a regression target ``y``."""
+    x, meta = _table(240, np.random.default_rng(1))
+    return ulisse.create_index(tmp_path / "idx", x, meta, _spec(), device="cpu")
+
+
+def test_ensemble_learns_the_target_with_both_error_parts(vec_index):
+    config = dataclasses.replace(FAST, batch_size=16, max_epochs=60, patience=15)  # enough steps to learn the noise
+    trained = train_head(vec_index, "y", "yhat", members=2, config=config)
+    val = trained.metrics["validation"]
+    y = vec_index.metadata["y"].to_numpy()
+    assert val["rmse"] < 0.6 * y.std()  # learns (a constant guess scores y.std())
+    assert trained.config["nan_events"] == 0 and trained.config["members"] == 2
+    cols = vec_index.derived("heads")
+    assert list(cols.columns) == columns_of("yhat") and len(cols) == len(vec_index)
+    assert np.isfinite(cols.to_numpy()).all()
+    np.testing.assert_allclose(cols["yhat_std"] ** 2, cols["yhat_std_aleatoric"] ** 2 + cols["yhat_std_epistemic"] ** 2,
+                               rtol=1e-5)
+    assert (cols["yhat_std_epistemic"] > 0).all()  # members disagree somewhere on every object
+    # heteroscedastic noise: the predicted aleatoric std is larger where the noise is
+    noisy = vec_index.vectors_of_rows(range(len(vec_index)))[:, 2] > 0
+    alea = cols["yhat_std_aleatoric"].to_numpy()
+    assert alea[noisy].mean() > 1.5 * alea[~noisy].mean()
+
+
+def test_mc_dropout_and_ridge(vec_index):
+    mc = train_head(vec_index, "y", "y_mc", method="mc-dropout", config=FAST, update_columns=False)
+    ridge = train_head(vec_index, "y", "y_ridge", method="ridge")
+    cols = vec_index.derived("heads")
+    assert {"y_mc", "y_ridge_std"} <= set(cols.columns)
+    assert (cols["y_mc_std_epistemic"] > 0).all()
+    assert (cols["y_ridge_std_epistemic"] == 0).all() and cols["y_ridge_std"].nunique() == 1
+    assert ridge.metrics["validation"]["rmse"] < vec_index.metadata["y"].std()
+    assert mc.config["members"] == 1
+    # MC dropout predictions are deterministic (seeded), so stored columns are reproducible
+    again = load_head(vec_index, "y_mc").predict_vectors(vec_index.vectors_of_rows(range(10)))
+    np.testing.assert_allclose(again["y_mc"], cols["y_mc"][:10], rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["outliers", "constant", "tiny_variance"])
+def test_no_nan_on_hard_data(tmp_path, case):
+    rng = np.random.default_rng(3)
+    x, meta = _table(120, rng)
+    if case == "outliers":
+        meta.loc[::17, "y"] = 1e7 * rng.choice([-1, 1], size=len(meta.loc[::17]))
+    elif case == "constant":
+        meta["y"] = 42.0
+    else:  # noiseless: the best variance is as small as the floor allows
+        meta["y"] = x[:, 0] * 3 + x[:, 1]
+    index = ulisse.create_index(tmp_path / case, x, meta, _spec(), device="cpu")
+    config = TrainConfig(max_epochs=40, patience=20, hidden=(32,), batch_size=16, lr=3e-3)
+    trained = train_head(index, "y", "h", members=2, config=config)
+    cols = index.derived("heads")
+    assert np.isfinite(cols.to_numpy()).all(), case
+    assert (cols["h_std"] > 0).all()
+    assert all(np.isfinite(m["val_nll"]) for m in trained.metrics["members"])
+    if case == "constant":
+        np.testing.assert_allclose(cols["h"], 42.0, atol=0.05)
+    if case == "tiny_variance":
+        # the variance is bounded below: sigma >= sqrt(floor) in standardised units, and it gets close to it
+        floor = np.sqrt(VAR_FLOOR) * trained.config["y_scale"]
+        assert (cols["h_std_aleatoric"] >= floor * 0.999).all()
+
+
+def test_guard_recovers_from_non_finite_steps():
+    """A batch with an infinite target makes the loss non-finite: the guard goes back and carries on."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, DIM)).astype(np.float32)
+    y = (x[:, 0] + 0.1 * rng.normal(size=96)).astype(np.float32)
+    y_bad = y.copy()
+    y_bad[5] = np.inf
+    fit = train_member(x[:80], y_bad[:80], x[80:], y[80:], TrainConfig(max_epochs=30, hidden=(32,), batch_size=16,
+                                                                       max_nan_restarts=3), seed=0, dropout=0.1)
+    assert fit.nan_events == 4  # every epoch meets the bad batch; stops after the 3 tolerated restarts
+    assert all(bool(np.isfinite(v.numpy()).all()) for v in fit.state.values())
+    assert np.isfinite(fit.best_val_nll)
+
+
+def test_round_trip_of_a_saved_head(vec_index):
+    train_head(vec_index, "y", "yhat", members=2, config=FAST)
+    stored = vec_index.derived("heads")
+    folder = vec_index.derived_dir / "heads" / "yhat"
+    assert sorted(p.name for p in folder.iterdir()) == ["head.json", "head.safetensors"]
+    cfg = json.loads((folder / "head.json").read_text())
+    assert cfg["target"] == "y" and cfg["method"] == "ensemble" and cfg["encoder"]["model_name"] == "synthetic"
+    assert len(cfg["training_ids"]) + len(cfg["validation_ids"]) == 240
+    assert not set(cfg["training_ids"]) & set(cfg["validation_ids"])
+    assert {"rmse", "nll", "coverage_68", "coverage_95"} <= set(cfg["metrics"]["validation"])
+    reopened = ulisse.open_index(vec_index.path, device="cpu")
+    head = load_head(reopened, "yhat")
+    again = head.predict_vectors(reopened.vectors_of_rows(range(len(reopened))))
+    pd.testing.assert_frame_equal(again, stored, check_exact=False, rtol=1e-6)
+    assert head_names(reopened) == ["yhat"]
+    # a damaged weights file is refused, not half-used
+    (folder / "head.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ulisse.InputError, match="does not match"):
+        load_head(reopened, "yhat")
+
+
+def test_derived_columns_stale_after_add_and_recomputed(vec_index):
+    train_head(vec_index, "y", "yhat", members=2, config=FAST)
+    before = vec_index.derived("heads")
+    assert vec_index.derived_is_fresh("heads")
+    x, meta = _table(12, np.random.default_rng(9), start=5000)
+    vec_index.add_vectors(x, meta)
+    assert not vec_index.derived_is_fresh("heads")
+    after = vec_index.derived("heads")
+    assert len(after) == 252 and np.isfinite(after.to_numpy()).all()
+    pd.testing.assert_frame_equal(after.iloc[:240].reset_index(drop=True), before, check_exact=False, rtol=1e-6)
+    assert vec_index.derived_is_fresh("heads")
+    # joined into query results, and usable in a --where filter
+    result = vec_index.query("o5003", k=5)
+    assert "yhat_std" in result.table.columns and result.table["yhat"].notna().all()
+    from ulisse.filters import parse_where
+
+    table = vec_index.derived_table()
+    mask = parse_where("yhat > 0.5 and yhat_std < 10").mask(table)
+    assert 0 < mask.sum() < len(table)
+    # predictions of chosen ids
+    some = predict_head(vec_index, "yhat", ids=["o5000", "o0001"])
+    assert list(some["id"]) == ["o5000", "o0001"] and list(some.columns)[1:] == columns_of("yhat")
+
+
+def test_train_ids_and_report(vec_index, tmp_path):
+    ids = list(vec_index.metadata["id"][:150])
+    trained = train_head(vec_index, "y_sparse", "ys", members=2, train_ids=ids, config=FAST)
+    # rows without a value are left out: 1 in 4 of the first 150 have one
+    assert trained.metrics["n_train"] + trained.metrics["n_validation"] == 38
+    rep = head_report(vec_index, "ys", "y", out=tmp_path / "rep")
+    assert rep.metrics["n"] == 240 - 38 and rep.note == "objects never used in training"
+    assert {p.name for p in (tmp_path / "rep").iterdir()} == {"report.json", "predictions.csv", "pit.png",
+                                                                "predicted_vs_true.png"}
+    assert ((rep.table["pit"] >= 0) & (rep.table["pit"] <= 1)).all()
+    listed = list_heads(vec_index)
+    assert list(listed["name"]) == ["ys"] and listed["n_train"][0] == trained.metrics["n_train"]
+
+
+def test_metrics_known_answers():
+    rng = np.random.default_rng(0)
+    n = 20000
+    mean = rng.normal(size=n)
+    truth = mean + rng.normal(size=n) * 2.0
+    good = regression_metrics(truth, mean, np.full(n, 2.0))
+    assert abs(good["coverage_68"] - 0.68) < 0.015 and abs(good["coverage_95"] - 0.95) < 0.01
+    assert abs(good["rmse"] - 2.0) < 0.05
+    assert abs(good["nll"] - (0.5 * np.log(2 * np.pi * 4) + 0.5)) < 0.02
+    narrow = regression_metrics(truth, mean, np.full(n, 1.0))
+    assert narrow["coverage_68"] < 0.45 and narrow["nll"] > good["nll"]
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+
+
+def test_cli_verbs(vec_index, cli, tmp_path):
+    d = str(vec_index.path)
+    code, out, err = cli("-q", "head", "train", d, "--target", "y", "--name", "yhat", "--members", "2", "--epochs", "40")
+    assert code == 0, err
+    assert "head yhat: ensemble on y" in out and "non-finite steps" in out
+    code, out, err = cli("-q", "head", "train", d, "--target", "y", "--name", "yr", "--method", "ridge")
+    assert code == 0, err
+    code, out, err = cli("head", "list", d)
+    assert code == 0 and "yhat" in out and "ridge" in out
+    ids = tmp_path / "ids.txt"
+    ids.write_text("id\no0003\no0007\n")
+    code, out, err = cli("head", "predict", d, "--name", "yhat", "--ids", ids, "--format", "json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["id"] for r in rows] == ["o0003", "o0007"] and set(rows[0]) == {"id", *columns_of("yhat")}
+    code, out, err = cli("head", "predict", d, "--name", "yhat", "--format", "csv")
+    assert code == 0 and len(out.strip().splitlines()) == 241
+    code, out, err = cli("head", "predict", d, "--name", "yr", "--format", "votable")
+    assert code == 0 and "<VOTABLE" in out and "yr_std_epistemic" in out
+    code, out, err = cli("head", "report", d, "--name", "yhat", "--truth", "y", "--out", tmp_path / "rep")
+    assert code == 0, err
+    assert "coverage 68%" in out and (tmp_path / "rep" / "pit.png").is_file()
+    code, out, err = cli("head", "remove", d, "--name", "yr")
+    assert code == 0
+    assert head_names(ulisse.open_index(d, device="cpu")) == ["yhat"]
+    assert "yr" not in ulisse.open_index(d, device="cpu").derived("heads").columns
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("train", "{d}", "--target", "nope", "--name", "h"), "column 'nope': not in the index's catalogue"),
+    (("train", "{d}", "--target", "word", "--name", "h"), "column 'word': not numeric"),
+    (("train", "{d}", "--target", "y", "--name", "9bad"), "head name '9bad'"),
+    (("train", "{d}", "--target", "y", "--name", "y"), "is in the index's catalogue already"),
+    (("train", "{d}", "--target", "y", "--name", "h", "--members", "0"), "members=0"),
+    (("train", "{d}", "--target", "y", "--name", "h", "--train-ids", "{missing}"), "no such file"),
+    (("train", "{d}", "--target", "y", "--name", "h", "--train-ids", "{unknown}"), "id 'zzz' is not in the index"),
+    (("train", "{d}", "--target", "y", "--name", "h", "--train-ids", "{few}"), "at least 8 needed"),
+    (("train", "{nowhere}", "--target", "y", "--name", "h"), "nowhere"),
+    (("predict", "{d}", "--name", "ghost"), "head 'ghost': not trained"),
+    (("report", "{d}", "--name", "ghost", "--truth", "y", "--out", "{tmp}"), "head 'ghost': not trained"),
+])
+def test_cli_bad_input_one_line(vec_index, cli, tmp_path, args, needle):
+    from conftest import tree_digest
+
+    (tmp_path / "unknown.txt").write_text("o0001\nzzz\n")
+    (tmp_path / "few.txt").write_text("o0001\no0002\no0003\n")
+    paths = {"d": vec_index.path, "missing": tmp_path / "missing.txt", "unknown": tmp_path / "unknown.txt",
+             "few": tmp_path / "few.txt", "nowhere": tmp_path / "nowhere", "tmp": tmp_path / "rep"}
+    before = tree_digest(vec_index.path)
+    code, out, err = cli("head", *[a.format(**paths) for a in args])
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ulisse: error:") and needle in lines[0], err
+    assert tree_digest(vec_index.path) == before
+
+
+def test_plugin_registers_columns_commands_and_page():
+    from ulisse.registry import derived_columns, ui_pages
+
+    assert "heads" in derived_columns()
+    page = [p for p in ui_pages() if p.title == "Heads"]
+    assert page and page[0].script.is_file()
+
+
+# -- real encoder -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_heads_on_real_encoder_features(demo_index, tmp_path):
+    """The HDF demo index (Lite0 ImageNet features, 60 sources): heads on the sources' areas train with no NaN."""
+    import shutil
+
+    shutil.copytree(demo_index, tmp_path / "demo")  # the session's demo index stays as other tests expect it
+    index = ulisse.open_index(tmp_path / "demo", device="cpu")
+    target = "area"
+    assert target in index.metadata.columns, list(index.metadata.columns)
+    trained = train_head(index, target, "real_h", members=2, config=FAST)
+    ridge = train_head(index, target, "real_r", method="ridge")
+    cols = index.derived("heads")
+    assert np.isfinite(cols.to_numpy()).all() and len(cols) == len(index)
+    assert trained.config["nan_events"] == 0 and ridge.config["nan_events"] == 0
+    assert trained.config["encoder"]["dim"] == 1280
+
+
+# -- web UI ---------------------------------------------------------------------------------------
+
+
+def test_heads_page(tiny_index):
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    from ulisse.registry import ui_pages
+
+    script = [p for p in ui_pages() if p.title == "Heads"][0].script
+
+    def run(**state):
+        at = AppTest.from_file(str(script), default_timeout=120)
+        at.session_state["index_path"] = str(tiny_index.path)
+        for k, v in state.items():
+            at.session_state[k] = v
+        at.run()
+        assert not at.exception, [e.message for e in at.exception]
+        return at
+
+    at = run()
+    assert any("No heads yet" in i.value for i in at.info)
+    train_head(tiny_index, "r_mag", "rmag_pred", method="ridge")
+    at = run()
+    assert "rmag_pred" in at.dataframe[0].value["name"].tolist()  # training status
+    labels = [m.label for m in at.metric]
+    assert {"RMSE", "68 % coverage", "95 % coverage", "rmag_pred", "σ epistemic"} <= set(labels)
+    captions = [c for im in at.image for c in im.captions]
+    assert any("rmag_pred = " in c and "±" in c for c in captions) or len(at.get("vega_lite_chart")) >= 2
+    ok = at.selectbox(key="heads.truth")
+    assert ok.value == "r_mag"
