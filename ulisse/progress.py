@@ -75,3 +75,13 @@ def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", ena
 
         return tqdm(total=total, desc=desc, unit=unit, file=stream, mininterval=0.5)
     return _LogProgress(total, desc, unit, every)
+
+
+def progress_iter(iterable, total: int | None = None, desc: str = "", unit: str = "it", enabled: bool = True):
+    """Iterate over ``iterable`` with :func:`progress_bar` (one step per item)."""
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)
+    with progress_bar(total=total, desc=desc, unit=unit, enabled=enabled) as bar:
+        for item in iterable:
+            yield item
+            bar.update(1)
