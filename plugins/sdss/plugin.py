@@ -89,7 +89,9 @@ def _tasks(fields, fields_file, region, catalog, object_filter, config):
     if catalog:
         objects = read_object_catalog(catalog)
         if object_filter.sql():
-            missing = [c for c in ("type", "modelMag_r", "clean") if c in object_filter.describe() and c not in objects]
+            used = {"type": object_filter.kind is not None, "modelMag_r": object_filter.mag_r_max is not None,
+                    "clean": object_filter.clean}
+            missing = [c for c, u in used.items() if u and c not in objects]
             if missing:
                 raise ulisse.InputError(f"{catalog}: no {', '.join(missing)} column to filter on")
             objects = objects[object_filter.mask(objects)].reset_index(drop=True)
