@@ -23,9 +23,10 @@ def _spec():
 
 
 def _table(n, rng, start=0):
-    x = rng.normal(size=(n, DIM)).astype(np.float32)
-    noise = np.where(x[:, 2] > 0, 0.6, 0.05)  # heteroscedastic: the aleatoric part has something to learn
-    y = 0.5 * x[:, 0] + 0.8 * x[:, 1] + noise * rng.normal(size=n)
+    z = rng.normal(size=(n, DIM))
+    noise = np.where(z[:, 2] > 0, 0.6, 0.05)  # heteroscedastic: the aleatoric part has something to learn
+    y = 0.5 * z[:, 0] + 0.8 * z[:, 1] + noise * rng.normal(size=n)
+    x = (z * np.linspace(0.5, 4, DIM) + 10).astype(np.float32)  # vectors are not standardised, as a CNN's are not
     meta = pd.DataFrame({"id": [f"o{start + i:04d}" for i in range(n)], "y": y, "word": ["a"] * n,
                          "y_sparse": np.where(np.arange(n) % 4 == 0, y, np.nan)})
     return x, meta
@@ -52,7 +53,7 @@ def test_ensemble_learns_the_target_with_both_error_parts(vec_index):
                                rtol=1e-5)
     assert (cols["yhat_std_epistemic"] > 0).all()  # members disagree somewhere on every object
     # heteroscedastic noise: the predicted aleatoric std is larger where the noise is
-    noisy = vec_index.vectors_of_rows(range(len(vec_index)))[:, 2] > 0
+    noisy = vec_index.vectors_of_rows(range(len(vec_index)))[:, 2] > 10
     alea = cols["yhat_std_aleatoric"].to_numpy()
     assert alea[noisy].mean() > 1.5 * alea[~noisy].mean()
 
@@ -120,6 +121,12 @@ def test_round_trip_of_a_saved_head(vec_index):
     assert len(cfg["training_ids"]) + len(cfg["validation_ids"]) == 240
     assert not set(cfg["training_ids"]) & set(cfg["validation_ids"])
     assert {"rmse", "nll", "coverage_68", "coverage_95"} <= set(cfg["metrics"]["validation"])
+    # the stored validation metrics are those of the stored predictions on the validation objects
+    val = predict_head(vec_index, "yhat", ids=cfg["validation_ids"])
+    truth = vec_index.metadata.set_index("id").loc[cfg["validation_ids"], "y"].to_numpy()
+    recomputed = regression_metrics(truth, val["yhat"], val["yhat_std"])
+    for key in ("rmse", "nll", "coverage_68"):
+        assert recomputed[key] == pytest.approx(cfg["metrics"]["validation"][key], rel=1e-4, abs=1e-6)
     reopened = ulisse.open_index(vec_index.path, device="cpu")
     head = load_head(reopened, "yhat")
     again = head.predict_vectors(reopened.vectors_of_rows(range(len(reopened))))

@@ -63,7 +63,7 @@ class TrainConfig:
 
     Attributes:
         hidden: widths of the hidden layers.
-        dropout: dropout probability of every hidden layer (``None``: 0.1 for ensembles, 0.2 for MC dropout).
+        dropout: dropout probability of every hidden layer (``None``: 0.3 for ensembles, 0.2 for MC dropout).
         lr, weight_decay: AdamW settings.
         batch_size: rows per step.
         max_epochs, patience: early stopping on the validation NLL.
