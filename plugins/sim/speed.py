@@ -192,7 +192,7 @@ def _report(spec, n, n_model, t_ref, t_ref_model, rows, sweeps, cosines, proc, t
         e2e, model = n / t_e2e, n_model / t_model
         lines.append(f"| ulisse, runtime {r} | {bs} | {e2e:.1f} | {t_ref / t_e2e:.2f} | {model:.1f} | "
                      f"{t_ref_model / t_model:.2f} | {e2e / model:.2f} | {cosines[r]:.6f} |")
-    lines += ["", "Model only, cutouts/s by batch size (the defaults were chosen from this sweep):", "",
+    lines += ["", "Model only, cutouts/s by batch size (defaults: BATCH_SIZES in ulisse/runtime.py):", "",
               "| runtime | " + " | ".join(f"batch {b}" for b in next(iter(sweeps.values()))) + " |",
               "|---|" + "---|" * len(next(iter(sweeps.values())))]
     for r, sweep in sweeps.items():
