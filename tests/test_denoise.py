@@ -324,3 +324,24 @@ def test_ui_page_is_registered():
     from ulisse.registry import ui_pages
 
     assert "Denoise" in [p.title for p in ui_pages()]
+
+
+def test_index_build_with_denoise_records_it_and_queries_by_image_apply_it(png_model, survey, tmp_path, cli):
+    import ulisse
+
+    code, out, err = cli("index", "build", survey / "cutouts", "--index", tmp_path / "idx", "--catalog",
+                         survey / "catalog.csv", "--model", "test_efficientnet", "--weights", "random",
+                         "--device", "cpu", "--denoise", png_model)
+    assert code == 0, err
+    index = ulisse.open_index(tmp_path / "idx")
+    steps = index.encoder_spec.preprocessors
+    assert [(s["name"], s["fingerprint"]) for s in steps] == [("denoise", denoise.load(png_model).fingerprint)]
+    probe = survey / "cutouts" / "obj001.png"
+    code, out, err = cli("query", tmp_path / "idx", "--image", probe, "-k", "3", "--format", "csv")
+    assert code == 0, err
+    import io
+
+    import pandas as pd
+
+    table = pd.read_csv(io.StringIO(out))
+    assert table["id"].iloc[0] == "obj001" and table["distance"].iloc[0] < 1e-3  # the same denoised vector

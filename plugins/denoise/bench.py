@@ -3,13 +3,13 @@
 1. Noisy/clean pairs of simulated SDSS-like cutouts made ``dimmer`` magnitudes
    fainter (:mod:`.simdata`): a training set (seed 1) and the AGN benchmark's
    own objects (seed 0) as the held-out set.
-2. Four denoisers, trained on the training set only: supervised and
-   self-supervised, on FITS fluxes (g, r, i) and on the 8-bit Lupton PNGs.
+2. Three denoisers, trained on the training set only: supervised on FITS fluxes
+   (g, r, i), supervised and self-supervised on the 8-bit Lupton PNGs.
 3. PSNR and SSIM on the first ``metric_n`` held-out objects: input, Gaussian
    filter at its best sigma, non-local means, wavelets, the two models.
 4. One-shot AGN retrieval (AGN fraction among the first 16 and 89 neighbours of
-   ``prototypes`` random AGN prototypes) on the low-S/N PNGs as they are, denoised
-   by each PNG model before embedding, and on the clean PNGs (the ceiling).
+   ``prototypes`` random AGN prototypes) on the low-S/N PNGs as they are, and
+   denoised by each PNG model before embedding.
 """
 
 from __future__ import annotations
@@ -31,9 +31,8 @@ from .report import before_after_grid, compare, summarise, summary_markdown
 from .simdata import simulate_pairs
 from .train import TrainOptions, load_training_set, train
 
-MODELS = {  # name: (format folder suffix, self-supervised)
-    "fits-supervised": ("fits", False), "fits-self-supervised": ("fits", True),
-    "png-supervised": ("png", False), "png-self-supervised": ("png", True),
+MODELS = {  # name: (format folder suffix, self-supervised); a FITS self-supervised model is left out for time
+    "fits-supervised": ("fits", False), "png-supervised": ("png", False), "png-self-supervised": ("png", True),
 }
 AGN = "AGN"
 
@@ -96,7 +95,7 @@ def run_benchmark(out: Path, train_n: int = 1500, test_n: int = 2000, metric_n: 
         t = time.perf_counter()
         files = sorted((test / f"noisy_{fmt}").iterdir())[:metric_n]
         noisy, clean = load_training_set(files, test / f"clean_{fmt}")
-        named = {"supervised": models[f"{fmt}-supervised"], "self-supervised": models[f"{fmt}-self-supervised"]}
+        named = {kind: models[f"{fmt}-{kind}"] for kind in ("supervised", "self-supervised") if f"{fmt}-{kind}" in models}
         per_image, sigma, outputs = compare(named, noisy, clean)
         summary = summarise(per_image)
         atomic_write(out / f"metrics-{fmt}.csv", lambda p: per_image.to_csv(p, index=False))
@@ -109,8 +108,9 @@ def run_benchmark(out: Path, train_n: int = 1500, test_n: int = 2000, metric_n: 
             "wavelet": "wavelet BayesShrink (scikit-image)", "supervised": "**supervised autoencoder**",
             "self-supervised": "**self-supervised autoencoder** (blind spot)"}),
             f"Supervised model minus best-sigma Gaussian: {sup - gauss:+.2f} dB mean PSNR; better on {wins} of "
-            f"{len(noisy)} cutouts. Self-supervised minus input: "
-            f"{summary.loc['self-supervised', 'psnr_mean'] - summary.loc['input', 'psnr_mean']:+.2f} dB.", ""]
+            f"{len(noisy)} cutouts." + (" Self-supervised minus input: "
+            f"{summary.loc['self-supervised', 'psnr_mean'] - summary.loc['input', 'psnr_mean']:+.2f} dB."
+            if "self-supervised" in named else ""), ""]
         timings[f"metrics {fmt}"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -124,8 +124,7 @@ def run_benchmark(out: Path, train_n: int = 1500, test_n: int = 2000, metric_n: 
             ("denoised by the supervised PNG model", "supervised", noisy_files,
              [("denoise", str(out / "models" / "png-supervised"))]),
             ("denoised by the self-supervised PNG model", "self-supervised", noisy_files,
-             [("denoise", str(out / "models" / "png-self-supervised"))]),
-            ("clean PNGs (no noise: the ceiling)", "clean", [test / "clean_png" / f"{i}.png" for i in labels["id"]], [])]
+             [("denoise", str(out / "models" / "png-self-supervised"))])]
     retrieval = []
     for label, key, files, preprocess in runs:
         encoder = ulisse.Encoder.load(device=device, preprocess=preprocess)
