@@ -121,23 +121,20 @@ def measure_adds(index: ulisse.Index, data: Synthetic, repeats: int = 3) -> dict
 
 
 def _peak_rss_of(cmd: list[str]) -> tuple[float, float, str, str, int]:
-    """Run ``cmd``; (wall seconds, peak RSS MB, stdout, stderr, return code) from the child's own rusage."""
-    import threading
+    """Run ``cmd`` under ``/usr/bin/time``; (wall seconds, peak RSS MB, stdout, stderr, return code).
 
+    The child is forked by ``time`` (a small process), so its peak RSS is its own, not this
+    process's pages inherited at fork.
+    """
     t = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    outs: list[bytes] = []
-    errs: list[bytes] = []
-    threads = [threading.Thread(target=lambda s=s, sink=sink: sink.append(s.read())) for s, sink in
-               ((p.stdout, outs), (p.stderr, errs))]
-    for th in threads:
-        th.start()
-    _, status, usage = os.wait4(p.pid, 0)  # the child's own peak RSS
+    p = subprocess.run(["/usr/bin/time", "-f", "ULISSE_TIME %e %M", *cmd], capture_output=True, text=True)
     wall = time.perf_counter() - t
-    for th in threads:
-        th.join()
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024, b"".join(outs).decode(), b"".join(errs).decode(), p.returncode
+    err_lines = p.stderr.rstrip().splitlines()
+    rss = -1.0
+    if err_lines and err_lines[-1].startswith("ULISSE_TIME"):
+        _, secs, kb = err_lines.pop().split()
+        wall, rss = float(secs), int(kb) / 1024
+    return wall, rss, p.stdout, "\n".join(err_lines), p.returncode
 
 
 def cold_query_rss(path: Path, object_id: str) -> dict:
