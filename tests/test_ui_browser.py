@@ -1,87 +1,61 @@
 """End-to-end tests of the web UI in a real browser: Debian's Chromium driven by Playwright.
 
-``ulisse ui --index <demo index> --server.port <free port>`` runs in a
-subprocess; the tests query, look at the grid, upload, expand and download as
-a person would. Screenshots are kept in ``test-artifacts/`` (git-ignored).
+``ulisse ui --index <index> --server.port <free port>`` runs in a subprocess
+(:func:`ulisse.ui.soak.serve`); the tests click tiles, open shared URLs, mark and
+re-rank, type sexagesimal positions and download as a person would, and check
+that no request leaves 127.0.0.1. Screenshots are kept in ``test-artifacts/``.
 
 Needs ``/usr/bin/chromium`` (``apt-get install -y chromium``) and the
-``playwright`` package (``pip install playwright``; never ``playwright
-install``: the system browser is used).
+``playwright`` package (never ``playwright install``: the system browser is used).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
+import urllib.parse
 from pathlib import Path
 
 import pytest
 
+import ulisse
+
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-TIMEOUT_MS = 60_000
+TIMEOUT_MS = 90_000
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.slow,
     pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason=f"needs Chromium at {CHROMIUM} (apt-get install -y chromium)"),
     pytest.mark.skipif(importlib.util.find_spec("playwright") is None,
                        reason="needs the playwright package (pip install playwright)"),
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="module")
+def sky_index(tmp_path_factory, survey, tiny_encoder):
+    """24 synthetic cutouts with positions and labels (tiny encoder: fast)."""
+    out = tmp_path_factory.mktemp("ui-browser") / "idx"
+    idx, _ = ulisse.build_index([survey / "cutouts"], out, survey / "catalog.csv", encoder=tiny_encoder,
+                                device="cpu", progress=False)
+    return idx
 
 
 @pytest.fixture(scope="module")
-def server(demo_index, tmp_path_factory):
-    """``ulisse ui`` serving the demo index on a free port; its URL."""
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("ui-server")
-    log = open(workdir / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "ulisse", "ui", "--index", str(demo_index), "--server.port", str(port)],
-                            cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"ulisse ui exited with {proc.returncode}:\n{(workdir / 'server.log').read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"ulisse ui did not answer on {url}:\n{(workdir / 'server.log').read_text()}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()  # ulisse ui passes SIGTERM on to Streamlit
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+def server(sky_index, tmp_path_factory):
+    from ulisse.ui.soak import serve
+
+    with serve(sky_index.path, tmp_path_factory.mktemp("ui-server")) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import expect, sync_playwright
 
-    expect.set_options(timeout=TIMEOUT_MS)  # a first upload loads the encoder
+    from ulisse.ui.soak import CHROMIUM_ARGS
+
+    expect.set_options(timeout=TIMEOUT_MS)
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
@@ -90,111 +64,131 @@ def browser():
 
 @pytest.fixture()
 def page(browser, server):
-    """A fresh browser tab on the app, once its first grid has appeared."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1600}, accept_downloads=True)
+    """A fresh tab on the app; every request it makes is recorded (all must stay on 127.0.0.1)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1500}, accept_downloads=True)
     tab = context.new_page()
     tab.set_default_timeout(TIMEOUT_MS)
-    tab.goto(server)
-    tab.locator("[data-testid='stImage']").first.wait_for()
+    tab.requests = []
+    tab.on("request", lambda req: tab.requests.append(req.url))
     yield tab
     assert tab.locator("[data-testid='stException']").count() == 0, "the page shows a traceback"
+    outside = [u for u in tab.requests if urllib.parse.urlparse(u).hostname not in ("127.0.0.1", None)
+               and not u.startswith(("data:", "blob:"))]
+    assert not outside, f"requests left the machine: {outside[:5]}"
     context.close()
 
 
-def captions(tab):
-    return tab.locator("[data-testid='stImageCaption']")
+def open_app(tab, server, **params) -> None:
+    tab.goto(f"{server.url}/?{urllib.parse.urlencode(params, doseq=True)}" if params else server.url)
+    settle(tab)
 
 
 def settle(tab):
     """Wait until Streamlit has finished the current run."""
-    tab.wait_for_timeout(300)
+    tab.wait_for_timeout(400)
     tab.locator("[data-testid='stStatusWidget']").wait_for(state="detached")
+    tab.locator("[data-testid='stImage']").first.wait_for()
+
+
+def prototype(tab) -> str:
+    return tab.locator("[data-testid='stImageCaption']").first.inner_text().strip()
+
+
+def neighbours(tab) -> list[str]:
+    tab.locator("[class*='st-key-ulisse-tile-neighbour-0'] [data-testid='stImageCaption']").wait_for()
+    texts = tab.locator("[class*='st-key-ulisse-tile-neighbour-'] [data-testid='stImageCaption']").all_inner_texts()
+    return [t.split()[1] for t in texts]
 
 
 def shoot(tab, name: str) -> None:
-    """A screenshot in test-artifacts/, once the run, the images and the charts are done."""
     ARTIFACTS.mkdir(exist_ok=True)
-    settle(tab)
-    charts = tab.locator("[data-testid='stVegaLiteChart']")
-    for i in range(charts.count()):
-        charts.nth(i).locator("canvas, svg").first.wait_for()
     tab.wait_for_function("Array.from(document.images).every(im => im.complete)")
-    tab.wait_for_timeout(300)
     tab.screenshot(path=str(ARTIFACTS / name))
 
 
-def download(tab, label: str) -> str:
-    with tab.expect_download() as info:
-        tab.get_by_role("button", name=label).click()
-    return Path(info.value.path()).read_text()
-
-
-def sidebar_page(tab, title: str) -> None:
-    tab.get_by_test_id("stSidebar").get_by_text(title, exact=True).click()
-
-
-def test_search_grid_and_downloads(page, demo_index):
+def test_click_a_tile_to_make_it_the_prototype(page, server):
     from playwright.sync_api import expect
 
-    import ulisse
-
-    prototype = ulisse.open_index(demo_index).ids[7]
-    box = page.get_by_role("textbox", name="Object id")
-    box.fill(prototype)
-    box.press("Enter")
-    expect(captions(page).first).to_have_text(prototype)
-    expect(page.locator("[data-testid='stImage']")).to_have_count(13)  # the prototype and 12 neighbours
-    expect(captions(page).nth(1)).to_contain_text("#1 ")
-    shoot(page, "ui-search.png")
-
-    csv = download(page, "Download CSV").splitlines()
-    assert csv[0].startswith("rank,id,distance") and len(csv) == 13
-    assert prototype not in "".join(csv[1:])
-    assert "<VOTABLE" in download(page, "Download VOTable")
+    open_app(page, server, proto="obj001")
+    assert prototype(page) == "obj001"
+    target = neighbours(page)[3]
+    tile = page.locator("[class*='st-key-ulisse-tile-neighbour-3'] img")
+    tile.scroll_into_view_if_needed()
+    box = tile.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # on the picture itself
+    expect(page.locator("[data-testid='stImageCaption']").first).to_have_text(target)
+    settle(page)
+    assert f"proto={target}" in page.url and target not in neighbours(page)
+    shoot(page, "ui-click-to-prototype.png")
 
 
-def test_pick_a_thumbnail_and_upload(page, demo_index):
+def test_a_shared_url_restores_the_same_neighbours(page, server, sky_index, browser):
+    open_app(page, server, proto="obj010", k=5, label="label", page="Search")
+    first = neighbours(page)
+    assert first == sky_index.query("obj010", k=5).ids
+    shared = page.url
+    other = browser.new_context(viewport={"width": 1400, "height": 1500}).new_page()  # someone else opens the link
+    other.set_default_timeout(TIMEOUT_MS)
+    other.goto(shared)
+    settle(other)
+    assert prototype(other) == "obj010" and neighbours(other) == first
+    other.context.close()
+
+
+def test_mark_and_rerank(page, server, sky_index):
     from playwright.sync_api import expect
 
-    page.get_by_text("Pick a thumbnail").click()
-    expect(page.get_by_role("button", name="use", exact=True)).to_have_count(24)
-    picked = captions(page).nth(4).inner_text()
-    shoot(page, "ui-pick.png")
-    page.get_by_role("button", name="use", exact=True).nth(4).click()
-    expect(page.get_by_role("textbox", name="Object id")).to_have_value(picked)
-    expect(captions(page).first).to_have_text(picked)
+    from ulisse.plugins.feedback import clear_marks, marks
 
-    page.get_by_text("Upload a cutout").click()
-    uploader = page.locator("[data-testid='stFileUploader'] input[type=file]")
-    uploader.set_input_files(files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"not an image"}])
-    expect(page.get_by_text("notes.png: not a readable PNG or JPEG image")).to_be_visible()
-    expect(page.locator("[data-testid='stImage']")).to_have_count(0)
-    shoot(page, "ui-upload-error.png")
+    clear_marks(sky_index)
+    open_app(page, server, proto="obj005")
+    shown = neighbours(page)
+    page.get_by_role("button", name="👍").nth(0).click()  # under the first tile
+    settle(page)
+    page.get_by_role("button", name="👎").nth(1).click()  # under the second
+    settle(page)
+    assert dict(zip(marks(sky_index)["id"], marks(sky_index)["relevant"])) == {shown[0]: True, shown[1]: False}
+    page.get_by_test_id("stSidebar").get_by_text("Marks", exact=True).click()
+    expect(page.get_by_role("heading", name="More like my marks")).to_be_visible()
+    settle(page)
+    page.locator("[class*='st-key-ulisse-tile-rerank-0'] [data-testid='stImageCaption']").wait_for()
+    ranked = [t.split()[1] for t in
+              page.locator("[class*='st-key-ulisse-tile-rerank-'] [data-testid='stImageCaption']").all_inner_texts()]
+    assert len(ranked) == 16 and not {shown[0], shown[1], "obj005"} & set(ranked)
+    shoot(page, "ui-marks.png")
+    clear_marks(sky_index)
 
-    cutout = sorted((demo_index / "cutouts").glob("*.png"))[3]
-    uploader.set_input_files(str(cutout))
-    expect(captions(page).first).to_have_text(cutout.name)
-    expect(captions(page).nth(1)).to_contain_text(f"#1 {cutout.stem}")  # the object itself is the nearest
-    shoot(page, "ui-upload.png")
 
-
-def test_expand_and_anomalies(page):
+def test_sexagesimal_position_with_search_button(page, server, sky_index):
+    from astropy import units as u
+    from astropy.coordinates import Angle
     from playwright.sync_api import expect
 
-    sidebar_page(page, "Expand")
-    expect(page.get_by_text("Iteration 1", exact=False).first).to_be_visible()
-    expect(captions(page).nth(1)).to_contain_text("←")  # provenance: found by ...
-    shoot(page, "ui-expand.png")
-    page.get_by_role("tab", name="Direct kNN").click()
-    expect(page.get_by_text("✓ marks those the expansion found too")).to_be_visible()
-    csv = download(page, "Download CSV").splitlines()
-    assert csv[0].startswith("rank,id,iteration,found_by,distance")
+    row = sky_index.metadata.iloc[9]
+    ra = Angle(row["ra"] * u.deg).to_string(unit=u.hourangle, sep=":", precision=3)
+    dec = Angle(row["dec"] * u.deg).to_string(unit=u.deg, sep=":", precision=2, alwayssign=True)
+    open_app(page, server)
+    page.get_by_text("Sky position", exact=True).click()
+    box = page.get_by_role("textbox", name="Position")
+    box.fill(f"{ra} {dec}")
+    page.get_by_role("button", name="Search").click()
+    expect(page.get_by_text(f"Matched {row['id']} at")).to_be_visible()
+    settle(page)
+    assert prototype(page) == row["id"]
+    shoot(page, "ui-sexagesimal.png")
 
-    sidebar_page(page, "Anomalies")
-    expect(page.get_by_role("heading", name="Anomalies")).to_be_visible()
-    expect(page.locator("[data-testid='stImage']")).to_have_count(24)
-    expect(captions(page).first).to_contain_text("#1 ")
-    shoot(page, "ui-anomalies.png")
-    page.get_by_role("button", name="search similar").first.click()  # back to Search with that prototype
-    expect(page.get_by_role("heading", name="Search")).to_be_visible()
-    expect(page.locator("[data-testid='stImage']")).to_have_count(13)
+
+def test_detail_panel_links_and_relative_downloads(page, server):
+    from playwright.sync_api import expect
+
+    open_app(page, server, proto="obj002")
+    page.get_by_role("button", name="ⓘ").first.click()
+    for name in ("SkyServer Navigate", "SkyServer Explore", "Legacy Surveys", "Aladin Lite"):
+        expect(page.get_by_role("link", name=name)).to_be_visible()
+    shoot(page, "ui-detail.png")
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Download CSV").click()
+    csv = Path(info.value.path()).read_text().splitlines()
+    header = csv[0].split(",")
+    source = csv[1].split(",")[header.index("source")]
+    assert header[:3] == ["rank", "id", "distance"] and not source.startswith("/") and source.startswith("../")

@@ -63,9 +63,10 @@ STYLE = """<style>
 [data-testid="stImageCaption"] { line-height: 1.3; white-space: pre-line; }
 div[class*="st-key-ulisse-tile-"] { position: relative; border-radius: 6px; }
 div[class*="st-key-ulisse-tile-"]:hover { outline: 2px solid #c8102e; }
-div[class*="st-key-ulisse-pick-"] { position: absolute; inset: 0; z-index: 3; }
-div[class*="st-key-ulisse-pick-"] div { width: 100%; height: 100%; }
-div[class*="st-key-ulisse-pick-"] button { width: 100%; height: 100%; opacity: 0; cursor: pointer; }
+div[class*="st-key-ulisse-pick-"] { position: absolute; inset: 0; z-index: 3; width: 100% !important; }
+div[class*="st-key-ulisse-pick-"] div { position: static !important; }
+div[class*="st-key-ulisse-pick-"] button { position: absolute; inset: 0; width: 100%; height: 100%; opacity: 0;
+  cursor: pointer; }
 div[class*="st-key-ulisse-tools-"] button { padding: 0 0.3rem; min-height: 1.6rem; }
 </style>"""
 
