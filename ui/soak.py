@@ -134,8 +134,8 @@ def interactions(cutouts: list[Path], urls: list[str]):
     async def click_tile(tab, rng):
         tiles = tab.locator("[class*='st-key-ulisse-pick-'] button")
         n = await tiles.count()
-        if n:
-            await tiles.nth(rng.randrange(n)).click()
+        if n:  # the transparent button over the picture; force: the image toolbar may sit above it on hover
+            await tiles.nth(rng.randrange(n)).click(force=True, timeout=20_000)
 
     async def add_prototype(tab, rng):
         buttons = tab.get_by_role("button", name="＋")
@@ -201,8 +201,8 @@ async def _session(n: int, browser, server: Server, result: SoakResult, budget: 
     await settle(tab)
     names = [m[0] for m in mix]
     weights = [m[1] for m in mix]
-    while budget[0] > 0 and server.alive():
-        budget[0] -= 1
+    while budget[0] > 0 and budget[1] > 0 and server.alive():  # [completed still to do, attempts left]
+        budget[1] -= 1
         name = rng.choices(names, weights)[0]
         action = mix[names.index(name)][2]
         tick = time.monotonic()
@@ -217,6 +217,7 @@ async def _session(n: int, browser, server: Server, result: SoakResult, budget: 
                 await tab.goto(server.url)
                 await settle(tab)
             continue
+        budget[0] -= 1
         result.interactions += 1
         result.by_kind[name] += 1
         result.step_seconds.append(time.monotonic() - tick)
@@ -238,7 +239,7 @@ async def _soak(server: Server, sessions: int, total: int, cutouts: list[Path], 
     from playwright.async_api import async_playwright
 
     result = SoakResult()
-    budget = [total]
+    budget = [total, 2 * total]  # interactions to complete; attempts allowed (steps that time out are retried)
     mix = interactions(cutouts, urls)
     tick = time.monotonic()
     async with async_playwright() as p:
