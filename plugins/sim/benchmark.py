@@ -181,7 +181,7 @@ def register_commands(cli):
     add_commands(benchmark)
 
     @benchmark.command("agn")
-    @click.option("--out", type=click.Path(file_okay=False), default="indexes/agn-benchmark", show_default=True,
+    @click.option("--out", type=click.Path(file_okay=False), default="~/.cache/ulisse/benchmarks/agn-retrieval", show_default=True,
                   help="working folder: the simulated set and its index (reused when present)")
     @click.option("--n", "n", type=click.IntRange(50, 1_000_000), default=2000, show_default=True, help="objects to simulate")
     @click.option("--seed", type=int, default=0, show_default=True)
@@ -195,7 +195,7 @@ def register_commands(cli):
         from ulisse.cli import progress_enabled
 
         command = "ulisse " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
-        result = run_agn_benchmark(Path(out), n=n, seed=seed, prototypes=prototypes, model=model, weights=weights,
+        result = run_agn_benchmark(Path(out).expanduser(), n=n, seed=seed, prototypes=prototypes, model=model, weights=weights,
                                    device=device, progress=progress_enabled(), command=command)
         click.echo(result.report, nl=False)
         if report:

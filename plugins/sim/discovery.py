@@ -256,7 +256,8 @@ class TaskResult:
         ref = self.per_setting[ULISSE_SETTING]["at_16"].mean()
         rows = []
         for (pool, tta), per in self.per_setting.items():
-            row = {"pool": pool, "tta": tta, "passes": self.costs[tta][0], "s_per_cutout": self.costs[tta][1]}
+            row = {"pool": pool, "tta": tta, "passes": self.costs[tta][0], "s_per_cutout": self.costs[tta][1],
+                   "time_vs_none": self.costs[tta][1] / self.costs["none"][1] if "none" in self.costs else float("nan")}
             for n in N_AT:
                 row |= {f"at_{n}": per[f"at_{n}"].mean(), f"at_{n}_std": per[f"at_{n}"].std(ddof=0),
                         f"at_{n}_min": per[f"at_{n}"].min(), f"at_{n}_max": per[f"at_{n}"].max()}
@@ -323,13 +324,13 @@ def task_report(r: TaskResult) -> str:
     lines = [f"### {r.task.name}: {r.task.title}", "",
              f"{r.n} cutouts; base rates {rates}; {n_proto} prototypes "
              f"({', '.join(r.task.classes)}, drawn at random; the same for every setting).", "",
-             "| pool | symmetry | forward passes / cutout | s / cutout (measured) | class@16 mean | x ULISSE | "
+             "| pool | symmetry | forward passes / cutout | s / cutout (measured; x none) | class@16 mean | x ULISSE | "
              "class@16 std | class@16 min-max | class@89 mean | class@89 std | above base rate |"
              + "".join(f" {c}@16 |" for c in r.task.classes if len(r.task.classes) > 1),
              "|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * (len(r.task.classes) if len(r.task.classes) > 1 else 0)]
     for x in s.itertuples(index=False):
         per_class = "".join(f" {_pct(getattr(x, f'{c}_at_16'))} |" for c in r.task.classes) if len(r.task.classes) > 1 else ""
-        lines.append(f"| {x.pool} | {x.tta} | {x.passes} | {x.s_per_cutout:.3f} | {_pct(x.at_16)} | {x.vs_ulisse:.2f}x | "
+        lines.append(f"| {x.pool} | {x.tta} | {x.passes} | {x.s_per_cutout:.3f} ({x.time_vs_none:.1f}x) | {_pct(x.at_16)} | {x.vs_ulisse:.2f}x | "
                      f"{_pct(x.at_16_std)} | {_pct(x.at_16_min)}-{_pct(x.at_16_max)} | {_pct(x.at_89)} | "
                      f"{_pct(x.at_89_std)} | {x.above_base} of {n_proto} |" + per_class)
     best = r.best()
