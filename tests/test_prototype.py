@@ -116,3 +116,26 @@ def test_positions_print_six_decimals_and_position_queries_name_their_match(tiny
 def test_fewer_neighbours_than_k_get_a_note(tiny_index, cli):
     code, out, err = cli("query", tiny_index.path, "--id", "obj003", "-k", "1000")
     assert code == 0 and "only 23 neighbour(s) found for k=1000" in err
+
+
+def test_a_prototype_cut_with_another_geometry_warns(tiny_index, survey, tmp_path, caplog):
+    import logging
+    import shutil
+
+
+    manifest = dict(tiny_index.manifest)
+    geometry = {"size": 64, "scale": 0.4, "orientation": "north-up-east-left", "projection": "TAN",
+                "bands": ["g", "r", "i"], "colour": "lupton"}
+    tiny_index.manifest = {**manifest, "cutout_geometry": geometry}
+    folder = tmp_path / "proto"
+    folder.mkdir()
+    shutil.copy(survey / "cutouts" / "obj001.png", folder / "p.png")
+    (folder / "cutout_geometry.json").write_text(json.dumps({**geometry, "scale": 0.396}))
+    with caplog.at_level(logging.WARNING):
+        query(tiny_index, Prototype("image", folder / "p.png"), k=2)
+    assert any("geometry differs" in r.getMessage() and "scale 0.396 vs 0.4" in r.getMessage() for r in caplog.records)
+    (folder / "cutout_geometry.json").write_text(json.dumps(geometry))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        query(tiny_index, Prototype("image", folder / "p.png"), k=2)
+    assert not [r for r in caplog.records if "geometry" in r.getMessage()]

@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ import numpy as np
 
 from .catalog import check_position
 from .errors import QueryError
+
+LOG = logging.getLogger(__name__)
 
 DEFAULT_RADIUS_ARCSEC = 3.0
 
@@ -84,6 +87,12 @@ def resolve(index, prototype) -> Resolved:
         sep = _separation_arcsec(index, row, ra, dec)
         return Resolved(p, index.vectors_of_rows([row])[0], row, index.metadata["id"].iloc[row], sep)
     elif p.kind == "image":
+        if isinstance(p.value, (str, os.PathLike)):
+            from .geometry import check_prototype
+
+            warning = check_prototype(index.manifest, p.value)
+            if warning:
+                LOG.warning("%s: %s", p.value, warning)
         return Resolved(p, index.embed_image(p.value), None, None)
     else:
         if p.value.shape != (index.encoder_spec.dim,):
