@@ -111,3 +111,22 @@ def test_cli_runtimes_write_the_same_vectors(cli, survey, tmp_path):
         got[name] = np.load(out)
     assert list(got["torch"]["ids"]) == list(got["onnx"]["ids"])
     assert _cos(got["torch"]["vectors"], got["onnx"]["vectors"]).min() >= 0.999
+
+
+def test_int8_is_recorded_in_the_spec_and_rebuilt_from_the_cache(tmp_path, monkeypatch, cutouts):
+    monkeypatch.setenv("ULISSE_CACHE_DIR", str(tmp_path / "cache"))
+    fp32 = Encoder.load("test_efficientnet", weights="random", device="cpu", runtime="onnx")
+    int8 = Encoder.load("test_efficientnet", weights="random", device="cpu", runtime="onnx", precision="int8",
+                        calibration=cutouts)
+    assert int8.spec.precision == "int8" and len(int8.spec.quantization) == 64
+    assert not int8.spec.compatible_with(fp32.spec) and "precision" in fp32.spec.differences(int8.spec)
+    v = int8.embed_images(cutouts)
+    assert v.shape == (len(cutouts), fp32.spec.dim) and np.isfinite(v).all()
+    again = Encoder.from_spec(int8.spec, device="cpu")  # the quantised graph, found by its sha256
+    np.testing.assert_allclose(again.embed_images(cutouts), v, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ulisse.InputError, match="calibration"):
+        Encoder.load("test_efficientnet", weights="random", device="cpu", precision="int8")
+    for f in (tmp_path / "cache" / "onnx").glob("int8-*"):
+        f.unlink()
+    with pytest.raises(ulisse.InputError, match="not in"):
+        Encoder.from_spec(int8.spec, device="cpu")
