@@ -307,3 +307,26 @@ def test_heads_page(tiny_index):
     assert any("rmag_pred = " in c and "±" in c for c in captions) or len(at.get("vega_lite_chart")) >= 2
     ok = at.selectbox(key="heads.truth")
     assert ok.value == "r_mag"
+
+
+def test_sqrt_features_round_trip(vec_index):
+    train_head(vec_index, "y", "ysq", method="ridge", config=TrainConfig(features="sqrt"))
+    head = load_head(ulisse.open_index(vec_index.path, device="cpu"), "ysq")
+    assert head.train.features == "sqrt"
+    again = head.predict_vectors(vec_index.vectors_of_rows(range(len(vec_index))))
+    pd.testing.assert_frame_equal(again, vec_index.derived("heads"), check_exact=False, rtol=1e-6)
+    with pytest.raises(ulisse.InputError, match="features='log'"):
+        train_head(vec_index, "y", "ylog", method="ridge", config=TrainConfig(features="log"))
+
+
+def test_lens_simulator(tmp_path):
+    pytest.importorskip("lenstronomy")
+    from ulisse.plugins.sim.lenses import LABEL_COLUMNS, SIZE, simulate_lens, simulate_lens_set
+
+    table = simulate_lens_set(tmp_path / "lenses", n=3, progress=False)
+    assert list(table.columns) == LABEL_COLUMNS and list(table["id"]) == ["lens-000001", "lens-000002", "lens-000003"]
+    assert table["theta_E"].between(0.5, 3.0).all()
+    assert sorted(p.name for p in (tmp_path / "lenses" / "cutouts").iterdir())[0] == "lens-000001.png"
+    cube, params = simulate_lens(np.random.default_rng([0, 1]))
+    assert cube.shape == (3, SIZE, SIZE) and np.isfinite(cube).all()
+    assert params["theta_E"] == pytest.approx(table["theta_E"][0])  # deterministic per object

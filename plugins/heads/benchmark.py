@@ -63,7 +63,7 @@ def _index(out: Path, sim: Path, n: int, device: str, progress: bool):
 
 
 def run_lens_benchmark(out: Path, n: int = 1500, n_test: int = 500, members: int = 5, seed: int = 0,
-                       device: str = "auto", progress: bool = True, command: str | None = None) -> LensBenchmark:
+                       device: str = "auto", features: str = "raw", progress: bool = True, command: str | None = None) -> LensBenchmark:
     """Run the whole benchmark in ``out`` (the simulated set and its index are reused when present)."""
     import torch
 
@@ -86,7 +86,7 @@ def run_lens_benchmark(out: Path, n: int = 1500, n_test: int = 500, members: int
     for method, name in HEADS:
         t = time.perf_counter()
         trained = train_head(index, TARGET, name, method=method, members=members, train_ids=train_ids,
-                             config=TrainConfig(seed=seed), device=device, update_columns=False, progress=progress)
+                             config=TrainConfig(seed=seed, features=features), device=device, update_columns=False, progress=progress)
         timings[f"train {method}"] = time.perf_counter() - t
         nan_events[method] = int(trained.config["nan_events"])
     t = time.perf_counter()
@@ -98,7 +98,7 @@ def run_lens_benchmark(out: Path, n: int = 1500, n_test: int = 500, members: int
         metrics[method] = {k: v for k, v in rep.metrics.items() if k != "uncalibrated"}
         uncal[method] = rep.metrics["uncalibrated"]
     report = _report(metrics, uncal, nan_events, finite, n, n_test, len(train_ids), members, index, timings,
-                     command, torch.__version__)
+                     command, torch.__version__, features)
     return LensBenchmark(metrics, nan_events, timings, report)
 
 
@@ -108,7 +108,7 @@ def _row(method: str, m: dict) -> str:
 
 
 def _report(metrics, uncal, nan_events, finite, n, n_test, n_train, members, index, timings, command,
-            torch_version) -> str:
+            torch_version, features) -> str:
     ens, ridge = metrics["ensemble"], metrics["ridge"]
     d68, d95 = 100 * (ens["coverage_68"] - 0.68), 100 * (ens["coverage_95"] - 0.95)
     checks = [
@@ -128,7 +128,8 @@ def _report(metrics, uncal, nan_events, finite, n, n_test, n_train, members, ind
         "0.5-3\"), embedded as PNG cutouts by the default encoder "
         f"({index.encoder_spec.model_name}, {index.encoder_spec.weights_source}, {index.encoder_spec.dim}-d vectors). "
         f"{n_test} lenses held out; the heads trained on the other {n_train} (80 % fit, 20 % validation for early "
-        f"stopping and the variance factor). Ensemble of {members} members.", "",
+        f"stopping and the variance factor). Ensemble of {members} members. Features: {features}"
+        + (" (signed square root of each vector component, for every method)." if features == "sqrt" else "."), "",
         "## On the held-out lenses (never used in training or validation)", "", *head,
         *(_row(m, metrics[m]) for m in metrics), "",
         "Without the variance factor fitted on the validation split (uncalibrated):", "", *head,

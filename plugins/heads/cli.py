@@ -38,8 +38,10 @@ def add_head_commands(cli: click.Group) -> None:
     @click.option("--epochs", type=click.IntRange(1, 100_000), default=300, show_default=True,
                   help="most epochs per network (early stopping on a validation split)")
     @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--features", type=click.Choice(["raw", "sqrt"]), default="raw", show_default=True,
+                  help="the vectors as they are, or their signed square roots (power normalisation)")
     @device_option
-    def train(index_dir, target, name, method, members, train_ids, epochs, seed, device):
+    def train(index_dir, target, name, method, members, train_ids, epochs, seed, features, device):
         """Train a head on the index's frozen vectors against a catalogue column."""
         from ulisse.cli import progress_enabled
 
@@ -49,7 +51,7 @@ def add_head_commands(cli: click.Group) -> None:
         ids = read_ids(train_ids) if train_ids else None
         index = _open(index_dir)
         trained = train_head(index, target, name, method=method, members=members, train_ids=ids,
-                             config=TrainConfig(max_epochs=epochs, seed=seed), device=device,
+                             config=TrainConfig(max_epochs=epochs, seed=seed, features=features), device=device,
                              progress=progress_enabled())
         m = trained.metrics
         v = m["validation"]
@@ -132,9 +134,11 @@ def add_head_commands(cli: click.Group) -> None:
                   help="lenses held out of training (the numbers are measured on them)")
     @click.option("--members", type=int, default=5, show_default=True)
     @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--features", type=click.Choice(["raw", "sqrt"]), default="raw", show_default=True,
+                  help="the vectors as they are, or their signed square roots (every method alike)")
     @click.option("--report", type=click.Path(dir_okay=False), help="write the Markdown report to this file")
     @device_option
-    def lenses(out, n, n_test, members, seed, report, device):
+    def lenses(out, n, n_test, members, seed, features, report, device):
         """Einstein radii of simulated strong lenses: ensemble, MC dropout and ridge heads on unseen lenses."""
         import shlex
         import sys
@@ -147,7 +151,7 @@ def add_head_commands(cli: click.Group) -> None:
 
         command = "ulisse " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         result = run_lens_benchmark(Path(out).expanduser(), n=n, n_test=n_test, members=members, seed=seed, device=device,
-                                    progress=progress_enabled(), command=command)
+                                    features=features, progress=progress_enabled(), command=command)
         click.echo(result.report)
         if report:
             atomic_write(report, result.report)

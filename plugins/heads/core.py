@@ -35,7 +35,7 @@ from ulisse._io import atomic_write, sha256_file
 from ulisse.errors import InputError
 
 from .models import (TrainConfig, TrainingError, fit_ridge, network_from_state, predict_ensemble,
-                     predict_mc_dropout, torch_threads, train_member, variance_scale)
+                     predict_mc_dropout, torch_threads, train_member, transform_features, variance_scale)
 
 LOG = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class Head:
     def predict_standardised(self, vectors: np.ndarray, calibrated: bool = True
                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mean, aleatoric variance, epistemic variance) in standardised target units."""
-        x = ((np.asarray(vectors, np.float64) - self.x_mean) / self.x_scale).astype(np.float32)
+        x = ((transform_features(vectors, self.train.features) - self.x_mean) / self.x_scale).astype(np.float32)
         with torch_threads(self.train.threads):
             if self.method == "ridge":
                 mean, alea, epi = self.ridge.predict(x)
@@ -353,18 +353,21 @@ def train_head(index, target: str, name: str, method: str = "ensemble", members:
     x = vectors_of(index, rows).astype(np.float64)
     if not np.isfinite(x).all():
         raise InputError(f"{index.path}: the vectors of the training objects are not all finite")
+    if config.features not in ("raw", "sqrt"):
+        raise InputError(f"features={config.features!r}: expected raw or sqrt")
+    xf = transform_features(x, config.features)
     y = y_all[rows]
     rng = np.random.default_rng(config.seed)
     tr, va = _split(len(rows), config.val_fraction, rng)
     y_mean, y_scale, note = _standardise_target(y[tr])
     if note:
         LOG.warning("%s: %s", target, note)
-    x_mean = x[tr].mean(0)
-    x_scale = x[tr].std(0)
+    x_mean = xf[tr].mean(0)
+    x_scale = xf[tr].std(0)
     # nearly constant features (many of a CNN's pooled channels are) would blow up on new objects: floor the scale
     floor = X_SCALE_FLOOR * float(np.sqrt(np.mean(x_scale ** 2)))
     x_scale = np.maximum(x_scale, floor) if floor > 0 else np.ones_like(x_scale)
-    xs = ((x - x_mean) / x_scale).astype(np.float32)
+    xs = ((xf - x_mean) / x_scale).astype(np.float32)
     ys = ((y - y_mean) / y_scale).astype(np.float32)
     tensors = {"x_mean": x_mean, "x_scale": x_scale}
     cfg = {"name": name, "method": method, "target": target, "format": 1,

@@ -74,6 +74,8 @@ class TrainConfig:
         max_nan_restarts: non-finite steps tolerated per member before it stops at its best state.
         seed: seed of the split, the initialisations and the batch orders.
         threads: CPU threads for torch and BLAS while training and predicting.
+        features: ``raw`` vectors, or ``sqrt``: signed square root of each component (power
+            normalisation of pooled CNN features), before standardisation; every method uses the same.
     """
 
     hidden: tuple[int, ...] = (256, 128)
@@ -90,6 +92,7 @@ class TrainConfig:
     max_nan_restarts: int = 8
     seed: int = 0
     threads: int = 1
+    features: str = "raw"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -126,6 +129,16 @@ class GaussianMLP(nn.Module):
         """(mean, variance) from the last hidden layer's activations."""
         o = self.out(h)
         return o[:, 0], (F.softplus(o[:, 1]) + VAR_FLOOR).clamp(max=VAR_MAX)
+
+
+def transform_features(x: np.ndarray, kind: str) -> np.ndarray:
+    """``raw``: the vectors as they are; ``sqrt``: sign(x) sqrt(|x|) (float64)."""
+    x = np.asarray(x, np.float64)
+    if kind == "raw":
+        return x
+    if kind == "sqrt":
+        return np.sign(x) * np.sqrt(np.abs(x))
+    raise ValueError(f"features={kind!r}: expected raw or sqrt")
 
 
 def gaussian_nll(mean: torch.Tensor, var: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
