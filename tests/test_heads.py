@@ -321,7 +321,7 @@ def test_sqrt_features_round_trip(vec_index):
 
 def test_lens_simulator(tmp_path):
     pytest.importorskip("lenstronomy")
-    from ulisse.plugins.sim.lenses import LABEL_COLUMNS, SIZE, simulate_lens, simulate_lens_set
+    from ulisse.plugins.sim.lenses import LABEL_COLUMNS, SIZE, cached_lens_set, simulate_lens, simulate_lens_set
 
     table = simulate_lens_set(tmp_path / "lenses", n=3, progress=False)
     assert list(table.columns) == LABEL_COLUMNS and list(table["id"]) == ["lens-000001", "lens-000002", "lens-000003"]
@@ -330,3 +330,6 @@ def test_lens_simulator(tmp_path):
     cube, params = simulate_lens(np.random.default_rng([0, 1]))
     assert cube.shape == (3, SIZE, SIZE) and np.isfinite(cube).all()
     assert params["theta_E"] == pytest.approx(table["theta_E"][0])  # deterministic per object
+    assert cached_lens_set(tmp_path / "lenses", n=3, seed=0, progress=False)[1] is False  # reused
+    (tmp_path / "lenses" / "cutouts" / "lens-000002.png").unlink()
+    assert cached_lens_set(tmp_path / "lenses", n=3, seed=0, progress=False)[1] is True  # incomplete: simulated again

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -20,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 import ulisse
-from ulisse._io import atomic_write
 
 TARGET = "theta_E"
 HEADS = (("ensemble", "thetaE_ensemble"), ("mc-dropout", "thetaE_mcdropout"), ("ridge", "thetaE_ridge"))
@@ -35,19 +33,6 @@ class LensBenchmark:
     nan_events: dict
     timings: dict
     report: str
-
-
-def _simulated_set(out: Path, n: int, seed: int, progress: bool) -> tuple[Path, bool]:
-    from ulisse.plugins.sim.lenses import simulate_lens_set
-
-    sim = out / "sim"
-    params = {"n": n, "seed": seed}
-    marker = sim / "params.json"
-    if marker.is_file() and json.loads(marker.read_text()) == params and (sim / "labels.csv").is_file():
-        return sim, False
-    simulate_lens_set(sim, n=n, seed=seed, progress=progress)
-    atomic_write(marker, json.dumps(params))
-    return sim, True
 
 
 def _index(out: Path, sim: Path, n: int, device: str, progress: bool):
@@ -67,6 +52,8 @@ def run_lens_benchmark(out: Path, n: int = 1500, n_test: int = 500, members: int
     """Run the whole benchmark in ``out`` (the simulated set and its index are reused when present)."""
     import torch
 
+    from ulisse.plugins.sim.lenses import cached_lens_set
+
     from . import head_report, train_head
     from .models import TrainConfig
 
@@ -74,7 +61,8 @@ def run_lens_benchmark(out: Path, n: int = 1500, n_test: int = 500, members: int
         raise ulisse.InputError(f"--test {n_test}: leaves fewer than 20 of the {n} lenses to train on")
     timings = {}
     t = time.perf_counter()
-    sim, fresh = _simulated_set(out, n, seed, progress)
+    sim = out / "sim"
+    _, fresh = cached_lens_set(sim, n=n, seed=seed, progress=progress)
     timings["simulate" if fresh else "simulate (reused)"] = time.perf_counter() - t
     t = time.perf_counter()
     index, fresh = _index(out, sim, n, device, progress)

@@ -197,3 +197,21 @@ def simulate_lens_set(out_dir, n: int = 1200, seed: int = 0, size: int = SIZE, p
     table = pd.DataFrame(rows, columns=LABEL_COLUMNS)
     atomic_write(out / "labels.csv", table.to_csv(index=False))
     return table
+
+
+def cached_lens_set(out_dir, n: int = 1200, seed: int = 0, progress: bool = True) -> tuple[pd.DataFrame, bool]:
+    """The set of :func:`simulate_lens_set` in ``out_dir``, simulated only if the folder does not hold it already.
+
+    A stored set is reused when ``labels.csv`` has ``n`` rows, its first lens is the one ``seed``
+    draws, and every cutout is there. Returns the label table and whether it was simulated now.
+    """
+    out = Path(out_dir)
+    try:
+        table = pd.read_csv(out / "labels.csv")
+        first = draw_lens(np.random.default_rng([seed, 1])).theta_E
+        if (len(table) == n and np.isclose(table["theta_E"].iloc[0], first)
+                and all((out / "cutouts" / f"{oid}.png").is_file() for oid in table["id"])):
+            return table, False
+    except (OSError, ValueError, KeyError, IndexError):
+        pass
+    return simulate_lens_set(out, n=n, seed=seed, progress=progress), True
