@@ -65,20 +65,21 @@ def pairs(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def fits_model(pairs, tmp_path_factory):
-    out = tmp_path_factory.mktemp("models") / "fits-sup"
-    denoise.train(pairs / "train" / "noisy_fits", pairs / "train" / "clean_fits", options=FAST, device="cpu",
+def supervised_model(pairs, tmp_path_factory, kind):
+    out = tmp_path_factory.mktemp("models") / f"{kind}-sup"
+    denoise.train(pairs / "train" / f"noisy_{kind}", pairs / "train" / f"clean_{kind}", options=FAST, device="cpu",
                   out=out, progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def fits_model(pairs, tmp_path_factory):
+    return supervised_model(pairs, tmp_path_factory, "fits")
 
 
 @pytest.fixture(scope="module")
 def png_model(pairs, tmp_path_factory):
-    out = tmp_path_factory.mktemp("models") / "png-sup"
-    denoise.train(pairs / "train" / "noisy_png", pairs / "train" / "clean_png", options=FAST, device="cpu",
-                  out=out, progress=False)
-    return out
+    return supervised_model(pairs, tmp_path_factory, "png")
 
 
 def mean_psnr(model, pairs, kind):

@@ -89,17 +89,14 @@ def read_image(path: str | Path) -> Image:
         CutoutError: missing, empty, unreadable, of an unknown type or of a wrong shape.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CutoutError(path, "no such file")
-    if path.stat().st_size == 0:
-        raise CutoutError(path, "empty file")
+    size = path.stat().st_size if path.is_file() else None
+    if not size:
+        raise CutoutError(path, "no such file" if size is None else "empty file")
     name = path.name.lower()
-    if name.endswith(FITS_SUFFIXES):
-        image = _read_fits(path)
-    elif name.endswith(IMAGE_SUFFIXES):
-        image = _read_8bit(path)
-    else:
+    reader = _read_fits if name.endswith(FITS_SUFFIXES) else _read_8bit if name.endswith(IMAGE_SUFFIXES) else None
+    if reader is None:
         raise CutoutError(path, f"unknown cutout type (expected one of {', '.join(CUTOUT_SUFFIXES)})")
+    image = reader(path)
     if min(image.data.shape[1:]) < MIN_SIDE:
         raise CutoutError(path, f"image is {image.data.shape[1]}x{image.data.shape[2]} px, smaller than {MIN_SIDE}x{MIN_SIDE}")
     return image
