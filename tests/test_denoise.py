@@ -13,8 +13,8 @@ import torch
 
 from ulisse.errors import InputError
 from ulisse.plugins import denoise
-from ulisse.plugins.denoise.report import psnr
-from ulisse.plugins.denoise.train import TrainOptions
+from ulisse.plugins.denoise.reporting import psnr
+from ulisse.plugins.denoise.training import TrainOptions
 
 SIDE = 32
 SIGMA = 0.1  # noise, flux units

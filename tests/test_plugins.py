@@ -188,3 +188,17 @@ def test_plugin_api_docs_are_generated_from_the_hookspecs():
     for f in docs.hooks():
         assert f"### `{f.__name__}(" in text
     assert docs.main(["--check"]) == 0, "docs/plugins.md is out of date: run python -m ulisse.docs"
+
+
+def test_help_and_a_query_by_id_import_no_torch(tiny_index):
+    """Every plugin's hooks load at start-up: none of them may pull in torch (seconds) for verbs that embed nothing."""
+    code = (f"import sys\nfrom ulisse.cli import main\n"
+            f"for argv in (['--help'], ['query', {str(tiny_index.path)!r}, '--id', 'obj001', '-k', '3']):\n"
+            f"    try:\n        main(argv)\n    except SystemExit as exc:\n        assert exc.code == 0, exc.code\n"
+            f"print('TORCH', 'torch' in sys.modules)\n")
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "TORCH False" in p.stdout, p.stdout[-500:]

@@ -22,33 +22,24 @@ Python API::
 
 from __future__ import annotations
 
-import ulisse
-from ulisse.registry import Preprocessor, UIPage
+import importlib
 
-from .apply import ApplyReport, DenoiseStep, apply, denoise_images, load, load_step
-from .images import Image, read_image, write_image
-from .model import BlobsAutoencoder, Denoiser, DenoiserConfig
-from .report import DenoiseReport, report
-from .train import TrainOptions, train
+# The API loads on first use (torch with it): the plugin's hooks, in plugin.py, import none of it,
+# so ``ulisse --help`` and queries that embed nothing stay free of torch.
+_API = {'ApplyReport': 'applying', 'DenoiseStep': 'applying', 'apply': 'applying', 'denoise_images': 'applying', 'load': 'applying', 'load_step': 'applying', 'Image': 'images', 'read_image': 'images', 'write_image': 'images', 'BlobsAutoencoder': 'model', 'Denoiser': 'model', 'DenoiserConfig': 'model', 'DenoiseReport': 'reporting', 'report': 'reporting', 'TrainOptions': 'training', 'train': 'training'}
+
+
+def __getattr__(name):
+    if name in _API:
+        value = getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_API))
+
 
 __all__ = ["train", "apply", "report", "load", "denoise_images", "Denoiser", "DenoiserConfig", "DenoiseStep",
            "TrainOptions", "DenoiseReport", "ApplyReport", "BlobsAutoencoder", "Image", "read_image", "write_image"]
-
-@ulisse.hookimpl
-def register_commands(cli):
-    from .cli import denoise_group
-
-    cli.add_command(denoise_group)
-
-
-@ulisse.hookimpl
-def register_preprocessors(config):
-    return [Preprocessor("denoise", "a ulisse denoiser (MODEL_DIR, trained on 8-bit cutouts) applied to every cutout",
-                         load=load_step)]
-
-
-@ulisse.hookimpl
-def register_ui_pages(config):
-    from ulisse.ui import view
-
-    return [UIPage("Denoise", view("denoise"), order=70)]

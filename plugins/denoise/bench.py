@@ -26,10 +26,10 @@ import pandas as pd
 import ulisse
 from ulisse._io import atomic_write
 
-from .apply import load
-from .report import before_after_grid, compare, summarise, summary_markdown
+from .applying import load
+from .reporting import before_after_grid, compare, summarise, summary_markdown
 from .simdata import simulate_pairs
-from .train import TrainOptions, load_training_set, train
+from .training import TrainOptions, load_training_set, train
 
 MODELS = {  # name: (format folder suffix, self-supervised); a FITS self-supervised model is left out for time
     "fits-supervised": ("fits", False), "png-supervised": ("png", False), "png-self-supervised": ("png", True),

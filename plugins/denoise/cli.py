@@ -45,7 +45,7 @@ def train_command(noisy, clean, self_supervised, out, steps, batch_size, crop, w
                   device):
     """Train a denoiser on noisy/clean pairs, or on noisy cutouts alone (--self-supervised)."""
     from .model import CONFIG_FILE
-    from .train import TrainOptions, train
+    from .training import TrainOptions, train
 
     if (Path(out) / CONFIG_FILE).exists() and not overwrite:
         raise InputError(f"{out}: a denoiser is there already (use --overwrite to replace it)")
@@ -67,7 +67,7 @@ def train_command(noisy, clean, self_supervised, out, steps, batch_size, crop, w
 @device_option
 def apply_command(model_dir, inputs, out, skip_bad, device):
     """Denoise cutout files or folders into --out (PNG -> PNG, FITS -> FITS float with its header)."""
-    from .apply import apply, load
+    from .applying import apply, load
 
     result = apply(load(model_dir, device), inputs, out, skip_bad=skip_bad)
     click.echo(f"{out}: {len(result.written)} denoised cutout(s) written, {len(result.skipped)} skipped")
@@ -83,8 +83,8 @@ def apply_command(model_dir, inputs, out, skip_bad, device):
 @device_option
 def report_command(model_dir, noisy, clean, out, limit, device):
     """PSNR and SSIM of the input, a best-sigma Gaussian, non-local means, wavelets and the model."""
-    from .apply import load
-    from .report import report
+    from .applying import load
+    from .reporting import report
 
     r = report(load(model_dir, device), noisy, clean, out, limit=limit)
     click.echo(r.markdown, nl=False)
@@ -115,7 +115,7 @@ def benchmark_command(out, train_n, test_n, metric_n, retrieval_n, dimmer, steps
     from ulisse._io import atomic_write
 
     from .bench import run_benchmark
-    from .train import TrainOptions
+    from .training import TrainOptions
 
     command = "ulisse " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
     options = TrainOptions(steps=steps, batch_size=batch_size, crop=crop, width=width)

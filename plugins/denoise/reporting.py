@@ -28,9 +28,9 @@ import pandas as pd
 from ulisse._io import atomic_write
 from ulisse.errors import InputError
 
-from .apply import _as_denoiser, check_fits
+from .applying import _as_denoiser, check_fits
 from .images import EIGHT_BIT, Image
-from .train import load_training_set
+from .training import load_training_set
 
 LOG = logging.getLogger(__name__)
 

@@ -46,40 +46,25 @@ Example::
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
 
-import ulisse
+# The API loads on first use (torch with it): the plugin's hooks, in plugin.py, import none of it,
+# so ``ulisse --help`` and queries that embed nothing stay free of torch.
+_API = {'DERIVED_SET': 'core', 'METHODS': 'core', 'Head': 'core', 'TrainedHead': 'core', 'columns_of': 'core', 'compute_columns': 'core', 'head_names': 'core', 'list_heads': 'core', 'load_head': 'core', 'predict_head': 'core', 'read_ids': 'core', 'remove_head': 'core', 'train_head': 'core', 'HeadReport': 'metrics', 'head_report': 'metrics', 'regression_metrics': 'metrics', 'TrainConfig': 'models', 'TrainingError': 'models'}
 
-from .core import (DERIVED_SET, METHODS, Head, TrainedHead, columns_of, compute_columns, head_names, list_heads,
-                   load_head, predict_head, read_ids, remove_head, train_head)
-from .metrics import HeadReport, head_report, regression_metrics
-from .models import TrainConfig, TrainingError
+
+def __getattr__(name):
+    if name in _API:
+        value = getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_API))
+
 
 __all__ = ["train_head", "predict_head", "head_report", "list_heads", "load_head", "remove_head", "head_names",
            "columns_of", "read_ids", "regression_metrics", "Head", "TrainedHead", "HeadReport", "TrainConfig",
            "TrainingError", "METHODS", "DERIVED_SET"]
-
-
-@ulisse.hookimpl
-def register_derived_columns(config):
-    """The ``heads`` set: every trained head's prediction and error bars for every object."""
-    from ulisse.registry import DerivedColumns
-
-    return [DerivedColumns(DERIVED_SET, "predictions of the regression heads (NAME, NAME_std, "
-                                        "NAME_std_aleatoric, NAME_std_epistemic)", compute=compute_columns)]
-
-
-@ulisse.hookimpl(trylast=True)
-def register_commands(cli):
-    """``ulisse head train|predict|report|list|remove``, and ``ulisse benchmark lenses``."""
-    from .cli import add_head_commands
-
-    add_head_commands(cli)
-
-
-@ulisse.hookimpl
-def register_ui_pages(config):
-    """The web UI's Heads page, named by path (the plugin does not import the UI)."""
-    from ulisse.registry import UIPage
-
-    return [UIPage("Heads", Path(__file__).resolve().parents[2] / "ui" / "views" / "heads.py", order=60)]

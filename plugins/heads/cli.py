@@ -20,7 +20,7 @@ def _open(index_dir):
 
 def add_head_commands(cli: click.Group) -> None:
     """The ``head`` group (and, beside the other benchmarks, ``benchmark lenses``)."""
-    from .core import METHODS
+    from .plugin import METHODS  # not from .core: torch loads only when a head is trained or used
 
     @cli.group("head")
     def head():

@@ -39,8 +39,7 @@ from .models import (TrainConfig, TrainingError, fit_ridge, network_from_state, 
 
 LOG = logging.getLogger(__name__)
 
-METHODS = ("ensemble", "mc-dropout", "ridge")
-DERIVED_SET = "heads"
+from .plugin import DERIVED_SET, METHODS  # noqa: E402 (declared where the hooks are, without torch)
 HEADS_DIR = "heads"
 CONFIG_FILE, WEIGHTS_FILE = "head.json", "head.safetensors"
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a column name that --where can use

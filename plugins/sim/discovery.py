@@ -176,7 +176,9 @@ def feature_set(sim: Path, encoder, pools: Sequence[str] = DEFAULT_POOLS, limit:
     if limit is not None:
         labels = labels.iloc[:limit]
     ids = labels["id"].astype(str).tolist()
-    key = json.dumps({"encoder": encoder.spec.to_dict(), "pools": list(pools), "chunk": CHUNK}, sort_keys=True)
+    spec = encoder.spec  # only what decides the feature maps (not pooling, symmetry or bookkeeping fields)
+    maps = {k: getattr(spec, k) for k in ("model_name", "weights_sha256", "input_size", "mean", "std", "interpolation")}
+    key = json.dumps({"encoder": maps, "pools": list(pools), "chunk": CHUNK}, sort_keys=True, default=list)
     folder = sim / "features" / hashlib.sha256(key.encode()).hexdigest()[:16]
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "key.json", key)
@@ -276,7 +278,7 @@ class TaskResult:
 
 def run_task(task_name: str, cache: Path, n: int = 2000, seed: int = 0, prototypes: int = 20,
              pools: Sequence[str] = DEFAULT_POOLS, ttas: Sequence[str] = tuple(TTA), limit: int | None = None,
-             model: str = ulisse.encoder.DEFAULT_MODEL, weights=None, expansion: bool = True,
+             model: str = "efficientnet_b0", weights=None, expansion: bool = True,
              progress: bool = True) -> TaskResult:
     """Simulate (once), compute the D4 features (once, cached) and evaluate every setting on one task.
 
@@ -362,7 +364,7 @@ def machine_line() -> str:
 
 
 def verify_against_encoder(fs: FeatureSet, sim: Path, pool: str, tta: str, count: int = 8,
-                           model: str = ulisse.encoder.DEFAULT_MODEL, weights=None) -> float | None:
+                           model: str = "efficientnet_b0", weights=None) -> float | None:
     """Minimum cosine between the grid's vectors and ``Encoder.load(pool=, tta=)``'s on ``count`` cutouts.
 
     None when the encoder has no ``pool``/``tta`` options.
@@ -421,7 +423,7 @@ def add_commands(benchmark) -> None:
                          help="random prototypes per class"),
             click.option("--pool", "pools", multiple=True, default=DEFAULT_POOLS, show_default=True,
                          help="poolings to compare (mean, centre:C); repeat the option"),
-            click.option("--model", default=ulisse.encoder.DEFAULT_MODEL, show_default=True),
+            click.option("--model", default="efficientnet_b0", show_default=True),
             click.option("--weights", default=None, help="encoder weights (see 'ulisse index build --help')"),
             click.option("--no-expansion", is_flag=True, help="skip recursive and confirmed expansion"),
             click.option("--verify", type=click.IntRange(0, 1000), default=8, show_default=True,

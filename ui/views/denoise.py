@@ -18,7 +18,7 @@ from ulisse.errors import UlisseError
 from ulisse.plugins import denoise
 from ulisse.plugins.denoise.images import EIGHT_BIT, from_uint8_rgb, read_image
 from ulisse.plugins.denoise.model import fingerprint_of
-from ulisse.plugins.denoise.report import display_rgb
+from ulisse.plugins.denoise.reporting import display_rgb
 from ulisse.ui import kit
 
 MODEL_ENV = "ULISSE_DENOISE_MODEL"

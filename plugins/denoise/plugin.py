@@ -1,0 +1,35 @@
+"""The denoise plugin's hooks (imports nothing heavy: torch loads only when a denoiser is trained or used)."""
+
+from __future__ import annotations
+
+import ulisse
+from ulisse.registry import Preprocessor, UIPage
+
+
+def _load_step(arg: str):
+    from .applying import load_step
+
+    return load_step(arg)
+
+
+@ulisse.hookimpl
+def register_commands(cli):
+    """``ulisse denoise train|apply|report|benchmark``."""
+    from .cli import denoise_group
+
+    cli.add_command(denoise_group)
+
+
+@ulisse.hookimpl
+def register_preprocessors(config):
+    """The ``denoise`` step: a ulisse denoiser applied to every cutout before embedding."""
+    return [Preprocessor("denoise", "a ulisse denoiser (MODEL_DIR, trained on 8-bit cutouts) applied to every cutout",
+                         load=_load_step)]
+
+
+@ulisse.hookimpl
+def register_ui_pages(config):
+    """The web UI's Denoise page."""
+    from ulisse.ui import view
+
+    return [UIPage("Denoise", view("denoise"), order=70)]

@@ -1,0 +1,41 @@
+"""The heads plugin's hooks (imports nothing heavy: torch loads only when a head is trained or used)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ulisse
+
+DERIVED_SET = "heads"
+METHODS = ("ensemble", "mc-dropout", "ridge")
+
+
+def _compute_columns(index, **options):
+    from .core import compute_columns
+
+    return compute_columns(index, **options)
+
+
+@ulisse.hookimpl
+def register_derived_columns(config):
+    """The ``heads`` set: every trained head's prediction and error bars for every object."""
+    from ulisse.registry import DerivedColumns
+
+    return [DerivedColumns(DERIVED_SET, "predictions of the regression heads (NAME, NAME_std, "
+                                        "NAME_std_aleatoric, NAME_std_epistemic)", compute=_compute_columns)]
+
+
+@ulisse.hookimpl(trylast=True)
+def register_commands(cli):
+    """``ulisse head train|predict|report|list|remove``, and ``ulisse benchmark lenses``."""
+    from .cli import add_head_commands
+
+    add_head_commands(cli)
+
+
+@ulisse.hookimpl
+def register_ui_pages(config):
+    """The web UI's Heads page, named by path (the plugin does not import the UI)."""
+    from ulisse.registry import UIPage
+
+    return [UIPage("Heads", Path(__file__).resolve().parents[2] / "ui" / "views" / "heads.py", order=60)]
