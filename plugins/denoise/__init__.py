@@ -22,23 +22,11 @@ Python API::
 
 from __future__ import annotations
 
-import importlib
+from ulisse._lazy import lazy_api
 
 # The API loads on first use (torch with it): the plugin's hooks, in plugin.py, import none of it,
 # so ``ulisse --help`` and queries that embed nothing stay free of torch.
-_API = {'ApplyReport': 'applying', 'DenoiseStep': 'applying', 'apply': 'applying', 'denoise_images': 'applying', 'load': 'applying', 'load_step': 'applying', 'Image': 'images', 'read_image': 'images', 'write_image': 'images', 'BlobsAutoencoder': 'model', 'Denoiser': 'model', 'DenoiserConfig': 'model', 'DenoiseReport': 'reporting', 'report': 'reporting', 'TrainOptions': 'training', 'train': 'training'}
-
-
-def __getattr__(name):
-    if name in _API:
-        value = getattr(importlib.import_module(f".{_API[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_API))
+__getattr__, __dir__ = lazy_api(__name__, {'ApplyReport': 'applying', 'DenoiseStep': 'applying', 'apply': 'applying', 'denoise_images': 'applying', 'load': 'applying', 'load_step': 'applying', 'Image': 'images', 'read_image': 'images', 'write_image': 'images', 'BlobsAutoencoder': 'model', 'Denoiser': 'model', 'DenoiserConfig': 'model', 'DenoiseReport': 'reporting', 'report': 'reporting', 'TrainOptions': 'training', 'train': 'training'})
 
 
 __all__ = ["train", "apply", "report", "load", "denoise_images", "Denoiser", "DenoiserConfig", "DenoiseStep",

@@ -46,23 +46,11 @@ Example::
 
 from __future__ import annotations
 
-import importlib
+from ulisse._lazy import lazy_api
 
 # The API loads on first use (torch with it): the plugin's hooks, in plugin.py, import none of it,
 # so ``ulisse --help`` and queries that embed nothing stay free of torch.
-_API = {'DERIVED_SET': 'core', 'METHODS': 'core', 'Head': 'core', 'TrainedHead': 'core', 'columns_of': 'core', 'compute_columns': 'core', 'head_names': 'core', 'list_heads': 'core', 'load_head': 'core', 'predict_head': 'core', 'read_ids': 'core', 'remove_head': 'core', 'train_head': 'core', 'HeadReport': 'metrics', 'head_report': 'metrics', 'regression_metrics': 'metrics', 'TrainConfig': 'models', 'TrainingError': 'models'}
-
-
-def __getattr__(name):
-    if name in _API:
-        value = getattr(importlib.import_module(f".{_API[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_API))
+__getattr__, __dir__ = lazy_api(__name__, {'DERIVED_SET': 'core', 'METHODS': 'core', 'Head': 'core', 'TrainedHead': 'core', 'columns_of': 'core', 'compute_columns': 'core', 'head_names': 'core', 'list_heads': 'core', 'load_head': 'core', 'predict_head': 'core', 'read_ids': 'core', 'remove_head': 'core', 'train_head': 'core', 'HeadReport': 'metrics', 'head_report': 'metrics', 'regression_metrics': 'metrics', 'TrainConfig': 'models', 'TrainingError': 'models'})
 
 
 __all__ = ["train_head", "predict_head", "head_report", "list_heads", "load_head", "remove_head", "head_names",
