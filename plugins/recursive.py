@@ -30,8 +30,10 @@ import pandas as pd
 
 import ulisse
 from ulisse.errors import QueryError
+from ulisse.options import device_option
 from ulisse.index import Index
 from ulisse.registry import QueryStrategy
+from ulisse.results import TableResult
 
 from ulisse.labels import class_fractions, labels_of
 
@@ -39,7 +41,7 @@ from .prototype import query, resolve
 
 
 @dataclass
-class Expansion:
+class Expansion(TableResult):
     """The result of a recursive expansion.
 
     Attributes:
@@ -61,13 +63,6 @@ class Expansion:
     fractions: pd.DataFrame | None = None
     stopped: str = "iterations"
     info: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.table)
-
-    @property
-    def ids(self) -> list[str]:
-        return list(self.table["id"])
 
     def summary(self) -> dict:
         out = {"found": len(self), "stopped": self.stopped,
@@ -279,14 +274,15 @@ def register_commands(cli):
                   help="confirmed expansion: only found objects with this label become new prototypes")
     @click.option("--follow", "follow_file", type=click.Path(dir_okay=False), default=None,
                   help="confirmed expansion: only these ids become new prototypes (one id a line, or a CSV with an id column)")
-    @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+    @device_option
     def expand_command(index_dir, object_id, k, iterations, budget, label, fmt, output, follow_label, follow_file, device):
         """Recursive expansion from one prototype: neighbours become new prototypes.
 
         With --follow-label or --follow only confirmed objects are followed (all found objects
         are still listed); with --label the result is compared with direct kNN at equal count.
         """
-        from ulisse.results import format_for_path, render, write_atomic
+        from ulisse._io import atomic_write as write_atomic
+        from ulisse.results import format_for_path, render
 
         out_fmt = format_for_path(output) if output else None
         follow_ids = read_id_list(follow_file) if follow_file else None

@@ -19,8 +19,21 @@ SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".xml": "votable", ".vot": "vo
                   ".fits": "fits", ".fit": "fits", ".txt": "table"}
 
 
+class TableResult:
+    """What every typed result with a ``table`` of objects offers: its length and its ids."""
+
+    table: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.table["id"])
+
+
 @dataclass
-class Neighbours:
+class Neighbours(TableResult):
     """The answer to a one-shot query.
 
     Attributes:
@@ -34,13 +47,6 @@ class Neighbours:
     prototype_id: str | None
     table: pd.DataFrame
     info: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.table)
-
-    @property
-    def ids(self) -> list[str]:
-        return list(self.table["id"])
 
     def to_astropy(self):
         return to_astropy(self.table, meta={"prototype": self.prototype})
