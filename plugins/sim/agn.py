@@ -65,13 +65,12 @@ LABEL_COLUMNS = ["id", "label", "is_agn", "r_mag", "bulge_fraction", "bulge_hlr"
 
 
 @dataclass
-class SimulatedObject:
-    """Parameters of one simulated object (sizes in arcsec, angles in degrees)."""
+class HostGalaxy:
+    """A bulge + disc host galaxy's parameters, shared by the simulators (sizes in arcsec, angles in degrees)."""
 
     r_mag: float
     bulge_fraction: float
     bulge_hlr: float
-    bulge_q: float
     disk_hlr: float
     inclination_deg: float
     position_angle_deg: float
@@ -82,6 +81,13 @@ class SimulatedObject:
     disk_g_r: float
     disk_r_i: float
     psf_fwhm: float
+
+
+@dataclass
+class SimulatedObject(HostGalaxy):
+    """Parameters of one simulated object: a host galaxy and, for AGN, its nucleus."""
+
+    bulge_q: float
     is_agn: bool
     agn_contrast: float  # AGN / host flux in r; 0 for galaxies
     agn_alpha: float  # power-law index f_nu ~ nu^alpha (drawn for all, used for AGN)

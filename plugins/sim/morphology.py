@@ -37,7 +37,7 @@ import galsim
 import numpy as np
 import pandas as pd
 
-from .agn import BULGE_COLOURS, DISK_COLOURS, DISK_Q0, PSF_FWHM_RANGE, _log_uniform, add_sky_noise, colour_ratios, \
+from .agn import HostGalaxy, BULGE_COLOURS, DISK_COLOURS, DISK_Q0, PSF_FWHM_RANGE, _log_uniform, add_sky_noise, colour_ratios, \
     write_labelled_set
 
 CLASSES = ("smooth", "spiral", "tidal")
@@ -54,23 +54,10 @@ LABEL_COLUMNS = ["id", "label", "r_mag", "bulge_fraction", "bulge_hlr", "disk_hl
 
 
 @dataclass
-class DiscGalaxy:
-    """Parameters of one simulated disc galaxy (sizes in arcsec, angles in degrees)."""
+class DiscGalaxy(HostGalaxy):
+    """Parameters of one simulated disc galaxy: a host galaxy and its spiral arms or tidal stream."""
 
     label: str
-    r_mag: float
-    bulge_fraction: float
-    bulge_hlr: float
-    disk_hlr: float
-    inclination_deg: float
-    position_angle_deg: float
-    dx: float
-    dy: float
-    bulge_g_r: float
-    bulge_r_i: float
-    disk_g_r: float
-    disk_r_i: float
-    psf_fwhm: float
     arm_count: int  # 0 unless spiral
     arm_pitch_deg: float
     arm_amplitude: float
