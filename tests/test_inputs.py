@@ -87,21 +87,16 @@ def test_catalogue_formats(tmp_path, fmt, suffix):
     assert df["class"].tolist() == ["AGN", "galaxy"] and "z" in df
 
 
-def test_bad_catalogues(tmp_path):
-    with pytest.raises(InputError, match="catalogue not found"):
-        read_catalog(tmp_path / "none.csv")
-    (tmp_path / "e.csv").write_text("")
-    with pytest.raises(InputError, match="empty file"):
-        read_catalog(tmp_path / "e.csv")
-    (tmp_path / "noid.csv").write_text("ra,dec\n1,2\n")
-    with pytest.raises(InputError, match="no id column"):
-        read_catalog(tmp_path / "noid.csv")
-    (tmp_path / "dup.csv").write_text("id,ra,dec\na,1,2\na,3,4\n")
-    with pytest.raises(InputError, match="duplicate id 'a'"):
-        read_catalog(tmp_path / "dup.csv")
-    (tmp_path / "cat.txt").write_text("id\n")
-    with pytest.raises(InputError, match="unknown catalogue format"):
-        read_catalog(tmp_path / "cat.txt")
+@pytest.mark.parametrize("name,text,needle", [("none.csv", None, "catalogue not found"),
+                                               ("e.csv", "", "empty file"),
+                                               ("noid.csv", "ra,dec\n1,2\n", "no id column"),
+                                               ("dup.csv", "id,ra,dec\na,1,2\na,3,4\n", "duplicate id 'a'"),
+                                               ("cat.txt", "id\n", "unknown catalogue format")])
+def test_bad_catalogues(tmp_path, name, text, needle):
+    if text is not None:
+        (tmp_path / name).write_text(text)
+    with pytest.raises(InputError, match=needle):
+        read_catalog(tmp_path / name)
 
 
 def test_gather_order_notes_and_catalogue_join(survey):

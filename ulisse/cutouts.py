@@ -123,7 +123,11 @@ def _check_side(shape, source):
         raise CutoutError(source, f"image is {shape[0]}x{shape[1]} px, smaller than {MIN_SIDE}x{MIN_SIDE}")
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_pil_image(path: Path, convert):
+    """Open an image file with PIL behind the decompression-bomb guard and return ``convert(image)``.
+
+    Every failure becomes a :class:`CutoutError` naming the file (``convert`` may raise its own).
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -131,17 +135,26 @@ def _read_image(path: Path) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 im.load()
-                if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                    a = np.asarray(im, dtype=np.float64)
-                    lo, hi = np.nanmin(a), np.nanmax(a)
-                    a = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo) * 255.0
-                    a = np.repeat(a.round().astype(np.uint8)[..., None], 3, axis=2)
-                else:
-                    a = np.asarray(im.convert("RGB"))
+                return convert(im)
+    except CutoutError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise CutoutError(path, f"not a readable image ({exc.__class__.__name__}: {exc})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise CutoutError(path, "image is too large (decompression-bomb guard)") from None
+
+
+def _rgb_of(im) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        lo, hi = np.nanmin(a), np.nanmax(a)
+        a = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo) * 255.0
+        return np.repeat(a.round().astype(np.uint8)[..., None], 3, axis=2)
+    return np.asarray(im.convert("RGB"))
+
+
+def _read_image(path: Path) -> np.ndarray:
+    a = read_pil_image(path, _rgb_of)
     _check_side(a.shape[:2], path)
     return np.ascontiguousarray(a)
 

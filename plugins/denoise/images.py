@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -102,24 +101,16 @@ def read_image(path: str | Path) -> Image:
     return image
 
 
-def _read_8bit(path: Path) -> Image:
-    from PIL import Image as PILImage, UnidentifiedImageError
+def _8bit_of(im, path: Path) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        raise CutoutError(path, f"{im.mode} image: only 8-bit PNG/JPEG (or FITS for float data) can be denoised")
+    return np.asarray(im.convert("L" if im.mode in ("L", "LA", "1") else "RGB"))
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            with PILImage.open(path) as im:
-                im.load()
-                if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                    raise CutoutError(path, f"{im.mode} image: only 8-bit PNG/JPEG (or FITS for float data) can be denoised")
-                grey = im.mode in ("L", "LA", "1")
-                a = np.asarray(im.convert("L" if grey else "RGB"))
-    except CutoutError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise CutoutError(path, f"not a readable image ({exc.__class__.__name__}: {exc})") from None
-    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
-        raise CutoutError(path, "image is too large (decompression-bomb guard)") from None
+
+def _read_8bit(path: Path) -> Image:
+    from ulisse.cutouts import read_pil_image
+
+    a = read_pil_image(path, lambda im: _8bit_of(im, path))
     image = from_uint8_rgb(a, cutout_id(path))
     image.path = path
     return image

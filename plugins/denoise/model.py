@@ -202,12 +202,11 @@ class Denoiser:
         from safetensors.torch import load_file
 
         d = Path(model_dir)
-        if not d.is_dir():
-            raise InputError(f"{d}: no such denoiser model folder")
         cfg_path, weights_path = d / CONFIG_FILE, d / WEIGHTS_FILE
-        for p in (cfg_path, weights_path):
-            if not p.is_file():
-                raise InputError(f"{d}: not a denoiser model folder ({p.name} is missing)")
+        missing = [p.name for p in (cfg_path, weights_path) if not p.is_file()]
+        if missing:
+            reason = "no such denoiser model folder" if not d.is_dir() else f"not a denoiser model folder ({missing[0]} is missing)"
+            raise InputError(f"{d}: {reason}")
         try:
             raw = json.loads(cfg_path.read_text())
         except (ValueError, UnicodeDecodeError) as exc:
