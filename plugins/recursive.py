@@ -274,8 +274,10 @@ def register_commands(cli):
                   help="confirmed expansion: only found objects with this label become new prototypes")
     @click.option("--follow", "follow_file", type=click.Path(dir_okay=False), default=None,
                   help="confirmed expansion: only these ids become new prototypes (one id a line, or a CSV with an id column)")
+    @click.option("--png", type=click.Path(dir_okay=False), help="write a thumbnail grid of the prototype and the found objects")
     @device_option
-    def expand_command(index_dir, object_id, k, iterations, budget, label, fmt, output, follow_label, follow_file, device):
+    def expand_command(index_dir, object_id, k, iterations, budget, label, fmt, output, follow_label, follow_file, png,
+                       device):
         """Recursive expansion from one prototype: neighbours become new prototypes.
 
         With --follow-label or --follow only confirmed objects are followed (all found objects
@@ -299,6 +301,13 @@ def register_commands(cli):
             click.echo(expansion_text(e), err=True, nl=False)
         if output:
             write_atomic(output, render(table, out_fmt, meta, extra=extra))
+        if png:
+            from ulisse.plot import thumbnail, thumbnail_grid
+
+            panels = [(thumbnail(index, object_id), f"prototype\n{object_id}", True)]
+            panels += [(thumbnail(index, r.id), f"it {r.iteration}: {r.id}\nd = {r.distance:.3g}", False)
+                       for r in e.table.itertuples(index=False)]
+            thumbnail_grid(panels, png, title=f"{index.path.name}: expansion from {object_id} ({len(e)} found)")
 
 
 @ulisse.hookimpl

@@ -125,3 +125,12 @@ def test_expand_verb_follow(tiny_index, cli, tmp_path):
     empty.write_text("# nothing\n")
     code, _, err = cli("expand", tiny_index.path, "--id", "obj005", "--follow", empty)
     assert code != 0 and "no ids" in err
+
+
+def test_expand_verb_writes_a_png_grid(tiny_index, cli, tmp_path):
+    from PIL import Image
+
+    png = tmp_path / "grid.png"
+    code, out, err = cli("expand", tiny_index.path, "--id", "obj001", "-k", "3", "--iterations", "2", "--png", png)
+    assert code == 0, err
+    assert Image.open(png).format == "PNG" and Image.open(png).size[0] > 500

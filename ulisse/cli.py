@@ -69,7 +69,8 @@ def _report(report, what: str) -> None:
 @click.option("--catalog", type=click.Path(), help="catalogue (CSV, FITS, VOTable) naming or filtering the cutouts")
 @encoder_options
 @device_option
-@click.option("--batch-size", type=click.IntRange(1, 65536), default=None)
+@click.option("--batch-size", type=click.IntRange(1, 65536), default=None,
+              help="cutouts per forward pass [default: measured per runtime: 8 for ONNX Runtime and OpenVINO, 4 for torch on a CPU, 256 on CUDA]")
 @click.option("--skip-bad", is_flag=True, help="skip unusable cutouts and report them instead of stopping")
 def embed(inputs, out, catalog, encoder_options, device, batch_size, skip_bad):
     """Embed cutouts (files or folders) into feature vectors (.npz: ids, vectors, encoder spec)."""
