@@ -29,12 +29,9 @@ TIMEOUT = 90
 
 
 @pytest.fixture(scope="module")
-def labelled_index(tmp_path_factory, survey, tiny_encoder):
+def labelled_index(survey_index):
     """24 synthetic cutouts (every 4th a FITS cube) with ra, dec and a ``label`` column (round, streak, double)."""
-    out = tmp_path_factory.mktemp("ui-labelled") / "idx"
-    idx, _ = ulisse.build_index([survey / "cutouts"], out, survey / "catalog.csv", encoder=tiny_encoder,
-                                device="cpu", progress=False)
-    return idx
+    return survey_index
 
 
 def page(script: Path, index_dir, params: dict | None = None, **state) -> AppTest:

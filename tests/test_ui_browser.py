@@ -33,12 +33,13 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def sky_index(tmp_path_factory, survey, tiny_encoder):
-    """24 synthetic cutouts with positions and labels (tiny encoder: fast)."""
-    out = tmp_path_factory.mktemp("ui-browser") / "idx"
-    idx, _ = ulisse.build_index([survey / "cutouts"], out, survey / "catalog.csv", encoder=tiny_encoder,
-                                device="cpu", progress=False)
-    return idx
+def sky_index(survey_index, tmp_path_factory):
+    """24 synthetic cutouts with positions and labels (tiny encoder: fast); a copy of its own (marks are written)."""
+    import shutil
+
+    copy = tmp_path_factory.mktemp("ui-browser") / "idx"
+    shutil.copytree(survey_index.path, copy)
+    return ulisse.open_index(copy, device="cpu")
 
 
 @pytest.fixture(scope="module")

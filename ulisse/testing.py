@@ -151,3 +151,13 @@ def install_plugin_distribution(folder: Path, name: str, version: str, package: 
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--no-build-isolation",
                     "--target", str(target), str(src)], check=True, capture_output=True)
     return target
+
+
+@pytest.fixture(scope="session")
+def survey_index(tmp_path_factory, survey, tiny_encoder):
+    """The survey indexed with the tiny encoder once per session, shared: tests must not change it."""
+    from ulisse import build_index
+
+    idx, _ = build_index([survey / "cutouts"], tmp_path_factory.mktemp("survey-index") / "idx", survey / "catalog.csv",
+                         encoder=tiny_encoder, device="cpu", progress=False)
+    return idx
