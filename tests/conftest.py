@@ -21,6 +21,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait for the hub in tests
 from ulisse.testing import KINDS, blob, cube_to_png, make_survey, tree_digest, write_fits_cutout  # noqa: E402,F401
 
 
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """streamlit's AppTest leaves its page script as ``__main__``; multiprocessing's spawn (Dask's nannies)
+    would then run that page in every new worker. Put the real ``__main__`` back after each test."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 
