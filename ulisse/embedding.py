@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .cutouts import RGBConfig, read_cutout
 from .encoder import Encoder
 from .errors import CutoutError
+from .progress import progress_bar
 
 LOG = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def embed_files(encoder: Encoder, paths: Sequence[str | Path], *, rgb: RGBConfig
     workers = workers or default_workers(encoder)
     starts = list(range(0, len(paths), batch_size))
     ids, vecs, positions, ras, decs, skipped = [], [], [], [], [], []
-    bar = tqdm(total=len(paths), desc=desc, unit="cutout", disable=not progress, mininterval=1.0)
+    bar = progress_bar(total=len(paths), desc=desc, unit="cutout", enabled=progress)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ulisse-loader")
     pending: deque = deque()
     ahead = 2 * workers + 1  # batches read ahead of the network

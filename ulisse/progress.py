@@ -25,6 +25,7 @@ class _LogProgress:
     def __init__(self, total: int | None, desc: str, unit: str, every: float):
         self.total, self.desc, self.unit, self.every = total, desc, unit, every
         self.n = 0
+        self.postfix = ""
         self.t0 = self.last = time.monotonic()
 
     def update(self, n: int = 1) -> None:
@@ -34,13 +35,17 @@ class _LogProgress:
             self.last = now
             self._log(now)
 
+    def set_postfix(self, refresh: bool = True, **values) -> None:
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
     def _log(self, now: float) -> None:
         rate = self.n / max(now - self.t0, 1e-9)
+        extra = f" ({self.postfix})" if self.postfix else ""
         if self.total:
-            LOG.info("%s: %d/%d %s (%d %%), %.1f/s", self.desc, self.n, self.total, self.unit,
-                     100 * self.n // max(self.total, 1), rate)
+            LOG.info("%s: %d/%d %s (%d %%), %.1f/s%s", self.desc, self.n, self.total, self.unit,
+                     100 * self.n // max(self.total, 1), rate, extra)
         else:
-            LOG.info("%s: %d %s, %.1f/s", self.desc, self.n, self.unit, rate)
+            LOG.info("%s: %d %s, %.1f/s%s", self.desc, self.n, self.unit, rate, extra)
 
     def close(self) -> None:
         if self.n and time.monotonic() - self.t0 >= self.every:
@@ -62,19 +67,22 @@ class _NoProgress(_LogProgress):
 
 
 def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", enabled: bool = True,
-                 every: float = LOG_EVERY_SECONDS, stream=None):
+                 every: float = LOG_EVERY_SECONDS, stream=None, initial: int = 0):
     """A tqdm bar when ``stream`` (stderr) is a terminal; log lines every ``every`` seconds otherwise.
 
     Use it as a context manager or call ``close()``; ``update(n)`` as with tqdm.
     """
     if not enabled:
-        return _NoProgress(total, desc, unit, every)
-    stream = stream or sys.stderr
-    if getattr(stream, "isatty", lambda: False)():
-        from tqdm.auto import tqdm
+        bar = _NoProgress(total, desc, unit, every)
+    else:
+        stream = stream or sys.stderr
+        if getattr(stream, "isatty", lambda: False)():
+            from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, unit=unit, file=stream, mininterval=0.5)
-    return _LogProgress(total, desc, unit, every)
+            return tqdm(total=total, desc=desc, unit=unit, file=stream, mininterval=0.5, initial=initial)
+        bar = _LogProgress(total, desc, unit, every)
+    bar.n = initial
+    return bar
 
 
 def progress_iter(iterable, total: int | None = None, desc: str = "", unit: str = "it", enabled: bool = True):

@@ -61,7 +61,7 @@ def simulate_pairs(out_dir, n: int, seed: int, dimmer: float = 2.5, size: int = 
         The label table (id, label, is_agn, r_mag, agn_contrast...).
     """
     from PIL import Image as PILImage
-    from tqdm.auto import tqdm
+    from ulisse.progress import progress_iter
 
     agn = simulator()
     out = Path(out_dir)
@@ -72,7 +72,7 @@ def simulate_pairs(out_dir, n: int, seed: int, dimmer: float = 2.5, size: int = 
     for folder in FOLDERS:
         (out / folder).mkdir(parents=True, exist_ok=True)
     rows = []
-    for k in tqdm(range(1, n + 1), desc=f"simulating {out.name}", disable=not progress):
+    for k in progress_iter(range(1, n + 1), desc=f"simulating {out.name}", enabled=progress):
         oid = f"sim-{k:06d}"
         obj = agn.draw_object(np.random.default_rng([seed, k]))
         noisy, clean = render_pair(obj, dimmer, size)

@@ -195,11 +195,12 @@ def train(noisy, clean=None, *, self_supervised: bool = False, options: TrainOpt
                                                    pct_start=0.1)
     gen = torch.Generator(device=dev).manual_seed(options.seed)
     best, best_state, best_step, last_train = math.inf, None, 0, math.nan
-    from tqdm.auto import tqdm
+    from ulisse.progress import progress_bar
 
-    bar = tqdm(range(1, options.steps + 1), desc=f"training ({config.objective})", disable=not progress)
+    bar = progress_bar(total=options.steps, desc=f"training ({config.objective})", unit="step", enabled=progress)
     running = []
-    for step in bar:
+    for step in range(1, options.steps + 1):
+        bar.update(1)
         network.train()
         x, y = sampler.batch(options.batch_size)
         xt = torch.from_numpy(x).to(dev)
@@ -219,6 +220,7 @@ def train(noisy, clean=None, *, self_supervised: bool = False, options: TrainOpt
             if val < best:
                 best, best_step = val, step
                 best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+    bar.close()
     if best_state is not None:
         network.load_state_dict(best_state)
     seconds = time.perf_counter() - t0

@@ -119,13 +119,13 @@ def rebuild_lists(index, top_n: int = DEFAULT_TOP, batch_size: int | None = None
     Raises:
         InputError: a cutout cannot be read (nothing is stored).
     """
-    from tqdm.auto import tqdm
+    from ulisse.progress import progress_bar
 
     observer = FeatureObserver(None, top_n)
     encoder = index.encoder
     step = batch_size or encoder.default_batch_size
     ids = index.ids
-    with tqdm(total=len(ids), desc="feature lists", unit="cutout", disable=not progress, mininterval=1.0) as bar:
+    with progress_bar(total=len(ids), desc="feature lists", unit="cutout", enabled=progress) as bar:
         for start in range(0, len(ids), step):
             chunk = ids[start:start + step]
             images = [cutout_of(index, i) for i in chunk]

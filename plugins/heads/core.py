@@ -387,9 +387,9 @@ def train_head(index, target: str, name: str, method: str = "ensemble", members:
         dropout = config.dropout if config.dropout is not None else DEFAULT_DROPOUT[method]
         n_nets = members if method == "ensemble" else 1
         nets, nan_events = [], 0
-        from tqdm.auto import tqdm
+        from ulisse.progress import progress_iter
 
-        for m in tqdm(range(n_nets), desc=f"training {name}", disable=not progress):
+        for m in progress_iter(range(n_nets), desc=f"training {name}", enabled=progress):
             seed = config.seed * 1000 + m
             try:
                 fit = train_member(xs[tr], ys[tr], xs[va], ys[va], config, seed, dropout, device)

@@ -330,9 +330,9 @@ def process_field(field: Field, settings: BatchSettings, objects: pd.DataFrame |
     rgb = RGBConfig.from_dict(settings.rgb)
     bar = None
     if settings.progress:
-        from tqdm.auto import tqdm
+        from ulisse.progress import progress_bar
 
-        bar = tqdm(total=len(objects), desc=f"field {field}", unit="object", leave=False, position=1)
+        bar = progress_bar(total=len(objects), desc=f"field {field}", unit="object")
     try:
         cut = cut_field(frames, objects, CutoutGeometry(**settings.geometry), edge=settings.edge, rgb=rgb,
                         progress=None if bar is None else (lambda: bar.update(1)))
@@ -541,7 +541,7 @@ def index_fields(index_dir: str | os.PathLike, tasks: Sequence[FieldTask], servi
 
 def _run_fields(tasks: Sequence[FieldTask], settings: BatchSettings, runner, progress: bool):
     """Run the fields that have no shard yet; returns ``({field: FieldOutcome}, tasks in field order)``."""
-    from tqdm.auto import tqdm
+    from ulisse.progress import progress_bar
 
     tasks = sorted(tasks, key=lambda t: t.field)
     repeated = [a.field for a, b in zip(tasks, tasks[1:]) if a.field == b.field]
@@ -558,8 +558,7 @@ def _run_fields(tasks: Sequence[FieldTask], settings: BatchSettings, runner, pro
     if outcomes:
         LOG.info("%d of %d field(s) done by an earlier run (shards in %s)", len(outcomes), len(tasks), settings.shard_dir)
 
-    bar = tqdm(total=len(tasks), initial=len(outcomes), desc="sdss fields", unit="field", disable=not progress,
-               position=0)
+    bar = progress_bar(total=len(tasks), initial=len(outcomes), desc="sdss fields", unit="field", enabled=progress)
     counts = {"objects": 0, "failed": 0}
 
     def done(outcome: FieldOutcome) -> None:

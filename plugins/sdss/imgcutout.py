@@ -146,7 +146,7 @@ def fetch_cutouts(catalog, out: str | os.PathLike, *, config: SDSSConfig = SDSSC
             be a file name (refused before anything is fetched).
     """
     import pandas as pd
-    from tqdm.auto import tqdm
+    from ulisse.progress import progress_bar
 
     from ulisse.catalog import read_catalog
 
@@ -175,7 +175,7 @@ def fetch_cutouts(catalog, out: str | os.PathLike, *, config: SDSSConfig = SDSSC
     if report.existing:
         LOG.info("%d cutout(s) already in %s", report.existing, out)
     lock = threading.Lock()
-    bar = tqdm(total=len(todo), desc="cutouts", unit="cutout", disable=not progress)
+    bar = progress_bar(total=len(todo), desc="cutouts", unit="cutout", enabled=progress)
 
     def one(item):
         oid, ra, dec = item

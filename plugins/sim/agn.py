@@ -249,7 +249,7 @@ def simulate_agn_set(out_dir, n: int = 2000, agn_fraction: float = 0.12, seed: i
     write_fits : bool
         Also write the nanomaggy cubes as FITS.
     progress : bool
-        Show a tqdm progress bar.
+        Show progress (a bar on a terminal, log lines otherwise).
 
     Returns
     -------
@@ -271,7 +271,7 @@ def write_labelled_set(out_dir, simulate_one, n: int, seed: int, columns: list[s
     ``simulate_one(rng)`` returns a (3, H, W) g, r, i cube in nanomaggies and a dict of
     its labels and parameters (``columns`` other than ``id``).
     """
-    from tqdm.auto import tqdm
+    from ulisse.progress import progress_iter
 
     out = Path(out_dir)
     png_dir, fits_dir = out / "cutouts", out / "cutouts_fits"
@@ -279,7 +279,7 @@ def write_labelled_set(out_dir, simulate_one, n: int, seed: int, columns: list[s
     if write_fits:
         fits_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for k in tqdm(range(1, n + 1), desc="simulating", disable=not progress):
+    for k in progress_iter(range(1, n + 1), desc="simulating", enabled=progress):
         oid = f"{prefix}-{k:06d}"
         cube, p = simulate_one(np.random.default_rng([seed, k]))
         _write_png(png_dir / f"{oid}.png", to_rgb(cube))

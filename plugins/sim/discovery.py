@@ -168,7 +168,7 @@ def feature_set(sim: Path, encoder, pools: Sequence[str] = DEFAULT_POOLS, limit:
     encoder spec and the pools), so an interrupted run resumes and a larger ``limit`` reuses
     what a smaller one computed.
     """
-    from tqdm.auto import tqdm
+    from ulisse.progress import progress_iter
 
     from ulisse.cutouts import read_cutout
 
@@ -183,7 +183,7 @@ def feature_set(sim: Path, encoder, pools: Sequence[str] = DEFAULT_POOLS, limit:
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "key.json", key)
     parts, secs = [], np.zeros(8)
-    for start in tqdm(range(0, len(ids), CHUNK), desc="D4 features", disable=not progress):
+    for start in progress_iter(range(0, len(ids), CHUNK), desc="D4 features", enabled=progress):
         path = folder / f"chunk-{start:07d}.npz"
         if not path.is_file():
             tick = time.perf_counter()

@@ -181,13 +181,13 @@ def simulate_lens_set(out_dir, n: int = 1200, seed: int = 0, size: int = SIZE, p
     so a set is deterministic and its first objects do not depend on ``n``.
     """
     from PIL import Image
-    from tqdm.auto import tqdm
+    from ulisse.progress import progress_iter
 
     out = Path(out_dir)
     png_dir = out / "cutouts"
     png_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for k in tqdm(range(1, n + 1), desc="simulating lenses", disable=not progress):
+    for k in progress_iter(range(1, n + 1), desc="simulating lenses", enabled=progress):
         oid = f"lens-{k:06d}"
         cube, params = simulate_lens(np.random.default_rng([seed, k]), size, pixel_scale)
         rgb = to_rgb(cube)
