@@ -81,7 +81,7 @@ def embed(inputs, out, catalog, encoder_options, device, batch_size, skip_bad):
     from .embedding import embed_files
     from .encoder import Encoder
     from .inputs import gather
-    from .results import write_atomic
+    from ._io import atomic_write
 
     gathered = gather(inputs, catalog, skip_bad=skip_bad)
     for note in gathered.notes:
@@ -93,7 +93,7 @@ def embed(inputs, out, catalog, encoder_options, device, batch_size, skip_bad):
     buf = io.BytesIO()
     np.savez(buf, ids=np.array(emb.ids, dtype=str), vectors=emb.vectors,
              encoder=np.array(json.dumps(encoder.spec.to_dict())))
-    write_atomic(out, buf.getvalue())
+    atomic_write(out, buf.getvalue())
     LOG.info("wrote %d vectors of dimension %d to %s", len(emb.ids), emb.vectors.shape[1], out)
 
 

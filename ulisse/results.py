@@ -156,10 +156,3 @@ def format_for_path(path: str | os.PathLike) -> str:
     if suffix not in SUFFIX_FORMATS:
         raise InputError(f"{path}: unknown output format (use .csv, .json, .xml/.vot, .fits or .txt)")
     return SUFFIX_FORMATS[suffix]
-
-
-def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
-    """Write a file atomically (see :func:`ulisse._io.atomic_write`, which this names for older callers)."""
-    from ._io import atomic_write
-
-    atomic_write(path, data)
