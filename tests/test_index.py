@@ -133,7 +133,7 @@ def test_killed_process_leaves_previous_index_loadable(tmp_path, survey):
     t0 = time.time()
     line = ""
     while "embedding" not in line and time.time() - t0 < 120:  # wait until it is working
-        line = p.stderr.read(64)
+        line = p.stderr.readline()
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert tree_digest(idx_dir) == digest

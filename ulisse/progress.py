@@ -82,6 +82,8 @@ def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", ena
             return tqdm(total=total, desc=desc, unit=unit, file=stream, mininterval=0.5, initial=initial)
         bar = _LogProgress(total, desc, unit, every)
     bar.n = initial
+    if enabled:
+        bar._log(time.monotonic())  # a first line at once: long work says it has started
     return bar
 
 
