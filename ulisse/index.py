@@ -35,6 +35,7 @@ from ulisse.indexes.lock import writer_lock
 from .cutouts import RGBConfig, image_to_rgb, read_cutout
 from .derived import DerivedMixin
 from .errors import IndexError_, InputError, QueryError
+from .prototypes import DEFAULT_RADIUS_ARCSEC  # one definition, in the prototype pipeline
 from .results import Neighbours
 
 if TYPE_CHECKING:  # the encoder (and torch) load only when an image must be embedded
@@ -43,7 +44,6 @@ if TYPE_CHECKING:  # the encoder (and torch) load only when an image must be emb
 LOG = logging.getLogger(__name__)
 
 DEFAULT_FACTORY = "auto"
-from .prototypes import DEFAULT_RADIUS_ARCSEC  # noqa: E402 (one definition, in the prototype pipeline)
 DEFAULT_EF_SEARCH = 64
 SMALL_EXCLUSION = 4     # per-query exclusions up to this size, on many distinct queries, are filtered after a batched search
 OPEN_RETRIES = 3        # a compaction may remove files between reading a manifest and opening them
@@ -648,7 +648,7 @@ def build_index(inputs: Sequence[str | os.PathLike], path: str | os.PathLike, ca
 
     t0 = time.perf_counter()
     path = Path(path)
-    _check_new_path(path, overwrite)
+    check_new_index_path(path, overwrite)
     faiss_backend.check_metric(metric)
     gathered = gather(inputs, catalog, skip_bad=skip_bad)
     encoder = encoder or Encoder.load(weights=weights, device=device)
@@ -682,8 +682,6 @@ def check_new_index_path(path: str | os.PathLike, overwrite: bool = False) -> No
         raise _index_exists(path)
 
 
-_check_new_path = check_new_index_path
-
 
 def create_index(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.DataFrame, encoder_spec: "EncoderSpec", *,
                  factory: str = DEFAULT_FACTORY, metric: str = "L2", rgb: RGBConfig = RGBConfig(),
@@ -710,7 +708,7 @@ def create_index(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.Data
         WriteError: ``DIR: <reason>``; nothing is left behind and an index that was there stays as it was.
     """
     path = Path(path)
-    _check_new_path(path, overwrite)
+    check_new_index_path(path, overwrite)
     faiss_backend.check_metric(metric)
     if dtype not in store.DTYPES:
         raise InputError(f"dtype {dtype!r}: expected one of {', '.join(store.DTYPES)}")
