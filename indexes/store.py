@@ -37,6 +37,8 @@ import numpy as np
 from ulisse._io import TMP_PREFIX, WriteError, atomic_write, fsync_dir, os_error_reason, path_inside, sha256_file
 from ulisse.errors import IndexError_, IndexNotFound, InputError
 
+from .metadata import write_parquet
+
 LOG = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
@@ -172,7 +174,7 @@ def write_segment(path: Path, vectors, metadata, faiss_write=None, *, dtype: str
             raw = np.ascontiguousarray(vectors, dtype=dtype)
             count = len(raw)
             vec_write = lambda p: _save_npy(p, raw)  # noqa: E731
-        meta_write = metadata if callable(metadata) else (lambda p: metadata.to_parquet(p, index=False))
+        meta_write = metadata if callable(metadata) else (lambda p: write_parquet(metadata, p))
         entry = {"id": sid, "count": int(count), "dtype": dtype}
         entry["vectors"] = put(f"{SEGMENT_PREFIX}{sid}.vectors.npy", vec_write)
         entry["metadata"] = put(f"{SEGMENT_PREFIX}{sid}.metadata.parquet", meta_write)

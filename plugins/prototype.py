@@ -173,7 +173,8 @@ def header_lines(result, index) -> str:
     lines = [f"# {index.path}: {len(result.table)} nearest neighbour(s) of {result.prototype}"]
     for m in result.info.get("matched", []):
         row = index.row_of(m["id"])
-        ra, dec = index.metadata["ra"].iloc[row], index.metadata["dec"].iloc[row]
+        pos = index.metadata_rows([row]).iloc[0]
+        ra, dec = pos["ra"], pos["dec"]
         lines.append(f"# sky position matched {m['id']} at ra={ra:.6f} dec={dec:.6f}, "
                      f"{m['separation_arcsec']:.2f} arcsec away")
     return "\n".join(lines) + "\n"

@@ -395,3 +395,39 @@ def test_store_and_cli_core_import_no_torch(tmp_path):
             "print('torch' in sys.modules)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
+
+
+def test_query_by_id_reads_the_id_column_and_the_neighbours_row_groups_only(tmp_path, monkeypatch):
+    from ulisse.indexes import metadata as meta_mod
+
+    monkeypatch.setattr(meta_mod, "ROW_GROUP", 7)  # many row groups per segment in a small index
+    index = new_index(tmp_path / "i", n=40)
+    for tag in ("a", "b", "c"):
+        v, m = batch(tag, 25)
+        m["mag"] = np.linspace(15, 20, 25)
+        index.add_vectors(v, m)
+    fresh = ulisse.open_index(tmp_path / "i", device="cpu")
+    res = fresh.query("b-3", k=12)
+    assert fresh._meta._table is None  # the whole table was never read
+    full = ulisse.open_index(tmp_path / "i", device="cpu")
+    rows = [full.row_of(i) for i in res.table["id"]]
+    expected = full.metadata.iloc[rows].reset_index(drop=True)
+    pd.testing.assert_frame_equal(res.table[expected.columns].reset_index(drop=True), expected, check_dtype=False)
+    # rows in any order, with repeats, across segments and row groups
+    pick = np.random.default_rng(3).integers(0, len(full), 60)
+    lazy = ulisse.open_index(tmp_path / "i", device="cpu")
+    pd.testing.assert_frame_equal(lazy.metadata_rows(pick), full.metadata.iloc[pick].reset_index(drop=True))
+    assert [lazy.id_of(r) for r in pick[:5]] == list(full.metadata["id"].iloc[pick[:5]])
+    assert lazy.row_of("c-24") == len(full) - 1 and lazy._meta._table is None
+    with pytest.raises(QueryError, match="unknown id"):
+        lazy.row_of("nope")
+    # a filter reads only the columns it names
+    assert lazy.where_mask("mag > 19").sum() == (full.metadata["mag"] > 19).sum() and lazy._meta._table is None
+    with pytest.raises(ulisse.InputError, match="no column 'magg'.*columns: row, id"):
+        lazy.where_mask("magg > 19")
+    # an add extends the id column already read, and clashes are still found
+    v, m = batch("d", 5)
+    lazy.add_vectors(v, m)
+    assert lazy.row_of("d-4") == len(lazy) - 1
+    with pytest.raises(ulisse.InputError, match="'d-0' is already in the index"):
+        lazy.add_vectors(*batch("d", 2))

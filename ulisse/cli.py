@@ -195,7 +195,7 @@ def index_info(index_dir, fmt, verify):
     idx = open_index(index_dir, device="cpu", verify=verify)
     m = idx.manifest
     if fmt == "json":
-        click.echo(json.dumps({**m, "columns": list(idx.metadata.columns)}, indent=2, default=str))
+        click.echo(json.dumps({**m, "columns": idx.metadata_columns}, indent=2, default=str))
         return
     enc = idx.encoder_spec
     segs = m.get("segments", [])
@@ -215,7 +215,7 @@ def index_info(index_dir, fmt, verify):
             "  ('ulisse index compact' merges them)" if len(segs) > 8 else ""),
         f"encoder    {enc.model_name}, {enc.input_size}px, mean {list(enc.mean)}, std {list(enc.std)}",
         f"weights    {enc.weights_source} (sha256 {enc.weights_sha256})",
-        f"columns    {', '.join(idx.metadata.columns)}",
+        f"columns    {', '.join(idx.metadata_columns)}",
         f"created    {m.get('created')}  updated {m.get('updated', '-')}  generation {m['generation']}",
         f"versions   {', '.join(f'{k} {v}' for k, v in m.get('versions', {}).items())}",
         f"checksums  {'verified (every file re-hashed)' if verify else 'sizes checked (--verify re-hashes)'}",

@@ -31,7 +31,7 @@ RESERVED = ("row", "id", "rank", "distance")
 
 
 class DerivedMixin:
-    """Derived-column storage for :class:`ulisse.Index` (needs ``path``, ``manifest``, ``metadata``, ``__len__``)."""
+    """Derived-column storage for :class:`ulisse.Index` (needs ``path``, ``manifest``, ``metadata_columns``, ``metadata_column``, ``__len__``)."""
 
     @property
     def derived_dir(self) -> Path:
@@ -74,7 +74,7 @@ class DerivedMixin:
 
     def save_derived(self, name: str, table: pd.DataFrame, options: dict | None = None) -> pd.DataFrame:
         """Store a set computed outside :meth:`derived` (one row per object, row order)."""
-        table = _check_table(name, table, len(self), self.metadata.columns)
+        table = _check_table(name, table, len(self), self.metadata_columns)
         data, meta = self._derived_paths(name)
         atomic_write(data, lambda p: table.to_parquet(p, index=False))
         atomic_write(meta, json.dumps({
@@ -177,12 +177,16 @@ class DerivedMixin:
 
         parsed = parse_where(where)
         derived = self._cached_derived_table()
-        need = [c for c in parsed.columns if c not in self.metadata.columns]
-        table = self.metadata
-        if need:
-            have = [c for c in need if c in derived.columns]
-            table = pd.concat([self.metadata.reset_index(drop=True), derived[have].reset_index(drop=True)], axis=1)
-        return parsed.mask(table)
+        meta_cols = self.metadata_columns
+        # only the columns the filter names are read (not the whole metadata table)
+        columns = {c: self.metadata_column(c).reset_index(drop=True) for c in parsed.columns if c in meta_cols}
+        columns.update({c: derived[c].reset_index(drop=True) for c in parsed.columns
+                        if c not in columns and c in derived.columns})
+        missing = [c for c in parsed.columns if c not in columns]
+        if missing:
+            known = list(meta_cols) + [c for c in derived.columns if c not in meta_cols]
+            raise InputError(f"--where {where!r}: no column {missing[0]!r} (columns: {', '.join(map(str, known))})")
+        return parsed.mask(pd.DataFrame(columns, index=pd.RangeIndex(len(self))))
 
 
 def _check_table(name: str, table, n: int, metadata_columns) -> pd.DataFrame:

@@ -31,6 +31,7 @@ import pandas as pd
 from ulisse.indexes import auto as auto_factory
 from ulisse.indexes import faiss_backend, parts, segments, store
 from ulisse.indexes.lock import writer_lock
+from ulisse.indexes.metadata import SegmentMetadata, write_parquet
 
 from .cutouts import RGBConfig, image_to_rgb, read_cutout
 from .derived import DerivedMixin
@@ -164,8 +165,11 @@ class Index(DerivedMixin):
     def _set_state(self, state: _State) -> None:
         self._state = state
         self.manifest = state.manifest
-        self._metadata = None
-        self._row_of = None
+        if state.files:
+            parts = [(f.start, f.count, f.metadata_path) for f in state.files]
+        else:  # format 1: one table
+            parts = [(0, len(self), p) for p in state.metadata_paths]
+        self._meta = SegmentMetadata(parts)
         self._flat_cache = segments.FlatCache()
 
     def __len__(self) -> int:
@@ -219,34 +223,61 @@ class Index(DerivedMixin):
 
     # -- lookups -------------------------------------------------------------
 
+    # The metadata is read by the piece (indexes.metadata): a query by id reads the id column and
+    # its neighbours' row groups, not the whole table; ``metadata`` reads everything, once.
+
+    def _metadata_call(self, fn, *args):
+        try:
+            return fn(*args)
+        except ValueError as exc:
+            raise IndexError_(f"{self.path}: metadata {exc}") from None
+        except OSError as exc:
+            raise IndexError_(f"{self.path}: metadata unreadable ({exc})") from None
+
     @property
     def metadata(self) -> pd.DataFrame:
-        if self._metadata is None:
-            tables = [pd.read_parquet(p) for p in self._state.metadata_paths]
-            self._metadata = (pd.concat(tables, ignore_index=True) if len(tables) > 1 else
-                              tables[0] if tables else pd.DataFrame(columns=["row", "id", "ra", "dec", "source"]))
-            if len(self._metadata) != len(self):
-                raise IndexError_(f"{self.path}: {len(self._metadata)} metadata rows for {len(self)} vectors")
-        return self._metadata
+        table = self._metadata_call(self._meta.table)
+        if len(table) != len(self):
+            raise IndexError_(f"{self.path}: {len(table)} metadata rows for {len(self)} vectors")
+        return table
 
     @metadata.setter
     def metadata(self, table: pd.DataFrame) -> None:
-        self._metadata = table
+        self._meta.set_table(table)
+
+    @property
+    def metadata_columns(self) -> list[str]:
+        """The metadata's column names (read from a file footer, not the table)."""
+        return self._metadata_call(lambda: self._meta.columns)
+
+    def metadata_column(self, name: str) -> pd.Series:
+        """One metadata column over every object, read alone."""
+        if name not in self.metadata_columns:
+            raise QueryError(f"column {name!r}: not in the metadata of {self.path}")
+        return self._metadata_call(self._meta.column, name)
+
+    def metadata_rows(self, rows: Sequence[int]) -> pd.DataFrame:
+        """The metadata of the objects at ``rows``, in that order (reads only the row groups holding them)."""
+        try:
+            return self._metadata_call(self._meta.rows, rows)
+        except IndexError as exc:
+            raise QueryError(f"{self.path}: {exc}") from None
 
     @property
     def ids(self) -> list[str]:
-        return list(self.metadata["id"])
+        return [str(x) for x in self._metadata_call(self._meta.ids).to_pylist()]
 
-    def _ids_map(self) -> dict:
-        if self._row_of is None:
-            self._row_of = {oid: i for i, oid in enumerate(self.metadata["id"])}
-        return self._row_of
+    def id_of(self, row: int) -> str:
+        """The id of the object at ``row``."""
+        if not 0 <= int(row) < len(self):
+            raise QueryError(f"{self.path}: row {row} outside 0..{len(self) - 1}")
+        return self._metadata_call(self._meta.id_of, row)
 
     def row_of(self, object_id: str) -> int:
-        try:
-            return self._ids_map()[str(object_id)]
-        except KeyError:
-            raise QueryError(f"id {object_id!r}: unknown id (not in the index {self.path})") from None
+        row = self._metadata_call(self._meta.find, str(object_id))
+        if row < 0:
+            raise QueryError(f"id {object_id!r}: unknown id (not in the index {self.path})")
+        return row
 
     def vector(self, object_id: str) -> np.ndarray:
         """The stored raw vector of an object of the index."""
@@ -277,17 +308,21 @@ class Index(DerivedMixin):
 
         if not (-90.0 <= dec <= 90.0) or not math.isfinite(ra):
             raise QueryError(f"--ra {ra} --dec {dec}: not a sky position")
-        have = self.metadata[["ra", "dec"]].notna().all(axis=1).to_numpy()
+        if not {"ra", "dec"} <= set(self.metadata_columns):
+            raise QueryError(f"{self.path}: the index has no ra/dec for its objects")
+        ra_all = pd.to_numeric(self.metadata_column("ra"), errors="coerce").to_numpy(np.float64)
+        dec_all = pd.to_numeric(self.metadata_column("dec"), errors="coerce").to_numpy(np.float64)
+        have = np.isfinite(ra_all) & np.isfinite(dec_all)
         if not have.any():
             raise QueryError(f"{self.path}: the index has no ra/dec for its objects")
         rows = np.flatnonzero(have)
-        cat = SkyCoord(self.metadata["ra"].to_numpy()[rows] * u.deg, self.metadata["dec"].to_numpy()[rows] * u.deg)
+        cat = SkyCoord(ra_all[rows] * u.deg, dec_all[rows] * u.deg)
         target = SkyCoord(ra * u.deg, dec * u.deg)
         sep = target.separation(cat).arcsec
         best = int(np.argmin(sep))
         if sep[best] > radius_arcsec:
             raise QueryError(f"no object within {radius_arcsec:g} arcsec of ra={ra} dec={dec} "
-                             f"(nearest is {self.metadata['id'].iloc[rows[best]]} at {sep[best]:.1f} arcsec)")
+                             f"(nearest is {self.id_of(rows[best])} at {sep[best]:.1f} arcsec)")
         return int(rows[best])
 
     def embed_image(self, image) -> np.ndarray:
@@ -447,7 +482,7 @@ class Index(DerivedMixin):
     def neighbour_table(self, rows: np.ndarray, distances: np.ndarray) -> pd.DataFrame:
         rows = np.asarray(rows)
         ok = rows >= 0
-        meta = self.metadata.iloc[rows[ok]].reset_index(drop=True)
+        meta = self.metadata_rows(rows[ok])
         table = pd.DataFrame({"rank": np.arange(1, ok.sum() + 1), "id": meta["id"],
                               "distance": np.asarray(distances)[ok]})
         others = meta.drop(columns=["id"])
@@ -487,8 +522,13 @@ class Index(DerivedMixin):
             raise IndexError_(V1_NOTE.format(path=self.path))
 
     def _check_new_ids(self, ids) -> None:
-        known = self._ids_map()
-        clash = [oid for oid in map(str, ids) if oid in known]
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        new = pa.array([str(x) for x in ids], type=pa.string())
+        known = self._metadata_call(self._meta.ids)
+        hit = pc.is_in(new, value_set=known.combine_chunks() if isinstance(known, pa.ChunkedArray) else known)
+        clash = [str(x) for x in pc.filter(new, hit).to_pylist()]
         if clash:
             raise InputError(f"id {clash[0]!r} is already in the index {self.path}"
                              + (f" ({len(clash)} ids in all)" if len(clash) > 1 else ""))
@@ -544,11 +584,9 @@ class Index(DerivedMixin):
             except BaseException:
                 store.remove_files(self.path, _entry_names(entry))
                 raise
-        known = self._row_of
+        before = self._meta
         self._set_state(_open_state(self.path, written))
-        if known is not None:  # keep the id lookup: only the new ids are added to it
-            known.update({oid: len(known) + i for i, oid in enumerate(new_meta["id"])})
-            self._row_of = known
+        self._meta.carry_ids(before, new_meta["id"])  # the id column read once, extended by each add
         return len(new_meta)
 
     def _refresh(self, manifest: dict | None = None) -> None:
@@ -819,7 +857,7 @@ def _write_merged_segment(path: Path, manifest: dict, state: _State) -> dict:
                     fh.write(np.ascontiguousarray(f.vectors[lo:lo + parts.ADD_CHUNK], dtype=dtype).tobytes())
 
     def write_metadata(p):
-        pd.concat([pd.read_parquet(f.metadata_path) for f in files], ignore_index=True).to_parquet(p, index=False)
+        write_parquet(pd.concat([pd.read_parquet(f.metadata_path) for f in files], ignore_index=True), p)
 
     kind = manifest.get("faiss_kind", "flat")
     trained = store.check_name(path, manifest["trained"]["name"]) if manifest.get("trained") else None

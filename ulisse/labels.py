@@ -23,10 +23,10 @@ def labels_of(index, column: str) -> pd.Series:
     Raises:
         QueryError: no such column (the message lists the columns there are).
     """
-    if column not in index.metadata.columns or column in NOT_LABELS:
-        cols = [c for c in index.metadata.columns if c not in NOT_LABELS]
+    if column not in index.metadata_columns or column in NOT_LABELS:
+        cols = [c for c in index.metadata_columns if c not in NOT_LABELS]
         raise QueryError(f"--label {column}: no such column of classes in the index (columns: {', '.join(cols)})")
-    return index.metadata[column].map(lambda v: MISSING if pd.isna(v) else str(v))
+    return index.metadata_column(column).map(lambda v: MISSING if pd.isna(v) else str(v))
 
 
 def class_fractions(found: Sequence[str], all_labels: pd.Series, ns: Iterable[int],

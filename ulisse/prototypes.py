@@ -85,7 +85,7 @@ def resolve(index, prototype) -> Resolved:
         ra, dec = check_position(*p.value)
         row = index.nearest_object(ra, dec, p.radius_arcsec)
         sep = _separation_arcsec(index, row, ra, dec)
-        return Resolved(p, index.vectors_of_rows([row])[0], row, index.metadata["id"].iloc[row], sep)
+        return Resolved(p, index.vectors_of_rows([row])[0], row, index.id_of(row), sep)
     elif p.kind == "image":
         if isinstance(p.value, (str, os.PathLike)):
             from .geometry import check_prototype
@@ -98,12 +98,13 @@ def resolve(index, prototype) -> Resolved:
         if p.value.shape != (index.encoder_spec.dim,):
             raise QueryError(f"prototype vector has shape {p.value.shape}, the index dimension {index.encoder_spec.dim}")
         return Resolved(p, p.value, None, None)
-    return Resolved(p, index.vectors_of_rows([row])[0], row, index.metadata["id"].iloc[row])
+    return Resolved(p, index.vectors_of_rows([row])[0], row, index.id_of(row))
 
 
 def _separation_arcsec(index, row: int, ra: float, dec: float) -> float:
     from astropy import units as u
     from astropy.coordinates import SkyCoord
 
-    obj = SkyCoord(float(index.metadata["ra"].iloc[row]) * u.deg, float(index.metadata["dec"].iloc[row]) * u.deg)
+    pos = index.metadata_rows([row]).iloc[0]
+    obj = SkyCoord(float(pos["ra"]) * u.deg, float(pos["dec"]) * u.deg)
     return float(obj.separation(SkyCoord(ra * u.deg, dec * u.deg)).arcsec)
