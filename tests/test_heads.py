@@ -121,9 +121,10 @@ def test_round_trip_of_a_saved_head(vec_index):
     assert len(cfg["training_ids"]) + len(cfg["validation_ids"]) == 240
     assert not set(cfg["training_ids"]) & set(cfg["validation_ids"])
     assert {"rmse", "nll", "coverage_68", "coverage_95"} <= set(cfg["metrics"]["validation"])
-    # the stored validation metrics are those of the stored predictions on the validation objects
-    val = predict_head(vec_index, "yhat", ids=cfg["validation_ids"])
-    truth = vec_index.metadata.set_index("id").loc[cfg["validation_ids"], "y"].to_numpy()
+    # the stored validation metrics are those of the stored predictions on the calibration objects
+    # (the validation rows that early stopping did not use)
+    val = predict_head(vec_index, "yhat", ids=cfg["calibration_ids"])
+    truth = vec_index.metadata.set_index("id").loc[cfg["calibration_ids"], "y"].to_numpy()
     recomputed = regression_metrics(truth, val["yhat"], val["yhat_std"])
     for key in ("rmse", "nll", "coverage_68"):
         assert recomputed[key] == pytest.approx(cfg["metrics"]["validation"][key], rel=1e-4, abs=1e-6)
@@ -333,3 +334,26 @@ def test_lens_simulator(tmp_path):
     assert cached_lens_set(tmp_path / "lenses", n=3, seed=0, progress=False)[1] is False  # reused
     (tmp_path / "lenses" / "cutouts" / "lens-000002.png").unlink()
     assert cached_lens_set(tmp_path / "lenses", n=3, seed=0, progress=False)[1] is True  # incomplete: simulated again
+
+
+def test_retrained_head_is_not_served_from_stale_columns(vec_index):
+    """A head retrained under its name (columns not updated) is predicted by the new training, never the old."""
+    train_head(vec_index, "y", "yhat", method="ridge", config=FAST, update_columns=True)
+    old = predict_head(vec_index, "yhat")["yhat"].to_numpy()
+    train_head(vec_index, "y", "yhat", members=2, config=FAST, update_columns=False)
+    new = predict_head(vec_index, "yhat")
+    expected = load_head(vec_index, "yhat").predict_vectors(vec_index.all_vectors())
+    np.testing.assert_allclose(new["yhat"], expected["yhat"], rtol=1e-6)
+    assert not np.allclose(new["yhat"], old)
+    # and in query tables, through the stored derived set
+    res = vec_index.query("o0003", k=5)
+    rows = [vec_index.row_of(i) for i in res.table["id"]]
+    np.testing.assert_allclose(res.table["yhat"], expected["yhat"].to_numpy()[rows], rtol=1e-6)
+
+
+def test_variance_factor_is_fitted_on_rows_early_stopping_never_saw(vec_index):
+    trained = train_head(vec_index, "y", "yhat", members=2, config=FAST, update_columns=False)
+    cfg = trained.config
+    cal, val, tr = set(cfg["calibration_ids"]), set(cfg["validation_ids"]), set(cfg["training_ids"])
+    assert cal < val and not cal & tr and 0.4 * len(val) <= len(cal) <= 0.6 * len(val)
+    assert cfg["metrics"]["n_metrics"] == len(cal) and cfg["metrics"]["n_validation"] == len(val)

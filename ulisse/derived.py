@@ -68,9 +68,19 @@ class DerivedMixin:
         except (OSError, ValueError):
             return None
 
+    def _derived_state(self, name: str) -> str | None:
+        """The registered provider's ``state(index)`` for a set (None: no provider, or no state beyond the vectors)."""
+        from .registry import derived_columns
+
+        provider = derived_columns().get(name)
+        if provider is None or provider.state is None:
+            return None
+        return str(provider.state(self))
+
     def derived_is_fresh(self, name: str) -> bool:
         info = self.derived_info(name)
-        return bool(info) and info.get("fingerprint") == self.fingerprint and info.get("count") == len(self)
+        return (bool(info) and info.get("fingerprint") == self.fingerprint and info.get("count") == len(self)
+                and info.get("state") == self._derived_state(name))
 
     def save_derived(self, name: str, table: pd.DataFrame, options: dict | None = None) -> pd.DataFrame:
         """Store a set computed outside :meth:`derived` (one row per object, row order)."""
@@ -79,6 +89,7 @@ class DerivedMixin:
         atomic_write(data, lambda p: table.to_parquet(p, index=False))
         atomic_write(meta, json.dumps({
             "name": name, "fingerprint": self.fingerprint, "count": len(self), "options": options or {},
+            "state": self._derived_state(name),
             "columns": list(table.columns), "computed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }, indent=2, sort_keys=True, default=str) + "\n")
         return table

@@ -121,12 +121,18 @@ class DerivedColumns:
     per object in row order, whose columns are the values (their names must not
     clash with the index's metadata). ``options`` are the defaults; the options a
     set was computed with are stored beside it and reused when it is recomputed.
+
+    A stored set is recomputed when the index's vectors change. When the values
+    also depend on something else (a plugin's trained models, say), give
+    ``state(index)``: a short string that changes whenever that does; a set
+    stored under another state is recomputed the next time it is read.
     """
 
     name: str
     description: str
     compute: Callable[..., Any]
     options: dict = field(default_factory=dict)
+    state: Callable[..., str] | None = None
 
 
 @dataclass(frozen=True)

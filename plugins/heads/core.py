@@ -383,7 +383,12 @@ def train_head(index, target: str, name: str, method: str = "ensemble", members:
         tensors.update({"ridge.coef": fit.coef, "ridge.intercept": np.array([fit.intercept]),
                         "ridge.noise_var": np.array([fit.noise_var])})
         cfg.update(members=0, ridge_alpha=fit.alpha, variance_scale=1.0, nan_events=0)
-    else:
+    n_val = len(va)
+    if method != "ridge":
+        va_stop, va_cal = va, va  # early stopping on one part of the validation rows, the variance factor on the other
+        if config.calibrate and config.calibration_share > 0 and len(va) >= 4:
+            stop, cal = _split(len(va), config.calibration_share, rng)
+            va_stop, va_cal = va[stop], va[cal]
         dropout = config.dropout if config.dropout is not None else DEFAULT_DROPOUT[method]
         n_nets = members if method == "ensemble" else 1
         nets, nan_events = [], 0
@@ -392,7 +397,7 @@ def train_head(index, target: str, name: str, method: str = "ensemble", members:
         for m in progress_iter(range(n_nets), desc=f"training {name}", enabled=progress):
             seed = config.seed * 1000 + m
             try:
-                fit = train_member(xs[tr], ys[tr], xs[va], ys[va], config, seed, dropout, device)
+                fit = train_member(xs[tr], ys[tr], xs[va_stop], ys[va_stop], config, seed, dropout, device)
             except TrainingError as exc:
                 raise TrainingError(f"head {name!r}, member {m + 1}: {exc}") from None
             nan_events += fit.nan_events
@@ -401,7 +406,9 @@ def train_head(index, target: str, name: str, method: str = "ensemble", members:
             tensors.update({f"member{m}.{k}": v.numpy() for k, v in state.items()})
             member_info.append({"seed": seed, "epochs": fit.epochs, "best_epoch": fit.best_epoch,
                                 "val_nll": fit.best_val_nll, "nan_events": fit.nan_events})
-        cfg.update(members=n_nets, dropout=dropout, nan_events=nan_events, variance_scale=1.0)
+        cfg.update(members=n_nets, dropout=dropout, nan_events=nan_events, variance_scale=1.0,
+                   calibration_ids=[str(i) for i in index.metadata["id"].to_numpy()[rows[va_cal]]])
+        va = va_cal  # the factor and the validation metrics: rows the stopping rule never saw
     head = Head(name, method, target, cfg, config, x_mean, x_scale, networks=[] if method == "ridge" else nets,
                 ridge=fit if method == "ridge" else None)
     mean, alea, epi = head.predict_standardised(x[va], calibrated=False)
@@ -409,7 +416,8 @@ def train_head(index, target: str, name: str, method: str = "ensemble", members:
         cfg["variance_scale"] = variance_scale(ys[va], mean, alea + epi)
     metrics = {"validation_uncalibrated": _std_metrics(ys[va], mean, alea + epi, y_scale)}
     metrics["validation"] = _std_metrics(ys[va], mean, (alea + epi) * cfg["variance_scale"], y_scale)
-    cfg["metrics"] = {**metrics, "members": member_info, "n_train": int(len(tr)), "n_validation": int(len(va)),
+    cfg["metrics"] = {**metrics, "members": member_info, "n_train": int(len(tr)), "n_validation": n_val,
+                      "n_metrics": int(len(va)),
                       "seconds": round(time.perf_counter() - t0, 2)}
     folder = _save(index, cfg, tensors)
     LOG.info("head %s (%s, %s) trained on %d objects, validated on %d: RMSE %.4g, %d non-finite steps",

@@ -16,13 +16,28 @@ def _compute_columns(index, **options):
     return compute_columns(index, **options)
 
 
+def heads_state(index) -> str:
+    """Which heads are stored, and which training of each (a head retrained under its name changes it)."""
+    import hashlib
+
+    folder = Path(index.path) / "derived" / "heads"
+    h = hashlib.sha256()
+    for cfg in sorted(folder.glob("*/head.json")) if folder.is_dir() else []:
+        try:
+            h.update(cfg.parent.name.encode() + b"\0" + cfg.read_bytes() + b"\0")
+        except OSError:
+            h.update(cfg.parent.name.encode() + b"\0unreadable\0")
+    return h.hexdigest()[:16]
+
+
 @ulisse.hookimpl
 def register_derived_columns(config):
     """The ``heads`` set: every trained head's prediction and error bars for every object."""
     from ulisse.registry import DerivedColumns
 
     return [DerivedColumns(DERIVED_SET, "predictions of the regression heads (NAME, NAME_std, "
-                                        "NAME_std_aleatoric, NAME_std_epistemic)", compute=_compute_columns)]
+                                        "NAME_std_aleatoric, NAME_std_epistemic)", compute=_compute_columns,
+                           state=heads_state)]
 
 
 @ulisse.hookimpl(trylast=True)
