@@ -357,3 +357,16 @@ def test_variance_factor_is_fitted_on_rows_early_stopping_never_saw(vec_index):
     cal, val, tr = set(cfg["calibration_ids"]), set(cfg["validation_ids"]), set(cfg["training_ids"])
     assert cal < val and not cal & tr and 0.4 * len(val) <= len(cal) <= 0.6 * len(val)
     assert cfg["metrics"]["n_metrics"] == len(cal) and cfg["metrics"]["n_validation"] == len(val)
+
+
+def test_paired_bootstrap_of_the_rmse_difference():
+    from ulisse.plugins.heads.benchmark import paired_bootstrap
+
+    ids = np.arange(50)
+    p = paired_bootstrap((ids, np.ones(50)), (ids, np.full(50, 2.0)), resamples=200)
+    assert p["diff"] == pytest.approx(-1.0) and p["lo"] == pytest.approx(-1.0) and p["share_lower"] == 1.0
+    e = np.random.default_rng(0).normal(size=400)
+    p = paired_bootstrap((np.arange(400), e), (np.arange(400), e * 1.02), resamples=500)
+    assert p["lo"] < p["diff"] < p["hi"] < 0  # 2 % smaller errors on every object: lower in every resample
+    with pytest.raises(ValueError, match="different objects"):
+        paired_bootstrap((ids, np.ones(50)), (ids[::-1], np.ones(50)))

@@ -214,6 +214,9 @@ def index_info(index_dir, fmt, verify):
         f"segments   {len(segs)}" + (f", {disk / 1e6:.1f} MB" if segs else "") + (
             "  ('ulisse index compact' merges them)" if len(segs) > 8 else ""),
         f"encoder    {enc.model_name}, {enc.input_size}px, mean {list(enc.mean)}, std {list(enc.std)}",
+        f"vectors    pool {enc.pool}, tta {enc.tta}, precision {enc.precision}"
+        + (f", preprocessors {', '.join(p['name'] + (':' + str(p['arg']) if p.get('arg') else '') for p in enc.preprocessors)}"
+           if enc.preprocessors else ", no preprocessors"),
         f"weights    {enc.weights_source} (sha256 {enc.weights_sha256})",
         f"columns    {', '.join(idx.metadata_columns)}",
         f"created    {m.get('created')}  updated {m.get('updated', '-')}  generation {m['generation']}",

@@ -21,10 +21,11 @@ Methods
     error bar is the validation rows' RMS residual (aleatoric only).
 
 Training: targets standardised (median, MAD), features standardised, AdamW,
-gradient clipping, early stopping on a validation split (20 %), a NaN guard
-(:mod:`ulisse.plugins.heads.models`), and one variance factor fitted on the
-validation split so that its NLL is smallest (``calibrate``; the report gives
-the uncalibrated numbers too). Fine-tuning the encoder's last stage is not
+gradient clipping, early stopping on half of a validation split (20 %), a NaN
+guard (:mod:`ulisse.plugins.heads.models`), and one variance factor fitted on
+the other half so that its NLL is smallest (``calibrate``; the report gives the
+uncalibrated numbers too). A factor fitted on the rows early stopping chose the
+networks by comes out too small (intervals too narrow on new objects). Fine-tuning the encoder's last stage is not
 implemented: heads see the index's frozen vectors only.
 
 Storage: ``DIR/derived/heads/NAME/`` (``head.safetensors`` and ``head.json`` with

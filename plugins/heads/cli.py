@@ -128,9 +128,9 @@ def add_head_commands(cli: click.Group) -> None:
     @bench.command("lenses")
     @click.option("--out", type=click.Path(file_okay=False), default="~/.cache/ulisse/lens-benchmark", show_default=True,
                   help="work folder: the simulated set and its index are kept here and reused")
-    @click.option("--n", "n", type=click.IntRange(100, 1_000_000), default=1500, show_default=True,
+    @click.option("--n", "n", type=click.IntRange(100, 1_000_000), default=8000, show_default=True,
                   help="lenses to simulate")
-    @click.option("--test", "n_test", type=click.IntRange(20, 1_000_000), default=500, show_default=True,
+    @click.option("--test", "n_test", type=click.IntRange(20, 1_000_000), default=2000, show_default=True,
                   help="lenses held out of training (the numbers are measured on them)")
     @click.option("--members", type=int, default=5, show_default=True)
     @click.option("--seed", type=int, default=0, show_default=True)
