@@ -233,7 +233,7 @@ def rank_anomalies(index, top: int = 20, method: str = "kth", k: int = DEFAULT_K
     names = labels_of(index, label) if label is not None else None
     scores = anomaly_scores(index, method=method, k=k, progress=progress, recompute=recompute)
     order = np.argsort(-scores["score"].to_numpy(), kind="stable")[:int(top)]
-    meta = index.metadata.iloc[order].reset_index(drop=True)
+    meta = index.metadata_rows(order)
     table = pd.concat([pd.DataFrame({"rank": np.arange(1, len(order) + 1), "id": meta["id"],
                                      "score": scores["score"].to_numpy()[order]}),
                        meta.drop(columns=["id"])], axis=1)

@@ -144,7 +144,7 @@ def rank(index, positives: Iterable[str], negatives: Iterable[str] = (), k: int 
 
 
 def _table(index, rows: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
-    meta = index.metadata.iloc[rows].reset_index(drop=True)
+    meta = index.metadata_rows(rows)
     table = pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "id": meta["id"], "score": scores.astype(float)})
     return pd.concat([table, meta.drop(columns=["id", "row"], errors="ignore")], axis=1)
 

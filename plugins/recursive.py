@@ -142,8 +142,8 @@ def expand(index: Index, prototype, k: int = 16, iterations: int = 5, budget: in
                 stopped = "unconfirmed"
                 break
         frontier_vectors = index.vectors_of_rows(order)
-        frontier_names = [index.metadata["id"].iloc[i] for i in order]
-    meta = index.metadata.iloc[rows].reset_index(drop=True)
+        frontier_names = [index.id_of(i) for i in order]
+    meta = index.metadata_rows(rows)
     table = pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "id": meta["id"], "iteration": its,
                           "found_by": by, "distance": dists})
     if followable is not None:
@@ -195,7 +195,7 @@ def confirmed_rows(index: Index, follow_label=None, follow_ids: Iterable[str] | 
         ok &= (labels_of(index, column) == value).to_numpy()
     if follow_ids is not None:
         ids = [str(i) for i in follow_ids]
-        known = pd.Index(index.metadata["id"].astype(str))
+        known = pd.Index(index.ids)
         missing = [i for i in ids if i not in known]
         if missing:
             raise QueryError(f"{len(missing)} confirmed id(s) not in the index (first: {missing[0]!r})")

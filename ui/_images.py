@@ -35,7 +35,8 @@ def display_png(rgb: np.ndarray, framed: bool = False, size: int = THUMB_PX) -> 
 
 def source_path(index, object_id: str) -> Path | None:
     """The cutout file of an index object (relative ``source`` paths are under the index), or None."""
-    src = index.metadata["source"].iloc[index.row_of(object_id)] if "source" in index.metadata.columns else None
+    src = (index.metadata_rows([index.row_of(object_id)])["source"].iloc[0]
+           if "source" in index.metadata_columns else None)
     if not isinstance(src, str) or not src:
         return None
     path = Path(src)

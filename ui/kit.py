@@ -514,7 +514,7 @@ def object_detail(index: ulisse.Index, object_id: str, *, key: str = "detail") -
     if not has_object(index, object_id):
         st.warning(f"{object_id}: not in this index")
         return
-    row = index.metadata.iloc[index.row_of(object_id)]
+    row = index.metadata_rows([index.row_of(object_id)]).iloc[0]
     path = _images.source_path(index, object_id)
     left, right = st.columns([2, 3], gap="large")
     with left:

@@ -45,7 +45,7 @@ def before_after(den: denoise.Denoiser, index, object_id: str):
             raise UlisseError(f"{object_id}: its cutout file is gone")
         after = denoise.DenoiseStep(den)([rgb])[0]
         return rgb, after, "the 8-bit cutout the encoder sees"
-    src = index.metadata["source"].iloc[index.row_of(object_id)]
+    src = index.metadata_rows([index.row_of(object_id)])["source"].iloc[0]
     path = Path(src) if Path(str(src)).is_absolute() else Path(index.path) / str(src)
     image = read_image(path)
     cleaned = denoise.denoise_images(den, [image])[0]
