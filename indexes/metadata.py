@@ -21,6 +21,7 @@ import pandas as pd
 
 ROW_GROUP = 8192
 EMPTY_COLUMNS = ("row", "id", "ra", "dec", "source")
+OPEN_AT_ONCE = 256  # file handles held per open index (one per segment); compact indexes with more segments
 
 
 def write_parquet(table: pd.DataFrame, path) -> None:
@@ -44,6 +45,10 @@ class SegmentMetadata:
         self._row_of: dict | None = None
         self._lookups = 0
         self._table: pd.DataFrame | None = None
+        # Open the files now (footers only): a reader keeps its generation's metadata even when a
+        # compaction deletes the files afterwards. Past OPEN_AT_ONCE segments, files open on first use.
+        for i in range(min(len(self.parts), OPEN_AT_ONCE)):
+            self._file(i)
 
     # -- files -----------------------------------------------------------------
 
@@ -170,13 +175,24 @@ class SegmentMetadata:
             bounds = np.concatenate([[0], np.cumsum(sizes)])
             groups = np.searchsorted(bounds, local, side="right") - 1
             need = np.unique(groups)
-            table = f.read_row_groups([int(g) for g in need]).to_pandas()
             first = {int(g): int(sum(sizes[int(h)] for h in need[need < g])) for g in need}
             take = np.array([first[int(g)] + int(lr - bounds[g]) for g, lr in zip(groups, local)], dtype=np.int64)
-            pieces.append(table.iloc[take])
+            pieces.append(f.read_row_groups([int(g) for g in need]).take(take))  # Arrow: one conversion below
             where[mine] = np.arange(offset, offset + len(mine))
             offset += len(mine)
         if not pieces:
             return pd.DataFrame(columns=self.columns)
-        out = pd.concat(pieces, ignore_index=True) if len(pieces) > 1 else pieces[0].reset_index(drop=True)
+        out = _concat(pieces)
         return out.iloc[where].reset_index(drop=True).reindex(columns=self.columns)  # back to the order asked
+
+
+def _concat(tables) -> pd.DataFrame:
+    """Arrow tables of several segments as one DataFrame (columns a segment lacks are missing values there)."""
+    import pyarrow as pa
+
+    if len(tables) == 1:
+        return tables[0].to_pandas()
+    try:
+        return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):  # types no promotion reconciles: as pandas would
+        return pd.concat([t.to_pandas() for t in tables], ignore_index=True)

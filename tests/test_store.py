@@ -431,3 +431,18 @@ def test_query_by_id_reads_the_id_column_and_the_neighbours_row_groups_only(tmp_
     assert lazy.row_of("d-4") == len(lazy) - 1
     with pytest.raises(ulisse.InputError, match="'d-0' is already in the index"):
         lazy.add_vectors(*batch("d", 2))
+
+
+def test_a_reader_keeps_its_generation_when_a_compaction_deletes_the_files(tmp_path):
+    index = new_index(tmp_path / "i", n=30)
+    for tag in ("a", "b"):
+        index.add_vectors(*batch(tag, 10))
+    reader = ulisse.open_index(tmp_path / "i", device="cpu")  # nothing of the metadata read yet
+    before = {p.name for p in (tmp_path / "i").glob("seg-*.metadata.parquet")}
+    compact_index(tmp_path / "i")
+    after = {p.name for p in (tmp_path / "i").glob("seg-*.metadata.parquet")}
+    assert before and not before & after  # the reader's files are gone from the directory
+    res = reader.query("a-3", k=5)
+    assert len(res.table) == 5 and res.table["id"].notna().all()
+    assert reader.row_of("b-9") == 49 and len(reader.metadata) == 50
+    check_vectors(reader)

@@ -33,6 +33,7 @@ from ulisse.indexes import faiss_backend, parts, segments, store
 from ulisse.indexes.lock import writer_lock
 from ulisse.indexes.metadata import SegmentMetadata, write_parquet
 
+from ._io import os_error_reason
 from .cutouts import RGBConfig, image_to_rgb, read_cutout
 from .derived import DerivedMixin
 from .errors import IndexError_, InputError, QueryError
@@ -90,6 +91,16 @@ class _State:
     searchables: list      # what a search runs over
     metadata_paths: list
     read_only: bool = False
+    meta: SegmentMetadata | None = None  # the metadata, read by the piece; files opened with the state
+
+
+def _segment_metadata(path: Path, parts: list) -> SegmentMetadata:
+    try:
+        return SegmentMetadata(parts)
+    except ValueError as exc:
+        raise IndexError_(f"{path}: metadata {exc}") from None
+    except OSError as exc:  # a file gone (a compaction committed meanwhile: the open is retried) or unreadable
+        raise IndexError_(f"{path}: metadata unreadable ({os_error_reason(exc)})") from None
 
 
 def _open_state(path: Path, manifest: dict) -> _State:
@@ -107,7 +118,8 @@ def _open_state(path: Path, manifest: dict) -> _State:
     if kind == "ivf" and files and trained is None:
         raise IndexError_(f"{path}: the manifest names no trained index for its IVF segments")
     search_over = parts.searchables(kind, segs, files, trained, int(manifest["count"]), params)
-    return _State(manifest, files, segs, search_over, [f.metadata_path for f in files])
+    meta = _segment_metadata(path, [(f.start, f.count, f.metadata_path) for f in files])
+    return _State(manifest, files, segs, search_over, [f.metadata_path for f in files], meta=meta)
 
 
 def _open_v1(path: Path, manifest: dict, dim: int, metric: str) -> _State:
@@ -125,7 +137,8 @@ def _open_v1(path: Path, manifest: dict, dim: int, metric: str) -> _State:
     n = int(index.ntotal)
     seg = segments.Segment(0, n, dim, metric, vectors=lambda: index.reconstruct_n(0, n), faiss_index=index)
     LOG.info(V1_NOTE.format(path=path))
-    return _State(manifest, [], [seg], [seg], [meta_file], read_only=True)
+    return _State(manifest, [], [seg], [seg], [meta_file], read_only=True,
+                  meta=_segment_metadata(path, [(0, n, meta_file)]))
 
 
 def _load_state(path: Path) -> _State:
@@ -165,11 +178,7 @@ class Index(DerivedMixin):
     def _set_state(self, state: _State) -> None:
         self._state = state
         self.manifest = state.manifest
-        if state.files:
-            parts = [(f.start, f.count, f.metadata_path) for f in state.files]
-        else:  # format 1: one table
-            parts = [(0, len(self), p) for p in state.metadata_paths]
-        self._meta = SegmentMetadata(parts)
+        self._meta = state.meta
         self._flat_cache = segments.FlatCache()
 
     def __len__(self) -> int:
