@@ -9,6 +9,7 @@ the app or alone: ``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run ui/views/searc
 import hashlib
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from ulisse.errors import UlisseError
@@ -67,7 +68,7 @@ image = None
 prototype_png = None
 if mode == "Object id":
     if not protos and not st.session_state.get("search.id"):
-        kit.set_prototypes([str(index.metadata["id"].iloc[0])], page=None)
+        kit.set_prototypes([index.id_of(0)], page=None)
         protos = kit.prototypes()
     st.text_input("Object id(s)", key="search.id", on_change=on_ids_typed,
                   help="One object of the index, or several separated by commas (left out of the results).")
@@ -75,7 +76,7 @@ if mode == "Object id":
     protos = typed or protos
     st.session_state[kit.PROTOS] = protos
 elif mode == "Sky position":
-    placed = index.metadata[["ra", "dec"]].dropna()
+    placed = pd.DataFrame({c: index.metadata_column(c) for c in ("ra", "dec")}).dropna()
     if placed.empty:
         st.warning("This index has no sky positions (ra, dec) for its objects: choose a prototype another way.")
         protos = []
@@ -98,7 +99,7 @@ elif mode == "Sky position":
             except UlisseError as exc:
                 st.session_state["search.sky_match"] = {"error": str(exc)}
             else:
-                matched = index.metadata.iloc[row]
+                matched = index.metadata_rows([row]).iloc[0]
                 from astropy import units as u
                 from astropy.coordinates import SkyCoord
 
@@ -119,7 +120,7 @@ elif mode == "Sky position":
             protos = []
 elif mode == "Pick a thumbnail":
     st.caption("Click a cutout to make it the prototype.")
-    kit.tile_grid(index.metadata[["id", "ra", "dec"]], index, key="pick", columns=8, per_page=PICK_PAGE)
+    kit.tile_grid(pd.DataFrame({c: index.metadata_column(c) for c in ("id", "ra", "dec")}), index, key="pick", columns=8, per_page=PICK_PAGE)
     protos = []
 else:
     upload = st.file_uploader(f"A cutout: PNG, JPEG or FITS (at most {MAX_UPLOAD_MB} MB)",
