@@ -446,3 +446,53 @@ def test_a_reader_keeps_its_generation_when_a_compaction_deletes_the_files(tmp_p
     assert len(res.table) == 5 and res.table["id"].notna().all()
     assert reader.row_of("b-9") == 49 and len(reader.metadata) == 50
     check_vectors(reader)
+
+
+MIXED = HELPERS + textwrap.dedent("""
+    import json, random, sys, time
+    import ulisse
+    from ulisse.index import compact_index
+    path, role, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    end, done, errors = time.time() + seconds, 0, []
+    while time.time() < end:
+        try:
+            if role == "reader":  # lazy metadata: ids, a filter, neighbour rows, the newest rows
+                index = ulisse.open_index(path, device="cpu")
+                res = index.query(f"base-{{random.randrange(40)}}", k=8, where="ra >= 0")
+                assert len(res.table) == 8 and res.table["id"].notna().all()
+                last = index.metadata_rows([len(index) - 1])["id"].iloc[0]
+                assert index.row_of(last) == len(index) - 1
+            elif role == "compactor":
+                compact_index(path, wait=60)
+                time.sleep(0.5)
+            else:
+                v, m = batch(f"{{role}}x{{done}}", 10)
+                ulisse.open_index(path, device="cpu").add_vectors(v, m, wait=60)
+            done += 1
+        except Exception as exc:
+            errors.append(f"{{type(exc).__name__}}: {{exc}}")
+    print(json.dumps({{"role": role, "done": done, "errors": errors[:3], "n_errors": len(errors)}}))
+""").replace("{{", "{").replace("}}", "}")
+
+
+def test_readers_writers_and_compactions_at_once(tmp_path):
+    """Readers query (ids, filters, neighbour rows) while two writers add and a compactor merges, for 15 s."""
+    path = tmp_path / "idx"
+    new_index(path, n=40)
+    script = tmp_path / "mixed.py"
+    script.write_text(MIXED)
+    roles = ["reader", "reader", "wa", "wb", "compactor"]
+    procs = [subprocess.Popen([sys.executable, script, path, r, "15"], env=ENV, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for r in roles]
+    reports = []
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    assert all(r["n_errors"] == 0 for r in reports), reports
+    assert all(r["done"] > 0 for r in reports), reports
+    index = ulisse.open_index(path, device="cpu")
+    adds = {r["role"]: r["done"] for r in reports if r["role"] in ("wa", "wb")}
+    assert len(index) == 40 + 10 * sum(adds.values())  # nothing lost to the compactions
+    check_vectors(index)
+    assert verify_index(path) == []
