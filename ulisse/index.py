@@ -241,7 +241,7 @@ class Index(DerivedMixin):
         except ValueError as exc:
             raise IndexError_(f"{self.path}: metadata {exc}") from None
         except OSError as exc:
-            raise IndexError_(f"{self.path}: metadata unreadable ({exc})") from None
+            raise IndexError_(f"{self.path}: metadata unreadable ({os_error_reason(exc)})") from None
 
     @property
     def metadata(self) -> pd.DataFrame:
