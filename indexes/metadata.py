@@ -45,6 +45,7 @@ class SegmentMetadata:
         self._row_of: dict | None = None
         self._lookups = 0
         self._table: pd.DataFrame | None = None
+        self._column_cache: dict[str, pd.Series] = {}  # a generation's files never change: columns read once
         # Open the files now (footers only): a reader keeps its generation's metadata even when a
         # compaction deletes the files afterwards. Past OPEN_AT_ONCE segments, files open on first use.
         for i in range(min(len(self.parts), OPEN_AT_ONCE)):
@@ -96,17 +97,23 @@ class SegmentMetadata:
 
     def set_table(self, table: pd.DataFrame) -> None:
         self._table = table
+        self._column_cache = {}
         self._ids = None
         self._row_of = None
 
     # -- columns and rows ----------------------------------------------------------
 
     def column(self, name: str) -> pd.Series:
-        """One column over every row, read alone."""
+        """One column over every row, read alone (then kept)."""
         if self._table is not None:
             return self._table[name]
         if not self.parts:
             return pd.Series([], dtype=object, name=name)
+        if name not in self._column_cache:
+            self._column_cache[name] = self._read_column(name)
+        return self._column_cache[name]
+
+    def _read_column(self, name: str) -> pd.Series:
         pieces = [self._file(i).read(columns=[name]).column(0).to_pandas() if name in self._names(i)
                   else pd.Series(np.full(self.parts[i][1], np.nan)) for i in range(len(self.parts))]
         pieces = [p for p in pieces if len(p)] or pieces[:1]

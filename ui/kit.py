@@ -329,10 +329,10 @@ def slider(label: str, low: int, high: int, value: int, key: str, **kwargs) -> i
 def label_columns(index: ulisse.Index) -> list[str]:
     """Metadata columns that look like classes: not floats, at most ``MAX_CLASSES`` distinct values."""
     out = []
-    for col in index.metadata.columns:
+    for col in index.metadata_columns:
         if col in NOT_LABELS or col in ("ra", "dec"):
             continue
-        values = index.metadata[col]
+        values = index.metadata_column(col)  # one column at a time, kept by the index
         if pd.api.types.is_float_dtype(values):
             continue
         if 1 <= values.nunique(dropna=True) <= MAX_CLASSES:

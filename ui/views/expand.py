@@ -40,7 +40,7 @@ st.caption("Neighbours become new prototypes: from one object, query again with 
            "never visiting one twice. Compare with the direct kNN of the prototype. Click a tile to search from it.")
 protos = [p for p in kit.prototypes() if kit.has_object(index, p)]
 if not protos:
-    kit.set_prototypes([str(index.metadata["id"].iloc[0])], page=None)
+    kit.set_prototypes([index.id_of(0)], page=None)
     protos = kit.prototypes()
 object_id = protos[0]
 if len(protos) > 1:

@@ -159,7 +159,7 @@ if labels:
     st.subheader("Features that pick out a class")
     label_col, value_col = st.columns(2)
     label = label_col.selectbox("Class labels", labels, key="features.label")
-    classes = sorted(index.metadata[label].dropna().astype(str).unique())
+    classes = sorted(index.metadata_column(label).dropna().astype(str).unique())
     value = value_col.selectbox("Class", classes, key="features.value")
     try:
         ranking = ranked(key, label, value)

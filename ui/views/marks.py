@@ -35,7 +35,7 @@ st.caption("Mark objects 👍 relevant or 👎 not under any tile (here or on th
            "from the marks and the prototypes (logistic regression on the feature vectors) and shows only "
            "objects not yet marked. While nothing is marked 👎, random objects stand in as negatives.")
 table = marks(index)
-table = table[table["id"].isin(set(index.metadata["id"]))]
+table = table[table["id"].isin(set(index.ids))]
 protos = [p for p in kit.prototypes() if kit.has_object(index, p)]
 positives = list(dict.fromkeys(protos + list(table.loc[table["relevant"], "id"])))
 negatives = [i for i in table.loc[~table["relevant"], "id"] if i not in positives]
