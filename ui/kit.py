@@ -7,7 +7,7 @@ A page is a short Streamlit script; plugins register it with ``register_ui_pages
 
     kit.page_setup("My page")
     index = kit.current_index()              # the index chosen in the sidebar (opened once per process)
-    table = index.derived_table().head(24).assign(id=index.metadata["id"].head(24))
+    table = index.derived_table().head(24).assign(id=[index.id_of(r) for r in range(24)])
     kit.tile_grid(table, index, key="mine")  # click a tile: it becomes the prototype (Search page)
     kit.object_detail(index, table["id"].iloc[0])
     kit.download_buttons(table, "my-table")  # CSV / VOTable, built only when clicked

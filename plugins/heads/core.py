@@ -105,11 +105,12 @@ def rows_of_ids(index, ids: Iterable[str], what: str) -> np.ndarray:
 
 def target_values(index, column: str) -> np.ndarray:
     """The catalogue column ``column`` as float64 (NaN where missing or not finite)."""
-    meta = index.metadata
-    if column not in meta.columns:
-        raise InputError(f"column {column!r}: not in the index's catalogue (columns: {', '.join(meta.columns)})")
-    values = pd.to_numeric(meta[column], errors="coerce").to_numpy(np.float64, copy=True)
-    if meta[column].notna().any() and not np.isfinite(values).any():
+    columns = index.metadata_columns
+    if column not in columns:
+        raise InputError(f"column {column!r}: not in the index's catalogue (columns: {', '.join(columns)})")
+    raw = index.metadata_column(column)
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64, copy=True)
+    if raw.notna().any() and not np.isfinite(values).any():
         raise InputError(f"column {column!r}: not numeric")
     values[~np.isfinite(values)] = np.nan
     return values

@@ -62,7 +62,7 @@ model_dir = st.sidebar.text_input("Denoiser model folder", key="denoise.model", 
                                   help="A folder written by `ulisse denoise train` (model.safetensors + config.json).")
 if "denoise.id" not in st.session_state:
     protos = [p for p in kit.prototypes() if kit.has_object(index, p)]
-    st.session_state["denoise.id"] = protos[0] if protos else str(index.metadata["id"].iloc[0])
+    st.session_state["denoise.id"] = protos[0] if protos else index.id_of(0)
 object_id = st.text_input("Object id", key="denoise.id")
 
 st.title("Denoise")

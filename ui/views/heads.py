@@ -19,9 +19,8 @@ PER_PAGE = 24
 
 
 def numeric_columns(index) -> list[str]:
-    meta = index.metadata
-    return [c for c in meta.columns if c not in ("row", "id", "ra", "dec", "source")
-            and pd.to_numeric(meta[c], errors="coerce").notna().sum() >= 8]
+    return [c for c in index.metadata_columns if c not in ("row", "id", "ra", "dec", "source")
+            and pd.to_numeric(index.metadata_column(c), errors="coerce").notna().sum() >= 8]
 
 
 def train_form(index) -> None:
@@ -121,7 +120,7 @@ key = {"highest first": (name, False), "lowest first": (name, True),
        "most uncertain first": (f"{name}_std", False)}[order]
 ranked = preds.sort_values(key[0], ascending=key[1], kind="stable").reset_index(drop=True)
 ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
-truth_values = target_values(index, info["target"]) if info["target"] in index.metadata.columns else None
+truth_values = target_values(index, info["target"]) if info["target"] in index.metadata_columns else None
 
 
 def caption(row: dict) -> str:
