@@ -340,6 +340,7 @@ def test_retrained_head_is_not_served_from_stale_columns(vec_index):
     """A head retrained under its name (columns not updated) is predicted by the new training, never the old."""
     train_head(vec_index, "y", "yhat", method="ridge", config=FAST, update_columns=True)
     old = predict_head(vec_index, "yhat")["yhat"].to_numpy()
+    assert "yhat" in vec_index.query("o0003", k=5).table  # the index object now holds the joined columns
     train_head(vec_index, "y", "yhat", members=2, config=FAST, update_columns=False)
     new = predict_head(vec_index, "yhat")
     expected = load_head(vec_index, "yhat").predict_vectors(vec_index.all_vectors())

@@ -160,7 +160,7 @@ class DerivedMixin:
     # -- in results and filters ------------------------------------------------------
 
     def _cached_derived_table(self) -> pd.DataFrame:
-        key = (self.fingerprint, tuple(self.derived_names()))
+        key = (self.fingerprint, tuple((n, self._derived_state(n)) for n in self.derived_names()))
         cache = getattr(self, "_derived_cache", None)
         if cache is None or cache[0] != key:
             cache = (key, self.derived_table())
