@@ -94,9 +94,10 @@ class _State:
     meta: SegmentMetadata | None = None  # the metadata, read by the piece; files opened with the state
 
 
-def _segment_metadata(path: Path, parts: list) -> SegmentMetadata:
+def _metadata_read(path: Path, fn, *args):
+    """``fn(*args)`` over an index's metadata files, their errors as one line naming the index."""
     try:
-        return SegmentMetadata(parts)
+        return fn(*args)
     except ValueError as exc:
         raise IndexError_(f"{path}: metadata {exc}") from None
     except OSError as exc:  # a file gone (a compaction committed meanwhile: the open is retried) or unreadable
@@ -118,7 +119,7 @@ def _open_state(path: Path, manifest: dict) -> _State:
     if kind == "ivf" and files and trained is None:
         raise IndexError_(f"{path}: the manifest names no trained index for its IVF segments")
     search_over = parts.searchables(kind, segs, files, trained, int(manifest["count"]), params)
-    meta = _segment_metadata(path, [(f.start, f.count, f.metadata_path) for f in files])
+    meta = _metadata_read(path, SegmentMetadata, [(f.start, f.count, f.metadata_path) for f in files])
     return _State(manifest, files, segs, search_over, [f.metadata_path for f in files], meta=meta)
 
 
@@ -138,7 +139,7 @@ def _open_v1(path: Path, manifest: dict, dim: int, metric: str) -> _State:
     seg = segments.Segment(0, n, dim, metric, vectors=lambda: index.reconstruct_n(0, n), faiss_index=index)
     LOG.info(V1_NOTE.format(path=path))
     return _State(manifest, [], [seg], [seg], [meta_file], read_only=True,
-                  meta=_segment_metadata(path, [(0, n, meta_file)]))
+                  meta=_metadata_read(path, SegmentMetadata, [(0, n, meta_file)]))
 
 
 def _load_state(path: Path) -> _State:
@@ -236,12 +237,7 @@ class Index(DerivedMixin):
     # its neighbours' row groups, not the whole table; ``metadata`` reads everything, once.
 
     def _metadata_call(self, fn, *args):
-        try:
-            return fn(*args)
-        except ValueError as exc:
-            raise IndexError_(f"{self.path}: metadata {exc}") from None
-        except OSError as exc:
-            raise IndexError_(f"{self.path}: metadata unreadable ({os_error_reason(exc)})") from None
+        return _metadata_read(self.path, fn, *args)
 
     @property
     def metadata(self) -> pd.DataFrame:
