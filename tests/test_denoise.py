@@ -305,9 +305,9 @@ def test_ui_page_shows_before_and_after(png_model, tiny_index):
     pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest
 
-    from ulisse.ui import view
+    from ulisse.testing import page_script
 
-    at = AppTest.from_file(str(view("denoise")), default_timeout=60)
+    at = AppTest.from_file(str(page_script("Denoise")), default_timeout=60)
     at.session_state["index_path"] = str(tiny_index.path)
     at.session_state["denoise.model"] = str(png_model)
     at.run()

@@ -262,9 +262,9 @@ def test_features_page(browsed):
     pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest
 
-    from ulisse.ui import view
+    from ulisse.testing import page_script
 
-    at = AppTest.from_file(str(view("features")), default_timeout=60)
+    at = AppTest.from_file(str(page_script("Features")), default_timeout=60)
     at.session_state["index_path"] = str(browsed.path)
     at.query_params["feature"] = "7"
     at.run()
@@ -290,10 +290,10 @@ def test_features_page_offers_to_compute_missing_lists(index):
     pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest
 
-    from ulisse.ui import view
+    from ulisse.testing import page_script
 
     shutil.rmtree(Path(index.path) / "derived" / "features")
-    at = AppTest.from_file(str(view("features")), default_timeout=60)
+    at = AppTest.from_file(str(page_script("Features")), default_timeout=60)
     at.session_state["index_path"] = str(index.path)
     at.run()
     assert not at.exception and "no feature lists are stored" in at.warning[0].value and not at.image

@@ -20,7 +20,8 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import ulisse  # noqa: E402
-from ulisse.ui import APP, view  # noqa: E402
+from ulisse.testing import page_script  # noqa: E402
+from ulisse.ui import APP  # noqa: E402
 
 TIMEOUT = 90
 
@@ -107,7 +108,7 @@ def fits_bytes(data=None, header_only_shape=None) -> bytes:
 def test_decode_upload_reads_png_jpeg_and_fits():
     from PIL import Image
 
-    from ulisse.ui._uploads import decode_upload
+    from ulisse.ui.kit._uploads import decode_upload
 
     assert decode_upload("cutout.png", png_bytes()).shape == (64, 64, 3)
     buf = io.BytesIO()
@@ -129,7 +130,7 @@ def test_decode_upload_reads_png_jpeg_and_fits():
     ("big.png", b"\x89PNG" + bytes(21 * 2**20), "MB allowed"),
 ])
 def test_decode_upload_turns_bad_files_into_messages(name, data, message):
-    from ulisse.ui._uploads import UploadError, decode_upload
+    from ulisse.ui.kit._uploads import UploadError, decode_upload
 
     with pytest.raises(UploadError, match=message) as err:
         decode_upload(name, fits_bytes() if data is None else data)
@@ -161,7 +162,7 @@ def test_downloads_carry_source_paths_relative_to_the_index(tmp_path):
 
 
 def test_sky_positions_as_astronomers_type_them():
-    from ulisse.ui._sky import ResolveError, parse_position, viewer_links
+    from ulisse.ui.kit._sky import ResolveError, parse_position, viewer_links
 
     for text in ("150.1 2.2", "150.1, 2.2", "10:00:24 +02:12:00", "10h00m24s +2d12m00s"):
         c = parse_position(text)
@@ -177,7 +178,7 @@ def test_sky_positions_as_astronomers_type_them():
 
 
 def test_fits_stretches_differ(survey):
-    from ulisse.ui._images import STRETCHES, stretched_fits
+    from ulisse.ui.kit._images import STRETCHES, stretched_fits
 
     path = survey / "cutouts" / "obj000.fits"
     images = {s: stretched_fits(path, s) for s in STRETCHES}
@@ -192,7 +193,7 @@ def test_first_party_pages_come_from_the_hook():
 
     pages = {p.title: p for p in ui_pages()}
     assert [t for t in pages if t in ("Search", "Marks", "Expand", "Anomalies")] == ["Search", "Expand", "Marks", "Anomalies"]
-    assert pages["Search"].script == view("search") and all(pages[t].script.is_file() for t in ("Expand", "Marks", "Anomalies"))
+    assert pages["Search"].script == page_script("Search") and all(pages[t].script.is_file() for t in ("Expand", "Marks", "Anomalies"))
 
 
 def test_plugins_do_not_import_the_ui():
@@ -238,7 +239,7 @@ def test_app_lists_registered_pages_and_runs_the_chosen_one(demo_index, tmp_path
 
 def test_search_by_id_shows_tiles_with_id_distance_and_position(demo_index):
     ids = ulisse.open_index(demo_index).ids
-    at = page(view("search"), demo_index, **{"search.id": ids[5]})
+    at = page(page_script("Search"), demo_index, **{"search.id": ids[5]})
     at.sidebar.slider(key="search.k").set_value(7)
     ok(at.run())
     shown = captions(at)
@@ -251,7 +252,7 @@ def test_search_by_id_shows_tiles_with_id_distance_and_position(demo_index):
 
 
 def test_click_a_tile_to_make_it_the_prototype(labelled_index):
-    at = ok(page(view("search"), labelled_index.path, **{"search.id": "obj001"}))
+    at = ok(page(page_script("Search"), labelled_index.path, **{"search.id": "obj001"}))
     third = neighbour_ids(at)[2]
     pick(at, "neighbour", 2)
     assert captions(at)[0] == third and third not in neighbour_ids(at)
@@ -259,7 +260,7 @@ def test_click_a_tile_to_make_it_the_prototype(labelled_index):
 
 
 def test_several_prototypes_combine_by_mean_or_union(labelled_index):
-    at = ok(page(view("search"), labelled_index.path, **{"search.id": "obj001"}))
+    at = ok(page(page_script("Search"), labelled_index.path, **{"search.id": "obj001"}))
     second = neighbour_ids(at)[0]
     ok(at.button(key="neighbour.add.0").click().run())  # ＋ under the first tile
     assert at.text_input(key="search.id").value == f"obj001, {second}"
@@ -273,12 +274,12 @@ def test_several_prototypes_combine_by_mean_or_union(labelled_index):
 
 
 def test_a_shared_url_restores_the_same_neighbours(labelled_index):
-    first = ok(page(view("search"), labelled_index.path, **{"search.id": "obj007"}))
+    first = ok(page(page_script("Search"), labelled_index.path, **{"search.id": "obj007"}))
     first.sidebar.slider(key="search.k").set_value(5)
     ok(first.sidebar.selectbox(key="search.label").set_value(None).run())
     url = dict(first.query_params)
     assert url["proto"] == "obj007" and url["k"] == "5" and url["index"] == str(labelled_index.path.resolve())
-    again = ok(page(view("search"), None, params=url))  # a new session with nothing but the URL
+    again = ok(page(page_script("Search"), None, params=url))  # a new session with nothing but the URL
     assert neighbour_ids(again) == neighbour_ids(first) == labelled_index.query("obj007", k=5).ids
     assert again.sidebar.slider(key="search.k").value == 5 and again.sidebar.selectbox(key="search.label").value is None
 
@@ -290,7 +291,7 @@ def test_search_by_sexagesimal_position_shows_the_match_and_separation(labelled_
     row = labelled_index.metadata.iloc[5]
     ra = Angle(row["ra"] * u.deg).to_string(unit=u.hourangle, sep=":", precision=3)
     dec = Angle(row["dec"] * u.deg).to_string(unit=u.deg, sep=":", precision=2, alwayssign=True)
-    at = ok(page(view("search"), labelled_index.path, **{"search.mode": "Sky position"}))
+    at = ok(page(page_script("Search"), labelled_index.path, **{"search.mode": "Sky position"}))
     assert "press **Search**" in at.info[0].value and not at.image  # no query per keystroke
     at.text_input(key="search.position").set_value(f"{ra} {dec}")
     ok(_submit(at))
@@ -304,7 +305,7 @@ def _submit(at: AppTest) -> AppTest:
 
 
 def test_search_by_name_offline_says_so(labelled_index, monkeypatch):
-    at = ok(page(view("search"), labelled_index.path, **{"search.mode": "Sky position"}))
+    at = ok(page(page_script("Search"), labelled_index.path, **{"search.mode": "Sky position"}))
     at.text_input(key="search.position").set_value("NGC 4486")
     ok(_submit(at))
     assert "NGC 4486" in errors(at) and ("internet" in errors(at) or "Sesame" in errors(at))
@@ -321,12 +322,12 @@ def test_search_sky_position_without_positions_is_a_warning(tmp_path, survey, ti
         (pngs / p.name).write_bytes(p.read_bytes())
     idx, _ = ulisse.build_index([pngs], tmp_path / "idx", tmp_path / "cat.csv", encoder=tiny_encoder, device="cpu",
                                 progress=False)
-    at = ok(page(view("search"), idx.path, **{"search.mode": "Sky position"}))
+    at = ok(page(page_script("Search"), idx.path, **{"search.mode": "Sky position"}))
     assert "no sky positions" in at.warning[0].value
 
 
 def test_detail_panel_with_links_and_fits_stretch(labelled_index):
-    at = ok(page(view("search"), labelled_index.path, **{"search.id": "obj001"}))
+    at = ok(page(page_script("Search"), labelled_index.path, **{"search.id": "obj001"}))
     fits_tile = next(i for i, oid in enumerate(neighbour_ids(at)) if int(oid[3:]) % 4 == 0)
     oid = neighbour_ids(at)[fits_tile]
     ok(at.button(key=f"neighbour.detail.{fits_tile}").click().run())
@@ -341,7 +342,7 @@ def test_detail_panel_with_links_and_fits_stretch(labelled_index):
 
 
 def test_search_by_uploaded_cutout(demo_index):
-    at = ok(page(view("search"), demo_index, **{"search.mode": "Upload a cutout"}))
+    at = ok(page(page_script("Search"), demo_index, **{"search.mode": "Upload a cutout"}))
     cutout = sorted((demo_index / "cutouts").glob("*.png"))[0]
     at.file_uploader(key="search.upload").set_value((cutout.name, cutout.read_bytes(), "image/png"))
     ok(at.run())
@@ -355,19 +356,19 @@ def test_search_by_uploaded_cutout(demo_index):
     ("bomb.png", png_claiming(40_000, 40_000), "too large"),
 ])
 def test_search_bad_upload_is_a_message(demo_index, name, data, message):
-    at = ok(page(view("search"), demo_index, **{"search.mode": "Upload a cutout"}))
+    at = ok(page(page_script("Search"), demo_index, **{"search.mode": "Upload a cutout"}))
     at.file_uploader(key="search.upload").set_value((name, data, "application/octet-stream"))
     ok(at.run())
     assert message in errors(at) and not at.image
 
 
 def test_search_bad_index_is_a_message(tmp_path):
-    at = ok(page(view("search"), tmp_path / "nowhere"))
+    at = ok(page(page_script("Search"), tmp_path / "nowhere"))
     assert "no index here" in errors(at)
 
 
 def test_another_index_starts_from_its_objects(demo_index, labelled_index):
-    at = ok(page(view("search"), demo_index))
+    at = ok(page(page_script("Search"), demo_index))
     assert captions(at)[0].startswith("hdf-")
     ok(at.sidebar.selectbox(key="index.choice").set_value("Other directory…").run())
     ok(at.sidebar.text_input(key="index.other").set_value(str(labelled_index.path)).run())
@@ -381,13 +382,13 @@ def test_mark_tiles_and_rank_more_like_my_marks(labelled_index):
     from ulisse.plugins.feedback import clear_marks, marks
 
     clear_marks(labelled_index)
-    at = ok(page(view("search"), labelled_index.path, **{"search.id": "obj009"}))
+    at = ok(page(page_script("Search"), labelled_index.path, **{"search.id": "obj009"}))
     shown = neighbour_ids(at)
     ok(at.button(key="neighbour.yes.0").click().run())
     ok(at.button(key="neighbour.no.1").click().run())
     table = marks(labelled_index)
     assert dict(zip(table["id"], table["relevant"])) == {shown[0]: True, shown[1]: False}
-    marks_page = ok(page(view("marks"), labelled_index.path, **{"ulisse.protos": ["obj009"]}))
+    marks_page = ok(page(page_script("Marks"), labelled_index.path, **{"ulisse.protos": ["obj009"]}))
     assert {m.label: m.value for m in marks_page.metric} == \
         {"Prototypes": "1", "Marked relevant": "1", "Marked not relevant": "1"}
     ranked = neighbour_ids(marks_page)
@@ -401,7 +402,7 @@ def test_mark_tiles_and_rank_more_like_my_marks(labelled_index):
 # -- Expand ------------------------------------------------------------------------------
 
 def test_expand_fractions_first_paged_iterations_and_a_warning(labelled_index):
-    at = page(view("expand"), labelled_index.path, **{"ulisse.protos": ["obj003"]})
+    at = page(page_script("Expand"), labelled_index.path, **{"ulisse.protos": ["obj003"]})
     at.sidebar.slider(key="expand.k").set_value(6)
     ok(at.sidebar.slider(key="expand.iterations").set_value(3).run())
     found = int({m.label: m.value for m in at.metric}["Objects found"])
@@ -415,14 +416,14 @@ def test_expand_fractions_first_paged_iterations_and_a_warning(labelled_index):
 
 
 def test_expand_unknown_prototype_starts_from_the_first_object(demo_index):
-    at = ok(page(view("expand"), demo_index, **{"ulisse.protos": ["nope"]}))
+    at = ok(page(page_script("Expand"), demo_index, **{"ulisse.protos": ["nope"]}))
     assert captions(at)[0] == ulisse.open_index(demo_index).ids[0]
 
 
 # -- Anomalies -------------------------------------------------------------------------
 
 def test_anomalies_histogram_and_paging(demo_index):
-    at = ok(page(view("anomalies"), demo_index))
+    at = ok(page(page_script("Anomalies"), demo_index))
     assert len(at.get("vega_lite_chart")) == 1  # the score histogram
     shown = [c for c in captions(at) if c.startswith("#")]
     assert len(shown) == 24 and shown[0].startswith("#1 ") and "score" in shown[0]

@@ -161,3 +161,13 @@ def survey_index(tmp_path_factory, survey, tiny_encoder):
     idx, _ = build_index([survey / "cutouts"], tmp_path_factory.mktemp("survey-index") / "idx", survey / "catalog.csv",
                          encoder=tiny_encoder, device="cpu", progress=False)
     return idx
+
+
+def page_script(title: str) -> Path:
+    """The script of the web UI page registered under ``title`` (as ``ulisse ui`` finds it: through the hook)."""
+    from ulisse.registry import ui_pages
+
+    pages = {p.title: Path(p.script) for p in ui_pages()}
+    if title not in pages:
+        raise KeyError(f"no web UI page {title!r} is registered (there are: {', '.join(pages)})")
+    return pages[title]

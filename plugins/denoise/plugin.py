@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import ulisse
 from ulisse.registry import Preprocessor, UIPage
 
@@ -30,6 +32,5 @@ def register_preprocessors(config):
 @ulisse.hookimpl
 def register_ui_pages(config):
     """The web UI's Denoise page."""
-    from ulisse.ui import view
 
-    return [UIPage("Denoise", view("denoise"), order=70)]
+    return [UIPage("Denoise", Path(__file__).with_name("page.py"), order=70)]

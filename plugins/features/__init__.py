@@ -30,6 +30,8 @@ Command line::
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import ulisse
 from ulisse.registry import EmbeddingObserver
 
@@ -79,6 +81,5 @@ def register_commands(cli):
 def register_ui_pages(config):
     """The web UI's Features page."""
     from ulisse.registry import UIPage
-    from ulisse.ui import view
 
-    return [UIPage("Features", view("features"), order=40)]
+    return [UIPage("Features", Path(__file__).with_name("page.py"), order=40)]

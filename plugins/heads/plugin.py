@@ -50,7 +50,7 @@ def register_commands(cli):
 
 @ulisse.hookimpl
 def register_ui_pages(config):
-    """The web UI's Heads page, named by path (the plugin does not import the UI)."""
+    """The web UI's Heads page, its own page.py."""
     from ulisse.registry import UIPage
 
-    return [UIPage("Heads", Path(__file__).resolve().parents[2] / "ui" / "views" / "heads.py", order=60)]
+    return [UIPage("Heads", Path(__file__).with_name("page.py"), order=60)]

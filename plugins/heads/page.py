@@ -2,7 +2,7 @@
 
 A head predicts a catalogue quantity from the vectors with an error bar
 (``ulisse head train``, or the form below). Runs inside the app or alone:
-``ULISSE_UI_INDEX=indexes/lenses streamlit run ui/views/heads.py``.
+``ULISSE_UI_INDEX=indexes/lenses streamlit run plugins/heads/page.py``.
 """
 
 import altair as alt
@@ -13,7 +13,7 @@ import streamlit as st
 from ulisse.errors import UlisseError
 from ulisse.plugins.heads import METHODS, head_report, list_heads, predict_head, train_head
 from ulisse.plugins.heads.core import target_values
-from ulisse.ui import kit
+import ulisse.ui.kit as kit
 
 PER_PAGE = 24
 

@@ -3,7 +3,7 @@
 Scores are derived columns (``index.derived("anomaly")``: ``anomaly_kth``,
 ``anomaly_mean``; ``anomaly_iforest``), computed once per index and stored with
 it. The page shows their histogram and the ranked objects, paged. Runs inside
-the app or alone: ``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run ui/views/anomalies.py``.
+the app or alone: ``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run plugins/anomalies/page.py``.
 """
 
 import altair as alt
@@ -12,7 +12,7 @@ import streamlit as st
 
 from ulisse.errors import UlisseError
 from ulisse.plugins.anomalies import DEFAULT_K, METHODS, rank_anomalies
-from ulisse.ui import kit
+import ulisse.ui.kit as kit
 
 METHOD_NAMES = {"kth": "distance to the k-th neighbour", "mean": "mean distance to the k nearest",
                 "iforest": "Isolation Forest on the vectors"}

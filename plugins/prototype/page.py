@@ -3,7 +3,7 @@
 A prototype is an object of the index (by id, by sky position, or by clicking its
 tile) or an uploaded cutout (PNG, JPEG, FITS). Several prototypes combine with a
 registered query strategy (mean, union...). The view lives in the URL. Runs inside
-the app or alone: ``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run ui/views/search.py``.
+the app or alone: ``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run plugins/prototype/page.py``.
 """
 
 import hashlib
@@ -16,10 +16,11 @@ from ulisse.errors import UlisseError
 from ulisse.index import DEFAULT_RADIUS_ARCSEC
 from ulisse.plugins.prototype import Prototype
 from ulisse.registry import query_strategies
-from ulisse.ui import MAX_UPLOAD_MB, kit
-from ulisse.ui._images import display_png
-from ulisse.ui._sky import format_position, parse_position
-from ulisse.ui._uploads import UploadError, decode_upload
+import ulisse.ui.kit as kit
+from ulisse.ui.kit import MAX_UPLOAD_MB
+from ulisse.ui.kit._images import display_png
+from ulisse.ui.kit._sky import format_position, parse_position
+from ulisse.ui.kit._uploads import UploadError, decode_upload
 
 MODES = ("Object id", "Sky position", "Pick a thumbnail", "Upload a cutout")
 PICK_PAGE = 24

@@ -3,14 +3,14 @@
 Pick a feature (or arrive with ``?feature=F``, or ``?id=ID`` from an object's
 detail), see its most active objects with the map drawn over each cutout, click
 one to search by it. Runs inside the app or alone:
-``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run ui/views/features.py``.
+``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run plugins/features/page.py``.
 """
 
 import streamlit as st
 
 from ulisse.errors import UlisseError
 from ulisse.plugins import features
-from ulisse.ui import kit
+import ulisse.ui.kit as kit
 
 COLUMNS = 6
 OBJECT_FEATURES = 10

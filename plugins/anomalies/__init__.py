@@ -324,7 +324,7 @@ def register_commands(cli):
 
 @ulisse.hookimpl
 def register_ui_pages(config):
-    """The web UI's Anomalies page (``ulisse ui``), named by path: the plugin does not import the UI."""
+    """The web UI's Anomalies page (``ulisse ui``)."""
     from ulisse.registry import UIPage
 
-    return [UIPage("Anomalies", Path(__file__).resolve().parents[1] / "ui" / "views" / "anomalies.py", order=30)]
+    return [UIPage("Anomalies", Path(__file__).with_name("page.py"), order=30)]

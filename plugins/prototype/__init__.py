@@ -277,7 +277,7 @@ def register_commands(cli):
 
 @ulisse.hookimpl
 def register_ui_pages(config):
-    """The web UI's Search page (``ulisse ui``), named by path: the plugin does not import the UI."""
+    """The web UI's Search page (``ulisse ui``)."""
     from ulisse.registry import UIPage
 
-    return [UIPage("Search", Path(__file__).resolve().parents[1] / "ui" / "views" / "search.py", order=10)]
+    return [UIPage("Search", Path(__file__).with_name("page.py"), order=10)]

@@ -4,7 +4,7 @@ The model folder is typed in the sidebar (first choice: the denoiser the index
 was built with, if any, else ``ULISSE_DENOISE_MODEL``). A model trained on
 8-bit cutouts denoises the RGB cutout the encoder sees; a model trained on FITS
 fluxes denoises the object's FITS file in flux units. Runs inside the app or
-alone: ``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run ui/views/denoise.py``.
+alone: ``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run plugins/denoise/page.py``.
 """
 
 import os
@@ -19,7 +19,7 @@ from ulisse.plugins import denoise
 from ulisse.plugins.denoise.images import EIGHT_BIT, from_uint8_rgb, read_image
 from ulisse.plugins.denoise.model import fingerprint_of
 from ulisse.plugins.denoise.reporting import display_rgb
-from ulisse.ui import kit
+import ulisse.ui.kit as kit
 
 MODEL_ENV = "ULISSE_DENOISE_MODEL"
 

@@ -3,7 +3,7 @@
 From one prototype take its k nearest neighbours, then query again with every
 new object, for a few iterations. Each object found shows which object found it
 (its provenance). Runs inside the app or alone:
-``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run ui/views/expand.py``.
+``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run plugins/recursive/page.py``.
 """
 
 import altair as alt
@@ -11,7 +11,7 @@ import streamlit as st
 
 from ulisse.errors import UlisseError
 from ulisse.plugins.recursive import expand
-from ulisse.ui import kit
+import ulisse.ui.kit as kit
 
 TILES_PER_PAGE = 12  # per iteration; paged beyond, the table holds every object
 

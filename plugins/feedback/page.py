@@ -4,14 +4,14 @@ Marks are kept with the index (``derived/marks.parquet``, with their time). The
 ranking is :func:`ulisse.plugins.feedback.rank`: a logistic regression on the
 standardised feature vectors, trained on the marks and the prototypes; it shows
 only objects not yet marked. Runs inside the app or alone:
-``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run ui/views/marks.py``.
+``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run plugins/feedback/page.py``.
 """
 
 import streamlit as st
 
 from ulisse.errors import UlisseError
 from ulisse.plugins.feedback import clear_marks, export_marks, marks, rank
-from ulisse.ui import kit
+import ulisse.ui.kit as kit
 
 
 @st.cache_data(max_entries=32, show_spinner="Ranking by your marks…")

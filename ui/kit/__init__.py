@@ -34,7 +34,8 @@ import ulisse
 from ulisse.errors import UlisseError
 from ulisse.indexes import store
 from ulisse.labels import NOT_LABELS
-from ulisse.ui import INDEX_ENV, _images, _sky
+from ulisse.ui import INDEX_ENV, MAX_UPLOAD_MB  # noqa: F401 (public here: pages read the upload limit from the kit)
+from ulisse.ui.kit import _images, _sky
 
 __all__ = ["page_setup", "current_index", "tile_grid", "object_detail", "download_buttons", "prototypes",
            "set_prototypes", "add_prototype", "use_as_prototype", "index_key", "index_from_key", "index_lock",
@@ -578,7 +579,7 @@ def download_buttons(table: pd.DataFrame, name: str, *, index: ulisse.Index | No
     ``source`` paths are written relative to ``index`` (the current index by default).
     """
     from ulisse.results import render
-    from ulisse.ui._uploads import safe_stem
+    from ulisse.ui.kit._uploads import safe_stem
 
     if index is None and st.session_state.get("index_path"):
         index = st.session_state["index_path"]

@@ -46,7 +46,7 @@ def decode_upload(name: str, data: bytes, rgb: RGBConfig = RGBConfig(), *, max_b
         >>> decode_upload("notes.txt", b"hello")
         Traceback (most recent call last):
         ...
-        ulisse.ui._uploads.UploadError: notes.txt: not a cutout ulisse reads (PNG, JPEG or FITS: ...)
+        ulisse.ui.kit._uploads.UploadError: notes.txt: not a cutout ulisse reads (PNG, JPEG or FITS: ...)
     """
     label = Path(name).name or "upload"
     if not data:

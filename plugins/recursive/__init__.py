@@ -37,7 +37,7 @@ from ulisse.results import TableResult
 
 from ulisse.labels import class_fractions, labels_of
 
-from .prototype import query, resolve
+from ulisse.plugins.prototype import query, resolve
 
 
 @dataclass
@@ -312,9 +312,9 @@ def register_commands(cli):
 
 @ulisse.hookimpl
 def register_ui_pages(config):
-    """The web UI's Expand page (``ulisse ui``), named by path: the plugin does not import the UI."""
+    """The web UI's Expand page (``ulisse ui``)."""
     from pathlib import Path
 
     from ulisse.registry import UIPage
 
-    return [UIPage("Expand", Path(__file__).resolve().parents[1] / "ui" / "views" / "expand.py", order=20)]
+    return [UIPage("Expand", Path(__file__).with_name("page.py"), order=20)]

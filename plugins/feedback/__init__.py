@@ -247,5 +247,4 @@ def register_ui_pages(config):
     """The web UI's Marks page: the marks kept with the index, "more like my marks", exports."""
     from ulisse.registry import UIPage
 
-    # ulisse.ui is the plugins' sibling package (ui/ beside plugins/); named by path, not imported
-    return [UIPage("Marks", Path(__file__).resolve().parents[1] / "ui" / "views" / "marks.py", order=25)]
+    return [UIPage("Marks", Path(__file__).with_name("page.py"), order=25)]
