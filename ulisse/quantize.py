@@ -22,15 +22,13 @@ from typing import Sequence
 import numpy as np
 
 from ._io import atomic_write
-from .runtime import RuntimeUnavailable, cache_dir, exported_model
+from .runtime import RuntimeUnavailable, exported_model, int8_model, int8_path
+
+__all__ = ["CALIBRATION_BATCH", "int8_model", "quantize_int8"]
 
 LOG = logging.getLogger(__name__)
 
 CALIBRATION_BATCH = 8
-
-
-def _int8_path(sha: str) -> Path:
-    return cache_dir() / "onnx" / f"int8-{sha[:32]}.onnx"
 
 
 def quantize_int8(encoder, calibration: Sequence[np.ndarray]) -> str:
@@ -67,22 +65,8 @@ def quantize_int8(encoder, calibration: Sequence[np.ndarray]) -> str:
                         calibrate_method=CalibrationMethod.MinMax)
         data = out.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
-    path = _int8_path(sha)
+    path = int8_path(sha)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, data)
     LOG.info("int8 graph calibrated on %d cutouts: %s", len(prepared), path)
     return sha
-
-
-def int8_model(encoder) -> Path:
-    """The cached quantised graph named by ``encoder.spec.quantization``.
-
-    Raises:
-        RuntimeUnavailable: it is not in this machine's cache (quantise again from the same cutouts).
-    """
-    sha = encoder.spec.quantization
-    path = _int8_path(sha or "")
-    if not sha or not path.is_file():
-        raise RuntimeUnavailable(f"the int8 graph {str(sha)[:12]} is not in {path.parent}; quantise again "
-                                 "(Encoder.load(..., precision='int8', calibration=cutouts))")
-    return path

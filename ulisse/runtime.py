@@ -224,6 +224,25 @@ def exported_model(encoder) -> Path:
     return path
 
 
+def int8_path(sha: str) -> Path:
+    """Where the int8 graph with sha256 ``sha`` is cached (written by :func:`ulisse.quantize.quantize_int8`)."""
+    return cache_dir() / "onnx" / f"int8-{sha[:32]}.onnx"
+
+
+def int8_model(encoder) -> Path:
+    """The cached quantised graph named by ``encoder.spec.quantization``.
+
+    Raises:
+        RuntimeUnavailable: it is not in this machine's cache (quantise again from the same cutouts).
+    """
+    sha = encoder.spec.quantization
+    path = int8_path(sha or "")
+    if not sha or not path.is_file():
+        raise RuntimeUnavailable(f"the int8 graph {str(sha)[:12]} is not in {path.parent}; quantise again "
+                                 "(Encoder.load(..., precision='int8', calibration=cutouts))")
+    return path
+
+
 # --------------------------------------------------------------------------- ONNX Runtime
 
 def _threads() -> int:
@@ -260,8 +279,6 @@ class OnnxRuntime:
         if not available("onnx"):
             raise RuntimeUnavailable("ONNX Runtime is not installed (pip install onnxruntime)")
         if encoder.spec.precision == "int8":
-            from .quantize import int8_model
-
             path = int8_model(encoder)
         else:
             path = exported_model(encoder)
