@@ -51,7 +51,7 @@ from ulisse._lazy import lazy_api
 
 # The API loads on first use (torch with it): the plugin's hooks, in plugin.py, import none of it,
 # so ``ulisse --help`` and queries that embed nothing stay free of torch.
-__getattr__, __dir__ = lazy_api(__name__, {'DERIVED_SET': 'core', 'METHODS': 'core', 'Head': 'core', 'TrainedHead': 'core', 'columns_of': 'core', 'compute_columns': 'core', 'head_names': 'core', 'list_heads': 'core', 'load_head': 'core', 'predict_head': 'core', 'read_ids': 'core', 'remove_head': 'core', 'train_head': 'core', 'HeadReport': 'metrics', 'head_report': 'metrics', 'regression_metrics': 'metrics', 'TrainConfig': 'models', 'TrainingError': 'models'})
+__getattr__, __dir__ = lazy_api(__name__, {'DERIVED_SET': 'common', 'METHODS': 'common', 'Head': 'core', 'TrainedHead': 'core', 'columns_of': 'core', 'compute_columns': 'core', 'head_names': 'core', 'list_heads': 'core', 'load_head': 'core', 'predict_head': 'core', 'read_ids': 'core', 'remove_head': 'core', 'train_head': 'core', 'HeadReport': 'report', 'head_report': 'report', 'regression_metrics': 'metrics', 'TrainConfig': 'models', 'TrainingError': 'models'})
 
 
 __all__ = ["train_head", "predict_head", "head_report", "list_heads", "load_head", "remove_head", "head_names",

@@ -20,7 +20,7 @@ def _open(index_dir):
 
 def add_head_commands(cli: click.Group) -> None:
     """The ``head`` group (and, beside the other benchmarks, ``benchmark lenses``)."""
-    from .plugin import METHODS  # not from .core: torch loads only when a head is trained or used
+    from .common import METHODS  # not from .core: torch loads only when a head is trained or used
 
     @cli.group("head")
     def head():
@@ -88,7 +88,7 @@ def add_head_commands(cli: click.Group) -> None:
     def report(index_dir, name, truth, ids_file, out):
         """RMSE, NLL, 68/95 % coverage, PIT histogram and predicted-vs-true plot of a head."""
         from .core import read_ids
-        from .metrics import head_report
+        from .report import head_report
 
         ids = read_ids(ids_file) if ids_file else None
         index = _open(index_dir)

@@ -34,14 +34,13 @@ import ulisse
 from ulisse._io import atomic_write, sha256_file
 from ulisse.errors import InputError
 
+from .common import CONFIG_FILE, DERIVED_SET, HEADS_DIR, METHODS, WEIGHTS_FILE
+from .metrics import regression_metrics
 from .models import (TrainConfig, TrainingError, fit_ridge, network_from_state, predict_ensemble,
                      predict_mc_dropout, torch_threads, train_member, transform_features, variance_scale)
 
 LOG = logging.getLogger(__name__)
 
-from .plugin import DERIVED_SET, METHODS  # noqa: E402 (declared where the hooks are, without torch)
-HEADS_DIR = "heads"
-CONFIG_FILE, WEIGHTS_FILE = "head.json", "head.safetensors"
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a column name that --where can use
 SUFFIXES = ("", "_std", "_std_aleatoric", "_std_epistemic")
 MIN_ROWS = 8
@@ -429,8 +428,6 @@ def train_head(index, target: str, name: str, method: str = "ensemble", members:
 
 
 def _std_metrics(y, mean, var, scale) -> dict:
-    from .metrics import regression_metrics
-
     return regression_metrics(y * scale, mean * scale, np.sqrt(var) * scale)
 
 

@@ -6,28 +6,14 @@ from pathlib import Path
 
 import ulisse
 
-DERIVED_SET = "heads"
-METHODS = ("ensemble", "mc-dropout", "ridge")
+from .common import DERIVED_SET, heads_state
 
 
 def _compute_columns(index, **options):
+    # the set's compute function loads .core (and torch) only when the columns are computed
     from .core import compute_columns
 
     return compute_columns(index, **options)
-
-
-def heads_state(index) -> str:
-    """Which heads are stored, and which training of each (a head retrained under its name changes it)."""
-    import hashlib
-
-    folder = Path(index.path) / "derived" / "heads"
-    h = hashlib.sha256()
-    for cfg in sorted(folder.glob("*/head.json")) if folder.is_dir() else []:
-        try:
-            h.update(cfg.parent.name.encode() + b"\0" + cfg.read_bytes() + b"\0")
-        except OSError:
-            h.update(cfg.parent.name.encode() + b"\0unreadable\0")
-    return h.hexdigest()[:16]
 
 
 @ulisse.hookimpl
