@@ -1,12 +1,12 @@
-"""Running :func:`~ulisse.plugins.sdss.batch.attempt_field` on Dask: a local cluster or an existing scheduler.
+"""Running :func:`~ulisse.plugins.sdss.worker.attempt_field` on Dask: a local cluster or an existing scheduler.
 
 ``local:N`` starts a :class:`distributed.LocalCluster` of N worker processes
 with one thread each (no dashboard); ``tcp://HOST:8786`` connects to a running
 scheduler, whose workers must see the index directory (a shared file system)
 and have ulisse installed. Each field is one task; results come back as
-:class:`~ulisse.plugins.sdss.batch.FieldOutcome` in the order they finish.
-This module imports :mod:`~ulisse.plugins.sdss.batch`; the batch module does not
-import this one (it takes any runner), so there is no import cycle.
+:class:`~ulisse.plugins.sdss.shards.FieldOutcome` in the order they finish.
+This module imports :mod:`~ulisse.plugins.sdss.worker` and :mod:`~ulisse.plugins.sdss.shards`;
+neither they nor :mod:`~ulisse.plugins.sdss.batch` import this one (the batch takes any runner).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Callable, Sequence
 
 from ulisse.errors import InputError
 
-from .batch import BatchSettings, FieldOutcome, FieldTask, attempt_field
+from .shards import BatchSettings, FieldOutcome, FieldTask
+from .worker import attempt_field
 
 LOG = logging.getLogger(__name__)
 
