@@ -1,4 +1,4 @@
-"""The AGN benchmark command, end to end on a small simulated set."""
+"""The benchmarks of ulisse-bench (``ulisse benchmark ...``, benchmarks/ulisse_bench), end to end on small sets."""
 
 from __future__ import annotations
 
@@ -39,54 +39,84 @@ def test_speed_benchmark_small(tmp_path, cli):
     assert re.search(r"\| \d+\.\d\d \|", text) and "Machine:" in text and "Command:" in text
 
 
+def test_speed_benchmark_times_the_index_search_with_its_options(tmp_path, cli):
+    """--vectors, --queries and --device reach the search part, which runs the product's Index.search/query."""
+    report = tmp_path / "speed.md"
+    code, stdout, err = cli("-q", "benchmark", "speed", "--images", "8", "--vectors", "300", "--queries", "7",
+                            "--model", "test_efficientnet", "--weights", "random", "--device", "cpu",
+                            "--report", report)
+    assert code == 0, err
+    text = report.read_text()
+    assert text.startswith("# Speed on CPU")
+    assert re.search(r"Search: 300 synthetic \d+-d vectors .* `ulisse.create_index` \(factory \w+.*device cpu; "
+                     r"7 queries, k = 16", text)
+    assert "| ulisse `Index.search`, all queries at once |" in text and "| ulisse `Index.query(id=...)`" in text
+    assert re.search(r"Recall@16 of `Index.search` against the exact NumPy kNN: 1\.000\.", text)  # Flat: exact
+
+
 # --------------------------------------------------------------------------- discovery grid
 
-def test_pooling_and_d4_transforms():
+def test_discovery_settings_are_the_encoders():
+    """The grid's settings are parsed, pooled and transformed by the encoder itself (no copy in the benchmark)."""
     import numpy as np
-    import torch
 
-    from ulisse.plugins.sim.discovery import d4_transform, parse_pool, pool_map
+    from ulisse.encoder import SYMMETRIES, pool_maps
+    from ulisse_bench.discovery import parse_settings, passes
 
+    assert parse_settings(["centre", "centre:3", "mean"], ["d4", "none"]) == (("mean", "centre:3"), ("d4", "none"))
+    assert [passes(t) for t in ("none", "rot4", "d4")] == [1, 4, 8]
     maps = np.random.default_rng(0).random((2, 5, 7, 7)).astype(np.float32)
-    assert np.allclose(pool_map(maps, "centre:7"), pool_map(maps, "mean"))
-    assert np.allclose(pool_map(maps, "centre:1"), maps[:, :, 3, 3])
-    assert np.allclose(pool_map(torch.from_numpy(maps), "centre:3").numpy(), maps[:, :, 2:5, 2:5].mean((2, 3)))
-    for bad in ("centre:2", "max", "centre:x"):
+    assert np.allclose(pool_maps(maps, "centre:7"), pool_maps(maps, "mean"))
+    assert np.allclose(pool_maps(maps, "centre:1"), maps[:, :, 3, 3])
+    assert np.allclose(pool_maps(maps, "centre:3"), maps[:, :, 2:5, 2:5].mean((2, 3)))
+    for bad in ("centre:0", "max", "centre:x"):
         with pytest.raises(Exception, match="pool"):
-            parse_pool(bad)
-    x = torch.arange(16.0).view(1, 1, 4, 4)
-    images = {tuple(d4_transform(x, t).flatten().tolist()) for t in range(8)}
+            parse_settings([bad], ["none"])
+    with pytest.raises(Exception, match="tta"):
+        parse_settings(["mean"], ["rot8"])
+    x = np.arange(16, dtype=np.uint8).reshape(1, 4, 4, 1)
+    d4 = [t if t is not None else (lambda b: b) for t in SYMMETRIES["d4"]]
+    images = {tuple(t(x).flatten().tolist()) for t in d4}
     assert len(images) == 8  # the 8 elements of D4 are distinct
-    for t in range(8):  # and closed: every transform of a transform is one of them
-        for u in range(8):
-            assert tuple(d4_transform(d4_transform(x, t), u).flatten().tolist()) in images
+    for t in d4:  # and closed: every transform of a transform is one of them
+        for u in d4:
+            assert tuple(u(t(x)).flatten().tolist()) in images
 
 
-def test_d4_vectors_are_rotation_invariant(tiny_encoder):
+def test_setting_vectors_are_the_encoders_and_d4_is_rotation_invariant(tmp_path, tiny_encoder):
     import numpy as np
+    import pandas as pd
+    from PIL import Image
 
-    from ulisse.plugins.sim.discovery import transform_features
+    from ulisse_bench.discovery import setting_vectors
 
     rng = np.random.default_rng(1)
     image = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
-    feats, seconds = transform_features(tiny_encoder, [image, np.rot90(image).copy(), image[:, ::-1].copy()],
-                                        ("mean", "centre:3"))
-    assert feats.shape == (8, 2, 3, tiny_encoder.spec.dim) and (seconds > 0).all()
-    assert np.allclose(feats[0, 0], tiny_encoder.embed_images([image, np.rot90(image).copy(), image[:, ::-1].copy()]),
-                       atol=1e-5)  # identity + mean pooling is the encoder's own vector
-    d4 = feats.mean(axis=0)
-    for p in range(2):
+    images = [image, np.rot90(image).copy(), image[:, ::-1].copy()]
+    (tmp_path / "cutouts").mkdir()
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(tmp_path / "cutouts" / f"c{i}.png")
+    pd.DataFrame({"id": ["c0", "c1", "c2"], "label": ["a", "a", "b"]}).to_csv(tmp_path / "labels.csv", index=False)
+    plain = setting_vectors(tmp_path, tiny_encoder, progress=False)
+    assert plain.ids == ["c0", "c1", "c2"] and plain.seconds > 0 and plain.spec == tiny_encoder.spec
+    assert np.allclose(plain.vectors, tiny_encoder.embed_images(images), atol=1e-5)  # the encoder's own vectors
+    for pool in ("mean", "centre:3"):
+        d4 = setting_vectors(tmp_path, tiny_encoder.with_options(pool=pool, tta="d4"), progress=False)
+        assert d4.spec.pool == pool and d4.spec.tta == "d4"
+        v = d4.vectors
         for other in (1, 2):  # a rotated or flipped cutout has the same D4 vector
-            cos = d4[p, 0] @ d4[p, other] / np.linalg.norm(d4[p, 0]) / np.linalg.norm(d4[p, other])
-            assert cos > 0.9999
-        assert not np.allclose(feats[0, p, 0], feats[0, p, 1], atol=1e-3)  # but not its plain vector
+            assert v[0] @ v[other] / np.linalg.norm(v[0]) / np.linalg.norm(v[other]) > 0.9999
+        p = setting_vectors(tmp_path, tiny_encoder.with_options(pool=pool), progress=False).vectors
+        assert not np.allclose(p[0], p[1], atol=1e-3)  # but not the same plain vector
+    again = setting_vectors(tmp_path, tiny_encoder, limit=2, progress=False)  # a prefix of the cached chunk
+    assert again.ids == ["c0", "c1"] and np.array_equal(again.vectors, plain.vectors[:2])
 
 
 @pytest.mark.slow
 def test_discovery_benchmark_small(tmp_path, cli):
     cache, report = tmp_path / "cache", tmp_path / "discovery.md"
     args = ("-q", "benchmark", "discovery", "--cache", cache, "--n", "30", "--prototypes", "2", "--model",
-            "test_efficientnet", "--weights", "random", "--verify", "0", "--report", report)
+            "test_efficientnet", "--weights", "random", "--device", "cpu", "--runtime", "torch", "--report", report)
     code, stdout, err = cli(*args)
     assert code == 0, err
     text = report.read_text()
@@ -96,6 +126,7 @@ def test_discovery_benchmark_small(tmp_path, cli):
             assert re.search(rf"^\| {pool} \| {tta} \| {dict(none=1, rot4=4, d4=8)[tta]} \|", text, re.M)
     assert "| mean | none | 1 |" in text and "1.00x" in text  # ULISSE's setting against itself
     assert "confirmed" in text and "Machine:" in text and "Command:" in text
+    assert "`Encoder.load(...).with_options(pool=, tta=)` on runtime torch" in text  # the product's encoder
     chunks = sorted((cache / "agn-n30-seed0" / "features").rglob("chunk-*.npz"))
     assert chunks
     stamp = [c.stat().st_mtime_ns for c in chunks]

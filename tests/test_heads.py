@@ -322,7 +322,7 @@ def test_sqrt_features_round_trip(vec_index):
 
 def test_lens_simulator(tmp_path):
     pytest.importorskip("lenstronomy")
-    from ulisse.plugins.sim.lenses import LABEL_COLUMNS, SIZE, cached_lens_set, simulate_lens, simulate_lens_set
+    from ulisse_bench.sim.lenses import LABEL_COLUMNS, SIZE, cached_lens_set, simulate_lens, simulate_lens_set
 
     table = simulate_lens_set(tmp_path / "lenses", n=3, progress=False)
     assert list(table.columns) == LABEL_COLUMNS and list(table["id"]) == ["lens-000001", "lens-000002", "lens-000003"]
@@ -361,7 +361,7 @@ def test_variance_factor_is_fitted_on_rows_early_stopping_never_saw(vec_index):
 
 
 def test_paired_bootstrap_of_the_rmse_difference():
-    from ulisse.plugins.heads.benchmark import paired_bootstrap
+    from ulisse_bench.lenses import paired_bootstrap
 
     ids = np.arange(50)
     p = paired_bootstrap((ids, np.ones(50)), (ids, np.full(50, 2.0)), resamples=200)

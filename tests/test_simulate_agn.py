@@ -1,4 +1,4 @@
-"""Tests for the simulated SDSS-like AGN benchmark (``ulisse.plugins.sim.agn``)."""
+"""Tests for the simulated SDSS-like AGN benchmark (``ulisse_bench.sim.agn``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from astropy.io import fits
 from PIL import Image
 
-from ulisse.plugins.sim import agn as sim
+from ulisse_bench.sim import agn as sim
 
 N = 60
 SEED = 7
@@ -114,7 +114,7 @@ def test_agn_light_is_more_concentrated():
 # --------------------------------------------------------------------------- morphology set
 
 def test_morphology_classes_share_the_host():
-    from ulisse.plugins.sim import morphology as morph
+    from ulisse_bench.sim import morphology as morph
 
     gals = {c: morph.draw_galaxy(np.random.default_rng([3, 9]), label=c) for c in morph.CLASSES}
     hosts = [{k: v for k, v in vars(g).items() if k in ("r_mag", "disk_hlr", "inclination_deg", "psf_fwhm")}
@@ -127,7 +127,7 @@ def test_morphology_classes_share_the_host():
 
 
 def test_morphology_images_show_their_structure():
-    from ulisse.plugins.sim import morphology as morph
+    from ulisse_bench.sim import morphology as morph
 
     from dataclasses import replace
 
@@ -153,7 +153,7 @@ def test_morphology_images_show_their_structure():
 
 
 def test_morphology_set(tmp_path):
-    from ulisse.plugins.sim.morphology import simulate_morphology_set
+    from ulisse_bench.sim.morphology import simulate_morphology_set
 
     table = simulate_morphology_set(tmp_path, n=12, seed=5, spiral_fraction=0.4, tidal_fraction=0.4, progress=False)
     assert list(table["id"]) == [f"morph-{k:06d}" for k in range(1, 13)]

@@ -1,7 +1,7 @@
 """End-to-end tests of the web UI in a real browser: Debian's Chromium driven by Playwright.
 
 ``ulisse ui --index <index> --server.port <free port>`` runs in a subprocess
-(:func:`ulisse.ui.soak.serve`); the tests click tiles, open shared URLs, mark and
+(:func:`ulisse_bench.soak.serve`); the tests click tiles, open shared URLs, mark and
 re-rank, type sexagesimal positions and download as a person would, and check
 that no request leaves 127.0.0.1. Screenshots are kept in ``test-artifacts/``.
 
@@ -44,7 +44,7 @@ def sky_index(survey_index, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(sky_index, tmp_path_factory):
-    from ulisse.ui.soak import serve
+    from ulisse_bench.soak import serve
 
     with serve(sky_index.path, tmp_path_factory.mktemp("ui-server")) as s:
         yield s
@@ -54,7 +54,7 @@ def server(sky_index, tmp_path_factory):
 def browser():
     from playwright.sync_api import expect, sync_playwright
 
-    from ulisse.ui.soak import CHROMIUM_ARGS
+    from ulisse_bench.soak import CHROMIUM_ARGS
 
     expect.set_options(timeout=TIMEOUT_MS)
     with sync_playwright() as p:

@@ -1,6 +1,6 @@
 """Short soak run of the web UI: parallel Chromium sessions through mixed interactions, bounded.
 
-The long run (500 interactions) is ``python -m ulisse.ui.soak``; its report is benchmarks/ui-soak.md.
+The long run (500 interactions) is ``python -m ulisse_bench.soak``; its report is benchmarks/ui-soak.md.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ pytestmark = [
 
 
 def test_short_soak_has_no_crash_and_no_traceback(tmp_path, survey, tiny_encoder):
-    from ulisse.ui.soak import report, run_soak
+    from ulisse_bench.soak import report, run_soak
 
     idx, _ = ulisse.build_index([survey / "cutouts"], tmp_path / "idx", survey / "catalog.csv", encoder=tiny_encoder,
                                 device="cpu", progress=False)

@@ -1,10 +1,8 @@
-"""``ulisse denoise``: train, apply, report (and the benchmark of benchmarks/denoise.md)."""
+"""``ulisse denoise``: train, apply, report."""
 
 from __future__ import annotations
 
 import logging
-import shlex
-import sys
 from pathlib import Path
 
 import click
@@ -89,39 +87,3 @@ def report_command(model_dir, noisy, clean, out, limit, device):
     r = report(load(model_dir, device), noisy, clean, out, limit=limit)
     click.echo(r.markdown, nl=False)
     click.echo(f"{out}: report.md, summary.csv, metrics.csv, before_after.png")
-
-
-@denoise_group.command("benchmark")
-@click.option("--out", "out", type=click.Path(file_okay=False), default="indexes/denoise-benchmark", show_default=True,
-              help="working folder: simulated sets, models and indexes (reused when present)")
-@click.option("--train-n", type=click.IntRange(20, 1_000_000), default=1500, show_default=True)
-@click.option("--test-n", type=click.IntRange(20, 1_000_000), default=2000, show_default=True,
-              help="low-S/N AGN benchmark objects (the first --metric-n are the held-out PSNR/SSIM set)")
-@click.option("--metric-n", type=click.IntRange(10, 1_000_000), default=300, show_default=True)
-@click.option("--retrieval-n", type=click.IntRange(50, 1_000_000), default=1000, show_default=True,
-              help="objects of the held-out set indexed for AGN retrieval")
-@click.option("--dimmer", type=click.FloatRange(0, 10), default=2.5, show_default=True,
-              help="magnitudes fainter than the AGN benchmark's objects")
-@click.option("--steps", type=click.IntRange(1, 10_000_000), default=600, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True)
-@click.option("--crop", type=click.IntRange(16, 4096), default=32, show_default=True)
-@click.option("--width", type=click.IntRange(4, 256), default=12, show_default=True)
-@click.option("--prototypes", type=click.IntRange(1, 1000), default=20, show_default=True)
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="write the Markdown report here")
-@device_option
-def benchmark_command(out, train_n, test_n, metric_n, retrieval_n, dimmer, steps, batch_size, crop, width, prototypes,
-                      report_path, device):
-    """Denoisers on held-out low-S/N simulated cutouts, and their effect on AGN retrieval."""
-    from ulisse._io import atomic_write
-
-    from .bench import run_benchmark
-    from .training import TrainOptions
-
-    command = "ulisse " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
-    options = TrainOptions(steps=steps, batch_size=batch_size, crop=crop, width=width)
-    text = run_benchmark(Path(out), train_n=train_n, test_n=test_n, metric_n=metric_n, retrieval_n=retrieval_n,
-                         dimmer=dimmer, options=options, prototypes=prototypes, device=device, progress=_progress(),
-                         command=command)
-    click.echo(text, nl=False)
-    if report_path:
-        atomic_write(report_path, "# Denoisers on low-S/N simulated cutouts\n\n" + text)

@@ -16,7 +16,7 @@ def _load_step(arg: str):
 
 @ulisse.hookimpl
 def register_commands(cli):
-    """``ulisse denoise train|apply|report|benchmark``."""
+    """``ulisse denoise train|apply|report``."""
     from .cli import denoise_group
 
     cli.add_command(denoise_group)

@@ -1,4 +1,4 @@
-"""``ulisse head train|predict|report|list|remove`` and ``ulisse benchmark lenses``."""
+"""``ulisse head train|predict|report|list|remove``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def _open(index_dir):
 
 
 def add_head_commands(cli: click.Group) -> None:
-    """The ``head`` group (and, beside the other benchmarks, ``benchmark lenses``)."""
+    """The ``head`` group."""
     from .common import METHODS  # not from .core: torch loads only when a head is trained or used
 
     @cli.group("head")
@@ -120,39 +120,3 @@ def add_head_commands(cli: click.Group) -> None:
 
         remove_head(_open(index_dir), name)
         click.echo(f"removed head {name}")
-
-    bench = cli.commands.get("benchmark")
-    if not isinstance(bench, click.Group):
-        bench = head  # no benchmark group loaded: the lens benchmark lives under 'head'
-
-    @bench.command("lenses")
-    @click.option("--out", type=click.Path(file_okay=False), default="~/.cache/ulisse/lens-benchmark", show_default=True,
-                  help="work folder: the simulated set and its index are kept here and reused")
-    @click.option("--n", "n", type=click.IntRange(100, 1_000_000), default=8000, show_default=True,
-                  help="lenses to simulate")
-    @click.option("--test", "n_test", type=click.IntRange(20, 1_000_000), default=2000, show_default=True,
-                  help="lenses held out of training (the numbers are measured on them)")
-    @click.option("--members", type=int, default=5, show_default=True)
-    @click.option("--seed", type=int, default=0, show_default=True)
-    @click.option("--features", type=click.Choice(["raw", "sqrt"]), default="raw", show_default=True,
-                  help="the vectors as they are, or their signed square roots (every method alike)")
-    @click.option("--report", type=click.Path(dir_okay=False), help="write the Markdown report to this file")
-    @device_option
-    def lenses(out, n, n_test, members, seed, features, report, device):
-        """Einstein radii of simulated strong lenses: ensemble, MC dropout and ridge heads on unseen lenses."""
-        import shlex
-        import sys
-        from pathlib import Path
-
-        from ulisse._io import atomic_write
-        from ulisse.cli import progress_enabled
-
-        from .benchmark import run_lens_benchmark
-
-        command = "ulisse " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        result = run_lens_benchmark(Path(out).expanduser(), n=n, n_test=n_test, members=members, seed=seed, device=device,
-                                    features=features, progress=progress_enabled(), command=command)
-        click.echo(result.report)
-        if report:
-            atomic_write(report, result.report)
-            LOG.info("wrote %s", report)

@@ -28,7 +28,7 @@ def register_derived_columns(config):
 
 @ulisse.hookimpl(trylast=True)
 def register_commands(cli):
-    """``ulisse head train|predict|report|list|remove``, and ``ulisse benchmark lenses``."""
+    """``ulisse head train|predict|report|list|remove``."""
     from .cli import add_head_commands
 
     add_head_commands(cli)

@@ -1,7 +1,7 @@
-"""``ulisse denoise benchmark``: denoisers on held-out low-S/N simulated cutouts, and AGN retrieval with them.
+"""``ulisse benchmark denoise``: denoisers on held-out low-S/N simulated cutouts, and AGN retrieval with them.
 
 1. Noisy/clean pairs of simulated SDSS-like cutouts made ``dimmer`` magnitudes
-   fainter (:mod:`.simdata`): a training set (seed 1) and the AGN benchmark's
+   fainter (:mod:`ulisse_bench.sim.denoise_pairs`): a training set (seed 1) and the AGN benchmark's
    own objects (seed 0) as the held-out set.
 2. Three denoisers, trained on the training set only: supervised on FITS fluxes
    (g, r, i), supervised and self-supervised on the 8-bit Lupton PNGs.
@@ -25,11 +25,11 @@ import pandas as pd
 
 import ulisse
 from ulisse._io import atomic_write
+from ulisse.plugins.denoise import TrainOptions, load, train
+from ulisse.plugins.denoise.reporting import before_after_grid, compare, summarise, summary_markdown
+from ulisse.plugins.denoise.training import load_training_set
 
-from .applying import load
-from .reporting import before_after_grid, compare, summarise, summary_markdown
-from .simdata import simulate_pairs
-from .training import TrainOptions, load_training_set, train
+from .sim.denoise_pairs import simulate_pairs
 
 MODELS = {  # name: (format folder suffix, self-supervised); a FITS self-supervised model is left out for time
     "fits-supervised": ("fits", False), "png-supervised": ("png", False), "png-self-supervised": ("png", True),

@@ -1,4 +1,4 @@
-"""Benchmark of the feature browser's display path on a large index (report: benchmarks/features.md).
+"""``ulisse benchmark features``: the feature browser's display path on a large index (report: benchmarks/features.md).
 
 Builds, once, an index of ``--objects`` 64 x 64 cutouts cropped from the Hubble
 Deep Field image bundled with scikit-image (random positions, rotations and
@@ -11,12 +11,11 @@ the top objects with overlays from the stored maps, the same with the maps
 recomputed from the cutouts, one object's strongest features, and, as the
 in-process reference, a one-shot query of 9 neighbours plus reading their cutouts.
 
-    python -m ulisse.plugins.features._bench --objects 10000 --folder /tmp/features-bench
+    ulisse benchmark features --objects 10000 --folder /tmp/features-bench
 """
 
 from __future__ import annotations
 
-import argparse
 import platform
 import statistics
 import time
@@ -49,10 +48,8 @@ def make_cutouts(folder: Path, n: int, size: int = 64, seed: int = 0) -> list[Pa
 def build(folder: Path, n: int, batch: int = 256, seed: int = 1):
     """The index with lists from synthetic maps (seconds per 1,000 objects in the observer, returned too)."""
     import ulisse
+    from ulisse.plugins.features import DEFAULT_TOP, FeatureObserver, activations, stored_lists
     from ulisse.registry import EmbeddingBatch
-
-    from ._observer import FeatureObserver
-    from ._store import DEFAULT_TOP, activations, stored_lists
 
     index_dir = folder / "index"
     paths = make_cutouts(folder / "cutouts", n)
@@ -89,8 +86,7 @@ def observer_overhead(folder: Path, n: int) -> tuple[float, float]:
     """Seconds to embed ``n`` cutouts with Lite0 through the core's embed_files, without and with the observer."""
     import ulisse
     from ulisse.embedding import embed_files
-
-    from ._observer import FeatureObserver
+    from ulisse.plugins.features import FeatureObserver
 
     encoder = ulisse.Encoder.load(weights="lite0", device="cpu")
     paths = make_cutouts(folder / "cutouts", n)
@@ -113,9 +109,7 @@ def run(folder: Path, n: int, repeats: int, embed: int) -> str:
     import torch
 
     from ulisse.plot import thumbnail
-
-    from ._display import feature_view, object_features
-    from ._store import stored_lists
+    from ulisse.plugins.features import feature_view, object_features, stored_lists
 
     torch.set_num_threads(2)
     t0 = time.perf_counter()
@@ -155,16 +149,3 @@ def run(folder: Path, n: int, repeats: int, embed: int) -> str:
                       f"{observed:.1f} s with the features observer ({observed / plain:.2f}x)"]
     return "\n".join(lines) + "\n"
 
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--objects", type=int, default=10_000)
-    parser.add_argument("--folder", type=Path, default=Path("/tmp/features-bench"))
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--embed", type=int, default=0, help="also time embedding this many cutouts with/without the observer")
-    args = parser.parse_args(argv)
-    print(run(args.folder, args.objects, args.repeats, args.embed), end="")
-
-
-if __name__ == "__main__":
-    main()

@@ -7,7 +7,7 @@ run to finish. The run stops at the number of interactions asked for; it counts
 server crashes (the server process gone), tracebacks shown in the page, and
 interactions that did not finish in time. Everything stays on 127.0.0.1.
 
-    python -m ulisse.ui.soak --index ulisse-demo/hdf --sessions 4 --interactions 500 --report benchmarks/ui-soak.md
+    python -m ulisse_bench.soak --index ulisse-demo/hdf --sessions 4 --interactions 500 --report benchmarks/ui-soak.md
 
 Needs Chromium at ``/usr/bin/chromium`` and the ``playwright`` package (never ``playwright install``).
 """
@@ -307,7 +307,7 @@ def report(result: SoakResult, command: str, sessions: int, log: Path | None = N
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ulisse.ui.soak", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ulisse_bench.soak", description=__doc__.splitlines()[0])
     parser.add_argument("--index", required=True, help="the index to serve")
     parser.add_argument("--other-index", action="append", default=[], help="another index to switch to (repeatable)")
     parser.add_argument("--sessions", type=int, default=4)
@@ -318,7 +318,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import tempfile
 
-    command = "python -m ulisse.ui.soak " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python -m ulisse_bench.soak " + shlex.join(argv if argv is not None else sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="ulisse-soak-") as tmp:
         workdir = Path(args.workdir or tmp)
         result = run_soak(args.index, workdir, args.sessions, args.interactions, args.seed, tuple(args.other_index))

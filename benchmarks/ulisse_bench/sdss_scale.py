@@ -1,10 +1,10 @@
 """SDSS indexing at scale: fields per minute on loopback fields, per-object costs, index size per factory.
 
-Run from the repository root (writes JSON to stdout; benchmarks/sdss-scale.md reports a run)::
+Run from a checkout of the repository (writes JSON to stdout; benchmarks/sdss-scale.md reports a run)::
 
-    nice -n 5 python benchmarks/sdss_scale.py --fields 4 --objects 150 --model efficientnet_b0
+    nice -n 5 python -m ulisse_bench.sdss_scale --fields 4 --objects 150 --model efficientnet_b0
 
-The loopback server (tests/sdss_server.py) serves full-size (2048 x 1489) frames
+The loopback server (the repository's tests/sdss_server.py) serves full-size (2048 x 1489) frames
 and photoObj files; the frames are drawn before any timing. Dask runs
 (``local:1`` and ``local:2``) each index the same fields into a fresh index;
 the in-process breakdown (frames, catalogue, cutting, embedding) uses one field.
@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+ROOT = Path(__file__).resolve().parents[2]  # the repository: benchmarks/ulisse_bench/sdss_scale.py
 
 
 def dir_bytes(path: Path) -> int:
@@ -122,6 +121,7 @@ def main() -> None:
     parser.add_argument("--no-sizes", action="store_true")
     args = parser.parse_args()
 
+    sys.path.insert(0, str(ROOT / "tests"))  # the loopback SDSS server lives with the tests
     from sdss_server import FieldSpec, SDSSServer, make_sky
 
     from ulisse.plugins.sdss.config import Field

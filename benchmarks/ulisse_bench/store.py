@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shlex
 import shutil
 import subprocess
 import sys
@@ -27,7 +26,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import click
 import numpy as np
 import pandas as pd
 
@@ -271,37 +269,3 @@ def report(results: dict, command: str, seconds: float) -> str:
               "## 8 concurrent writers x 20 adds", "", "```", json.dumps(results.get("writers"), indent=1), "```", ""]
     return "\n".join(lines)
 
-
-@ulisse.hookimpl(trylast=True)
-def register_commands(cli):
-    bench = cli.commands.get("benchmark")
-    if not isinstance(bench, click.Group):
-        @cli.group("benchmark")
-        def bench():
-            """Benchmarks."""
-
-    @bench.command("store")
-    @click.option("--out", type=click.Path(file_okay=False), default="/tmp/ulisse-store-bench", show_default=True,
-                  help="where the indexes are built (needs ~16 GB free at 10^6; deleted afterwards unless --keep)")
-    @click.option("--sizes", default="10000,100000,1000000", show_default=True, help="index sizes, comma-separated")
-    @click.option("--dim", type=click.IntRange(8, 4096), default=DIM, show_default=True)
-    @click.option("--keep", is_flag=True, help="keep the indexes")
-    @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="write the Markdown report here")
-    def store_command(out, sizes, dim, keep, report_path):
-        """The index store at survey scale: adds, cold queries, recall of auto, concurrent writers."""
-        from ulisse._io import atomic_write
-
-        try:
-            size_list = sorted({int(s) for s in sizes.split(",") if s.strip()})
-        except ValueError:
-            raise ulisse.InputError(f"--sizes {sizes}: expected integers separated by commas") from None
-        if not size_list or any(s % BLOCK for s in size_list):
-            raise ulisse.InputError(f"--sizes {sizes}: every size must be a multiple of {BLOCK}")
-        t = time.perf_counter()
-        results = run_store_benchmark(Path(out), size_list, dim, keep, log=lambda s: click.echo(s, err=True))
-        command = "ulisse benchmark store " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("store") + 1:]) \
-            if "store" in sys.argv else "ulisse benchmark store"
-        text = "# Index store benchmark\n\n" + report(results, command, time.perf_counter() - t)
-        click.echo(text)
-        if report_path:
-            atomic_write(report_path, text)

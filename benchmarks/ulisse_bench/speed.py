@@ -1,4 +1,4 @@
-"""Embedding speed: ulisse's runtimes against a ULISSE-style reference, in one process, on the same cutouts.
+"""``ulisse benchmark speed``: embedding against a ULISSE-style reference, and the index's search, in one process.
 
 The reference does what ULISSE's code does: PIL open and bilinear resize per
 image, torch fp32 (NCHW), batches of 64, the spatial mean of ``forward_features``.
@@ -10,8 +10,15 @@ own pipeline (loader threads reading and resizing ahead of the network). For eac
 * the cosine of its vectors to the reference's (ULISSE's fp32 features).
 
 With ``whole_process=True`` it also times the two as separate processes from the
-shell (``ulisse embed`` against ``python -m ulisse.plugins.sim.speed reference``),
-imports included.
+shell (``ulisse embed`` against ``python -m ulisse_bench.speed reference``),
+imports included. On a GPU (``--device cuda``) it measures the CUDA path instead
+(:func:`run_gpu_benchmark`).
+
+Search (:func:`search_benchmark`): ``--vectors`` synthetic vectors of the encoder's
+dimension in an index made by :func:`ulisse.create_index` on ``--device``; ``--queries``
+queries through the product's ``Index.search`` (all at once) and ``Index.query(id=)``
+(one at a time, as the CLI and the web UI ask), against exact kNN in NumPy, with the
+recall of the index's answers.
 
 Run: ``ulisse benchmark speed --images 512 --report benchmarks/speed-cpu.md``.
 """
@@ -156,7 +163,7 @@ def _whole_process(tmp: Path, paths, model_name: str, weights: str, threads: int
     folder = str(paths[0].parent)
     ulisse_bin = shutil.which("ulisse") or "ulisse"
     cmds = {
-        "reference": [sys.executable, "-m", "ulisse.plugins.sim.speed", "reference", folder, str(tmp / "ref.npy"),
+        "reference": [sys.executable, "-m", "ulisse_bench.speed", "reference", folder, str(tmp / "ref.npy"),
                       model_name, weights],
         "ulisse embed": [ulisse_bin, "-q", "embed", folder, "--out", str(tmp / "v.npz"), "--model", model_name,
                          "--weights", weights, "--device", "cpu"],
@@ -219,11 +226,88 @@ def _versions() -> str:
     return out
 
 
-def run_gpu_benchmark(n_images: int = 4096, weights: str = "lite0", batch_size: int = 256) -> str:
+def _best_of(fn, repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def numpy_knn(data: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Exact L2 kNN in NumPy (``|q|^2 - 2 q.x + |x|^2``, then a partial sort): rows ``Q x k``, nearest first."""
+    norms = (data * data).sum(1)
+    step = max(1, 50_000_000 // max(1, len(data)))  # queries per block: about 200 MB of distances
+    out = []
+    for i in range(0, len(queries), step):
+        q = queries[i:i + step]
+        d2 = (q * q).sum(1)[:, None] - 2.0 * q @ data.T + norms[None, :]
+        part = np.argpartition(d2, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(d2, part, 1).argsort(1, kind="stable")
+        out.append(np.take_along_axis(part, order, 1))
+    return np.concatenate(out)
+
+
+def search_benchmark(spec, n_vectors: int = 20000, n_queries: int = 256, k: int = 16, device: str = "cpu",
+                     seed: int = 0, workdir: str | os.PathLike | None = None) -> str:
+    """The product's search against exact kNN in NumPy, on ``n_vectors`` synthetic vectors of ``spec.dim``.
+
+    The index is made by :func:`ulisse.create_index` (its default factory) and opened with
+    :func:`ulisse.open_index` on ``device``; ``Index.search`` answers all ``n_queries`` at once,
+    ``Index.query(id=)`` one prototype at a time (neighbour table with metadata, as ``ulisse query``
+    and the web UI ask). Returns a Markdown section.
+    """
+    import pandas as pd
+
+    import ulisse
+
+    rng = np.random.default_rng(seed)
+    k = min(k, n_vectors)
+    data = np.maximum(rng.standard_normal((n_vectors, spec.dim), dtype=np.float32), 0)  # post-ReLU-like
+    queries = np.maximum(rng.standard_normal((n_queries, spec.dim), dtype=np.float32), 0)
+    meta = pd.DataFrame({"id": [f"v{i}" for i in range(n_vectors)]})
+    tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="ulisse-search-speed-"))
+    try:
+        t = time.perf_counter()
+        ulisse.create_index(tmp / "index", data, meta, spec, device=device, overwrite=True)
+        t_build = time.perf_counter() - t
+        index = ulisse.open_index(tmp / "index", device=device)
+        index.search(queries[:1], k)  # warm (the first search loads what it needs)
+        t_search = _best_of(lambda: index.search(queries, k))
+        ids = [f"v{i}" for i in rng.choice(n_vectors, size=min(n_queries, 64), replace=False)]
+        index.query(id=ids[0], k=k)
+        t_query = _best_of(lambda: [index.query(id=i, k=k) for i in ids]) / len(ids)
+        t_numpy = _best_of(lambda: numpy_knn(data, queries, k))
+        _, got = index.search(queries, k)
+        truth = numpy_knn(data, queries, k)
+        recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, truth)]))
+        factory, params = index.manifest["factory"], index.search_parameters()
+    finally:
+        if not workdir:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return "\n".join([
+        f"Search: {n_vectors} synthetic {spec.dim}-d vectors (non-negative, as the encoder's) in an index made by "
+        f"`ulisse.create_index` (factory {factory}, search {params or 'exact'}; built in {t_build:.1f} s), opened on "
+        f"device {device}; {n_queries} queries, k = {k}; best of 3 runs.",
+        "",
+        "| path | queries/s | x reference |",
+        "|---|---|---|",
+        f"| reference: exact kNN in NumPy (GEMM + partial sort), all queries at once | {n_queries / t_numpy:.1f} | 1.00 |",
+        f"| ulisse `Index.search`, all queries at once | {n_queries / t_search:.1f} | {t_numpy / t_search:.2f} |",
+        f"| ulisse `Index.query(id=...)`, one at a time ({len(ids)} ids; neighbour table with metadata) | "
+        f"{1 / t_query:.1f} | {t_numpy / n_queries / t_query:.2f} |",
+        "",
+        f"Recall@{k} of `Index.search` against the exact NumPy kNN: {recall:.3f}.",
+    ]) + "\n"
+
+
+def run_gpu_benchmark(n_images: int = 4096, weights: str = "lite0", batch_size: int = 256,
+                      model_name: str = "efficientnet_b0") -> str:
     """The CUDA path (torch, bf16 autocast, channels_last, pinned memory, loader threads) against the same
     network in fp32 NCHW on the GPU, model only and from PNG files. Only where a GPU is present.
 
-    Run: ``python -m ulisse.plugins.sim.speed gpu``.
+    Run: ``ulisse benchmark speed --device cuda`` (or ``python -m ulisse_bench.speed gpu``).
     """
     import torch
 
@@ -235,8 +319,8 @@ def run_gpu_benchmark(n_images: int = 4096, weights: str = "lite0", batch_size: 
     tmp = Path(tempfile.mkdtemp(prefix="ulisse-gpu-speed-"))
     try:
         paths = write_cutouts(tmp / "cutouts", n_images)
-        enc = ulisse.Encoder.load(weights=weights, device="cuda")  # bf16 autocast, torch runtime
-        model, mean, std = reference_model(weights=weights)
+        enc = ulisse.Encoder.load(model_name, weights=weights, device="cuda")  # bf16 autocast, torch runtime
+        model, mean, std = reference_model(model_name, weights)
         model = model.cuda()
         x = torch.randint(0, 256, (batch_size, 224, 224, 3), dtype=torch.uint8).numpy()
         enc.embed_prepared(x)
@@ -347,4 +431,4 @@ def int8_study(folder: str | os.PathLike, labels: str | os.PathLike | None = Non
 
 if __name__ == "__main__" and len(sys.argv) >= 3 and sys.argv[1] == "int8":
     print(int8_study(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None,
-                     command="python -m ulisse.plugins.sim.speed " + " ".join(sys.argv[1:])))
+                     command="python -m ulisse_bench.speed " + " ".join(sys.argv[1:])))

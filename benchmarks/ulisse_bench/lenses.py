@@ -1,6 +1,6 @@
 """``ulisse benchmark lenses``: Einstein radii of simulated strong lenses from frozen EfficientNet vectors.
 
-1. Simulates ``n`` galaxy-scale lenses with lenstronomy (:mod:`ulisse.plugins.sim.lenses`).
+1. Simulates ``n`` galaxy-scale lenses with lenstronomy (:mod:`ulisse_bench.sim.lenses`).
 2. Indexes their PNG cutouts with the default encoder, the lens parameters as catalogue.
 3. Holds out ``n_test`` lenses; trains an ensemble, an MC-dropout and a ridge head on
    the others (each keeps 20 % of those for validation).
@@ -52,10 +52,9 @@ def run_lens_benchmark(out: Path, n: int = 8000, n_test: int = 2000, members: in
     """Run the whole benchmark in ``out`` (the simulated set and its index are reused when present)."""
     import torch
 
-    from ulisse.plugins.sim.lenses import cached_lens_set
+    from ulisse.plugins.heads import TrainConfig, head_report, train_head
 
-    from . import head_report, train_head
-    from .models import TrainConfig
+    from .sim.lenses import cached_lens_set
 
     if n_test >= n - 20:
         raise ulisse.InputError(f"--test {n_test}: leaves fewer than 20 of the {n} lenses to train on")
@@ -128,7 +127,7 @@ def _report(metrics, uncal, nan_events, finite, n, n_test, n_train, members, ind
             "|---|---|---|---|---|---|---|"]
     lines = [
         "# Regression heads: Einstein radii of simulated strong lenses", "",
-        f"{n} galaxy-scale lenses simulated with lenstronomy (`ulisse.plugins.sim.lenses`: SIE + shear, Sersic lens "
+        f"{n} galaxy-scale lenses simulated with lenstronomy (`ulisse_bench.sim.lenses`: SIE + shear, Sersic lens "
         "light and source, 64 x 64 px at 0.2\"/px, Gaussian PSF 0.6-1.0\", sky and Poisson noise, theta_E uniform "
         "0.5-3\"), embedded as PNG cutouts by the default encoder "
         f"({index.encoder_spec.model_name}, {index.encoder_spec.weights_source}, {index.encoder_spec.dim}-d vectors). "

@@ -27,7 +27,7 @@ Model (per object, all draws from ``numpy.random.default_rng([seed, k])``)
   Q = 8, stretch = 0.15 nmgy (lens galaxies yellow-orange, arcs blue).
 
 Example:
-    >>> from ulisse.plugins.sim.lenses import simulate_lens_set
+    >>> from ulisse_bench.sim.lenses import simulate_lens_set
     >>> table = simulate_lens_set("sim-lenses", n=100)       # doctest: +SKIP
     >>> table[["id", "theta_E"]].head()                       # doctest: +SKIP
 """

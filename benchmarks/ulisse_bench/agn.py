@@ -1,7 +1,6 @@
-"""``ulisse benchmark agn`` (the ULISSE table on a labelled, simulated SDSS-like AGN set) and
-``ulisse benchmark speed`` (embedding and search throughput against reference runs).
+"""``ulisse benchmark agn``: the ULISSE table on a labelled, simulated SDSS-like AGN set.
 
-1. Simulates SDSS-like gri cutouts with GalSim (:mod:`ulisse.plugins.sim.agn`), about 12 % AGN.
+1. Simulates SDSS-like gri cutouts with GalSim (:mod:`ulisse_bench.sim.agn`), about 12 % AGN.
 2. Indexes them with the default encoder, the labels as metadata.
 3. For random AGN prototypes: the AGN fraction among the first 16 and 89 neighbours
    against the base rate (ULISSE's retrieval efficiency).
@@ -9,7 +8,9 @@
 5. The AGN precision of the anomaly ranking.
 
 It prints a Markdown report and, with ``--report FILE``, writes it there with the
-exact command, the machine and the timings.
+exact command, the machine and the timings. Queries, expansion and the anomaly ranking
+are the product's own (:mod:`ulisse.plugins.prototype`, :mod:`~ulisse.plugins.recursive`,
+:mod:`~ulisse.plugins.anomalies`).
 """
 
 from __future__ import annotations
@@ -17,13 +18,10 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import numpy as np
 import pandas as pd
 
@@ -45,7 +43,7 @@ class AGNBenchmark:
 
 
 def _simulated_set(out: Path, n: int, seed: int, progress: bool) -> tuple[Path, bool]:
-    from .agn import simulate_agn_set
+    from .sim.agn import simulate_agn_set
 
     sim = out / "sim"
     params = {"n": n, "seed": seed}
@@ -61,9 +59,9 @@ def run_agn_benchmark(out: Path, n: int = 2000, seed: int = 0, prototypes: int =
                       iterations: int = 5, model: str = "efficientnet_b0", weights=None, device: str = "auto",
                       progress: bool = True, command: str | None = None) -> AGNBenchmark:
     """Run the whole benchmark in ``out`` (the simulated set and index are reused when present)."""
-    from ..anomalies import rank_anomalies
-    from ..prototype import query
-    from ..recursive import expand
+    from ulisse.plugins.anomalies import rank_anomalies
+    from ulisse.plugins.prototype import query
+    from ulisse.plugins.recursive import expand
 
     timings = {}
     t = time.perf_counter()
@@ -169,52 +167,3 @@ def _report(per, base, anomalies, n, n_agn, index, timings, command, k_expand, i
         lines += [f"Command: `{command}`"]
     return "\n".join(lines) + "\n"
 
-
-@ulisse.hookimpl
-def register_commands(cli):
-    @cli.group("benchmark")
-    def benchmark():
-        """Labelled benchmarks of the method."""
-
-    from .discovery import add_commands
-
-    add_commands(benchmark)
-
-    @benchmark.command("agn")
-    @click.option("--out", type=click.Path(file_okay=False), default="~/.cache/ulisse/benchmarks/agn-retrieval", show_default=True,
-                  help="working folder: the simulated set and its index (reused when present)")
-    @click.option("--n", "n", type=click.IntRange(50, 1_000_000), default=2000, show_default=True, help="objects to simulate")
-    @click.option("--seed", type=int, default=0, show_default=True)
-    @click.option("--prototypes", type=click.IntRange(1, 1000), default=20, show_default=True)
-    @click.option("--model", default="efficientnet_b0", show_default=True)
-    @click.option("--weights", default=None, help="encoder weights (see 'ulisse index build --help')")
-    @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-    @click.option("--report", type=click.Path(dir_okay=False), help="write the Markdown report to this file")
-    def agn(out, n, seed, prototypes, model, weights, device, report):
-        """AGN retrieval from one prototype on a simulated SDSS-like set (the ULISSE table)."""
-        from ulisse.cli import progress_enabled
-
-        command = "ulisse " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
-        result = run_agn_benchmark(Path(out).expanduser(), n=n, seed=seed, prototypes=prototypes, model=model, weights=weights,
-                                   device=device, progress=progress_enabled(), command=command)
-        click.echo(result.report, nl=False)
-        if report:
-            atomic_write(report, "# AGN retrieval benchmark\n\n" + result.report)
-
-    @benchmark.command("speed")
-    @click.option("--images", "n_images", type=click.IntRange(8, 100_000), default=128, show_default=True)
-    @click.option("--vectors", "n_vectors", type=click.IntRange(100, 10_000_000), default=20000, show_default=True)
-    @click.option("--queries", "n_queries", type=click.IntRange(1, 1_000_000), default=256, show_default=True)
-    @click.option("--model", default="efficientnet_b0", show_default=True)
-    @click.option("--weights", default=None, help="encoder weights (see 'ulisse index build --help')")
-    @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-    @click.option("--report", type=click.Path(dir_okay=False), help="write the Markdown report to this file")
-    def speed(n_images, n_vectors, n_queries, model, weights, device, report):
-        """Embedding speed: ULISSE-style reference against every runtime, in one process (plugins/sim/speed.py)."""
-        from .speed import run_speed_benchmark as run_embedding_speed
-
-        command = "ulisse " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
-        text = run_embedding_speed(n_images, weights=weights or "lite0", model_name=model, command=command)
-        click.echo(text, nl=False)
-        if report:
-            atomic_write(report, "# Embedding speed on CPU\n\n" + text)

@@ -1,9 +1,9 @@
 """Simulated SDSS-like gri cutouts of disc galaxies: smooth, with spiral arms, or with a tidal stream.
 
-The extended-morphology task of the discovery benchmark (:mod:`ulisse.plugins.sim.discovery`):
+The extended-morphology task of the discovery benchmark (:mod:`ulisse_bench.discovery`):
 the AGN task rewards features that look at the nucleus; this one checks that a
 setting good for nuclei does not lose structure away from the centre. Same
-survey model as :mod:`ulisse.plugins.sim.agn` (64 x 64 px at 0.396 arcsec/px,
+survey model as :mod:`ulisse_bench.sim.agn` (64 x 64 px at 0.396 arcsec/px,
 Kolmogorov PSF, SDSS-like noise, Lupton RGB), brighter and larger discs so that
 arms and streams are visible.
 
@@ -164,7 +164,7 @@ def simulate_morphology_set(out_dir, n: int = 2000, seed: int = 0, spiral_fracti
                             write_fits: bool = False, progress: bool = True) -> pd.DataFrame:
     """Write a labelled morphology set: ``cutouts/morph-000001.png`` ... and ``labels.csv`` (column ``label``).
 
-    Object ``k`` uses ``numpy.random.default_rng([seed, k])``, as in :func:`ulisse.plugins.sim.agn.simulate_agn_set`.
+    Object ``k`` uses ``numpy.random.default_rng([seed, k])``, as in :func:`ulisse_bench.sim.agn.simulate_agn_set`.
     """
     def one(rng):
         g = draw_galaxy(rng, spiral_fraction=spiral_fraction, tidal_fraction=tidal_fraction, pixel_scale=pixel_scale)

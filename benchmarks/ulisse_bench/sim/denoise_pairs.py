@@ -1,6 +1,6 @@
 """Noisy and clean versions of the same simulated objects, for training and benchmarks.
 
-The objects are those of the AGN simulator (:mod:`ulisse.plugins.sim.agn`),
+The objects are those of the AGN simulator (:mod:`ulisse_bench.sim.agn`),
 made ``dimmer`` magnitudes fainter: the noisy cutout is rendered with the
 simulator's own SDSS-like noise (Poisson on source and sky, g, r, i sky sigma
 0.025, 0.030, 0.045 nmgy), so its S/N is lower by 10^(0.4 dimmer). The clean
@@ -25,25 +25,16 @@ import numpy as np
 import pandas as pd
 
 from ulisse._io import atomic_write
+from ulisse.plugins.denoise import Image, write_image
 
-from .images import FLUX, Image, write_image
+from . import agn
 
 CLEAN_BOOST_MAG = 10.0
 FOLDERS = ("noisy_fits", "clean_fits", "noisy_png", "clean_png")
 
 
-def simulator():
-    """The GalSim AGN simulator module (wherever this version of ulisse keeps it)."""
-    try:
-        from ulisse.plugins.sim import agn
-    except ImportError:  # before the simulator moved into the sim subpackage
-        from ulisse.plugins import simulate_agn as agn
-    return agn
-
-
 def render_pair(obj, dimmer: float, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """(noisy, clean) float32 (3, size, size) g, r, i cubes in nanomaggies of ``obj`` made ``dimmer`` mag fainter."""
-    agn = simulator()
     noisy = agn.render(replace(obj, r_mag=obj.r_mag + dimmer), size)
     bright = agn.render(replace(obj, r_mag=obj.r_mag + dimmer - CLEAN_BOOST_MAG), size)
     clean = bright.astype(np.float64) / 10 ** (0.4 * CLEAN_BOOST_MAG)
@@ -51,7 +42,7 @@ def render_pair(obj, dimmer: float, size: int = 64) -> tuple[np.ndarray, np.ndar
 
 
 def _write_cube(path: Path, cube: np.ndarray) -> None:
-    write_image(Image(path.stem, cube, FLUX), path)
+    write_image(Image(path.stem, cube, "flux"), path)
 
 
 def simulate_pairs(out_dir, n: int, seed: int, dimmer: float = 2.5, size: int = 64, progress: bool = True) -> pd.DataFrame:
@@ -63,7 +54,6 @@ def simulate_pairs(out_dir, n: int, seed: int, dimmer: float = 2.5, size: int = 
     from PIL import Image as PILImage
     from ulisse.progress import progress_iter
 
-    agn = simulator()
     out = Path(out_dir)
     params = {"n": n, "seed": seed, "dimmer": dimmer, "size": size, "clean_boost_mag": CLEAN_BOOST_MAG}
     marker = out / "params.json"

@@ -1,0 +1,248 @@
+"""The ``ulisse benchmark`` command group and every benchmark verb (this package's one plugin module).
+
+Registered through the ``ulisse`` entry-point group by ``ulisse-bench`` (benchmarks/pyproject.toml),
+as a third party would register it: the product knows nothing of it. Imports nothing heavy: each
+verb loads its module when it runs.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+import ulisse
+from ulisse.options import WEIGHTS_HELP, device_option
+
+RUNTIME_CHOICES = "auto|torch|onnx|openvino"
+
+
+def _command() -> str | None:
+    """The command line as typed (for the reports)."""
+    return "ulisse " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
+
+
+def _progress() -> bool:
+    from ulisse.cli import progress_enabled
+
+    return progress_enabled()
+
+
+def _write(report: str | None, title: str, text: str) -> None:
+    """Echo the report; with ``--report FILE`` also write it there under ``# title``."""
+    from ulisse._io import atomic_write
+
+    click.echo(text, nl=False)
+    if report:
+        atomic_write(report, f"# {title}\n\n" + text)
+
+
+def _report_option(f):
+    return click.option("--report", type=click.Path(dir_okay=False), help="write the Markdown report to this file")(f)
+
+
+def _model_options(f):
+    f = click.option("--weights", default=None, help=WEIGHTS_HELP)(f)
+    return click.option("--model", default="efficientnet_b0", show_default=True, help="timm model name")(f)
+
+
+@ulisse.hookimpl
+def register_commands(cli):
+    """``ulisse benchmark agn|discovery|morphology|speed|store|lenses|denoise|features``."""
+
+    @cli.group("benchmark")
+    def benchmark():
+        """Labelled benchmarks of the method on simulated data, and speed benchmarks (ulisse-bench)."""
+
+    # ------------------------------------------------------------------ retrieval on simulated sets
+
+    @benchmark.command("agn")
+    @click.option("--out", type=click.Path(file_okay=False), default="~/.cache/ulisse/benchmarks/agn-retrieval",
+                  show_default=True, help="working folder: the simulated set and its index (reused when present)")
+    @click.option("--n", "n", type=click.IntRange(50, 1_000_000), default=2000, show_default=True,
+                  help="objects to simulate")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--prototypes", type=click.IntRange(1, 1000), default=20, show_default=True)
+    @_model_options
+    @device_option
+    @_report_option
+    def agn(out, n, seed, prototypes, model, weights, device, report):
+        """AGN retrieval from one prototype on a simulated SDSS-like set (the ULISSE table)."""
+        from .agn import run_agn_benchmark
+
+        result = run_agn_benchmark(Path(out).expanduser(), n=n, seed=seed, prototypes=prototypes, model=model,
+                                   weights=weights, device=device, progress=_progress(), command=_command())
+        _write(report, "AGN retrieval benchmark", result.report)
+
+    def discovery_options(f):
+        for option in reversed([
+            click.option("--cache", type=click.Path(file_okay=False), default="~/.cache/ulisse/benchmarks",
+                         show_default=True,
+                         help="simulated sets, each setting's vectors and per-setting indexes (reused when present)"),
+            click.option("--n", "n", type=click.IntRange(20, 1_000_000), default=2000, show_default=True,
+                         help="objects to simulate per task"),
+            click.option("--limit", type=click.IntRange(20, 1_000_000), default=None,
+                         help="evaluate on the first LIMIT cutouts only (the same set as --n LIMIT)"),
+            click.option("--seed", type=int, default=0, show_default=True),
+            click.option("--prototypes", type=click.IntRange(1, 1000), default=20, show_default=True,
+                         help="random prototypes per class"),
+            click.option("--pool", "pools", multiple=True, default=("mean", "centre:3"), show_default=True,
+                         help="poolings to compare (mean, centre:N), the encoder's --pool; repeat the option"),
+            click.option("--tta", "ttas", multiple=True, default=("none", "rot4", "d4"), show_default=True,
+                         help="test-time symmetries to compare, the encoder's --tta; repeat the option"),
+            click.option("--runtime", default="auto", show_default=True, metavar=RUNTIME_CHOICES,
+                         help="the encoder's inference runtime (as 'ulisse index build --runtime')"),
+            click.option("--no-expansion", is_flag=True, help="skip recursive and confirmed expansion"),
+        ]):
+            f = option(f)
+        return _report_option(device_option(_model_options(f)))
+
+    def run_discovery(tasks, report, no_expansion, **kw):
+        from .discovery import run_discovery as run
+
+        text = run(tasks, expansion=not no_expansion, progress=_progress(), command=_command(), **kw)
+        _write(report, "Discovery quality: pooling, symmetry and confirmed expansion", text)
+
+    @benchmark.command("discovery")
+    @click.option("--task", "tasks", type=click.Choice(("agn", "morphology")), multiple=True,
+                  default=("agn", "morphology"), show_default=True)
+    @discovery_options
+    def discovery(tasks, **kw):
+        """Every pooling x symmetry setting of the encoder against ULISSE's, and confirmed expansion, on labelled
+        simulated tasks."""
+        run_discovery(tasks, **kw)
+
+    @benchmark.command("morphology")
+    @discovery_options
+    def morphology(**kw):
+        """The extended-morphology task alone (spiral arms and tidal streams against smooth discs)."""
+        run_discovery(("morphology",), **kw)
+
+    # ------------------------------------------------------------------ speed and scale
+
+    @benchmark.command("speed")
+    @click.option("--images", "n_images", type=click.IntRange(8, 100_000), default=128, show_default=True,
+                  help="PNG cutouts embedded")
+    @click.option("--vectors", "n_vectors", type=click.IntRange(100, 10_000_000), default=20000, show_default=True,
+                  help="vectors in the index searched")
+    @click.option("--queries", "n_queries", type=click.IntRange(1, 1_000_000), default=256, show_default=True,
+                  help="queries searched")
+    @_model_options
+    @device_option
+    @_report_option
+    def speed(n_images, n_vectors, n_queries, model, weights, device, report):
+        """Embedding (every runtime against a ULISSE-style reference on a CPU; the CUDA path on a GPU) and the
+        index's search against exact kNN in NumPy."""
+        from ulisse.encoder import resolve_device
+
+        from .speed import run_gpu_benchmark, run_speed_benchmark, search_benchmark
+
+        dev = resolve_device(device).type
+        weights = weights or "lite0"
+        if dev == "cuda":
+            text, title = run_gpu_benchmark(n_images, weights=weights, model_name=model), "Speed on a GPU"
+        else:
+            text, title = run_speed_benchmark(n_images, weights=weights, model_name=model), "Speed on CPU"
+        spec = ulisse.Encoder.load(model, weights=weights, device="cpu", runtime="torch").spec
+        text += "\n" + search_benchmark(spec, n_vectors, n_queries, device=dev)
+        command = _command()
+        _write(report, title, text + (f"\nCommand: `{command}`\n" if command else ""))
+
+    @benchmark.command("store")
+    @click.option("--out", type=click.Path(file_okay=False), default="/tmp/ulisse-store-bench", show_default=True,
+                  help="where the indexes are built (needs ~16 GB free at 10^6; deleted afterwards unless --keep)")
+    @click.option("--sizes", default="10000,100000,1000000", show_default=True, help="index sizes, comma-separated")
+    @click.option("--dim", type=click.IntRange(8, 4096), default=1280, show_default=True)
+    @click.option("--keep", is_flag=True, help="keep the indexes")
+    @_report_option
+    def store(out, sizes, dim, keep, report):
+        """The index store at survey scale: adds, cold queries, recall of auto, concurrent writers."""
+        import time
+
+        from .store import BLOCK, report as store_report, run_store_benchmark
+
+        try:
+            size_list = sorted({int(s) for s in sizes.split(",") if s.strip()})
+        except ValueError:
+            raise ulisse.InputError(f"--sizes {sizes}: expected integers separated by commas") from None
+        if not size_list or any(s % BLOCK for s in size_list):
+            raise ulisse.InputError(f"--sizes {sizes}: every size must be a multiple of {BLOCK}")
+        t = time.perf_counter()
+        results = run_store_benchmark(Path(out), size_list, dim, keep, log=lambda s: click.echo(s, err=True))
+        _write(report, "Index store benchmark", store_report(results, _command(), time.perf_counter() - t) + "\n")
+
+    # ------------------------------------------------------------------ the plugins' benchmarks
+
+    @benchmark.command("lenses")
+    @click.option("--out", type=click.Path(file_okay=False), default="~/.cache/ulisse/lens-benchmark", show_default=True,
+                  help="work folder: the simulated set and its index are kept here and reused")
+    @click.option("--n", "n", type=click.IntRange(100, 1_000_000), default=8000, show_default=True,
+                  help="lenses to simulate")
+    @click.option("--test", "n_test", type=click.IntRange(20, 1_000_000), default=2000, show_default=True,
+                  help="lenses held out of training (the numbers are measured on them)")
+    @click.option("--members", type=int, default=5, show_default=True)
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--features", type=click.Choice(["raw", "sqrt"]), default="raw", show_default=True,
+                  help="the vectors as they are, or their signed square roots (every method alike)")
+    @_report_option
+    @device_option
+    def lenses(out, n, n_test, members, seed, features, report, device):
+        """Einstein radii of simulated strong lenses: ensemble, MC dropout and ridge heads on unseen lenses."""
+        from ulisse._io import atomic_write
+
+        from .lenses import run_lens_benchmark
+
+        result = run_lens_benchmark(Path(out).expanduser(), n=n, n_test=n_test, members=members, seed=seed,
+                                    device=device, features=features, progress=_progress(), command=_command())
+        click.echo(result.report)
+        if report:
+            atomic_write(report, result.report)
+
+    @benchmark.command("denoise")
+    @click.option("--out", type=click.Path(file_okay=False), default="~/.cache/ulisse/benchmarks/denoise",
+                  show_default=True, help="working folder: simulated sets, models and indexes (reused when present)")
+    @click.option("--train-n", type=click.IntRange(20, 1_000_000), default=1500, show_default=True)
+    @click.option("--test-n", type=click.IntRange(20, 1_000_000), default=2000, show_default=True,
+                  help="low-S/N AGN benchmark objects (the first --metric-n are the held-out PSNR/SSIM set)")
+    @click.option("--metric-n", type=click.IntRange(10, 1_000_000), default=300, show_default=True)
+    @click.option("--retrieval-n", type=click.IntRange(50, 1_000_000), default=1000, show_default=True,
+                  help="objects of the held-out set indexed for AGN retrieval")
+    @click.option("--dimmer", type=click.FloatRange(0, 10), default=2.5, show_default=True,
+                  help="magnitudes fainter than the AGN benchmark's objects")
+    @click.option("--steps", type=click.IntRange(1, 10_000_000), default=600, show_default=True)
+    @click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True)
+    @click.option("--crop", type=click.IntRange(16, 4096), default=32, show_default=True)
+    @click.option("--width", type=click.IntRange(4, 256), default=12, show_default=True)
+    @click.option("--prototypes", type=click.IntRange(1, 1000), default=20, show_default=True)
+    @_report_option
+    @device_option
+    def denoise(out, train_n, test_n, metric_n, retrieval_n, dimmer, steps, batch_size, crop, width, prototypes,
+                report, device):
+        """Denoisers on held-out low-S/N simulated cutouts, and their effect on AGN retrieval."""
+        from ulisse.plugins.denoise import TrainOptions
+
+        from .denoise import run_benchmark
+
+        options = TrainOptions(steps=steps, batch_size=batch_size, crop=crop, width=width)
+        text = run_benchmark(Path(out).expanduser(), train_n=train_n, test_n=test_n, metric_n=metric_n,
+                             retrieval_n=retrieval_n, dimmer=dimmer, options=options, prototypes=prototypes,
+                             device=device, progress=_progress(), command=_command())
+        _write(report, "Denoisers on low-S/N simulated cutouts", text)
+
+    @benchmark.command("features")
+    @click.option("--objects", type=click.IntRange(10, 10_000_000), default=10_000, show_default=True)
+    @click.option("--folder", type=click.Path(file_okay=False), default="/tmp/features-bench", show_default=True,
+                  help="the cutouts and the index (built once, reused)")
+    @click.option("--repeats", type=click.IntRange(1, 10_000), default=20, show_default=True)
+    @click.option("--embed", type=click.IntRange(0, 10_000_000), default=0, show_default=True,
+                  help="also time embedding this many cutouts with and without the features observer")
+    @_report_option
+    def features(objects, folder, repeats, embed, report):
+        """The feature browser's display path on a large index (stored and recomputed maps, one object)."""
+        from .features import run
+
+        text = run(Path(folder), objects, repeats, embed)
+        command = _command()
+        _write(report, "Feature browser on a large index", text + (f"Command: `{command}`\n" if command else ""))
