@@ -199,3 +199,86 @@ def rows_of(segments: list[Segment], rows: np.ndarray) -> np.ndarray:
         order = np.argsort(local, kind="stable")  # sorted reads are friendlier to the page cache
         out[pick[order]] = segments[si].vectors[local[order]]
     return out
+
+
+def all_vectors(segments: list[Segment], dim: int) -> np.ndarray:
+    """Every raw vector, N x dim float32 in row order: the memory map itself when there is one float32 segment."""
+    if len(segments) == 1 and segments[0].vectors.dtype == np.float32:
+        return segments[0].vectors
+    if not segments:
+        return np.zeros((0, dim), np.float32)
+    return np.concatenate([np.asarray(s.vectors, dtype=np.float32) for s in segments])
+
+
+# -- a search over a whole generation ---------------------------------------------------
+
+SMALL_EXCLUSION = 4  # per-query exclusions up to this size, on many distinct queries, are filtered after a batched search
+
+
+def search_generation(searchables: list[Segment], raw: list[Segment], queries: np.ndarray, k: int, total: int, *,
+                      metric: str, exclude=None, allowed: np.ndarray | None = None, nprobe=None, ef=None,
+                      rerank: int = 0, cache: FlatCache | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """k-NN of ``queries`` over a generation of ``total`` rows: (distances, rows), ``Q x min(k, total)``.
+
+    ``searchables`` are what the search runs over, ``raw`` the segments holding the raw vectors
+    (re-ranking reads them). ``exclude[i]``: rows left out of query i's results; ``allowed``: bool over
+    rows; ``rerank``: re-rank the best ``rerank`` candidates exactly. -1 / inf pad what is missing.
+    """
+    k = int(k)
+    kk = max(k, rerank)
+    D = np.full((len(queries), min(kk, total)), np.inf, np.float32)
+    I = np.full(D.shape, -1, np.int64)
+    groups = _exclusion_groups(exclude, len(queries))
+    if allowed is None and len(groups) > 8 and all(ex is None or len(ex) <= SMALL_EXCLUSION for _, ex in groups):
+        # many queries, each leaving out a few rows of its own (itself, say): one batched search, filtered after
+        d, i = _search_filtered(searchables, queries, exclude, min(kk, total), nprobe, ef, cache)
+        D[:, :d.shape[1]], I[:, :i.shape[1]] = d, i
+    else:
+        for group, excluded in groups:
+            d, i = search_segments(searchables, queries[group], kk, nprobe=nprobe, ef=ef, allowed=allowed,
+                                   excluded=excluded, cache=cache)
+            D[group, :d.shape[1]], I[group, :i.shape[1]] = d, i
+    if rerank:
+        D, I = _rerank(raw, queries, D, I, metric)
+    return D[:, :k], I[:, :k]
+
+
+def _exclusion_groups(exclude, n):
+    """Queries grouped by identical exclusion lists: ``[(query positions, excluded rows or None)]``."""
+    if exclude is None:
+        return [(np.arange(n), None)]
+    groups: dict = {}
+    seen_objects: dict = {}
+    for qi, ex in enumerate(exclude):
+        key = seen_objects.get(id(ex))
+        if key is None:
+            key = tuple(sorted({int(x) for x in ex}))
+            seen_objects[id(ex)] = key
+        groups.setdefault(key, []).append(qi)
+    return [(np.array(g), np.array(key, dtype=np.int64) if key else None) for key, g in groups.items()]
+
+
+def _search_filtered(searchables, q, exclude, width, nprobe, ef, cache):
+    """Batched search of many queries that each leave out at most SMALL_EXCLUSION rows of their own."""
+    extra = max((len(e) for e in exclude), default=0)
+    d, i = search_segments(searchables, q, width + extra, nprobe=nprobe, ef=ef, cache=cache)
+    outD = np.full((len(q), width), np.inf, np.float32)
+    outI = np.full(outD.shape, -1, np.int64)
+    for j in range(len(q)):
+        drop = np.isin(i[j], np.asarray(list(exclude[j]), dtype=np.int64)) | (i[j] < 0)
+        keep = np.flatnonzero(~drop)[:width]
+        outD[j, :len(keep)], outI[j, :len(keep)] = d[j, keep], i[j, keep]
+    return outD, outI
+
+
+def _rerank(raw, q, D, I, metric):
+    """Exact distances of the candidates from the raw vectors, re-sorted."""
+    valid = I >= 0
+    if not valid.any():
+        return D, I
+    vecs = np.zeros(I.shape + (q.shape[1],), np.float32)
+    vecs[valid] = rows_of(raw, I[valid])
+    exact = faiss_backend.exact_distances(q, vecs, metric).astype(np.float32)
+    exact[~valid] = np.inf
+    order = np.argsort(exact, axis=1, kind="stable")
+    return np.take_along_axis(exact, order, axis=1), np.take_along_axis(I, order, axis=1)

@@ -6,6 +6,9 @@ directory as ``derived/NAME.parquet`` (one row per object, row order) beside
 options, the columns, when). When the index changes (an add), the fingerprint
 changes and the set is recomputed with the same options the next time it is read.
 Stored sets are joined into every result table (:meth:`DerivedMixin.derived_table`).
+A set is written through the index's transaction (:func:`ulisse.indexes.transaction.transaction`):
+under the writer lock, both files staged, then committed together; a failed write leaves
+the previous set and no partial file.
 
 Example:
     >>> index = ulisse.open_index("ulisse-demo/hdf")                  # doctest: +SKIP
@@ -21,17 +24,26 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._io import atomic_write, safe_name
+from ulisse.indexes.lock import IndexBusy
+from ulisse.indexes.store import SIDE_DIR
+from ulisse.indexes.transaction import SIDE_WAIT, transaction
+
+from ._io import safe_name
 from .errors import InputError
 
 LOG = logging.getLogger(__name__)
 
-DERIVED_DIR = "derived"
+DERIVED_DIR = SIDE_DIR
 RESERVED = ("row", "id", "rank", "distance")
 
 
 class DerivedMixin:
-    """Derived-column storage for :class:`ulisse.Index` (needs ``path``, ``manifest``, ``metadata_columns``, ``metadata_column``, ``__len__``)."""
+    """Derived-column storage for :class:`ulisse.Index`.
+
+    The host class provides ``path``, ``fingerprint`` (changes whenever the vectors change; defined once,
+    by the manifest: :attr:`ulisse.indexes.manifest.Manifest.fingerprint`), ``metadata_columns``,
+    ``metadata_column`` and ``__len__``.
+    """
 
     @property
     def derived_dir(self) -> Path:
@@ -39,18 +51,6 @@ class DerivedMixin:
         d = Path(self.path) / DERIVED_DIR
         d.mkdir(exist_ok=True)
         return d
-
-    @property
-    def fingerprint(self) -> str:
-        """A string that changes whenever the index's vectors change."""
-        m = self.manifest
-        files = m.get("files", {})
-        parts = [str(m.get("count")), str(m.get("generation"))]
-        for seg in m.get("segments", []) or []:
-            parts.append(str(seg.get("sha256") or seg.get("vectors", {}).get("sha256")))
-        if "vectors" in files:
-            parts.append(str(files["vectors"].get("sha256")))
-        return "|".join(parts)
 
     # -- one set -----------------------------------------------------------------
 
@@ -82,16 +82,26 @@ class DerivedMixin:
         return (bool(info) and info.get("fingerprint") == self.fingerprint and info.get("count") == len(self)
                 and info.get("state") == self._derived_state(name))
 
-    def save_derived(self, name: str, table: pd.DataFrame, options: dict | None = None) -> pd.DataFrame:
-        """Store a set computed outside :meth:`derived` (one row per object, row order)."""
+    def save_derived(self, name: str, table: pd.DataFrame, options: dict | None = None, *,
+                     wait: float = SIDE_WAIT) -> pd.DataFrame:
+        """Store a set computed outside :meth:`derived` (one row per object, row order), in one transaction.
+
+        Raises:
+            InputError: the table does not fit the index.
+            IndexBusy: another writer holds the index's lock after ``wait`` seconds.
+            WriteError: ``FILE: <reason>``; the set stored before stays as it was.
+        """
         table = _check_table(name, table, len(self), self.metadata_columns)
         data, meta = self._derived_paths(name)
-        atomic_write(data, lambda p: table.to_parquet(p, index=False))
-        atomic_write(meta, json.dumps({
+        info = json.dumps({
             "name": name, "fingerprint": self.fingerprint, "count": len(self), "options": options or {},
             "state": self._derived_state(name),
             "columns": list(table.columns), "computed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }, indent=2, sort_keys=True, default=str) + "\n")
+        }, indent=2, sort_keys=True, default=str) + "\n"
+        with transaction(self.path, wait) as txn:
+            txn.stage(data, lambda p: table.to_parquet(p, index=False))
+            txn.stage(meta, info)
+            txn.commit()
         return table
 
     def derived(self, name: str, recompute: bool = False, **options) -> pd.DataFrame:
@@ -122,7 +132,11 @@ class DerivedMixin:
         if info is not None and not recompute:
             LOG.info("derived columns %s are stale (the index changed); recomputing", name)
         table = provider.compute(self, **opts)
-        return self.save_derived(name, table, opts)
+        try:
+            return self.save_derived(name, table, opts)
+        except IndexBusy as exc:  # a long write holds the index: answer now, store another time
+            LOG.warning("derived columns %s computed but not stored (%s)", name, exc)
+            return _check_table(name, table, len(self), self.metadata_columns)
 
     # -- all sets ------------------------------------------------------------------
 

@@ -1,0 +1,257 @@
+"""The writes that make a new generation, each one :func:`.transaction.transaction`: create, add, compact, upgrade.
+
+:func:`create` writes a new index directory from vectors and metadata rows;
+:func:`append` adds a segment inside a transaction the caller holds (it checks the
+new ids against the generation current under the lock first); :func:`compact`
+merges every segment into one; :func:`upgrade` rewrites a format 1 index.
+The embedding of cutouts happens before, in :mod:`ulisse.index`.
+
+Example:
+    >>> m = create("idx", vectors, rows, spec.to_dict(), dim=spec.dim, factory="Flat")   # doctest: +SKIP
+    >>> compact("idx").segments                                                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ulisse.errors import IndexError_, InputError
+
+from . import auto as auto_factory
+from . import faiss_backend, parts, store
+from .generation import V1_NOTE, read_v1_index
+from .manifest import CORE_KEYS, MANIFEST, Manifest, SegmentEntry, check_name
+from .metadata import write_parquet
+from .transaction import Transaction, transaction
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_FACTORY = "auto"
+DEFAULT_EF_SEARCH = 64
+ROW_COLUMNS = ["row", "id", "ra", "dec", "source"]
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def versions() -> dict:
+    """Library versions for the manifest, read from the installed packages (nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import faiss
+
+    from ulisse import __version__
+
+    out = {"ulisse": __version__, "faiss": faiss.__version__, "numpy": np.__version__,
+           "python": platform.python_version()}
+    for dist in ("torch", "timm", "astropy"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _index_exists(path) -> InputError:
+    return InputError(f"{path}: an index exists here already (use 'ulisse index add' to extend it, or --overwrite)")
+
+
+def check_new_index_path(path: str | os.PathLike, overwrite: bool = False) -> None:
+    """Refuse to write a new index over a file, or over an index unless ``overwrite`` (checked before long work)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a directory")
+    if (path / MANIFEST).exists() and not overwrite:
+        raise _index_exists(path)
+
+
+def new_rows(metadata: pd.DataFrame, n: int, start: int) -> pd.DataFrame:
+    """The metadata rows of ``n`` new objects, numbered from ``start``: ``row, id, ra, dec, source`` first.
+
+    Raises:
+        InputError: a row count other than ``n``, no ``id`` column, or an id twice.
+    """
+    if len(metadata) != n:
+        raise InputError(f"{n} vectors but {len(metadata)} metadata rows")
+    if "id" not in metadata.columns:
+        raise InputError("metadata has no id column")
+    meta = metadata.reset_index(drop=True).copy()
+    meta["id"] = meta["id"].astype(str)
+    dup = meta["id"][meta["id"].duplicated()]
+    if len(dup):
+        raise InputError(f"id {dup.iloc[0]!r} appears twice among the new objects")
+    for col in ("ra", "dec"):
+        if col not in meta.columns:
+            meta[col] = np.nan
+    if "source" not in meta.columns:
+        meta["source"] = None
+    meta = meta.drop(columns=["row"], errors="ignore")
+    meta.insert(0, "row", np.arange(start, start + n, dtype=np.int64))
+    return meta[ROW_COLUMNS + [c for c in meta.columns if c not in ROW_COLUMNS]]
+
+
+def default_search(factory: str, dim: int, metric: str, choice=None, nprobe=None, ef=None) -> dict:
+    """The search parameters a new manifest records for ``factory`` (``nprobe``/``nlist``, ``efSearch``)."""
+    probe = faiss_backend.new_faiss_index(factory, dim, metric)
+    have = faiss_backend.describe_params(probe)
+    out = {}
+    if "nprobe" in have:
+        out["nprobe"] = int(nprobe or (choice.nprobe if choice and choice.nprobe else auto_factory.default_nprobe(have["nlist"])))
+        out["nlist"] = have["nlist"]
+    if "efSearch" in have:
+        out["efSearch"] = int(ef or DEFAULT_EF_SEARCH)
+    return out
+
+
+# -- create, add -------------------------------------------------------------------------
+
+
+def create(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.DataFrame, encoder: dict, *, dim: int,
+           factory: str = DEFAULT_FACTORY, metric: str = "L2", rgb: dict | None = None, overwrite: bool = False,
+           history: dict | None = None, memory: str = auto_factory.DEFAULT_MEMORY, dtype: str = "float32",
+           nprobe: int | None = None, ef: int | None = None, wait: float = 0.0, extra: dict | None = None,
+           expected: int | None = None) -> Manifest:
+    """Write a new index directory (one transaction); the manifest committed.
+
+    ``encoder`` and ``rgb`` are the encoder spec's and RGB settings' ``to_dict()``; ``dim`` the vectors'
+    dimension. See :func:`ulisse.index.create_index` for the other arguments.
+
+    Raises:
+        InputError: ``path`` holds an index and ``overwrite`` is False; bad factory or dtype; rows and vectors
+            that do not match; ``extra`` names one of the manifest's own keys.
+        WriteError: ``DIR: <reason>``; nothing is left behind and an index that was there stays as it was.
+    """
+    path = Path(path)
+    check_new_index_path(path, overwrite)
+    faiss_backend.check_metric(metric)
+    if dtype not in store.DTYPES:
+        raise InputError(f"dtype {dtype!r}: expected one of {', '.join(store.DTYPES)}")
+    clash = sorted(set(extra or {}) & set(CORE_KEYS))
+    if clash:
+        raise InputError(f"manifest_extra cannot replace the manifest's {', '.join(clash)}")
+    x = np.asarray(vectors)
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise InputError(f"vectors of shape {x.shape} do not fit the encoder's dimension {dim}")
+    meta = new_rows(metadata, len(x), start=0)
+    choice = None
+    if factory == "auto":
+        choice = auto_factory.choose_factory(max(len(x), int(expected or 0)), dim, memory)
+        factory = choice.factory
+        LOG.info("factory auto: %s (%s)", factory, choice.reason)
+    kind = parts.kind_of(factory, dim, metric)
+    trained = parts.trained_index(factory, dim, metric, x)
+    manifest = Manifest(
+        factory=factory, dim=dim, count=len(meta), metric=metric, dtype=dtype, faiss_kind=kind,
+        search=default_search(factory, dim, metric, choice, nprobe, ef), auto=choice.to_dict() if choice else None,
+        encoder=dict(encoder), rgb=dict(rgb or {}), created=now(), versions=versions(),
+        history=({"action": "build", **(history or {}), "count": len(meta), "time": now()},), extra=dict(extra or {}))
+    with transaction(path, wait, new=True) as txn:
+        if txn.base is not None and not overwrite:
+            raise _index_exists(path)
+        trained_entry = txn.write_trained(trained) if trained is not None else None
+        writer = parts.segment_writer(kind, factory, dim, metric, trained, x, 0)
+        seg = txn.write_segment(x, meta, writer, start=0, dtype=dtype, kind=kind)
+        return txn.commit(manifest.replace(trained=trained_entry, segments=(seg,)))
+
+
+def append(txn: Transaction, vectors: np.ndarray, rows: pd.DataFrame, history: dict | None = None) -> Manifest:
+    """Add ``vectors`` (their rows from :func:`new_rows`, numbered from ``txn.base.count``) as a new segment
+    of the generation current under ``txn``'s lock, and commit; the manifest committed."""
+    import faiss
+
+    base = txn.base
+    trained = faiss.read_index(str(check_name(txn.path, base.trained.name))) if base.trained else None
+    writer = parts.segment_writer(base.faiss_kind, base.factory, base.dim, base.metric, trained, vectors, base.count)
+    seg = txn.write_segment(vectors, rows, writer, start=base.count, dtype=base.dtype, kind=base.faiss_kind)
+    entry = {"action": "add", **(history or {}), "count": len(rows), "time": now()}
+    return txn.commit(base.replace(updated=now(), versions=versions(), count=base.count + len(rows),
+                                   segments=base.segments + (seg,), history=base.history + (entry,)))
+
+
+# -- maintenance: compact, upgrade ---------------------------------------------------------------
+
+
+def compact(path: str | os.PathLike, wait: float = 0.0) -> Manifest:
+    """Merge every segment into one (vectors streamed through a memory map); the manifest now current.
+
+    Raises:
+        IndexError_: a format 1 index (upgrade it first).
+        WriteError: ``DIR: <reason>``; the index stays as it was, nothing is left behind.
+    """
+    path = Path(path)
+    with transaction(path, wait) as txn:
+        base = txn.base
+        if base.is_v1:
+            raise IndexError_(V1_NOTE.format(path=path))
+        if len(base.segments) <= 1:
+            LOG.info("%s: one segment already; nothing to compact", path)
+            return base
+        seg = _write_merged_segment(txn, [store.open_segment(path, s, base.dim) for s in base.segments])
+        entry = {"action": "compact", "segments": len(base.segments), "time": now()}
+        return txn.commit(base.replace(segments=(seg,), updated=now(), history=base.history + (entry,)))
+
+
+def _write_merged_segment(txn: Transaction, files: list) -> SegmentEntry:
+    base = txn.base
+    dim, dtype, count = base.dim, base.dtype, base.count
+
+    def write_vectors(p):  # plain writes (a full disk gives ENOSPC; a memory map would get SIGBUS)
+        with open(p, "wb") as fh:
+            fh.write(store.npy_header(dtype, (count, dim)))
+            for f in files:
+                for lo in range(0, f.count, parts.ADD_CHUNK):
+                    fh.write(np.ascontiguousarray(f.vectors[lo:lo + parts.ADD_CHUNK], dtype=dtype).tobytes())
+
+    def write_metadata(p):
+        write_parquet(pd.concat([pd.read_parquet(f.metadata_path) for f in files], ignore_index=True), p)
+
+    trained = check_name(txn.path, base.trained.name) if base.trained else None
+    writer = parts.merged_writer(base.faiss_kind, base.factory, dim, base.metric, trained, files,
+                                 lambda i: files[i].vectors)
+    return txn.write_segment(write_vectors, write_metadata, writer, start=0, dtype=dtype, count=count,
+                             kind=base.faiss_kind)
+
+
+def upgrade(path: str | os.PathLike, wait: float = 0.0) -> Manifest:
+    """Rewrite a format 1 index in format 2 (one segment); the manifest now current.
+
+    Vectors come from the old FAISS index (exact for Flat/IVF-Flat/HNSW-Flat; for
+    PQ/SQ indexes the reconstructions, which the manifest notes).
+    """
+    import faiss
+
+    path = Path(path)
+    with transaction(path, wait) as txn:
+        base = txn.base
+        if not base.is_v1:
+            LOG.info("%s: already format %d", path, base.format_version)
+            return base
+        old, meta_file = read_v1_index(path, base)
+        kind = parts.kind_of(base.factory, base.dim, base.metric)
+        trained_entry, writer = None, None
+        if kind == "ivf":
+            empty = faiss.clone_index(old)
+            empty.reset()
+            trained_entry = txn.write_trained(empty)
+            writer = lambda p: parts.write_invlists(faiss.extract_index_ivf(old).invlists, p)  # noqa: E731
+        elif kind == "index":
+            writer = lambda p: faiss.write_index(old, str(p))  # noqa: E731
+        exact = (faiss.IndexIVFFlat, faiss.IndexHNSWFlat, faiss.IndexFlat)
+        lossy = kind != "flat" and not isinstance(
+            faiss.downcast_index(faiss.extract_index_ivf(old) if kind == "ivf" else old), exact)
+        seg = txn.write_segment(old.reconstruct_n(0, base.count), pd.read_parquet(meta_file), writer, start=0,
+                                kind=kind)
+        entry = {"action": "upgrade", "from_format": 1, "time": now(),
+                 **({"note": "raw vectors are the old index's reconstructions (lossy codes)"} if lossy else {})}
+        return txn.commit(base.replace(
+            format_version=store.FORMAT_VERSION, files={}, dtype="float32", faiss_kind=kind, trained=trained_entry,
+            segments=(seg,), updated=now(), search=default_search(base.factory, base.dim, base.metric),
+            history=base.history + (entry,)))
