@@ -130,11 +130,31 @@ def register_ui_pages(config):
 
     Pages are short scripts over the Python API and the public UI kit
     (:mod:`ulisse.ui.kit`: tile grid with click-to-prototype, object detail,
-    downloads, cached index and encoder).
+    downloads, cached index and encoder). A page declares what the kit keeps for
+    it: ``url_state`` (its view in the URL), ``persistent_keys`` (widget values kept
+    across pages) and ``accepts_prototypes`` (a tile click opens it).
 
     Example::
 
         @ulisse.hookimpl
         def register_ui_pages(config):
-            return [UIPage("Heads", Path(__file__).with_name("heads_page.py"), order=50)]
+            return [UIPage("Heads", Path(__file__).with_name("heads_page.py"), order=50,
+                           url_state={"head": "heads.head"}, persistent_keys=("heads.head",))]
+    """
+
+
+@hookspec
+def register_tile_actions(config):
+    """Return a list of TileAction: buttons under the result tiles of the web UI.
+
+    The kit's tile grid (:func:`ulisse.ui.kit.tile_grid` with ``actions=True``: the
+    Search neighbours, the Marks ranking) shows each action's ``label`` under every
+    tile; a click calls ``run(index, object_id)``. The feedback plugin's 👍/👎
+    (mark relevant or not) are tile actions.
+
+    Example::
+
+        @ulisse.hookimpl
+        def register_tile_actions(config):
+            return [TileAction("star", "⭐", run=lambda index, object_id: stars.add(object_id), help="Star {id}")]
     """

@@ -137,11 +137,48 @@ class DerivedColumns:
 
 @dataclass(frozen=True)
 class UIPage:
-    """A Streamlit page script that the web UI shows under ``title``."""
+    """A Streamlit page script that the web UI shows under ``title``.
+
+    Attributes:
+        title: the page's name in the sidebar (and in the URL: ``?page=TITLE``).
+        script: the page script (it also runs on its own: ``streamlit run SCRIPT``).
+        order: the page's place in the sidebar, lowest first.
+        url_state: the page's view in the URL, restored by a reload or a shared URL:
+            URL parameter -> session-state key (a text value; ``""`` and ``(none)``
+            come back as None), or -> ``(key, convert)`` where ``convert(text)`` gives
+            the value back (``int``, say; a value it rejects is ignored).
+        persistent_keys: widget keys whose values survive a visit to another page
+            (Streamlit forgets the widgets a run does not draw).
+        accepts_prototypes: "use as the prototype" (a tile click) opens this page;
+            the first such page in sidebar order is chosen.
+
+    Example:
+        >>> UIPage("Search", Path("page.py"), order=10, url_state={"k": ("search.k", int)},
+        ...        persistent_keys=("search.k",), accepts_prototypes=True)        # doctest: +SKIP
+    """
 
     title: str
     script: Path
     order: int = 100
+    url_state: dict = field(default_factory=dict)
+    persistent_keys: tuple[str, ...] = ()
+    accepts_prototypes: bool = False
+
+
+@dataclass(frozen=True)
+class TileAction:
+    """A button under the result tiles of the web UI (:func:`ulisse.ui.kit.tile_grid` with ``actions=True``).
+
+    ``run(index, object_id)`` acts on the tile's object (marks it, say); ``label`` is
+    the button's text (an emoji or a short word); ``help`` its tooltip, where
+    ``{id}`` stands for the object's id. ``name`` names the action (and its
+    buttons' widget keys: ``GRID.NAME.N``).
+    """
+
+    name: str
+    label: str
+    run: Callable[[Any, str], Any]
+    help: str = ""
 
 
 def _collect(hook_name: str, pm=None, config: Config | None = None) -> list:
@@ -191,3 +228,8 @@ def derived_columns(pm=None, config: Config | None = None) -> dict[str, DerivedC
 def ui_pages(pm=None, config: Config | None = None) -> list[UIPage]:
     """Every registered web UI page, in display order."""
     return sorted(_collect("register_ui_pages", pm, config), key=lambda p: (p.order, p.title))
+
+
+def tile_actions(pm=None, config: Config | None = None) -> dict[str, TileAction]:
+    """Every registered tile action by name, in registration order."""
+    return _by_name(_collect("register_tile_actions", pm, config), "tile action")
