@@ -235,6 +235,99 @@ def test_app_lists_registered_pages_and_runs_the_chosen_one(demo_index, tmp_path
         pm.unregister(plugin)
 
 
+ZOOM_PAGE = """import streamlit as st
+import ulisse.ui.kit as kit
+
+kit.page_setup("Zoom")
+index = kit.current_index()
+zoom = kit.slider("Zoom", 1, 9, 2, key="zoom.level")
+note = st.text_input("Note", key="zoom.note")
+scratch = st.text_input("Scratch", key="zoom.scratch")
+kit.sync_url()
+st.title(f"zoom {zoom} · {note} · {scratch}")
+"""
+
+
+def test_a_plugin_page_declares_its_url_state_and_kept_widgets(demo_index, tmp_path):
+    """The kit learns a page's URL parameters and kept widget keys from its UIPage, not from names it knows."""
+    from ulisse.plugin_manager import get_plugin_manager
+    from ulisse.registry import UIPage
+
+    script = tmp_path / "zoom.py"
+    script.write_text(ZOOM_PAGE)
+
+    class ThrowawayPlugin:
+        @ulisse.hookimpl
+        def register_ui_pages(self, config):
+            return [UIPage("Zoom", script, order=98, url_state={"zoom": ("zoom.level", int), "note": "zoom.note"},
+                           persistent_keys=("zoom.level", "zoom.note"))]
+
+    plugin = ThrowawayPlugin()
+    pm = get_plugin_manager()
+    pm.register(plugin, name="ui-test-zoom")
+    try:
+        at = ok(page(APP, demo_index, params={"page": "Zoom", "zoom": "7", "note": "spiral arms"}))
+        assert at.sidebar.slider(key="zoom.level").value == 7 and at.text_input(key="zoom.note").value == "spiral arms"
+        at.sidebar.slider(key="zoom.level").set_value(4)
+        at.text_input(key="zoom.scratch").set_value("not kept")
+        ok(at.text_input(key="zoom.note").set_value("a ring").run())
+        url = dict(at.query_params)
+        assert url["page"] == "Zoom" and url["zoom"] == "4" and url["note"] == "a ring" and "scratch" not in url
+        ok(at.sidebar.radio(key="page").set_value("Search").run())  # another page: Zoom's widgets are not drawn
+        assert at.main.title[0].value == "Search" and at.query_params["zoom"] == "4"
+        ok(at.sidebar.radio(key="page").set_value("Zoom").run())
+        assert at.sidebar.slider(key="zoom.level").value == 4 and at.text_input(key="zoom.note").value == "a ring"
+        assert at.text_input(key="zoom.scratch").value == ""  # not declared: forgotten on the way
+
+        # a shared URL opened on another page: the page's state waits in the session for its page
+        again = ok(page(APP, None, params={**url, "page": "Search", "zoom": "5"}))
+        assert again.main.title[0].value == "Search" and again.query_params["zoom"] == "5"
+        ok(again.sidebar.radio(key="page").set_value("Zoom").run())
+        assert again.sidebar.slider(key="zoom.level").value == 5 and again.text_input(key="zoom.note").value == "a ring"
+    finally:
+        pm.unregister(plugin)
+
+
+def test_a_plugin_tile_action_shows_under_result_tiles(labelled_index):
+    """Buttons under result tiles come from register_tile_actions (the feedback plugin's 👍/👎 are two)."""
+    from ulisse.plugin_manager import get_plugin_manager
+    from ulisse.registry import TileAction
+
+    starred = []
+
+    class ThrowawayPlugin:
+        @ulisse.hookimpl
+        def register_tile_actions(self, config):
+            return [TileAction("star", "⭐", run=lambda index, object_id: starred.append((len(index), object_id)),
+                               help="Star {id}")]
+
+    plugin = ThrowawayPlugin()
+    pm = get_plugin_manager()
+    pm.register(plugin, name="ui-test-star")
+    try:
+        at = ok(page(page_script("Search"), labelled_index.path, **{"search.id": "obj001"}))
+        shown = neighbour_ids(at)
+        star = at.button(key="neighbour.star.2")
+        assert star.label == "⭐" and star.help == f"Star {shown[2]}"
+        assert [at.button(key=f"neighbour.{name}.2").label for name in ("yes", "no")] == ["👍", "👎"]
+        ok(star.click().run())
+        assert starred == [(len(labelled_index), shown[2])] and neighbour_ids(at) == shown
+        ok(at.radio(key="search.mode").set_value("Pick a thumbnail").run())  # a grid without actions
+        assert not [b for b in at.button if ".star." in (b.key or "")] and at.button(key="ulisse-pick-pick-0")
+    finally:
+        pm.unregister(plugin)
+    ok(at.run())
+    assert not [b for b in at.button if ".star." in (b.key or "")]  # gone with its plugin
+
+
+def test_the_kit_imports_no_plugin():
+    import subprocess
+
+    code = "import sys, ulisse.ui.kit; print(sorted(m for m in sys.modules if m.startswith('ulisse.plugins')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
 # -- Search ------------------------------------------------------------------------------
 
 def test_search_by_id_shows_tiles_with_id_distance_and_position(demo_index):

@@ -327,4 +327,5 @@ def register_ui_pages(config):
     """The web UI's Anomalies page (``ulisse ui``)."""
     from ulisse.registry import UIPage
 
-    return [UIPage("Anomalies", Path(__file__).with_name("page.py"), order=30)]
+    return [UIPage("Anomalies", Path(__file__).with_name("page.py"), order=30,
+                   persistent_keys=("anomalies.method", "anomalies.k", "anomalies.top", "anomalies.label"))]

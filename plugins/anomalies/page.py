@@ -51,7 +51,7 @@ if len(index) < 2:
     st.info("The index needs at least two objects for anomaly scores.")
     st.stop()
 try:
-    ranked, scores = ranking(str(index.path), int(index.manifest.get("generation", 0)), top, method, k, label)
+    ranked, scores = ranking(*kit.index_key(index), top, method, k, label)
 except UlisseError as exc:
     st.error(str(exc))
     st.stop()

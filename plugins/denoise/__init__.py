@@ -26,8 +26,9 @@ from ulisse._lazy import lazy_api
 
 # The API loads on first use (torch with it): the plugin's hooks, in plugin.py, import none of it,
 # so ``ulisse --help`` and queries that embed nothing stay free of torch.
-__getattr__, __dir__ = lazy_api(__name__, {'ApplyReport': 'applying', 'DenoiseStep': 'applying', 'apply': 'applying', 'denoise_images': 'applying', 'load': 'applying', 'load_step': 'applying', 'Image': 'images', 'read_image': 'images', 'write_image': 'images', 'BlobsAutoencoder': 'model', 'Denoiser': 'model', 'DenoiserConfig': 'model', 'DenoiseReport': 'reporting', 'report': 'reporting', 'TrainOptions': 'training', 'train': 'training'})
+__getattr__, __dir__ = lazy_api(__name__, {'ApplyReport': 'applying', 'DenoiseStep': 'applying', 'apply': 'applying', 'denoise_images': 'applying', 'load': 'applying', 'load_step': 'applying', 'EIGHT_BIT': 'images', 'Image': 'images', 'read_image': 'images', 'write_image': 'images', 'BlobsAutoencoder': 'model', 'Denoiser': 'model', 'DenoiserConfig': 'model', 'fingerprint_of': 'model', 'DenoiseReport': 'reporting', 'display_rgb': 'reporting', 'report': 'reporting', 'TrainOptions': 'training', 'train': 'training'})
 
 
 __all__ = ["train", "apply", "report", "load", "denoise_images", "Denoiser", "DenoiserConfig", "DenoiseStep",
-           "TrainOptions", "DenoiseReport", "ApplyReport", "BlobsAutoencoder", "Image", "read_image", "write_image"]
+           "TrainOptions", "DenoiseReport", "ApplyReport", "BlobsAutoencoder", "Image", "read_image", "write_image",
+           "EIGHT_BIT", "fingerprint_of", "display_rgb"]

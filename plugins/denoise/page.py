@@ -16,9 +16,7 @@ import streamlit as st
 import ulisse
 from ulisse.errors import UlisseError
 from ulisse.plugins import denoise
-from ulisse.plugins.denoise.images import EIGHT_BIT, from_uint8_rgb, read_image
-from ulisse.plugins.denoise.model import fingerprint_of
-from ulisse.plugins.denoise.reporting import display_rgb
+from ulisse.plugins.denoise import EIGHT_BIT, display_rgb, fingerprint_of, read_image
 import ulisse.ui.kit as kit
 
 MODEL_ENV = "ULISSE_DENOISE_MODEL"

@@ -248,3 +248,14 @@ def register_ui_pages(config):
     from ulisse.registry import UIPage
 
     return [UIPage("Marks", Path(__file__).with_name("page.py"), order=25)]
+
+
+@ulisse.hookimpl
+def register_tile_actions(config):
+    """👍/👎 under the web UI's result tiles: mark the object relevant or not (kept with the index)."""
+    from ulisse.registry import TileAction
+
+    return [TileAction("yes", "👍", run=lambda index, object_id: mark(index, [object_id], True),
+                       help="Mark {id} relevant"),
+            TileAction("no", "👎", run=lambda index, object_id: mark(index, [object_id], False),
+                       help="Mark {id} not relevant")]

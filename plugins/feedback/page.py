@@ -48,13 +48,12 @@ if not positives:
     st.info("Nothing to learn from yet: choose a prototype on the Search page or mark an object 👍.")
 else:
     try:
-        ranked = more_like(str(index.path), int(index.manifest.get("generation", 0)), tuple(positives),
-                           tuple(negatives), k)
+        ranked = more_like(*kit.index_key(index), tuple(positives), tuple(negatives), k)
     except UlisseError as exc:
         st.error(str(exc))
     else:
         st.subheader(f"{len(ranked)} objects most like your marks")
-        kit.tile_grid(ranked, index, key="rerank", columns=8, per_page=48, marks=True)
+        kit.tile_grid(ranked, index, key="rerank", columns=8, per_page=48, actions=True)
         kit.download_buttons(ranked, "ulisse-more-like-my-marks", index=index, key="marks.ranked")
 
 st.subheader("Your marks")

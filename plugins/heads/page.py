@@ -12,7 +12,6 @@ import streamlit as st
 
 from ulisse.errors import UlisseError
 from ulisse.plugins.heads import METHODS, head_report, list_heads, predict_head, train_head
-from ulisse.plugins.heads.core import target_values
 import ulisse.ui.kit as kit
 
 PER_PAGE = 24
@@ -120,7 +119,8 @@ key = {"highest first": (name, False), "lowest first": (name, True),
        "most uncertain first": (f"{name}_std", False)}[order]
 ranked = preds.sort_values(key[0], ascending=key[1], kind="stable").reset_index(drop=True)
 ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
-truth_values = target_values(index, info["target"]) if info["target"] in index.metadata_columns else None
+truth_values = pd.to_numeric(index.metadata_column(info["target"]), errors="coerce").to_numpy(np.float64) \
+    if info["target"] in index.metadata_columns else None
 
 
 def caption(row: dict) -> str:

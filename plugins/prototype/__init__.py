@@ -280,4 +280,7 @@ def register_ui_pages(config):
     """The web UI's Search page (``ulisse ui``)."""
     from ulisse.registry import UIPage
 
-    return [UIPage("Search", Path(__file__).with_name("page.py"), order=10)]
+    return [UIPage("Search", Path(__file__).with_name("page.py"), order=10, accepts_prototypes=True,
+                   url_state={"k": ("search.k", int), "label": "search.label", "combine": "search.combine"},
+                   persistent_keys=("search.mode", "search.id", "search.position", "search.radius", "search.k",
+                                    "search.label", "search.combine"))]

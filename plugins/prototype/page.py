@@ -13,14 +13,10 @@ import pandas as pd
 import streamlit as st
 
 from ulisse.errors import UlisseError
-from ulisse.index import DEFAULT_RADIUS_ARCSEC
-from ulisse.plugins.prototype import Prototype
-from ulisse.registry import query_strategies
+from ulisse.prototypes import DEFAULT_RADIUS_ARCSEC, Prototype, resolve
+from ulisse.registry import query_strategies, tile_actions
 import ulisse.ui.kit as kit
-from ulisse.ui.kit import MAX_UPLOAD_MB
-from ulisse.ui.kit._images import display_png
-from ulisse.ui.kit._sky import format_position, parse_position
-from ulisse.ui.kit._uploads import UploadError, decode_upload
+from ulisse.ui.kit import MAX_UPLOAD_MB, UploadError, decode_upload, display_png, format_position, parse_position
 
 MODES = ("Object id", "Sky position", "Pick a thumbnail", "Upload a cutout")
 PICK_PAGE = 24
@@ -38,14 +34,32 @@ def neighbours(path: str, generation: int, protos: tuple, k: int, combine: str, 
         return strategy.run(index, list(protos), k=k, label=label)
 
 
+def follow_prototypes(switch_mode: bool = True) -> None:
+    """Show the prototypes chosen elsewhere (a tile click, a shared URL, another index) as the typed ids.
+
+    Call it before the widgets it sets are drawn (or from a callback); ``switch_mode``
+    also turns the prototype choice to "Object id" when there are prototypes.
+    """
+    protos = kit.prototypes()
+    shown = st.session_state.get("search.shown")
+    if shown == protos or (shown is None and not protos):
+        st.session_state["search.shown"] = protos
+        return
+    st.session_state["search.shown"] = protos
+    st.session_state["search.id"] = ", ".join(protos)
+    if switch_mode and protos:
+        st.session_state["search.mode"] = MODES[0]
+
+
 def on_ids_typed() -> None:
     typed = [p.strip() for p in st.session_state.get("search.id", "").split(",") if p.strip()]
     kit.set_prototypes(typed, page=None)
+    follow_prototypes()
 
 
 kit.page_setup("Search")
 index = kit.current_index()
-path, generation = str(index.path), int(index.manifest.get("generation", 0))
+path, generation = kit.index_key(index)
 k = kit.slider("Neighbours (k)", 1, max(1, min(100, len(index) - 1)), 12, key="search.k")
 label = kit.choose_label(index, key="search.label")
 strategies = query_strategies()
@@ -61,6 +75,7 @@ st.title("Search")
 st.caption("One-shot similarity search: the objects nearest to a prototype in the feature space of an "
            "ImageNet EfficientNet (ULISSE). Click a tile to make it the prototype; ＋ adds it to the prototypes.")
 
+follow_prototypes()
 if "search.mode" not in st.session_state:
     st.session_state["search.mode"] = MODES[0]
 mode = st.radio("Prototype", MODES, key="search.mode", horizontal=True)
@@ -70,12 +85,13 @@ prototype_png = None
 if mode == "Object id":
     if not protos and not st.session_state.get("search.id"):
         kit.set_prototypes([index.id_of(0)], page=None)
+        follow_prototypes(switch_mode=False)
         protos = kit.prototypes()
     st.text_input("Object id(s)", key="search.id", on_change=on_ids_typed,
                   help="One object of the index, or several separated by commas (left out of the results).")
     typed = [p.strip() for p in st.session_state.get("search.id", "").split(",") if p.strip()]
     protos = typed or protos
-    st.session_state[kit.PROTOS] = protos
+    st.session_state[kit.PROTOS] = st.session_state["search.shown"] = protos
 elif mode == "Sky position":
     placed = pd.DataFrame({c: index.metadata_column(c) for c in ("ra", "dec")}).dropna()
     if placed.empty:
@@ -95,20 +111,16 @@ elif mode == "Sky position":
         if asked:
             try:
                 coord = parse_position(st.session_state["search.position"])
-                row = index.nearest_object(float(coord.ra.deg), float(coord.dec.deg),
-                                           float(st.session_state["search.radius"]))
+                matched = resolve(index, Prototype("sky", (float(coord.ra.deg), float(coord.dec.deg)),
+                                                   float(st.session_state["search.radius"])))
             except UlisseError as exc:
                 st.session_state["search.sky_match"] = {"error": str(exc)}
             else:
-                matched = index.metadata_rows([row]).iloc[0]
-                from astropy import units as u
-                from astropy.coordinates import SkyCoord
-
-                sep = coord.separation(SkyCoord(float(matched["ra"]) * u.deg, float(matched["dec"]) * u.deg)).arcsec
                 st.session_state["search.sky_match"] = {
-                    "id": str(matched["id"]), "sep": float(sep),
+                    "id": matched.id, "sep": matched.separation_arcsec,
                     "asked": format_position(float(coord.ra.deg), float(coord.dec.deg))}
-                kit.set_prototypes([str(matched["id"])], page=None)
+                kit.set_prototypes([matched.id], page=None)
+                follow_prototypes(switch_mode=False)
         match = st.session_state.get("search.sky_match")
         if match and "error" in match:
             st.error(match["error"])
@@ -121,7 +133,8 @@ elif mode == "Sky position":
             protos = []
 elif mode == "Pick a thumbnail":
     st.caption("Click a cutout to make it the prototype.")
-    kit.tile_grid(pd.DataFrame({c: index.metadata_column(c) for c in ("id", "ra", "dec")}), index, key="pick", columns=8, per_page=PICK_PAGE)
+    kit.tile_grid(pd.DataFrame({c: index.metadata_column(c) for c in ("id", "ra", "dec")}), index, key="pick",
+                  columns=8, per_page=PICK_PAGE)
     protos = []
 else:
     upload = st.file_uploader(f"A cutout: PNG, JPEG or FITS (at most {MAX_UPLOAD_MB} MB)",
@@ -174,9 +187,10 @@ with grid_col:
             close.button("Close", key="search.detail.close", on_click=kit.show_detail, args=(None,), type="tertiary")
             kit.object_detail(index, detail, key="search.detail")
     metric = index.manifest.get("metric", "L2")
-    st.markdown(f"**{len(result)} nearest neighbours** · distance in feature space ({metric}) · "
-                "👍/👎 mark an object relevant or not (Marks page: more like my marks)")
-    kit.tile_grid(result.table, index, key="neighbour", columns=6, per_page=48, marks=True)
+    actions = " · ".join(f"{a.label} {a.help.replace('{id}', 'an object').lower()}" for a in tile_actions().values())
+    st.markdown(f"**{len(result)} nearest neighbours** · distance in feature space ({metric})"
+                + (f" · {actions}" if actions else ""))
+    kit.tile_grid(result.table, index, key="neighbour", columns=6, per_page=48, actions=True)
 
 fractions = getattr(result, "fractions", None)
 if fractions is not None:

@@ -317,4 +317,5 @@ def register_ui_pages(config):
 
     from ulisse.registry import UIPage
 
-    return [UIPage("Expand", Path(__file__).with_name("page.py"), order=20)]
+    return [UIPage("Expand", Path(__file__).with_name("page.py"), order=20,
+                   persistent_keys=("expand.k", "expand.iterations", "expand.budget", "expand.label"))]

@@ -46,8 +46,7 @@ object_id = protos[0]
 if len(protos) > 1:
     st.info(f"Expansion starts from one prototype: {object_id} (the first of {len(protos)}).")
 try:
-    found = expansion(str(index.path), int(index.manifest.get("generation", 0)), object_id, k, iterations,
-                      int(budget) or None, label)
+    found = expansion(*kit.index_key(index), object_id, k, iterations, int(budget) or None, label)
 except UlisseError as exc:
     st.error(str(exc))
     st.stop()

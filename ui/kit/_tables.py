@@ -1,0 +1,121 @@
+"""Numbers and tables for the eye, class-fraction charts, and CSV/VOTable downloads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import ulisse
+from ulisse.ui.kit._uploads import safe_stem
+
+
+def number_text(x) -> str:
+    """A number in full for the eye: integers as they are, others to 10 significant digits (183321.3333)."""
+    if isinstance(x, (bool, np.bool_)):
+        return str(x)
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "" if x is None else str(x)
+    if not np.isfinite(v):
+        return ""
+    return f"{v:.10g}"
+
+
+def distance_text(d: float) -> str:
+    """A distance (or score) for a caption: two decimals, or three significant digits when small."""
+    return f"{d:.2f}" if abs(d) >= 1 else f"{d:.3g}"
+
+
+def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A result table for the eye: numbers written in full, no row numbers, paths or empty columns."""
+    empty = [c for c in table.columns if table[c].isna().all() and c not in ("rank", "id")]
+    out = table.drop(columns=[c for c in ("row", "source") if c in table.columns] + empty)
+    for col in out.columns:
+        if pd.api.types.is_float_dtype(out[col]):
+            out[col] = out[col].map(number_text)
+    return out
+
+
+def show_table(table: pd.DataFrame, **kwargs) -> None:
+    """``st.dataframe`` of :func:`display_table` (numbers as full text: a narrow column never cuts digits)."""
+    st.dataframe(display_table(table), hide_index=True, **kwargs)
+
+
+def fractions_view(fractions: pd.DataFrame, label: str, names: dict | None = None) -> None:
+    """Class fractions (rows = classes, columns = lists compared with the base rate): a table and a bar chart."""
+    import altair as alt
+
+    names = names or {}
+    shown = fractions.rename(columns=lambda c: names.get(c, "base rate" if c == "base_rate" else
+                                                        (f"first {c}" if isinstance(c, (int, np.integer)) else str(c))))
+    shown.index = shown.index.astype(str)
+    shown.index.name = fractions.index.name or "class"
+    left, right = st.columns([2, 3], gap="large")
+    with left:
+        st.dataframe(shown, column_config={c: st.column_config.NumberColumn(format="percent") for c in shown.columns})
+    lists = list(shown.columns)
+    long = shown.rename_axis("class").reset_index().melt(id_vars="class", var_name="list", value_name="fraction")
+    palette = ["#c8102e", "#2f6db5", "#e69f00", "#009e73"]
+    colours = [("#a7a7a7" if c == "base rate" else palette[i % len(palette)]) for i, c in enumerate(lists)]
+    with right:
+        st.altair_chart(alt.Chart(long).mark_bar().encode(
+            x=alt.X("class:N", sort=list(shown.index), title=label, axis=alt.Axis(labelAngle=0)),
+            xOffset=alt.XOffset("list:N", sort=lists),
+            y=alt.Y("fraction:Q", title="fraction", axis=alt.Axis(format="%")),
+            color=alt.Color("list:N", sort=lists, scale=alt.Scale(domain=lists, range=colours),
+                            legend=alt.Legend(title=None, orient="bottom")),
+            tooltip=[alt.Tooltip("class:N", title=label), "list:N", alt.Tooltip("fraction:Q", format=".1%")],
+        ).properties(height=240), width="stretch")
+
+
+# -- downloads ---------------------------------------------------------------------------
+
+def relative_source(index: ulisse.Index | str | None, source):
+    """A ``source`` path relative to the index directory (never the server's absolute path)."""
+    if not isinstance(source, str) or not source or index is None:
+        return source
+    base = Path(index if isinstance(index, (str, os.PathLike)) else index.path).resolve()
+    path = Path(source)
+    if not path.is_absolute():
+        return source
+    try:
+        return os.path.relpath(path, base)
+    except ValueError:  # another drive
+        return path.name
+
+
+def export_table(table: pd.DataFrame, index: ulisse.Index | str | None = None) -> pd.DataFrame:
+    """The table as downloaded: no ``row`` column, ``source`` relative to the index."""
+    out = table.drop(columns=["row"], errors="ignore").copy()
+    if "source" in out.columns:
+        out["source"] = [relative_source(index, s) for s in out["source"]]
+    return out
+
+
+def download_buttons(table: pd.DataFrame, name: str, *, index: ulisse.Index | None = None,
+                     meta: dict | None = None, key: str | None = None) -> None:
+    """CSV and VOTable download buttons; the files are made only when a button is clicked.
+
+    ``source`` paths are written relative to ``index`` (the current index by default).
+    """
+    from ulisse.results import render
+
+    if index is None and st.session_state.get("index_path"):
+        index = st.session_state["index_path"]
+    out = export_table(table, index)
+    info = {k: str(v) for k, v in (meta or {}).items()}
+    stem = safe_stem(name)
+    key = key or f"download.{stem}"
+    csv_col, vot_col, _ = st.columns([1, 1, 3])
+    csv_col.download_button("Download CSV", lambda: render(out, "csv", info), f"{stem}.csv", "text/csv",
+                            key=f"{key}.csv", on_click="ignore", icon=":material/download:", width="stretch")
+    vot_col.download_button("Download VOTable", lambda: render(out, "votable", info), f"{stem}.xml",
+                            "application/x-votable+xml", key=f"{key}.votable", on_click="ignore",
+                            icon=":material/download:", width="stretch")

@@ -1,0 +1,50 @@
+"""Small sidebar controls: an integer slider that keeps its remembered value in range, the class-label choice."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+import ulisse
+from ulisse.labels import NOT_LABELS
+
+MAX_CLASSES = 50  # a metadata column with more distinct values is not offered as class labels
+
+
+def slider(label: str, low: int, high: int, value: int, key: str, **kwargs) -> int:
+    """An integer sidebar slider whose remembered value (or the URL's) is kept inside ``[low, high]``."""
+    if high <= low:
+        st.sidebar.caption(f"{label}: {low}")
+        return low
+    if key not in st.session_state:
+        st.session_state[key] = value
+    st.session_state[key] = int(min(max(int(st.session_state[key]), low), high))
+    return int(st.sidebar.slider(label, low, high, key=key, **kwargs))
+
+
+def label_columns(index: ulisse.Index) -> list[str]:
+    """Metadata columns that look like classes: not floats, at most ``MAX_CLASSES`` distinct values."""
+    out = []
+    for col in index.metadata_columns:
+        if col in NOT_LABELS or col in ("ra", "dec"):
+            continue
+        values = index.metadata_column(col)  # one column at a time, kept by the index
+        if pd.api.types.is_float_dtype(values):
+            continue
+        if 1 <= values.nunique(dropna=True) <= MAX_CLASSES:
+            out.append(col)
+    return out
+
+
+def choose_label(index: ulisse.Index, key: str) -> str | None:
+    """A sidebar choice of the label column for class fractions (None: no fractions)."""
+    columns = label_columns(index)
+    if not columns:
+        st.sidebar.caption("No class column in this index (class fractions need a metadata column of classes).")
+        return None
+    options = [None] + columns
+    if key not in st.session_state or st.session_state[key] not in options:
+        st.session_state[key] = columns[0]
+    return st.sidebar.selectbox("Class labels", options, key=key, format_func=lambda c: "(none)" if c is None else c,
+                                help="A metadata column of classes: its fractions among the results "
+                                     "beside its base rate over the whole index.")
