@@ -1,5 +1,6 @@
 """Plugin API v2 end to end: an outside distribution, pip-installed, adds an encoder, a preprocessor,
-an embedding observer, derived columns and a UI page through the entry-point group, touching no core file."""
+an embedding observer, derived columns, a UI page and a tile action through the entry-point group, touching no
+core file."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pandas as pd
 
 import ulisse
 from ulisse._io import atomic_write
-from ulisse.registry import DerivedColumns, EmbeddingObserver, EncoderEntry, Preprocessor, UIPage
+from ulisse.registry import DerivedColumns, EmbeddingObserver, EncoderEntry, Preprocessor, TileAction, UIPage
 
 
 def load_tiny(device="auto", weights=None, input_size=224, **options):
@@ -57,17 +58,22 @@ register_encoders = ulisse.hookimpl(lambda config: [EncoderEntry("tinyenc", "tes
 register_preprocessors = ulisse.hookimpl(lambda config: [Preprocessor("invert", "255 - pixel", load=Invert)])
 register_embedding_observers = ulisse.hookimpl(lambda config: [EmbeddingObserver("counter", "ids", create=Counter)])
 register_derived_columns = ulisse.hookimpl(lambda config: [DerivedColumns("norms", "vector norms", compute=norms)])
-register_ui_pages = ulisse.hookimpl(lambda config: [UIPage("Norms", Path(__file__).with_name("page.py"), order=90)])
+register_ui_pages = ulisse.hookimpl(lambda config: [UIPage("Norms", Path(__file__).with_name("page.py"), order=90,
+                                                            url_state={"rows": ("norms.rows", int)},
+                                                            persistent_keys=("norms.rows",))])
+register_tile_actions = ulisse.hookimpl(lambda config: [TileAction("flag", "F", run=lambda index, object_id: None,
+                                                                   help="Flag {id}")])
 '''
 
 PAGE = '''
 import streamlit as st
-from ulisse.ui import kit
+import ulisse.ui.kit as kit
 
 kit.page_setup("Norms")
 index = kit.current_index()
-if index is not None:
-    st.dataframe(index.derived("norms"))
+rows = kit.slider("Rows", 1, len(index), len(index), key="norms.rows")
+kit.sync_url()
+st.dataframe(index.derived("norms").head(rows))
 '''
 
 
@@ -93,7 +99,7 @@ def test_an_outside_plugin_adds_encoder_preprocessor_observer_derived_columns_an
     mine = next(p for p in json.loads(listed.stdout) if p["name"] == "extras")
     assert mine["distribution"] == "ulisse-extras" and mine["status"] == "loaded"
     assert {"register_encoders", "register_preprocessors", "register_embedding_observers",
-            "register_derived_columns", "register_ui_pages"} <= set(mine["hooks"])
+            "register_derived_columns", "register_ui_pages", "register_tile_actions"} <= set(mine["hooks"])
 
     idx = tmp_path / "idx"
     built = run(extras, "-q", "index", "build", survey / "cutouts", "--index", idx, "--catalog", survey / "catalog.csv",
@@ -120,8 +126,10 @@ def test_an_outside_plugin_adds_encoder_preprocessor_observer_derived_columns_an
     assert table.returncode == 0, table.stderr
     assert "vector_norm" in table.stdout.splitlines()[0] and len(table.stdout.splitlines()) == 6
 
-    pages = run(extras, code="from ulisse.registry import ui_pages; print([p.title for p in ui_pages()])")
-    assert pages.returncode == 0 and "Norms" in pages.stdout, pages.stderr
+    pages = run(extras, code="from ulisse.registry import tile_actions, ui_pages; "
+                             "print([(p.title, p.url_state) for p in ui_pages()], list(tile_actions()))")
+    assert pages.returncode == 0 and "('Norms', {'rows': ('norms.rows', <class 'int'>)})" in pages.stdout, pages.stderr
+    assert "'flag'" in pages.stdout
 
     # without the distribution, the index names what it needs
     bare = subprocess.run([sys.executable, "-m", "ulisse", "query", str(idx), "--image",
