@@ -77,6 +77,7 @@ def register_commands(cli):
         _write(report, "AGN retrieval benchmark", result.report)
 
     def discovery_options(f):
+        f = _model_options(device_option(_report_option(f)))
         for option in reversed([
             click.option("--cache", type=click.Path(file_okay=False), default="~/.cache/ulisse/benchmarks",
                          show_default=True,
@@ -97,7 +98,7 @@ def register_commands(cli):
             click.option("--no-expansion", is_flag=True, help="skip recursive and confirmed expansion"),
         ]):
             f = option(f)
-        return _report_option(device_option(_model_options(f)))
+        return f
 
     def run_discovery(tasks, report, no_expansion, **kw):
         from .discovery import run_discovery as run
