@@ -165,3 +165,82 @@ def test_bad_positions_name_file_column_and_row(tmp_path, ra, dec, needle):
     skipped = []
     cat = read_catalog(csv, skip_bad=True, skipped=skipped)
     assert cat["id"].tolist() == ["fine"] and len(skipped) == 1 and needle.split()[0] in skipped[0][1] + needle
+
+
+# -- id lists: the one reader behind every --ids/--positives/--follow file ----------------------
+
+
+def test_id_list_rules(tmp_path):
+    from ulisse.inputs import read_id_list
+
+    def ids(text, name="ids.txt"):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        return read_id_list(tmp_path / name)
+
+    # one id per line: blank lines and # comments skipped anywhere, spaces stripped, a first line "id" is a header
+    assert ids("# my AGN\nobj001\n\n  obj002  \n# more\nobj003\n") == ["obj001", "obj002", "obj003"]
+    assert ids("ID\nobj001\nobj002\n") == ["obj001", "obj002"]
+    assert ids("1237648720693755918\r\n1237648720693755919\r\n") == ["1237648720693755918", "1237648720693755919"]
+    # a CSV: the first line with a comma is its header, any column may be "id" (any case), quotes allowed
+    assert ids("# exported\nnote,ID\nnice,obj003\n\"a, b\",obj004\n", "t.csv") == ["obj003", "obj004"]
+    assert ids("\ufeffid,note\nobj005,\n", "bom.csv") == ["obj005"]  # a spreadsheet's byte-order mark
+    # an id given twice counts once, where it first appears
+    assert ids("b\na\nb\n") == ["b", "a"]
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("name,note\nobj003,nice\n", "line 1: a CSV of ids needs an 'id' column (columns: name, note)"),
+    ("# header next\nid,note\nobj003,nice\nobj004\n", "line 4: 1 field(s), the header has 2"),
+    ("id,note\nobj003,nice\n ,empty\n", "line 3: no id"),
+    ("obj001\nobj002,obj003\n", "line 2: a comma in a file of one id per line"),
+    ("\n# nothing\n", "no ids in the file"),
+    ("id\n", "no ids in the file"),
+])
+def test_id_list_bad_input_is_one_line_naming_file_and_line(tmp_path, text, needle):
+    from ulisse.inputs import read_id_list
+
+    path = tmp_path / "ids.csv"
+    path.write_text(text)
+    with pytest.raises(InputError) as info:
+        read_id_list(path)
+    msg = str(info.value)
+    assert msg.startswith(str(path)) and needle in msg and len(msg.splitlines()) == 1
+
+
+def test_id_list_missing_or_binary_file(tmp_path):
+    from ulisse.inputs import read_id_list
+
+    with pytest.raises(InputError, match="missing.txt: no such file"):
+        read_id_list(tmp_path / "missing.txt")
+    (tmp_path / "x.bin").write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(InputError, match="cannot be read as UTF-8 text"):
+        read_id_list(tmp_path / "x.bin")
+
+
+def test_every_id_option_uses_the_one_reader():
+    """The plugins' id-list readers are the core's function, not copies with their own CSV rules."""
+    from ulisse.inputs import read_id_list
+    from ulisse.plugins import feedback, recursive
+    from ulisse.plugins.heads import core
+
+    assert feedback.read_ids is read_id_list and recursive.read_id_list is read_id_list
+    assert core.read_ids is read_id_list
+
+
+# -- sky distances: the one separation function ------------------------------------------------
+
+
+def test_separation_matches_astropy_and_sky_match_skips_missing_positions():
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    from ulisse.catalog import separation_arcsec, sky_match
+
+    rng = np.random.default_rng(1)
+    ra, dec = rng.uniform(0, 360, 500), rng.uniform(-90, 90, 500)
+    ours = separation_arcsec(ra[0], dec[0], ra, dec)
+    theirs = SkyCoord(ra[0] * u.deg, dec[0] * u.deg).separation(SkyCoord(ra * u.deg, dec * u.deg)).arcsec
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
+    assert separation_arcsec(150.0, 2.0, [150.0], [2.0 + 1 / 3600])[0] == pytest.approx(1.0)  # tiny distances too
+    assert sky_match(150.0, 2.0, [np.nan, 150.0, 151.0], [2.0, 2.001, 2.0]) == (1, pytest.approx(3.6))
+    assert sky_match(150.0, 2.0, [np.nan], [np.nan]) == (-1, np.inf)

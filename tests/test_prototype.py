@@ -139,3 +139,30 @@ def test_a_prototype_cut_with_another_geometry_warns(tiny_index, survey, tmp_pat
     with caplog.at_level(logging.WARNING):
         query(tiny_index, Prototype("image", folder / "p.png"), k=2)
     assert not [r for r in caplog.records if "geometry" in r.getMessage()]
+
+
+def test_index_query_is_the_one_query_api(tiny_index):
+    """Index.query (one prototype by keyword) is a thin call into ulisse.prototypes.query: same answer, same checks."""
+    from ulisse.prototypes import query as core_query
+
+    assert query is core_query  # the plugin re-exports the core's query; it does not keep its own
+    for kwargs, proto in (({"id": "obj003"}, "obj003"), ({"ra": 150.01, "dec": 2.005}, (150.01, 2.005))):
+        a, b = tiny_index.query(**kwargs, k=5, where="ra >= 0"), core_query(tiny_index, proto, k=5, where="ra >= 0")
+        assert a.ids == b.ids and a.prototype_id == b.prototype_id and a.info.get("matched") == b.info.get("matched")
+    for call in (lambda: tiny_index.query("obj003", k=0), lambda: core_query(tiny_index, "obj003", k=0)):
+        with pytest.raises(ulisse.QueryError, match="k=0: must be at least 1"):
+            call()
+    with pytest.raises(ulisse.QueryError, match="give both ra and dec"):
+        tiny_index.query(ra=150.0)
+
+
+def test_sky_match_reports_the_separation_it_matched_by(tiny_index):
+    from ulisse.catalog import separation_arcsec
+    from ulisse.prototypes import match_position
+
+    row, sep = match_position(tiny_index, 150.01, 2.005 + 1e-4, 3.0)
+    pos = tiny_index.metadata_rows([row]).iloc[0]
+    assert tiny_index.id_of(row) == "obj001" and row == tiny_index.nearest_object(150.01, 2.005 + 1e-4)
+    assert sep == pytest.approx(float(separation_arcsec(150.01, 2.005 + 1e-4, [pos["ra"]], [pos["dec"]])[0]))
+    r = query(tiny_index, (150.01, 2.005 + 1e-4), k=3)
+    assert r.info["matched"] == [{"id": "obj001", "separation_arcsec": pytest.approx(sep)}]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from pathlib import Path
 
@@ -165,13 +166,48 @@ def check_position(ra: float, dec: float, what: str = "position") -> tuple[float
     Raises:
         InputError: a value that is not finite or out of range.
     """
-    import math
-
     if not math.isfinite(ra) or not 0.0 <= ra < 360.0:
         raise InputError(f"--ra {ra:g}: out of range (ra must be within 0..360 degrees)")
     if not math.isfinite(dec) or not -90.0 <= dec <= 90.0:
         raise InputError(f"--dec {dec:g}: out of range (dec must be within -90..90 degrees)")
     return float(ra), float(dec)
+
+
+def separation_arcsec(ra: float, dec: float, ras, decs) -> np.ndarray:
+    """Angular separations (arcsec) of (``ra``, ``dec``) from each of (``ras``, ``decs``), all in degrees.
+
+    Vincenty's formula (as astropy's ``SkyCoord.separation``), exact at every distance; NaN where a
+    position is NaN. The one sky-distance function: object matching, cone selections and the UI use it.
+
+    Example:
+        >>> round(float(separation_arcsec(150.0, 2.0, [150.0], [2.001])[0]), 3)
+        3.6
+    """
+    lon1, lat1 = math.radians(float(ra)), math.radians(float(dec))
+    lon2 = np.radians(np.asarray(ras, dtype=np.float64))
+    lat2 = np.radians(np.asarray(decs, dtype=np.float64))
+    dlon = lon2 - lon1
+    s1, c1, s2, c2 = math.sin(lat1), math.cos(lat1), np.sin(lat2), np.cos(lat2)
+    num1 = c2 * np.sin(dlon)
+    num2 = c1 * s2 - s1 * c2 * np.cos(dlon)
+    return np.degrees(np.arctan2(np.hypot(num1, num2), s1 * s2 + c1 * c2 * np.cos(dlon))) * 3600.0
+
+
+def sky_match(ra: float, dec: float, ras, decs) -> tuple[int, float]:
+    """The position among (``ras``, ``decs``) nearest to (``ra``, ``dec``): ``(its place, separation in arcsec)``.
+
+    Positions with a NaN are never matched; ``(-1, inf)`` when no position is known.
+
+    Example:
+        >>> sky_match(150.0, 2.0, [10.0, 150.0, np.nan], [0.0, 2.001, 2.0])[0]
+        1
+    """
+    sep = separation_arcsec(ra, dec, ras, decs)
+    sep = np.where(np.isfinite(sep), sep, np.inf)
+    if len(sep) == 0 or not np.isfinite(sep).any():
+        return -1, math.inf
+    best = int(np.argmin(sep))
+    return best, float(sep[best])
 
 
 def _id_string(v) -> str:

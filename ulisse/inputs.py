@@ -1,8 +1,10 @@
-"""Gathering the cutouts to embed: folders, files and catalogues -> an ordered list with metadata."""
+"""Reading what the user hands in: cutouts to embed (folders, files, catalogues) and lists of object ids."""
 
 from __future__ import annotations
 
+import csv
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -107,3 +109,66 @@ def gather(inputs: Sequence[str | Path], catalog: str | Path | None = None, skip
         meta["dec"] = np.nan
     cols = ["id", "ra", "dec", "source"] + [c for c in meta.columns if c not in ("id", "ra", "dec", "source")]
     return Inputs([Path(f) for f in files], meta[cols], notes, skipped)
+
+
+def read_id_list(path: str | os.PathLike) -> list[str]:
+    r"""Object ids from a text file, in file order, each once: the one reader of every ``--ids``-like option.
+
+    Rules:
+
+    * UTF-8 text (a byte-order mark is fine); blank lines and lines starting with ``#`` are skipped anywhere.
+    * If the first remaining line holds a comma the file is a CSV: that line is the header and must name an
+      ``id`` column (any case); every later line is a row (quoted fields allowed) with as many fields as the
+      header, and a non-empty id.
+    * Otherwise one id per line (surrounding spaces stripped); a first line ``id`` is a header; a later line
+      with a comma is an error (a CSV needs its header first).
+    * An id given twice counts once, where it first appears.
+
+    Example:
+        >>> from pathlib import Path; import tempfile
+        >>> f = Path(tempfile.mkdtemp()) / "ids.csv"
+        >>> _ = f.write_text("# my AGN\nnote,id\nnice,obj001\n,obj002\n")
+        >>> read_id_list(f)
+        ['obj001', 'obj002']
+
+    Raises:
+        InputError: one line naming the file (and the line, for a bad header or row): no such file, not
+            UTF-8 text, a CSV without an ``id`` column, a row with the wrong number of fields or no id, or no
+            id at all.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot be read as UTF-8 text ({exc.__class__.__name__})") from None
+    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1)]
+    lines = [(n, line) for n, line in lines if line and not line.startswith("#")]
+    ids: list[str] = []
+    if lines and "," in lines[0][1]:
+        n, header = lines[0]
+        columns = [c.strip() for c in next(csv.reader([header]))]
+        lower = [c.lower() for c in columns]
+        if "id" not in lower:
+            raise InputError(f"{path}, line {n}: a CSV of ids needs an 'id' column (columns: {', '.join(columns)})")
+        col = lower.index("id")
+        for n, line in lines[1:]:
+            fields = next(csv.reader([line]))
+            if len(fields) != len(columns):
+                raise InputError(f"{path}, line {n}: {len(fields)} field(s), the header has {len(columns)}")
+            oid = fields[col].strip()
+            if not oid:
+                raise InputError(f"{path}, line {n}: no id")
+            ids.append(oid)
+    else:
+        if lines and lines[0][1].lower() == "id":
+            lines = lines[1:]
+        for n, line in lines:
+            if "," in line:
+                raise InputError(f"{path}, line {n}: a comma in a file of one id per line "
+                                 "(a CSV needs a header line with an 'id' column first)")
+            ids.append(line)
+    if not ids:
+        raise InputError(f"{path}: no ids in the file")
+    return list(dict.fromkeys(ids))

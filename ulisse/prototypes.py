@@ -1,28 +1,45 @@
-"""Prototypes: what a query starts from, resolved to a vector (and, where it is one, an object of the index).
+"""Prototypes and the one query API: what a query starts from, resolved to a vector, and its neighbours.
 
-This is the one prototype pipeline: :meth:`ulisse.Index.query` (one prototype) and the
-prototype plugin's ``query`` (several, combined) both resolve through :func:`resolve`.
+:func:`query` is the one place query arguments are checked and neighbours are searched:
+:meth:`ulisse.Index.query` (one prototype given by keyword) calls it, the prototype plugin's
+``query`` verb and strategies are it, and other plugins (recursive expansion) use it. A
+prototype is an object of the index (its id, or the object nearest to a sky position:
+:func:`match_position`) or an outside cutout (an image or FITS file, or an RGB array), or a
+vector. Several prototypes combine by their mean vector (``combine="mean"``) or as the union
+of their neighbour lists (``combine="union"``, ranked by the smallest distance to any prototype).
+
+Where the index has a label column, the result carries ULISSE's *retrieval efficiency*:
+the fraction of each class among the first ``n`` neighbours, for each ``n`` asked for,
+beside the class's base rate over the whole index.
 
 Example:
     >>> resolve(index, Prototype("sky", (150.01, 2.005)))        # doctest: +SKIP
     Resolved(prototype=..., row=1, id='obj001', separation_arcsec=0.36)
+    >>> r = query(index, ["1237648720693755918"], k=89, n=[16, 89], label="bpt_class")   # doctest: +SKIP
+    >>> r.fractions                                                                      # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+import pandas as pd
 
-from .catalog import check_position
+from .catalog import check_position, sky_match
 from .errors import QueryError
+from .labels import class_fractions, labels_of
+from .results import Neighbours
 
 LOG = logging.getLogger(__name__)
 
 DEFAULT_RADIUS_ARCSEC = 3.0
+COMBINE = ("mean", "union")
 
 
 @dataclass(frozen=True)
@@ -83,8 +100,7 @@ def resolve(index, prototype) -> Resolved:
         row = index.row_of(p.value)
     elif p.kind == "sky":
         ra, dec = check_position(*p.value)
-        row = index.nearest_object(ra, dec, p.radius_arcsec)
-        sep = _separation_arcsec(index, row, ra, dec)
+        row, sep = match_position(index, ra, dec, p.radius_arcsec)
         return Resolved(p, index.vectors_of_rows([row])[0], row, index.id_of(row), sep)
     elif p.kind == "image":
         if isinstance(p.value, (str, os.PathLike)):
@@ -101,10 +117,145 @@ def resolve(index, prototype) -> Resolved:
     return Resolved(p, index.vectors_of_rows([row])[0], row, index.id_of(row))
 
 
-def _separation_arcsec(index, row: int, ra: float, dec: float) -> float:
-    from astropy import units as u
-    from astropy.coordinates import SkyCoord
+def match_position(index, ra: float, dec: float, radius_arcsec: float = DEFAULT_RADIUS_ARCSEC) -> tuple[int, float]:
+    """The row of the index object nearest to (ra, dec) within ``radius_arcsec``, and its separation (arcsec).
 
-    pos = index.metadata_rows([row]).iloc[0]
-    obj = SkyCoord(float(pos["ra"]) * u.deg, float(pos["dec"]) * u.deg)
-    return float(obj.separation(SkyCoord(ra * u.deg, dec * u.deg)).arcsec)
+    Raises:
+        QueryError: not a sky position, no positions in the index, or nothing within the radius.
+    """
+    if not (-90.0 <= dec <= 90.0) or not math.isfinite(ra):
+        raise QueryError(f"--ra {ra} --dec {dec}: not a sky position")
+    if not {"ra", "dec"} <= set(index.metadata_columns):
+        raise QueryError(f"{index.path}: the index has no ra/dec for its objects")
+    ras = pd.to_numeric(index.metadata_column("ra"), errors="coerce").to_numpy(np.float64)
+    decs = pd.to_numeric(index.metadata_column("dec"), errors="coerce").to_numpy(np.float64)
+    row, sep = sky_match(ra, dec, ras, decs)
+    if row < 0:
+        raise QueryError(f"{index.path}: the index has no ra/dec for its objects")
+    if sep > radius_arcsec:
+        raise QueryError(f"no object within {radius_arcsec:g} arcsec of ra={ra} dec={dec} "
+                         f"(nearest is {index.id_of(row)} at {sep:.1f} arcsec)")
+    return row, sep
+
+
+def one_prototype(id: str | None = None, *, image=None, ra: float | None = None, dec: float | None = None,
+                  vector: np.ndarray | None = None, radius_arcsec: float = DEFAULT_RADIUS_ARCSEC) -> Prototype:
+    """The prototype given by exactly one keyword (as :meth:`ulisse.Index.query` takes it).
+
+    Raises:
+        QueryError: not exactly one prototype, or ra without dec.
+    """
+    given = [x is not None for x in (id, image, vector)] + [ra is not None or dec is not None]
+    if sum(given) != 1:
+        raise QueryError("give exactly one prototype: id, image, ra/dec or vector")
+    if id is not None:
+        return Prototype("id", str(id))
+    if ra is not None or dec is not None:
+        if ra is None or dec is None:
+            raise QueryError("give both ra and dec")
+        return Prototype("sky", (float(ra), float(dec)), radius_arcsec)
+    if image is not None:
+        return Prototype("image", Path(image) if isinstance(image, (str, os.PathLike)) else np.asarray(image))
+    return Prototype("vector", np.asarray(vector, dtype=np.float32))
+
+
+@dataclass
+class PrototypeResult(Neighbours):
+    """Neighbours of one or more prototypes, with class fractions where labels exist.
+
+    Attributes:
+        prototypes: the resolved prototypes' descriptions.
+        label: the label column used for fractions, or None.
+        fractions: rows = classes, columns = ``n`` values and ``base_rate``.
+    """
+
+    prototypes: list[str] = field(default_factory=list)
+    label: str | None = None
+    fractions: pd.DataFrame | None = None
+
+    def summary(self) -> dict:
+        """Fractions and base rates as JSON-ready dicts: ``{"fractions": {n: {class: f}}, "base_rate": {...}}``."""
+        if self.fractions is None:
+            return {}
+        f = self.fractions
+        return {
+            "label": self.label,
+            "fractions": {str(n): {str(c): float(f.loc[c, n]) for c in f.index} for n in f.columns if n != "base_rate"},
+            "base_rate": {str(c): float(f.loc[c, "base_rate"]) for c in f.index},
+            "n_used": self.info.get("n_used", {}),
+        }
+
+
+def query(index, prototypes, k: int = 16, *, combine: str = "mean", n: Sequence[int] | None = None,
+          label: str | None = None, where: str | None = None, allowed: np.ndarray | None = None) -> PrototypeResult:
+    """The neighbours of one or several prototypes: the one query API (every argument is checked here).
+
+    Args:
+        index: an open index.
+        prototypes: one prototype or a list (ids, paths, (ra, dec) pairs, images, vectors, or :class:`Prototype`).
+        k: neighbours per query (for ``union``, per prototype).
+        combine: ``mean`` (query once with the mean vector) or ``union`` (merge each prototype's list).
+        n: the list lengths at which to report class fractions (default: k).
+        label: a metadata column holding classes; fractions are computed when given
+            (labelled objects only; the prototypes are left out of the base rate).
+        where: keep only objects matching a filter on metadata and derived columns
+            (``"z_pred < 0.1 and type == 'galaxy'"``, see :mod:`ulisse.filters`).
+        allowed: the same as a boolean mask over rows (combined with ``where``).
+
+    Index objects used as prototypes are left out of the results. ``info`` carries
+    ``matched`` (the objects matched to sky positions, with their separations) and a
+    ``note`` when fewer than k neighbours exist.
+
+    Raises:
+        QueryError: no prototype, k < 1, bad ``combine`` or ``n``, unknown id or label column.
+    """
+    if isinstance(prototypes, (str, os.PathLike, tuple, Prototype)) or (isinstance(prototypes, np.ndarray) and prototypes.ndim == 1):
+        prototypes = [prototypes]
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise QueryError(f"k={k}: must be at least 1")
+    if combine not in COMBINE:
+        raise QueryError(f"combine={combine!r}: expected one of {', '.join(COMBINE)}")
+    ns = sorted(set(int(x) for x in (n or [k])))
+    if ns[0] < 1:
+        raise QueryError(f"n={ns[0]}: must be at least 1")
+    if ns[-1] > k:
+        raise QueryError(f"n={ns[-1]} is larger than k={k}: ask for at least as many neighbours as the longest list")
+    mask = index.where_mask(where) if where is not None else None  # parsed, never evaluated
+    if allowed is not None:
+        mask = np.asarray(allowed, bool) if mask is None else (np.asarray(allowed, bool) & mask)
+    search_opts = {} if mask is None else {"allowed": mask}
+    resolved = [resolve(index, p) for p in prototypes]
+    if not resolved:
+        raise QueryError("give at least one prototype")
+    all_labels = labels_of(index, label) if label else None
+    own_rows = [r.row for r in resolved if r.row is not None]
+    if combine == "mean" or len(resolved) == 1:
+        q = np.mean([r.vector for r in resolved], axis=0, dtype=np.float64).astype(np.float32)
+        D, I = index.search(q[None], int(k), exclude=[own_rows], **search_opts)
+        table = index.neighbour_table(I[0], D[0])
+    else:
+        vectors = np.stack([r.vector for r in resolved])
+        D, I = index.search(vectors, int(k), exclude=[own_rows] * len(resolved), **search_opts)
+        best: dict[int, tuple[float, int]] = {}
+        for p, (drow, irow) in enumerate(zip(D, I)):
+            for d, i in zip(drow, irow):
+                if i >= 0 and (i not in best or d < best[i][0]):
+                    best[int(i)] = (float(d), p)
+        order = sorted(best, key=lambda i: best[i][0])
+        table = index.neighbour_table(np.array(order, dtype=np.int64), np.array([best[i][0] for i in order]))
+        table.insert(3, "found_by", [resolved[best[i][1]].id or resolved[best[i][1]].prototype.describe() for i in order])
+    descs = [r.id or r.prototype.describe() for r in resolved]
+    result = PrototypeResult(prototype=", ".join(descs) if len(descs) < 6 else f"{len(descs)} prototypes ({combine})",
+                             prototype_id=resolved[0].id if len(resolved) == 1 else None, table=table,
+                             prototypes=descs, label=label)
+    if label:
+        result.fractions, used = class_fractions(all_labels.iloc[table["row"]].tolist(), all_labels, ns,
+                                                 exclude_rows=own_rows)
+        result.info.update(n_used=used)
+    if len(table) < (k if combine == "mean" or len(resolved) == 1 else 1):
+        result.info["note"] = (f"only {len(table)} neighbour(s) found for k={k}: the index holds {len(index)} objects"
+                               + (" and --where keeps fewer" if where else ""))
+    matched = [(r.id, r.separation_arcsec) for r in resolved if r.separation_arcsec is not None]
+    if matched:
+        result.info["matched"] = [{"id": i, "separation_arcsec": sep} for i, sep in matched]
+    return result

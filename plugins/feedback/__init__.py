@@ -30,6 +30,7 @@ import pandas as pd
 import ulisse
 from ulisse._io import atomic_write
 from ulisse.errors import InputError, QueryError
+from ulisse.inputs import read_id_list as read_ids  # the core's one id-list reader, under this plugin's old name
 from ulisse.options import format_option
 
 MARKS_FILE = "marks.parquet"
@@ -147,31 +148,6 @@ def _table(index, rows: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
     meta = index.metadata_rows(rows)
     table = pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "id": meta["id"], "score": scores.astype(float)})
     return pd.concat([table, meta.drop(columns=["id", "row"], errors="ignore")], axis=1)
-
-
-def read_ids(path: str) -> list[str]:
-    """Ids from a file: one per line, or a CSV with an ``id`` column.
-
-    Raises:
-        InputError: no such file, or a CSV without an ``id`` column, or no id at all.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{path}: no such file")
-    text = p.read_text()
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    if lines and "," in lines[0]:
-        import io
-
-        table = pd.read_csv(io.StringIO(text), dtype=str)
-        if "id" not in table.columns:
-            raise InputError(f"{path}: a CSV file needs an 'id' column (columns: {', '.join(table.columns)})")
-        ids = [i.strip() for i in table["id"].dropna()]
-    else:
-        ids = lines[1:] if lines and lines[0] == "id" else lines
-    if not ids:
-        raise InputError(f"{path}: no ids in the file")
-    return ids
 
 
 def export_marks(index, fmt: str) -> str:

@@ -44,11 +44,12 @@ def add_head_commands(cli: click.Group) -> None:
     def train(index_dir, target, name, method, members, train_ids, epochs, seed, features, device):
         """Train a head on the index's frozen vectors against a catalogue column."""
         from ulisse.cli import progress_enabled
+        from ulisse.inputs import read_id_list
 
-        from .core import read_ids, train_head
+        from .core import train_head
         from .models import TrainConfig
 
-        ids = read_ids(train_ids) if train_ids else None
+        ids = read_id_list(train_ids) if train_ids else None
         index = _open(index_dir)
         trained = train_head(index, target, name, method=method, members=members, train_ids=ids,
                              config=TrainConfig(max_epochs=epochs, seed=seed, features=features), device=device,
@@ -65,15 +66,16 @@ def add_head_commands(cli: click.Group) -> None:
     @click.argument("index_dir", type=click.Path())
     @click.option("--name", required=True, help="the head")
     @click.option("--ids", "ids_file", type=click.Path(dir_okay=False), default=None,
-                  help="file of ids to predict, one per line (default: every object)")
+                  help="file of ids to predict: one per line, or a CSV with an id column (default: every object)")
     @format_option(PREDICT_FORMATS)
     def predict(index_dir, name, ids_file, fmt):
         """Print a head's predictions: id, NAME, NAME_std, NAME_std_aleatoric, NAME_std_epistemic."""
+        from ulisse.inputs import read_id_list
         from ulisse.results import render
 
-        from .core import predict_head, read_ids
+        from .core import predict_head
 
-        ids = read_ids(ids_file) if ids_file else None
+        ids = read_id_list(ids_file) if ids_file else None
         index = _open(index_dir)
         table = predict_head(index, name, ids=ids)
         click.echo(render(table, fmt, meta={"head": name, "index": str(index.path)}), nl=False)
@@ -87,10 +89,11 @@ def add_head_commands(cli: click.Group) -> None:
     @click.option("--out", required=True, type=click.Path(), help="folder for report.json, predictions.csv and PNGs")
     def report(index_dir, name, truth, ids_file, out):
         """RMSE, NLL, 68/95 % coverage, PIT histogram and predicted-vs-true plot of a head."""
-        from .core import read_ids
+        from ulisse.inputs import read_id_list
+
         from .report import head_report
 
-        ids = read_ids(ids_file) if ids_file else None
+        ids = read_id_list(ids_file) if ids_file else None
         index = _open(index_dir)
         rep = head_report(index, name, truth, ids=ids, out=out)
         click.echo(rep.text(), nl=False)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -33,6 +32,7 @@ import pandas as pd
 import ulisse
 from ulisse._io import atomic_write, sha256_file
 from ulisse.errors import InputError
+from ulisse.inputs import read_id_list
 
 from .common import CONFIG_FILE, DERIVED_SET, HEADS_DIR, METHODS, WEIGHTS_FILE
 from .metrics import regression_metrics
@@ -40,6 +40,8 @@ from .models import (TrainConfig, TrainingError, fit_ridge, network_from_state, 
                      predict_mc_dropout, torch_threads, train_member, transform_features, variance_scale)
 
 LOG = logging.getLogger(__name__)
+
+read_ids = read_id_list  # this package's name for the core's one id-list reader
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a column name that --where can use
 SUFFIXES = ("", "_std", "_std_aleatoric", "_std_epistemic")
@@ -63,29 +65,6 @@ def vectors_of(index, rows: Sequence[int] | None = None) -> np.ndarray:
         return np.asarray(allv if rows is None else allv[np.asarray(rows, dtype=np.int64)], np.float32)
     rows = range(len(index)) if rows is None else rows
     return np.asarray(index.vectors_of_rows(list(rows)), np.float32)
-
-
-def read_ids(path: str | os.PathLike) -> list[str]:
-    """Ids from a file: one per line (blank lines, ``#`` comments and a header line ``id`` skipped), or a CSV with an ``id`` column."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{path}: no such file")
-    try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot be read as text ({exc.__class__.__name__})") from None
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    if lines and "," in lines[0]:
-        header = [h.strip() for h in lines[0].split(",")]
-        if "id" not in header:
-            raise InputError(f"{path}: a CSV of ids needs an 'id' column")
-        col = header.index("id")
-        ids = [ln.split(",")[col].strip() for ln in lines[1:]]
-    else:
-        ids = lines[1:] if lines and lines[0] == "id" else lines
-    if not ids:
-        raise InputError(f"{path}: no ids in the file")
-    return ids
 
 
 def rows_of_ids(index, ids: Iterable[str], what: str) -> np.ndarray:

@@ -1,14 +1,8 @@
-"""One-shot prototype queries: neighbours of one or several prototypes, with class fractions.
+"""One-shot prototype queries: the ``ulisse query`` verb, the ``mean``/``union`` strategies and the Search page.
 
-A prototype is an object of the index (its id, or the object nearest to a sky
-position) or an outside cutout (an image or FITS file, or an RGB array).
-Several prototypes combine by their mean vector (``combine="mean"``) or as the
-union of their neighbour lists (``combine="union"``, ranked by the smallest
-distance to any prototype).
-
-Where the index has a label column, the result carries ULISSE's *retrieval
-efficiency*: the fraction of each class among the first ``n`` neighbours, for
-each ``n`` asked for, beside the class's base rate over the whole index.
+The query itself is the core's one query API, :func:`ulisse.prototypes.query` (re-exported
+here as :func:`query`): neighbours of one or several prototypes, combined by their mean
+vector or as the union of their neighbour lists, with class fractions where labels exist.
 
 Example:
     >>> from ulisse.plugins.prototype import query
@@ -18,127 +12,17 @@ Example:
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import click
-import numpy as np
-import pandas as pd
 
 import ulisse
 from ulisse.catalog import check_position
-from ulisse.errors import QueryError
-from ulisse.index import Index
-from ulisse.prototypes import DEFAULT_RADIUS_ARCSEC, Prototype, Resolved, resolve  # noqa: F401 (public here too)
-from ulisse.labels import class_fractions, fractions_text as _fractions_text, labels_of
+from ulisse.labels import fractions_text as _fractions_text
+# the core's prototype pipeline and query API, public here too (``from ulisse.plugins.prototype import query``)
+from ulisse.prototypes import (COMBINE, DEFAULT_RADIUS_ARCSEC, Prototype, PrototypeResult, Resolved,  # noqa: F401
+                               query, resolve)
 from ulisse.registry import QueryStrategy
-from ulisse.results import Neighbours
-
-COMBINE = ("mean", "union")
-
-
-@dataclass
-class PrototypeResult(Neighbours):
-    """Neighbours of one or more prototypes, with class fractions where labels exist.
-
-    Attributes:
-        prototypes: the resolved prototypes' descriptions.
-        label: the label column used for fractions, or None.
-        fractions: rows = classes, columns = ``n`` values and ``base_rate``.
-    """
-
-    prototypes: list[str] = field(default_factory=list)
-    label: str | None = None
-    fractions: pd.DataFrame | None = None
-
-    def summary(self) -> dict:
-        """Fractions and base rates as JSON-ready dicts: ``{"fractions": {n: {class: f}}, "base_rate": {...}}``."""
-        if self.fractions is None:
-            return {}
-        f = self.fractions
-        return {
-            "label": self.label,
-            "fractions": {str(n): {str(c): float(f.loc[c, n]) for c in f.index} for n in f.columns if n != "base_rate"},
-            "base_rate": {str(c): float(f.loc[c, "base_rate"]) for c in f.index},
-            "n_used": self.info.get("n_used", {}),
-        }
-
-
-def query(index: Index, prototypes, k: int = 16, *, combine: str = "mean", n: Sequence[int] | None = None,
-          label: str | None = None, where: str | None = None) -> PrototypeResult:
-    """The neighbours of one or several prototypes.
-
-    Args:
-        index: an open index.
-        prototypes: one prototype or a list (ids, paths, (ra, dec) pairs, images, vectors, or :class:`Prototype`).
-        k: neighbours per query (for ``union``, per prototype).
-        combine: ``mean`` (query once with the mean vector) or ``union`` (merge each prototype's list).
-        n: the list lengths at which to report class fractions (default: k).
-        label: a metadata column holding classes; fractions are computed when given
-            (labelled objects only; the prototypes are left out of the base rate).
-        where: keep only objects matching a filter on metadata and derived columns
-            (``"z_pred < 0.1 and type == 'galaxy'"``, see :mod:`ulisse.filters`).
-
-    Index objects used as prototypes are left out of the results. ``info`` carries
-    ``matched`` (the objects matched to sky positions, with their separations) and a
-    ``note`` when fewer than k neighbours exist.
-
-    Raises:
-        QueryError: no prototype, k < 1, bad ``combine``, unknown id or label column.
-    """
-    if isinstance(prototypes, (str, os.PathLike, tuple, Prototype)) or (isinstance(prototypes, np.ndarray) and prototypes.ndim == 1):
-        prototypes = [prototypes]
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise QueryError(f"k={k}: must be at least 1")
-    if combine not in COMBINE:
-        raise QueryError(f"combine={combine!r}: expected one of {', '.join(COMBINE)}")
-    ns = sorted(set(int(x) for x in (n or [k])))
-    if ns[0] < 1:
-        raise QueryError(f"n={ns[0]}: must be at least 1")
-    if ns[-1] > k:
-        raise QueryError(f"n={ns[-1]} is larger than k={k}: ask for at least as many neighbours as the longest list")
-    allowed = index.where_mask(where)
-    resolved = [resolve(index, p) for p in prototypes]
-    if not resolved:
-        raise QueryError("give at least one prototype")
-    all_labels = labels_of(index, label) if label else None
-    own_rows = [r.row for r in resolved if r.row is not None]
-    if combine == "mean" or len(resolved) == 1:
-        q = np.mean([r.vector for r in resolved], axis=0, dtype=np.float64).astype(np.float32)
-        D, I = index.search(q[None], int(k), exclude=[own_rows], **_allowed(allowed))
-        table = index.neighbour_table(I[0], D[0])
-    else:
-        vectors = np.stack([r.vector for r in resolved])
-        D, I = index.search(vectors, int(k), exclude=[own_rows] * len(resolved), **_allowed(allowed))
-        best: dict[int, tuple[float, int]] = {}
-        for p, (drow, irow) in enumerate(zip(D, I)):
-            for d, i in zip(drow, irow):
-                if i >= 0 and (i not in best or d < best[i][0]):
-                    best[int(i)] = (float(d), p)
-        order = sorted(best, key=lambda i: best[i][0])
-        table = index.neighbour_table(np.array(order, dtype=np.int64), np.array([best[i][0] for i in order]))
-        table.insert(3, "found_by", [resolved[best[i][1]].id or resolved[best[i][1]].prototype.describe() for i in order])
-    descs = [r.id or r.prototype.describe() for r in resolved]
-    result = PrototypeResult(prototype=", ".join(descs) if len(descs) < 6 else f"{len(descs)} prototypes ({combine})",
-                             prototype_id=resolved[0].id if len(resolved) == 1 else None, table=table,
-                             prototypes=descs, label=label)
-    if label:
-        result.fractions, used = class_fractions(all_labels.iloc[table["row"]].tolist(), all_labels, ns,
-                                                 exclude_rows=own_rows)
-        result.info.update(n_used=used)
-    if len(table) < (k if combine == "mean" or len(resolved) == 1 else 1):
-        result.info["note"] = (f"only {len(table)} neighbour(s) found for k={k}: the index holds {len(index)} objects"
-                               + (" and --where keeps fewer" if where else ""))
-    matched = [(r.id, r.separation_arcsec) for r in resolved if r.separation_arcsec is not None]
-    if matched:
-        result.info["matched"] = [{"id": i, "separation_arcsec": sep} for i, sep in matched]
-    return result
-
-
-def _allowed(mask) -> dict:
-    return {} if mask is None else {"allowed": mask}
 
 
 def _strategy(combine):

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -33,11 +32,10 @@ from ulisse.errors import QueryError
 from ulisse.options import device_option
 from ulisse.index import Index
 from ulisse.registry import QueryStrategy
-from ulisse.results import TableResult
-
+from ulisse.inputs import read_id_list
 from ulisse.labels import class_fractions, labels_of
-
-from ulisse.plugins.prototype import query, resolve
+from ulisse.prototypes import query, resolve
+from ulisse.results import TableResult
 
 
 @dataclass
@@ -203,32 +201,6 @@ def confirmed_rows(index: Index, follow_label=None, follow_ids: Iterable[str] | 
         allowed[known.get_indexer(ids)] = True
         ok &= allowed
     return ok
-
-
-def read_id_list(path) -> list[str]:
-    """Ids from a file: a CSV with an ``id`` column, or one id per line (blank lines and ``#`` comments skipped).
-
-    Raises:
-        InputError: the file cannot be read or holds no id.
-    """
-    from ulisse.errors import InputError
-
-    try:
-        text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: {getattr(exc, 'strerror', None) or exc.__class__.__name__}") from None
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    if lines and "," in lines[0] and "id" in [c.strip() for c in lines[0].split(",")]:
-        try:
-            ids = pd.read_csv(io.StringIO(text), dtype={"id": str}, comment="#")["id"].dropna().astype(str).str.strip()
-        except (ValueError, pd.errors.ParserError) as exc:
-            raise InputError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-        ids = [i for i in ids if i]
-    else:
-        ids = lines[1:] if lines and lines[0] == "id" else lines
-    if not ids:
-        raise InputError(f"{path}: no ids in the file")
-    return ids
 
 
 @ulisse.hookimpl

@@ -114,12 +114,10 @@ def _tasks(fields, fields_file, region, catalog, object_filter, config):
 
 
 def _in_cone(objects, ra, dec, radius):
-    import numpy as np
+    """Which objects lie within ``radius`` degrees of (ra, dec)."""
+    from ulisse.catalog import separation_arcsec
 
-    ra0, dec0 = np.deg2rad(ra), np.deg2rad(dec)
-    r, d = np.deg2rad(objects["ra"].to_numpy()), np.deg2rad(objects["dec"].to_numpy())
-    cos_sep = np.sin(d) * np.sin(dec0) + np.cos(d) * np.cos(dec0) * np.cos(r - ra0)
-    return cos_sep >= np.cos(np.deg2rad(radius))
+    return separation_arcsec(ra, dec, objects["ra"], objects["dec"]) <= radius * 3600.0
 
 
 def _ids(ids) -> str:
