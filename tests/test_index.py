@@ -85,9 +85,9 @@ def test_add_extends_with_stable_rows(tiny_index, tmp_path):
     again = open_index(tiny_index.path, device="cpu")
     assert again.metadata.iloc[:24][["row", "id"]].equals(before[["row", "id"]])
     assert list(again.metadata["row"]) == list(range(30))
-    assert again.manifest["generation"] == 2 and again.manifest["history"][-1]["action"] == "add"
-    first, second = again.manifest["segments"]  # append-only: the add wrote a segment of its own
-    assert (first["start"], first["count"], second["start"], second["count"]) == (0, 24, 24, 6)
+    assert again.manifest.generation == 2 and again.manifest.history[-1]["action"] == "add"
+    first, second = again.manifest.segments  # append-only: the add wrote a segment of its own
+    assert (first.start, first.count, second.start, second.count) == (0, 24, 24, 6)
     np.testing.assert_array_equal(again.vectors_of_rows([0, 25]), np.stack([again.all_vectors()[0], again.all_vectors()[25]]))
     with pytest.raises(InputError, match="already in the index"):
         again.add([more], progress=False)
@@ -114,7 +114,7 @@ def test_interrupted_commit_leaves_previous_index_intact(tiny_index, tmp_path, m
     idx.add([more], progress=False)  # the next write cleans up and succeeds
     assert len(open_index(tiny_index.path, device="cpu")) == 27
     m = store.read_manifest(tiny_index.path)
-    referenced = set(store.file_names(m)) | {"manifest.json", ".ulisse.lock"}
+    referenced = set(m.file_names()) | {"manifest.json", ".ulisse.lock"}
     # no orphans left (derived/ holds what plugins store with the index, e.g. embedding observers' results)
     assert set(os.listdir(tiny_index.path)) - {"derived"} == referenced
 
@@ -190,7 +190,7 @@ def test_ivf_index_on_disk_answers_queries_by_id(tmp_path, survey, tiny_encoder)
     idx, _ = build_index([survey / "cutouts"], tmp_path / "ivf", survey / "catalog.csv", factory="IVF2,Flat",
                          encoder=tiny_encoder, progress=False)
     again = open_index(tmp_path / "ivf", device="cpu")
-    assert again.manifest["factory"] == "IVF2,Flat"
+    assert again.manifest.factory == "IVF2,Flat"
     assert len(again.query("obj002", k=4)) == 4
 
 
@@ -204,7 +204,7 @@ def test_vectors_from_elsewhere_create_and_extend(tmp_path, tiny_index):
     assert len(idx) == 4 and list(idx.metadata["row"]) == [0, 1, 2, 3] and "mag" in idx.metadata
     assert idx.add_vectors(v[4:], meta.iloc[4:], encoder_spec=tiny_index.encoder_spec, history={"shard": "x"}) == 2
     again = open_index(tmp_path / "w", device="cpu")
-    assert again.ids == [f"w{i}" for i in range(6)] and again.manifest["history"][-1]["shard"] == "x"
+    assert again.ids == [f"w{i}" for i in range(6)] and again.manifest.history[-1]["shard"] == "x"
     with pytest.raises(InputError, match="already in the index"):
         again.add_vectors(v[:1], meta.iloc[:1])
     with pytest.raises(InputError, match="1 vectors but 2 metadata rows"):

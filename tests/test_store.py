@@ -87,7 +87,7 @@ def test_eight_processes_adding_at_once_lose_nothing(tmp_path):
         _, err = p.communicate(timeout=240)
         assert p.returncode == 0, err
     index = ulisse.open_index(path, device="cpu")
-    assert len(index) == 20 + 8 * 3 * 5 and index.manifest["generation"] == 1 + 8 * 3
+    assert len(index) == 20 + 8 * 3 * 5 and index.manifest.generation == 1 + 8 * 3
     assert index.metadata["id"].is_unique and list(index.metadata["row"]) == list(range(len(index)))
     check_vectors(index)
     assert verify_index(path) == []
@@ -126,9 +126,9 @@ def test_sigkill_at_random_points_leaves_a_whole_generation(tmp_path, what):
         p.send_signal(signal.SIGKILL)
         p.wait()
         after = store.read_manifest(path)
-        assert after["generation"] >= before["generation"]
+        assert after.generation >= before.generation
         index = ulisse.open_index(path, device="cpu")  # a whole generation: opens, sizes and headers check out
-        assert len(index) == after["count"] == sum(s["count"] for s in after["segments"])
+        assert len(index) == after.count == sum(s.count for s in after.segments)
         assert verify_index(path) == []
         check_vectors(index)
         assert index.query(index.ids[-1], k=3).ids  # and answers
@@ -136,7 +136,7 @@ def test_sigkill_at_random_points_leaves_a_whole_generation(tmp_path, what):
     with writer_lock(path):
         store.sweep(path, store.read_manifest(path))
     left = {n for n in os.listdir(path) if n.startswith(("seg-", "trained-", ".tmp-"))}
-    assert left == set(store.file_names(store.read_manifest(path)))
+    assert left == set(store.read_manifest(path).file_names())
 
 
 def _mount_tmpfs(where, size="2m"):
@@ -160,13 +160,13 @@ def test_disk_full_gives_one_line_no_orphan_and_the_previous_generation(tmp_path
                 index.add_vectors(*batch(f"more{a}", 2000, dim=64))
         assert str(err.value) == f"{path}: no space left on device"
         now = store.read_manifest(path)
-        assert set(os.listdir(path)) == set(store.file_names(now)) | {"manifest.json", ".ulisse.lock"}  # no orphan
-        assert set(os.listdir(path)) >= names_before and now["generation"] >= before["generation"]
-        assert len(ulisse.open_index(path, device="cpu")) == now["count"] and verify_index(path) == []
+        assert set(os.listdir(path)) == set(now.file_names()) | {"manifest.json", ".ulisse.lock"}  # no orphan
+        assert set(os.listdir(path)) >= names_before and now.generation >= before.generation
+        assert len(ulisse.open_index(path, device="cpu")) == now.count and verify_index(path) == []
         # the command line: one line, exit 1, no traceback, nothing left behind
         r = run_cli("index", "compact", path)
         assert r.returncode == 1 and r.stderr.strip() == f"ulisse: error: {path}: no space left on device", r.stderr
-        assert set(os.listdir(path)) == set(store.file_names(now)) | {"manifest.json", ".ulisse.lock"}
+        assert set(os.listdir(path)) == set(now.file_names()) | {"manifest.json", ".ulisse.lock"}
         assert store.read_manifest(path) == now
     finally:
         del index
@@ -178,7 +178,7 @@ def test_flipped_byte_is_found_by_verify(tmp_path):
     index = new_index(path)
     index.add_vectors(*batch("more", 10))
     assert verify_index(path) == []
-    seg = store.read_manifest(path)["segments"][1]["vectors"]["name"]
+    seg = store.read_manifest(path).segments[1].vectors.name
     f = path / seg
     data = bytearray(f.read_bytes())
     data[-7] ^= 0x01  # one bit of one float: same size, header intact
@@ -239,7 +239,7 @@ def test_stale_index_object_adds_to_the_current_generation(tmp_path):
     with pytest.raises(ulisse.InputError, match="already in the index"):
         b.add_vectors(*batch("a", 5))
     index = ulisse.open_index(path)
-    assert len(index) == 30 and index.manifest["generation"] == 3
+    assert len(index) == 30 and index.manifest.generation == 3
     check_vectors(index)
 
 
@@ -289,12 +289,12 @@ def test_nprobe_is_stored_and_honoured(tmp_path):
     v = (centres[rng.integers(0, 16, 3000)] + rng.normal(size=(3000, DIM))).astype(np.float32)
     meta = pd.DataFrame({"id": [f"o{i}" for i in range(3000)]})
     index = ulisse.create_index(tmp_path / "ivf", v, meta, SPEC, factory="IVF16,Flat", nprobe=16, device="cpu")
-    assert index.manifest["search"]["nprobe"] == 16
+    assert index.manifest.search["nprobe"] == 16
     q = v[:40] + 0.5 * rng.normal(size=(40, DIM)).astype(np.float32)
     D, I = index.search(q, 10)  # every list probed: the exact answer
     truth = np.argsort(((v[None] - q[:, None]) ** 2).sum(-1), axis=1)[:, :10]
     assert (I == truth).mean() > 0.99
-    trained = faiss.read_index(str(tmp_path / "ivf" / index.manifest["trained"]["name"]))
+    trained = faiss.read_index(str(tmp_path / "ivf" / index.manifest.trained.name))
     _, lists = trained.quantizer.search(v, 1)
     _, qlist = trained.quantizer.search(q, 1)
     D1, I1 = index.search(q, 10, nprobe=1)  # one list: every neighbour from the query's nearest list
@@ -335,7 +335,7 @@ def test_bulk_vectors_fingerprint_and_float16(tmp_path):
     np.testing.assert_array_equal(index.vectors_of_rows(rows), index.all_vectors()[rows])
     compact_index(tmp_path / "idx")
     again = ulisse.open_index(tmp_path / "idx")
-    assert len(again.manifest["segments"]) == 1 and again.fingerprint != fp
+    assert len(again.manifest.segments) == 1 and again.fingerprint != fp
     np.testing.assert_array_equal(again.all_vectors(), index.all_vectors())
     assert isinstance(new_index(tmp_path / "f32").all_vectors(), np.memmap)  # float32, one segment: the map itself
 
@@ -348,11 +348,11 @@ def test_auto_factory_follows_the_rules_and_says_why(tmp_path):
     assert choose_factory(1_000_000, 1280, "2GB").factory.startswith("IVF1024,PQ")
     index = new_index(tmp_path / "idx", n=20)
     r = run_cli("index", "info", tmp_path / "idx")
-    assert r.returncode == 0 and "exact search (Flat)" in r.stdout and index.manifest["auto"]["factory"] == "Flat"
+    assert r.returncode == 0 and "exact search (Flat)" in r.stdout and index.manifest.auto["factory"] == "Flat"
 
 
-def test_format_1_opens_read_only_and_upgrades(tmp_path):
-    path = tmp_path / "v1"
+def make_v1(path):
+    """A format 1 index of 40 objects (``old-0`` ..) at ``path``, as ulisse wrote them before segments."""
     path.mkdir()
     v, meta = batch("old", 40)
     flat = faiss.IndexFlatL2(DIM)
@@ -366,6 +366,11 @@ def test_format_1_opens_read_only_and_upgrades(tmp_path):
     (path / "manifest.json").write_text(json.dumps({
         "format": "ulisse-index", "format_version": 1, "generation": 1, "count": 40, "factory": "Flat",
         "metric": "L2", "dim": DIM, "encoder": SPEC.to_dict(), "rgb": {}, "files": files, "history": []}))
+    return path
+
+
+def test_format_1_opens_read_only_and_upgrades(tmp_path):
+    path = make_v1(tmp_path / "v1")
     old = ulisse.open_index(path)
     assert old.read_only and len(old) == 40
     answer = old.query("old-3", k=5).ids
@@ -374,10 +379,159 @@ def test_format_1_opens_read_only_and_upgrades(tmp_path):
     r = run_cli("index", "upgrade", path)
     assert r.returncode == 0, r.stderr
     new = ulisse.open_index(path)
-    assert not new.read_only and new.manifest["format_version"] == 2 and new.query("old-3", k=5).ids == answer
+    assert not new.read_only and new.manifest.format_version == 2 and new.query("old-3", k=5).ids == answer
     assert not list(path.glob("*.g0001.*")) and verify_index(path) == []
     new.add_vectors(*batch("new", 2))
     check_vectors(ulisse.open_index(path))
+
+
+# -- one transaction behind every write -----------------------------------------------------------
+
+
+class Injected(Exception):
+    """An error injected into a transaction's commit."""
+
+
+def files_of(path) -> dict:
+    """Every file under an index directory (derived/ included) with its sha256; the lock file aside."""
+    if not path.exists():
+        return {}
+    return {str(f.relative_to(path)): ulisse._io.sha256_file(f) for f in sorted(path.rglob("*"))
+            if f.is_file() and f.name != ".ulisse.lock"}
+
+
+def _store_write(what: str, path):
+    """Ready the index at ``path`` for the write ``what``; the write, as a function of no argument."""
+    from ulisse.plugins.feedback import clear_marks, mark
+
+    if what == "create":
+        return lambda: new_index(path)
+    if what == "upgrade":
+        make_v1(path)
+        return lambda: upgrade_index(path)
+    index = new_index(path, factory="IVF4,Flat" if what == "compact" else "Flat")
+    index.add_vectors(*batch("more", 6))
+    mark(index, ["base-1"], True)
+    index.save_derived("t", pd.DataFrame({"t_score": np.arange(len(index), dtype=float)}))
+    return {"overwrite": lambda: new_index(path, overwrite=True),
+            "add": lambda: index.add_vectors(*batch("new", 4)),
+            "compact": lambda: compact_index(path),
+            "derived": lambda: index.save_derived("t", pd.DataFrame({"t_score": -np.arange(len(index), dtype=float)})),
+            "mark": lambda: mark(index, ["base-2", "base-1"], False),
+            "clear_marks": lambda: clear_marks(index)}[what]
+
+
+WRITES = ["create", "overwrite", "add", "compact", "upgrade", "derived", "mark", "clear_marks"]
+
+
+@pytest.mark.parametrize("what", WRITES)
+def test_every_write_commits_through_one_transaction_and_an_error_rolls_it_back(tmp_path, monkeypatch, what):
+    """An error injected at the commit of ``Transaction`` stops each write, and leaves the files as they were."""
+    from ulisse.indexes.transaction import Transaction
+
+    path = tmp_path / "idx"
+    write = _store_write(what, path)
+    before = files_of(path)
+    generation = store.read_manifest(path).generation if before else 0
+    real, commits = Transaction.commit, []
+
+    def failing(self, manifest=None):
+        commits.append(manifest)
+        raise Injected
+
+    monkeypatch.setattr(Transaction, "commit", failing)
+    with pytest.raises(Injected):  # a write that bypassed the transaction would not raise
+        write()
+    assert len(commits) == 1
+    assert files_of(path) == before  # the previous generation (and side files) whole, nothing staged left
+    if before:
+        assert verify_index(path) == []
+    monkeypatch.setattr(Transaction, "commit", lambda self, manifest=None: commits.append(manifest) or real(self, manifest))
+    write()
+    assert len(commits) == 2 and files_of(path) != before  # the same write, committed once
+    side = what in ("derived", "mark", "clear_marks")  # side files commit without a new generation
+    assert (commits[-1] is None) == side
+    assert store.read_manifest(path).generation == generation + (0 if side else 1)
+
+
+def test_side_files_staged_by_killed_writers_are_swept_and_plugins_files_kept(tmp_path):
+    from ulisse.plugins.feedback import mark, marks
+
+    index = new_index(tmp_path / "idx")
+    derived = index.derived_dir
+    left = [derived / ".txn-0123456789abcdef-marks.parquet", derived / ".tmp-99-.txn-0123456789abcdef-x.json"]
+    plugin_own = derived / ".tmp-abc-heads.json"  # a plugin's own write in progress: not the store's to remove
+    for f in left + [plugin_own]:
+        f.write_text("partial")
+    mark(index, ["base-3"], True)
+    assert not any(f.exists() for f in left) and plugin_own.exists()
+    assert list(marks(index)["id"]) == ["base-3"]
+
+
+MARKER = HELPERS + textwrap.dedent("""
+    import sys
+    import ulisse
+    from ulisse.plugins.feedback import mark
+    path, who = sys.argv[1], int(sys.argv[2])
+    index = ulisse.open_index(path, device="cpu")
+    for i in range(who, 40, 4):
+        mark(index, [f"base-{{i}}"], i % 2 == 0)
+""").replace("{{", "{").replace("}}", "}")
+
+
+def test_four_processes_marking_at_once_lose_no_mark(tmp_path):
+    from ulisse.plugins.feedback import marks
+
+    path = tmp_path / "idx"
+    index = new_index(path, n=40)
+    script = tmp_path / "marker.py"
+    script.write_text(MARKER)
+    procs = [subprocess.Popen([sys.executable, script, path, str(w)], env=ENV, stderr=subprocess.PIPE, text=True)
+             for w in range(4)]
+    for p in procs:
+        _, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+    got = marks(index).set_index("id")["relevant"]
+    assert len(got) == 40 and all(got[f"base-{i}"] == (i % 2 == 0) for i in range(40))
+    assert not list(index.derived_dir.glob(".txn-*"))
+
+
+def test_manifests_written_before_the_typed_manifest_read_and_write_back_unchanged(tmp_path):
+    """A format 2 manifest as the previous writer wrote it: same JSON back, same fingerprint (derived columns stay
+    fresh), and the JSON mapping view answers as the dict did."""
+    import hashlib
+
+    from ulisse.indexes.manifest import Manifest
+
+    file = {"bytes": 10, "name": "seg-a.vectors.npy", "sha256": "ab" * 32}
+    old = {"auto": None, "count": 300, "created": "2026-01-01T00:00:00Z", "cutout_geometry": {"size": 64},
+           "dim": 8, "dtype": "float32", "encoder": SPEC.to_dict(), "factory": "IVF4,Flat", "faiss_kind": "ivf",
+           "format": "ulisse-index", "format_version": 2, "generation": 2, "metric": "L2", "rgb": {"q": 8.0},
+           "history": [{"action": "build", "count": 200, "time": "t"}, {"action": "add", "count": 100, "time": "t"}],
+           "search": {"nlist": 4, "nprobe": 4}, "updated": "2026-01-02T00:00:00Z", "versions": {"ulisse": "0.1.0"},
+           "trained": {"bytes": 5, "name": "trained-a.faiss", "sha256": "cd" * 32},
+           "segments": [{"count": 200, "dtype": "float32", "id": "a", "start": 0, "vectors": file,
+                         "metadata": dict(file, name="seg-a.metadata.parquet"),
+                         "faiss": dict(file, name="seg-a.faiss", kind="ivf")},
+                        {"count": 100, "dtype": "float32", "id": "b", "start": 200, "faiss": None,
+                         "vectors": dict(file, name="seg-b.vectors.npy", sha256="ef" * 32),
+                         "metadata": dict(file, name="seg-b.metadata.parquet")}]}
+    m = Manifest.from_dict(old)
+    assert m.to_dict() == old and json.loads(m.to_json()) == old
+    assert (m.generation, m.factory, m.segments[1].start, m.trained.name, m.extra) == (2, "IVF4,Flat", 200,
+                                                                                       "trained-a.faiss",
+                                                                                       {"cutout_geometry": {"size": 64}})
+    assert dict(m) == old and m["segments"][0]["faiss"]["kind"] == "ivf" and m.get("positions") is None
+    h = hashlib.sha256(b"300|L2|")  # the fingerprint ulisse.Index computed from the dict manifest
+    for seg in old["segments"]:
+        h.update(seg["vectors"]["sha256"].encode())
+    assert m.fingerprint == h.hexdigest()
+    assert m.file_names() == ["trained-a.faiss", "seg-a.vectors.npy", "seg-a.metadata.parquet", "seg-a.faiss",
+                              "seg-b.vectors.npy", "seg-b.metadata.parquet"]
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "manifest.json").write_text(json.dumps({k: v for k, v in old.items() if k != "dim"}))
+    with pytest.raises(IndexError_, match="unreadable manifest \\(no 'dim'\\)"):
+        Manifest.read(tmp_path / "bad")
 
 
 def test_store_and_cli_core_import_no_torch(tmp_path):
