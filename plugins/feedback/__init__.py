@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 import ulisse
-from ulisse._io import atomic_write
 from ulisse.errors import InputError, QueryError
+from ulisse.indexes.transaction import SIDE_WAIT, transaction
 from ulisse.inputs import read_id_list as read_ids  # the core's one id-list reader, under this plugin's old name
 from ulisse.options import format_option
 
@@ -61,22 +61,24 @@ def mark(index, ids: Iterable[str], relevant: bool | None) -> pd.DataFrame:
     ids = [str(i) for i in ids]
     for i in ids:
         index.row_of(i)  # unknown id: an error before anything changes
-    table = marks(index)
-    table = table[~table["id"].isin(ids)]
-    if relevant is not None:
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        new = pd.DataFrame({"id": ids, "relevant": [bool(relevant)] * len(ids), "time": [now] * len(ids)})
-        table = pd.concat([table, new], ignore_index=True) if len(table) else new
-    table = table.reset_index(drop=True)
-    atomic_write(marks_path(index), lambda p: table.to_parquet(p, index=False))
+    with transaction(index.path, SIDE_WAIT) as txn:  # read and written under the index's lock: no mark is lost
+        table = marks(index)
+        table = table[~table["id"].isin(ids)]
+        if relevant is not None:
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            new = pd.DataFrame({"id": ids, "relevant": [bool(relevant)] * len(ids), "time": [now] * len(ids)})
+            table = pd.concat([table, new], ignore_index=True) if len(table) else new
+        table = table.reset_index(drop=True)
+        txn.stage(marks_path(index), lambda p: table.to_parquet(p, index=False))
+        txn.commit()
     return table
 
 
 def clear_marks(index) -> None:
     """Remove every mark of ``index``."""
-    path = marks_path(index)
-    if path.is_file():
-        path.unlink()
+    with transaction(index.path, SIDE_WAIT) as txn:
+        txn.remove(marks_path(index))
+        txn.commit()
 
 
 def _all_vectors(index) -> np.ndarray:
