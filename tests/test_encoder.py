@@ -186,7 +186,7 @@ def test_hub_weights_from_the_local_cache(tmp_path):
     spec = json.loads(p.stdout)
     assert spec["model_name"] == "efficientnet_b0" and spec["weights_source"] == f"hf-hub:{repo}"
     assert spec["mean"] == [0.485, 0.456, 0.406] and spec["dim"] == 1280
-    from ulisse.encoder import sha256_file
+    from ulisse._io import sha256_file
 
     assert spec["weights_sha256"] == sha256_file(snap / "snapshots" / ("0" * 40) / "model.safetensors")
 
@@ -382,3 +382,43 @@ def test_a_failing_observer_is_reported_and_the_build_goes_on(plugin, survey, tm
     finally:
         _Recorder.observe = original
     assert len(idx) == 24 and "observer bug" in caplog.text and plugin.recorders[-1].finished is None
+
+
+# --------------------------------------------------------------------------- the core's encoders are registered
+
+
+def test_the_builtin_encoders_are_registered_and_every_load_goes_through_the_registry(lite0_encoder, monkeypatch):
+    from ulisse import registry
+
+    entries = registry.encoders()
+    assert {"efficientnet_b0", "lite0", "timm"} <= set(entries)
+    assert all(not entries[n].record_name for n in ("efficientnet_b0", "lite0", "timm"))
+    lite0 = Encoder.load(encoder="lite0", device="cpu", runtime="torch")
+    assert lite0.spec.encoder is None and lite0.spec.compatible_with(lite0_encoder.spec)  # the same as --weights lite0
+    # Encoder.load() and --model resolve through the "timm" entry: without it there is no encoder at all
+    calls = []
+    original = registry.encoders
+
+    def spy(*args, **kwargs):
+        found = original(*args, **kwargs)
+        calls.append(sorted(found))
+        return found
+
+    monkeypatch.setattr(registry, "encoders", spy)
+    tiny = Encoder.load("test_efficientnet", weights="random", device="cpu", runtime="torch")
+    assert calls and tiny.spec.model_name == "test_efficientnet" and tiny.spec.encoder is None
+    monkeypatch.setattr(registry, "encoders", lambda *a, **k: {n: e for n, e in original(*a, **k).items() if n != "timm"})
+    with pytest.raises(ulisse.InputError, match="no such encoder"):
+        Encoder.load("test_efficientnet", weights="random", device="cpu")
+    with pytest.raises(ulisse.InputError, match="no such encoder"):
+        Encoder.from_spec(tiny.spec, device="cpu")
+
+
+def test_encoder_modules_stay_small():
+    from pathlib import Path
+
+    import ulisse.encoder
+
+    folder = Path(ulisse.encoder.__file__).parent
+    for name in ("encoder.py", "_spec.py", "_weights.py", "_pooling.py", "_builtins.py"):
+        assert sum(1 for _ in open(folder / name)) < 500, name

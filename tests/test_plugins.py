@@ -12,6 +12,7 @@ from click.testing import CliRunner
 import ulisse
 from ulisse import hookspecs
 from ulisse.plugin_manager import PluginError, make_plugin_manager, plugin_info
+from ulisse.registry import Config
 
 
 def test_every_hook_is_documented():
@@ -24,10 +25,30 @@ def test_every_hook_is_documented():
         assert "Example::" in doc, f"hook {f.__name__} needs an example"
 
 
-def test_first_party_plugins_come_from_entry_points():
+def test_first_party_plugins_load_as_default_plugins_without_entry_points():
+    from ulisse.plugin_manager import DEFAULT_PLUGINS, default_plugin_name
+
     pm = make_plugin_manager(load_entrypoints=True)
     assert "demo" in {p["name"] for p in plugin_info(pm)}
-    assert make_plugin_manager(load_entrypoints=False).get_plugins() == set()
+    bare = make_plugin_manager(load_entrypoints=False)
+    names = {default_plugin_name(m) for m in DEFAULT_PLUGINS}
+    assert {"builtins", "prototype", "anomalies", "sdss", "heads", "ui"} <= names
+    assert names <= {n for n, p in bare.list_name_plugin() if p is not None}
+    assert not bare.ulisse_failures, bare.ulisse_failures
+    # an entry point naming a module already loaded as a default plugin is not registered twice
+    modules = [getattr(p, "__name__", None) for p in pm.get_plugins()]
+    assert len(modules) == len(set(modules))
+    assert make_plugin_manager(load_entrypoints=False, load_defaults=False).get_plugins() == set()
+
+
+def test_a_default_plugin_that_fails_to_import_is_recorded_like_any_other(monkeypatch):
+    from ulisse import plugin_manager
+
+    monkeypatch.setattr(plugin_manager, "DEFAULT_PLUGINS", ("ulisse._builtins", "ulisse.plugins.no_such_plugin"))
+    pm = make_plugin_manager(load_entrypoints=False)
+    info = {p["name"]: p for p in plugin_info(pm)}
+    assert info["builtins"]["status"] == "loaded" and info["builtins"]["distribution"] == "ulisse"
+    assert info["no_such_plugin"]["status"] == "failed" and "ModuleNotFoundError" in info["no_such_plugin"]["error"]
 
 
 def test_throwaway_plugin_adds_a_verb():
@@ -42,9 +63,9 @@ def test_throwaway_plugin_adds_a_verb():
             click.echo(f"hello {name}")
 
     plugin.register_commands = register_commands
-    pm = make_plugin_manager(load_entrypoints=False, plugins=[plugin])
+    pm = make_plugin_manager(load_entrypoints=False, plugins=[plugin], load_defaults=False)
     group = click.Group("ulisse")
-    pm.hook.register_commands(cli=group)
+    pm.hook.register_commands(cli=group, config=Config())
     result = CliRunner().invoke(group, ["hello", "andromeda"])
     assert result.exit_code == 0 and result.output == "hello andromeda\n"
     assert plugin_info(pm)[0]["hooks"] == ["register_commands"]
@@ -72,13 +93,13 @@ def test_wrong_hook_is_reported_and_left_out():
     wrong_args, unknown = _bad_plugins()
     good = types.ModuleType("good_plugin")
     good.register_query_strategies = ulisse.hookimpl(lambda config: [])
-    pm = make_plugin_manager(load_entrypoints=False, plugins=[wrong_args, unknown, good])
+    pm = make_plugin_manager(load_entrypoints=False, plugins=[wrong_args, unknown, good], load_defaults=False)
     info = {p["name"]: p for p in plugin_info(pm)}
     assert info["bad_plugin"]["status"] == "failed" and "nonsense" in info["bad_plugin"]["error"]
     assert info["unknown_plugin"]["status"] == "failed" and "register_spaceships" in info["unknown_plugin"]["error"]
     assert info["good_plugin"]["status"] == "loaded"
     with pytest.raises(PluginError):
-        make_plugin_manager(load_entrypoints=False, plugins=[wrong_args], strict=True)
+        make_plugin_manager(load_entrypoints=False, plugins=[wrong_args], strict=True, load_defaults=False)
 
 
 def test_a_hook_that_raises_is_disabled_and_the_others_still_answer(caplog):
@@ -93,7 +114,7 @@ def test_a_hook_that_raises_is_disabled_and_the_others_still_answer(caplog):
     broken.register_query_strategies = ulisse.hookimpl(boom)
     fine = types.ModuleType("fine_plugin")
     fine.register_query_strategies = ulisse.hookimpl(lambda config: [QueryStrategy("fine", "ok", run=None)])
-    pm = make_plugin_manager(load_entrypoints=False, plugins=[broken, fine])
+    pm = make_plugin_manager(load_entrypoints=False, plugins=[broken, fine], load_defaults=False)
     assert set(query_strategies(pm)) == {"fine"}
     assert [f.name for f in failed_plugins(pm)] == ["broken_plugin"]
     assert "kaput" in failed_plugins(pm)[0].error
@@ -202,3 +223,128 @@ def test_help_and_a_query_by_id_import_no_torch(tiny_index):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert "TORCH False" in p.stdout, p.stdout[-500:]
+
+
+def test_hooks_receive_the_runs_config_from_the_global_options(tmp_path):
+    import textwrap
+
+    (tmp_path / "plugs").mkdir()
+    (tmp_path / "plugs" / "where.py").write_text(textwrap.dedent('''
+        import click, ulisse
+        from ulisse.registry import ExportFormat, export_formats
+
+        SEEN = []
+
+        @ulisse.hookimpl
+        def register_export_formats(config):
+            SEEN.append(config)
+            return []
+
+        @ulisse.hookimpl
+        def register_commands(cli, config):
+            @cli.command()
+            def where():
+                export_formats()
+                hook = SEEN[-1]
+                click.echo(f"{config.device} {hook.device} {hook.cache_dir} {list(hook.plugins_dirs)} {hook.options}")
+    '''))
+    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "ULISSE_CACHE_DIR": ""}
+    ran = _run("-q", "--device", "cpu", "--plugins-dir", tmp_path / "plugs", "where", env=env)
+    assert ran.returncode == 0, ran.stderr
+    device, hook_device, cache, rest = ran.stdout.split(" ", 3)
+    assert (device, hook_device) == ("cpu", "cpu") and cache == str(tmp_path / "xdg" / "ulisse")
+    assert str(tmp_path / "plugs") in rest and "'quiet': True" in rest
+    env = {"ULISSE_DEVICE": "cpu", "ULISSE_CACHE_DIR": str(tmp_path / "c")}
+    ran = _run("--plugins-dir", tmp_path / "plugs", "where", env=env)
+    assert ran.returncode == 0 and ran.stdout.split()[:3] == ["cpu", "cpu", str(tmp_path / "c")], ran.stderr
+
+
+def test_the_runs_device_is_the_default_of_every_verbs_device_option(cli):
+    """``ulisse --device cpu VERB`` gives the verb's ``--device`` its default; the verb's own still wins."""
+    from ulisse.options import device_option
+    from ulisse.registry import Config, current_config, use_config
+
+    seen = []
+    command = click.Command("probe", callback=lambda device: seen.append(device))
+    command = device_option(command.callback)
+    group = click.Group("g", commands=[click.command("probe")(command)])
+    use_config(Config(device="cpu"))
+    try:
+        CliRunner().invoke(group, ["probe"])
+        CliRunner().invoke(group, ["probe", "--device", "auto"])
+    finally:
+        use_config(None)
+    assert seen == ["cpu", "auto"] and current_config().device in ("auto", "cpu", "cuda")
+
+
+class _Extras:
+    """A throwaway plugin adding an anomaly method and an export format to the process-wide manager."""
+
+    @ulisse.hookimpl
+    def register_anomaly_methods(self, config):
+        import numpy as np
+
+        from ulisse.registry import AnomalyMethod
+
+        def norm(index, **options):
+            return np.linalg.norm(np.asarray(index.all_vectors()), axis=1)
+
+        return [AnomalyMethod("norm", "vector norm (test)", norm, uses_k=False)]
+
+    @ulisse.hookimpl
+    def register_export_formats(self, config):
+        from ulisse.registry import ExportFormat
+
+        return [ExportFormat("tsv", "tab-separated (test)", (".tsv",), "text/tab-separated-values",
+                             write=lambda table, meta, extra: table.to_csv(sep="\t", index=False))]
+
+
+@pytest.fixture()
+def extras():
+    from ulisse.plugin_manager import get_plugin_manager
+
+    pm = get_plugin_manager()
+    plugin = _Extras()
+    pm.register(plugin, name="extras-test")
+    try:
+        yield plugin
+    finally:
+        if pm.is_registered(plugin):
+            pm.unregister(plugin)
+
+
+def test_a_plugin_adds_an_anomaly_method_and_an_export_format(extras, tiny_index, cli, tmp_path):
+    import numpy as np
+
+    from ulisse.plugins.anomalies import rank_anomalies
+
+    ranking = rank_anomalies(tiny_index, top=3, method="norm", progress=False)
+    norms = np.linalg.norm(np.asarray(tiny_index.all_vectors()), axis=1)
+    assert ranking.k is None and np.allclose(ranking.table["score"], np.sort(norms)[::-1][:3])
+    out = tmp_path / "r.tsv"
+    code, text, err = cli("anomalies", tiny_index.path, "--method", "norm", "--top", "2", "--format", "tsv",
+                          "--output", out, "--device", "cpu")
+    assert code == 0, err
+    assert text.splitlines()[0].split("\t")[:3] == ["rank", "id", "score"] and len(text.splitlines()) == 3
+    assert out.read_text() == text
+    code, _, err = cli("anomalies", tiny_index.path, "--method", "nope")
+    assert code == 2 and "norm" in err and "kth" in err
+    code, listed, _ = cli("plugins")
+    line = next(x for x in listed.splitlines() if x.startswith("extras-test"))
+    assert "anomaly methods norm" in line and "export formats tsv" in line
+
+
+def test_plugins_verb_says_who_provides_what(cli):
+    import json
+
+    code, out, _ = cli("plugins")
+    assert code == 0
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert "encoders efficientnet_b0, lite0, timm" in lines["builtins"]
+    assert "export formats table, csv, json, votable, fits, ecsv" in lines["builtins"]
+    assert "anomaly methods kth, mean, iforest" in lines["anomalies"]
+    assert "query strategies mean, union; pages Search; commands query" in lines["prototype"]
+    code, out, _ = cli("plugins", "--json")
+    info = {p["name"]: p for p in json.loads(out)}
+    assert info["builtins"]["provides"]["encoders"] == ["efficientnet_b0", "lite0", "timm"]
+    assert info["sdss"]["provides"]["commands"] == ["fetch", "sdss"]

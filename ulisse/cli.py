@@ -1,7 +1,10 @@
 """The ``ulisse`` command line.
 
 Core verbs live here (embed, index build/add/info, plugins); every other verb
-(query, expand, anomalies, demo...) comes from a plugin through the ``register_commands`` hook. A user's mistake ends with one line
+(query, expand, anomalies, demo...) comes from a plugin through the
+``register_commands`` hook. The global options (``--device``, ``--plugins-dir``,
+``-q``, ``-v``) are read once into the run's :class:`~ulisse.registry.Config`,
+which every hook call receives. A user's mistake ends with one line
 ``ulisse: error: ...`` and a non-zero exit code, never a traceback.
 """
 
@@ -15,13 +18,9 @@ from pathlib import Path
 import click
 
 from .errors import UlisseError
-from .options import device_option, encoder_options
+from .options import DEVICES, device_option, encoder_options
 
 LOG = logging.getLogger("ulisse")
-
-WEIGHTS_HELP = ("encoder weights: a checkpoint FILE (timm or EfficientNet-PyTorch), 'hub', 'lite0' or 'random'; "
-                "default: timm's pretrained weights from the hub or its cache, else the offline Lite0 default")
-DEVICE = click.Choice(["auto", "cpu", "cuda"])
 
 
 def _setup_logging(quiet: bool, verbose: bool) -> None:
@@ -41,8 +40,10 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="More detail in the log.")
 @click.option("--plugins-dir", type=click.Path(file_okay=False), multiple=True,
               help="load every *.py file of this folder as a plugin (also ULISSE_PLUGINS_DIR)")
+@click.option("--device", "run_device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              envvar="ULISSE_DEVICE", help="the device of every verb that does not name its own (--device after the verb)")
 @click.pass_context
-def cli(ctx, quiet, verbose, plugins_dir):
+def cli(ctx, quiet, verbose, plugins_dir, run_device):
     """ulisse: one-shot similarity search in astronomical surveys (ULISSE, Doorenbos et al. 2022)."""
     ctx.ensure_object(dict)
     ctx.obj["progress"] = not quiet
@@ -130,7 +131,7 @@ METRICS = click.Choice(["L2", "IP", "cosine"])
               help="how the raw vectors are stored")
 @click.option("--nprobe", type=click.IntRange(1), default=None, help="IVF lists probed by default (kept in the manifest)")
 @click.option("--ef", type=click.IntRange(1), default=None, help="HNSW efSearch by default (kept in the manifest)")
-@click.option("--device", type=DEVICE, default="auto", show_default=True)
+@device_option
 @encoder_options
 @click.option("--skip-bad", is_flag=True, help="skip unusable cutouts and report them instead of stopping")
 @click.option("--overwrite", is_flag=True, help="replace an existing index at --index (atomically)")
@@ -172,7 +173,7 @@ def _check_before_embedding(inputs, catalog, skip_bad: bool, factory: str, dim: 
 @click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False), help="index directory to extend")
 @click.option("--catalog", type=click.Path(), help="catalogue for the new cutouts")
 @click.option("--weights", default=None, help="the weights file the index was built with, if it has moved")
-@click.option("--device", type=DEVICE, default="auto", show_default=True)
+@device_option
 @click.option("--skip-bad", is_flag=True, help="skip unusable cutouts and report them instead of stopping")
 @click.option("--wait", type=click.FloatRange(0), default=0.0, help=WAIT_HELP)
 def index_add(inputs, index_dir, catalog, weights, device, skip_bad, wait):
@@ -275,59 +276,101 @@ def index_upgrade(index_dir, wait):
 
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def plugins(fmt):
-    """List the plugins: loaded ones with their versions and hooks, failed ones with their errors."""
-    from .plugin_manager import get_plugin_manager, plugin_info
+@click.option("--json", "as_json", is_flag=True, help="short for --format json")
+def plugins(fmt, as_json):
+    """List the plugins and what each provides (encoders, formats, verbs...); failed ones with their errors."""
+    from .plugin_manager import get_plugin_manager
 
-    info = plugin_info(get_plugin_manager())
-    if fmt == "json":
+    info = plugins_report(get_plugin_manager())
+    if fmt == "json" or as_json:
         click.echo(json.dumps(info, indent=2))
         return
+    rows = []
     for p in info:
         if p["status"] == "failed":
-            click.echo(f"{p['name']:<24} {'FAILED':<24} {p['error']}")
+            rows.append((p["name"], "FAILED", p["error"]))
             continue
         ver = f"{p['distribution']} {p['version']}" if p["distribution"] else "(registered directly)"
-        click.echo(f"{p['name']:<24} {ver:<24} hooks: {', '.join(p['hooks'])}")
+        provides = "; ".join(f"{what} {', '.join(names)}" for what, names in p["provides"].items() if names)
+        rows.append((p["name"], ver, provides or "hooks " + ", ".join(p["hooks"])))
+    widths = [max((len(r[i]) for r in rows), default=0) for i in (0, 1)]
+    for name, ver, what in rows:
+        click.echo(f"{name:<{widths[0]}}  {ver:<{widths[1]}}  {what}")
+
+
+def plugins_report(pm) -> list[dict]:
+    """:func:`~ulisse.plugin_manager.plugin_info` of every plugin, with what it provides (``provides``).
+
+    ``provides`` maps a kind (``encoders``, ``export formats``, ``pages``, ``commands``...) to names.
+    """
+    from .plugin_manager import plugin_info
+    from .registry import provided_by
+
+    provided = provided_by(pm)
+    commands = getattr(pm, "ulisse_commands", {})
+    info = plugin_info(pm)
+    for p in info:
+        p["provides"] = {**provided.get(p["name"], {}), "commands": commands.get(p["name"], [])}
+    return info
+
+
+def _register_plugin_commands(config) -> None:
+    """Every plugin's verbs, added once per process; ``pm.ulisse_commands`` says which plugin added which."""
+    global _commands_registered
+    if _commands_registered:
+        return
+    from .plugin_manager import get_plugin_manager, iter_hook
+
+    pm = get_plugin_manager()
+    known = set(cli.commands)
+    pm.ulisse_commands = {}
+    for plugin, _ in iter_hook(pm, "register_commands", cli=cli, config=config):
+        pm.ulisse_commands[plugin] = sorted(set(cli.commands) - known)
+        known = set(cli.commands)
+    _commands_registered = True
 
 
 _commands_registered = False
 
 
-def _register_plugin_commands() -> None:
-    global _commands_registered
-    if _commands_registered:
-        return
-    from .plugin_manager import call_hook, get_plugin_manager
+def _run_config(argv: list[str]):
+    """``(config, plugin folders)``: the run's :class:`~ulisse.registry.Config` from the global options of a
+    command line and the environment, and the folders ``--plugins-dir`` names.
 
-    call_hook(get_plugin_manager(), "register_commands", cli=cli)
-    _commands_registered = True
+    Read before click runs the verb (the plugin folders add verbs); a command line click
+    would refuse gives the defaults here, and click's own message later.
+    """
+    from .registry import Config
 
-
-def _plugins_dirs_of(argv: list[str]) -> list[str]:
-    """The ``--plugins-dir`` values of a command line (read before click parses it: they add verbs)."""
-    dirs = []
-    for i, arg in enumerate(argv):
-        if arg == "--plugins-dir" and i + 1 < len(argv):
-            dirs.append(argv[i + 1])
-        elif arg.startswith("--plugins-dir="):
-            dirs.append(arg.split("=", 1)[1])
-    return dirs
+    try:
+        with cli.make_context("ulisse", list(argv), resilient_parsing=True) as ctx:
+            params = dict(ctx.params)
+    except click.exceptions.ClickException:
+        params = {}
+    dirs = [str(d) for d in params.get("plugins_dir") or ()]
+    for d in dirs:
+        if not Path(d).is_dir():
+            raise UlisseError(f"--plugins-dir {d}: not a directory")
+    env = Config.from_env()
+    options = {"quiet": bool(params.get("quiet")), "verbose": bool(params.get("verbose"))}
+    config = Config.from_env(device=params.get("run_device") or env.device, options=options,
+                             plugins_dirs=tuple(dirs) + env.plugins_dirs)
+    return config, dirs
 
 
 def main(argv=None) -> None:
     """Entry point of the ``ulisse`` command."""
+    from .registry import use_config
+
     try:
         args = list(sys.argv[1:] if argv is None else argv)
-        dirs = _plugins_dirs_of(args)
+        config, dirs = _run_config(args)
         if dirs:
             from .plugin_manager import set_plugins_dirs
 
-            for d in dirs:
-                if not Path(d).is_dir():
-                    raise UlisseError(f"--plugins-dir {d}: not a directory")
             set_plugins_dirs(dirs)
-        _register_plugin_commands()
+        use_config(config)
+        _register_plugin_commands(config)
         cli.main(args=args, prog_name="ulisse", standalone_mode=False)
     except UlisseError as exc:
         click.echo(f"ulisse: error: {exc}", err=True)
@@ -343,4 +386,6 @@ def main(argv=None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    finally:
+        use_config(None)  # in-process runs (tests) leave no config behind
     sys.exit(0)

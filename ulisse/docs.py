@@ -16,7 +16,7 @@ from . import hookspecs, registry
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
 OBJECTS = ("Config", "EncoderEntry", "Preprocessor", "PreprocessStep", "EmbeddingObserver", "EmbeddingBatch",
-           "Observer", "DerivedColumns", "QueryStrategy", "UIPage")
+           "Observer", "DerivedColumns", "QueryStrategy", "AnomalyMethod", "ExportFormat", "UIPage", "TileAction")
 
 
 def hooks() -> list:

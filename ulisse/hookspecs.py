@@ -1,9 +1,13 @@
 """Every hook a ulisse plugin can implement. This file is the plugin API (version 2).
 
 A plugin is a module (or object) with functions marked ``@ulisse.hookimpl``
-whose names are hooks below. First-party plugins (``ulisse.plugins.*``) and
-third-party ones are registered the same way: through the ``ulisse``
-entry-point group in their package's ``pyproject.toml``::
+whose names are hooks below. The application's own features are plugins too,
+written the same way: the core's defaults (the EfficientNet encoders, the
+export formats) in ``ulisse._builtins``, and the first-party plugins
+(``ulisse.plugins.*``, the web UI's ``ulisse.ui.plugin``), all listed in
+:data:`ulisse.plugin_manager.DEFAULT_PLUGINS` and loaded first, as datasette
+loads its ``DEFAULT_PLUGINS``. Third-party plugins are registered through the
+``ulisse`` entry-point group in their package's ``pyproject.toml``::
 
     [project.entry-points.ulisse]
     my_plugin = "my_package.my_plugin"
@@ -30,8 +34,11 @@ hookspec = pluggy.HookspecMarker("ulisse")
 
 
 @hookspec
-def register_commands(cli):
+def register_commands(cli, config):
     """Add click commands or groups to the ``ulisse`` command-line group ``cli``.
+
+    ``config`` is the run's :class:`~ulisse.registry.Config` (read from the global
+    options before the verbs are added).
 
     Example::
 
@@ -47,7 +54,8 @@ def register_commands(cli):
 def register_encoders(config):
     """Return a list of EncoderEntry: named encoders for ``ulisse index build --encoder NAME``.
 
-    ``config`` is the :class:`~ulisse.registry.Config` of this run (device, options).
+    ``config`` is the :class:`~ulisse.registry.Config` of this run (device, options,
+    plugin folders, cache folder), as in every ``register_*`` hook.
     An entry's ``load(device=..., weights=..., input_size=...)`` returns a
     :class:`ulisse.Encoder`; its spec's ``encoder`` field names the entry so that
     an index built with it is reopened with it.
@@ -121,6 +129,40 @@ def register_query_strategies(config):
         @ulisse.hookimpl
         def register_query_strategies(config):
             return [QueryStrategy("first", "neighbours of the first prototype only", run=run_first)]
+    """
+
+
+@hookspec
+def register_anomaly_methods(config):
+    """Return a list of AnomalyMethod: named per-object anomaly scores for ``ulisse anomalies --method NAME``.
+
+    ``score(index, k=..., progress=..., recompute=...)`` returns one score per
+    object in row order, higher meaning more anomalous; the anomalies verb and
+    the web UI's Anomalies page offer every registered method.
+
+    Example::
+
+        @ulisse.hookimpl
+        def register_anomaly_methods(config):
+            return [AnomalyMethod("norm", "vector norm", uses_k=False,
+                                  score=lambda index, **opt: np.linalg.norm(index.all_vectors(), axis=1))]
+    """
+
+
+@hookspec
+def register_export_formats(config):
+    """Return a list of ExportFormat: file formats for result tables (``--format NAME``, ``--output FILE.EXT``).
+
+    ``write(table, meta, extra)`` returns the table as text or bytes; the verbs'
+    ``--output`` picks the format by the file's extension and the web UI's
+    download buttons by name.
+
+    Example::
+
+        @ulisse.hookimpl
+        def register_export_formats(config):
+            return [ExportFormat("tsv", "tab-separated values", (".tsv",), "text/tab-separated-values",
+                                 write=lambda table, meta, extra: table.to_csv(sep="\\t", index=False))]
     """
 
 

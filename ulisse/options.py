@@ -17,22 +17,55 @@ import functools
 import click
 
 DEVICES = ("auto", "cpu", "cuda")
-RESULT_FORMATS = ("table", "csv", "json", "votable", "fits")
 
 WEIGHTS_HELP = ("encoder weights: a checkpoint FILE (timm or EfficientNet-PyTorch), 'hub', 'lite0' or 'random'; "
                 "default: timm's pretrained weights from the hub or its cache, else the offline Lite0 default")
 
 
+def _run_device() -> str:
+    from .registry import current_config
+
+    return current_config().device
+
+
 def device_option(f):
-    """``--device auto|cpu|cuda`` (auto: CUDA when present, else CPU)."""
-    return click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+    """``--device auto|cpu|cuda`` (auto: CUDA when present, else CPU); by default the run's (``ulisse --device``)."""
+    return click.option("--device", type=click.Choice(DEVICES), default=_run_device, show_default="auto",
                         help="where to compute: auto (CUDA when present, else CPU), cpu or cuda")(f)
 
 
-def format_option(formats=RESULT_FORMATS, default: str = "table"):
-    """``--format`` for result tables (passed as ``fmt``)."""
-    return click.option("--format", "fmt", type=click.Choice(list(formats)), default=default, show_default=True,
-                        help="output format")
+class RegisteredChoice(click.Choice):
+    """A ``click.Choice`` whose choices are read from a registry when first needed (after the plugins load).
+
+    Example::
+
+        click.option("--method", type=RegisteredChoice(lambda: list(anomaly_methods())))
+    """
+
+    def __init__(self, names, case_sensitive: bool = True):
+        self._names = names
+        super().__init__((), case_sensitive)
+
+    @property
+    def choices(self):
+        return tuple(self._names())
+
+    @choices.setter
+    def choices(self, value):  # click.Choice.__init__ sets it; the registry is read instead
+        pass
+
+
+def printable_formats() -> list[str]:
+    """The registered export formats that write text (those a verb may print), in registration order."""
+    from .registry import export_formats
+
+    return [name for name, f in export_formats().items() if not f.binary]
+
+
+def format_option(formats=None, default: str = "table"):
+    """``--format`` for result tables (passed as ``fmt``): ``formats``, or every registered text format."""
+    kind = click.Choice(list(formats)) if formats is not None else RegisteredChoice(printable_formats)
+    return click.option("--format", "fmt", type=kind, default=default, show_default=True, help="output format")
 
 
 def skip_bad_option(f):

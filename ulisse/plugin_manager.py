@@ -1,11 +1,12 @@
 """Building the plugin manager, and calling hooks so that one broken plugin never breaks the others.
 
-Nothing is discovered at import time. :func:`make_plugin_manager` loads the
-``ulisse`` entry-point group one plugin at a time: a plugin that fails to import
-or implements a hook wrongly is recorded in :func:`failed_plugins` (``ulisse
-plugins`` lists it with its error) and left out; everything else loads. A
-plugin whose hook raises when called is reported once, disabled, and the hook's
-other implementations still answer (:func:`call_hook`).
+Nothing is discovered at import time. :func:`make_plugin_manager` loads, one
+plugin at a time, the application's own plugins (:data:`DEFAULT_PLUGINS`, as
+datasette does), then the ``ulisse`` entry-point group: a plugin that fails to
+import or implements a hook wrongly is recorded in :func:`failed_plugins`
+(``ulisse plugins`` lists it with its error) and left out; everything else
+loads. A plugin whose hook raises when called is reported once, disabled, and
+the hook's other implementations still answer (:func:`call_hook`).
 
 ``ULISSE_TRACE_PLUGINS=1`` logs every hook call; ``ulisse --plugins-dir DIR``
 (or ``ULISSE_PLUGINS_DIR``) loads every ``*.py`` file of DIR as a plugin.
@@ -21,6 +22,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pluggy
 
@@ -33,6 +35,28 @@ ENTRY_POINT_GROUP = "ulisse"
 TRACE_ENV = "ULISSE_TRACE_PLUGINS"
 PLUGINS_DIR_ENV = "ULISSE_PLUGINS_DIR"
 hookimpl = pluggy.HookimplMarker("ulisse")
+
+# The application's own plugins, loaded first and by module name (importlib, so the core imports none of them):
+# the core's defaults (encoders, export formats), then the first-party plugins, each written as a third party would.
+DEFAULT_PLUGINS = (
+    "ulisse._builtins",
+    "ulisse.plugins.prototype",
+    "ulisse.plugins.recursive",
+    "ulisse.plugins.anomalies",
+    "ulisse.plugins.feedback",
+    "ulisse.plugins.demo",
+    "ulisse.plugins.sdss.plugin",
+    "ulisse.plugins.heads.plugin",
+    "ulisse.plugins.features",
+    "ulisse.plugins.denoise.plugin",
+    "ulisse.ui.plugin",
+)
+
+
+def default_plugin_name(module: str) -> str:
+    """The name a default plugin is registered under: ``ulisse.plugins.sdss.plugin`` -> ``sdss``."""
+    parts = [p for p in module.split(".") if p not in ("ulisse", "plugins", "plugin")]
+    return parts[-1].lstrip("_") if parts else module
 
 
 class PluginError(UlisseError):
@@ -78,36 +102,74 @@ def _load_file_plugin(path: Path):
     return module
 
 
-def make_plugin_manager(load_entrypoints: bool = True, plugins=(), plugins_dirs=(), strict: bool = False
-                        ) -> pluggy.PluginManager:
+def _own_distribution():
+    try:
+        return md.distribution("ulisse")
+    except md.PackageNotFoundError:  # run from a source tree that is not installed
+        return None
+
+
+def _load_defaults(pm: pluggy.PluginManager, failures: list) -> None:
+    own = _own_distribution()
+    for module in DEFAULT_PLUGINS:
+        name = default_plugin_name(module)
+        if pm.is_blocked(name):
+            continue
+        try:
+            plugin = importlib.import_module(module)
+        except Exception as exc:  # a default plugin that fails to import is left out like any other
+            failures.append(PluginFailure(name, module, _short(exc)))
+            continue
+        if _register_checked(pm, plugin, name, module, failures) and own is not None:
+            pm.ulisse_dists[name] = own
+
+
+def _load_entrypoints(pm: pluggy.PluginManager, failures: list) -> None:
+    loaded = {getattr(p, "__name__", None) for p in pm.get_plugins()}
+    for dist in md.distributions():
+        for ep in dist.entry_points:
+            if ep.group != ENTRY_POINT_GROUP or pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+                continue
+            if ep.module in loaded and not ep.attr:  # a default plugin already loaded by module name
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # any error in a plugin's import leaves that plugin out
+                failures.append(PluginFailure(ep.name, ep.value, _short(exc)))
+                continue
+            if _register_checked(pm, plugin, ep.name, ep.value, failures):
+                pm.ulisse_dists[ep.name] = dist
+
+
+def make_plugin_manager(load_entrypoints: bool = True, plugins=(), plugins_dirs=(), strict: bool = False,
+                        load_defaults: bool = True) -> pluggy.PluginManager:
     """A new plugin manager with the hook specs of :mod:`ulisse.hookspecs`.
 
     Args:
         load_entrypoints: load every plugin of the ``ulisse`` entry-point group
-            (first-party plugins are registered there too).
+            (one naming a module already loaded as a default plugin is skipped).
         plugins: extra plugin modules or objects to register.
         plugins_dirs: folders whose ``*.py`` files are loaded as plugins.
         strict: raise :class:`PluginError` on the first broken plugin instead of leaving it out.
+        load_defaults: load the application's own plugins (:data:`DEFAULT_PLUGINS`) first;
+            ``False`` gives a manager with nothing but what is asked for (tests).
 
     The plugins left out are listed in ``pm.ulisse_failures``.
+
+    Example:
+        >>> pm = make_plugin_manager(load_entrypoints=False)
+        >>> pm.has_plugin("prototype")
+        True
     """
     pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
     failures: list[PluginFailure] = []
     pm.ulisse_failures = failures
     pm.ulisse_dists = {}
+    if load_defaults:
+        _load_defaults(pm, failures)
     if load_entrypoints:
-        for dist in md.distributions():
-            for ep in dist.entry_points:
-                if ep.group != ENTRY_POINT_GROUP or pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
-                    continue
-                try:
-                    plugin = ep.load()
-                except Exception as exc:  # any error in a plugin's import leaves that plugin out
-                    failures.append(PluginFailure(ep.name, ep.value, _short(exc)))
-                    continue
-                if _register_checked(pm, plugin, ep.name, ep.value, failures):
-                    pm.ulisse_dists[ep.name] = dist
+        _load_entrypoints(pm, failures)
     for d in plugins_dirs:
         for path in sorted(Path(d).glob("*.py")):
             try:
@@ -168,8 +230,12 @@ def call_hook(pm: pluggy.PluginManager, hook_name: str, **kwargs) -> list:
 
     Returns the non-None results, in pluggy's calling order.
     """
+    return [out for _, out in iter_hook(pm, hook_name, **kwargs) if out is not None]
+
+
+def iter_hook(pm: pluggy.PluginManager, hook_name: str, **kwargs) -> Iterator[tuple[str, object]]:
+    """As :func:`call_hook`, one implementation at a time: yields ``(plugin name, result)`` after each call."""
     caller = getattr(pm.hook, hook_name)
-    results = []
     trace = getattr(pm, "ulisse_trace", False)
     for impl in reversed(caller.get_hookimpls()):  # pluggy calls the last registered first
         args = {a: kwargs[a] for a in impl.argnames if a in kwargs}
@@ -183,9 +249,7 @@ def call_hook(pm: pluggy.PluginManager, hook_name: str, **kwargs) -> list:
             getattr(pm, "ulisse_failures", []).append(PluginFailure(impl.plugin_name, hook_name, error))
             pm.unregister(impl.plugin)
             continue
-        if out is not None:
-            results.append(out)
-    return results
+        yield impl.plugin_name, out
 
 
 def plugin_info(pm: pluggy.PluginManager) -> list[dict]:

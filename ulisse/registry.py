@@ -1,5 +1,8 @@
 """What plugins register (the objects the hooks of :mod:`ulisse.hookspecs` return), and lookups.
 
+Every lookup calls its hook with the run's :class:`Config` (the one the command
+line set with :func:`use_config`, else one read from the environment).
+
 Example:
     >>> from ulisse.registry import query_strategies
     >>> sorted(query_strategies())                     # doctest: +SKIP
@@ -8,7 +11,8 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
@@ -16,18 +20,55 @@ import numpy as np
 
 from .errors import InputError
 
+CACHE_ENV = "ULISSE_CACHE_DIR"
+DEVICE_ENV = "ULISSE_DEVICE"
+
+
+def default_cache_dir() -> Path:
+    """``$ULISSE_CACHE_DIR``, else the user cache folder (platformdirs: ``$XDG_CACHE_HOME/ulisse`` on Linux)."""
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get(CACHE_ENV) or user_cache_dir("ulisse"))
+
 
 @dataclass(frozen=True)
 class Config:
-    """What a hook may need to know about this run (passed to every ``register_*`` hook as ``config``).
+    """The run's context, passed to every hook as ``config`` (as datasette passes ``datasette``).
 
     Attributes:
-        device: ``auto``, ``cpu`` or ``cuda``.
-        options: free-form settings (``--plugins-dir`` and the like).
+        device: ``auto``, ``cpu`` or ``cuda`` (``ulisse --device``, ``$ULISSE_DEVICE``).
+        options: the global options of the command line (``quiet``, ``verbose``).
+        plugins_dirs: folders of one-off plugin files (``--plugins-dir``, ``$ULISSE_PLUGINS_DIR``).
+        cache_dir: where plugins may cache downloads and exported models (:func:`default_cache_dir`).
+
+    Example:
+        >>> Config(device="cpu").device
+        'cpu'
     """
 
     device: str = "auto"
     options: dict = field(default_factory=dict)
+    plugins_dirs: tuple[str, ...] = ()
+    cache_dir: Path = field(default_factory=default_cache_dir)
+
+    @classmethod
+    def from_env(cls, **changes) -> "Config":
+        """A config from the environment (``ULISSE_DEVICE``, ``ULISSE_PLUGINS_DIR``, ``ULISSE_CACHE_DIR``), then ``changes``."""
+        dirs = tuple(d for d in os.environ.get("ULISSE_PLUGINS_DIR", "").split(os.pathsep) if d)
+        return replace(cls(device=os.environ.get(DEVICE_ENV) or "auto", plugins_dirs=dirs), **changes)
+
+
+_CONFIG: list[Config] = []
+
+
+def use_config(config: Config | None) -> None:
+    """Make ``config`` the run's config, passed to every hook from now on (``None``: read the environment again)."""
+    _CONFIG[:] = [config] if config is not None else []
+
+
+def current_config() -> Config:
+    """The run's config: the one given to :func:`use_config`, else :meth:`Config.from_env`."""
+    return _CONFIG[0] if _CONFIG else Config.from_env()
 
 
 @dataclass(frozen=True)
@@ -48,12 +89,17 @@ class EncoderEntry:
     """A named encoder (as timm's ``register_model``).
 
     ``load(device="auto", weights=None, input_size=224, **options)`` returns a
-    :class:`ulisse.Encoder` whose ``spec.encoder`` is ``name``.
+    :class:`ulisse.Encoder`; ``Encoder.load(encoder=name)`` records ``name`` in
+    its spec (``spec.encoder``), so an index built with it is reopened with it.
+    ``record_name=False`` is for encoders whose spec already says how to rebuild
+    them: the core's timm encoders, recorded by model name and weights and
+    reopened through the ``timm`` entry.
     """
 
     name: str
     description: str
     load: Callable[..., Any]
+    record_name: bool = True
 
 
 class PreprocessStep(Protocol):
@@ -136,6 +182,45 @@ class DerivedColumns:
 
 
 @dataclass(frozen=True)
+class AnomalyMethod:
+    """A named anomaly score (``ulisse anomalies --method NAME``).
+
+    ``score(index, k=..., progress=..., recompute=...)`` returns a float array of
+    one score per object in row order, higher meaning more anomalous; a method
+    that stores its scores does so as derived columns. ``uses_k``: the score
+    depends on ``k`` neighbours (the UI's k slider applies to it).
+    """
+
+    name: str
+    description: str
+    score: Callable[..., np.ndarray]
+    uses_k: bool = True
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """A file format for result tables (``--format NAME``, ``--output FILE.EXT``, the UI's downloads).
+
+    ``write(table, meta, extra)`` returns ``str`` (a text format) or ``bytes``:
+    ``table`` is the result table, ``meta`` a flat dict of short strings about it
+    (prototype, index...), ``extra`` a JSON-ready dict of everything the verb
+    knows (formats that hold structure, like JSON, write it; ``None``: only rows).
+
+    Attributes:
+        extensions: file suffixes (``.csv``), lower case; the first is the one to save under.
+        media_type: the MIME type of a download.
+        binary: ``write`` returns bytes (never printed to a terminal).
+    """
+
+    name: str
+    description: str
+    extensions: tuple[str, ...]
+    media_type: str
+    write: Callable[..., str | bytes]
+    binary: bool = False
+
+
+@dataclass(frozen=True)
 class UIPage:
     """A Streamlit page script that the web UI shows under ``title``.
 
@@ -186,7 +271,7 @@ def _collect(hook_name: str, pm=None, config: Config | None = None) -> list:
 
     pm = pm or get_plugin_manager()
     items = []
-    for result in call_hook(pm, hook_name, config=config or Config()):
+    for result in call_hook(pm, hook_name, config=config or current_config()):
         items.extend(result or [])
     return items
 
@@ -233,3 +318,73 @@ def ui_pages(pm=None, config: Config | None = None) -> list[UIPage]:
 def tile_actions(pm=None, config: Config | None = None) -> dict[str, TileAction]:
     """Every registered tile action by name, in registration order."""
     return _by_name(_collect("register_tile_actions", pm, config), "tile action")
+
+
+def anomaly_methods(pm=None, config: Config | None = None) -> dict[str, AnomalyMethod]:
+    """Every registered anomaly score by name."""
+    return _by_name(_collect("register_anomaly_methods", pm, config), "anomaly method")
+
+
+def export_formats(pm=None, config: Config | None = None) -> dict[str, ExportFormat]:
+    """Every registered export format by name."""
+    return _by_name(_collect("register_export_formats", pm, config), "export format")
+
+
+def export_format(name: str, pm=None, config: Config | None = None) -> ExportFormat:
+    """The export format ``name``.
+
+    Raises:
+        InputError: no plugin registers it.
+    """
+    formats = export_formats(pm, config)
+    if name not in formats:
+        raise InputError(f"--format {name}: expected one of {', '.join(formats)}")
+    return formats[name]
+
+
+def export_format_for_path(path: str | os.PathLike, pm=None, config: Config | None = None) -> ExportFormat:
+    """The export format whose extension ends ``path`` (the longest that fits: ``.fits.gz`` before ``.gz``).
+
+    Raises:
+        InputError: no registered format has that extension.
+    """
+    name = Path(path).name.lower()
+    fits = [(len(ext), f) for f in export_formats(pm, config).values() for ext in f.extensions if name.endswith(ext)]
+    if not fits:
+        known = ", ".join(ext for f in export_formats(pm, config).values() for ext in f.extensions)
+        raise InputError(f"{path}: unknown output format (use {known})")
+    return max(fits, key=lambda x: x[0])[1]
+
+
+# what ``ulisse plugins`` says each register_* hook provides, and the name of an item
+PROVIDES = {
+    "register_encoders": "encoders", "register_anomaly_methods": "anomaly methods",
+    "register_export_formats": "export formats", "register_query_strategies": "query strategies",
+    "register_preprocessors": "preprocessors", "register_embedding_observers": "embedding observers",
+    "register_derived_columns": "derived columns", "register_ui_pages": "pages",
+    "register_tile_actions": "tile actions",
+}
+
+
+def item_name(item) -> str:
+    """What a registered item is called: its ``name``, or a page's ``title``."""
+    return str(getattr(item, "name", None) or getattr(item, "title", ""))
+
+
+def provided_by(pm=None, config: Config | None = None) -> dict[str, dict[str, list[str]]]:
+    """What each plugin registers: ``{plugin: {"encoders": [names], "pages": [titles], ...}}``.
+
+    Example:
+        >>> provided_by()["prototype"]["query strategies"]   # doctest: +SKIP
+        ['mean', 'union']
+    """
+    from .plugin_manager import get_plugin_manager, iter_hook
+
+    pm = pm or get_plugin_manager()
+    out: dict[str, dict[str, list[str]]] = {}
+    for hook_name, what in PROVIDES.items():
+        if not hasattr(pm.hook, hook_name):
+            continue
+        for plugin, items in iter_hook(pm, hook_name, config=config or current_config()):
+            out.setdefault(plugin, {}).setdefault(what, []).extend(item_name(i) for i in items or [])
+    return out

@@ -1,4 +1,10 @@
-"""Typed query results and their export (CSV, JSON, VOTable, FITS, text table)."""
+"""Typed query results and their export.
+
+The export formats are registered (``register_export_formats``): the core's
+(text table, CSV, JSON, VOTable, FITS, ECSV) in :mod:`ulisse._builtins` with the
+writers below, a plugin's beside them; :func:`render` and
+:func:`format_for_path` look them up by name and by file extension.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +13,9 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from .errors import InputError
-
-FORMATS = ("table", "csv", "json", "votable", "fits")
-SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".xml": "votable", ".vot": "votable", ".votable": "votable",
-                  ".fits": "fits", ".fit": "fits", ".txt": "table"}
 
 
 class TableResult:
@@ -89,29 +88,57 @@ def to_astropy(table: pd.DataFrame, meta: dict | None = None):
 
 
 def render(table: pd.DataFrame, fmt: str, meta: dict | None = None, extra: dict | None = None) -> str | bytes:
-    """The table in ``fmt``: ``table`` (text), ``csv``, ``json``, ``votable`` (str) or ``fits`` (bytes)."""
-    if fmt == "table":
-        return text_table(table)
-    if fmt == "csv":
-        return table.to_csv(index=False)
-    if fmt == "json":
-        rows = records(table)
-        return json.dumps(rows if extra is None else {**extra, "rows": rows}, indent=2) + "\n"
-    if fmt == "votable":
-        from astropy.io.votable import from_table
+    """The table in the registered export format ``fmt`` (``table``, ``csv``, ``json``, ``votable``, ``fits``...).
 
-        buf = io.BytesIO()
-        # BINARY2, not TABLEDATA: astropy's C TABLEDATA writer (astropy <= 8.0.2 at least) writes its
-        # end-of-row NUL one byte past its buffer when a row's text is exactly the buffer's size
-        # (256, 512, ... bytes) and corrupts the heap (benchmarks/ui-soak.md has the reproduction).
-        from_table(to_astropy(table, meta)).to_xml(buf, tabledata_format="binary2")
-        return buf.getvalue().decode()
-    if fmt == "fits":
-        buf = io.BytesIO()
-        t = to_astropy(table, {k.upper()[:8]: str(v)[:60] for k, v in (meta or {}).items()})
-        t.write(buf, format="fits")
-        return buf.getvalue()
-    raise InputError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    Raises:
+        InputError: no plugin registers ``fmt``.
+    """
+    from .registry import export_format
+
+    return export_format(fmt).write(table, meta, extra)
+
+
+def write_csv(table: pd.DataFrame, meta: dict | None = None, extra: dict | None = None) -> str:
+    """Comma-separated values with a header line (``meta`` is not written)."""
+    return table.to_csv(index=False)
+
+
+def write_json(table: pd.DataFrame, meta: dict | None = None, extra: dict | None = None) -> str:
+    """The rows as a JSON list, or ``{**extra, "rows": [...]}`` when the verb gives ``extra``."""
+    rows = records(table)
+    return json.dumps(rows if extra is None else {**extra, "rows": rows}, indent=2) + "\n"
+
+
+def write_votable(table: pd.DataFrame, meta: dict | None = None, extra: dict | None = None) -> str:
+    """An IVOA VOTable (BINARY2 serialisation), ``meta`` in its INFO elements."""
+    from astropy.io.votable import from_table
+
+    buf = io.BytesIO()
+    # BINARY2, not TABLEDATA: astropy's C TABLEDATA writer (astropy <= 8.0.2 at least) writes its
+    # end-of-row NUL one byte past its buffer when a row's text is exactly the buffer's size
+    # (256, 512, ... bytes) and corrupts the heap (benchmarks/ui-soak.md has the reproduction).
+    from_table(to_astropy(table, meta)).to_xml(buf, tabledata_format="binary2")
+    return buf.getvalue().decode()
+
+
+def write_fits(table: pd.DataFrame, meta: dict | None = None, extra: dict | None = None) -> bytes:
+    """A FITS binary table, ``meta`` as header cards (keys cut to 8 characters, values to 60)."""
+    buf = io.BytesIO()
+    t = to_astropy(table, {k.upper()[:8]: str(v)[:60] for k, v in (meta or {}).items()})
+    t.write(buf, format="fits")
+    return buf.getvalue()
+
+
+def write_ecsv(table: pd.DataFrame, meta: dict | None = None, extra: dict | None = None) -> str:
+    """Astropy's Enhanced CSV: CSV with a YAML header of column types and ``meta``."""
+    buf = io.StringIO()
+    to_astropy(table, meta).write(buf, format="ascii.ecsv")
+    return buf.getvalue()
+
+
+def write_text(table: pd.DataFrame, meta: dict | None = None, extra: dict | None = None) -> str:
+    """The aligned text table of :func:`text_table` (``meta`` is not written)."""
+    return text_table(table)
 
 
 POSITION_COLUMNS = ("ra", "dec")
@@ -152,7 +179,11 @@ def text_table(table: pd.DataFrame) -> str:
 
 
 def format_for_path(path: str | os.PathLike) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in SUFFIX_FORMATS:
-        raise InputError(f"{path}: unknown output format (use .csv, .json, .xml/.vot, .fits or .txt)")
-    return SUFFIX_FORMATS[suffix]
+    """The name of the registered export format for ``path``'s extension (``r.xml`` -> ``votable``).
+
+    Raises:
+        InputError: no registered format has that extension.
+    """
+    from .registry import export_format_for_path
+
+    return export_format_for_path(path).name

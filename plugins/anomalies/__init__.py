@@ -106,11 +106,21 @@ KNN_SET = "anomaly"
 IFOREST_SET = "anomaly_iforest"
 
 
+def _method(name: str):
+    """The registered anomaly method ``name`` (``register_anomaly_methods``: this plugin's and others')."""
+    from ulisse.registry import anomaly_methods
+
+    methods = anomaly_methods()
+    if name not in methods:
+        raise ulisse.InputError(f"method {name!r}: expected one of {', '.join(methods)}")
+    return methods[name]
+
+
 def _check(index, method: str, k) -> int | None:
-    if method not in METHODS:
-        raise ulisse.InputError(f"method {method!r}: expected one of {', '.join(METHODS)}")
-    if method == "iforest":
-        return None
+    return _check_k(index, k) if _method(method).uses_k else None
+
+
+def _check_k(index, k) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise ulisse.QueryError(f"k={k!r}: must be a whole number")
     if k < 1:
@@ -140,7 +150,7 @@ def _knn_scores(index, k: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
 
 def compute_knn_scores(index, k: int = DEFAULT_K, progress: bool = True) -> pd.DataFrame:
     """Derived columns ``anomaly_kth`` and ``anomaly_mean`` (higher = more anomalous)."""
-    k = _check(index, "kth", k)
+    k = _check_k(index, k)
     kth, mean = _knn_scores(index, k, progress)
     return pd.DataFrame({"anomaly_kth": kth, "anomaly_mean": mean})
 
@@ -191,12 +201,22 @@ def anomaly_scores(index, method: str = "kth", k: int = DEFAULT_K, progress: boo
         Unknown method, or ``iforest`` without scikit-learn.
     """
     k = _check(index, method, k)
-    if method == "iforest":
-        values = index.derived(IFOREST_SET, recompute=recompute)["anomaly_iforest"]
-    else:
-        values = index.derived(KNN_SET, recompute=recompute, k=k)[f"anomaly_{method}"]
+    values = np.asarray(_method(method).score(index, k=k, progress=progress, recompute=recompute), np.float64)
+    if values.shape != (len(index),):
+        raise ulisse.InputError(f"method {method!r} gave {values.shape[0] if values.ndim else 0} scores "
+                                f"for {len(index)} objects")
     return pd.DataFrame({"row": index.metadata["row"].to_numpy(np.int64), "id": index.metadata["id"].to_numpy(),
-                         "score": values.to_numpy(np.float64)})
+                         "score": values})
+
+
+def _knn_score(column: str):
+    def score(index, k: int = DEFAULT_K, progress: bool = True, recompute: bool = False, **options):
+        return index.derived(KNN_SET, recompute=recompute, k=k)[column].to_numpy(np.float64)
+    return score
+
+
+def _iforest_score(index, progress: bool = True, recompute: bool = False, **options):
+    return index.derived(IFOREST_SET, recompute=recompute)["anomaly_iforest"].to_numpy(np.float64)
 
 
 # -- ranking -----------------------------------------------------------------
@@ -237,7 +257,7 @@ def rank_anomalies(index, top: int = 20, method: str = "kth", k: int = DEFAULT_K
     table = pd.concat([pd.DataFrame({"rank": np.arange(1, len(order) + 1), "id": meta["id"],
                                      "score": scores["score"].to_numpy()[order]}),
                        meta.drop(columns=["id"])], axis=1)
-    ranking = AnomalyRanking(table, method, None if method == "iforest" else int(k), label)
+    ranking = AnomalyRanking(table, method, int(k) if _method(method).uses_k else None, label)
     if names is not None:
         fractions, used = class_fractions(names.iloc[order].tolist(), names, [len(order)])
         ranking.fractions, ranking.used = fractions, used
@@ -271,6 +291,18 @@ def register_derived_columns(config):
     ]
 
 
+@ulisse.hookimpl
+def register_anomaly_methods(config):
+    """The scores ``kth``, ``mean`` (stored in the ``anomaly`` set) and ``iforest`` (``anomaly_iforest``)."""
+    from ulisse.registry import AnomalyMethod
+
+    return [
+        AnomalyMethod("kth", "distance to the k-th nearest neighbour", _knn_score("anomaly_kth")),
+        AnomalyMethod("mean", "mean distance to the k nearest neighbours", _knn_score("anomaly_mean")),
+        AnomalyMethod("iforest", "Isolation Forest on the vectors (-score_samples)", _iforest_score, uses_k=False),
+    ]
+
+
 def _precision_lines(ranking: AnomalyRanking) -> str:
     return fractions_text(ranking.fractions, ranking.label, ranking.used, heading="class fractions at the top")
 
@@ -278,16 +310,18 @@ def _precision_lines(ranking: AnomalyRanking) -> str:
 @ulisse.hookimpl
 def register_commands(cli):
     """``ulisse anomalies``: rank the objects of an index by anomaly score."""
+    from ulisse.options import RegisteredChoice, format_option
+    from ulisse.registry import anomaly_methods
 
     @cli.command()
     @click.argument("index_dir", type=click.Path())
     @click.option("--top", type=int, default=20, show_default=True, help="how many of the most anomalous objects")
     @click.option("-k", "k", type=int, default=DEFAULT_K, show_default=True, help="neighbours for kth and mean")
-    @click.option("--method", type=click.Choice(METHODS), default="kth", show_default=True,
-                  help="kth: distance to the k-th neighbour; mean: mean distance to k; iforest: Isolation Forest")
+    @click.option("--method", type=RegisteredChoice(lambda: list(anomaly_methods())), default="kth",
+                  show_default=True, help="kth: distance to the k-th neighbour; mean: mean distance to k; iforest: "
+                  "Isolation Forest; or a plugin's (ulisse plugins lists them)")
     @click.option("--label", default=None, help="metadata column of classes: show each class's fraction at the top vs overall")
-    @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "votable"]), default="table",
-                  show_default=True)
+    @format_option()
     @click.option("--output", type=click.Path(dir_okay=False), help="write the results to a file (.csv, .json, .xml/.vot, .fits, .txt)")
     @click.option("--png", type=click.Path(dir_okay=False), help="write a thumbnail grid of the top objects")
     @device_option

@@ -1,0 +1,141 @@
+"""What decides an encoder's vectors: :class:`EncoderSpec`, recorded in every index manifest.
+
+Two encoders give comparable vectors only when their specs are compatible
+(:func:`check_compatible`). Re-exported by :mod:`ulisse.encoder`.
+
+Example:
+    >>> parse_pool("center")
+    'centre:3'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from .errors import EncoderMismatch, InputError
+
+POOLS = ("mean", "centre")
+TTAS = ("none", "rot4", "d4")
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def parse_pool(pool: str) -> str:
+    """``mean``, ``centre`` or ``centre:N`` (``center`` too) -> ``mean`` or ``centre:N`` (N defaults to 3)."""
+    text = str(pool).strip().lower().replace("center", "centre")
+    if text == "mean":
+        return "mean"
+    name, _, size = text.partition(":")
+    if name == "centre":
+        try:
+            n = int(size) if size else 3
+        except ValueError:
+            n = 0
+        if n >= 1:
+            return f"centre:{n}"
+    raise InputError(f"--pool {pool}: expected mean, centre or centre:N (N >= 1)")
+
+
+def parse_tta(tta: str) -> str:
+    text = str(tta).strip().lower()
+    if text not in TTAS:
+        raise InputError(f"--tta {tta}: expected one of {', '.join(TTAS)}")
+    return text
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Everything that decides an encoder's vectors; recorded in every index manifest.
+
+    Two encoders give comparable vectors only when their specs are compatible
+    (:meth:`compatible_with`): same model, same weights (by sha256), same input
+    size, normalisation and interpolation, same named encoder, pooling,
+    test-time symmetry, preprocessing steps (by fingerprint) and numeric
+    precision. The runtime (torch, ONNX Runtime, OpenVINO) is not recorded:
+    every runtime is checked against torch when it is prepared.
+
+    Attributes:
+        encoder: the registered encoder's name (``register_encoders``), or None.
+        pool: ``mean`` (ULISSE: spatial mean of the final map) or ``centre:N``.
+        tta: ``none``, ``rot4`` or ``d4``: vectors averaged over the cutout's rotations (and flips).
+        preprocessors: ``({"name", "arg", "fingerprint"}, ...)``, applied in order before the resize.
+        precision: ``fp32``, ``bf16`` or ``int8``.
+        quantization: with int8, the sha256 of the quantised graph (:mod:`ulisse.quantize`).
+    """
+
+    model_name: str
+    weights_source: str
+    weights_sha256: str | None
+    input_size: int = 224
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
+    dim: int = 1280
+    encoder: str | None = None
+    pool: str = "mean"
+    tta: str = "none"
+    preprocessors: tuple = ()
+    precision: str = "fp32"
+    quantization: str | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["preprocessors"] = [dict(p) for p in self.preprocessors]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EncoderSpec":
+        """Read a manifest's spec; fields that older manifests lack take ULISSE's values."""
+        d = dict(d)
+        d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
+        d["preprocessors"] = tuple(dict(p) for p in d.get("preprocessors") or ())
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    def key(self) -> tuple:
+        return (self.model_name, self.weights_sha256, self.input_size,
+                tuple(round(x, 6) for x in self.mean), tuple(round(x, 6) for x in self.std),
+                self.interpolation, self.dim, self.encoder, self.pool, self.tta,
+                tuple((p["name"], p["fingerprint"]) for p in self.preprocessors), self.precision, self.quantization)
+
+    def compatible_with(self, other: "EncoderSpec") -> bool:
+        return self.key() == other.key()
+
+    def network_digest(self) -> str:
+        """A short hash of what decides the network's feature maps (model, weights, input size, normalisation).
+
+        Exported runtime models are cached under it; pooling, symmetry and
+        preprocessing act outside the network and do not change it.
+        """
+        text = json.dumps([self.encoder, self.model_name, self.weights_sha256, self.input_size, list(self.mean),
+                           list(self.std), self.dim])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def differences(self, other: "EncoderSpec") -> list[str]:
+        """Names of the fields that make ``other`` incompatible with this spec."""
+        names = ("model_name", "weights_sha256", "input_size", "mean", "std", "interpolation", "dim", "encoder",
+                 "pool", "tta", "preprocessors", "precision", "quantization")
+        return [n for n, a, b in zip(names, self.key(), other.key()) if a != b]
+
+    def describe(self) -> str:
+        raw = self.weights_sha256 or "none"
+        sha = "none: random weights" if raw.startswith("random") else raw[:12]
+        text = (f"{self.model_name} with weights from {self.weights_source} (sha256 {sha}), "
+                f"{self.input_size}px input, mean {list(self.mean)} std {list(self.std)}")
+        if self.encoder:
+            text = f"encoder {self.encoder!r}: " + text
+        text += f", pool {self.pool}, tta {self.tta}, {self.precision}"
+        if self.quantization:
+            text += f" (quantised graph {self.quantization[:12]})"
+        for p in self.preprocessors:
+            text += f", preprocess {p['name']}={p['arg']} ({str(p['fingerprint'])[:12]})"
+        return text
+
+
+def check_compatible(index_spec: EncoderSpec, offered: EncoderSpec, where: str) -> None:
+    """Raise :class:`EncoderMismatch` unless ``offered`` gives the same vectors as ``index_spec``."""
+    if not index_spec.compatible_with(offered):
+        raise EncoderMismatch(
+            f"{where}: encoder mismatch ({', '.join(index_spec.differences(offered))} differ): the index was built "
+            f"with {index_spec.describe()}; this encoder is {offered.describe()}")
