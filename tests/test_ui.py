@@ -211,7 +211,7 @@ def test_app_lists_registered_pages_and_runs_the_chosen_one(demo_index, tmp_path
     from ulisse.registry import UIPage
 
     script = tmp_path / "hello.py"
-    script.write_text("import streamlit as st\nfrom ulisse.ui import kit\nkit.page_setup('Hello')\n"
+    script.write_text("import streamlit as st\nimport ulisse.ui.kit as kit\nkit.page_setup('Hello')\n"
                       "index = kit.current_index()\nst.title(f'Hello from a plugin: {len(index)} objects')\n")
 
     class ThrowawayPlugin:

@@ -175,7 +175,7 @@ with proto_col:
         if len(protos) > 1:
             st.button("remove", key=f"search.remove.{i}", on_click=kit.set_prototypes,
                       args=([p for p in protos if p != pid], None), type="tertiary")
-    if len(protos) == 1:
+    if len(protos) == 1 and "Expand" in [p.title for p in kit.registered_pages()]:  # the recursive plugin's page
         st.button("Expand", key="search.expand", help="Recursive expansion from this prototype",
                   on_click=kit.go_to_page, args=("Expand",), icon=":material/account_tree:", width="stretch")
 with grid_col:

@@ -27,8 +27,8 @@ import streamlit as st
 
 from ulisse.ui import INDEX_ENV, MAX_UPLOAD_MB  # noqa: F401 (public here: pages read the upload limit from the kit)
 from ulisse.ui.kit import _images
-from ulisse.ui.kit._index import (OTHER_INDEX, current_index, has_object, index_candidates, index_from_key,  # noqa: F401
-                                  index_key, index_lock, with_encoder)
+from ulisse.ui.kit._index import (OTHER_INDEX, current_index, has_object, index_candidates,  # noqa: F401
+                                  index_from_key, index_key, index_lock, with_encoder)
 from ulisse.ui.kit._sky import ResolveError, format_position, parse_position  # noqa: F401
 from ulisse.ui.kit._state import (DETAIL, NONE_TEXT, PROTOS, PROTOTYPE_PAGE, add_prototype,  # noqa: F401
                                   go_to_page, keep_widget_values, persistent_keys, prototype_page, prototypes,
@@ -40,12 +40,20 @@ from ulisse.ui.kit._tiles import object_detail, run_tile_action, thumbnail_png, 
 from ulisse.ui.kit._uploads import UploadError, decode_upload  # noqa: F401
 from ulisse.ui.kit._widgets import MAX_CLASSES, choose_label, label_columns, slider  # noqa: F401
 
-__all__ = ["page_setup", "current_index", "tile_grid", "object_detail", "download_buttons", "prototypes",
-           "set_prototypes", "add_prototype", "use_as_prototype", "show_detail", "has_object", "index_key",
-           "index_from_key", "index_lock", "with_encoder", "go_to_page", "prototype_page", "sync_url",
-           "choose_label", "label_columns", "slider", "fractions_view", "show_table", "display_table", "display_png",
-           "thumbnail_png", "tile_caption", "number_text", "format_position", "parse_position", "decode_upload",
-           "UploadError", "MAX_UPLOAD_MB", "PROTOS", "DETAIL"]
+__all__ = [
+    # a page's frame and its index
+    "page_setup", "current_index", "has_object", "index_key", "index_from_key", "index_lock", "with_encoder",
+    # the view's state: prototypes, detail, pages, URL
+    "prototypes", "set_prototypes", "add_prototype", "use_as_prototype", "show_detail", "go_to_page",
+    "prototype_page", "registered_pages", "sync_url", "PROTOS", "DETAIL",
+    # thumbnails and one object
+    "tile_grid", "tile_caption", "thumbnail_png", "display_png", "object_detail",
+    # controls, tables, downloads
+    "slider", "choose_label", "label_columns", "fractions_view", "show_table", "display_table", "number_text",
+    "download_buttons",
+    # what a user types or uploads
+    "format_position", "parse_position", "decode_upload", "UploadError", "MAX_UPLOAD_MB",
+]
 
 display_png = _images.display_png  # an RGB cutout as PNG for the page (small ones enlarged, crisp pixels)
 
