@@ -68,11 +68,16 @@ def read_catalog(path: str | Path, skip_bad: bool = False, skipped: list | None 
         LOG.info("%s: dropping multidimensional columns %s", path, ", ".join(dropped))
         table.remove_columns(dropped)
     units = {c: (str(table[c].unit) if getattr(table[c], "unit", None) is not None else None) for c in table.colnames}
+    return normalise_columns(table_to_pandas(table), str(path), units=units, skip_bad=skip_bad, skipped=skipped)
+
+
+def table_to_pandas(table) -> pd.DataFrame:
+    """An astropy table as a DataFrame, byte strings (FITS, VOTable) decoded to str."""
     df = table.to_pandas()
     for c in df.columns:
         if df[c].dtype == object:
             df[c] = df[c].map(lambda v: v.decode() if isinstance(v, bytes) else v)
-    return normalise_columns(df, str(path), units=units, skip_bad=skip_bad, skipped=skipped)
+    return df
 
 
 def normalise_columns(df: pd.DataFrame, what: str, units: dict | None = None, skip_bad: bool = False,

@@ -37,6 +37,7 @@ import pandas as pd
 import requests
 
 from ulisse._io import safe_name
+from ulisse.catalog import table_to_pandas
 from ulisse.errors import InputError
 
 from .config import PHOTO_COLUMNS, Field, ObjectFilter, SDSSConfig, check_region
@@ -144,11 +145,8 @@ class SqlSearchCatalog:
             ServiceError: the query failed.
             EmptyFieldError: no object in the region.
         """
-        objects = self.run(self.region_sql(ra, dec, radius_deg, filt))
-        if len(objects) == 0:
-            raise EmptyFieldError(f"no objects in {self.config.table} within {radius_deg:g} deg of "
-                                  f"ra={ra:g} dec={dec:g} ({filt.describe()})")
-        return objects
+        return _found(self.run(self.region_sql(ra, dec, radius_deg, filt)), self.config.table,
+                      f"within {radius_deg:g} deg of ra={ra:g} dec={dec:g}", filt)
 
 
 def parse_sqlsearch_csv(text: str, url: str) -> pd.DataFrame:
@@ -228,7 +226,7 @@ class TapCatalog:
                                "or fewer fields at a time", url, None, retryable=False) from None
         except Exception as exc:
             raise service_error(exc, url, "TAP query", self.config.timeout) from None
-        return normalise_objects(_table_to_pandas(table), url, self.columns)
+        return normalise_objects(table_to_pandas(table), url, self.columns)
 
     def objects_in_field(self, field: Field, filt: ObjectFilter = ObjectFilter()) -> pd.DataFrame:
         """The objects of a field, sorted by objid.
@@ -237,28 +235,21 @@ class TapCatalog:
             ServiceError: the query failed.
             EmptyFieldError: the catalogue has no object in the field.
         """
-        objects = self.run(self.field_query(field, filt))
-        if len(objects) == 0:
-            raise EmptyFieldError(f"no objects in {self.config.table} for run {field.run} camcol {field.camcol} "
-                                  f"field {field.field} ({filt.describe()})")
-        return objects
+        return _found(self.run(self.field_query(field, filt)), self.config.table,
+                      f"for run {field.run} camcol {field.camcol} field {field.field}", filt)
 
     def objects_in_region(self, ra: float, dec: float, radius_deg: float,
                           filt: ObjectFilter = ObjectFilter()) -> pd.DataFrame:
         """The objects within ``radius_deg`` degrees of (ra, dec), sorted by objid."""
-        objects = self.run(self.region_query(ra, dec, radius_deg, filt))
-        if len(objects) == 0:
-            raise EmptyFieldError(f"no objects in {self.config.table} within {radius_deg:g} deg of "
-                                  f"ra={ra:g} dec={dec:g} ({filt.describe()})")
-        return objects
+        return _found(self.run(self.region_query(ra, dec, radius_deg, filt)), self.config.table,
+                      f"within {radius_deg:g} deg of ra={ra:g} dec={dec:g}", filt)
 
 
-def _table_to_pandas(table) -> pd.DataFrame:
-    df = table.to_pandas()
-    for c in df.columns:
-        if df[c].dtype == object:
-            df[c] = df[c].map(lambda v: v.decode() if isinstance(v, bytes) else v)
-    return df
+def _found(objects: pd.DataFrame, table: str, where: str, filt: ObjectFilter) -> pd.DataFrame:
+    """``objects``, or :class:`EmptyFieldError` when the catalogue has none ``where``."""
+    if len(objects) == 0:
+        raise EmptyFieldError(f"no objects in {table} {where} ({filt.describe()})")
+    return objects
 
 
 def normalise_objects(df: pd.DataFrame, what: str, columns: dict[str, str] | None = None) -> pd.DataFrame:
