@@ -288,6 +288,37 @@ def test_a_plugin_page_declares_its_url_state_and_kept_widgets(demo_index, tmp_p
         pm.unregister(plugin)
 
 
+def test_a_tile_click_opens_the_page_that_accepts_prototypes(demo_index, tmp_path):
+    from ulisse.plugin_manager import get_plugin_manager
+    from ulisse.registry import UIPage
+
+    at = ok(page(APP, demo_index, params={"page": "Anomalies"}))
+    first = neighbour_ids(at)[0]
+    pick(at, "anomaly", 0)
+    assert at.sidebar.radio(key="page").value == "Search" and at.query_params["proto"] == first
+    assert captions(at)[0] == first and at.text_input(key="search.id").value == first
+
+    script = tmp_path / "protos.py"
+    script.write_text("import streamlit as st\nimport ulisse.ui.kit as kit\nkit.page_setup('Mine')\n"
+                      "kit.current_index()\nst.title('prototypes: ' + ', '.join(kit.prototypes()))\n")
+
+    class ThrowawayPlugin:
+        @ulisse.hookimpl
+        def register_ui_pages(self, config):
+            return [UIPage("Mine", script, order=5, accepts_prototypes=True)]  # before Search in the sidebar
+
+    plugin = ThrowawayPlugin()
+    pm = get_plugin_manager()
+    pm.register(plugin, name="ui-test-mine")
+    try:  # the first page that declares it takes prototypes gets them, whatever its title
+        at = ok(page(APP, demo_index, params={"page": "Anomalies"}))
+        second = neighbour_ids(at)[1]
+        pick(at, "anomaly", 1)
+        assert at.sidebar.radio(key="page").value == "Mine" and at.main.title[0].value == f"prototypes: {second}"
+    finally:
+        pm.unregister(plugin)
+
+
 def test_a_plugin_tile_action_shows_under_result_tiles(labelled_index):
     """Buttons under result tiles come from register_tile_actions (the feedback plugin's 👍/👎 are two)."""
     from ulisse.plugin_manager import get_plugin_manager
