@@ -303,14 +303,10 @@ class _Extras:
 def extras():
     from ulisse.plugin_manager import get_plugin_manager
 
-    pm = get_plugin_manager()
-    plugin = _Extras()
-    pm.register(plugin, name="extras-test")
-    try:
-        yield plugin
-    finally:
-        if pm.is_registered(plugin):
-            pm.unregister(plugin)
+    get_plugin_manager().register(_Extras(), name="extras-test")
+    yield
+    if get_plugin_manager().has_plugin("extras-test"):
+        get_plugin_manager().unregister(name="extras-test")
 
 
 def test_a_plugin_adds_an_anomaly_method_and_an_export_format(extras, tiny_index, cli, tmp_path):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Generic, Protocol, Sequence, TypeVar
 
 import numpy as np
 
@@ -285,49 +285,47 @@ def _by_name(items, what):
     return out
 
 
-def query_strategies(pm=None, config: Config | None = None) -> dict[str, QueryStrategy]:
-    """Every registered query strategy by name."""
-    return _by_name(_collect("register_query_strategies", pm, config), "query strategy")
+T = TypeVar("T")
 
 
-def encoders(pm=None, config: Config | None = None) -> dict[str, EncoderEntry]:
-    """Every registered encoder by name."""
-    return _by_name(_collect("register_encoders", pm, config), "encoder")
+class Lookup(Generic[T]):
+    """A lookup of the registry: every item the plugins return from one ``register_*`` hook, by name.
+
+    Called as a function, ``lookup(pm=None, config=None)``: the process-wide plugin manager and the
+    run's config by default. Two plugins registering one name is an :class:`~ulisse.errors.InputError`.
+
+    Example:
+        >>> encoders.hook, encoders.label
+        ('register_encoders', 'encoders')
+    """
+
+    def __init__(self, hook: str, what: str, label: str):
+        self.hook, self.what, self.label = hook, what, label
+        self.__doc__ = f"Every registered {what} by name (the ``{hook}`` hook)."
+
+    def __call__(self, pm=None, config: Config | None = None) -> dict[str, T]:
+        return _by_name(_collect(self.hook, pm, config), self.what)
+
+    def __repr__(self) -> str:
+        return f"<registry lookup {self.label}: {self.hook}>"
 
 
-def preprocessors(pm=None, config: Config | None = None) -> dict[str, Preprocessor]:
-    """Every registered preprocessing step by name."""
-    return _by_name(_collect("register_preprocessors", pm, config), "preprocessor")
-
-
-def embedding_observers(pm=None, config: Config | None = None) -> dict[str, EmbeddingObserver]:
-    """Every registered embedding observer by name."""
-    return _by_name(_collect("register_embedding_observers", pm, config), "embedding observer")
-
-
-def derived_columns(pm=None, config: Config | None = None) -> dict[str, DerivedColumns]:
-    """Every registered set of derived columns by name."""
-    return _by_name(_collect("register_derived_columns", pm, config), "derived column set")
+encoders: Lookup[EncoderEntry] = Lookup("register_encoders", "encoder", "encoders")
+anomaly_methods: Lookup[AnomalyMethod] = Lookup("register_anomaly_methods", "anomaly method", "anomaly methods")
+export_formats: Lookup[ExportFormat] = Lookup("register_export_formats", "export format", "export formats")
+query_strategies: Lookup[QueryStrategy] = Lookup("register_query_strategies", "query strategy", "query strategies")
+preprocessors: Lookup[Preprocessor] = Lookup("register_preprocessors", "preprocessing step", "preprocessors")
+embedding_observers: Lookup[EmbeddingObserver] = Lookup("register_embedding_observers", "embedding observer",
+                                                        "embedding observers")
+derived_columns: Lookup[DerivedColumns] = Lookup("register_derived_columns", "derived column set", "derived columns")
+tile_actions: Lookup[TileAction] = Lookup("register_tile_actions", "tile action", "tile actions")
+LOOKUPS = (encoders, anomaly_methods, export_formats, query_strategies, preprocessors, embedding_observers,
+           derived_columns, tile_actions)
 
 
 def ui_pages(pm=None, config: Config | None = None) -> list[UIPage]:
     """Every registered web UI page, in display order."""
     return sorted(_collect("register_ui_pages", pm, config), key=lambda p: (p.order, p.title))
-
-
-def tile_actions(pm=None, config: Config | None = None) -> dict[str, TileAction]:
-    """Every registered tile action by name, in registration order."""
-    return _by_name(_collect("register_tile_actions", pm, config), "tile action")
-
-
-def anomaly_methods(pm=None, config: Config | None = None) -> dict[str, AnomalyMethod]:
-    """Every registered anomaly score by name."""
-    return _by_name(_collect("register_anomaly_methods", pm, config), "anomaly method")
-
-
-def export_formats(pm=None, config: Config | None = None) -> dict[str, ExportFormat]:
-    """Every registered export format by name."""
-    return _by_name(_collect("register_export_formats", pm, config), "export format")
 
 
 def export_format(name: str, pm=None, config: Config | None = None) -> ExportFormat:
@@ -356,14 +354,8 @@ def export_format_for_path(path: str | os.PathLike, pm=None, config: Config | No
     return max(fits, key=lambda x: x[0])[1]
 
 
-# what ``ulisse plugins`` says each register_* hook provides, and the name of an item
-PROVIDES = {
-    "register_encoders": "encoders", "register_anomaly_methods": "anomaly methods",
-    "register_export_formats": "export formats", "register_query_strategies": "query strategies",
-    "register_preprocessors": "preprocessors", "register_embedding_observers": "embedding observers",
-    "register_derived_columns": "derived columns", "register_ui_pages": "pages",
-    "register_tile_actions": "tile actions",
-}
+# what ``ulisse plugins`` says each register_* hook provides
+PROVIDES = {**{lookup.hook: lookup.label for lookup in LOOKUPS}, "register_ui_pages": "pages"}
 
 
 def item_name(item) -> str:
