@@ -561,6 +561,32 @@ def test_anomalies_histogram_and_paging(demo_index):
     assert at.sidebar.slider(key="anomalies.k").disabled
 
 
+def test_anomalies_page_offers_a_plugins_anomaly_method(demo_index):
+    from ulisse.plugin_manager import get_plugin_manager
+    from ulisse.registry import AnomalyMethod
+
+    class ThrowawayPlugin:
+        @ulisse.hookimpl
+        def register_anomaly_methods(self, config):
+            return [AnomalyMethod("norm", "vector norm", uses_k=False,
+                                  score=lambda index, **options: np.linalg.norm(index.all_vectors(), axis=1))]
+
+    plugin = ThrowawayPlugin()
+    pm = get_plugin_manager()
+    pm.register(plugin, name="ui-test-norm")
+    try:
+        at = ok(page(page_script("Anomalies"), demo_index))
+        choice = at.sidebar.selectbox(key="anomalies.method")
+        assert choice.value == "kth" and "norm: vector norm" in choice.options  # offered, not the default
+        ok(at.sidebar.selectbox(key="anomalies.method").set_value("norm").run())
+        index = ulisse.open_index(demo_index)
+        norms = np.linalg.norm(index.all_vectors(), axis=1)
+        assert at.sidebar.slider(key="anomalies.k").disabled
+        assert neighbour_ids(at)[0] == index.id_of(int(np.argmax(norms)))
+    finally:
+        pm.unregister(plugin)
+
+
 # -- ulisse ui -----------------------------------------------------------------------------
 
 def test_ui_command_line(cli, demo_index):

@@ -1,8 +1,8 @@
 """Anomalies: the objects of the index farthest from their neighbours (no prototype needed).
 
-Scores are derived columns (``index.derived("anomaly")``: ``anomaly_kth``,
-``anomaly_mean``; ``anomaly_iforest``), computed once per index and stored with
-it. The page shows their histogram and the ranked objects, paged. Runs inside
+The scores are the registered anomaly methods (``register_anomaly_methods``: this
+plugin's ``kth``, ``mean`` and ``iforest``, stored with the index as derived columns,
+and any other plugin's). The page shows their histogram and the ranked objects, paged. Runs inside
 the app or alone: ``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run plugins/anomalies/page.py``.
 """
 
@@ -11,12 +11,12 @@ import pandas as pd
 import streamlit as st
 
 from ulisse.errors import UlisseError
-from ulisse.plugins.anomalies import DEFAULT_K, METHODS, rank_anomalies
+from ulisse.plugins.anomalies import DEFAULT_K, anomaly_scores, rank_anomalies
+from ulisse.registry import anomaly_methods
 import ulisse.ui.kit as kit
 
-METHOD_NAMES = {"kth": "distance to the k-th neighbour", "mean": "mean distance to the k nearest",
-                "iforest": "Isolation Forest on the vectors"}
 PER_PAGE = 24
+DEFAULT_METHOD = "kth"  # this plugin's; other plugins' methods are offered, not chosen first
 
 
 @st.cache_data(max_entries=32, show_spinner="Scoring the objects of the index…")
@@ -24,28 +24,28 @@ def ranking(path: str, generation: int, top: int, method: str, k: int, label: st
     index = kit.index_from_key((path, generation))
     with kit.index_lock(index):
         ranked = rank_anomalies(index, top=top, method=method, k=k, label=label, progress=False)
-        if method == "iforest":
-            scores = index.derived("anomaly_iforest")["anomaly_iforest"]
-        else:
-            scores = index.derived("anomaly", k=k)[f"anomaly_{method}"]
+        scores = anomaly_scores(index, method=method, k=k, progress=False)["score"]
     return ranked, scores.to_numpy()
 
 
 kit.page_setup("Anomalies")
 index = kit.current_index()
-if "anomalies.method" not in st.session_state:
-    st.session_state["anomalies.method"] = METHODS[0]
-method = st.sidebar.selectbox("Score", METHODS, key="anomalies.method", format_func=lambda m: METHOD_NAMES.get(m, m))
+methods = anomaly_methods()
+if st.session_state.get("anomalies.method") not in methods:
+    st.session_state["anomalies.method"] = DEFAULT_METHOD if DEFAULT_METHOD in methods else next(iter(methods))
+method = st.sidebar.selectbox("Score", list(methods), key="anomalies.method",
+                              format_func=lambda m: f"{m}: {methods[m].description}")
+uses_k = methods[method].uses_k
 k = kit.slider("Neighbours (k)", 1, max(1, min(50, len(index) - 1)), DEFAULT_K, key="anomalies.k",
-               disabled=method == "iforest")
+               disabled=not uses_k)
 top = kit.slider("Objects ranked", 1, max(1, min(len(index), 1000)), min(len(index), 120), key="anomalies.top",
                  help=f"The grid shows {PER_PAGE} per page.")
 label = kit.choose_label(index, key="anomalies.label")
 kit.sync_url()
 
 st.title("Anomalies")
-st.caption(f"The {top} objects of the index with the highest anomaly score ({METHOD_NAMES.get(method, method)}"
-           + ("" if method == "iforest" else f", k = {k}") + "): most anomalous first. Click a tile to search "
+st.caption(f"The {top} objects of the index with the highest anomaly score ({methods[method].description}"
+           + (f", k = {k}" if uses_k else "") + "): most anomalous first. Click a tile to search "
            "for objects like it.")
 if len(index) < 2:
     st.info("The index needs at least two objects for anomaly scores.")

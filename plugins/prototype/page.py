@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from ulisse.errors import UlisseError
-from ulisse.prototypes import DEFAULT_RADIUS_ARCSEC, Prototype, resolve
+from ulisse.prototypes import DEFAULT_RADIUS_ARCSEC, Prototype, match_position
 from ulisse.registry import query_strategies, tile_actions
 import ulisse.ui.kit as kit
 from ulisse.ui.kit import MAX_UPLOAD_MB, UploadError, decode_upload, display_png, format_position, parse_position
@@ -111,15 +111,15 @@ elif mode == "Sky position":
         if asked:
             try:
                 coord = parse_position(st.session_state["search.position"])
-                matched = resolve(index, Prototype("sky", (float(coord.ra.deg), float(coord.dec.deg)),
-                                                   float(st.session_state["search.radius"])))
+                row, sep = match_position(index, float(coord.ra.deg), float(coord.dec.deg),
+                                          float(st.session_state["search.radius"]))
             except UlisseError as exc:
                 st.session_state["search.sky_match"] = {"error": str(exc)}
             else:
+                matched = index.id_of(row)
                 st.session_state["search.sky_match"] = {
-                    "id": matched.id, "sep": matched.separation_arcsec,
-                    "asked": format_position(float(coord.ra.deg), float(coord.dec.deg))}
-                kit.set_prototypes([matched.id], page=None)
+                    "id": matched, "sep": sep, "asked": format_position(float(coord.ra.deg), float(coord.dec.deg))}
+                kit.set_prototypes([matched], page=None)
                 follow_prototypes(switch_mode=False)
         match = st.session_state.get("search.sky_match")
         if match and "error" in match:
