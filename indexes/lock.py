@@ -5,9 +5,11 @@ atomically). The lock is released by the kernel when its holder dies, so a
 killed writer never blocks the next one; what it left behind is swept by the
 next holder (:func:`ulisse.indexes.store.sweep`).
 
+Writes take it through :func:`ulisse.indexes.transaction.transaction`, not directly.
+
 Example:
     >>> with writer_lock("indexes/survey", wait=30):      # doctest: +SKIP
-    ...     ...  # read the manifest, write a segment, commit
+    ...     ...  # (what a transaction does) read the manifest, write a segment, commit
 """
 
 from __future__ import annotations

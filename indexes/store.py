@@ -209,11 +209,15 @@ def sweep(path: Path, manifest: Manifest | None) -> list[str]:
     gone = _remove_matching(path, lambda name: name.startswith((SEGMENT_PREFIX, TRAINED_PREFIX, TMP_PREFIX)
                                                                + V1_PREFIXES) and name not in keep)
     # side files staged by a transaction that never committed (plugins' own temporary files are left alone)
-    gone += [f"{SIDE_DIR}/{n}" for n in _remove_matching(path / SIDE_DIR, lambda name: name.startswith(STAGED_PREFIX)
-                                                          or name.startswith(TMP_PREFIX) and f"-{STAGED_PREFIX}" in name)]
+    for folder, _, _ in os.walk(path / SIDE_DIR):
+        gone += [os.path.relpath(os.path.join(folder, n), path) for n in _remove_matching(Path(folder), _staged)]
     if gone:
         LOG.info("%s: removed %d file(s) left by interrupted writes", path, len(gone))
     return gone
+
+
+def _staged(name: str) -> bool:
+    return name.startswith(STAGED_PREFIX) or name.startswith(TMP_PREFIX) and f"-{STAGED_PREFIX}" in name
 
 
 def _remove_matching(folder: Path, match) -> list[str]:

@@ -88,6 +88,7 @@ class Transaction:
         final = self.side_path(name)
         staged = final.with_name(f"{store.STAGED_PREFIX}{uuid.uuid4().hex[:16]}-{final.name}")
         final.parent.mkdir(parents=True, exist_ok=True)
+        self._drop_staged(self._side.get(final))  # staged twice: the last content wins
         self._side[final] = staged
         atomic_write(staged, data)
         return final
@@ -95,7 +96,9 @@ class Transaction:
     def remove(self, name: str | os.PathLike) -> None:
         """Remove the side file ``name`` at the commit."""
         self._check_open()
-        self._side[self.side_path(name)] = None
+        final = self.side_path(name)
+        self._drop_staged(self._side.get(final))
+        self._side[final] = None
 
     # -- commit and roll back ------------------------------------------------------------
 
@@ -106,7 +109,8 @@ class Transaction:
 
         Raises:
             IndexError_: another writer committed since :attr:`base` (nothing is committed).
-            WriteError: ``DIR: <reason>``; nothing is committed.
+            WriteError: ``DIR: <reason>`` or ``FILE: <reason>``: the manifest could not be written (the
+                previous generation stays), or a side file could not replace its old version.
         """
         self._check_open()
         if manifest is not None:
@@ -139,11 +143,15 @@ class Transaction:
             keep = set()
         store.remove_files(self.path, [n for n in self._staged if n not in keep])
         for staged in self._side.values():
-            if staged is not None:
-                try:
-                    staged.unlink(missing_ok=True)
-                except OSError:
-                    pass
+            self._drop_staged(staged)
+
+    @staticmethod
+    def _drop_staged(staged: Path | None) -> None:
+        if staged is not None:
+            try:
+                staged.unlink(missing_ok=True)
+            except OSError:
+                pass  # the next transaction's sweep removes it
 
     def _check_open(self) -> None:
         if self.committed:

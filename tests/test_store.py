@@ -459,7 +459,9 @@ def test_side_files_staged_by_killed_writers_are_swept_and_plugins_files_kept(tm
 
     index = new_index(tmp_path / "idx")
     derived = index.derived_dir
-    left = [derived / ".txn-0123456789abcdef-marks.parquet", derived / ".tmp-99-.txn-0123456789abcdef-x.json"]
+    (derived / "heads" / "yhat").mkdir(parents=True)
+    left = [derived / ".txn-0123456789abcdef-marks.parquet", derived / ".tmp-99-.txn-0123456789abcdef-x.json",
+            derived / "heads" / "yhat" / ".txn-0123456789abcdef-config.json"]
     plugin_own = derived / ".tmp-abc-heads.json"  # a plugin's own write in progress: not the store's to remove
     for f in left + [plugin_own]:
         f.write_text("partial")
