@@ -89,6 +89,33 @@ def test_plugins_verb_lists_first_party_plugins(cli):
     info = json.loads(out)
     demo = next(p for p in info if p["name"] == "demo")
     assert demo["distribution"] == "ulisse" and "register_commands" in demo["hooks"]
+    assert demo["provides"]["commands"] == ["demo"]
+
+
+def test_export_formats_are_looked_up_by_extension_and_name(built, cli, tmp_path):
+    """The core registers its formats like a plugin: ECSV is one more registration, found by its extension."""
+    ecsv = tmp_path / "r.ecsv"
+    code, out, err = cli("query", built, "--id", "obj004", "-k", "3", "--format", "csv", "--output", ecsv)
+    assert code == 0, err
+    t = Table.read(ecsv, format="ascii.ecsv")
+    assert list(t["id"]) == [line.split(",")[1] for line in out.splitlines()[1:]] and t.meta["prototype"] == "obj004"
+    code, out, err = cli("anomalies", built, "--top", "2", "--format", "ecsv")
+    assert code == 0 and out.startswith("# %ECSV"), err
+    code, _, err = cli("anomalies", built, "--format", "fits")  # bytes: never printed, only written to a file
+    assert code == 2 and "fits" in err and "ecsv" in err
+
+
+def test_the_global_device_is_the_verbs_default(cli, survey, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    args = ("-q", "embed", survey / "cutouts" / "obj001.png", "--out", tmp_path / "v.npz", "--model", "test_efficientnet",
+            "--weights", "random")
+    code, _, err = cli("--device", "cuda", *args)
+    assert code == 1 and "--device cuda: no CUDA GPU" in err
+    code, _, err = cli("--device", "cuda", *args, "--device", "cpu")  # the verb's own option wins
+    assert code == 0, err
 
 
 def _bad_files(tmp_path):
