@@ -351,6 +351,31 @@ def test_a_plugin_tile_action_shows_under_result_tiles(labelled_index):
     assert not [b for b in at.button if ".star." in (b.key or "")]  # gone with its plugin
 
 
+def test_download_buttons_offer_registered_export_formats(tmp_path):
+    from ulisse.plugin_manager import get_plugin_manager
+    from ulisse.registry import ExportFormat
+
+    script = tmp_path / "downloads.py"
+    script.write_text("import pandas as pd\nimport ulisse.ui.kit as kit\n"
+                      "kit.download_buttons(pd.DataFrame({'id': ['a'], 'x': [1.5]}), 'two formats', "
+                      "formats=('csv', 'tsv'))\n")
+
+    class ThrowawayPlugin:
+        @ulisse.hookimpl
+        def register_export_formats(self, config):
+            return [ExportFormat("tsv", "tab-separated values", (".tsv",), "text/tab-separated-values",
+                                 write=lambda table, meta, extra: table.to_csv(sep="\t", index=False))]
+
+    plugin = ThrowawayPlugin()
+    pm = get_plugin_manager()
+    pm.register(plugin, name="ui-test-tsv")
+    try:
+        at = ok(AppTest.from_file(str(script), default_timeout=TIMEOUT).run())
+        assert [b.label for b in at.download_button] == ["Download CSV", "Download tsv"]
+    finally:
+        pm.unregister(plugin)
+
+
 def test_the_kit_imports_no_plugin():
     import subprocess
 

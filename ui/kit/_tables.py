@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -99,13 +100,20 @@ def export_table(table: pd.DataFrame, index: ulisse.Index | str | None = None) -
     return out
 
 
-def download_buttons(table: pd.DataFrame, name: str, *, index: ulisse.Index | None = None,
-                     meta: dict | None = None, key: str | None = None) -> None:
-    """CSV and VOTable download buttons; the files are made only when a button is clicked.
+FORMAT_LABELS = {"csv": "CSV", "votable": "VOTable", "json": "JSON", "fits": "FITS", "ecsv": "ECSV"}
 
-    ``source`` paths are written relative to ``index`` (the current index by default).
+
+def download_buttons(table: pd.DataFrame, name: str, *, index: ulisse.Index | None = None,
+                     meta: dict | None = None, key: str | None = None,
+                     formats: Sequence[str] = ("csv", "votable")) -> None:
+    """Download buttons, one per export format (CSV and VOTable unless told); a file is made only when clicked.
+
+    ``formats`` are names of registered export formats (``register_export_formats``:
+    ``csv``, ``votable``, ``fits``... and any a plugin adds); each gives the file's
+    suffix and media type. ``source`` paths are written relative to ``index`` (the
+    current index by default).
     """
-    from ulisse.results import render
+    from ulisse.registry import export_format
 
     if index is None and st.session_state.get("index_path"):
         index = st.session_state["index_path"]
@@ -113,9 +121,10 @@ def download_buttons(table: pd.DataFrame, name: str, *, index: ulisse.Index | No
     info = {k: str(v) for k, v in (meta or {}).items()}
     stem = safe_stem(name)
     key = key or f"download.{stem}"
-    csv_col, vot_col, _ = st.columns([1, 1, 3])
-    csv_col.download_button("Download CSV", lambda: render(out, "csv", info), f"{stem}.csv", "text/csv",
-                            key=f"{key}.csv", on_click="ignore", icon=":material/download:", width="stretch")
-    vot_col.download_button("Download VOTable", lambda: render(out, "votable", info), f"{stem}.xml",
-                            "application/x-votable+xml", key=f"{key}.votable", on_click="ignore",
-                            icon=":material/download:", width="stretch")
+    chosen = [export_format(f) for f in formats]
+    columns = st.columns([1] * len(chosen) + [max(1, 5 - len(chosen))])
+    for col, fmt in zip(columns, chosen):
+        col.download_button(f"Download {FORMAT_LABELS.get(fmt.name, fmt.name)}",
+                            lambda fmt=fmt: fmt.write(out, info, None), f"{stem}{fmt.extensions[0]}",
+                            fmt.media_type, key=f"{key}.{fmt.name}", on_click="ignore", icon=":material/download:",
+                            width="stretch")
