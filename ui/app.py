@@ -12,7 +12,7 @@ import streamlit as st
 
 from ulisse.errors import UlisseError
 from ulisse.registry import Config, ui_pages
-from ulisse.ui import kit
+import ulisse.ui.kit as kit
 
 kit.page_setup("ulisse")
 pages = ui_pages(config=Config(device="auto"))
