@@ -407,6 +407,8 @@ def test_the_builtin_encoders_are_registered_and_every_load_goes_through_the_reg
     monkeypatch.setattr(registry, "encoders", spy)
     tiny = Encoder.load("test_efficientnet", weights="random", device="cpu", runtime="torch")
     assert calls and tiny.spec.model_name == "test_efficientnet" and tiny.spec.encoder is None
+    named = Encoder.load("test_efficientnet", encoder="timm", weights="random", device="cpu", runtime="torch")
+    assert named.spec == tiny.spec  # --encoder timm --model NAME is the default path, said out loud
     monkeypatch.setattr(registry, "encoders", lambda *a, **k: {n: e for n, e in original(*a, **k).items() if n != "timm"})
     with pytest.raises(ulisse.InputError, match="no such encoder"):
         Encoder.load("test_efficientnet", weights="random", device="cpu")

@@ -111,7 +111,7 @@ class Encoder:
         """Build an encoder through the registry: ``encoder`` by name, else the ``timm`` entry with ``model_name``.
 
         Args:
-            model_name: a timm model name for the ``timm`` encoder (ignored when ``encoder`` is given).
+            model_name: a timm model name for the ``timm`` encoder (the default one; ignored by the others).
             weights: see :func:`ulisse._weights.resolve_weights` (a registered encoder may read it its own way).
             device: ``auto``, ``cpu`` or ``cuda``.
             input_size: the side the cutouts are resized to.
@@ -129,7 +129,8 @@ class Encoder:
             WeightsError, InputError: unknown encoder or preprocessor, bad option, weights that do not fit.
         """
         dev = resolve_device(device)
-        name, options = (encoder, {}) if encoder else (TIMM_ENCODER, {"model_name": model_name})
+        name = encoder or TIMM_ENCODER
+        options = {"model_name": model_name} if name == TIMM_ENCODER else {}
         base, entry = _registered_encoder(name, device=str(dev), weights=weights, input_size=int(input_size), **options)
         model, spec = base.model, (replace(base.spec, encoder=name) if entry.record_name else base.spec)
         steps, records = load_preprocessors(preprocess)
