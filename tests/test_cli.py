@@ -261,3 +261,16 @@ def test_readme_python_example_runs(tmp_path):
     assert list(cwd.iterdir()) == []  # the example leaves nothing in the working directory
     assert namespace["table"]["rank"][0] == 1 and len(namespace["near"]) == 8
     assert (namespace["quiet"].table["anomaly_kth"] < 30).all() and (namespace["quiet"].table["area"] > 20).all()
+
+
+def test_index_build_reads_its_inputs_once(survey, cli, tmp_path, monkeypatch):
+    """The early input check and the build share one gather (the folders and the catalogue are read once)."""
+    import ulisse.inputs
+
+    calls = []
+    real = ulisse.inputs.gather
+    monkeypatch.setattr(ulisse.inputs, "gather", lambda *a, **k: calls.append(a) or real(*a, **k))
+    code, out, err = cli("-q", "index", "build", survey / "cutouts", "--index", tmp_path / "once",
+                         "--catalog", survey / "catalog.csv", *TINY)
+    assert code == 0, err
+    assert len(calls) == 1

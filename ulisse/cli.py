@@ -145,27 +145,31 @@ def index_build(inputs, index_dir, catalog, factory, memory, metric, dtype, npro
 
     check_new_index_path(index_dir, overwrite)
     auto.parse_memory(memory)
-    _check_before_embedding(inputs, catalog, skip_bad, factory)
+    gathered = _check_before_embedding(inputs, catalog, skip_bad, factory)
     encoder = Encoder.load(device=device, **encoder_options)
     idx, report = build_index(inputs, index_dir, catalog, factory=factory, metric=metric, encoder=encoder,
-                              skip_bad=skip_bad, overwrite=overwrite, progress=progress_enabled(), device=device,
+                              gathered=gathered, skip_bad=skip_bad, overwrite=overwrite, progress=progress_enabled(), device=device,
                               memory=memory, dtype=dtype, nprobe=nprobe, ef=ef, wait=wait)
     _report(report, f"built {index_dir} ({idx.manifest['factory']}):")
 
 
-def _check_before_embedding(inputs, catalog, skip_bad: bool, factory: str, dim: int = 1280) -> None:
-    """Inputs, catalogue and the factory's training needs, checked before any model loads or cutout is embedded."""
+def _check_before_embedding(inputs, catalog, skip_bad: bool, factory: str, dim: int = 1280):
+    """Inputs, catalogue and the factory's training needs, checked before any model loads or cutout is embedded.
+
+    Returns the gathered inputs, which the build then uses (the folders are read once).
+    """
     from .indexes import faiss_backend
     from .inputs import gather
 
     gathered = gather(inputs, catalog, skip_bad=skip_bad)
     if factory == "auto":
-        return
+        return gathered
     index = faiss_backend.new_faiss_index(factory, dim)  # a bad factory string fails here
     need = faiss_backend._min_training(index) if not index.is_trained else 0
     if need > len(gathered):
         raise UlisseError(f"--factory {factory}: needs at least {need} vectors to train, and there are "
                           f"{len(gathered)} cutouts; use a smaller index (e.g. Flat) or --factory auto")
+    return gathered
 
 
 @index_group.command("add")

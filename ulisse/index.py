@@ -412,8 +412,10 @@ def build_index(inputs: Sequence[str | os.PathLike], path: str | os.PathLike, ca
                 weights=None, device: str = "auto", rgb: RGBConfig = RGBConfig(), skip_bad: bool = False,
                 overwrite: bool = False, progress: bool = True, memory: str = auto_factory.DEFAULT_MEMORY,
                 dtype: str = "float32", nprobe: int | None = None, ef: int | None = None,
-                wait: float = 0.0, manifest_extra: dict | None = None) -> tuple[Index, AddReport]:
+                wait: float = 0.0, manifest_extra: dict | None = None, gathered=None) -> tuple[Index, AddReport]:
     """Embed cutouts and write a new index directory at ``path``.
+
+    ``gathered``: the :func:`~ulisse.inputs.gather` of ``inputs`` and ``catalog`` when the caller has it already.
 
     Everything is checked and embedded before anything is written; the write is atomic.
     ``manifest_extra``: JSON-ready keys added to the manifest (see :func:`create_index`).
@@ -429,7 +431,7 @@ def build_index(inputs: Sequence[str | os.PathLike], path: str | os.PathLike, ca
     path = Path(path)
     check_new_index_path(path, overwrite)
     faiss_backend.check_metric(metric)
-    gathered = gather(inputs, catalog, skip_bad=skip_bad)
+    gathered = gathered if gathered is not None else gather(inputs, catalog, skip_bad=skip_bad)
     encoder = encoder or Encoder.load(weights=weights, device=device)
     if factory != "auto":
         faiss_backend.new_faiss_index(factory, encoder.spec.dim, metric)  # a bad factory fails before the long work
