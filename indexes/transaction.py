@@ -12,7 +12,8 @@ Create, add, compact, upgrade, derived columns and marks all write through
    directory); what interrupted writers left (files no manifest names, staged side files) is removed.
 3. **stage**: segment and trained files (:meth:`~Transaction.write_segment`,
    :meth:`~Transaction.write_trained`) are written under new names; side files
-   (:meth:`~Transaction.stage`: derived columns, marks) beside their final name as ``.txn-*``.
+   (:meth:`~Transaction.stage`: derived columns, marks, plugins' files in ``derived/`` subfolders) beside
+   their final name as ``.txn-*``; :meth:`~Transaction.remove` removes one at the commit (and its folder, once empty).
 4. **commit** (:meth:`~Transaction.commit`): the new manifest is written atomically as generation
    ``base.generation + 1`` (refused if another writer committed meanwhile); staged side files then
    replace their final names. Files the new generation no longer names (a compaction's old
@@ -94,7 +95,8 @@ class Transaction:
         return final
 
     def remove(self, name: str | os.PathLike) -> None:
-        """Remove the side file ``name`` at the commit."""
+        """Remove the side file ``name`` at the commit; a folder under ``derived/`` left empty by it goes too
+        (removing every file of ``derived/heads/NAME/`` removes the folder)."""
         self._check_open()
         final = self.side_path(name)
         self._drop_staged(self._side.get(final))
@@ -122,11 +124,12 @@ class Transaction:
         return self.written
 
     def _publish_side(self) -> None:
-        folders = set()
+        folders, emptied = set(), set()
         for final, staged in self._side.items():
             try:
                 if staged is None:
                     final.unlink(missing_ok=True)
+                    emptied.add(final.parent)
                 else:
                     os.replace(staged, final)
             except OSError as exc:
@@ -134,6 +137,19 @@ class Transaction:
             folders.add(final.parent)
         for folder in folders:
             fsync_dir(folder)
+        self._remove_empty(emptied)
+
+    def _remove_empty(self, folders) -> None:
+        """Remove ``folders`` and their parents below ``derived/`` while empty (best effort)."""
+        side = self.path / store.SIDE_DIR
+        for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+            while folder != side and side in folder.parents:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break  # not empty (or gone): what is left stays
+                fsync_dir(folder.parent)
+                folder = folder.parent
 
     def rollback(self) -> None:
         """Remove every staged file that no committed manifest names (best effort: the next sweep gets the rest)."""

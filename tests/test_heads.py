@@ -13,6 +13,7 @@ import ulisse
 from ulisse.plugins.heads import (TrainConfig, columns_of, head_names, head_report, list_heads, load_head,
                                   predict_head, regression_metrics, train_head)
 from ulisse.plugins.heads.models import VAR_FLOOR, train_member
+from txn_faults import Injected, fail_at
 
 DIM = 8
 FAST = TrainConfig(max_epochs=40, patience=10, hidden=(64, 32), batch_size=64, lr=3e-3)
@@ -371,3 +372,49 @@ def test_paired_bootstrap_of_the_rmse_difference():
     assert p["lo"] < p["diff"] < p["hi"] < 0  # 2 % smaller errors on every object: lower in every resample
     with pytest.raises(ValueError, match="different objects"):
         paired_bootstrap((ids, np.ones(50)), (ids[::-1], np.ones(50)))
+
+
+# -- one transaction of the index behind every head write -----------------------------------------
+
+
+def _head_files(index) -> dict:
+    folder = index.path / "derived" / "heads"
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+@pytest.mark.parametrize("method, call", [("stage", 2), ("commit", 1)])
+def test_a_failed_head_write_leaves_the_previous_head(vec_index, monkeypatch, method, call):
+    """Training writes weights and config in one transaction: an error while staging the config (the weights
+    staged already) or at the commit leaves the previous head's files byte for byte, and nothing staged."""
+    train_head(vec_index, "y", "yhat", method="ridge", update_columns=False)
+    before, config = _head_files(vec_index), load_head(vec_index, "yhat").config
+    calls = fail_at(monkeypatch, method, call)
+    some = list(vec_index.metadata["id"][:100])
+    with pytest.raises(Injected):  # a write that bypassed the transaction would not fail here
+        train_head(vec_index, "y", "yhat", method="ridge", train_ids=some, update_columns=False)
+    assert len(calls) == call
+    assert _head_files(vec_index) == before and load_head(vec_index, "yhat").config == config
+    monkeypatch.undo()
+    train_head(vec_index, "y", "yhat", method="ridge", train_ids=some, update_columns=False)
+    after = _head_files(vec_index)
+    assert sorted(after) == sorted(before) and after != before
+    assert len(load_head(vec_index, "yhat").config["training_ids"]) < len(config["training_ids"])
+
+
+def test_a_failed_head_removal_leaves_the_head_and_a_removal_leaves_no_folder(vec_index, monkeypatch):
+    from ulisse.plugins.heads import remove_head
+
+    train_head(vec_index, "y", "yhat", method="ridge", update_columns=False)
+    train_head(vec_index, "y", "other", method="ridge")
+    before = _head_files(vec_index)
+    calls = fail_at(monkeypatch, "commit", 1)
+    with pytest.raises(Injected):
+        remove_head(vec_index, "yhat")
+    assert len(calls) == 1 and _head_files(vec_index) == before and head_names(vec_index) == ["other", "yhat"]
+    monkeypatch.undo()
+    remove_head(vec_index, "yhat")
+    heads = vec_index.path / "derived" / "heads"
+    assert head_names(vec_index) == ["other"] and not (heads / "yhat").exists()  # the emptied folder went too
+    assert "yhat" not in vec_index.derived("heads").columns and "other" in vec_index.derived("heads").columns
+    remove_head(vec_index, "other", update_columns=False)
+    assert not heads.exists() and (vec_index.path / "derived").is_dir()  # emptied up to derived/, never derived/

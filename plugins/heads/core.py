@@ -4,8 +4,9 @@ A head is stored in ``DIR/derived/heads/NAME/``: ``head.safetensors`` (the
 networks' weights, or ridge's coefficients, and the feature scaling) and
 ``head.json`` (method, target, the training and validation ids, the encoder
 spec, the index fingerprint it was trained on, the training metrics, the
-safetensors file's sha256). The JSON is written last, so a head is either
-complete or absent.
+safetensors file's sha256). Both are written in one transaction of the index
+(:func:`ulisse.indexes.transaction`: under the writer lock, staged, then committed, the
+JSON last; an error leaves the previous head as it was); a removal too.
 
 Example:
     >>> import ulisse
@@ -17,10 +18,10 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 import ulisse
-from ulisse._io import atomic_write, sha256_file
 from ulisse.errors import InputError
+from ulisse.indexes.transaction import SIDE_WAIT, transaction
 from ulisse.inputs import read_id_list
 
 from .common import CONFIG_FILE, DERIVED_SET, HEADS_DIR, METHODS, WEIGHTS_FILE
@@ -97,7 +98,8 @@ def target_values(index, column: str) -> np.ndarray:
 # -- storage -------------------------------------------------------------------------------
 
 def heads_dir(index) -> Path:
-    return index.derived_dir / HEADS_DIR
+    """``DIR/derived/heads/``: one folder per head (not created here)."""
+    return Path(index.path) / "derived" / HEADS_DIR
 
 
 def check_name(index, name: str) -> str:
@@ -112,7 +114,7 @@ def check_name(index, name: str) -> str:
 
 def head_names(index) -> list[str]:
     """Names of the heads stored with ``index``."""
-    d = Path(index.path) / "derived" / HEADS_DIR
+    d = heads_dir(index)
     if not d.is_dir():
         return []
     return sorted(p.name for p in d.iterdir() if (p / CONFIG_FILE).is_file())
@@ -179,15 +181,18 @@ class Head:
                              c[3]: np.sqrt(epi) * self.y_scale})
 
 
-def _save(index, head_cfg: dict, tensors: dict) -> Path:
-    from safetensors.numpy import save_file
+def _save(index, head_cfg: dict, tensors: dict, wait: float = SIDE_WAIT) -> Path:
+    """Store a head's weights and config in one transaction of the index (an error leaves the old ones)."""
+    from safetensors.numpy import save
 
+    weights = save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
+    head_cfg["weights_sha256"] = hashlib.sha256(weights).hexdigest()
+    config = json.dumps(head_cfg, indent=1, default=_json_default) + "\n"
     folder = heads_dir(index) / head_cfg["name"]
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / WEIGHTS_FILE
-    atomic_write(weights, lambda p: save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(p)))
-    head_cfg["weights_sha256"] = sha256_file(weights)
-    atomic_write(folder / CONFIG_FILE, json.dumps(head_cfg, indent=1, default=_json_default) + "\n")
+    with transaction(index.path, wait) as txn:
+        txn.stage(folder / WEIGHTS_FILE, weights)
+        txn.stage(folder / CONFIG_FILE, config)  # published last: a config names the sha256 of its weights
+        txn.commit()
     return folder
 
 
@@ -207,9 +212,9 @@ def load_head(index, name: str) -> Head:
     Raises:
         InputError: no such head, or its files are damaged or do not match each other or the index.
     """
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load
 
-    folder = Path(index.path) / "derived" / HEADS_DIR / str(name)
+    folder = heads_dir(index) / str(name)
     if not NAME_RE.match(str(name)) or not (folder / CONFIG_FILE).is_file():
         known = ", ".join(head_names(index)) or "none"
         raise InputError(f"head {name!r}: not trained for {index.path} (heads: {known})")
@@ -218,13 +223,17 @@ def load_head(index, name: str) -> Head:
     except (OSError, ValueError) as exc:
         raise InputError(f"head {name!r}: {folder / CONFIG_FILE} is damaged ({exc.__class__.__name__})") from None
     weights = folder / WEIGHTS_FILE
-    if not weights.is_file() or sha256_file(weights) != cfg.get("weights_sha256"):
+    try:
+        data = weights.read_bytes()
+    except OSError:
+        data = None
+    if data is None or hashlib.sha256(data).hexdigest() != cfg.get("weights_sha256"):
         raise InputError(f"head {name!r}: {weights} is missing or does not match {CONFIG_FILE} (train it again)")
     spec = ulisse.EncoderSpec.from_dict(cfg["encoder"])
     if not spec.compatible_with(index.encoder_spec):
         raise ulisse.EncoderMismatch(f"head {name!r}: trained on vectors of {spec.describe()}; "
                                      f"the index holds vectors of {index.encoder_spec.describe()}")
-    t = load_file(str(weights))
+    t = load(data)
     train = TrainConfig.from_dict(cfg["train"])
     head = Head(cfg["name"], cfg["method"], cfg["target"], cfg, train, t["x_mean"], t["x_scale"])
     if head.method == "ridge":
@@ -243,10 +252,15 @@ def load_head(index, name: str) -> Head:
     return head
 
 
-def remove_head(index, name: str, update_columns: bool = True) -> None:
-    """Delete the stored head ``name`` (and its derived columns)."""
+def remove_head(index, name: str, update_columns: bool = True, wait: float = SIDE_WAIT) -> None:
+    """Delete the stored head ``name``: its files in one transaction of the index, then its derived columns."""
     load_head(index, name)  # exists?
-    shutil.rmtree(heads_dir(index) / name)
+    folder = heads_dir(index) / name
+    with transaction(index.path, wait) as txn:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                txn.remove(f)
+        txn.commit()
     if update_columns:
         index.derived(DERIVED_SET, recompute=True)
 
