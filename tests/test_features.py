@@ -20,6 +20,7 @@ from ulisse.plugins import features
 from ulisse.plugins.features._observer import cutout_of
 from ulisse.registry import Config, EmbeddingBatch, embedding_observers
 from ulisse.testing import make_survey
+from txn_faults import Injected, fail_at
 
 
 # -- fixtures and the exhaustive reference ------------------------------------------------
@@ -301,3 +302,45 @@ def test_features_page_offers_to_compute_missing_lists(index):
     assert not at.exception, [e.message for e in at.exception]
     assert len([c for im in at.image for c in im.captions if c.startswith("#")]) == features.DEFAULT_TOP
     assert_lists_exhaustive(index)
+
+
+# -- one transaction of the index behind the lists' write --------------------------------------------
+
+
+@pytest.mark.parametrize("method, call", [("stage", 2), ("commit", 1)])
+def test_a_failed_write_of_the_lists_leaves_the_previous_lists(tmp_path, monkeypatch, method, call):
+    """Both files are written in one transaction: an error while staging ``info.json`` (``top.npz`` staged
+    already) or at the commit leaves the previous files byte for byte, and nothing staged."""
+    import dataclasses
+
+    from ulisse.plugins.features._store import save_lists
+
+    idx, _ = planted_index(tmp_path / "idx")
+    folder = Path(idx.path) / "derived" / "features"
+    before = {f.name: f.read_bytes() for f in folder.iterdir()}
+    assert sorted(before) == ["info.json", "top.npz"]
+    old = features.stored_lists(idx)
+    changed = dataclasses.replace(old, activation=old.activation + 1.0)
+    calls = fail_at(monkeypatch, method, call)
+    with pytest.raises(Injected):  # a write that bypassed the transaction would not fail here
+        save_lists(idx, changed, "test")
+    assert len(calls) == call
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == before
+    np.testing.assert_array_equal(features.stored_lists(idx).activation, old.activation)
+    monkeypatch.undo()
+    save_lists(idx, changed, "test")
+    np.testing.assert_array_equal(features.stored_lists(idx).activation, changed.activation)
+    assert json.loads((folder / "info.json").read_text())["how"] == "test"
+
+
+def test_lists_of_an_index_that_changed_meanwhile_are_not_stored(tmp_path):
+    from ulisse.plugins.features._store import save_lists
+
+    idx, _ = planted_index(tmp_path / "idx")
+    old = features.stored_lists(idx)
+    before = (Path(idx.path) / "derived" / "features" / "top.npz").read_bytes()
+    other = ulisse.open_index(idx.path)  # another writer adds vectors after the lists were computed
+    other.add_vectors(other.vectors_of_rows([0]), pd.DataFrame({"id": ["elsewhere"]}))
+    with pytest.raises(ulisse.InputError, match="changed while its feature lists were computed"):
+        save_lists(idx, old, "add")
+    assert (Path(idx.path) / "derived" / "features" / "top.npz").read_bytes() == before

@@ -7,7 +7,8 @@ activations and ``h x w`` maps of that feature) and the population's count, mean
 and sum of squared deviations (Welford/Chan), so that adds merge exactly.
 
 Files, in ``DIR/derived/features/``: ``top.npz`` (the arrays, with the index
-fingerprint they describe) and ``info.json`` (the same facts for people).
+fingerprint they describe) and ``info.json`` (the same facts for people), written
+together in one transaction of the index (:func:`ulisse.indexes.transaction`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ulisse._io import atomic_write
 from ulisse.errors import InputError, QueryError
+from ulisse.indexes.transaction import SIDE_WAIT, transaction
 
 LOG = logging.getLogger(__name__)
 
@@ -182,25 +183,39 @@ class TopAccumulator:
 # -- storage -----------------------------------------------------------------
 
 def folder_of(index) -> Path:
-    return Path(index.derived_dir) / FOLDER
+    """``DIR/derived/features/`` (not created here)."""
+    return Path(index.path) / "derived" / FOLDER
 
 
-def save_lists(index, lists: FeatureLists, how: str) -> Path:
-    """Write the lists with the index (``derived/features/``), atomically, arrays first."""
+def save_lists(index, lists: FeatureLists, how: str, wait: float = SIDE_WAIT) -> Path:
+    """Store the lists with the index (``derived/features/``) in one transaction: both files, or neither.
+
+    Raises:
+        InputError: the index's vectors changed since the lists were computed (nothing is stored).
+        IndexBusy: another writer holds the index's lock after ``wait`` seconds.
+        WriteError: a file could not be written; the lists stored before stay.
+    """
     folder = folder_of(index)
-    folder.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     np.savez(buf, rows=lists.rows, activation=lists.activation, maps=lists.maps, count=np.int64(lists.count),
              mean=lists.mean, m2=lists.m2, fingerprint=np.array(lists.fingerprint), top_n=np.int64(lists.top_n),
              format=np.int64(FORMAT))
-    atomic_write(folder / DATA, buf.getvalue())
-    atomic_write(folder / INFO, json.dumps({
+    info = json.dumps({
         "format": FORMAT, "fingerprint": lists.fingerprint, "count": lists.count, "features": lists.channels,
         "top_n": lists.top_n, "map_shape": list(lists.maps.shape[2:]), "how": how,
         "encoder": index.encoder_spec.to_dict(),
         "computed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }, indent=2, sort_keys=True, default=str) + "\n")
-    _CACHE.clear()
+    }, indent=2, sort_keys=True, default=str) + "\n"
+    try:
+        with transaction(index.path, wait) as txn:
+            if txn.base.fingerprint != lists.fingerprint:  # another writer added vectors meanwhile
+                raise InputError(f"{index.path}: the index changed while its feature lists were computed "
+                                 f"({_rebuild_hint(index)})")
+            txn.stage(folder / DATA, buf.getvalue())
+            txn.stage(folder / INFO, info)
+            txn.commit()
+    finally:
+        _CACHE.clear()
     return folder
 
 
