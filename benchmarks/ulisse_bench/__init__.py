@@ -16,6 +16,7 @@ Modules:
     lenses        ``ulisse benchmark lenses``: regression heads on simulated strong lenses
     denoise       ``ulisse benchmark denoise``: denoisers on low-S/N cutouts, and AGN retrieval with them
     features      ``ulisse benchmark features``: the feature browser's display path on a large index
+    feedback      ``oracle_rounds``: simulated rounds of oracle marks for the "more like my marks" re-ranking
     soak          ``python -m ulisse_bench.soak``: parallel Chromium sessions against ``ulisse ui``
     sdss_scale    ``python -m ulisse_bench.sdss_scale``: SDSS indexing at scale on loopback fields
 """

@@ -159,43 +159,6 @@ def export_marks(index, fmt: str) -> str:
     return render(marks(index), fmt, {"index": str(index.path)})
 
 
-def oracle_rounds(index, label: str, positive: str, prototypes: int = 20, rounds: int = 3, per_round: int = 16,
-                  seed: int = 0, vectors: np.ndarray | None = None) -> pd.DataFrame:
-    """The labelling loop with an oracle: per prototype, the fraction of ``positive`` in each round of ``per_round``.
-
-    Round 1 shows the prototype's nearest neighbours; they are marked by their true
-    labels, the index is re-ranked (:func:`rank`, only unmarked objects), the next
-    ``per_round`` are shown and marked, and so on. Beside it, direct kNN shows the
-    next ``per_round`` neighbours each round (ranks 17-32, 33-48, ...). Prototypes are
-    drawn as ``ulisse benchmark agn`` draws them (``numpy.random.default_rng(seed)``).
-
-    Returns:
-        One row per prototype: ``prototype``, ``knn_1``.., ``feedback_1``.. (fractions).
-    """
-    truth = (index.metadata[label].astype(str) == positive).to_numpy()
-    ids = index.metadata["id"].astype(str).to_numpy()
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(ids[truth], size=min(prototypes, int(truth.sum())), replace=False)
-    X = _all_vectors(index) if vectors is None else vectors
-    rows = []
-    for pid in chosen:
-        pid = str(pid)
-        knn = index.query(pid, k=rounds * per_round).table["id"].astype(str).tolist()
-        row = {"prototype": pid}
-        for r in range(rounds):
-            row[f"knn_{r + 1}"] = float(np.mean([truth[index.row_of(i)] for i in knn[r * per_round:(r + 1) * per_round]]))
-        positives, negatives = [pid], []
-        shown = knn[:per_round]
-        for r in range(rounds):
-            row[f"feedback_{r + 1}"] = float(np.mean([truth[index.row_of(i)] for i in shown]))
-            positives += [i for i in shown if truth[index.row_of(i)]]
-            negatives += [i for i in shown if not truth[index.row_of(i)]]
-            if r + 1 < rounds:
-                shown = rank(index, positives, negatives, per_round, seed=seed, vectors=X)["id"].astype(str).tolist()
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
 @ulisse.hookimpl
 def register_commands(cli):
     @cli.command("rank")
