@@ -73,7 +73,9 @@ class Transaction:
 
     def side_path(self, name: str | os.PathLike) -> Path:
         """The side file ``name`` (relative to the index directory, or a path inside it), checked."""
-        final = Path(name) if Path(name).is_absolute() else self.path / name
+        final = Path(name)
+        if not final.is_absolute() and not final.resolve().is_relative_to(self.path.resolve()):
+            final = self.path / name  # relative to the index directory (else: a path inside it, from the cwd)
         try:
             rel = final.resolve().relative_to(self.path.resolve())
         except ValueError:
