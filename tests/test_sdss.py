@@ -310,6 +310,111 @@ def test_dask_local_cluster_gives_the_same_index(cli, server, sky, tmp_path):
     pd.testing.assert_frame_equal(m1, m2)  # sources are relative to each index: the same
 
 
+# --------------------------------------------------------------------------- one embedding pipeline
+
+DISCOVERY = ["--pool", "centre:3", "--tta", "rot4", "--metric", "cosine"]
+
+
+def folder_build(cli, sdss_index: Path, out: Path, *options, first=()):
+    """``ulisse index build`` on the cutouts an SDSS batch kept (DIR/cutouts/<field>/<id>.png)."""
+    folders = sorted(p for p in (sdss_index / "cutouts").iterdir() if p.is_dir())
+    code, _, err = cli(*first, "-q", "index", "build", *folders, "--index", out, "--factory", "Flat", *options)
+    assert code == 0, err
+    return out
+
+
+def assert_same_as_folder_build(sdss_index: Path, reference: Path):
+    """The same encoder spec in both manifests, and the same vector for every object (cosine >= 0.9999)."""
+    a, b = ulisse.open_index(sdss_index, device="cpu"), ulisse.open_index(reference, device="cpu")
+    assert a.manifest["encoder"] == b.manifest["encoder"]
+    assert a.manifest["metric"] == b.manifest["metric"]
+    assert sorted(a.ids) == sorted(b.ids) and len(a) > 0
+    va = a.vectors_of_rows([a.row_of(i) for i in b.ids])
+    vb = b.vectors_of_rows(range(len(b)))
+    cos = (va * vb).sum(1) / np.linalg.norm(va, axis=1) / np.linalg.norm(vb, axis=1)
+    assert cos.min() >= 0.9999, cos.min()
+
+
+def assert_feature_lists(cli, index_dir: Path, reference: Path | None = None):
+    """The index has feature lists (stored by the observers during the batch) and ``ulisse features top`` answers."""
+    from ulisse.plugins.features import stored_lists
+
+    index = ulisse.open_index(index_dir, device="cpu")
+    lists = stored_lists(index)
+    assert lists.count == len(index) and lists.rows.max() < len(index)
+    code, out, err = cli("features", "top", index_dir, "--feature", "3", "--n", "4", "--format", "json",
+                         "--device", "cpu")
+    assert code == 0, err
+    assert len(json.loads(out)["rows"]) == 4
+    if reference is not None:  # the same observers' results as a folder build of the same cutouts
+        ref = stored_lists(ulisse.open_index(reference, device="cpu"))
+        assert ref.count == lists.count
+        np.testing.assert_allclose(lists.mean, ref.mean, rtol=1e-3, atol=1e-5)
+
+
+def test_sdss_batch_equals_a_folder_build_of_its_cutouts(cli, server, sky, tmp_path):
+    """``--pool centre:3 --tta rot4 --metric cosine``: the spec, the vectors and the feature lists are those of
+    ``ulisse index build`` on the same cutouts with the same options (one embedding pipeline)."""
+    out = tmp_path / "sdss"
+    code, stdout, err = cli("sdss", "index", out, *field_args(A, B), *service_opts(server), *ENCODER, *DISCOVERY)
+    assert code == 0, err
+    spec = json.loads((out / "manifest.json").read_text())["encoder"]
+    assert spec["pool"] == "centre:3" and spec["tta"] == "rot4"
+    assert not list((out / ".sdss-work").rglob("*.maps.npy"))  # the maps went once shown to the observers
+    ref = folder_build(cli, out, tmp_path / "folder", *ENCODER, *DISCOVERY)
+    assert_same_as_folder_build(out, ref)
+    assert_feature_lists(cli, out, ref)
+
+
+def test_sdss_preprocessors_reach_the_encoder(cli, server, sky, tmp_path):
+    """``--preprocess`` (a registered step, here a throwaway plugin's) runs on SDSS cutouts as on files."""
+    plugin = tmp_path / "plugins" / "invert.py"
+    plugin.parent.mkdir()
+    plugin.write_text(
+        "import numpy as np\nimport ulisse\nfrom ulisse.registry import Preprocessor\n\n"
+        "class Invert:\n    fingerprint = 'invert-1'\n    def __call__(self, images):\n"
+        "        return [255 - np.asarray(im) for im in images]\n\n"
+        "@ulisse.hookimpl\ndef register_preprocessors(config):\n"
+        "    return [Preprocessor('invert', 'inverts the cutouts', load=lambda arg: Invert())]\n")
+    opts = ["--plugins-dir", plugin.parent]
+    code, _, err = cli(*opts, "-q", "sdss", "index", tmp_path / "inv", *field_args(A), *service_opts(server),
+                       *ENCODER, "--preprocess", "invert")
+    assert code == 0, err
+    code, _, err = cli("-q", "sdss", "index", tmp_path / "plain", *field_args(A), *service_opts(server), *ENCODER)
+    assert code == 0, err
+    inv, plain = contents(tmp_path / "inv")[1], contents(tmp_path / "plain")[1]
+    assert not np.allclose(inv, plain)
+    spec = json.loads((tmp_path / "inv" / "manifest.json").read_text())["encoder"]
+    assert [p["name"] for p in spec["preprocessors"]] == ["invert"]
+    ref = folder_build(cli, tmp_path / "inv", tmp_path / "ref", *ENCODER, "--preprocess", "invert", first=opts)
+    assert_same_as_folder_build(tmp_path / "inv", ref)
+
+
+@pytest.mark.slow
+def test_dask_batch_equals_a_folder_build_and_keeps_feature_lists(cli, server, sky, tmp_path):
+    pytest.importorskip("distributed")
+    out = tmp_path / "dask"
+    code, _, err = cli("-q", "sdss", "index", out, *field_args(A, B, C), *service_opts(server), *ENCODER, *DISCOVERY,
+                       "--dask", "local:2")
+    assert code == 0, err
+    ref = folder_build(cli, out, tmp_path / "folder", *ENCODER, *DISCOVERY)
+    assert_same_as_folder_build(out, ref)
+    assert_feature_lists(cli, out, ref)
+    assert contents(out)[0] == ids_of(sky, A, B, C)
+
+
+def test_existing_index_ignores_encoder_options_with_a_note(cli, server, sky, tmp_path):
+    out = tmp_path / "idx"
+    code, _, err = cli("-q", "sdss", "index", out, *field_args(A), *service_opts(server), *ENCODER, *DISCOVERY)
+    assert code == 0, err
+    code, _, err = cli("sdss", "index", out, *field_args(B), *service_opts(server), "--device", "cpu",
+                       "--tta", "d4", "--weights", "random")
+    assert code == 0, err
+    assert "--tta d4 ignored" in err and "--weights" not in err
+    assert json.loads((out / "manifest.json").read_text())["encoder"]["tta"] == "rot4"
+    assert_feature_lists(cli, out)  # an add to the index merges into its feature lists
+
+
 # --------------------------------------------------------------------------- resume
 
 @pytest.mark.slow

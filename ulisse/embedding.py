@@ -1,11 +1,16 @@
-"""Embedding cutout files in batches, with progress, skipping bad files on request.
+"""The one embedding pipeline: cutouts -> preprocessing steps -> the encoder -> observers -> vectors.
 
-Reading, decoding, the preprocessing steps and the resize run in loader
-threads, batches ahead of the network, so that the runtime (which releases
-the GIL, as do PIL's decoders and resize) is never left waiting for files:
-see benchmarks/speed-cpu.md for the rate from files against the model alone.
-Embedding observers (``register_embedding_observers``) see each batch's final
-feature maps and vectors.
+Every way into an index goes through it: ``ulisse embed``, ``index build``,
+``index add``, the Python API (:func:`embed_files`, cutout files) and ``ulisse
+sdss index`` in one process or on Dask workers (:func:`embed_arrays`, cutouts
+already in memory). Decoding (files only), the preprocessing steps
+(``--preprocess``, ``--denoise``) and the resize run in loader threads, batches
+ahead of the network, so that the runtime (which releases the GIL, as do PIL's
+decoders and resize) is never left waiting: see benchmarks/speed-cpu.md for the
+rate from files against the model alone. On CUDA the runtime moves each batch
+through pinned memory and runs it in bf16 autocast, channels_last
+(:mod:`ulisse.runtime`). Embedding observers (``register_embedding_observers``)
+see each batch's ids, final feature maps and vectors (:func:`embed_batch`).
 """
 
 from __future__ import annotations
@@ -14,15 +19,16 @@ import logging
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from .cutouts import RGBConfig, read_cutout
 from .encoder import Encoder
-from .errors import CutoutError
+from .errors import CutoutError, InputError
 from .progress import progress_bar
 
 LOG = logging.getLogger(__name__)
@@ -68,6 +74,40 @@ def default_workers(encoder: Encoder) -> int:
     return min(8, max(1, cores - 1)) if encoder.cuda else max(1, min(4, cores // 4))
 
 
+def loaded_ahead(load: Callable[[int], object], starts: Sequence[int], workers: int) -> Iterator:
+    """``load(start)`` for each of ``starts``, in order, computed ``2 * workers + 1`` batches ahead in loader threads."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ulisse-loader")
+    pending: deque = deque()
+    ahead = 2 * workers + 1
+    try:
+        for k in range(len(starts)):
+            while len(pending) < ahead and len(pending) + k < len(starts):
+                pending.append(pool.submit(load, starts[k + len(pending)]))
+            yield pending.popleft().result()
+    finally:
+        for f in pending:
+            f.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def embed_batch(encoder: Encoder, ids: Sequence[str], prepared: np.ndarray, observers: Sequence = ()) -> np.ndarray:
+    """One prepared batch (uint8 ``N x S x S x 3``) through the encoder; each observer sees
+    ``EmbeddingBatch(ids, maps, vectors)`` (the maps are computed only when there are observers)."""
+    if not observers:
+        return encoder.embed_prepared(prepared)
+    from .registry import EmbeddingBatch
+
+    vectors, maps = encoder.embed_prepared(prepared, return_maps=True)
+    batch = EmbeddingBatch(list(ids), maps, vectors)
+    for obs in observers:
+        obs.observe(batch)
+    return vectors
+
+
+def _stack(vecs: list, encoder: Encoder) -> np.ndarray:
+    return np.concatenate(vecs).astype(np.float32, copy=False) if vecs else np.zeros((0, encoder.spec.dim), np.float32)
+
+
 def embed_files(encoder: Encoder, paths: Sequence[str | Path], *, rgb: RGBConfig = RGBConfig(),
                 skip_bad: bool = False, progress: bool = True, batch_size: int | None = None,
                 workers: int | None = None, desc: str = "embedding", observers: Sequence = ()) -> Embedded:
@@ -81,8 +121,6 @@ def embed_files(encoder: Encoder, paths: Sequence[str | Path], *, rgb: RGBConfig
     Raises:
         CutoutError: a file cannot be used (unless ``skip_bad``; then it is reported in ``skipped``).
     """
-    from .registry import EmbeddingBatch
-
     observers = list(observers)
     paths = [Path(p) for p in paths]
     batch_size = batch_size or encoder.default_batch_size
@@ -90,15 +128,9 @@ def embed_files(encoder: Encoder, paths: Sequence[str | Path], *, rgb: RGBConfig
     starts = list(range(0, len(paths), batch_size))
     ids, vecs, positions, ras, decs, skipped = [], [], [], [], [], []
     bar = progress_bar(total=len(paths), desc=desc, unit="cutout", enabled=progress)
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ulisse-loader")
-    pending: deque = deque()
-    ahead = 2 * workers + 1  # batches read ahead of the network
+    batches = loaded_ahead(lambda s: _load_batch(encoder, paths[s:s + batch_size], s, rgb), starts, workers)
     try:
-        for k, start in enumerate(starts):
-            while len(pending) < ahead and len(pending) + k < len(starts):
-                s = starts[k + len(pending)]
-                pending.append(pool.submit(_load_batch, encoder, paths[s:s + batch_size], s, rgb))
-            good, prepared, bad = pending.popleft().result()
+        for good, prepared, bad in batches:
             for i, reason in bad:
                 if not skip_bad:
                     raise CutoutError(paths[i], reason)
@@ -106,14 +138,7 @@ def embed_files(encoder: Encoder, paths: Sequence[str | Path], *, rgb: RGBConfig
                 LOG.warning("skipped %s: %s", paths[i], reason)
             if good:
                 batch_ids = [_stem(paths[i]) for i, _, _ in good]
-                if observers:
-                    vectors, maps = encoder.embed_prepared(prepared, return_maps=True)
-                    batch = EmbeddingBatch(batch_ids, maps, vectors)
-                    for obs in observers:
-                        obs.observe(batch)
-                else:
-                    vectors = encoder.embed_prepared(prepared)
-                vecs.append(vectors)
+                vecs.append(embed_batch(encoder, batch_ids, prepared, observers))
                 ids.extend(batch_ids)
                 for i, ra, dec in good:
                     positions.append(i)
@@ -121,12 +146,35 @@ def embed_files(encoder: Encoder, paths: Sequence[str | Path], *, rgb: RGBConfig
                     decs.append(dec)
             bar.update(len(good) + len(bad))
     finally:
-        for f in pending:
-            f.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+        batches.close()  # the loader threads stop at once, also when a bad file stops the run
         bar.close()
-    vectors = np.concatenate(vecs).astype(np.float32, copy=False) if vecs else np.zeros((0, encoder.spec.dim), np.float32)
-    return Embedded(ids, vectors, positions, np.asarray(ras, float), np.asarray(decs, float), skipped)
+    return Embedded(ids, _stack(vecs, encoder), positions, np.asarray(ras, float), np.asarray(decs, float), skipped)
+
+
+def embed_arrays(encoder: Encoder, images: Sequence[np.ndarray], ids: Sequence[str], *, observers: Sequence = (),
+                 batch_size: int | None = None, workers: int | None = None, progress: bool = False,
+                 desc: str = "embedding") -> np.ndarray:
+    """Embed uint8 RGB cutouts already in memory (an SDSS field's, say) through the same pipeline as
+    :func:`embed_files`: the encoder's preprocessing steps and resize in loader threads, then the
+    network, then the observers. Returns float32 ``N x dim`` in input order.
+
+    Raises:
+        InputError: ``ids`` and ``images`` differ in length.
+    """
+    ids = [str(i) for i in ids]
+    if len(ids) != len(images):
+        raise InputError(f"{len(images)} cutouts with {len(ids)} ids")
+    observers = list(observers)
+    batch_size = batch_size or encoder.default_batch_size
+    starts = list(range(0, len(images), batch_size))
+    vecs = []
+    prepared = loaded_ahead(lambda s: encoder.prepare(images[s:s + batch_size]), starts,
+                            workers or default_workers(encoder))
+    with closing(prepared), progress_bar(total=len(images), desc=desc, unit="cutout", enabled=progress) as bar:
+        for start, batch in zip(starts, prepared):
+            vecs.append(embed_batch(encoder, ids[start:start + batch_size], batch, observers))
+            bar.update(len(batch))
+    return _stack(vecs, encoder)
 
 
 class PluginObserver:

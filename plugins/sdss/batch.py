@@ -9,6 +9,10 @@ of its g, r, i frames, embedded and written as a *shard*:
     their vectors, ids, the objects skipped with their reasons and the settings;
     written last, so a shard is *done* once its ``.npz`` exists.
 
+``DIR/.sdss-work/shards/{run}-{camcol}-{field}-{key}.maps.npy``
+    when the run has embedding observers (the feature lists), the objects' final feature
+    maps, deleted once the driver has shown them to the observers and committed the objects.
+
 ``key`` is a digest of what decides the shard's content (encoder, RGB settings,
 cutout geometry, edge policy, release, catalogue source, object filter and, for
 objects given by a region or a catalogue, their ids), so a shard is reused only when it is the
@@ -16,14 +20,18 @@ one this run would write. Both files are written through a temporary name and
 ``os.replace``.
 
 :func:`~ulisse.plugins.sdss.worker.process_field` does one field, identically in the driver process and on
-Dask workers; the encoder is loaded once per process (a module-level cache).
+Dask workers, embedding through the core pipeline (:func:`ulisse.embedding.embed_arrays`: the
+encoder's preprocessing steps, pooling, symmetry, precision and runtime, as ``ulisse index build``);
+the encoder is loaded once per process (a module-level cache keyed by its spec).
 :func:`~ulisse.plugins.sdss.worker.attempt_field` wraps it with retries and returns a
 :class:`~ulisse.plugins.sdss.shards.FieldOutcome` instead of raising. :func:`index_fields` runs the fields that have no shard yet
 (in this process, or through any runner with ``run``/``close`` such as
-:class:`ulisse.plugins.sdss.dask_runner.DaskRunner`), then assembles the index from the shards in field
-order, objects in objid order, leaving out ids the index already holds: an
-interrupted run, run again, does only what is missing and indexes each object
-once, and a Dask run gives the same index as a one-process run.
+:class:`ulisse.plugins.sdss.dask_runner.DaskRunner`) and, as they finish, adds them to the index in field
+order, objects in objid order, leaving out ids the index already holds
+(:class:`~ulisse.plugins.sdss.assemble.Assembler`): an interrupted run, run again, does only what is
+missing and indexes each object once, and a Dask run gives the same index as a one-process run.
+The index's manifest records the same encoder spec as ``ulisse index build`` with the same options,
+and the embedding observers store their results (feature lists) as they do after a build.
 
 Example:
     >>> from ulisse.plugins.sdss.batch import FieldTask, index_fields
@@ -48,12 +56,11 @@ from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import numpy as np
 import pandas as pd
 
 import ulisse
 from ulisse.cutouts import RGBConfig
-from ulisse.encoder import Encoder, EncoderSpec, check_compatible
+from ulisse.encoder import Encoder
 from ulisse.errors import InputError
 
 from .catalog import normalise_objects
@@ -66,8 +73,6 @@ from .worker import (LocalRunner, attempt_field, embed_cutouts, field_objects, p
                      remember_encoder, save_cutouts, worker_encoder)
 
 LOG = logging.getLogger(__name__)
-
-ASSEMBLE_ROWS = 200_000  # objects per index commit while assembling
 
 
 # --------------------------------------------------------------------------- the whole batch
@@ -104,27 +109,39 @@ class BatchReport:
 
 
 def prepare(index_dir: str | os.PathLike, *, model: str | None = None, weights=None, device: str = "auto",
-            encoder: Encoder | None = None):
+            encoder: Encoder | None = None, encoder_options: dict | None = None):
     """The encoder and RGB settings for ``index_dir``: the index's own when it exists, else a new encoder.
 
-    For an existing index, ``weights`` is the weights file it was built with, if that has moved.
+    A new encoder is ``Encoder.load(device=device, **encoder_options)`` (the options of ``ulisse index
+    build``: model, weights, input size, pool, tta, runtime, precision, preprocessing steps), with
+    ``model`` and ``weights`` given apart taking precedence. For an existing index, ``weights`` is the
+    weights file it was built with, if that has moved, and only ``encoder_options["runtime"]`` is used.
 
     Returns ``(index or None, encoder, rgb)``.
     """
     from ulisse.indexes import store
 
+    options = dict(encoder_options or {})
+    if model is not None:
+        options["model_name"] = model
+    if weights is not None:
+        options["weights"] = weights
     path = Path(index_dir)
     if path.exists() and not path.is_dir():
         raise InputError(f"{path}: exists and is not a directory")
     if (path / store.MANIFEST).exists():
-        index = ulisse.open_index(path, device=device, weights=weights)
+        index = ulisse.open_index(path, device=device, weights=options.get("weights"))
+        if encoder is None and options.get("runtime", "auto") != "auto":
+            encoder = Encoder.from_spec(index.encoder_spec, device=device, weights=options.get("weights"),
+                                        runtime=options["runtime"])
         if encoder is not None:
             index.use_encoder(encoder)
         if model is not None and model != index.encoder_spec.model_name:
             LOG.warning("--model %s ignored: %s holds an index; its own encoder (%s) is used", model, path,
                         index.encoder_spec.model_name)
         return index, index.encoder, index.rgb
-    encoder = encoder or Encoder.load(model or "efficientnet_b0", weights=weights, device=device)
+    options.setdefault("model_name", "efficientnet_b0")
+    encoder = encoder or Encoder.load(device=device, **options)
     return None, encoder, RGBConfig()
 
 
@@ -155,10 +172,10 @@ def check_geometry(index, geometry: CutoutGeometry) -> None:
 
 def index_fields(index_dir: str | os.PathLike, tasks: Sequence[FieldTask], services: SDSSConfig = SDSSConfig(), *,
                  model: str | None = None, weights=None, device: str = "auto", encoder: Encoder | None = None,
-                 factory: str = "Flat", metric: str = "L2", cache_dir: str | os.PathLike | None = None,
-                 geometry: CutoutGeometry = CutoutGeometry(), edge: str = "skip",
-                 object_filter: ObjectFilter = ObjectFilter(), runner=None, prune_cache: bool = False,
-                 progress: bool = True) -> BatchReport:
+                 encoder_options: dict | None = None, factory: str = "Flat", metric: str = "L2",
+                 cache_dir: str | os.PathLike | None = None, geometry: CutoutGeometry = CutoutGeometry(),
+                 edge: str = "skip", object_filter: ObjectFilter = ObjectFilter(), runner=None,
+                 prune_cache: bool = False, progress: bool = True) -> BatchReport:
     """Index the objects of SDSS fields in ``index_dir`` (created, or extended with its own encoder).
 
     Fields with a shard from an earlier run are not done again; failed fields
@@ -170,7 +187,9 @@ def index_fields(index_dir: str | os.PathLike, tasks: Sequence[FieldTask], servi
         tasks: the fields, with their objects when known (:class:`FieldTask`).
         services: service URLs, release, time-out, retries.
         model, weights, device, encoder: the encoder of a new index (an existing index uses its own).
-        factory, metric: FAISS index of a new index.
+        encoder_options: the options of ``Encoder.load`` for a new index, as ``ulisse index build`` takes them
+            (the ``encoder_options`` of :func:`ulisse.options.encoder_options`); ``runtime`` also for an existing one.
+        factory, metric: FAISS index of a new index (metric ``L2``, ``IP`` or ``cosine``).
         cache_dir: frame cache (default ``index_dir/.sdss-cache``).
         geometry: the cutouts' grid, recorded in the manifest under ``cutout_geometry``.
         edge, prune_cache: see :class:`BatchSettings`.
@@ -182,64 +201,75 @@ def index_fields(index_dir: str | os.PathLike, tasks: Sequence[FieldTask], servi
         InputError: bad options, ``index_dir`` is a file, or its index holds another cutout geometry.
         EncoderMismatch: a shard's encoder differs from the index's.
     """
+    from ulisse.embedding import create_observers
     from ulisse.indexes import faiss_backend
+
+    from .assemble import Assembler
 
     t0 = time.perf_counter()
     index_dir = Path(index_dir)
     runner = runner or LocalRunner()
+    runtime = (encoder_options or {}).get("runtime") or "auto"
+    tasks = _in_field_order(tasks)
+    history = {"action": "sdss index", "fields": len(tasks), "release": services.release,
+               "filter": object_filter.to_dict(), "edge": edge}
+    report = BatchReport([], index_path=str(index_dir))
     try:
-        index, encoder, rgb = prepare(index_dir, model=model, weights=weights, device=device, encoder=encoder)
+        index, encoder, rgb = prepare(index_dir, model=model, weights=weights, device=device, encoder=encoder,
+                                      encoder_options=encoder_options)
         check_geometry(index, geometry)
         if index is None:
             faiss_backend.new_faiss_index(factory, encoder.spec.dim, metric)  # a bad factory fails before the work
+        observers = create_observers(index)
         work = index_dir / WORK_DIR
         settings = BatchSettings(
             work_dir=str(work.resolve()), cache_dir=str(Path(cache_dir or index_dir / CACHE_DIR).resolve()),
-            services=services, encoder_spec=encoder.spec.to_dict(), device=device,
-            weights=_weights_arg(weights), rgb=rgb.to_dict(), geometry=geometry.to_dict(), edge=edge,
-            filter=object_filter.to_dict(), prune_cache=prune_cache,
-            progress=progress and isinstance(runner, LocalRunner))
+            services=services, encoder_spec=encoder.spec.to_dict(), device=device, runtime=runtime,
+            observe=bool(observers), weights=_weights_arg(weights or (encoder_options or {}).get("weights")),
+            rgb=rgb.to_dict(), geometry=geometry.to_dict(), edge=edge, filter=object_filter.to_dict(),
+            prune_cache=prune_cache, progress=progress and isinstance(runner, LocalRunner))
         settings.shard_dir.mkdir(parents=True, exist_ok=True)
-        remember_encoder(encoder, device)
-        outcomes, ordered_tasks = _run_fields(tasks, settings, runner, progress)
+        remember_encoder(encoder, device, runtime)
+        assembler = Assembler(index_dir, index, encoder, rgb, report, [t.field for t in tasks], observers,
+                              factory=factory, metric=metric, device=device, history=history,
+                              manifest_extra={MANIFEST_KEY: geometry.to_dict()})
+        _run_fields(tasks, settings, runner, progress, assembler.take)
     finally:
         runner.close()
-
-    ordered = [outcomes[t.field] for t in ordered_tasks]
-    report = BatchReport(ordered, index_path=str(index_dir))
-    history = {"action": "sdss index", "fields": len(ordered_tasks), "release": services.release,
-               "filter": object_filter.to_dict(), "edge": edge}
-    index = assemble(index_dir, index, [o for o in ordered if o.ok], encoder, rgb, report, factory=factory,
-                     metric=metric, device=device, history=history, manifest_extra={MANIFEST_KEY: geometry.to_dict()})
+    index = assembler.close()
+    report.outcomes = [assembler.outcomes[t.field] for t in tasks]
     report.total = len(index) if index is not None else 0
     report.seconds = time.perf_counter() - t0
     return report
 
 
-def _run_fields(tasks: Sequence[FieldTask], settings: BatchSettings, runner, progress: bool):
-    """Run the fields that have no shard yet; returns ``({field: FieldOutcome}, tasks in field order)``."""
-    from ulisse.progress import progress_bar
-
+def _in_field_order(tasks: Sequence[FieldTask]) -> list[FieldTask]:
     tasks = sorted(tasks, key=lambda t: t.field)
     repeated = [a.field for a, b in zip(tasks, tasks[1:]) if a.field == b.field]
     if repeated:
         raise InputError(f"field {repeated[0]} is given twice")
-    outcomes: dict[Field, FieldOutcome] = {}
-    pending = []
+    return tasks
+
+
+def _run_fields(tasks: Sequence[FieldTask], settings: BatchSettings, runner, progress: bool, take) -> None:
+    """Run the fields (in field order) that have no shard yet; ``take(FieldOutcome)`` gets every field as it ends."""
+    from ulisse.progress import progress_bar
+
+    pending, reused = [], []
     for task in tasks:
         npz = task.shard_path(settings)
         if npz.is_file() and npz.with_suffix(".parquet").is_file():
-            outcomes[task.field] = FieldOutcome(task.field, shard=str(npz), reused=True)
+            reused.append(FieldOutcome(task.field, shard=str(npz), reused=True))
         else:
             pending.append(task)
-    if outcomes:
-        LOG.info("%d of %d field(s) done by an earlier run (shards in %s)", len(outcomes), len(tasks), settings.shard_dir)
+    if reused:
+        LOG.info("%d of %d field(s) done by an earlier run (shards in %s)", len(reused), len(tasks), settings.shard_dir)
 
-    bar = progress_bar(total=len(tasks), initial=len(outcomes), desc="sdss fields", unit="field", enabled=progress)
+    bar = progress_bar(total=len(tasks), initial=len(reused), desc="sdss fields", unit="field", enabled=progress)
     counts = {"objects": 0, "failed": 0}
 
     def done(outcome: FieldOutcome) -> None:
-        outcomes[outcome.field] = outcome
+        take(outcome)
         counts["objects"] += outcome.objects
         counts["failed"] += not outcome.ok
         if not outcome.ok:
@@ -248,56 +278,12 @@ def _run_fields(tasks: Sequence[FieldTask], settings: BatchSettings, runner, pro
         bar.update(1)
 
     try:
+        for outcome in reused:
+            take(outcome)
         if pending:
             runner.run(pending, settings, done)
     finally:
         bar.close()
-    return outcomes, tasks
-
-
-def assemble(index_dir: Path, index, outcomes: Sequence[FieldOutcome], encoder: Encoder, rgb: RGBConfig,
-             report: BatchReport, *, factory: str = "Flat", metric: str = "L2", device: str = "auto",
-             history: dict | None = None, manifest_extra: dict | None = None):
-    """Add the shards' objects to ``index`` (in the order given), leaving out ids it holds already.
-
-    With ``index`` None, creates the index at ``index_dir`` when there is something to put in it, with
-    ``manifest_extra`` (the cutout geometry) in its manifest.
-    Returns the index (or None when there is still none).
-    """
-    known = set(index.metadata["id"].astype(str)) if index is not None else set()
-    vectors, metas, rows = [], [], 0
-
-    def commit():
-        nonlocal index, vectors, metas, rows
-        if not rows:
-            return
-        v = np.concatenate(vectors)
-        m = pd.concat(metas, ignore_index=True)
-        if index is None:
-            index = ulisse.create_index(index_dir, v, m, encoder.spec, factory=factory, metric=metric, rgb=rgb,
-                                        device=device, history=history, manifest_extra=manifest_extra)
-        else:
-            index.add_vectors(v, m, encoder_spec=encoder.spec, history=history)
-        report.added += rows
-        vectors, metas, rows = [], [], 0
-
-    for outcome in outcomes:
-        shard = read_shard(outcome.shard)
-        outcome.objects, outcome.skipped = len(shard.metadata), len(shard.skipped)
-        check_compatible(encoder.spec, EncoderSpec.from_dict(shard.encoder_spec), outcome.shard)
-        report.skipped.extend(shard.skipped)
-        ids = shard.metadata["id"].astype(str).to_numpy()
-        new = np.array([i not in known for i in ids], dtype=bool)
-        report.already += int((~new).sum())
-        if new.any():
-            known.update(ids[new])
-            vectors.append(shard.vectors[new])
-            metas.append(shard.metadata[new].reset_index(drop=True))
-            rows += int(new.sum())
-        if rows >= ASSEMBLE_ROWS:
-            commit()
-    commit()
-    return index
 
 
 def clean_work(index_dir: str | os.PathLike) -> None:

@@ -39,7 +39,7 @@ from pathlib import Path
 import click
 
 import ulisse
-from ulisse.options import device_option
+from ulisse.options import device_option, encoder_options
 
 from .config import CUTOUT_SCALE, CUTOUT_SIZE, OBJECT_TYPES
 from .errors import BatchIncomplete, EmptyFieldError, SDSSError
@@ -146,6 +146,30 @@ def summary_lines(report) -> list[str]:
     return lines
 
 
+KEPT_FOR_AN_INDEX = {"weights", "runtime"}  # encoder options that still apply to an existing index
+
+
+def _note_ignored_options(index_dir) -> None:
+    """One line for each encoder option given on the command line that an existing index ignores."""
+    from click.core import ParameterSource
+
+    from ulisse.indexes import store
+
+    manifest = Path(index_dir) / store.MANIFEST
+    if not manifest.is_file():
+        return
+    ctx = click.get_current_context()
+    names = [p.name for p in getattr(encoder_options(lambda **kw: None), "__click_params__", [])]
+    given = [n for n in names if n not in KEPT_FOR_AN_INDEX
+             and ctx.get_parameter_source(n) not in (None, ParameterSource.DEFAULT)]
+    model = ulisse.open_index(index_dir, device="cpu").encoder_spec.model_name if given else None
+    for name in given:
+        value = ctx.params.get(name)
+        shown = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        LOG.warning("--%s %s ignored: %s holds an index; its own encoder (%s) is used", name.replace("_", "-"),
+                    shown, index_dir, model)
+
+
 @ulisse.hookimpl
 def register_commands(cli):
     @cli.group("sdss")
@@ -191,15 +215,14 @@ def register_commands(cli):
                   help="the TAP table's column names where they differ from SkyServer's, e.g. objid=objID,modelMag_r=r "
                        "[env ULISSE_SDSS_TAP_COLUMNS]")
     @_service_options
-    @click.option("--model", default=None, help="timm model name for a new index [default efficientnet_b0]")
-    @click.option("--weights", default=None, help="encoder weights of a new index (see 'ulisse index build --help'); "
-                  "for an existing index, its weights file if that has moved")
     @device_option
+    @encoder_options
     @click.option("--factory", default="Flat", show_default=True, help="FAISS index factory of a new index")
-    @click.option("--metric", type=click.Choice(["L2", "IP"]), default="L2", show_default=True)
+    @click.option("--metric", type=click.Choice(["L2", "IP", "cosine"]), default="L2", show_default=True,
+                  help="distances of a new index: L2 (Euclidean), IP (negative inner product), cosine (1 - cosine)")
     def sdss_index(index_dir, fields, fields_file, region, catalog, kind, mag_r_max, clean, edge, size, scale, dask,
                    cache_dir, prune_cache, clean_work, sas_url, tap_url, table, tap_columns, skyserver_url, timeout,
-                   backoff, retries, release, model, weights, device, factory, metric):
+                   backoff, retries, release, encoder_options, device, factory, metric):
         """Index the primary objects of SDSS fields in DIR (created, or extended with its own encoder).
 
         Each field's primary objects (SAS photoObj; SqlSearch for --region) are
@@ -207,6 +230,11 @@ def register_commands(cli):
         grids, embedded and indexed with their catalogue columns. A stopped run,
         run again, goes on where it stopped; failed fields are retried, then
         reported (exit status 1) after the others are indexed.
+
+        The encoder options are those of 'ulisse index build' (the same spec in
+        the manifest, the same vectors and feature lists for the same cutouts); an
+        existing index keeps its own encoder (--weights: its weights file if that
+        has moved; --runtime applies).
         """
         from ulisse.cli import progress_enabled
 
@@ -229,8 +257,9 @@ def register_commands(cli):
             from .dask_runner import DaskRunner
 
             runner = DaskRunner(dask)
-        report = index_fields(index_dir, tasks, config, model=model, weights=weights, device=device, factory=factory,
-                              metric=metric, cache_dir=cache_dir, geometry=geometry, edge=edge,
+        _note_ignored_options(index_dir)
+        report = index_fields(index_dir, tasks, config, device=device, encoder_options=encoder_options,
+                              factory=factory, metric=metric, cache_dir=cache_dir, geometry=geometry, edge=edge,
                               object_filter=object_filter, runner=runner, prune_cache=prune_cache, progress=progress)
         click.echo("\n".join(summary_lines(report)))
         if report.failed:

@@ -4,6 +4,9 @@ A shard is what one field becomes (see :mod:`ulisse.plugins.sdss.batch` for the 
 ``{run}-{camcol}-{field}-{key}.parquet`` (metadata rows) and ``.npz`` (vectors, ids, skipped
 objects, settings; written last, so a shard is *done* once its ``.npz`` exists). ``key`` digests
 what decides the shard's content (:meth:`BatchSettings.fingerprint` and the task's objects).
+When the run has embedding observers (``BatchSettings.observe``), the worker also writes the
+objects' final feature maps beside the shard (``.maps.npy``, :class:`MapsRecorder`); the driver
+shows them to the observers as it adds the shard to the index, then deletes them.
 
 Example:
     >>> from ulisse.plugins.sdss.config import Field
@@ -49,6 +52,8 @@ class BatchSettings:
         services: SDSS service URLs, release, time-out, retries.
         encoder_spec: the encoder's :class:`~ulisse.encoder.EncoderSpec` as a dict.
         device: ``cpu``, ``cuda`` or ``auto`` for the encoder.
+        runtime: the encoder's inference runtime (``auto``, ``torch``, ``onnx``, ``openvino``).
+        observe: record each object's final feature maps for the run's embedding observers.
         weights: the encoder's weights where its spec's source will not do (a moved file); None: the spec's.
         rgb: the index's :class:`~ulisse.cutouts.RGBConfig` as a dict.
         geometry: the cutouts' :class:`~ulisse.plugins.sdss.cutting.CutoutGeometry` as a dict.
@@ -63,6 +68,8 @@ class BatchSettings:
     services: SDSSConfig
     encoder_spec: dict
     device: str = "cpu"
+    runtime: str = "auto"
+    observe: bool = False
     weights: str | None = None
     rgb: dict = dc_field(default_factory=lambda: RGBConfig().to_dict())
     geometry: dict = dc_field(default_factory=lambda: CutoutGeometry().to_dict())
@@ -160,6 +167,51 @@ def write_shard(npz_path: Path, vectors: np.ndarray, metadata: pd.DataFrame, ski
              encoder=np.array(json.dumps(settings.encoder_spec)),
              settings=np.array(json.dumps(settings.fingerprint(), default=str)))
     atomic_write(npz_path, buf.getvalue())
+
+
+def maps_path(npz_path: str | os.PathLike) -> Path:
+    """Where the shard's feature maps are kept until the driver has shown them to the observers."""
+    return Path(npz_path).with_suffix(".maps.npy")
+
+
+class MapsRecorder:
+    """An embedding observer on a worker: writes each object's final feature maps (float32
+    ``N x C x h x w``, in the shard's order) to ``path`` through a temporary file, streamed batch by batch."""
+
+    def __init__(self, path: Path, count: int):
+        self.path, self.count, self.seen = Path(path), int(count), 0
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._out = None
+
+    def observe(self, batch) -> None:
+        maps = np.asarray(batch.maps, dtype=np.float32)
+        if self._out is None:
+            self._out = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float32,
+                                                  shape=(self.count,) + maps.shape[1:])
+        self._out[self.seen:self.seen + len(maps)] = maps
+        self.seen += len(maps)
+
+    def close(self) -> None:
+        """Finish the file (none when nothing was observed); raises if not every object was seen."""
+        if self._out is None:
+            return
+        self._out.flush()
+        self._out = None
+        if self.seen != self.count:
+            self.tmp.unlink(missing_ok=True)
+            raise SDSSError(f"{self.path}: {self.seen} feature maps for {self.count} objects")
+        os.replace(self.tmp, self.path)
+
+
+def read_maps(npz_path: str | os.PathLike):
+    """The shard's feature maps (memory-mapped), or None when it has none."""
+    path = maps_path(npz_path)
+    try:
+        return np.load(path, mmap_mode="r")
+    except FileNotFoundError:
+        return None
+    except Exception as exc:
+        raise SDSSError(f"{path}: unreadable feature maps ({exc.__class__.__name__}: {exc})") from None
 
 
 def read_shard(npz_path: str | os.PathLike) -> Shard:

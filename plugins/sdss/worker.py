@@ -1,9 +1,12 @@
 """One SDSS field into a shard, identically in the driver process and on Dask workers.
 
 :func:`process_field` cuts a field's objects out of its g, r, i frames, embeds them
-(:func:`embed_cutouts`, with the encoder loaded once per process) and writes the shard;
-:func:`attempt_field` wraps it with retries and returns a :class:`~.shards.FieldOutcome`
-instead of raising; :class:`LocalRunner` runs tasks one after the other in this process.
+(:func:`embed_cutouts`: the core pipeline of :func:`ulisse.embedding.embed_arrays`, with the
+encoder's preprocessing steps, pooling, symmetry and runtime, the encoder loaded once per
+process and kept for the next fields) and writes the shard, and the objects' feature maps
+when the run has embedding observers; :func:`attempt_field` wraps it with retries and returns
+a :class:`~.shards.FieldOutcome` instead of raising; :class:`LocalRunner` runs tasks one after
+the other in this process.
 
 Example:
     >>> from ulisse.plugins.sdss.worker import attempt_field                # doctest: +SKIP
@@ -18,6 +21,7 @@ import json
 import logging
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -35,7 +39,7 @@ from .cutting import PNG_KEY, CutoutGeometry, cut_field
 from .errors import EmptyFieldError
 from .frames import ScienceArchive
 from .services import new_session, with_retries
-from .shards import BatchSettings, FieldOutcome, FieldTask, read_shard, write_shard
+from .shards import BatchSettings, FieldOutcome, FieldTask, MapsRecorder, maps_path, write_shard
 
 LOG = logging.getLogger(__name__)
 
@@ -46,18 +50,23 @@ _ENCODERS: dict[tuple, Encoder] = {}
 _SESSION = None
 
 
+def _encoder_key(spec: EncoderSpec, device: str, runtime: str) -> tuple:
+    return (spec.key(), device, runtime)
+
+
 def worker_encoder(settings: BatchSettings) -> Encoder:
-    """The encoder of ``settings``, loaded once per process."""
+    """The encoder of ``settings`` (its spec, device and runtime), loaded once per process (per Dask worker)."""
     spec = EncoderSpec.from_dict(settings.encoder_spec)
-    key = (spec.key(), settings.device)
+    key = _encoder_key(spec, settings.device, settings.runtime)
     if key not in _ENCODERS:
-        _ENCODERS[key] = Encoder.from_spec(spec, device=settings.device, weights=settings.weights)
+        _ENCODERS[key] = Encoder.from_spec(spec, device=settings.device, weights=settings.weights,
+                                           runtime=settings.runtime)
     return _ENCODERS[key]
 
 
-def remember_encoder(encoder: Encoder, device: str) -> None:
+def remember_encoder(encoder: Encoder, device: str, runtime: str = "auto") -> None:
     """Let this process's workers use an encoder the driver has loaded already."""
-    _ENCODERS[(encoder.spec.key(), device)] = encoder
+    _ENCODERS[_encoder_key(encoder.spec, device, runtime)] = encoder
 
 
 def _session():
@@ -115,15 +124,28 @@ def field_objects(field: Field, settings: BatchSettings, archive: ScienceArchive
     return objects
 
 
-def embed_cutouts(images: Sequence[np.ndarray], settings: BatchSettings) -> np.ndarray:
-    """The cutouts' vectors (``N x dim`` float32) from this process's encoder: the one place a field is embedded."""
-    encoder = worker_encoder(settings)
-    return encoder.embed_images(images) if images else np.zeros((0, encoder.spec.dim), np.float32)
+def embed_cutouts(images: Sequence[np.ndarray], ids: Sequence[str], settings: BatchSettings,
+                  observers: Sequence = ()) -> np.ndarray:
+    """The cutouts' vectors (``N x dim`` float32) from this process's encoder, through the core pipeline
+    (:func:`ulisse.embedding.embed_arrays`: preprocessing steps, encoder, ``observers``): the one place a
+    field is embedded."""
+    from ulisse.embedding import embed_arrays
+
+    return embed_arrays(worker_encoder(settings), list(images), ids, observers=observers)
+
+
+@dataclass
+class WrittenShard:
+    """What :func:`process_field` left: the shard's ``.npz``, with its counts (None for a shard written before)."""
+
+    path: Path
+    objects: int | None = None
+    skipped: int | None = None
 
 
 def process_field(field: Field, settings: BatchSettings, objects: pd.DataFrame | None = None,
-                  session=None) -> Path:
-    """Turn one field into a shard and return the shard's ``.npz`` path (at once if it exists already).
+                  session=None) -> WrittenShard:
+    """Turn one field into a shard (written once, never read back here); at once if it exists already.
 
     The same function runs in the driver process and on Dask workers.
 
@@ -142,7 +164,7 @@ def process_field(field: Field, settings: BatchSettings, objects: pd.DataFrame |
     task = FieldTask(field, objects)
     npz = task.shard_path(settings)
     if npz.is_file() and npz.with_suffix(".parquet").is_file():
-        return npz
+        return WrittenShard(npz)
     session = session or _session()
     archive = ScienceArchive(settings.services, cache_dir=settings.cache_dir, session=session)
     if objects is None:
@@ -163,16 +185,19 @@ def process_field(field: Field, settings: BatchSettings, objects: pd.DataFrame |
     finally:
         if bar is not None:
             bar.close()
-    vectors = embed_cutouts(cut.images, settings)
     meta = objects.iloc[cut.rows].reset_index(drop=True).copy()
     meta["padded"] = np.array(cut.padded, dtype=float)
     geometry = CutoutGeometry(**settings.geometry)
     meta["source"] = save_cutouts(settings.index_dir, f"cutouts/{field}", meta["id"], cut.images, geometry)
     meta["frame"] = archive.frame_path("r", field)
+    recorder = MapsRecorder(maps_path(npz), len(meta)) if settings.observe else None
+    vectors = embed_cutouts(cut.images, meta["id"].astype(str), settings, [recorder] if recorder else ())
+    if recorder is not None:
+        recorder.close()  # the maps are on disk before the .npz says the shard is done
     write_shard(npz, vectors, meta, cut.skipped, settings, field)
     if settings.prune_cache:
         archive.forget(field)
-    return npz
+    return WrittenShard(npz, len(meta), len(cut.skipped))
 
 
 def attempt_field(task: FieldTask, settings: BatchSettings) -> FieldOutcome:
@@ -186,9 +211,8 @@ def attempt_field(task: FieldTask, settings: BatchSettings) -> FieldOutcome:
         return process_field(task.field, settings, task.objects)
 
     try:
-        npz = with_retries(once, settings.services, f"field {task.field}")
-        shard = read_shard(npz)
-        outcome.shard, outcome.objects, outcome.skipped = str(npz), len(shard.metadata), len(shard.skipped)
+        written = with_retries(once, settings.services, f"field {task.field}")
+        outcome.shard, outcome.objects, outcome.skipped = str(written.path), written.objects or 0, written.skipped or 0
     except UlisseError as exc:
         outcome.error, outcome.error_type = str(exc), exc.__class__.__name__
     except Exception as exc:  # a bug must not lose the other fields: report it with the field
