@@ -56,6 +56,7 @@ class HDFSources:
 
     image: np.ndarray  # H x W x 3 uint8
     catalog: pd.DataFrame  # id, x, y, area, flux, ...
+    detected: int = 0  # sources detected, numbered hdf-0001 up: the catalogue keeps some of them, under these ids
 
 
 def detect_hdf_sources(max_sources: int = 300, size: int = CUTOUT_SIZE, nsigma: float = 3.0,
@@ -88,7 +89,16 @@ def detect_hdf_sources(max_sources: int = 300, size: int = CUTOUT_SIZE, nsigma: 
     ra, dec = approximate_positions(cat["x"].to_numpy(), cat["y"].to_numpy(), grey.shape)
     cat.insert(1, "ra", ra)
     cat.insert(2, "dec", dec)
-    return HDFSources(rgb, cat.reset_index(drop=True))
+    return HDFSources(rgb, cat.reset_index(drop=True), detected=int(segm.nlabels))
+
+
+def detection_note(sources: HDFSources, size: int = CUTOUT_SIZE) -> str:
+    """How many sources were detected and which of them the demo indexes (their ids keep the detection numbers)."""
+    n = len(sources.catalog)
+    kept = (f"all {n}" if n == sources.detected else
+            f"the {n} brightest of those whose {size} x {size} px cutout fits in the image")
+    return (f"detected {sources.detected} sources in the Hubble Deep Field (skimage.data.hubble_deep_field), "
+            f"numbered hdf-0001 to hdf-{sources.detected:04d}; indexing {kept}")
 
 
 def write_cutouts(sources: HDFSources, folder: Path, size: int = CUTOUT_SIZE) -> Path:
@@ -109,7 +119,7 @@ def run_demo(out: Path, k: int = 8, prototype: str | None = None, max_sources: i
     """Build the HDF demo index in ``out`` and query it; returns (index, result, png path)."""
     t0 = time.perf_counter()
     sources = detect_hdf_sources(max_sources=max_sources)
-    LOG.info("detected %d sources in the Hubble Deep Field (skimage.data.hubble_deep_field)", len(sources.catalog))
+    LOG.info("%s", detection_note(sources))
     catalog = write_cutouts(sources, out / "cutouts")
     index, report = ulisse.build_index([out / "cutouts"], out, catalog, weights=weights, device=device,
                                        overwrite=True, progress=progress, manifest_extra={"positions": POSITIONS_NOTE})
@@ -146,3 +156,23 @@ def register_commands(cli):
         cols = ["rank", "id", "distance", "ra", "dec", "area", "flux"]
         click.echo(render(result.table[cols], "table"), nl=False)
         click.echo(f"grid of the prototype and its neighbours: {png}")
+
+    @cli.command()
+    @click.argument("folder", type=click.Path(file_okay=False))
+    @click.option("--max-sources", type=click.IntRange(20, 5000), default=300, show_default=True)
+    @click.option("--more", type=click.IntRange(1, 1000), default=60, show_default=True,
+                  help="sources kept apart in more/ (with more.csv), to try 'ulisse index add'")
+    def sample(folder, max_sources, more):
+        """Write a small labelled sample (HDF sources, labels measured on the image), offline, in seconds.
+
+        FOLDER gets cutouts/ + catalog.csv, more/ + more.csv, id lists extended.txt and compact.txt, noisy/
+        (cutouts/ plus simulated noise, for 'ulisse denoise train') and README.txt. The classes morph
+        (compact/extended by half-light radius) and colour (blue/mid/red by channel flux ratio) and the
+        numbers r_half, colour_index and log_flux are measurements, not astrophysical classes.
+        """
+        from .sample import write_sample
+
+        summary = write_sample(Path(folder), n=max_sources, more=more)
+        click.echo(f"{folder}: {summary['objects']} cutouts in cutouts/ (catalog.csv), {summary['more']} in more/ "
+                   f"(more.csv), noisy/, extended.txt, compact.txt; morph {summary['morph']}, "
+                   f"colour {summary['colour']} (see {Path(folder) / 'README.txt'})")
