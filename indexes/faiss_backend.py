@@ -1,5 +1,9 @@
 """FAISS indexes: built from factory strings, trained when needed, searched on GPU or CPU.
 
+Searches run on the GPU(s) when FAISS has one and the index's device allows it
+(:func:`on_device`; the clones are made and kept by :mod:`ulisse.indexes._gpu`);
+index files are always written CPU-format.
+
 Every search result leaving this module is a *distance* (smaller is closer),
 whatever the metric:
 
@@ -188,6 +192,14 @@ def search(index: "faiss.Index", queries: np.ndarray, k: int, nprobe: int | None
     k = min(int(k), index.ntotal)
     if k < 1:
         return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+    if _gpu.is_on_gpu(index):  # a resident GPU clone (indexes._gpu): no SearchParameters, nprobe set on it
+        D, I = index.search(q, k, nprobe)
+        return to_distances(D, I, metric), I
     params = search_parameters(index, nprobe, ef, selector)
     D, I = index.search(q, k, params=params) if params is not None else index.search(q, k)
     return to_distances(D, I, metric), I
+
+
+def on_device(device: str | None):
+    """Context manager: searches inside run on ``device``'s FAISS (GPU clones kept resident; see :mod:`._gpu`)."""
+    return _gpu.searching_on(device)

@@ -16,7 +16,7 @@ from typing import Callable
 import faiss
 import numpy as np
 
-from . import faiss_backend
+from . import _gpu, faiss_backend
 
 LOG = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ class Segment:
 
         ``allowed`` (bool, this segment's rows) and ``excluded`` (local row numbers) restrict the search.
         """
+        gpu = _gpu.for_segment(self, k, allowed, excluded)  # None unless this search runs on a GPU
+        if gpu is not None:
+            return self._search_dropping(gpu, queries, k, _gpu.rows(excluded), nprobe, ef)
         index = self.faiss_index
         if index is not None:
             sel, keep = _selector(allowed, excluded, 0, self.count)

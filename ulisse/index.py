@@ -258,10 +258,12 @@ class Index(DerivedMixin):
         if exclude is not None and len(exclude) != len(q):
             raise QueryError(f"exclude: one list per query expected ({len(q)}), got {len(exclude)}")
         params = self.search_parameters()
-        return segments.search_generation(
-            self._state.searchables, self._state.segments, q, int(k), len(self), metric=self.manifest.metric,
-            exclude=exclude, allowed=allowed, nprobe=nprobe or params.get("nprobe"), ef=ef or params.get("efSearch"),
-            rerank=int(rerank if rerank is not None else params.get("rerank") or 0), cache=self._flat_cache)
+        with faiss_backend.on_device(self.device):  # the GPU(s) unless cpu; clones stay resident while open
+            return segments.search_generation(
+                self._state.searchables, self._state.segments, q, int(k), len(self), metric=self.manifest.metric,
+                exclude=exclude, allowed=allowed, nprobe=nprobe or params.get("nprobe"),
+                ef=ef or params.get("efSearch"), rerank=int(rerank if rerank is not None else params.get("rerank") or 0),
+                cache=self._flat_cache)
 
     def query(self, id: str | None = None, *, image=None, ra: float | None = None, dec: float | None = None,
               vector: np.ndarray | None = None, radius_arcsec: float = DEFAULT_RADIUS_ARCSEC, k: int = 16,

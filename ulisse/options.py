@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import functools
+import logging
 
 import click
 
@@ -28,10 +29,32 @@ def _run_device() -> str:
     return current_config().device
 
 
+_NOTED_NO_CUDA: list = []
+
+
+def usable_device(device: str) -> str:
+    """``device``, except ``cuda`` where torch sees no CUDA GPU: then ``cpu``, with a one-line note (once per
+    process). The one fallback of every verb's ``--device``; torch is imported only when ``cuda`` is asked for."""
+    if not str(device).startswith("cuda"):
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return device
+    if not _NOTED_NO_CUDA:
+        _NOTED_NO_CUDA.append(device)
+        logging.getLogger("ulisse.options").warning("--device %s: no CUDA GPU is visible; computing on the CPU", device)
+    return "cpu"
+
+
 def device_option(f):
-    """``--device auto|cpu|cuda`` (auto: CUDA when present, else CPU); by default the run's (``ulisse --device``)."""
+    """``--device auto|cpu|cuda`` (auto: CUDA when present, else CPU); by default the run's (``ulisse --device``).
+
+    ``cuda`` on a machine without CUDA gives one note and the CPU (:func:`usable_device`)."""
     return click.option("--device", type=click.Choice(DEVICES), default=_run_device, show_default="auto",
-                        help="where to compute: auto (CUDA when present, else CPU), cpu or cuda")(f)
+                        callback=lambda ctx, param, value: usable_device(value),
+                        help="where to compute: auto (CUDA when present, else CPU), cpu or cuda "
+                             "(without CUDA: a note, and the CPU)")(f)
 
 
 class RegisteredChoice(click.Choice):

@@ -11,7 +11,7 @@ import streamlit as st
 
 import ulisse
 from ulisse.errors import UlisseError
-from ulisse.indexes import store
+from ulisse.indexes import faiss_backend, store
 from ulisse.ui import INDEX_ENV
 from ulisse.ui.kit._state import DETAIL, PROTOS
 
@@ -20,8 +20,16 @@ OTHER_INDEX = "Other directory…"
 
 @st.cache_resource(max_entries=4, show_spinner="Opening the index…")
 def _open_index(path: str, generation: int) -> ulisse.Index:
-    """One open index per path and generation, shared by every session."""
-    return ulisse.open_index(path)
+    """One open index per path and generation, shared by every session.
+
+    On a machine where FAISS has a GPU, the index is searched once here, so that its GPU copy is made
+    while the spinner turns and stays resident for every later query (it lives as long as this entry).
+    """
+    index = ulisse.open_index(path)
+    if len(index) and faiss_backend.gpu_available():
+        with index_lock(index):
+            index.search(index.vectors_of_rows([0]), 1)
+    return index
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the encoder…")
