@@ -247,3 +247,7 @@ def register_commands(cli):
         text = run(Path(folder), objects, repeats, embed)
         command = _command()
         _write(report, "Feature browser on a large index", text + (f"Command: `{command}`\n" if command else ""))
+
+    from .gpu import gpu_command  # embedding and FAISS search on a GPU (benchmarks/gpu.md)
+
+    benchmark.add_command(gpu_command)
