@@ -49,7 +49,7 @@ def pytest_collection_modifyitems(config, items):
 def lite0_encoder():
     from ulisse import Encoder
 
-    return Encoder.load(weights="lite0", device="cpu")
+    return Encoder.load(weights="lite0", device="cpu", preset="ulisse")  # ULISSE's vectors
 
 
 @pytest.fixture(scope="session")

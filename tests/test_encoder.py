@@ -61,7 +61,7 @@ def test_embed_reproduces_ulisse_preprocessing(survey, cli, tmp_path):
 
     out = tmp_path / "v.npz"
     code, _, err = cli("--quiet", "embed", survey / "cutouts", "--out", out, "--weights", "lite0", "--device", "cpu",
-                       "--pool", "mean", "--tta", "none")  # ULISSE's path, on the default runtime
+                       "--preset", "ulisse")  # ULISSE's path, on the default runtime
     assert code == 0, err
     got = np.load(out)
     files, _ = list_cutout_files([survey / "cutouts"])
@@ -110,13 +110,13 @@ def test_weights_file_timm_and_efficientnet_pytorch_styles(tmp_path, lite0_encod
     rgb = (np.random.default_rng(2).random((64, 64, 3)) * 255).astype(np.uint8)
     ref = lite0_encoder.embed_images([rgb])
     # EfficientNet-PyTorch style (the package's own file, _conv_stem... names)
-    enc = Encoder.load("tf_efficientnet_lite0", weights=lite0_weights_path(), device="cpu")
+    enc = Encoder.load("tf_efficientnet_lite0", weights=lite0_weights_path(), device="cpu", preset="ulisse")
     np.testing.assert_allclose(enc.embed_images([rgb]), ref, rtol=1e-5, atol=1e-5)
     assert enc.spec.weights_source.startswith("file:")
     # timm style, saved by the user
     p = tmp_path / "mine.pth"
     torch.save(lite0_state_dict(1000)[0], p)
-    enc2 = Encoder.load("tf_efficientnet_lite0", weights=p, device="cpu")
+    enc2 = Encoder.load("tf_efficientnet_lite0", weights=p, device="cpu", preset="ulisse")
     np.testing.assert_allclose(enc2.embed_images([rgb]), ref, rtol=1e-5, atol=1e-5)
 
 
@@ -393,7 +393,7 @@ def test_the_builtin_encoders_are_registered_and_every_load_goes_through_the_reg
     entries = registry.encoders()
     assert {"efficientnet_b0", "lite0", "timm"} <= set(entries)
     assert all(not entries[n].record_name for n in ("efficientnet_b0", "lite0", "timm"))
-    lite0 = Encoder.load(encoder="lite0", device="cpu", runtime="torch")
+    lite0 = Encoder.load(encoder="lite0", device="cpu", runtime="torch", preset="ulisse")
     assert lite0.spec.encoder is None and lite0.spec.compatible_with(lite0_encoder.spec)  # the same as --weights lite0
     # Encoder.load() and --model resolve through the "timm" entry: without it there is no encoder at all
     calls = []
@@ -424,3 +424,55 @@ def test_encoder_modules_stay_small():
     folder = Path(ulisse.encoder.__file__).parent
     for name in ("encoder.py", "_spec.py", "_weights.py", "_pooling.py", "_builtins.py"):
         assert sum(1 for _ in open(folder / name)) < 500, name
+
+
+# --------------------------------------------------------------------------- presets
+
+def test_presets_are_recorded_and_options_override_their_fields():
+    tiny = dict(model_name="test_efficientnet", weights="random", device="cpu", runtime="torch")
+    default = Encoder.load(**tiny)
+    assert (default.spec.preset, default.spec.pool, default.spec.tta) == ("discovery", "centre:3", "rot4")
+    assert default.spec.preset_changes() == [] and "preset discovery" in default.spec.describe()
+    paper = Encoder.load(**tiny, preset="ulisse")
+    assert (paper.spec.preset, paper.spec.input_size, paper.spec.pool, paper.spec.tta, paper.spec.precision) == (
+        "ulisse", 224, "mean", "none", "fp32")
+    changed = Encoder.load(**tiny, preset="ulisse", pool="centre", input_size=160)
+    assert (changed.spec.preset, changed.spec.pool, changed.spec.input_size) == ("ulisse", "centre:3", 160)
+    assert changed.spec.preset_changes() == ["input_size 160", "pool centre:3"]
+    assert changed.spec.preset_text() == "preset ulisse with input_size 160, pool centre:3"
+    # the preset is a label: the vectors' fields decide compatibility, and the spec round-trips it
+    again = ulisse.EncoderSpec.from_dict(changed.spec.to_dict())
+    assert again == changed.spec and again.compatible_with(changed.spec)
+    rebuilt = Encoder.from_spec(changed.spec, device="cpu", runtime="torch")
+    assert rebuilt.spec == changed.spec
+    with pytest.raises(ulisse.InputError, match="--preset"):
+        Encoder.load(**tiny, preset="fast")
+
+
+def test_old_specs_read_as_preset_ulisse(lite0_encoder):
+    old = {k: v for k, v in lite0_encoder.spec.to_dict().items() if k != "preset"}
+    spec = ulisse.EncoderSpec.from_dict(old)
+    assert spec.preset == "ulisse" and spec.preset_changes() == [] and spec.compatible_with(lite0_encoder.spec)
+
+
+def test_preset_ulisse_reproduces_ulisse_vectors(lite0_encoder, cutouts):
+    explicit = Encoder.load(weights="lite0", device="cpu", runtime="torch", pool="mean", tta="none",
+                            precision="fp32", input_size=224)
+    paper = Encoder.load(weights="lite0", device="cpu", preset="ulisse")  # the default runtime (ONNX Runtime)
+    assert paper.spec.compatible_with(lite0_encoder.spec) and paper.spec.compatible_with(explicit.spec)
+    assert _cos(paper.embed_images(cutouts), explicit.embed_images(cutouts)).min() >= 0.9999
+
+
+def test_index_info_shows_the_preset_and_queries_use_the_index_spec(survey, cli, tmp_path):
+    idx = tmp_path / "idx"
+    code, _, err = cli("--quiet", "index", "build", survey / "cutouts", "--index", idx, "--model", "test_efficientnet",
+                       "--weights", "random", "--device", "cpu", "--runtime", "torch", "--input-size", "128")
+    assert code == 0, err
+    code, out, err = cli("index", "info", idx)
+    assert code == 0, err
+    assert "preset     discovery with input_size 128" in out and "pool centre:3, tta rot4" in out
+    spec = ulisse.open_index(idx).encoder_spec
+    assert (spec.preset, spec.input_size, spec.pool) == ("discovery", 128, "centre:3")
+    # an encoder rebuilt from the index's spec gives the index's vectors, whatever today's defaults are
+    enc = Encoder.from_spec(spec, device="cpu", runtime="torch")
+    assert enc.spec.compatible_with(spec)

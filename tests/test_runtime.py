@@ -27,11 +27,11 @@ def cutouts(survey):
 
 @pytest.fixture(scope="module")
 def lite0_torch():
-    return Encoder.load(weights="lite0", device="cpu", runtime="torch")
+    return Encoder.load(weights="lite0", device="cpu", runtime="torch", preset="ulisse")
 
 
 def test_onnx_runtime_gives_torch_fp32_vectors(lite0_torch, cutouts):
-    onnx = Encoder.load(weights="lite0", device="cpu", runtime="onnx")
+    onnx = Encoder.load(weights="lite0", device="cpu", runtime="onnx", preset="ulisse")
     assert onnx.runtime.name == "onnx" and onnx.spec.compatible_with(lite0_torch.spec)
     v, maps = onnx.embed_images(cutouts, return_maps=True)
     ref, ref_maps = lite0_torch.embed_images(cutouts, return_maps=True)
@@ -49,7 +49,7 @@ def test_auto_is_onnx_runtime_on_a_cpu(lite0_encoder):
 
 @pytest.mark.skipif(not rt.available("openvino"), reason="OpenVINO is not installed")
 def test_openvino_runtime_gives_torch_fp32_vectors(lite0_torch, cutouts):
-    ov = Encoder.load(weights="lite0", device="cpu", runtime="openvino")
+    ov = Encoder.load(weights="lite0", device="cpu", runtime="openvino", preset="ulisse")
     assert ov.runtime.name == "openvino"
     assert _cos(ov.embed_images(cutouts), lite0_torch.embed_images(cutouts)).min() >= 0.999
 
@@ -115,9 +115,9 @@ def test_cli_runtimes_write_the_same_vectors(cli, survey, tmp_path):
 
 def test_int8_is_recorded_in_the_spec_and_rebuilt_from_the_cache(tmp_path, monkeypatch, cutouts):
     monkeypatch.setenv("ULISSE_CACHE_DIR", str(tmp_path / "cache"))
-    fp32 = Encoder.load("test_efficientnet", weights="random", device="cpu", runtime="onnx")
+    fp32 = Encoder.load("test_efficientnet", weights="random", device="cpu", runtime="onnx", preset="ulisse")
     int8 = Encoder.load("test_efficientnet", weights="random", device="cpu", runtime="onnx", precision="int8",
-                        calibration=cutouts)
+                        calibration=cutouts, preset="ulisse")
     assert int8.spec.precision == "int8" and len(int8.spec.quantization) == 64
     assert not int8.spec.compatible_with(fp32.spec) and "precision" in fp32.spec.differences(int8.spec)
     v = int8.embed_images(cutouts)

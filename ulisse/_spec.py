@@ -20,6 +20,32 @@ POOLS = ("mean", "centre")
 TTAS = ("none", "rot4", "d4")
 PRECISIONS = ("fp32", "bf16", "int8")
 
+# The named settings of the vector (``--preset``); explicit options override their fields. ``precision``
+# ``auto``: bf16 where the device computes in bf16 (CUDA; a CPU with AVX-512 BF16 or AMX and OpenVINO),
+# else fp32. The discovery preset's settings were chosen by measurement (benchmarks/discovery.md).
+PRESETS = {
+    "ulisse": {"input_size": 224, "crop": None, "pool": "mean", "tta": "none", "precision": "fp32"},
+    "discovery": {"input_size": 224, "crop": None, "pool": "centre:3", "tta": "rot4", "precision": "auto"},
+}
+DEFAULT_PRESET = "discovery"
+PRESET_FIELDS = ("input_size", "crop", "pool", "tta", "precision")
+
+
+def preset_settings(preset: str | None = None, **overrides) -> tuple[str, dict]:
+    """``(name, {input_size, pool, tta, precision})``: the preset's settings (the default one's without
+    ``preset``), with every override that is not None in their place.
+
+    Example:
+        >>> preset_settings("ulisse", pool="centre")[1]["pool"]
+        'centre'
+    """
+    name = str(preset or DEFAULT_PRESET).strip().lower()
+    if name not in PRESETS:
+        raise InputError(f"--preset {preset}: expected one of {', '.join(PRESETS)}")
+    settings = dict(PRESETS[name])
+    settings.update({k: v for k, v in overrides.items() if k in PRESET_FIELDS and v is not None})
+    return name, settings
+
 
 def parse_pool(pool: str) -> str:
     """``mean``, ``centre`` or ``centre:N`` (``center`` too) -> ``mean`` or ``centre:N`` (N defaults to 3)."""
@@ -62,6 +88,11 @@ class EncoderSpec:
         preprocessors: ``({"name", "arg", "fingerprint"}, ...)``, applied in order before the resize.
         precision: ``fp32``, ``bf16`` or ``int8``.
         quantization: with int8, the sha256 of the quantised graph (:mod:`ulisse.quantize`).
+        crop: the side of the centre crop of the resized cutout that the network sees (None: all of it).
+            The objects keep the input size's scale and the network computes only the centre (the part that
+            ``centre:N`` pooling reads).
+        preset: the ``--preset`` the settings started from (``ulisse`` or ``discovery``; older manifests
+            read as ``ulisse``). A label: compatibility is decided by the fields, not by it.
     """
 
     model_name: str
@@ -78,6 +109,13 @@ class EncoderSpec:
     preprocessors: tuple = ()
     precision: str = "fp32"
     quantization: str | None = None
+    preset: str = "ulisse"
+    crop: int | None = None
+
+    @property
+    def network_size(self) -> int:
+        """The side of the network's input: the centre crop's, else the input size."""
+        return int(self.crop or self.input_size)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -97,7 +135,8 @@ class EncoderSpec:
         return (self.model_name, self.weights_sha256, self.input_size,
                 tuple(round(x, 6) for x in self.mean), tuple(round(x, 6) for x in self.std),
                 self.interpolation, self.dim, self.encoder, self.pool, self.tta,
-                tuple((p["name"], p["fingerprint"]) for p in self.preprocessors), self.precision, self.quantization)
+                tuple((p["name"], p["fingerprint"]) for p in self.preprocessors), self.precision, self.quantization,
+                self.crop)
 
     def compatible_with(self, other: "EncoderSpec") -> bool:
         return self.key() == other.key()
@@ -108,29 +147,47 @@ class EncoderSpec:
         Exported runtime models are cached under it; pooling, symmetry and
         preprocessing act outside the network and do not change it.
         """
-        text = json.dumps([self.encoder, self.model_name, self.weights_sha256, self.input_size, list(self.mean),
+        text = json.dumps([self.encoder, self.model_name, self.weights_sha256, self.network_size, list(self.mean),
                            list(self.std), self.dim])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def differences(self, other: "EncoderSpec") -> list[str]:
         """Names of the fields that make ``other`` incompatible with this spec."""
         names = ("model_name", "weights_sha256", "input_size", "mean", "std", "interpolation", "dim", "encoder",
-                 "pool", "tta", "preprocessors", "precision", "quantization")
+                 "pool", "tta", "preprocessors", "precision", "quantization", "crop")
         return [n for n, a, b in zip(names, self.key(), other.key()) if a != b]
 
     def describe(self) -> str:
         raw = self.weights_sha256 or "none"
         sha = "none: random weights" if raw.startswith("random") else raw[:12]
         text = (f"{self.model_name} with weights from {self.weights_source} (sha256 {sha}), "
-                f"{self.input_size}px input, mean {list(self.mean)} std {list(self.std)}")
+                f"{self.input_size}px input{f' (centre {self.crop}px)' if self.crop else ''}, mean {list(self.mean)} std {list(self.std)}")
         if self.encoder:
             text = f"encoder {self.encoder!r}: " + text
-        text += f", pool {self.pool}, tta {self.tta}, {self.precision}"
+        text += f", preset {self.preset}, pool {self.pool}, tta {self.tta}, {self.precision}"
         if self.quantization:
             text += f" (quantised graph {self.quantization[:12]})"
         for p in self.preprocessors:
             text += f", preprocess {p['name']}={p['arg']} ({str(p['fingerprint'])[:12]})"
         return text
+
+
+    def preset_changes(self) -> list[str]:
+        """The fields set away from the preset's values (``--pool`` and the like given with ``--preset``)."""
+        want = PRESETS.get(self.preset, {})
+        out = []
+        for name in PRESET_FIELDS:
+            value, default = getattr(self, name), want.get(name)
+            if name == "precision" and default == "auto":
+                continue
+            if (parse_pool(default) if name == "pool" else default) != value:
+                out.append(f"{name} {value}")
+        return out
+
+    def preset_text(self) -> str:
+        """``preset discovery`` or, with fields overridden, ``preset ulisse with pool centre:3``."""
+        changes = self.preset_changes()
+        return f"preset {self.preset}" + (f" with {', '.join(changes)}" if changes else "")
 
 
 def check_compatible(index_spec: EncoderSpec, offered: EncoderSpec, where: str) -> None:

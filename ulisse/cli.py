@@ -36,7 +36,7 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ulisse")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars or notes; errors only.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress, notes or summaries: warnings and errors only.")
 @click.option("-v", "--verbose", is_flag=True, help="More detail in the log.")
 @click.option("--plugins-dir", type=click.Path(file_okay=False), multiple=True,
               help="load every *.py file of this folder as a plugin (also ULISSE_PLUGINS_DIR)")
@@ -75,6 +75,7 @@ def _report(report, what: str) -> None:
 @click.option("--skip-bad", is_flag=True, help="skip unusable cutouts and report them instead of stopping")
 def embed(inputs, out, catalog, encoder_options, device, batch_size, skip_bad):
     """Embed cutouts (files or folders) into feature vectors (.npz: ids, vectors, encoder spec)."""
+    check_paths(inputs, catalog)
     import io
 
     import numpy as np
@@ -139,6 +140,7 @@ METRICS = click.Choice(["L2", "IP", "cosine"])
 def index_build(inputs, index_dir, catalog, factory, memory, metric, dtype, nprobe, ef, encoder_options, device,
                 skip_bad, overwrite, wait):
     """Embed cutouts and write a new index directory."""
+    check_paths(inputs, catalog)  # before the heavy imports: a missing folder fails as fast as --help
     from .encoder import Encoder
     from .index import build_index, check_new_index_path
     from .indexes import auto
@@ -151,6 +153,21 @@ def index_build(inputs, index_dir, catalog, factory, memory, metric, dtype, npro
                               gathered=gathered, skip_bad=skip_bad, overwrite=overwrite, progress=progress_enabled(), device=device,
                               memory=memory, dtype=dtype, nprobe=nprobe, ef=ef, wait=wait)
     _report(report, f"built {index_dir} ({idx.manifest['factory']}):")
+
+
+def check_paths(inputs, catalog=None) -> None:
+    """Inputs and catalogue exist: checked first, with nothing heavy imported (torch, faiss, pandas...).
+
+    Raises:
+        InputError: ``PATH: no such file or folder`` (the message :func:`ulisse.inputs.gather` gives).
+    """
+    from .errors import InputError
+
+    for item in inputs:
+        if not Path(item).exists():
+            raise InputError(f"{item}: no such file or folder")
+    if catalog is not None and not Path(catalog).is_file():
+        raise InputError(f"{catalog}: catalogue not found")
 
 
 def _check_before_embedding(inputs, catalog, skip_bad: bool, factory: str, dim: int = 1280):
@@ -182,6 +199,7 @@ def _check_before_embedding(inputs, catalog, skip_bad: bool, factory: str, dim: 
 @click.option("--wait", type=click.FloatRange(0), default=0.0, help=WAIT_HELP)
 def index_add(inputs, index_dir, catalog, weights, device, skip_bad, wait):
     """Embed more cutouts with the index's own encoder and add them as a new segment."""
+    check_paths(inputs, catalog)
     from .index import open_index
 
     idx = open_index(index_dir, device=device, weights=weights)
@@ -218,7 +236,8 @@ def index_info(index_dir, fmt, verify):
         f"search     {', '.join(f'{k} {v}' for k, v in search.items()) or 'exact (no parameters)'}",
         f"segments   {len(segs)}" + (f", {disk / 1e6:.1f} MB" if segs else "") + (
             "  ('ulisse index compact' merges them)" if len(segs) > 8 else ""),
-        f"encoder    {enc.model_name}, {enc.input_size}px, mean {list(enc.mean)}, std {list(enc.std)}",
+        f"encoder    {enc.model_name}, {enc.input_size}px{f' (centre {enc.crop}px)' if enc.crop else ''}, mean {list(enc.mean)}, std {list(enc.std)}",
+        f"preset     {enc.preset_text().removeprefix('preset ')}",
         f"vectors    pool {enc.pool}, tta {enc.tta}, precision {enc.precision}"
         + (f", preprocessors {', '.join(p['name'] + (':' + str(p['arg']) if p.get('arg') else '') for p in enc.preprocessors)}"
            if enc.preprocessors else ", no preprocessors"),
@@ -337,9 +356,14 @@ def _register_plugin_commands(config) -> None:
 _commands_registered = False
 
 
+# core verbs that need no plugin's verb: plugins' modules load when their hooks are first called, after
+# these verbs have checked their inputs (a missing folder fails as fast as --help, without pandas or torch)
+CORE_ONLY_VERBS = ("embed", "index")
+
+
 def _run_config(argv: list[str]):
-    """``(config, plugin folders)``: the run's :class:`~ulisse.registry.Config` from the global options of a
-    command line and the environment, and the folders ``--plugins-dir`` names.
+    """``(config, plugin folders, verb)``: the run's :class:`~ulisse.registry.Config` from the global options
+    of a command line and the environment, the folders ``--plugins-dir`` names, and the verb (or None).
 
     Read before click runs the verb (the plugin folders add verbs); a command line click
     would refuse gives the defaults here, and click's own message later.
@@ -349,8 +373,9 @@ def _run_config(argv: list[str]):
     try:
         with cli.make_context("ulisse", list(argv), resilient_parsing=True) as ctx:
             params = dict(ctx.params)
+            rest = [*getattr(ctx, "_protected_args", []), *ctx.args]
     except click.exceptions.ClickException:
-        params = {}
+        params, rest = {}, []
     dirs = [str(d) for d in params.get("plugins_dir") or ()]
     for d in dirs:
         if not Path(d).is_dir():
@@ -359,7 +384,7 @@ def _run_config(argv: list[str]):
     options = {"quiet": bool(params.get("quiet")), "verbose": bool(params.get("verbose"))}
     config = Config.from_env(device=params.get("run_device") or env.device, options=options,
                              plugins_dirs=tuple(dirs) + env.plugins_dirs)
-    return config, dirs
+    return config, dirs, (rest[0] if rest else None)
 
 
 def main(argv=None) -> None:
@@ -368,13 +393,14 @@ def main(argv=None) -> None:
 
     try:
         args = list(sys.argv[1:] if argv is None else argv)
-        config, dirs = _run_config(args)
+        config, dirs, verb = _run_config(args)
         if dirs:
             from .plugin_manager import set_plugins_dirs
 
             set_plugins_dirs(dirs)
         use_config(config)
-        _register_plugin_commands(config)
+        if verb not in CORE_ONLY_VERBS:
+            _register_plugin_commands(config)
         cli.main(args=args, prog_name="ulisse", standalone_mode=False)
     except UlisseError as exc:
         click.echo(f"ulisse: error: {exc}", err=True)
@@ -385,6 +411,12 @@ def main(argv=None) -> None:
     except KeyboardInterrupt:
         click.echo("ulisse: interrupted", err=True)
         sys.exit(130)
+    except click.BadParameter as exc:
+        if isinstance(exc, click.MissingParameter):  # a usage mistake: click's usage block says what is needed
+            exc.show()
+        else:  # a bad value: one line, as every other error
+            click.echo(f"ulisse: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

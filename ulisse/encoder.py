@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from ._pooling import SYMMETRIES, pool_maps, resize_cutout
-from ._spec import PRECISIONS, POOLS, TTAS, EncoderSpec, check_compatible, parse_pool, parse_tta
+from ._spec import (DEFAULT_PRESET, PRECISIONS, POOLS, PRESETS, TTAS, EncoderSpec, check_compatible, parse_pool,
+                    parse_tta, preset_settings)
 from ._weights import (DEFAULT_MODEL, LITE0_MODEL, LITE0_PACKAGE, lite0_state_dict, lite0_weights_path,
                        map_state_dict_by_order, resolve_weights, timm_model)
 from .errors import EncoderMismatch, InputError
@@ -48,7 +49,7 @@ TIMM_ENCODER = "timm"  # the registered encoder that builds any timm model by na
 __all__ = ["Encoder", "EncoderSpec", "check_compatible", "resolve_device", "load_preprocessors", "parse_pool",
            "parse_tta", "pool_maps", "resize_cutout", "resolve_weights", "lite0_state_dict", "lite0_weights_path",
            "map_state_dict_by_order", "DEFAULT_MODEL", "LITE0_MODEL", "LITE0_PACKAGE", "POOLS", "TTAS", "PRECISIONS",
-           "SYMMETRIES", "TIMM_ENCODER"]
+           "SYMMETRIES", "TIMM_ENCODER", "PRESETS", "DEFAULT_PRESET", "preset_settings"]
 _timm_model = timm_model  # the name benchmarks/ used before the split
 
 
@@ -95,6 +96,7 @@ class Encoder:
         if len(steps) != len(spec.preprocessors):
             raise InputError(f"{len(steps)} preprocessing steps for the {len(spec.preprocessors)} of the spec")
         self.spec = spec
+        self.batch_symmetries = True  # the views of a batch (--tta) go through the network as one batch
         self._steps = list(steps)
         self._steps_lock = threading.Lock()
         from .runtime import make_runtime
@@ -104,11 +106,15 @@ class Encoder:
     # -- construction -----------------------------------------------------------
 
     @classmethod
-    def load(cls, model_name: str = DEFAULT_MODEL, weights=None, device="auto", input_size: int = 224, *,
-             pool: str = "mean", tta: str = "none", runtime: str = "auto", preprocess: Sequence = (),
+    def load(cls, model_name: str = DEFAULT_MODEL, weights=None, device="auto", input_size: int | None = None, *,
+             pool: str | None = None, tta: str | None = None, runtime: str = "auto", preprocess: Sequence = (),
              encoder: str | None = None, precision: str | None = None, calibration: Sequence[np.ndarray] | None = None,
-             quantization: str | None = None) -> "Encoder":
+             quantization: str | None = None, preset: str | None = None, crop: int | None = None) -> "Encoder":
         """Build an encoder through the registry: ``encoder`` by name, else the ``timm`` entry with ``model_name``.
+
+        The input size, pooling, symmetry and precision come from ``preset`` (:data:`ulisse._spec.PRESETS`:
+        ``discovery``, the default, or ``ulisse``, the paper's exact vector); each one given overrides its
+        preset's value. The preset's name is recorded in the spec.
 
         Args:
             model_name: a timm model name for the ``timm`` encoder (the default one; ignored by the others).
@@ -117,10 +123,14 @@ class Encoder:
             input_size: the side the cutouts are resized to.
             pool: ``mean`` (ULISSE) or ``centre:N``.
             tta: ``none``, ``rot4`` or ``d4``.
-            runtime: ``auto`` (ONNX Runtime on a CPU when installed, torch on CUDA), ``torch``, ``onnx``, ``openvino``.
+            runtime: ``auto`` (ONNX Runtime on a CPU when installed, OpenVINO for bf16 on a CPU, torch on CUDA),
+                ``torch``, ``onnx``, ``openvino``.
             preprocess: ``[(name, arg), ...]`` registered preprocessing steps, applied in order.
             encoder: a registered encoder's name (``ulisse plugins`` lists them).
-            precision: ``fp32``, ``bf16`` or ``int8``; default bf16 on CUDA, fp32 on a CPU.
+            precision: ``fp32``, ``bf16``, ``int8`` or ``auto`` (bf16 on CUDA and on a CPU with bf16
+                arithmetic and OpenVINO, else fp32).
+            preset: ``discovery`` (default) or ``ulisse``.
+            crop: the side of the centre crop of the resized cutout that the network sees (0: none).
             calibration: with int8, uint8 cutouts to calibrate the quantisation on (the index's own).
             quantization: with int8, the sha256 of an already quantised graph in the cache (what
                 :meth:`from_spec` passes).
@@ -129,13 +139,22 @@ class Encoder:
             WeightsError, InputError: unknown encoder or preprocessor, bad option, weights that do not fit.
         """
         dev = resolve_device(device)
+        preset, settings = preset_settings(preset, input_size=input_size, pool=pool, tta=tta, precision=precision,
+                                           crop=crop)
         name = encoder or TIMM_ENCODER
         options = {"model_name": model_name} if name == TIMM_ENCODER else {}
-        base, entry = _registered_encoder(name, device=str(dev), weights=weights, input_size=int(input_size), **options)
+        base, entry = _registered_encoder(name, device=str(dev), weights=weights,
+                                          input_size=int(settings["crop"] or settings["input_size"]), **options)
         model, spec = base.model, (replace(base.spec, encoder=name) if entry.record_name else base.spec)
         steps, records = load_preprocessors(preprocess)
-        spec = replace(spec, pool=parse_pool(pool), tta=parse_tta(tta), preprocessors=records,
-                       precision=precision or ("bf16" if dev.type == "cuda" else "fp32"))
+        precision = settings["precision"]
+        if precision == "auto":
+            from .runtime import auto_precision
+
+            precision = auto_precision(dev, runtime)
+        spec = replace(spec, pool=parse_pool(settings["pool"]), tta=parse_tta(settings["tta"]), preprocessors=records,
+                       precision=precision, preset=preset, input_size=int(settings["input_size"]),
+                       crop=_parse_crop(settings["crop"], settings["input_size"]))
         if spec.precision == "int8":
             if quantization is None:
                 from .quantize import quantize_int8
@@ -174,7 +193,8 @@ class Encoder:
         for rec in spec.preprocessors:
             _check_step_available(rec)
         enc = cls.load(spec.model_name, weights=weights, device=device, input_size=spec.input_size, pool=spec.pool,
-                       tta=spec.tta, runtime=runtime, encoder=spec.encoder, precision=spec.precision,
+                       tta=spec.tta, runtime=runtime, encoder=spec.encoder, precision=spec.precision, preset=spec.preset,
+                       crop=spec.crop or 0,
                        quantization=spec.quantization, preprocess=[(p["name"], p["arg"]) for p in spec.preprocessors])
         for want, got in zip(spec.preprocessors, enc.spec.preprocessors):
             if want["fingerprint"] != got["fingerprint"]:
@@ -193,8 +213,13 @@ class Encoder:
     # -- preprocessing ------------------------------------------------------
 
     def resize(self, image: np.ndarray) -> np.ndarray:
-        """One uint8 RGB cutout resized to the input size (see :func:`resize_cutout`)."""
-        return resize_cutout(image, self.spec.input_size, self.spec.interpolation)
+        """One uint8 RGB cutout resized to the input size (see :func:`resize_cutout`), then its centre crop
+        (``spec.crop``)."""
+        out = resize_cutout(image, self.spec.input_size, self.spec.interpolation)
+        if self.spec.crop:
+            top = (self.spec.input_size - self.spec.crop) // 2
+            out = np.ascontiguousarray(out[top:top + self.spec.crop, top:top + self.spec.crop])
+        return out
 
     def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """uint8 RGB cutouts (any size) -> the preprocessing steps, then the resize: uint8 ``N x S x S x 3``.
@@ -207,7 +232,7 @@ class Encoder:
                 for step in self._steps:
                     images = [np.asarray(im, dtype=np.uint8) for im in step(images)]
         if not images:
-            s = self.spec.input_size
+            s = self.spec.network_size
             return np.zeros((0, s, s, 3), np.uint8)
         return np.stack([self.resize(im) for im in images])
 
@@ -225,16 +250,16 @@ class Encoder:
         Returns float32 ``N x dim``, or ``(vectors, maps)`` with the final feature
         maps (float32 ``N x C x h x w``) of the un-augmented cutouts.
         """
-        vectors, maps = None, None
         transforms = SYMMETRIES[self.spec.tta]
-        for t in transforms:
-            m = self.runtime.maps(t(batch) if t is not None else batch)
-            v = pool_maps(m, self.spec.pool)
-            vectors = v if vectors is None else vectors + v
-            if t is None:
-                maps = m
-        vectors = (vectors / len(transforms)).astype(np.float32, copy=False)
-        return (vectors, maps) if return_maps else vectors
+        views = [t(batch) if t is not None else batch for t in transforms]
+        if self.batch_symmetries and len(views) > 1:  # one forward pass over every view of the batch
+            stacked = self.runtime.maps(np.concatenate(views))
+            per_view = np.split(stacked, len(views))
+        else:
+            per_view = [self.runtime.maps(v) for v in views]
+        vectors = sum(pool_maps(m, self.spec.pool) for m in per_view) / len(views)
+        vectors = vectors.astype(np.float32, copy=False)
+        return (vectors, per_view[0]) if return_maps else vectors  # the first view is the cutout as it is
 
     def embed_images(self, images: Sequence[np.ndarray], batch_size: int | None = None, return_maps: bool = False):
         """Embed uint8 RGB arrays of any size; returns float32 ``N x dim`` (or ``(vectors, maps)``).
@@ -261,6 +286,16 @@ class Encoder:
         """The runtime's batch size, chosen by measurement (see benchmarks/speed-cpu.md)."""
         return self.runtime.batch_size
 
+
+
+def _parse_crop(crop, input_size: int) -> int | None:
+    """``--crop``: None or 0 (no crop), else a side from 32 to the input size."""
+    if not crop:
+        return None
+    crop = int(crop)
+    if not 32 <= crop <= int(input_size):
+        raise InputError(f"--crop {crop}: expected 0 (none) or a side from 32 to the input size ({input_size})")
+    return None if crop == int(input_size) else crop
 
 
 def _registered_encoder(name: str, **kwargs):

@@ -17,6 +17,8 @@ import logging
 
 import click
 
+from ._spec import DEFAULT_PRESET, PRESETS
+
 DEVICES = ("auto", "cpu", "cuda")
 
 WEIGHTS_HELP = ("encoder weights: a checkpoint FILE (timm or EfficientNet-PyTorch), 'hub', 'lite0' or 'random'; "
@@ -103,6 +105,9 @@ def where_option(f):
                              "(metadata and derived columns; comparisons joined by and/or)")(f)
 
 
+PRESET_HELP = ("the vector's settings: discovery (centre pooling, rotations averaged: finds more rare objects) or "
+               "ulisse (ULISSE's exact vector: 224 px, spatial mean, one pass, fp32); --input-size, --pool, --tta "
+               "and --precision override the preset's values; recorded in the index")
 ENCODER_HELP = "a registered encoder (ulisse plugins lists them) in place of --model/--weights"
 POOL_HELP = ("how the final feature map becomes a vector: mean (ULISSE's spatial mean) or centre[:N] "
              "(the mean of the central N x N cells, N = 3 by default)")
@@ -122,7 +127,8 @@ def _parse_preprocess(value: str) -> tuple[str, str]:
 def encoder_options(f):
     """The encoder's options, passed to the command as one ``encoder_options`` dict for ``Encoder.load``.
 
-    ``--model``, ``--weights``, ``--input-size``, ``--encoder``, ``--pool``, ``--tta``, ``--runtime``,
+    ``--preset`` (``discovery``, the default, or ``ulisse``: the paper's exact vector; the options below
+    override its fields), ``--model``, ``--weights``, ``--input-size``, ``--encoder``, ``--pool``, ``--tta``, ``--runtime``,
     ``--precision``, ``--preprocess NAME=ARG`` (repeatable, applied in order) and ``--denoise MODEL_DIR``
     (short for ``--preprocess denoise=MODEL_DIR``, applied first). ``--device`` is not included
     (use :func:`device_option`).
@@ -143,7 +149,7 @@ def encoder_options(f):
             preprocess.insert(0, ("denoise", denoise))
         precision = kwargs.pop("precision", "auto")
         kwargs["encoder_options"] = {
-            "model_name": kwargs.pop("model"), "weights": kwargs.pop("weights"),
+            "preset": kwargs.pop("preset"), "model_name": kwargs.pop("model"), "weights": kwargs.pop("weights"),
             "input_size": kwargs.pop("input_size"), "encoder": kwargs.pop("encoder"), "pool": kwargs.pop("pool"),
             "tta": kwargs.pop("tta"), "runtime": kwargs.pop("runtime"), "preprocess": preprocess,
             "precision": None if precision == "auto" else precision,
@@ -151,18 +157,22 @@ def encoder_options(f):
         return f(*args, **kwargs)
 
     options = [
+        click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
+                     help=PRESET_HELP),
         click.option("--model", default="efficientnet_b0", show_default=True, help="timm model name"),
         click.option("--weights", default=None, help=WEIGHTS_HELP),
-        click.option("--input-size", type=click.IntRange(32, 1024), default=224, show_default=True,
+        click.option("--input-size", type=click.IntRange(32, 1024), default=None, show_default="the preset's",
                      help="side the cutouts are resized to"),
         click.option("--encoder", default=None, metavar="NAME", help=ENCODER_HELP),
-        click.option("--pool", default="mean", show_default=True, metavar="mean|centre[:N]", help=POOL_HELP),
-        click.option("--tta", type=click.Choice(["none", "rot4", "d4"]), default="none", show_default=True,
+        click.option("--pool", default=None, show_default="the preset's", metavar="mean|centre[:N]",
+                     help=POOL_HELP),
+        click.option("--tta", type=click.Choice(["none", "rot4", "d4"]), default=None, show_default="the preset's",
                      help=TTA_HELP),
         click.option("--runtime", type=click.Choice(["auto", "torch", "onnx", "openvino"]), default="auto",
                      show_default=True, help=RUNTIME_HELP),
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-                     help="numeric precision, recorded in the index (auto: bf16 on CUDA, fp32 on a CPU)"),
+                     help="numeric precision, recorded in the index (auto: the preset's; discovery: bf16 on CUDA "
+                          "and on a CPU with bf16 arithmetic and OpenVINO, else fp32; ulisse: fp32)"),
         click.option("--preprocess", multiple=True, metavar="NAME=ARG",
                      help="a registered preprocessing step applied to every cutout before embedding (repeatable)"),
         click.option("--denoise", default=None, metavar="MODEL_DIR", help="short for --preprocess denoise=MODEL_DIR"),

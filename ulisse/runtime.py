@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -40,6 +40,8 @@ LOG = logging.getLogger(__name__)
 RUNTIMES = ("auto", "torch", "onnx", "openvino")
 EXPORT_FORMAT = "maps-uint8-nhwc-v1"  # part of the cache file name: bump when the exported graph changes
 EXPORT_COSINE = 0.9999  # an exported graph must give these vectors against torch fp32, or it is not used
+BF16_COSINE = 0.99  # the same check for a runtime computing in bf16 (measured: 0.994-0.997 on random cutouts)
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 
 # Batch sizes chosen by measurement (ulisse benchmark speed, benchmarks/speed-cpu.md): on CPUs small
 # batches stay in cache; GPUs want large ones.
@@ -51,16 +53,11 @@ class RuntimeUnavailable(InputError):
 
 
 def cache_dir() -> Path:
-    """Where exported models are kept: ``$ULISSE_CACHE_DIR``, else the user cache directory (platformdirs)."""
-    env = os.environ.get("ULISSE_CACHE_DIR")
-    if env:
-        return Path(env)
-    try:
-        from platformdirs import user_cache_dir
+    """Where exported models are kept: the run's :attr:`~ulisse.registry.Config.cache_dir` (the one rule:
+    ``$ULISSE_CACHE_DIR``, else the platform's user cache folder, ``$XDG_CACHE_HOME/ulisse`` on Linux)."""
+    from .registry import current_config
 
-        return Path(user_cache_dir("ulisse"))
-    except ImportError:
-        return Path.home() / ".cache" / "ulisse"
+    return Path(current_config().cache_dir)
 
 
 def normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
@@ -88,6 +85,27 @@ def available(name: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO is installed and this CPU computes in bf16 (AVX-512 BF16 or AMX)."""
+    if not available("openvino"):
+        return False
+    try:
+        import openvino as ov
+
+        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # an OpenVINO that cannot start is no bf16 arithmetic
+        return False
+
+
+def auto_precision(device: torch.device, runtime: str = "auto") -> str:
+    """``precision auto``: bf16 on CUDA, and on a CPU with bf16 arithmetic for the auto or openvino runtime;
+    else fp32."""
+    if device.type == "cuda":
+        return "bf16"
+    return "bf16" if str(runtime or "auto").lower() in ("auto", "openvino") and cpu_has_bf16() else "fp32"
+
+
 def make_runtime(name: str, encoder):
     """The runtime ``name`` for ``encoder`` (``auto``: ONNX Runtime on a CPU when installed, else torch).
 
@@ -99,6 +117,11 @@ def make_runtime(name: str, encoder):
         raise InputError(f"--runtime {name}: expected one of {', '.join(RUNTIMES)}")
     precision = encoder.spec.precision
     if name == "auto":
+        if not encoder.cuda and precision == "bf16" and available("openvino"):
+            try:  # bf16 on a CPU: OpenVINO where the CPU computes in bf16 (AVX-512 BF16, AMX), else torch
+                return OpenVinoRuntime(encoder)
+            except RuntimeUnavailable as exc:
+                LOG.warning("OpenVINO not used for bf16 (%s); using torch", exc)
         if encoder.cuda or precision == "bf16" or not available("onnx"):
             return TorchRuntime(encoder)
         try:
@@ -112,8 +135,8 @@ def make_runtime(name: str, encoder):
         return TorchRuntime(encoder)
     if encoder.cuda:
         raise InputError(f"--runtime {name}: runs on the CPU; use --runtime torch (or auto) with --device cuda")
-    if precision == "bf16":
-        raise InputError(f"--runtime {name}: bf16 runs on torch only")
+    if precision == "bf16" and name == "onnx":
+        raise InputError(f"--runtime {name}: bf16 runs on torch or openvino")
     return OnnxRuntime(encoder) if name == "onnx" else OpenVinoRuntime(encoder)
 
 
@@ -167,7 +190,7 @@ def _export_bytes(encoder) -> bytes:
     # a copy on the CPU: exporting must not touch the live model
     model = copy.deepcopy(encoder.model).to("cpu", memory_format=torch.contiguous_format).eval()
     graph = _MapGraph(model, spec.mean, spec.std).eval()
-    dummy = torch.randint(0, 256, (2, spec.input_size, spec.input_size, 3), dtype=torch.uint8)
+    dummy = torch.randint(0, 256, (2, spec.network_size, spec.network_size, 3), dtype=torch.uint8)
     errors = []
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
@@ -194,7 +217,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def check_against_torch(encoder, runtime, what: str, n: int = 2, threshold: float = EXPORT_COSINE) -> float:
     """Pooled vectors of ``runtime`` against torch fp32 on random cutouts; :class:`RuntimeUnavailable` below ``threshold``."""
     rng = np.random.default_rng(0)
-    s = encoder.spec.input_size
+    s = encoder.spec.network_size
     batch = rng.integers(0, 256, (n, s, s, 3), dtype=np.uint8)
     with torch.inference_mode():
         ref = forward_maps(encoder.model, normalise(torch.from_numpy(batch).to(encoder.device),
@@ -302,7 +325,11 @@ class OnnxRuntime:
 # --------------------------------------------------------------------------- OpenVINO
 
 class OpenVinoRuntime:
-    """OpenVINO on the CPU, from the same cached ONNX graph, pinned to fp32 inference precision."""
+    """OpenVINO on the CPU, from the same cached ONNX graph: fp32 inference, or bf16 where the CPU has it.
+
+    bf16 is used only on a CPU that computes in bf16 (OpenVINO's ``BF16`` capability: AVX-512 BF16 or
+    AMX); its vectors are checked against torch fp32 with the looser :data:`BF16_COSINE`.
+    """
 
     name = "openvino"
 
@@ -311,16 +338,20 @@ class OpenVinoRuntime:
             import openvino as ov
         except ImportError:
             raise RuntimeUnavailable("OpenVINO is not installed (pip install openvino)") from None
-        if encoder.spec.precision != "fp32":
-            raise InputError(f"--runtime openvino: {encoder.spec.precision} is not supported (fp32 only)")
+        precision = encoder.spec.precision
+        if precision not in ("fp32", "bf16"):
+            raise InputError(f"--runtime openvino: {precision} is not supported (fp32 or bf16)")
         core = ov.Core()
+        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise RuntimeUnavailable("this CPU has no bf16 arithmetic (AVX-512 BF16 or AMX)")
         model = core.read_model(str(exported_model(encoder)))
         self._compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": _threads(),
-                                                           "INFERENCE_PRECISION_HINT": "f32",
+                                                           "INFERENCE_PRECISION_HINT": OV_PRECISION[precision],
                                                            "PERFORMANCE_HINT": "LATENCY"})
         self._request = self._compiled.create_infer_request()
         self.batch_size = BATCH_SIZES["openvino"]
-        check_against_torch(encoder, self, "OpenVINO")
+        check_against_torch(encoder, self, f"OpenVINO {precision}",
+                            threshold=EXPORT_COSINE if precision == "fp32" else BF16_COSINE)
 
     def maps(self, batch: np.ndarray) -> np.ndarray:
         out = self._request.infer({0: np.ascontiguousarray(batch)})

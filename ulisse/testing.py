@@ -103,7 +103,7 @@ def survey(tmp_path_factory):
 def tiny_encoder():
     from ulisse import Encoder
 
-    return Encoder.load("test_efficientnet", weights="random", device="cpu")
+    return Encoder.load("test_efficientnet", weights="random", device="cpu", preset="ulisse")
 
 
 @pytest.fixture()

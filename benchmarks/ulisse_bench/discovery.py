@@ -129,7 +129,8 @@ def setting_vectors(sim: Path, encoder, limit: int | None = None, progress: bool
     labels = table.iloc[:limit] if limit is not None else table
     ids = labels["id"].astype(str).tolist()
     runtime = encoder.runtime.name
-    key = json.dumps({"spec": encoder.spec.to_dict(), "runtime": runtime, "chunk": CHUNK}, sort_keys=True, default=list)
+    spec = {k: v for k, v in encoder.spec.to_dict().items() if k != "preset"}  # a label: not what decides vectors
+    key = json.dumps({"spec": spec, "runtime": runtime, "chunk": CHUNK}, sort_keys=True, default=list)
     folder = sim / "features" / hashlib.sha256(key.encode()).hexdigest()[:16]
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "key.json", key)
@@ -323,7 +324,12 @@ def machine_line() -> str:
 
 # --------------------------------------------------------------------------- the whole run
 
-DEFAULT_CACHE = "~/.cache/ulisse/benchmarks"
+def default_cache() -> Path:
+    """``<cache>/benchmarks``: under the run's cache folder (``$ULISSE_CACHE_DIR``, else the user cache folder,
+    honouring ``$XDG_CACHE_HOME``; :attr:`ulisse.registry.Config.cache_dir`)."""
+    from ulisse.registry import current_config
+
+    return Path(current_config().cache_dir) / "benchmarks"
 
 
 def discovery_report(results: Sequence[TaskResult], command: str | None) -> str:
@@ -349,3 +355,71 @@ def run_discovery(tasks: Sequence[str], cache, n: int = 2000, limit: int | None 
                         model=model, weights=weights, device=device, runtime=runtime, expansion=expansion,
                         progress=progress) for task in tasks]
     return discovery_report(results, command)
+
+
+# --------------------------------------------------------------------------- levers (issue 28)
+
+def parse_lever(text: str) -> dict:
+    """``SIZE[cCROP]/POOL/TTA/RUNTIME/PRECISION`` (e.g. ``224c160/centre:3/rot4/openvino/bf16``: resized to 224,
+    the network sees the central 160 px) -> ``Encoder.load`` options."""
+    size, pool, tta, runtime, precision = text.split("/")
+    size, _, crop = size.partition("c")
+    return {"input_size": int(size), "crop": int(crop or 0), "pool": parse_pool(pool), "tta": parse_tta(tta),
+            "runtime": runtime, "precision": precision}
+
+
+def run_levers(tasks: Sequence[str], levers: Sequence[str], cache=None, n: int = 2000, seed: int = 0,
+               prototypes: int = 20, weights=None, command: str | None = None, log: Callable = print) -> str:
+    """Each lever setting (:func:`parse_lever`) of ``ulisse.Encoder.load(preset="ulisse", **options)`` on
+    each task's full set: class@16 (no expansion) from the same prototypes, and the measured files -> vectors
+    seconds per cutout (:func:`setting_vectors`, cached per spec and runtime). The first lever is the reference
+    of the ``x first`` columns. Returns a Markdown table; ``log`` gets each row as it is measured."""
+    import os
+
+    cache = Path(cache).expanduser() if cache else default_cache()
+    rows, encoders = [], {}
+    for task_name in tasks:
+        task = _tasks()[task_name]
+        sim, _ = simulated_set(task, cache, n, seed, False)
+        for text in levers:
+            opts = parse_lever(text)
+            key = (opts["input_size"], opts["crop"], opts["runtime"], opts["precision"])
+            if key not in encoders:
+                encoders[key] = ulisse.Encoder.load(weights=weights, device="cpu", input_size=opts["input_size"],
+                                                    crop=opts["crop"], runtime=opts["runtime"],
+                                                    precision=opts["precision"], preset="ulisse")
+            enc = encoders[key].with_options(pool=opts["pool"], tta=opts["tta"])
+            sv = setting_vectors(sim, enc, None, False)
+            protos = choose_prototypes(sv.labels, task.classes, prototypes, seed)
+            folder = sim / "indexes" / f"lever-{'-'.join(str(k) for k in key)}"
+            per = evaluate_setting(setting_index(sv, folder), protos, expansion=False)
+            row = {"task": task_name, "lever": text, "runtime": enc.runtime.name, "at_16": float(per["at_16"].mean()),
+                   "at_89": float(per["at_89"].mean()), "s_per_cutout": sv.seconds_per_cutout,
+                   "load": os.getloadavg()[0],
+                   **{f"{c}@16": float(per.loc[per["class"] == c, "at_16"].mean()) for c in task.classes}}
+            rows.append(row)
+            log(json.dumps(row))
+    table = pd.DataFrame(rows)
+    lines = ["| task | size/pool/tta/runtime/precision | class@16 | x first | class@89 | per class @16 | "
+             "s / cutout (files -> vectors) | x first | load avg |", "|---|---|---|---|---|---|---|---|---|"]
+    for task_name, part in table.groupby("task", sort=False):
+        first = part.iloc[0]
+        for _, r in part.iterrows():
+            per_class = ", ".join(f"{c} {_pct(r[c])}" for c in r.index if c.endswith("@16") and pd.notna(r[c]))
+            lines.append(f"| {task_name} | `{r['lever']}` ({r['runtime']}) | {_pct(r['at_16'])} | "
+                         f"{r['at_16'] / first['at_16']:.2f}x | {_pct(r['at_89'])} | {per_class} | "
+                         f"{r['s_per_cutout']:.4f} | {r['s_per_cutout'] / first['s_per_cutout']:.2f}x | "
+                         f"{r['load']:.1f} |")
+    lines += ["", machine_line()]
+    if command:
+        lines.append(f"Command: `{command}`")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) >= 4 and sys.argv[1] == "levers":
+        # python -m ulisse_bench.discovery levers agn,morphology 224/mean/none/onnx/fp32 160/centre:3/rot4/...
+        print(run_levers(sys.argv[2].split(","), sys.argv[3:],
+                         command="python -m ulisse_bench.discovery " + " ".join(sys.argv[1:])))

@@ -119,7 +119,7 @@ def run_speed_benchmark(n_images: int = 512, weights: str = "lite0", model_name:
         runtimes = [r for r in ("torch", "onnx", "openvino") if rt.available(r)]
         for r in runtimes:  # exports happen once per network and are cached: warm the cache first (timed apart)
             t = time.perf_counter()
-            ulisse.Encoder.load(model_name, weights=weights, device="cpu", runtime=r)
+            ulisse.Encoder.load(model_name, weights=weights, device="cpu", runtime=r, preset="ulisse")
         # reference, end to end (model build + files -> vectors)
         t = time.perf_counter()
         model, mean, std = reference_model(model_name, weights)
@@ -140,7 +140,7 @@ def run_speed_benchmark(n_images: int = 512, weights: str = "lite0", model_name:
         rows, sweeps, cosines = [], {}, {}
         for r in runtimes:
             t = time.perf_counter()
-            enc = ulisse.Encoder.load(model_name, weights=weights, device="cpu", runtime=r)
+            enc = ulisse.Encoder.load(model_name, weights=weights, device="cpu", runtime=r, preset="ulisse")
             emb = embed_files(enc, paths, progress=False)
             t_e2e = time.perf_counter() - t
             cosines[r] = float(_cos(emb.vectors, ref).min())
@@ -166,7 +166,7 @@ def _whole_process(tmp: Path, paths, model_name: str, weights: str, threads: int
         "reference": [sys.executable, "-m", "ulisse_bench.speed", "reference", folder, str(tmp / "ref.npy"),
                       model_name, weights],
         "ulisse embed": [ulisse_bin, "-q", "embed", folder, "--out", str(tmp / "v.npz"), "--model", model_name,
-                         "--weights", weights, "--device", "cpu"],
+                         "--weights", weights, "--device", "cpu", "--preset", "ulisse"],
     }
     out = {}
     for name, cmd in cmds.items():
@@ -382,9 +382,10 @@ def int8_study(folder: str | os.PathLike, labels: str | os.PathLike | None = Non
     rng = np.random.default_rng(seed)
     calib = [read_cutout(paths[i]).image for i in rng.choice(len(paths), size=min(n_calibration, len(paths)),
                                                               replace=False)]
-    fp32 = ulisse.Encoder.load(weights=weights, device="cpu", runtime="onnx")
+    fp32 = ulisse.Encoder.load(weights=weights, device="cpu", runtime="onnx", preset="ulisse")
     t = time.perf_counter()
-    int8 = ulisse.Encoder.load(weights=weights, device="cpu", runtime="onnx", precision="int8", calibration=calib)
+    int8 = ulisse.Encoder.load(weights=weights, device="cpu", runtime="onnx", precision="int8", calibration=calib,
+                               preset="ulisse")
     t_quant = time.perf_counter() - t
     out = {}
     for name, enc in (("fp32", fp32), ("int8", int8)):
@@ -428,6 +429,62 @@ def int8_study(folder: str | os.PathLike, labels: str | os.PathLike | None = Non
         lines.append(f"Command: `{command}`")
     return "\n".join(lines) + "\n"
 
+
+PRESET_VARIANTS = {  # name -> extra `ulisse embed` arguments; the first is the reference (today's ULISSE default)
+    "ulisse (--preset ulisse: mean, none, ONNX Runtime fp32)": ["--preset", "ulisse"],
+    "default (discovery)": [],
+}
+
+
+def preset_race(n_images: int = 512, variants: dict | None = None, rounds: int = 2, threads: int = 2,
+                weights: str = "lite0", workdir: str | os.PathLike | None = None,
+                command: str | None = None) -> str:
+    """Whole-process ``ulisse -q embed`` of ``n_images`` PNG cutouts (64 px) per variant, the variants run in
+    turn ``rounds`` times (so load changes hit them all alike); returns a Markdown table of the median
+    wall times and their ratio to the first variant, with the load average beside each round."""
+    variants = variants or PRESET_VARIANTS
+    tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="ulisse-presets-"))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    ulisse_bin = shutil.which("ulisse") or "ulisse"
+    times: dict = {name: [] for name in variants}
+    loads = []
+    try:
+        paths = write_cutouts(tmp / "cutouts", n_images)
+        folder = str(paths[0].parent)
+        for name, extra in variants.items():  # warm the export caches (once per network), untimed
+            subprocess.run([ulisse_bin, "-q", "embed", str(paths[0]), "--out", str(tmp / "w.npz"), "--weights",
+                            weights, "--device", "cpu", *extra], check=True, env=env, stdout=subprocess.DEVNULL)
+        for _ in range(rounds):
+            loads.append(os.getloadavg()[0])
+            for name, extra in variants.items():
+                t = time.perf_counter()
+                subprocess.run([ulisse_bin, "-q", "embed", folder, "--out", str(tmp / "v.npz"), "--weights", weights,
+                                "--device", "cpu", *extra], check=True, env=env, stdout=subprocess.DEVNULL)
+                times[name].append(time.perf_counter() - t)
+    finally:
+        if not workdir:
+            shutil.rmtree(tmp, ignore_errors=True)
+    ref = float(np.median(times[next(iter(variants))]))
+    lines = [f"Whole-process `ulisse -q embed` of {n_images} PNG cutouts (64 px), {threads} threads, {rounds} rounds "
+             f"(load average at each round's start: {', '.join(f'{x:.1f}' for x in loads)}):", "",
+             "| variant | arguments | wall s (each round) | median | x first |", "|---|---|---|---|---|"]
+    for name, extra in variants.items():
+        med = float(np.median(times[name]))
+        lines.append(f"| {name} | `{' '.join(extra) or '(defaults)'}` | {', '.join(f'{x:.1f}' for x in times[name])} "
+                     f"| {med:.1f} | {med / ref:.2f} |")
+    if command:
+        lines += ["", f"Command: `{command}`"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__" and len(sys.argv) >= 2 and sys.argv[1] == "presets":
+    # python -m ulisse_bench.speed presets [ROUNDS] ["NAME=ARGS" ...]
+    extra_variants = dict(PRESET_VARIANTS)
+    for item in sys.argv[3:]:
+        key, _, args = item.partition("=")
+        extra_variants[key] = args.split()
+    print(preset_race(variants=extra_variants, rounds=int(sys.argv[2]) if len(sys.argv) > 2 else 2,
+                      command="python -m ulisse_bench.speed " + " ".join(sys.argv[1:])))
 
 if __name__ == "__main__" and len(sys.argv) >= 3 and sys.argv[1] == "int8":
     print(int8_study(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None,
