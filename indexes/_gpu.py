@@ -30,6 +30,8 @@ import threading
 import faiss
 import numpy as np
 
+from ._vectors import METRICS, prepared
+
 LOG = logging.getLogger(__name__)
 
 MAX_K = 2048                # FAISS's GPU k-selection limit
@@ -204,8 +206,6 @@ def flat_resident(vectors: np.ndarray, metric: str):
 
 def _flat(vectors: np.ndarray, metric: str, float16: bool):
     """A ``GpuIndexFlat`` per GPU (sharded in row order when there are several), filled a chunk at a time."""
-    from . import faiss_backend
-
     dim, n = int(vectors.shape[1]), len(vectors)
     res = resources()
     parts = []
@@ -214,9 +214,9 @@ def _flat(vectors: np.ndarray, metric: str, float16: bool):
         cfg = faiss.GpuIndexFlatConfig()
         cfg.device = dev
         cfg.useFloat16 = float16
-        part = faiss.GpuIndexFlat(res[dev], dim, faiss_backend.METRICS[metric], cfg)
+        part = faiss.GpuIndexFlat(res[dev], dim, METRICS[metric], cfg)
         for a in range(lo, hi, ADD_ROWS):
-            part.add(faiss_backend.prepared(vectors[a:min(hi, a + ADD_ROWS)], metric))
+            part.add(prepared(vectors[a:min(hi, a + ADD_ROWS)], metric))
         parts.append(part)
     if len(parts) == 1:
         return Resident(parts[0], float16)
@@ -228,14 +228,12 @@ def _flat(vectors: np.ndarray, metric: str, float16: bool):
 
 def _float16_recall(clone, vectors: np.ndarray, metric: str) -> float:
     """Recall@16 of ``clone`` on a sample of the stored vectors as queries, against exact float32 kNN."""
-    from . import faiss_backend
-
     n = len(vectors)
     if n == 0:
         return 1.0
     k = min(RECALL_K, n)
     pick = np.sort(np.random.default_rng(0).choice(n, size=min(RECALL_SAMPLE, n), replace=False))
-    q = faiss_backend.prepared(np.asarray(vectors[pick]), metric)
+    q = prepared(np.asarray(vectors[pick]), metric)
     _, got = clone.search(q, k)
     truth = exact_knn(vectors, q, k, metric)
     return float(np.mean([len(set(a[a >= 0]) & set(b)) / k for a, b in zip(got, truth)]))
@@ -243,12 +241,10 @@ def _float16_recall(clone, vectors: np.ndarray, metric: str) -> float:
 
 def exact_knn(vectors: np.ndarray, q: np.ndarray, k: int, metric: str) -> np.ndarray:
     """Rows of the exact ``k`` nearest neighbours of (prepared) queries ``q``, float32 on the CPU, by chunks."""
-    from . import faiss_backend
-
     best_s = np.full((len(q), 0), -np.inf, np.float32)
     best_i = np.zeros((len(q), 0), np.int64)
     for lo in range(0, len(vectors), ADD_ROWS):
-        x = faiss_backend.prepared(vectors[lo:lo + ADD_ROWS], metric)
+        x = prepared(vectors[lo:lo + ADD_ROWS], metric)
         score = q @ x.T  # larger is closer
         if metric == "L2":
             score = 2 * score - (x * x).sum(1)[None, :]

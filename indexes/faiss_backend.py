@@ -23,10 +23,10 @@ import numpy as np
 from ulisse.errors import IndexError_, InputError
 
 from . import _gpu
+from ._vectors import METRICS, prepared  # noqa: F401 (their public names here)
 
 LOG = logging.getLogger(__name__)
 
-METRICS = {"L2": faiss.METRIC_L2, "IP": faiss.METRIC_INNER_PRODUCT, "cosine": faiss.METRIC_INNER_PRODUCT}
 TRAIN_POINTS_PER_LIST = 64  # k-means sample per IVF list (FAISS warns below 39; autofaiss uses 30-256)
 TRAIN_SEED = 1234
 
@@ -54,15 +54,6 @@ def new_faiss_index(factory: str, dim: int, metric: str = "L2") -> "faiss.Index"
 def clone(index: "faiss.Index") -> "faiss.Index":
     """A deep copy."""
     return faiss.clone_index(index)
-
-
-def prepared(vectors: np.ndarray, metric: str = "L2") -> np.ndarray:
-    """Vectors as FAISS takes them: contiguous float32, L2-normalised for ``cosine``."""
-    if metric == "cosine":  # normalised in a copy: the input may be a read-only memory map
-        x = np.array(vectors, dtype=np.float32, order="C", copy=True)
-        faiss.normalize_L2(x)
-        return x
-    return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
 def needs_training(index: "faiss.Index") -> bool:
