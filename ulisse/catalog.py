@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
+from .positions import angle_degrees, check_coordinate, check_position  # noqa: F401 (check_position: public here too)
 
 LOG = logging.getLogger(__name__)
 
@@ -123,11 +124,11 @@ def normalise_columns(df: pd.DataFrame, what: str, units: dict | None = None, sk
 def coordinate_degrees(column: pd.Series, which: str, unit: str | None = None) -> tuple[np.ndarray, list]:
     """A catalogue's ra or dec column in degrees, and ``(row, value, reason)`` for each value that is not one.
 
-    Empty cells stay NaN (an object without a position). Numbers are degrees unless the
-    column's ``unit`` says otherwise; strings may be sexagesimal (RA in hours).
+    Empty cells stay NaN (an object without a position). Every value is read by the one position
+    parser, :func:`ulisse.positions.angle_degrees`: numbers are degrees unless the column's ``unit``
+    says otherwise; strings may be sexagesimal (RA in hours) or carry a unit.
     """
     from astropy import units as u
-    from astropy.coordinates import Angle
 
     out = np.full(len(column), np.nan)
     problems = []
@@ -139,43 +140,14 @@ def coordinate_degrees(column: pd.Series, which: str, unit: str | None = None) -
         if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)) or (isinstance(v, str) and not v.strip()):
             continue
         try:
-            out[i] = _angle_degrees(v, which, col_unit, Angle, u)
+            out[i] = angle_degrees(v, which, col_unit)
         except (ValueError, TypeError, u.UnitsError):
             problems.append((i, v, "is not a sky coordinate"))
             continue
-        if not np.isfinite(out[i]):
-            problems.append((i, v, "is not a sky coordinate"))
-        elif which == "dec" and not -90.0 <= out[i] <= 90.0:
-            problems.append((i, v, "is out of range (dec must be within -90..90 degrees)"))
-        elif which == "ra" and not 0.0 <= out[i] < 360.0:
-            problems.append((i, v, "is out of range (ra must be within 0..360 degrees)"))
+        problem = check_coordinate(out[i], which)
+        if problem:
+            problems.append((i, v, problem))
     return out, problems
-
-
-def _angle_degrees(v, which, col_unit, Angle, u) -> float:
-    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
-        return float((float(v) * (col_unit or u.deg)).to_value(u.deg))
-    text = str(v).strip()
-    try:
-        return float((float(text) * (col_unit or u.deg)).to_value(u.deg))
-    except ValueError:
-        pass
-    if which == "ra" and not any(ch in text for ch in "d°"):
-        return float(Angle(text, unit=u.hourangle).deg)
-    return float(Angle(text, unit=u.deg).deg)
-
-
-def check_position(ra: float, dec: float, what: str = "position") -> tuple[float, float]:
-    """A query position in degrees, range-checked: ra within 0..360, dec within -90..90.
-
-    Raises:
-        InputError: a value that is not finite or out of range.
-    """
-    if not math.isfinite(ra) or not 0.0 <= ra < 360.0:
-        raise InputError(f"--ra {ra:g}: out of range (ra must be within 0..360 degrees)")
-    if not math.isfinite(dec) or not -90.0 <= dec <= 90.0:
-        raise InputError(f"--dec {dec:g}: out of range (dec must be within -90..90 degrees)")
-    return float(ra), float(dec)
 
 
 def separation_arcsec(ra: float, dec: float, ras, decs) -> np.ndarray:

@@ -265,14 +265,15 @@ class Index(DerivedMixin):
                 ef=ef or params.get("efSearch"), rerank=int(rerank if rerank is not None else params.get("rerank") or 0),
                 cache=self._flat_cache)
 
-    def query(self, id: str | None = None, *, image=None, ra: float | None = None, dec: float | None = None,
+    def query(self, id: str | None = None, *, image=None, ra: float | str | None = None, dec: float | str | None = None,
               vector: np.ndarray | None = None, radius_arcsec: float = DEFAULT_RADIUS_ARCSEC, k: int = 16,
               allowed: np.ndarray | None = None, where: str | None = None) -> Neighbours:
         """One-shot query: the ``k`` nearest neighbours of one prototype.
 
         Give exactly one of ``id`` (an object of the index; left out of its own
         results; its stored raw vector is the query), ``image`` (a cutout file or
-        array), ``ra`` and ``dec`` (the index object nearest to that position), or ``vector``.
+        array), ``ra`` and ``dec`` (the index object nearest to that position: degrees, or text such as
+        ``"12h36m49.4s"``, ``"-27:46:13.7"``, see :mod:`ulisse.positions`), or ``vector``.
         ``where`` keeps only objects matching a filter on metadata and derived columns
         (``"z_pred < 0.1 and type == 'galaxy'"``, see :mod:`ulisse.filters`); ``allowed``
         is the same as a boolean mask over rows. A thin call into :func:`ulisse.prototypes.query`.

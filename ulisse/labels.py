@@ -59,8 +59,11 @@ def class_fractions(found: Sequence[str], all_labels: pd.Series, ns: Iterable[in
 
 
 def fractions_text(fractions: pd.DataFrame | None, label: str | None, used: dict | None = None,
-                   heading: str = "class fractions") -> str:
-    """Class fractions as a few readable lines, the same in every verb: percentages and the lift over the base rate."""
+                   heading: str = "class fractions", excluded: str | None = "the prototypes") -> str:
+    """Class fractions as a few readable lines, the same in every verb: percentages and the lift over the base rate.
+
+    ``excluded`` names what the base rate leaves out (a query's prototypes), or None (an anomaly ranking's
+    base rate is the whole index)."""
     if fractions is None:
         return ""
     ns = [c for c in fractions.columns if c != "base_rate"]
@@ -78,7 +81,8 @@ def fractions_text(fractions: pd.DataFrame | None, label: str | None, used: dict
     names = [col_name(n) for n in ns]
     cw = max([12] + [len(x) + 2 for x in names])
     head = f"{str(label or 'class'):<{width}}" + "".join(f"{x:>{cw}}" for x in names) + f"{'base rate':>{cw}}"
-    lines = ["", f"{heading} ({label}; labelled objects only, the prototypes left out of the base rate):", head]
+    left_out = f", {excluded} left out of the base rate" if excluded else ""
+    lines = ["", f"{heading} ({label}; labelled objects only{left_out}):", head]
     for c in fractions.index:
         base = fractions.loc[c, "base_rate"]
         cells = []

@@ -31,9 +31,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .catalog import check_position, sky_match
+from .catalog import sky_match
 from .errors import QueryError
 from .labels import class_fractions, labels_of
+from .positions import DECIMAL, check_position, format_separation
 from .results import Neighbours
 
 LOG = logging.getLogger(__name__)
@@ -44,23 +45,41 @@ COMBINE = ("mean", "union")
 
 @dataclass(frozen=True)
 class Prototype:
-    """One prototype: ``kind`` is ``id``, ``sky``, ``image`` or ``vector``."""
+    """One prototype: ``kind`` is ``id``, ``sky``, ``image`` or ``vector``.
+
+    A ``sky`` prototype's value is ``(ra, dec)`` in degrees; ``text`` keeps the position as the user
+    wrote it (``12h36m49.4s +62d12m58s``), for messages. Make one with :meth:`sky`.
+    """
 
     kind: str
     value: object
     radius_arcsec: float = DEFAULT_RADIUS_ARCSEC
+    text: str | None = None
+
+    @classmethod
+    def sky(cls, ra, dec, radius_arcsec: float = DEFAULT_RADIUS_ARCSEC, text: str | None = None) -> "Prototype":
+        """A sky position from numbers (degrees) or strings in any notation of :mod:`ulisse.positions`.
+
+        Raises:
+            InputError: a value that is not a coordinate or is out of range (one line).
+        """
+        ra_deg, dec_deg = check_position(ra, dec)
+        if text is None and not all(isinstance(v, (int, float, np.number)) or DECIMAL.match(v) for v in (ra, dec)):
+            text = f"{str(ra).strip()} {str(dec).strip()}"  # sexagesimal or with units: kept as typed
+        return cls("sky", (ra_deg, dec_deg), float(radius_arcsec), text)
 
     @classmethod
     def of(cls, x) -> "Prototype":
-        """Read a prototype from a plain value: an id (str), a path, an (ra, dec) pair, an image or a vector."""
+        """Read a prototype from a plain value: an id (str), a path, an (ra, dec) pair (numbers in degrees, or
+        strings such as ``("12h36m49.4s", "+62d12m58s")``), an image or a vector."""
         if isinstance(x, Prototype):
             return x
         if isinstance(x, (str, np.str_)):
             return cls("id", str(x))
         if isinstance(x, os.PathLike):
             return cls("image", Path(x))
-        if isinstance(x, tuple) and len(x) == 2 and all(isinstance(v, (int, float)) for v in x):
-            return cls("sky", (float(x[0]), float(x[1])))
+        if isinstance(x, tuple) and len(x) == 2 and all(isinstance(v, (int, float, str, np.number)) for v in x):
+            return cls.sky(x[0], x[1])
         a = np.asarray(x)
         if a.ndim == 1:
             return cls("vector", a.astype(np.float32))
@@ -72,7 +91,7 @@ class Prototype:
         if self.kind == "image":
             return f"image={self.value}" if isinstance(self.value, Path) else "image"
         if self.kind == "sky":
-            return f"ra={self.value[0]} dec={self.value[1]}"
+            return f"position {self.text}" if self.text else f"ra={self.value[0]} dec={self.value[1]}"
         return f"{self.kind}={self.value}" if self.kind == "id" else "vector"
 
 
@@ -100,7 +119,7 @@ def resolve(index, prototype) -> Resolved:
         row = index.row_of(p.value)
     elif p.kind == "sky":
         ra, dec = check_position(*p.value)
-        row, sep = match_position(index, ra, dec, p.radius_arcsec)
+        row, sep = match_position(index, ra, dec, p.radius_arcsec, text=p.text)
         return Resolved(p, index.vectors_of_rows([row])[0], row, index.id_of(row), sep)
     elif p.kind == "image":
         if isinstance(p.value, (str, os.PathLike)):
@@ -117,14 +136,22 @@ def resolve(index, prototype) -> Resolved:
     return Resolved(p, index.vectors_of_rows([row])[0], row, index.id_of(row))
 
 
-def match_position(index, ra: float, dec: float, radius_arcsec: float = DEFAULT_RADIUS_ARCSEC) -> tuple[int, float]:
+def match_position(index, ra, dec, radius_arcsec: float = DEFAULT_RADIUS_ARCSEC,
+                   text: str | None = None) -> tuple[int, float]:
     """The row of the index object nearest to (ra, dec) within ``radius_arcsec``, and its separation (arcsec).
+
+    ``ra`` and ``dec`` are degrees or strings in any notation of :mod:`ulisse.positions`; ``text`` is the
+    position as the user wrote it, for the message when nothing is near.
 
     Raises:
         QueryError: not a sky position, no positions in the index, or nothing within the radius.
+        InputError: ``ra``/``dec`` not coordinates.
     """
-    if not (-90.0 <= dec <= 90.0) or not math.isfinite(ra):
-        raise QueryError(f"--ra {ra} --dec {dec}: not a sky position")
+    if text is None:
+        text = Prototype.sky(ra, dec).text
+    ra, dec = check_position(ra, dec)
+    if not math.isfinite(radius_arcsec) or radius_arcsec <= 0:
+        raise QueryError(f"--radius {radius_arcsec:g}: must be a positive number of arcsec")
     if not {"ra", "dec"} <= set(index.metadata_columns):
         raise QueryError(f"{index.path}: the index has no ra/dec for its objects")
     ras = pd.to_numeric(index.metadata_column("ra"), errors="coerce").to_numpy(np.float64)
@@ -133,17 +160,20 @@ def match_position(index, ra: float, dec: float, radius_arcsec: float = DEFAULT_
     if row < 0:
         raise QueryError(f"{index.path}: the index has no ra/dec for its objects")
     if sep > radius_arcsec:
-        raise QueryError(f"no object within {radius_arcsec:g} arcsec of ra={ra} dec={dec} "
-                         f"(nearest is {index.id_of(row)} at {sep:.1f} arcsec)")
+        where = text or f"ra={ra:.6f} dec={dec:+.6f}"
+        raise QueryError(f"no object within {radius_arcsec:g} arcsec of {where} (the nearest, {index.id_of(row)}, "
+                         f"is {format_separation(sep, beside=radius_arcsec)} away; --radius widens the match)")
     return row, sep
 
 
-def one_prototype(id: str | None = None, *, image=None, ra: float | None = None, dec: float | None = None,
+def one_prototype(id: str | None = None, *, image=None, ra: float | str | None = None, dec: float | str | None = None,
                   vector: np.ndarray | None = None, radius_arcsec: float = DEFAULT_RADIUS_ARCSEC) -> Prototype:
     """The prototype given by exactly one keyword (as :meth:`ulisse.Index.query` takes it).
 
+    ``ra`` and ``dec`` are degrees or strings in any notation of :mod:`ulisse.positions`.
+
     Raises:
-        QueryError: not exactly one prototype, or ra without dec.
+        QueryError: not exactly one prototype, or ra without dec. InputError: ra/dec not coordinates.
     """
     given = [x is not None for x in (id, image, vector)] + [ra is not None or dec is not None]
     if sum(given) != 1:
@@ -153,7 +183,7 @@ def one_prototype(id: str | None = None, *, image=None, ra: float | None = None,
     if ra is not None or dec is not None:
         if ra is None or dec is None:
             raise QueryError("give both ra and dec")
-        return Prototype("sky", (float(ra), float(dec)), radius_arcsec)
+        return Prototype.sky(ra, dec, radius_arcsec)
     if image is not None:
         return Prototype("image", Path(image) if isinstance(image, (str, os.PathLike)) else np.asarray(image))
     return Prototype("vector", np.asarray(vector, dtype=np.float32))
@@ -192,7 +222,8 @@ def query(index, prototypes, k: int = 16, *, combine: str = "mean", n: Sequence[
 
     Args:
         index: an open index.
-        prototypes: one prototype or a list (ids, paths, (ra, dec) pairs, images, vectors, or :class:`Prototype`).
+        prototypes: one prototype or a list (ids, paths, (ra, dec) pairs in degrees or as text such as
+            ``("12h36m49.4s", "+62d12m58s")``, images, vectors, or :class:`Prototype`).
         k: neighbours per query (for ``union``, per prototype).
         combine: ``mean`` (query once with the mean vector) or ``union`` (merge each prototype's list).
         n: the list lengths at which to report class fractions (default: k).
@@ -203,7 +234,8 @@ def query(index, prototypes, k: int = 16, *, combine: str = "mean", n: Sequence[
         allowed: the same as a boolean mask over rows (combined with ``where``).
 
     Index objects used as prototypes are left out of the results. ``info`` carries
-    ``matched`` (the objects matched to sky positions, with their separations) and a
+    ``matched`` (the objects matched to sky positions, with their separations and, for positions
+    given as text, ``asked``: the text) and a
     ``note`` when fewer than k neighbours exist.
 
     Raises:
@@ -255,7 +287,8 @@ def query(index, prototypes, k: int = 16, *, combine: str = "mean", n: Sequence[
     if len(table) < (k if combine == "mean" or len(resolved) == 1 else 1):
         result.info["note"] = (f"only {len(table)} neighbour(s) found for k={k}: the index holds {len(index)} objects"
                                + (" and --where keeps fewer" if where else ""))
-    matched = [(r.id, r.separation_arcsec) for r in resolved if r.separation_arcsec is not None]
-    if matched:
-        result.info["matched"] = [{"id": i, "separation_arcsec": sep} for i, sep in matched]
+    matched = [r for r in resolved if r.separation_arcsec is not None]
+    if matched:  # with the position as the user wrote it ("asked"), when it was text
+        result.info["matched"] = [{"id": r.id, "separation_arcsec": r.separation_arcsec,
+                                   **({"asked": r.prototype.text} if r.prototype.text else {})} for r in matched]
     return result

@@ -13,6 +13,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -90,11 +91,16 @@ def to_astropy(table: pd.DataFrame, meta: dict | None = None):
 def render(table: pd.DataFrame, fmt: str, meta: dict | None = None, extra: dict | None = None) -> str | bytes:
     """The table in the registered export format ``fmt`` (``table``, ``csv``, ``json``, ``votable``, ``fits``...).
 
+    A ``source`` column is written relative to the index directory when ``meta`` names it (``meta["index"]``),
+    as every verb's does: an export carries no absolute paths of this machine.
+
     Raises:
         InputError: no plugin registers ``fmt``.
     """
     from .registry import export_format
 
+    if meta and meta.get("index") and "source" in table.columns:
+        table = table.assign(source=[relative_source(meta["index"], s) for s in table["source"]])
     return export_format(fmt).write(table, meta, extra)
 
 
@@ -142,12 +148,47 @@ def write_text(table: pd.DataFrame, meta: dict | None = None, extra: dict | None
 
 
 POSITION_COLUMNS = ("ra", "dec")
-POSITION_DECIMALS = 6  # 1e-6 deg = 0.0036 arcsec: objects 0.01 arcsec apart are told apart
+# one number of decimals per column kind: every row of a column alike, the decimal points aligned
+DECIMALS = {
+    "position": 6,  # degrees: 1e-6 deg = 0.0036 arcsec, objects 0.01 arcsec apart are told apart
+    "distance": 4,  # distances between vectors, sky separations
+    "score": 4,  # anomaly scores, probabilities, fractions
+}
+SIGNIFICANT = 5  # any other float column: decimals for 5 significant digits of its largest value (0 to 6)
 
 
-def format_number(value, column: str = "") -> str:
-    """The one number format of every text table: positions to 6 decimals (degrees), other floats to
-    6 significant digits (never cutting leading digits: 183321.3333 -> 183321), integers as they are."""
+def column_kind(column: str) -> str | None:
+    """``position``, ``distance``, ``score`` or None (another column), from a column's name."""
+    name = str(column).lower()
+    if name in POSITION_COLUMNS or name in ("raj2000", "dej2000") or name.endswith(("_ra", "_dec")):
+        return "position"
+    if name.startswith(("distance", "separation", "dist_")) or name.endswith(("_distance", "_separation", "_arcsec")):
+        return "distance"
+    if name.startswith(("score", "anomaly", "prob", "fraction")) or name.endswith(("_score", "_prob", "_fraction")):
+        return "score"
+    return None
+
+
+def column_decimals(column: str, values) -> int | None:
+    """The decimals of a float column in a text table: by its kind (:data:`DECIMALS`), else enough for
+    :data:`SIGNIFICANT` significant digits of its largest value (0 for whole numbers); None: scientific
+    notation (values below 1e-3 or from 1e9 on)."""
+    kind = column_kind(column)
+    if kind is not None:
+        return DECIMALS[kind]
+    v = np.abs(np.asarray(values, dtype=np.float64))
+    v = v[np.isfinite(v)]
+    if len(v) == 0 or not v.any() or np.all(v == np.round(v)):
+        return 0
+    top = float(v.max())
+    if top < 1e-3 or top >= 1e9:
+        return None
+    return int(min(6, max(0, SIGNIFICANT - 1 - math.floor(math.log10(top)))))
+
+
+def format_number(value, column: str = "", decimals: int | None | str = "kind") -> str:
+    """One value as text tables write it: floats with ``decimals`` (default: the column kind's, see
+    :data:`DECIMALS`; None: scientific notation), integers as they are, missing values as ``-``."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return "-"
     if isinstance(value, (bool, np.bool_)):
@@ -155,19 +196,22 @@ def format_number(value, column: str = "") -> str:
     if isinstance(value, (int, np.integer)):
         return str(int(value))
     if isinstance(value, (float, np.floating)):
-        if column in POSITION_COLUMNS:
-            return f"{float(value):.{POSITION_DECIMALS}f}"
-        v = float(value)
-        if v != 0 and (abs(v) >= 1e6 or abs(v) < 1e-4):
-            return f"{v:.6g}"
-        return f"{v:.6g}" if abs(v) < 1 else f"{v:.{max(0, 6 - len(str(int(abs(v)))))}f}".rstrip("0").rstrip(".")
+        if decimals == "kind":
+            decimals = column_decimals(column, [value])
+        return f"{float(value):.4e}" if decimals is None else f"{float(value):.{decimals}f}"
     return str(value)
 
 
 def text_table(table: pd.DataFrame) -> str:
-    """A result table as aligned text: every column, ids and values never truncated, one number format."""
+    """A result table as aligned text: every column, ids and values never truncated, one number of
+    decimals per column (:func:`column_decimals`)."""
     table = table.drop(columns=[c for c in ("source", "row") if c in table.columns])  # long paths: not for the eye
-    cells = {c: [format_number(v, str(c)) for v in table[c].tolist()] for c in table.columns}
+    cells = {}
+    for c in table.columns:
+        values = table[c].tolist()
+        floats = pd.api.types.is_float_dtype(table[c])
+        decimals = column_decimals(str(c), table[c].to_numpy()) if floats else "kind"
+        cells[c] = [format_number(v, str(c), decimals) for v in values]
     widths = {c: max([len(str(c))] + [len(x) for x in cells[c]]) for c in table.columns}
     numeric = {c: pd.api.types.is_numeric_dtype(table[c]) for c in table.columns}
     head = "  ".join(str(c).rjust(widths[c]) if numeric[c] else str(c).ljust(widths[c]) for c in table.columns)
@@ -176,6 +220,50 @@ def text_table(table: pd.DataFrame) -> str:
         lines.append("  ".join(cells[c][i].rjust(widths[c]) if numeric[c] else cells[c][i].ljust(widths[c])
                                for c in table.columns).rstrip())
     return "\n".join(lines) + "\n"
+
+
+def relative_source(index, source):
+    """A ``source`` path relative to the index directory ``index`` (an :class:`~ulisse.Index` or its path):
+    exports never carry this machine's absolute paths. Relative paths and non-strings are kept."""
+    if not isinstance(source, str) or not source or index is None:
+        return source
+    base = Path(index if isinstance(index, (str, os.PathLike)) else index.path).resolve()
+    path = Path(source)
+    if not path.is_absolute():
+        return source
+    try:
+        return os.path.relpath(path, base)
+    except ValueError:  # another drive
+        return path.name
+
+
+def export_table(table: pd.DataFrame, index=None) -> pd.DataFrame:
+    """The table as exported: no ``row`` column, ``source`` relative to the index (:func:`relative_source`)."""
+    out = table.drop(columns=["row"], errors="ignore").copy()
+    if "source" in out.columns and index is not None:
+        out["source"] = [relative_source(index, s) for s in out["source"]]
+    return out
+
+
+def check_output(path: str | os.PathLike, option: str = "--output") -> str:
+    """The export format for an output file, checked before any work: a registered extension, an existing
+    folder to write into, and not a folder itself. Returns the format's name.
+
+    Raises:
+        InputError: one line naming the option and the problem.
+    """
+    from .errors import InputError
+
+    fmt = format_for_path(path)
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{option} {path}: is a folder (give a file name)")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{option} {path}: no such folder {parent}")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"{option} {path}: the folder {parent} is not writable")
+    return fmt
 
 
 def format_for_path(path: str | os.PathLike) -> str:

@@ -304,7 +304,8 @@ def register_anomaly_methods(config):
 
 
 def _precision_lines(ranking: AnomalyRanking) -> str:
-    return fractions_text(ranking.fractions, ranking.label, ranking.used, heading="class fractions at the top")
+    return fractions_text(ranking.fractions, ranking.label, ranking.used, heading="class fractions at the top",
+                          excluded=None)  # no prototypes here: the base rate is over the whole index
 
 
 @ulisse.hookimpl
@@ -322,7 +323,9 @@ def register_commands(cli):
                   "Isolation Forest; or a plugin's (ulisse plugins lists them)")
     @click.option("--label", default=None, help="metadata column of classes: show each class's fraction at the top vs overall")
     @format_option()
-    @click.option("--output", type=click.Path(dir_okay=False), help="write the results to a file (.csv, .json, .xml/.vot, .fits, .txt)")
+    @click.option("--output", type=click.Path(dir_okay=False),
+                  help="also write the results to a file, its format from the extension (.csv, .json, .xml/.vot, "
+                       ".fits, .ecsv, .txt)")
     @click.option("--png", type=click.Path(dir_okay=False), help="write a thumbnail grid of the top objects")
     @device_option
     @click.option("--recompute", is_flag=True, help="compute the scores even if fresh ones are stored with the index")
@@ -330,9 +333,9 @@ def register_commands(cli):
         """Rank the objects of an index by anomaly score (no prototype needed)."""
         from ulisse.cli import progress_enabled
         from ulisse._io import atomic_write
-        from ulisse.results import format_for_path, render
+        from ulisse.results import check_output, render
 
-        out_fmt = format_for_path(output) if output else None
+        out_fmt = check_output(output) if output else None  # before any work: a bad path fails at once
         index = ulisse.open_index(index_dir, device=device)
         ranking = rank_anomalies(index, top=top, method=method, k=k, label=label, progress=progress_enabled(),
                                  recompute=recompute)
@@ -343,12 +346,13 @@ def register_commands(cli):
         text = render(table, fmt, meta, extra=extra)
         if fmt == "table" and label is not None:
             text += _precision_lines(ranking)
-        click.echo(text, nl=False)
-        if output:
+        if output:  # written before anything is printed
             data = render(table, out_fmt, meta, extra=extra)
             if out_fmt == "table" and label is not None:
                 data += _precision_lines(ranking)
             atomic_write(output, data)
+        click.echo(text, nl=False)
+        if output:
             LOG.info("wrote %s", output)
         if png:
             k_text = "" if ranking.k is None else f", k={ranking.k}"

@@ -12,13 +12,14 @@ Example:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
 
 import ulisse
-from ulisse.catalog import check_position
 from ulisse.labels import fractions_text as _fractions_text
+from ulisse.positions import format_separation
 # the core's prototype pipeline and query API, public here too (``from ulisse.plugins.prototype import query``)
 from ulisse.prototypes import (COMBINE, DEFAULT_RADIUS_ARCSEC, Prototype, PrototypeResult, Resolved,  # noqa: F401
                                query, resolve)
@@ -59,26 +60,39 @@ def header_lines(result, index) -> str:
         row = index.row_of(m["id"])
         pos = index.metadata_rows([row]).iloc[0]
         ra, dec = pos["ra"], pos["dec"]
+        asked = f" from {m['asked']}" if m.get("asked") else ""  # the position as typed
         lines.append(f"# sky position matched {m['id']} at ra={ra:.6f} dec={dec:.6f}, "
-                     f"{m['separation_arcsec']:.2f} arcsec away")
+                     f"{format_separation(m['separation_arcsec'])} away{asked}")
     return "\n".join(lines) + "\n"
 
 
-def _check_query_args(ids, images, ras, decs, k, ns, combine):
+def sky_prototypes(ras, decs, positions=(), radius: float = DEFAULT_RADIUS_ARCSEC) -> list[Prototype]:
+    """The ``--ra``/``--dec`` pairs and ``--position`` texts as sky prototypes, read by the core's one
+    position parser (:mod:`ulisse.positions`; a ``--position`` may be an object name, resolved online)."""
+    from ulisse.positions import parse_position
+
+    if len(ras) != len(decs):
+        raise ulisse.QueryError("--ra and --dec go together (one --dec for each --ra)")
+    if not math.isfinite(radius) or radius <= 0:
+        raise ulisse.QueryError(f"--radius {radius:g}: must be a positive number of arcsec")
+    protos = [Prototype.sky(ra, dec, radius) for ra, dec in zip(ras, decs)]
+    for text in positions:
+        c = parse_position(text)
+        protos.append(Prototype("sky", (float(c.ra.deg), float(c.dec.deg)), radius, text.strip()))
+    return protos
+
+
+def _check_query_args(ids, images, skies, k, ns, combine):
     """Every argument of ``ulisse query`` checked before the index or any model is loaded."""
     from ulisse.registry import query_strategies
 
     if k < 1:
         raise ulisse.QueryError(f"-k {k}: must be at least 1")
-    if len(ras) != len(decs):
-        raise ulisse.QueryError("--ra and --dec go together (one --dec for each --ra)")
-    for ra, dec in zip(ras, decs):
-        check_position(ra, dec)
     for im in images:
         if not Path(im).is_file():
             raise ulisse.InputError(f"{im}: no such file")
-    if not (ids or images or ras):
-        raise ulisse.QueryError("give a prototype: --id, --image, or --ra with --dec")
+    if not (ids or images or skies):
+        raise ulisse.QueryError("give a prototype: --id, --image, --ra with --dec, or --position")
     n_list = parse_ns(ns)
     if n_list and max(n_list) > k:
         raise ulisse.QueryError(f"--n {ns}: {max(n_list)} is larger than -k {k}; ask for -k {max(n_list)} or more")
@@ -91,41 +105,50 @@ def _check_query_args(ids, images, ras, decs, k, ns, combine):
 @ulisse.hookimpl
 def register_commands(cli):
     from ulisse.cli import search_options
-    from ulisse.options import device_option, where_option
+    from ulisse.options import device_option, format_option, where_option
 
     @cli.command("query")
     @click.argument("index_dir", type=click.Path())
     @click.option("--id", "ids", multiple=True, help="prototype: an object of the index (left out of the results); repeatable")
     @click.option("--image", "images", multiple=True, type=click.Path(), help="prototype: an outside cutout (PNG, JPEG, FITS); repeatable")
-    @click.option("--ra", "ras", multiple=True, type=float, help="prototype: the index object nearest to this RA (deg); repeatable, paired with --dec")
-    @click.option("--dec", "decs", multiple=True, type=float, help="... and Dec (deg)")
-    @click.option("--radius", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_RADIUS_ARCSEC, show_default=True, help="match radius for --ra/--dec (arcsec)")
+    @click.option("--ra", "ras", multiple=True, metavar="RA",
+                  help="prototype: the index object nearest to this RA, in degrees (189.2, 189.2deg) or hours "
+                       "(12h36m49.4s, 12:36:49.4, '12 36 49.4'); repeatable, paired with --dec")
+    @click.option("--dec", "decs", multiple=True, metavar="DEC",
+                  help="... and Dec, in degrees (62.216, +62d12m58s, -27:46:13.7)")
+    @click.option("--position", "positions", multiple=True, metavar="TEXT",
+                  help="prototype: the index object nearest to a position given as one text "
+                       "('12h36m49.4s +62d12m58s', '150.1 2.2') or an object name (CDS Sesame, online); repeatable")
+    @click.option("--radius", type=float, default=DEFAULT_RADIUS_ARCSEC, show_default=True,
+                  help="match radius for --ra/--dec and --position (arcsec)")
     @click.option("--combine", default="mean", show_default=True,
                   help="how several prototypes combine: a registered query strategy (mean, union, or a plugin's)")
     @click.option("-k", "k", type=int, default=16, show_default=True, help="number of neighbours (per prototype with --combine union)")
     @click.option("--n", "ns", default=None, help="list lengths for class fractions, e.g. 16,89 (default: k; none larger than k)")
     @click.option("--label", default=None, help="metadata column with classes: report their fractions beside the base rate")
     @where_option
-    @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "votable"]), default="table", show_default=True)
-    @click.option("--output", type=click.Path(dir_okay=False), help="also write the results to a file (.csv, .json, .xml/.vot, .fits, .txt)")
+    @format_option()
+    @click.option("--output", type=click.Path(dir_okay=False),
+                  help="also write the results to a file, its format from the extension (.csv, .json, .xml/.vot, "
+                       ".fits, .ecsv, .txt)")
     @click.option("--png", type=click.Path(dir_okay=False), help="write a thumbnail grid of the prototype and its neighbours")
     @click.option("--weights", default=None, help="the weights file the index was built with, if it has moved")
     @device_option
     @search_options
-    def query_command(index_dir, ids, images, ras, decs, radius, combine, k, ns, label, where, fmt, output, png, weights,
-                      device, nprobe, ef, rerank):
+    def query_command(index_dir, ids, images, ras, decs, positions, radius, combine, k, ns, label, where, fmt, output,
+                      png, weights, device, nprobe, ef, rerank):
         """One-shot query: the k nearest neighbours of one prototype (or several)."""
         from ulisse._io import atomic_write
-        from ulisse.results import format_for_path, render
+        from ulisse.results import check_output, render
 
-        n_list, strategy = _check_query_args(ids, images, ras, decs, k, ns, combine)
+        out_fmt = check_output(output) if output else None
+        skies = sky_prototypes(ras, decs, positions, radius)
+        n_list, strategy = _check_query_args(ids, images, skies, k, ns, combine)
         if where is not None:
             from ulisse.filters import parse_where
 
             parse_where(where)
-        out_fmt = format_for_path(output) if output else None
-        protos = [Prototype("id", i) for i in ids] + [Prototype("image", Path(p)) for p in images]
-        protos += [Prototype("sky", (ra, dec), radius) for ra, dec in zip(ras, decs)]
+        protos = [Prototype("id", i) for i in ids] + [Prototype("image", Path(p)) for p in images] + skies
         index = ulisse.open_index(index_dir, device=device, weights=weights, nprobe=nprobe, ef=ef, rerank=rerank)
         options = {"n": n_list, "label": label, "where": where} if combine in COMBINE else {}
         result = strategy.run(index, protos, k=k, **options)
@@ -138,6 +161,9 @@ def register_commands(cli):
                  "matched": result.info.get("matched", [])}
         text = render(table, fmt, meta, extra=extra)
         head = header_lines(result, index)
+        if output:  # written before anything is printed: a failed write leaves no half-done output behind
+            data = render(table, out_fmt, meta, extra=extra)
+            atomic_write(output, head + data + fractions_text(result) if out_fmt == "table" else data)
         if fmt == "table":
             click.echo(head + text + fractions_text(result), nl=False)
         else:
@@ -147,9 +173,6 @@ def register_commands(cli):
                 click.echo(fractions_text(result), err=True, nl=False)
         if "note" in result.info:
             click.echo(f"ulisse: note: {result.info['note']}", err=True)
-        if output:
-            data = render(table, out_fmt, meta, extra=extra)
-            atomic_write(output, head + data + fractions_text(result) if out_fmt == "table" else data)
         if png:
             proto_img = None
             first = protos[0]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -11,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 import ulisse
+from ulisse.results import export_table, relative_source  # noqa: F401 (the kit's names: one export path)
 from ulisse.ui.kit._uploads import safe_stem
 
 
@@ -77,28 +76,6 @@ def fractions_view(fractions: pd.DataFrame, label: str, names: dict | None = Non
 
 
 # -- downloads ---------------------------------------------------------------------------
-
-def relative_source(index: ulisse.Index | str | None, source):
-    """A ``source`` path relative to the index directory (never the server's absolute path)."""
-    if not isinstance(source, str) or not source or index is None:
-        return source
-    base = Path(index if isinstance(index, (str, os.PathLike)) else index.path).resolve()
-    path = Path(source)
-    if not path.is_absolute():
-        return source
-    try:
-        return os.path.relpath(path, base)
-    except ValueError:  # another drive
-        return path.name
-
-
-def export_table(table: pd.DataFrame, index: ulisse.Index | str | None = None) -> pd.DataFrame:
-    """The table as downloaded: no ``row`` column, ``source`` relative to the index."""
-    out = table.drop(columns=["row"], errors="ignore").copy()
-    if "source" in out.columns:
-        out["source"] = [relative_source(index, s) for s in out["source"]]
-    return out
-
 
 FORMAT_LABELS = {"csv": "CSV", "votable": "VOTable", "json": "JSON", "fits": "FITS", "ecsv": "ECSV"}
 
