@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 
 from ulisse.progress import progress_bar
 
@@ -37,3 +38,46 @@ def test_disabled_progress_says_nothing(caplog):
         with progress_bar(total=10, enabled=False, every=0.0) as bar:
             bar.update(10)
     assert not caplog.records
+
+
+def test_long_work_says_what_it_will_cost_and_the_time_left(caplog):
+    """After the first batches one line gives the whole job's time; each later line the time left."""
+    import time
+
+    with caplog.at_level(logging.INFO, logger="ulisse"):
+        with progress_bar(total=40, desc="embedding", unit="cutout", stream=io.StringIO(), every=0.0,
+                          estimate_after=0.05) as bar:
+            for _ in range(8):
+                time.sleep(0.03)
+                bar.update(5)
+    lines = [r.getMessage() for r in caplog.records]
+    estimates = [line for line in lines if "about" in line and " for 40 cutouts" in line]
+    assert len(estimates) == 1, lines
+    assert re.match(r"embedding: about \d+ s for 40 cutouts \(measured on the first \d+: [\d.]+/s\); about \d+ s left$",
+                    estimates[0]), estimates[0]
+    assert any(line.startswith("embedding: 10/40 cutout (25 %)") and line.endswith("s left") for line in lines)
+    assert lines[-1].startswith("embedding: 40/40 cutout (100 %)") and "left" not in lines[-1]
+
+
+def test_a_terminal_bar_writes_the_estimate_above_itself():
+    import time
+
+    stream = FakeTTY()
+    with progress_bar(total=40, desc="training (n2v)", unit="step", stream=stream, estimate_after=0.05) as bar:
+        for _ in range(8):
+            time.sleep(0.03)
+            bar.update(5)
+    assert re.search(r"ulisse: training \(n2v\): about \d+ s for 40 steps", stream.getvalue())
+
+
+def test_quick_work_says_no_estimate(caplog):
+    with caplog.at_level(logging.INFO, logger="ulisse"):
+        with progress_bar(total=10, desc="embedding", unit="cutout", stream=io.StringIO(), every=0.0) as bar:
+            bar.update(10)
+    assert not any("about" in r.getMessage() for r in caplog.records)
+
+
+def test_durations_read_well():
+    from ulisse.progress import duration_text
+
+    assert [duration_text(s) for s in (0.2, 40, 200, 5400, 36000)] == ["1 s", "40 s", "3 min", "1.5 h", "10.0 h"]

@@ -1,7 +1,9 @@
 """Progress for long work: a live bar on a terminal, a log line every few seconds otherwise.
 
 Redirected logs (a batch job's output file, ``2> log``) get plain lines such as
-``ulisse: embedding: 1200/5000 (24 %), 61.3/s`` instead of carriage-return frames.
+``ulisse: embedding: 1200/5000 cutout (24 %), 61.3/s, about 1 min left`` instead of carriage-return
+frames. After the first batches (:data:`ESTIMATE_AFTER_SECONDS`) one line says what the whole job
+will cost, from the rate measured so far: ``ulisse: embedding: about 1 min for 5000 cutouts ...``.
 
 Example:
     >>> with progress_bar(total=1000, desc="embedding", unit="cutout") as bar:   # doctest: +SKIP
@@ -17,20 +19,79 @@ import time
 LOG = logging.getLogger("ulisse")
 
 LOG_EVERY_SECONDS = 10.0
+ESTIMATE_AFTER_SECONDS = 3.0  # the first batches measured: then the whole job's cost is said, once
 
 
-class _LogProgress:
+def duration_text(seconds: float) -> str:
+    """A duration for the eye: ``40 s``, ``3 min``, ``1.5 h``."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _units(n: int, unit: str) -> str:
+    unit = "step" if unit == "it" else unit
+    return f"{n} {unit}" + ("" if n == 1 or unit.endswith("s") else "s")
+
+
+class _Clock:
+    """What every progress display measures: the rate since the first step, the time left, the estimate."""
+
+    def _start_clock(self, estimate_after: float) -> None:
+        self.t0 = time.monotonic()
+        self.first: tuple[float, int] | None = None  # (time, count) at the first step: warm-up left out of the rate
+        self.estimate_after = estimate_after
+        self.estimated = False
+
+    def _step(self, n_now: int, now: float) -> str | None:
+        """Note a step; the job's cost (once, after ``estimate_after`` seconds) when it is due."""
+        if self.first is None:
+            self.first = (now, n_now)
+        if self.estimated or not self.total or now - self.t0 < self.estimate_after or n_now >= self.total:
+            return None
+        self.estimated = True
+        start = self.initial_n
+        rate = self._rate(n_now, now)
+        if not rate or (self.total - n_now) / rate < self.estimate_after:  # nearly done: nothing worth saying
+            return None
+        whole = (self.total - start) / rate
+        return (f"{self.desc}: about {duration_text(whole)} for {_units(self.total - start, self.unit)} "
+                f"(measured on the first {n_now - start}: {rate:.3g}/s); about "
+                f"{duration_text((self.total - n_now) / rate)} left")
+
+    def _rate(self, n_now: int, now: float) -> float:
+        t1, n1 = self.first or (self.t0, self.initial_n)
+        if n_now > n1 and now > t1 and n1 > self.initial_n:
+            return (n_now - n1) / (now - t1)
+        return (n_now - self.initial_n) / max(now - self.t0, 1e-9)
+
+    def eta_text(self, n_now: int, now: float) -> str:
+        """``, about 3 min left`` once a rate is known, else empty."""
+        if not self.total or n_now >= self.total or n_now <= self.initial_n:
+            return ""
+        rate = self._rate(n_now, now)
+        return f", about {duration_text((self.total - n_now) / rate)} left" if rate > 0 else ""
+
+
+class _LogProgress(_Clock):
     """A stand-in for tqdm that logs a line every ``every`` seconds (and at the end)."""
 
-    def __init__(self, total: int | None, desc: str, unit: str, every: float):
+    def __init__(self, total: int | None, desc: str, unit: str, every: float,
+                 estimate_after: float = ESTIMATE_AFTER_SECONDS, initial: int = 0):
         self.total, self.desc, self.unit, self.every = total, desc, unit, every
-        self.n = 0
+        self.n = self.initial_n = initial
         self.postfix = ""
-        self.t0 = self.last = time.monotonic()
+        self._start_clock(estimate_after)
+        self.last = self.t0
 
     def update(self, n: int = 1) -> None:
         self.n += n
         now = time.monotonic()
+        estimate = self._step(self.n, now)
+        if estimate:
+            LOG.info("%s", estimate)
         if now - self.last >= self.every:
             self.last = now
             self._log(now)
@@ -39,11 +100,11 @@ class _LogProgress:
         self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
 
     def _log(self, now: float) -> None:
-        rate = self.n / max(now - self.t0, 1e-9)
+        rate = (self.n - self.initial_n) / max(now - self.t0, 1e-9)
         extra = f" ({self.postfix})" if self.postfix else ""
         if self.total:
-            LOG.info("%s: %d/%d %s (%d %%), %.1f/s%s", self.desc, self.n, self.total, self.unit,
-                     100 * self.n // max(self.total, 1), rate, extra)
+            LOG.info("%s: %d/%d %s (%d %%), %.1f/s%s%s", self.desc, self.n, self.total, self.unit,
+                     100 * self.n // max(self.total, 1), rate, self.eta_text(self.n, now), extra)
         else:
             LOG.info("%s: %d %s, %.1f/s%s", self.desc, self.n, self.unit, rate, extra)
 
@@ -66,32 +127,50 @@ class _NoProgress(_LogProgress):
         pass
 
 
-def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", enabled: bool = True,
-                 every: float = LOG_EVERY_SECONDS, stream=None, initial: int = 0):
-    """A tqdm bar when ``stream`` (stderr) is a terminal; log lines every ``every`` seconds otherwise.
+def _terminal_bar(total, desc, unit, stream, initial, estimate_after):
+    """tqdm's live bar (its own ETA on the line), which also writes the job's cost once above itself."""
+    from tqdm.auto import tqdm
 
-    Use it as a context manager or call ``close()``; ``update(n)`` as with tqdm.
-    """
-    if not enabled:
-        bar = _NoProgress(total, desc, unit, every)
-    else:
-        stream = stream or sys.stderr
-        if getattr(stream, "isatty", lambda: False)():
-            from tqdm.auto import tqdm
+    class Bar(_Clock, tqdm):
+        def update(self, n=1):
+            shown = super().update(n)
+            estimate = self._step(self.n, time.monotonic())
+            if estimate:
+                self.write(f"ulisse: {estimate}", file=stream)
+            return shown
 
-            return tqdm(total=total, desc=desc, unit=unit, file=stream, mininterval=0.5, initial=initial)
-        bar = _LogProgress(total, desc, unit, every)
-    bar.n = initial
-    if enabled:
-        bar._log(time.monotonic())  # a first line at once: long work says it has started
+    bar = Bar(total=total, desc=desc, unit=unit, file=stream, mininterval=0.5, initial=initial)
+    bar.initial_n = initial
+    bar._start_clock(estimate_after)
     return bar
 
 
-def progress_iter(iterable, total: int | None = None, desc: str = "", unit: str = "it", enabled: bool = True):
+def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", enabled: bool = True,
+                 every: float = LOG_EVERY_SECONDS, stream=None, initial: int = 0,
+                 estimate_after: float = ESTIMATE_AFTER_SECONDS):
+    """A tqdm bar when ``stream`` (stderr) is a terminal; log lines every ``every`` seconds otherwise.
+
+    Long work says what it will cost: once ``estimate_after`` seconds have passed, one line gives the
+    whole job's time from the rate measured so far (``embedding: about 4 min for 5000 cutouts ...``),
+    and every progress line then ends with the time left. Use it as a context manager or call
+    ``close()``; ``update(n)`` as with tqdm.
+    """
+    if not enabled:
+        return _NoProgress(total, desc, unit, every, estimate_after, initial)
+    stream = stream or sys.stderr
+    if getattr(stream, "isatty", lambda: False)():
+        return _terminal_bar(total, desc, unit, stream, initial, estimate_after)
+    bar = _LogProgress(total, desc, unit, every, estimate_after, initial)
+    bar._log(time.monotonic())  # a first line at once: long work says it has started
+    return bar
+
+
+def progress_iter(iterable, total: int | None = None, desc: str = "", unit: str = "it", enabled: bool = True,
+                  estimate_after: float = ESTIMATE_AFTER_SECONDS):
     """Iterate over ``iterable`` with :func:`progress_bar` (one step per item)."""
     if total is None and hasattr(iterable, "__len__"):
         total = len(iterable)
-    with progress_bar(total=total, desc=desc, unit=unit, enabled=enabled) as bar:
+    with progress_bar(total=total, desc=desc, unit=unit, enabled=enabled, estimate_after=estimate_after) as bar:
         for item in iterable:
             yield item
             bar.update(1)

@@ -30,7 +30,9 @@ def denoise_group():
               help="folder of the same cutouts without noise (paired by file name): supervised training")
 @click.option("--self-supervised", is_flag=True, help="train from the noisy cutouts alone (blind-spot objective)")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="model folder to write")
-@click.option("--steps", type=click.IntRange(1, 10_000_000), default=1500, show_default=True, help="optimiser steps")
+@click.option("--steps", type=click.IntRange(1, 10_000_000), default=1500, show_default=True,
+              help="optimiser steps (the time grows with steps x batch size x crop area: minutes on a few CPU "
+                   "cores; after the first steps the log says how long the whole run will take)")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True)
 @click.option("--crop", type=click.IntRange(16, 4096), default=48, show_default=True, help="training crop side (px)")
 @click.option("--width", type=click.IntRange(4, 256), default=16, show_default=True, help="channels of the first block")
@@ -41,7 +43,11 @@ def denoise_group():
 @device_option
 def train_command(noisy, clean, self_supervised, out, steps, batch_size, crop, width, depth, lr, seed, overwrite,
                   device):
-    """Train a denoiser on noisy/clean pairs, or on noisy cutouts alone (--self-supervised)."""
+    """Train a denoiser on noisy/clean pairs, or on noisy cutouts alone (--self-supervised).
+
+    Training takes minutes on a CPU at the defaults (a GPU is much faster): after the first steps the
+    log says how long the whole run will take, and every progress line the time left.
+    """
     from .model import CONFIG_FILE
     from .training import TrainOptions, train
 
