@@ -198,11 +198,13 @@ def commit(path: Path, manifest: Manifest, expected_generation: int) -> Manifest
     return manifest
 
 
-def sweep(path: Path, manifest: Manifest | None) -> list[str]:
+def sweep(path: Path, manifest: Manifest | None, previous: Manifest | None = None) -> list[str]:
     """Remove what killed or failed writers left: temporary files and files no manifest refers to.
 
     Call under the writer lock (every writer holds it from before its first file to its commit);
     ``manifest`` is the current one (None where there is none yet: then every file of ours goes).
+    After a commit, ``previous`` is the generation it replaced: its files that the new one no longer
+    names (a compaction's merged segments) are removed too, and logged as superseded, not as leftovers.
     Returns the names removed.
     """
     keep = set(manifest.file_names()) if manifest else set()
@@ -211,8 +213,13 @@ def sweep(path: Path, manifest: Manifest | None) -> list[str]:
     # side files staged by a transaction that never committed (plugins' own temporary files are left alone)
     for folder, _, _ in os.walk(path / SIDE_DIR):
         gone += [os.path.relpath(os.path.join(folder, n), path) for n in _remove_matching(Path(folder), _staged)]
-    if gone:
-        LOG.info("%s: removed %d file(s) left by interrupted writes", path, len(gone))
+    old = set(previous.file_names()) if previous else set()
+    superseded = sum(name in old for name in gone)
+    if superseded:
+        LOG.info("%s: removed %d superseded file(s) of generation %d (generation %d no longer uses them)",
+                 path, superseded, previous.generation, manifest.generation if manifest else 0)
+    if len(gone) > superseded:
+        LOG.info("%s: removed %d file(s) left by interrupted writes", path, len(gone) - superseded)
     return gone
 
 

@@ -122,7 +122,7 @@ class Transaction:
         self._publish_side()
         self.committed = True
         if self.written is not None:
-            store.sweep(self.path, self.written)  # files of the previous generation no longer named
+            store.sweep(self.path, self.written, self.base)  # files of the previous generation no longer named
         return self.written
 
     def _publish_side(self) -> None:

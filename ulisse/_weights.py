@@ -189,8 +189,8 @@ def resolve_weights(model_name: str = DEFAULT_MODEL, weights: str | os.PathLike 
             raise WeightsError(f"hub weights for {model_name}: {HUB_HOST} is not reachable and the weights are not cached")
         if model_name != DEFAULT_MODEL and choice is None:
             raise WeightsError(f"no weights for {model_name}: the hub is not reachable; pass --weights FILE")
-        if choice is None:  # said even with -q: the user asked for one network and gets another
-            LOG.warning("%s weights: %s is not reachable and they are not in the Hugging Face cache; using the "
+        if choice is None:  # a note (-q silences it): the index's manifest and 'ulisse index info' record the network
+            LOG.info("%s weights: %s is not reachable and they are not in the Hugging Face cache; using the "
                         "offline default, ImageNet EfficientNet-Lite0 (%s) from the package %s "
                         "(--weights lite0 chooses it without this note, --weights FILE uses your own)",
                         model_name, HUB_HOST, LITE0_MODEL, LITE0_PACKAGE)

@@ -24,6 +24,21 @@ def _command() -> str | None:
     return "ulisse " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
 
 
+CACHE_HELP = ("<cache> is $ULISSE_CACHE_DIR, else the user cache folder ($XDG_CACHE_HOME/ulisse, by default "
+              "~/.cache/ulisse, on Linux)")
+
+
+def _in_cache(*parts: str):
+    """A click default: a folder under the run's cache folder (:attr:`ulisse.registry.Config.cache_dir`, the one
+    rule: ``$ULISSE_CACHE_DIR``, else the platform's user cache folder, honouring ``$XDG_CACHE_HOME``)."""
+    def default() -> str:
+        from ulisse.registry import current_config
+
+        return str(Path(current_config().cache_dir).joinpath(*parts))
+
+    return default
+
+
 def _progress() -> bool:
     from ulisse.cli import progress_enabled
 
@@ -59,8 +74,9 @@ def register_commands(cli):
     # ------------------------------------------------------------------ retrieval on simulated sets
 
     @benchmark.command("agn")
-    @click.option("--out", type=click.Path(file_okay=False), default="~/.cache/ulisse/benchmarks/agn-retrieval",
-                  show_default=True, help="working folder: the simulated set and its index (reused when present)")
+    @click.option("--out", type=click.Path(file_okay=False), default=_in_cache("benchmarks", "agn-retrieval"),
+                  show_default="<cache>/benchmarks/agn-retrieval",
+                  help=f"working folder: the simulated set and its index (reused when present); {CACHE_HELP}")
     @click.option("--n", "n", type=click.IntRange(50, 1_000_000), default=2000, show_default=True,
                   help="objects to simulate")
     @click.option("--seed", type=int, default=0, show_default=True)
@@ -79,9 +95,10 @@ def register_commands(cli):
     def discovery_options(f):
         f = _model_options(device_option(_report_option(f)))
         for option in reversed([
-            click.option("--cache", type=click.Path(file_okay=False), default="~/.cache/ulisse/benchmarks",
-                         show_default=True,
-                         help="simulated sets, each setting's vectors and per-setting indexes (reused when present)"),
+            click.option("--cache", type=click.Path(file_okay=False), default=_in_cache("benchmarks"),
+                         show_default="<cache>/benchmarks",
+                         help="simulated sets, each setting's vectors and per-setting indexes (reused when present); "
+                              + CACHE_HELP),
             click.option("--n", "n", type=click.IntRange(20, 1_000_000), default=2000, show_default=True,
                          help="objects to simulate per task"),
             click.option("--limit", type=click.IntRange(20, 1_000_000), default=None,
@@ -177,8 +194,9 @@ def register_commands(cli):
     # ------------------------------------------------------------------ the plugins' benchmarks
 
     @benchmark.command("lenses")
-    @click.option("--out", type=click.Path(file_okay=False), default="~/.cache/ulisse/lens-benchmark", show_default=True,
-                  help="work folder: the simulated set and its index are kept here and reused")
+    @click.option("--out", type=click.Path(file_okay=False), default=_in_cache("lens-benchmark"),
+                  show_default="<cache>/lens-benchmark",
+                  help=f"work folder: the simulated set and its index are kept here and reused; {CACHE_HELP}")
     @click.option("--n", "n", type=click.IntRange(100, 1_000_000), default=8000, show_default=True,
                   help="lenses to simulate")
     @click.option("--test", "n_test", type=click.IntRange(20, 1_000_000), default=2000, show_default=True,
@@ -202,8 +220,9 @@ def register_commands(cli):
             atomic_write(report, result.report)
 
     @benchmark.command("denoise")
-    @click.option("--out", type=click.Path(file_okay=False), default="~/.cache/ulisse/benchmarks/denoise",
-                  show_default=True, help="working folder: simulated sets, models and indexes (reused when present)")
+    @click.option("--out", type=click.Path(file_okay=False), default=_in_cache("benchmarks", "denoise"),
+                  show_default="<cache>/benchmarks/denoise",
+                  help=f"working folder: simulated sets, models and indexes (reused when present); {CACHE_HELP}")
     @click.option("--train-n", type=click.IntRange(20, 1_000_000), default=1500, show_default=True)
     @click.option("--test-n", type=click.IntRange(20, 1_000_000), default=2000, show_default=True,
                   help="low-S/N AGN benchmark objects (the first --metric-n are the held-out PSNR/SSIM set)")

@@ -89,7 +89,7 @@ def detect_hdf_sources(max_sources: int = 300, size: int = CUTOUT_SIZE, nsigma: 
     ra, dec = approximate_positions(cat["x"].to_numpy(), cat["y"].to_numpy(), grey.shape)
     cat.insert(1, "ra", ra)
     cat.insert(2, "dec", dec)
-    return HDFSources(rgb, cat.reset_index(drop=True), detected=int(segm.nlabels))
+    return HDFSources(rgb, cat.reset_index(drop=True), detected=int(segm.max_label))  # labels run 1..max_label
 
 
 def detection_note(sources: HDFSources, size: int = CUTOUT_SIZE) -> str:

@@ -18,6 +18,20 @@ def _open(index_dir):
     return ulisse.open_index(index_dir, device="cpu")
 
 
+def train_summary(trained, name: str, method: str, target: str) -> str:
+    """What ``head train`` says: the objects it trained on, those held out and what each part of them did."""
+    m = trained.metrics
+    v = m["validation"]
+    held, scored = m["n_validation"], m.get("n_metrics", m["n_validation"])
+    split = (f"{held - scored} to stop the training early, {scored} to calibrate the error bars and give the "
+             f"metrics below" if scored < held else "all of them give the metrics below")
+    return (f"head {name}: {method} on {target}, trained on {m['n_train']} objects; {held} held out ({split}); "
+            f"{m['seconds']:.1f} s, {trained.config['nan_events']} non-finite steps\n"
+            f"held out ({scored} objects): RMSE {v['rmse']:.4g}, NLL {v['nll']:.4g}, "
+            f"coverage 68% {100 * v['coverage_68']:.1f} %, 95% {100 * v['coverage_95']:.1f} %\n"
+            f"stored in {trained.path}; columns {name}, {name}_std, {name}_std_aleatoric, {name}_std_epistemic")
+
+
 def add_head_commands(cli: click.Group) -> None:
     """The ``head`` group."""
     from .common import METHODS  # not from .core: torch loads only when a head is trained or used
@@ -54,13 +68,7 @@ def add_head_commands(cli: click.Group) -> None:
         trained = train_head(index, target, name, method=method, members=members, train_ids=ids,
                              config=TrainConfig(max_epochs=epochs, seed=seed, features=features), device=device,
                              progress=progress_enabled())
-        m = trained.metrics
-        v = m["validation"]
-        click.echo(f"head {name}: {method} on {target}, {m['n_train']} training and {m['n_validation']} validation "
-                   f"objects, {m['seconds']:.1f} s, {trained.config['nan_events']} non-finite steps\n"
-                   f"validation: RMSE {v['rmse']:.4g}, NLL {v['nll']:.4g}, coverage 68% {100 * v['coverage_68']:.1f} %, "
-                   f"95% {100 * v['coverage_95']:.1f} %\nstored in {trained.path}; columns "
-                   f"{name}, {name}_std, {name}_std_aleatoric, {name}_std_epistemic")
+        click.echo(train_summary(trained, name, method, target))
 
     @head.command("predict")
     @click.argument("index_dir", type=click.Path())
@@ -85,7 +93,8 @@ def add_head_commands(cli: click.Group) -> None:
     @click.option("--name", required=True, help="the head")
     @click.option("--truth", required=True, help="catalogue column with the true values")
     @click.option("--ids", "ids_file", type=click.Path(dir_okay=False), default=None,
-                  help="file of ids to judge (default: objects with a truth value never used in training)")
+                  help="file of ids to judge (default: objects with a truth value never used in training; if "
+                       "there are none, the held-out ones; never those it trained on; the report says which)")
     @click.option("--out", required=True, type=click.Path(), help="folder for report.json, predictions.csv and PNGs")
     def report(index_dir, name, truth, ids_file, out):
         """RMSE, NLL, 68/95 % coverage, PIT histogram and predicted-vs-true plot of a head."""

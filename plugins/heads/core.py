@@ -413,8 +413,8 @@ def train_head(index, target: str, name: str, method: str = "ensemble", members:
                       "n_metrics": int(len(va)),
                       "seconds": round(time.perf_counter() - t0, 2)}
     folder = _save(index, cfg, tensors)
-    LOG.info("head %s (%s, %s) trained on %d objects, validated on %d: RMSE %.4g, %d non-finite steps",
-             name, method, target, len(tr), len(va), metrics["validation"]["rmse"], cfg["nan_events"])
+    LOG.info("head %s (%s, %s) trained on %d objects, %d held out: RMSE %.4g on %d of them, %d non-finite steps",
+             name, method, target, len(tr), n_val, metrics["validation"]["rmse"], len(va), cfg["nan_events"])
     if update_columns:
         index.derived(DERIVED_SET, recompute=True)
     return TrainedHead(name, folder, cfg)

@@ -96,7 +96,8 @@ def head_report(index, name: str, truth: str, ids=None, out: str | os.PathLike |
 
     Args:
         ids: the objects to judge (default: every object with a truth value that the
-            head was neither trained nor validated on; all of them if there are none).
+            head was neither trained nor validated on; if there are none, the held-out objects
+            that calibrated its error bars, never those it trained on; ``note`` says which).
         out: a folder for ``report.json``, ``predictions.csv``, ``pit.png`` and
             ``predicted_vs_true.png`` (created if needed).
 
@@ -106,16 +107,22 @@ def head_report(index, name: str, truth: str, ids=None, out: str | os.PathLike |
     head = load_head(index, name)
     values = target_values(index, truth)
     all_ids = index.metadata["id"].astype(str).to_numpy()
+    trained_on = set(head.config.get("training_ids", []))
     if ids is None:
-        seen = set(head.config.get("training_ids", [])) | set(head.config.get("validation_ids", []))
+        seen = trained_on | set(head.config.get("validation_ids", []))
         rows = np.flatnonzero(np.isfinite(values) & ~np.isin(all_ids, list(seen)))
         note = "objects never used in training"
-        if len(rows) == 0:
-            rows, note = np.flatnonzero(np.isfinite(values)), "all objects with a truth value (the head saw them all)"
+        if len(rows) == 0:  # never the training rows: their scores flatter the head
+            held = head.config.get("calibration_ids") or head.config.get("validation_ids", [])
+            rows = np.flatnonzero(np.isfinite(values) & np.isin(all_ids, list(held)))
+            note = (f"the {len(rows)} held-out objects (validation), not the {len(trained_on)} it trained on "
+                    "(every object with a truth value was used; --train-ids keeps a test set apart)")
     else:
         rows = rows_of_ids(index, ids, "--ids")
         rows = rows[np.isfinite(values[rows])]
-        note = "the objects asked for"
+        trained = int(np.isin(all_ids[rows], list(trained_on)).sum())
+        note = "the objects asked for" + (f" ({trained} of the {len(rows)} trained the head: scores on them flatter it)"
+                                          if trained else "")
     if len(rows) == 0:
         raise InputError(f"column {truth!r}: no object to judge has a value")
     pred = predict_head(index, name, ids=list(all_ids[rows]))
