@@ -31,21 +31,16 @@ def _run_device() -> str:
     return current_config().device
 
 
-_NOTED_NO_CUDA: list = []
-
-
 def usable_device(device: str) -> str:
-    """``device``, except ``cuda`` where torch sees no CUDA GPU: then ``cpu``, with a one-line note (once per
-    process). The one fallback of every verb's ``--device``; torch is imported only when ``cuda`` is asked for."""
+    """``device``, except ``cuda`` where torch sees no CUDA GPU: then ``cpu``, with a one-line note.
+    The one fallback of every verb's ``--device``; torch is imported only when ``cuda`` is asked for."""
     if not str(device).startswith("cuda"):
         return device
     import torch
 
     if torch.cuda.is_available():
         return device
-    if not _NOTED_NO_CUDA:
-        _NOTED_NO_CUDA.append(device)
-        logging.getLogger("ulisse.options").warning("--device %s: no CUDA GPU is visible; computing on the CPU", device)
+    logging.getLogger("ulisse.options").warning("--device %s: no CUDA GPU is visible; computing on the CPU", device)
     return "cpu"
 
 
