@@ -27,7 +27,7 @@ _EXPORTS = {
     "CutoutError": ".errors", "EncoderMismatch": ".errors", "IndexError_": ".errors", "IndexNotFound": ".errors",
     "InputError": ".errors", "QueryError": ".errors", "UlisseError": ".errors", "WeightsError": ".errors",
     "AddReport": ".index", "Index": ".index", "build_index": ".index", "create_index": ".index",
-    "open_index": ".index",
+    "open_index": ".index", "open_sharded": ".indexes.dask_search",
     "hookimpl": ".plugin_manager", "make_plugin_manager": ".plugin_manager",
     "Neighbours": ".results",
 }
@@ -35,7 +35,7 @@ _SUBMODULES = ("plot", "results", "labels", "registry", "index", "encoder", "err
 
 __all__ = [
     "__version__", "Encoder", "EncoderSpec", "Index", "AddReport", "Neighbours", "Cutout", "RGBConfig",
-    "build_index", "create_index", "open_index", "read_cutout", "hookimpl", "make_plugin_manager",
+    "build_index", "create_index", "open_index", "open_sharded", "read_cutout", "hookimpl", "make_plugin_manager",
     "UlisseError", "InputError", "CutoutError", "WeightsError", "IndexError_", "IndexNotFound",
     "EncoderMismatch", "QueryError",
 ]

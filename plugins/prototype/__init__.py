@@ -135,13 +135,19 @@ def register_commands(cli):
     @click.option("--weights", default=None, help="the weights file the index was built with, if it has moved")
     @device_option
     @search_options
+    @click.option("--dask", default=None, metavar="local:N|tcp://HOST:8786",
+                  help="search a sharded index (or this index as one shard) on Dask, each shard resident on a worker")
+    @click.option("--partial", is_flag=True, help="with --dask: the answer of the shards that answered, naming the others")
     def query_command(index_dir, ids, images, ras, decs, positions, radius, combine, k, ns, label, where, fmt, output,
-                      png, weights, device, nprobe, ef, rerank):
+                      png, weights, device, nprobe, ef, rerank, dask, partial):
         """One-shot query: the k nearest neighbours of one prototype (or several)."""
         from ulisse._io import atomic_write
+        from ulisse.indexes.shards import is_sharded
         from ulisse.results import check_output, render
 
         out_fmt = check_output(output) if output else None
+        if dask or is_sharded(index_dir):  # shards on Dask workers (ulisse.indexes.dask_search)
+            return _sharded_query(index_dir, ids, k, fmt, output, out_fmt, dask, partial, nprobe, rerank)
         skies = sky_prototypes(ras, decs, positions, radius)
         n_list, strategy = _check_query_args(ids, images, skies, k, ns, combine)
         if where is not None:
@@ -180,6 +186,20 @@ def register_commands(cli):
                 proto_img = ulisse.read_cutout(first.value, index.rgb).image
             ulisse.plot.neighbour_grid(index, result, png, prototype_image=proto_img,
                                        title=f"{index.path.name}: {result.prototype}")
+
+
+def _sharded_query(index_dir, ids, k, fmt, output, out_fmt, dask, partial, nprobe, rerank):
+    from ulisse._io import atomic_write
+    from ulisse.indexes.dask_search import cli_query
+    from ulisse.results import render
+
+    answer = cli_query(index_dir, ids, k, dask, partial, nprobe=nprobe, rerank=rerank)
+    meta = {"prototype": answer.prototype, "index": str(index_dir), "missing_shards": answer.missing_text()}
+    if output:
+        atomic_write(output, render(answer.table, out_fmt, meta))
+    click.echo(render(answer.table, fmt, meta), nl=False)
+    if answer.missing:
+        click.echo(f"ulisse: warning: partial answer: shards missing: {answer.missing_text()}", err=True)
 
 
 @ulisse.hookimpl

@@ -12,12 +12,10 @@ neither they nor :mod:`~ulisse.plugins.sdss.batch` import this one (the batch ta
 from __future__ import annotations
 
 import logging
-import os
-import re
 import uuid
 from typing import Callable, Sequence
 
-from ulisse.errors import InputError
+from ulisse.indexes.dask_search import connect, parse_dask  # noqa: F401 (parse_dask: the one --dask parser, used by plugin.py)
 
 from .shards import BatchSettings, FieldOutcome, FieldTask
 from .worker import attempt_field
@@ -25,44 +23,11 @@ from .worker import attempt_field
 LOG = logging.getLogger(__name__)
 
 
-def parse_dask(spec: str) -> tuple[str, int | str]:
-    """``local:N`` -> ("local", N); ``tcp://host:8786`` (or ``host:8786``) -> ("address", "tcp://host:8786")."""
-    m = re.fullmatch(r"local(?::(\d+))?", spec.strip())
-    if m:
-        n = int(m.group(1) or os.cpu_count() or 1)
-        if n < 1:
-            raise InputError(f"--dask {spec}: at least one worker")
-        return "local", n
-    if re.fullmatch(r"(tcp|tls|ucx|inproc)://\S+", spec.strip()):
-        return "address", spec.strip()
-    if re.fullmatch(r"[\w.-]+:\d+", spec.strip()):
-        return "address", f"tcp://{spec.strip()}"
-    raise InputError(f"--dask {spec}: expected local:N or a scheduler address such as tcp://HOST:8786")
-
-
 class DaskRunner:
     """A Dask client (and the local cluster it started, if any) that runs fields."""
 
     def __init__(self, spec: str):
-        try:
-            from distributed import Client, LocalCluster
-        except ImportError:
-            raise InputError("--dask needs dask.distributed: pip install 'dask[distributed]'") from None
-        kind, value = parse_dask(spec)
-        self.cluster = None
-        try:
-            if kind == "local":
-                self.cluster = LocalCluster(n_workers=value, threads_per_worker=1, processes=True,
-                                            dashboard_address=None)
-                self.client = Client(self.cluster)
-            else:
-                self.client = Client(value, timeout="20s")
-        except Exception as exc:  # OSError, TimeoutError, "Nanny failed to start"...
-            if self.cluster is not None:
-                self.cluster.close()
-            what = "the local Dask cluster did not start" if kind == "local" else "cannot reach the Dask scheduler"
-            raise InputError(f"--dask {spec}: {what} ({exc.__class__.__name__}: {' '.join(str(exc).split())[:200]})") from None
-        LOG.info("dask: %s with %d worker(s)", spec, len(self.client.scheduler_info().get("workers", {})))
+        self.client, self.cluster = connect(spec)
 
     def run(self, tasks: Sequence[FieldTask], settings: BatchSettings, done: Callable[[FieldOutcome], None]) -> None:
         """Run every task; call ``done(outcome)`` as each field finishes (a lost worker is the field's error)."""

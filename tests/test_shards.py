@@ -1,0 +1,214 @@
+"""Sharded search on Dask (``ulisse.indexes.shards``, ``ulisse.indexes.dask_search``) on a loopback LocalCluster.
+
+Sharded answers equal one index's on the same vectors (ids and distances); shards must share the
+encoder spec, dimension and metric; a killed worker's shards are named (an error, or a partial
+answer with ``partial=True``), never a silently shorter list; writers of one shard or of different
+shards lose nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import ulisse
+from ulisse import IndexError_, InputError, QueryError
+from ulisse.encoder import EncoderSpec
+from ulisse.indexes import faiss_backend
+from ulisse.indexes.dask_search import ShardsMissing, open_sharded, parse_dask
+from ulisse.indexes.shards import add_to_shard, create_sharded, is_sharded, read_sharded, split_into_shards
+
+distributed = pytest.importorskip("distributed")
+
+DIM = 24
+SPEC = EncoderSpec("synthetic", "random", None, dim=DIM)
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+
+
+def batch(tag: str, n: int, dim: int = DIM):
+    rng = np.random.default_rng([ord(c) for c in tag])
+    centres = np.random.default_rng(7).normal(size=(6, dim)) * 3
+    v = (centres[rng.integers(0, 6, n)] + rng.normal(size=(n, dim))).astype(np.float32)
+    return v, pd.DataFrame({"id": [f"{tag}-{i}" for i in range(n)], "ra": rng.uniform(0, 360, n),
+                            "mag": rng.uniform(14, 20, n)})
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=False, dashboard_address=None)
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def flat_pair(tmp_path_factory):
+    """One Flat index and a 4-shard Flat index of the same 1200 vectors."""
+    base = tmp_path_factory.mktemp("shards")
+    v, m = batch("obj", 1200)
+    single = ulisse.create_index(base / "single", v, m, SPEC, factory="Flat", device="cpu")
+    split_into_shards(base / "sharded", v, m, SPEC, 4, factory="Flat")
+    return single, base / "sharded", v
+
+
+def test_sharded_answers_equal_one_index(client, flat_pair):
+    single, sharded_dir, v = flat_pair
+    sharded = open_sharded(sharded_dir, client=client)
+    assert len(sharded) == 1200 and sorted(set(sharded.placement.values())) == sorted(sharded._live_workers())
+    for oid in ("obj-0", "obj-299", "obj-300", "obj-777", "obj-1199"):
+        want = single.query(id=oid, k=20).table
+        got = sharded.query(id=oid, k=20)
+        assert got.complete and got.prototype == f"id {oid}"
+        assert list(got.table["id"]) == list(want["id"])
+        np.testing.assert_allclose(got.table["distance"], want["distance"], rtol=1e-5)
+        # the neighbours' metadata travels with them
+        np.testing.assert_allclose(got.table["mag"], want["mag"])
+        assert oid not in set(got.table["id"])
+    # batches of vectors: rows within shards map to the same objects as the single index's rows
+    q = v[[5, 400, 900]] + 0.01
+    d1, r1 = single.search(q, 12)
+    ans = sharded.search(q, 12)
+    np.testing.assert_allclose(ans.distances, d1, rtol=1e-5)
+    offsets = {f"shard-{i:03d}": i * 300 for i in range(4)}
+    global_rows = np.vectorize(lambda s, r: offsets[s] + r)(ans.shard_of, ans.rows)
+    np.testing.assert_array_equal(global_rows, r1)
+
+
+def test_approximate_shards_return_exact_distances(client, tmp_path):
+    """IVF-PQ shards re-rank from raw vectors: distances are exact, so they merge across shards."""
+    v, m = batch("pq", 2400)
+    split_into_shards(tmp_path / "pq", v, m, SPEC, 3, factory="IVF8,PQ8", dtype="float16")
+    sharded = open_sharded(tmp_path / "pq", client=client)
+    ans = sharded.query(id="pq-10", k=10)
+    rows = [int(i[3:]) for i in ans.table["id"]]
+    stored = v.astype(np.float16).astype(np.float32)
+    exact = faiss_backend.exact_distances(stored[[10]], stored[rows][None], "L2")[0]
+    np.testing.assert_allclose(ans.table["distance"], exact, rtol=1e-5)
+    assert list(ans.table["distance"]) == sorted(ans.table["distance"])
+
+
+def test_plain_index_is_one_shard_and_api_export(client, flat_pair):
+    single, _, _ = flat_pair
+    assert not is_sharded(single.path)
+    ans = ulisse.open_sharded(single.path, client=client).query(id="obj-3", k=5)
+    assert list(ans.table["id"]) == list(single.query(id="obj-3", k=5).table["id"])
+    with pytest.raises(QueryError, match="unknown id"):
+        open_sharded(single.path, client=client).query(id="nope", k=5)
+    with pytest.raises(InputError, match="exactly one of client"):
+        open_sharded(single.path)
+
+
+def test_shards_must_share_encoder_metric_and_dimension(tmp_path):
+    v, m = batch("a", 300)
+    ulisse.create_index(tmp_path / "l2", v, m, SPEC, device="cpu")
+    ulisse.create_index(tmp_path / "ip", v, m, SPEC, metric="IP", device="cpu")
+    other = EncoderSpec("synthetic-2", "random", None, dim=DIM)
+    ulisse.create_index(tmp_path / "enc", v, m, other, device="cpu")
+    with pytest.raises(IndexError_, match="metric IP"):
+        create_sharded(tmp_path / "s1", [tmp_path / "l2", tmp_path / "ip"])
+    with pytest.raises(IndexError_, match="another encoder"):
+        create_sharded(tmp_path / "s2", [tmp_path / "l2", tmp_path / "enc"])
+    m2 = create_sharded(tmp_path / "s3", [tmp_path / "l2"])
+    assert read_sharded(tmp_path / "s3").shards == m2.shards
+    with pytest.raises(InputError, match="already a sharded index"):
+        create_sharded(tmp_path / "s3", [tmp_path / "l2"])
+
+
+def test_parse_dask_is_shared_with_sdss():
+    from ulisse.plugins.sdss import dask_runner
+
+    assert dask_runner.parse_dask is parse_dask
+    assert parse_dask("local:3") == ("local", 3)
+    assert parse_dask("host:8786") == ("address", "tcp://host:8786")
+    with pytest.raises(InputError):
+        parse_dask("nonsense")
+
+
+def test_killed_worker_is_reported(tmp_path):
+    """A worker process killed under the index: its shard is named, by an error or in a partial answer."""
+    v, m = batch("k", 800)
+    split_into_shards(tmp_path / "s", v, m, SPEC, 2, factory="Flat")
+    single = ulisse.create_index(tmp_path / "one", v, m, SPEC, factory="Flat", device="cpu")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = distributed.Client(cluster)
+    try:
+        sharded = open_sharded(tmp_path / "s", client=client, timeout=20)
+        assert sharded.query(id="k-1", k=8).complete
+        victim = sharded.placement["shard-001"]
+        pid = client.run(os.getpid, workers=[victim])[victim]
+        os.kill(pid, signal.SIGKILL)  # the worker process dies (its nanny starts a new one, at a new address)
+        with pytest.raises(ShardsMissing, match="shard-001") as err:
+            sharded.query(id="k-1", k=8)
+        assert list(err.value.missing) == ["shard-001"] and "lost" in err.value.missing["shard-001"]
+        part = sharded.query(id="k-1", k=8, partial=True)
+        assert not part.complete and list(part.missing) == ["shard-001"]
+        assert len(part.table) == 8 and set(part.table["shard"]) == {"shard-000"}
+        # an object of the lost shard cannot be looked up: the error names the shard
+        with pytest.raises(ShardsMissing, match="shard-001"):
+            sharded.query(id="k-700", k=8, partial=True)
+        client.wait_for_workers(2, timeout=60)
+        assert sharded.replace_lost() == ["shard-001"]
+        full = sharded.query(id="k-700", k=8)
+        assert full.complete and list(full.table["id"]) == list(single.query(id="k-700", k=8).table["id"])
+    finally:
+        client.close()
+        cluster.close()
+
+
+WRITER = textwrap.dedent("""
+    import sys, numpy as np, pandas as pd
+    from ulisse.indexes.shards import add_to_shard
+    path, tag, shard, adds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    for a in range(adds):
+        rng = np.random.default_rng([ord(c) for c in tag] + [a])
+        v = rng.normal(size=(20, 24)).astype(np.float32)
+        add_to_shard(path, v, pd.DataFrame({"id": [f"{tag}-{a}-{i}" for i in range(20)]}), shard=shard, wait=120)
+""")
+
+
+def test_writers_lose_nothing(client, tmp_path):
+    """Three writer processes: two on one shard, one on another; every add lands, and queries see them."""
+    v, m = batch("w", 400)
+    split_into_shards(tmp_path / "s", v, m, SPEC, 2, factory="Flat")
+    sharded = open_sharded(tmp_path / "s", client=client)
+    assert sharded.query(id="w-5", k=4).complete  # shards resident on their workers before the adds
+    jobs = [("a", "shard-000"), ("b", "shard-000"), ("c", "shard-001")]
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / "s"), tag, shard, "6"], env=ENV,
+                              stderr=subprocess.PIPE, text=True) for tag, shard in jobs]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errors
+    counts = {}
+    for name in ("shard-000", "shard-001"):
+        ids = set(ulisse.open_index(tmp_path / "s" / name, device="cpu").metadata["id"])
+        counts[name] = len(ids)
+        for tag, shard in jobs:
+            if shard == name:
+                assert all(f"{tag}-{a}-{i}" in ids for a in range(6) for i in range(20))
+    assert counts == {"shard-000": 200 + 2 * 120, "shard-001": 200 + 120}
+    # the resident shards reopen at their new generation: the new objects are found
+    ans = sharded.query(id="c-5-7", k=3)
+    assert ans.complete and set(ans.table["shard"]) <= {"shard-000", "shard-001"}
+    # ids already in another shard are refused before anything is written
+    vv, _ = batch("x", 1)
+    with pytest.raises(InputError, match="shard-001"):
+        add_to_shard(tmp_path / "s", vv, pd.DataFrame({"id": ["c-0-0"]}), shard="shard-000")
+    assert sharded.add_vectors(vv, pd.DataFrame({"id": ["new-0"]})) == "shard-001"  # the smaller shard
+
+
+def test_cli_query_dask(flat_pair, cli):
+    single, sharded_dir, _ = flat_pair
+    code, out, err = cli("query", sharded_dir, "--id", "obj-42", "-k", "5", "--format", "csv", "--dask", "local:2")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("rank,id,distance,shard")
+    assert [ln.split(",")[1] for ln in lines[1:]] == list(single.query(id="obj-42", k=5).table["id"])
+    code, out, err = cli("query", sharded_dir, "--id", "obj-42")
+    assert code != 0 and "--dask" in err
