@@ -13,7 +13,12 @@ default), made RGB as in SDSS's JPEGs, embedded and added to the index with its
 catalogue columns; the grid is recorded in the manifest (``cutout_geometry``).
 Fields run in this process or on Dask (``--dask local:N`` or ``--dask
 tcp://HOST:8786``); a stopped run, run again, goes on where it stopped. See
-:mod:`ulisse.plugins.sdss.batch`.
+:mod:`ulisse.plugins.sdss.batch`. The encoder options are those of ``ulisse index
+build`` (the shared ``encoder_options``: ``--preset``, ``--pool``, ``--tta``,
+``--runtime``, ``--precision``, ``--preprocess``, ``--denoise``...) and the cutouts go
+through the same embedding pipeline (:mod:`ulisse.embedding`), on Dask workers too:
+the manifest records the spec a folder build with the same options records, and the
+embedding observers keep their results (``ulisse features`` answers on the index).
 
 ``ulisse fetch cutouts CATALOG --out DIR`` downloads SkyServer ImgCutout JPEGs
 (ULISSE's 64 x 64 px at 0.4 arcsec/px) for a coordinate list, rate-limited,
@@ -22,6 +27,7 @@ retried and resumable. See :mod:`ulisse.plugins.sdss.imgcutout`.
 Examples::
 
     ulisse sdss index sdss-index --field 756 1 206 --field 756 1 207
+    ulisse sdss index sdss-index --field 756 1 206 --pool centre:3 --tta rot4 --metric cosine --device cuda
     ulisse sdss index sdss-index --region 185.0 15.8 0.2 --type galaxy --mag-r-max 19 --dask local:8
     ulisse fetch cutouts targets.csv --out cutouts/ --rate 5
 
