@@ -133,31 +133,35 @@ def test_parse_dask_is_shared_with_sdss():
 
 
 def test_killed_worker_is_reported(tmp_path):
-    """A worker process killed under the index: its shard is named, by an error or in a partial answer."""
+    """4 worker processes, 4 shards; one process killed: its shard is named, by an error or in a partial answer."""
     v, m = batch("k", 800)
-    split_into_shards(tmp_path / "s", v, m, SPEC, 2, factory="Flat")
+    split_into_shards(tmp_path / "s", v, m, SPEC, 4, factory="Flat")
     single = ulisse.create_index(tmp_path / "one", v, m, SPEC, factory="Flat", device="cpu")
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=True, dashboard_address=None)
     client = distributed.Client(cluster)
     try:
         sharded = open_sharded(tmp_path / "s", client=client, timeout=20)
-        assert sharded.query(id="k-1", k=8).complete
-        victim = sharded.placement["shard-001"]
+        assert len(set(sharded.placement.values())) == 4
+        want = single.query(id="k-1", k=8).table
+        assert list(sharded.query(id="k-1", k=8).table["id"]) == list(want["id"])
+        victim = sharded.placement["shard-002"]
         pid = client.run(os.getpid, workers=[victim])[victim]
         os.kill(pid, signal.SIGKILL)  # the worker process dies (its nanny starts a new one, at a new address)
-        with pytest.raises(ShardsMissing, match="shard-001") as err:
+        with pytest.raises(ShardsMissing, match="shard-002") as err:
             sharded.query(id="k-1", k=8)
-        assert list(err.value.missing) == ["shard-001"] and "lost" in err.value.missing["shard-001"]
+        assert list(err.value.missing) == ["shard-002"] and "lost" in err.value.missing["shard-002"]
         part = sharded.query(id="k-1", k=8, partial=True)
-        assert not part.complete and list(part.missing) == ["shard-001"]
-        assert len(part.table) == 8 and set(part.table["shard"]) == {"shard-000"}
+        assert not part.complete and list(part.missing) == ["shard-002"]
+        assert len(part.table) == 8 and "shard-002" not in set(part.table["shard"])
+        # the partial answer is the full answer less the lost shard's neighbours, in order
+        assert list(part.table["id"])[:3] == [i for i in want["id"] if not 400 <= int(i[2:]) < 600][:3]
         # an object of the lost shard cannot be looked up: the error names the shard
-        with pytest.raises(ShardsMissing, match="shard-001"):
-            sharded.query(id="k-700", k=8, partial=True)
-        client.wait_for_workers(2, timeout=60)
-        assert sharded.replace_lost() == ["shard-001"]
-        full = sharded.query(id="k-700", k=8)
-        assert full.complete and list(full.table["id"]) == list(single.query(id="k-700", k=8).table["id"])
+        with pytest.raises(ShardsMissing, match="shard-002"):
+            sharded.query(id="k-500", k=8, partial=True)
+        client.wait_for_workers(4, timeout=60)
+        assert sharded.replace_lost() == ["shard-002"]
+        full = sharded.query(id="k-500", k=8)
+        assert full.complete and list(full.table["id"]) == list(single.query(id="k-500", k=8).table["id"])
     finally:
         client.close()
         cluster.close()
