@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
 import threading
 
@@ -47,8 +48,9 @@ _NOTED: set = set()
 _ATTR = "_ulisse_gpu"       # where a segment keeps its GPU clone (None: none yet; False: it has no GPU version)
 
 
+@functools.lru_cache(maxsize=1)
 def num_gpus() -> int:
-    """GPUs FAISS can use: 0 with faiss-cpu or without a GPU."""
+    """GPUs FAISS can use: 0 with faiss-cpu or without a GPU (asked once per process)."""
     get = getattr(faiss, "get_num_gpus", None)
     try:
         return int(get()) if get else 0
@@ -221,8 +223,10 @@ def _flat(vectors: np.ndarray, metric: str, float16: bool):
     if len(parts) == 1:
         return Resident(parts[0], float16)
     index = faiss.IndexShards(dim, True, True)  # threaded, successive ids: the row order is kept
+    index.metric_type = METRICS[metric]  # how the shards' results are merged
     for part in parts:
         index.add_shard(part)
+    index.syncWithSubIndexes()
     return Resident(index, float16, keep=parts)  # the shards live as long as the index
 
 
