@@ -72,8 +72,8 @@ def embedding_rates(n_images: int, batch_sizes, model: str, weights: str, workdi
     from .speed import write_cutouts
 
     rows = []
-    enc = ulisse.Encoder.load(model, weights=weights, device="cuda", input_size=224, pool="mean", tta="none",
-                              runtime="torch", precision="bf16")
+    enc = ulisse.Encoder.load(model, weights=weights, device="cuda", preset="ulisse", input_size=224, pool="mean",
+                              tta="none", runtime="torch", precision="bf16")  # one forward pass a cutout
     rng = np.random.default_rng(0)
     for bs in batch_sizes:
         x = rng.integers(0, 256, (bs, 224, 224, 3), dtype=np.uint8)
@@ -87,8 +87,8 @@ def embedding_rates(n_images: int, batch_sizes, model: str, weights: str, workdi
     rows.append(f"| from {n_images} PNG files (64 px), `embed_files` in this process (loader threads) "
                 f"| {n_images / t:,.0f} |")
     cmd = [sys.executable, "-m", "ulisse", "-q", "embed", str(workdir / "cutouts"), "--out", str(workdir / "v.npz"),
-           "--device", "cuda", "--model", model, "--weights", weights, "--pool", "mean", "--tta", "none",
-           "--runtime", "torch", "--precision", "bf16"]
+           "--device", "cuda", "--model", model, "--weights", weights, "--preset", "ulisse", "--runtime", "torch",
+           "--precision", "bf16"]
     t = time.perf_counter()
     subprocess.run(cmd, check=True)
     whole = time.perf_counter() - t
@@ -125,7 +125,7 @@ def search_rates(n: int, dim: int, n_queries: int, n_single: int, k: int, workdi
     data = np.maximum(rng.standard_normal((n, dim), dtype=np.float32), 0)
     queries = np.maximum(rng.standard_normal((n_queries, dim), dtype=np.float32), 0)
     truth = _truth(data, queries, k)
-    spec = ulisse.Encoder.load("efficientnet_b0", weights="lite0", device="cpu", pool="mean", tta="none").spec
+    spec = ulisse.Encoder.load("efficientnet_b0", weights="lite0", device="cpu", preset="ulisse").spec
     if spec.dim != dim:
         from dataclasses import replace
 
@@ -141,7 +141,7 @@ def search_rates(n: int, dim: int, n_queries: int, n_single: int, k: int, workdi
         t = time.perf_counter()
         index.search(queries[:1], k)  # the first search copies the index to the GPU (kept resident)
         resident = time.perf_counter() - t
-        clone = index._state.searchables[0]._ulisse_gpu
+        clone = getattr(index._state.searchables[0], "_ulisse_gpu", None)
         storage = ("float16" if getattr(clone, "float16", False) else "float32") if clone else "CPU (no GPU copy)"
         t_batch = _best_of(lambda: index.search(queries, k))
         _, got = index.search(queries, k)
@@ -185,7 +185,8 @@ def run(n_images: int, batch_sizes, n_vectors: int, dim: int, n_queries: int, n_
         f"ulisse {ulisse.__version__}, torch {torch.__version__}, FAISS {faiss.__version__}, "
         f"Python {platform.python_version()}.",
         "",
-        f"## Embedding ({model}, weights {weights}; torch, bf16 autocast, channels_last)",
+        f"## Embedding ({model}, weights {weights}, preset ulisse: 224 px, one pass; torch, bf16 autocast, "
+        "channels_last)",
         "",
         "| path | cutouts/s |",
         "|---|---|",
