@@ -54,6 +54,16 @@ def test_openvino_runtime_gives_torch_fp32_vectors(lite0_torch, cutouts):
     assert _cos(ov.embed_images(cutouts), lite0_torch.embed_images(cutouts)).min() >= 0.999
 
 
+@pytest.mark.skipif(not rt.cpu_has_bf16(), reason="no OpenVINO, or a CPU without bf16 arithmetic")
+def test_openvino_bf16_is_the_auto_precision_on_a_bf16_cpu(lite0_torch, cutouts):
+    auto = Encoder.load(weights="lite0", device="cpu", preset="ulisse", precision="auto")
+    assert (auto.spec.precision, auto.runtime.name) == ("bf16", "openvino")
+    assert _cos(auto.embed_images(cutouts), lite0_torch.embed_images(cutouts)).min() >= 0.99
+    # auto is fp32 where the runtime asked for cannot compute in bf16; the preset ulisse pins fp32
+    assert Encoder.load(weights="lite0", device="cpu", precision="auto", runtime="onnx").spec.precision == "fp32"
+    assert Encoder.load(weights="lite0", device="cpu", preset="ulisse").spec.precision == "fp32"
+
+
 def test_export_is_cached_per_network_and_a_damaged_file_is_replaced(tmp_path, monkeypatch, caplog, cutouts):
     monkeypatch.setenv("ULISSE_CACHE_DIR", str(tmp_path / "cache"))
     with caplog.at_level(logging.INFO, logger="ulisse"):
@@ -81,7 +91,7 @@ def test_export_is_cached_per_network_and_a_damaged_file_is_replaced(tmp_path, m
 def test_runtime_choices_are_checked(cli, survey, tmp_path):
     with pytest.raises(ulisse.InputError, match="--runtime tensorrt"):
         Encoder.load("test_efficientnet", weights="random", device="cpu", runtime="tensorrt")
-    with pytest.raises(ulisse.InputError, match="bf16 runs on torch only"):
+    with pytest.raises(ulisse.InputError, match="bf16 runs on torch or openvino"):
         Encoder.load("test_efficientnet", weights="random", device="cpu", runtime="onnx", precision="bf16")
     code, _, err = cli("embed", survey / "cutouts", "--out", tmp_path / "v.npz", "--runtime", "nope")
     assert code == 2 and "nope" in err
@@ -91,8 +101,8 @@ def test_runtime_choices_are_checked(cli, survey, tmp_path):
 
 
 def test_precision_is_part_of_the_spec_and_never_mixed(tiny_index, cutouts):
-    bf16 = Encoder.load("test_efficientnet", weights="random", device="cpu", precision="bf16")
-    assert bf16.spec.precision == "bf16" and bf16.runtime.name == "torch"
+    bf16 = Encoder.load("test_efficientnet", weights="random", device="cpu", precision="bf16", preset="ulisse")
+    assert bf16.spec.precision == "bf16" and bf16.runtime.name == ("openvino" if rt.cpu_has_bf16() else "torch")
     assert tiny_index.encoder_spec.precision == "fp32"
     with pytest.raises(ulisse.EncoderMismatch, match="precision"):
         tiny_index.use_encoder(bf16)

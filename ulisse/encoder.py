@@ -10,10 +10,14 @@ ULISSE (Doorenbos et al. 2022): RGB cutouts resized to the input size (224 x
 224) with bilinear interpolation, normalised with the weights' own mean and std.
 Where the weights come from is said in :mod:`ulisse._weights`.
 
-Beyond ULISSE's vector (``pool="mean"``, ``tta="none"``, the defaults), the
+Beyond ULISSE's vector (``pool="mean"``, ``tta="none"``: ``preset="ulisse"``), the
 final map can be pooled over its central cells (``pool="centre:3"``) and the
 vectors averaged over the rotations (``tta="rot4"``) or rotations and flips
-(``tta="d4"``) of each cutout (:mod:`ulisse._pooling`). Registered
+(``tta="d4"``) of each cutout (:mod:`ulisse._pooling`), and the network can see
+only the centre of the resized cutout (``crop``). The settings come from a
+preset (:data:`ulisse._spec.PRESETS`): ``discovery``, the default, chosen by
+measurement (benchmarks/discovery.md), or ``ulisse``; explicit options override
+its fields, and the preset's name is recorded in the spec. Registered
 preprocessing steps (:func:`ulisse.registry.preprocessors`) run on the uint8
 cutouts before the resize. The network runs on an inference runtime
 (:mod:`ulisse.runtime`: torch, ONNX Runtime, OpenVINO); all of this except the
