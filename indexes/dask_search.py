@@ -168,7 +168,7 @@ class ShardedAnswer:
 
     table: pd.DataFrame | None = None
     distances: np.ndarray | None = None
-    ids: np.ndarray | None = None          # Q x k object ids ("" where fewer were found)
+    ids: np.ndarray | None = None          # 1 x k object ids of a one-query answer ("" where fewer were found)
     shard_of: np.ndarray | None = None     # Q x k shard names
     rows: np.ndarray | None = None         # Q x k rows within their shard
     missing: dict[str, str] = field(default_factory=dict)
