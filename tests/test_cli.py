@@ -172,14 +172,8 @@ def test_skip_bad_skips_and_reports(built, cli, tmp_path, survey):
       "{tmp}/w.pth"), "needs at least 1024 vectors to train"),
     (("index", "build", "{survey}/cutouts", "--index", "{tmp}/new", "--catalog", "{tmp}/nocat.csv", "--weights",
       "{tmp}/w.pth"), "catalogue not found"),
-    (("embed", "{survey}/cutouts", "--out", "{tmp}/v.npz", "--device", "cuda", "--model", "test_efficientnet", "--weights", "random"), "no CUDA GPU"),
-])
+])  # (--device cuda without CUDA is no longer an error but a note and the CPU: test_the_global_device_is_the_verbs_default)
 def test_bad_input_one_line_error(built, cli, tmp_path, survey, args, needle):
-    if needle == "no CUDA GPU":
-        import torch
-
-        if torch.cuda.is_available():
-            pytest.skip("a GPU is present")
     digest = tree_digest(built)
     fmt = {"idx": built, "tmp": tmp_path, "survey": survey}
     code, out, err = cli(*[a.format(**fmt) for a in args])
@@ -236,31 +230,6 @@ def test_demo_end_to_end(tmp_path):
                         f"{first['dec']:.6f}", "-k", "3"], capture_output=True, text=True,
                        env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300)
     assert p.returncode == 0 and f"sky position matched {first['id']}" in p.stdout, p.stderr
-
-
-def test_readme_python_example_runs(tmp_path):
-    """The README's Python API block, run against a freshly built demo index."""
-    import re
-    from pathlib import Path
-
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    code = re.search(r"## Python API\n\n```python\n(.*?)```", readme, re.S).group(1)
-    out = tmp_path / "hdf"
-    subprocess.run([sys.executable, "-m", "ulisse", "-q", "demo", "--out", str(out), "--max-sources", "60"],
-                   check=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300, capture_output=True)
-    code = code.replace('"ulisse-demo"', repr(str(out)))
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    here = os.getcwd()
-    os.chdir(cwd)
-    try:
-        namespace = {}
-        exec(compile(code, "README.md", "exec"), namespace)
-    finally:
-        os.chdir(here)
-    assert list(cwd.iterdir()) == []  # the example leaves nothing in the working directory
-    assert namespace["table"]["rank"][0] == 1 and len(namespace["near"]) == 8
-    assert (namespace["quiet"].table["anomaly_kth"] < 30).all() and (namespace["quiet"].table["area"] > 20).all()
 
 
 def test_index_build_reads_its_inputs_once(survey, cli, tmp_path, monkeypatch):
