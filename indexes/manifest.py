@@ -78,17 +78,26 @@ class SegmentEntry:
     metadata: FileEntry
     faiss: FileEntry | None = None
     dtype: str = "float32"
+    merged: tuple[str, ...] = ()  # a compaction's segment: the vector sha256s of the added segments it holds, in order
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "SegmentEntry":
         return cls(str(d["id"]), int(d.get("start", 0)), int(d["count"]), FileEntry.from_dict(d["vectors"]),
                    FileEntry.from_dict(d["metadata"]), FileEntry.from_dict(d["faiss"]) if d.get("faiss") else None,
-                   str(d.get("dtype", "float32")))
+                   str(d.get("dtype", "float32")), tuple(str(x) for x in d.get("merged", ())))
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "start": self.start, "count": self.count, "dtype": self.dtype,
-                "vectors": self.vectors.to_dict(), "metadata": self.metadata.to_dict(),
-                "faiss": self.faiss.to_dict() if self.faiss else None}
+        d = {"id": self.id, "start": self.start, "count": self.count, "dtype": self.dtype,
+             "vectors": self.vectors.to_dict(), "metadata": self.metadata.to_dict(),
+             "faiss": self.faiss.to_dict() if self.faiss else None}
+        if self.merged:
+            d["merged"] = list(self.merged)
+        return d
+
+    @property
+    def content(self) -> tuple[str, ...]:
+        """What the segment's vectors are, as the sha256s of the segments adds wrote (a compaction keeps them)."""
+        return self.merged or (self.vectors.sha256,)
 
     @property
     def files(self) -> list[FileEntry]:
@@ -249,16 +258,17 @@ class Manifest(Mapping):
 
     @property
     def fingerprint(self) -> str:
-        """Changes whenever the vectors change (an add, a compaction, an upgrade); the same across processes.
+        """Changes whenever the vectors change (an add, an upgrade); the same across processes.
 
         The sha256 of the count, the metric and the vector files' sha256 sums recorded here (nothing is read).
         Derived columns and plugins' artefacts record it to know when they are stale; it does not change
-        when only the manifest's other fields (history, search defaults) change.
+        when only the manifest's other fields (history, search defaults) change, nor with a compaction, which
+        keeps every vector and its row (a merged segment records the sums of the segments it holds).
         """
         if self.is_v1:
             parts = [self.files["vectors"].sha256 if "vectors" in self.files else ""]
         else:
-            parts = [seg.vectors.sha256 for seg in self.segments]
+            parts = [sha for seg in self.segments for sha in seg.content]
         h = hashlib.sha256(f"{self.count}|{self.metric}|".encode())
         for p in parts:
             h.update(p.encode())

@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 import platform
@@ -195,6 +197,7 @@ def compact(path: str | os.PathLike, wait: float = 0.0) -> Manifest:
             LOG.info("%s: one segment already; nothing to compact", path)
             return base
         seg = _write_merged_segment(txn, [store.open_segment(path, s, base.dim) for s in base.segments])
+        seg = dataclasses.replace(seg, merged=tuple(sha for s in base.segments for sha in s.content))
         entry = {"action": "compact", "segments": len(base.segments), "time": now()}
         return txn.commit(base.replace(segments=(seg,), updated=now(), history=base.history + (entry,)))
 

@@ -652,3 +652,23 @@ def test_readers_writers_and_compactions_at_once(tmp_path):
     assert len(index) == 40 + 10 * sum(adds.values())  # nothing lost to the compactions
     check_vectors(index)
     assert verify_index(path) == []
+
+
+def test_a_compaction_keeps_the_fingerprint_and_derived_data_fresh(tmp_path):
+    """A compaction keeps every vector in its row: derived columns (and plugins' artefacts) stay fresh; an add does not."""
+    index = new_index(tmp_path / "idx", n=30)
+    index.add_vectors(*batch("x", 9))
+    index = ulisse.open_index(tmp_path / "idx")
+    scores = pd.DataFrame({"norm": np.linalg.norm(index.all_vectors(), axis=1)})
+    index.save_derived("norm", scores)
+    fp = index.fingerprint
+    compact_index(tmp_path / "idx")
+    again = ulisse.open_index(tmp_path / "idx")
+    assert len(again.manifest.segments) == 1 and again.fingerprint == fp
+    assert again.derived_is_fresh("norm")
+    np.testing.assert_array_equal(again.all_vectors(), index.all_vectors())
+    again.add_vectors(*batch("y", 3))
+    grown = ulisse.open_index(tmp_path / "idx")
+    assert grown.fingerprint != fp and not grown.derived_is_fresh("norm")
+    compact_index(tmp_path / "idx")  # a second compaction keeps the sums of the first one's segments
+    assert ulisse.open_index(tmp_path / "idx").fingerprint == grown.fingerprint
