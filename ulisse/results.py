@@ -76,67 +76,156 @@ def _plain(v):
 
 
 def to_astropy(table: pd.DataFrame, meta: dict | None = None):
+    """An astropy Table of the result, each known column with its unit, UCD and description
+    (:func:`ulisse.record.column_annotation`: ``ra``/``dec`` in ``deg``, ``pos.eq.ra;meta.main``...)."""
+    import astropy.units as u
     from astropy.table import Table
+
+    from .record import column_annotation
 
     df = table.copy()
     for c in df.columns:
         if df[c].dtype == object or str(df[c].dtype).startswith("string"):
             df[c] = df[c].astype(str)
     t = Table.from_pandas(df)
+    for name in t.colnames:
+        note = column_annotation(name)
+        if note.unit:
+            t[name].unit = u.Unit(note.unit)
+        if note.ucd:
+            t[name].meta["ucd"] = note.ucd
+        if note.description:
+            t[name].description = note.description
     if meta:
         t.meta.update(meta)
     return t
 
 
-def render(table: pd.DataFrame, fmt: str, meta: dict | None = None, extra: dict | None = None) -> str | bytes:
+def render(table: pd.DataFrame, fmt: str, meta: dict | None = None, extra: dict | None = None, *,
+           record=None, stream: bool = False) -> str | bytes:
     """The table in the registered export format ``fmt`` (``table``, ``csv``, ``json``, ``votable``, ``fits``...).
 
+    The one export path of the verbs and the UI's downloads. ``record`` (a
+    :class:`ulisse.record.QueryRecord`) says what the table answers; every format
+    that has room writes it (VOTable PARAMs, FITS keywords, ECSV meta, ``#`` lines
+    of a CSV, JSON's ``query``), before the entries of ``meta``. ``stream``: the
+    text goes to standard output, where a CSV stays a bare table (for pipes).
+
     A ``source`` column is written relative to the index directory when ``meta`` names it (``meta["index"]``),
-    as every verb's does: an export carries no absolute paths of this machine.
+    as every verb's does, and ``meta["index"]`` itself as the directory's name: an export carries no absolute
+    paths of this machine.
 
     Raises:
         InputError: no plugin registers ``fmt``.
     """
     from .registry import export_format
 
-    if meta and meta.get("index") and "source" in table.columns:
+    meta = dict(meta or {})
+    if meta.get("index") and "source" in table.columns:
         table = table.assign(source=[relative_source(meta["index"], s) for s in table["source"]])
+    if meta.get("index"):
+        meta["index"] = Path(str(meta["index"])).name or str(meta["index"])
+    if record is not None:
+        meta = {**record.as_dict(), **{k: v for k, v in meta.items() if k != "index"}}
+        if extra is not None:
+            extra = {**extra, "query": record.as_dict()}
+    if stream and fmt == "csv":
+        meta = {}
     return export_format(fmt).write(table, meta, extra)
 
 
 def write_csv(table: pd.DataFrame, meta: dict | None = None, extra: dict | None = None) -> str:
-    """Comma-separated values with a header line (``meta`` is not written)."""
-    return table.to_csv(index=False)
+    """Comma-separated values with a header line, after ``# name: value`` lines of ``meta`` (the query's record;
+    astropy, TOPCAT and ``pandas.read_csv(comment="#")`` skip them)."""
+    head = "".join(f"# {k}: {_one_line(v)}\n" for k, v in (meta or {}).items())
+    return head + table.to_csv(index=False)
+
+
+def _one_line(value) -> str:
+    return " ".join(str(value).split())
 
 
 def write_json(table: pd.DataFrame, meta: dict | None = None, extra: dict | None = None) -> str:
     """The rows as a JSON list, or ``{**extra, "rows": [...]}`` when the verb gives ``extra``."""
     rows = records(table)
-    return json.dumps(rows if extra is None else {**extra, "rows": rows}, indent=2) + "\n"
+    return json.dumps(rows if extra is None else {**extra, "rows": rows}, indent=2, default=str) + "\n"
 
 
 def write_votable(table: pd.DataFrame, meta: dict | None = None, extra: dict | None = None) -> str:
-    """An IVOA VOTable (BINARY2 serialisation), ``meta`` in its INFO elements."""
+    """An IVOA VOTable (BINARY2 serialisation): columns with units and UCDs, ``meta`` (the query's record) as
+    PARAMs with UCDs and descriptions, its creation time also as an INFO."""
     from astropy.io.votable import from_table
+    from astropy.io.votable.tree import Info, Param
 
+    from .record import fits_card
+
+    meta = meta or {}
+    votable = from_table(to_astropy(table))
+    resource = votable.resources[0]
+    vtable = resource.tables[0]
+    if meta.get("verb"):
+        vtable.description = f"ulisse {meta['verb']}" + (f" of {meta['prototype']}" if meta.get("prototype") else "")
+    for name, value in meta.items():
+        _key, text, ucd = fits_card(name)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            kind = {"datatype": "char", "arraysize": "*", "value": _one_line(value)}
+        else:
+            kind = {"datatype": "long" if isinstance(value, (int, np.integer)) else "double", "value": value}
+        param = Param(votable, name=str(name), ID=_xml_id(name), ucd=ucd, **kind)
+        param.description = text
+        vtable.params.append(param)
+    for name in ("created", "software"):
+        if meta.get(name):
+            resource.infos.append(Info(name=name, value=_one_line(meta[name])))
     buf = io.BytesIO()
     # BINARY2, not TABLEDATA: astropy's C TABLEDATA writer (astropy <= 8.0.2 at least) writes its
     # end-of-row NUL one byte past its buffer when a row's text is exactly the buffer's size
     # (256, 512, ... bytes) and corrupts the heap (benchmarks/ui-soak.md has the reproduction).
-    from_table(to_astropy(table, meta)).to_xml(buf, tabledata_format="binary2")
+    votable.to_xml(buf, tabledata_format="binary2")
     return buf.getvalue().decode()
 
 
+def _xml_id(name) -> str:
+    text = "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in str(name))
+    return "param_" + text
+
+
 def write_fits(table: pd.DataFrame, meta: dict | None = None, extra: dict | None = None) -> bytes:
-    """A FITS binary table, ``meta`` as header cards (keys cut to 8 characters, values to 60)."""
+    """A FITS binary table: ``TUNITn`` and ``TUCDn``/``TCOMMn`` of the columns, ``meta`` (the query's record)
+    as header keywords with comments (``QPROTO``, ``QK``, ``ENCMODEL``, ``DATE``...; another key: its name cut
+    to 8 characters)."""
+    from astropy.io import fits
+
+    from .record import fits_card
+
+    t = to_astropy(table)
+    hdu = fits.table_to_hdu(t)
+    for i, name in enumerate(t.colnames, start=1):
+        if t[name].meta.get("ucd"):
+            _card(hdu.header, f"TUCD{i}", t[name].meta["ucd"], f"UCD of {name}")
+        if t[name].description:
+            hdu.header[f"TCOMM{i}"] = t[name].description[:68]
+    for name, value in (meta or {}).items():
+        key, text, _ucd = fits_card(name)
+        if isinstance(value, (np.integer, np.floating)):
+            value = value.item()
+        elif not isinstance(value, (int, float, bool)):
+            value = _one_line(value)
+        _card(hdu.header, key, value, text)
     buf = io.BytesIO()
-    t = to_astropy(table, {k.upper()[:8]: str(v)[:60] for k, v in (meta or {}).items()})
-    t.write(buf, format="fits")
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(buf)
     return buf.getvalue()
 
 
+def _card(header, key: str, value, comment: str) -> None:
+    """A header card, its comment cut to what fits beside the value (a long string: CONTINUE cards, no comment)."""
+    shown = max(len(value.replace("'", "''")) + 2, 20) if isinstance(value, str) else 20
+    room = 80 - 10 - shown - 3
+    header[key] = (value, comment[:room]) if shown <= 68 and room > 0 else value
+
+
 def write_ecsv(table: pd.DataFrame, meta: dict | None = None, extra: dict | None = None) -> str:
-    """Astropy's Enhanced CSV: CSV with a YAML header of column types and ``meta``."""
+    """Astropy's Enhanced CSV: CSV with a YAML header of column types, units, UCDs and ``meta``."""
     buf = io.StringIO()
     to_astropy(table, meta).write(buf, format="ascii.ecsv")
     return buf.getvalue()

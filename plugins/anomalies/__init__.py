@@ -333,6 +333,7 @@ def register_commands(cli):
         """Rank the objects of an index by anomaly score (no prototype needed)."""
         from ulisse.cli import progress_enabled
         from ulisse._io import atomic_write
+        from ulisse.record import query_record
         from ulisse.results import check_output, render
 
         out_fmt = check_output(output) if output else None  # before any work: a bad path fails at once
@@ -343,11 +344,12 @@ def register_commands(cli):
         extra = {"method": method, "k": ranking.k, "index": str(index.path), "label": label,
                  "precision": ranking.precision, "base_rate": ranking.base_rate}
         table = ranking.table.drop(columns=["row"], errors="ignore")  # the same columns as a query's output
-        text = render(table, fmt, meta, extra=extra)
+        record = query_record(index, "anomalies", method=method, k=ranking.k, top=top, label=label)
+        text = render(table, fmt, meta, extra=extra, record=record, stream=True)
         if fmt == "table" and label is not None:
             text += _precision_lines(ranking)
         if output:  # written before anything is printed
-            data = render(table, out_fmt, meta, extra=extra)
+            data = render(table, out_fmt, meta, extra=extra, record=record)
             if out_fmt == "table" and label is not None:
                 data += _precision_lines(ranking)
             atomic_write(output, data)

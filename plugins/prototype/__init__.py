@@ -143,6 +143,7 @@ def register_commands(cli):
         """One-shot query: the k nearest neighbours of one prototype (or several)."""
         from ulisse._io import atomic_write
         from ulisse.indexes.shards import is_sharded
+        from ulisse.record import query_record
         from ulisse.results import check_output, render
 
         out_fmt = check_output(output) if output else None
@@ -165,10 +166,12 @@ def register_commands(cli):
         meta = {"prototype": result.prototype, "index": str(index.path)}
         extra = {"prototype": result.prototype, "prototypes": result.prototypes, **result.summary(),
                  "matched": result.info.get("matched", [])}
-        text = render(table, fmt, meta, extra=extra)
+        record = query_record(index, "query", prototype=result.prototype, prototypes=result.prototypes, k=k,
+                              combine=combine, where=where, label=label)
+        text = render(table, fmt, meta, extra=extra, record=record, stream=True)
         head = header_lines(result, index)
         if output:  # written before anything is printed: a failed write leaves no half-done output behind
-            data = render(table, out_fmt, meta, extra=extra)
+            data = render(table, out_fmt, meta, extra=extra, record=record)
             atomic_write(output, head + data + fractions_text(result) if out_fmt == "table" else data)
         if fmt == "table":
             click.echo(head + text + fractions_text(result), nl=False)
@@ -194,10 +197,13 @@ def _sharded_query(index_dir, ids, k, fmt, output, out_fmt, dask, partial, nprob
     from ulisse.results import render
 
     answer = cli_query(index_dir, ids, k, dask, partial, nprobe=nprobe, rerank=rerank)
+    from ulisse.record import query_record
+
     meta = {"prototype": answer.prototype, "index": str(index_dir), "missing_shards": answer.missing_text()}
+    record = query_record(index_dir, "query", prototype=answer.prototype, k=k)
     if output:
-        atomic_write(output, render(answer.table, out_fmt, meta))
-    click.echo(render(answer.table, fmt, meta), nl=False)
+        atomic_write(output, render(answer.table, out_fmt, meta, record=record))
+    click.echo(render(answer.table, fmt, meta, record=record, stream=True), nl=False)
     if answer.missing:
         click.echo(f"ulisse: warning: partial answer: shards missing: {answer.missing_text()}", err=True)
 

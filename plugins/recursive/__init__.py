@@ -256,6 +256,7 @@ def register_commands(cli):
         are still listed); with --label the result is compared with direct kNN at equal count.
         """
         from ulisse._io import atomic_write as write_atomic
+        from ulisse.record import query_record
         from ulisse.results import format_for_path, render
 
         out_fmt = format_for_path(output) if output else None
@@ -268,11 +269,14 @@ def register_commands(cli):
         table = e.table.drop(columns=["row"])
         meta = {"prototype": e.prototype, "index": str(index.path)}
         extra = {"prototype": e.prototype, **e.summary()}
-        click.echo(render(table, fmt, meta, extra=extra) + (expansion_text(e) if fmt == "table" else ""), nl=False)
+        record = query_record(index, "expand", prototype=e.prototype, k=k, iterations=iterations, budget=budget,
+                              label=label, follow_label=follow_label)
+        click.echo(render(table, fmt, meta, extra=extra, record=record, stream=True)
+                   + (expansion_text(e) if fmt == "table" else ""), nl=False)
         if fmt in ("csv", "votable"):
             click.echo(expansion_text(e), err=True, nl=False)
         if output:
-            write_atomic(output, render(table, out_fmt, meta, extra=extra))
+            write_atomic(output, render(table, out_fmt, meta, extra=extra, record=record))
         if png:
             from ulisse.plot import thumbnail, thumbnail_grid
 

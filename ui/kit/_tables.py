@@ -1,7 +1,8 @@
-"""Numbers and tables for the eye, class-fraction charts, and CSV/VOTable downloads."""
+"""Numbers and tables for the eye, class-fraction charts, and downloads (VOTable, FITS, CSV, ECSV)."""
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
@@ -78,30 +79,51 @@ def fractions_view(fractions: pd.DataFrame, label: str, names: dict | None = Non
 # -- downloads ---------------------------------------------------------------------------
 
 FORMAT_LABELS = {"csv": "CSV", "votable": "VOTable", "json": "JSON", "fits": "FITS", "ecsv": "ECSV"}
+DOWNLOAD_FORMATS = ("votable", "fits", "csv", "ecsv")
+
+
+def page_record(index=None, meta: dict | None = None, verb: str | None = None):
+    """The :class:`ulisse.record.QueryRecord` of a page's result: the page (``ui:Search``), ``meta``'s query
+    parameters (prototype, k, combine...), the index and its encoder spec."""
+    from ulisse.record import query_record
+
+    if index is None and st.session_state.get("index_path"):
+        index = st.session_state["index_path"]
+    params = {k: v for k, v in (meta or {}).items() if k not in ("index", "verb")}
+    return query_record(index, verb or (meta or {}).get("verb") or f"ui:{st.session_state.get('page') or 'page'}",
+                        **params)
 
 
 def download_buttons(table: pd.DataFrame, name: str, *, index: ulisse.Index | None = None,
                      meta: dict | None = None, key: str | None = None,
-                     formats: Sequence[str] = ("csv", "votable")) -> None:
-    """Download buttons, one per export format (CSV and VOTable unless told); a file is made only when clicked.
+                     formats: Sequence[str] = DOWNLOAD_FORMATS, record=None) -> None:
+    """Download buttons, one per export format (VOTable, FITS, CSV and ECSV unless told); a file is made only
+    when clicked, by :func:`ulisse.results.render`, the command line's own export path.
 
     ``formats`` are names of registered export formats (``register_export_formats``:
     ``csv``, ``votable``, ``fits``... and any a plugin adds); each gives the file's
     suffix and media type. ``source`` paths are written relative to ``index`` (the
-    current index by default).
+    current index by default). Every file carries the query's record (``record``,
+    else :func:`page_record` of ``meta``: prototype, k..., the index and its encoder)
+    and the columns' units and UCDs.
     """
     from ulisse.registry import export_format
+    from ulisse.results import render
 
     if index is None and st.session_state.get("index_path"):
         index = st.session_state["index_path"]
     out = export_table(table, index)
-    info = {k: str(v) for k, v in (meta or {}).items()}
+    index_meta = {"index": str(index if isinstance(index, (str, os.PathLike)) else index.path)} if index else {}
     stem = safe_stem(name)
     key = key or f"download.{stem}"
     chosen = [export_format(f) for f in formats]
     columns = st.columns([1] * len(chosen) + [max(1, 5 - len(chosen))])
+
+    def data(fmt):
+        return render(out, fmt.name, index_meta, record=record or page_record(index, meta))
+
     for col, fmt in zip(columns, chosen):
         col.download_button(f"Download {FORMAT_LABELS.get(fmt.name, fmt.name)}",
-                            lambda fmt=fmt: fmt.write(out, info, None), f"{stem}{fmt.extensions[0]}",
+                            lambda fmt=fmt: data(fmt), f"{stem}{fmt.extensions[0]}",
                             fmt.media_type, key=f"{key}.{fmt.name}", on_click="ignore", icon=":material/download:",
                             width="stretch")
