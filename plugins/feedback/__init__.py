@@ -154,9 +154,10 @@ def _table(index, rows: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
 
 def export_marks(index, fmt: str) -> str:
     """The marks as CSV or VOTable text."""
+    from ulisse.record import query_record
     from ulisse.results import render
 
-    return render(marks(index), fmt, {"index": str(index.path)})
+    return render(marks(index), fmt, {"index": str(index.path)}, record=query_record(index, "marks"))
 
 
 @ulisse.hookimpl
@@ -180,7 +181,11 @@ def register_commands(cli):
         index = ulisse.open_index(index_dir, device="cpu")
         table = rank(index, pos, neg, k)
         extra = {"positives": len(pos), "negatives": len(neg)}
-        click.echo(render(table, fmt, {"index": str(index.path), **extra}, extra=extra), nl=False)
+        from ulisse.record import query_record
+
+        record = query_record(index, "rank", k=k, positives=len(pos), negatives=len(neg))
+        click.echo(render(table, fmt, {"index": str(index.path), **extra}, extra=extra, record=record, stream=True),
+                   nl=False)
 
 
 @ulisse.hookimpl
