@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Generic, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Generic, Mapping, Protocol, Sequence, TypeVar
 
 import numpy as np
 
@@ -255,15 +255,23 @@ class TileAction:
     """A button under the result tiles of the web UI (:func:`ulisse.ui.kit.tile_grid` with ``actions=True``).
 
     ``run(index, object_id)`` acts on the tile's object (marks it, say); ``label`` is
-    the button's text (an emoji or a short word); ``help`` its tooltip, where
+    the button's text (a word or two, not a glyph: "Relevant"); ``help`` its tooltip, where
     ``{id}`` stands for the object's id. ``name`` names the action (and its
     buttons' widget keys: ``GRID.NAME.N``).
+
+    An action that leaves a trace on its objects (a mark) says so with ``badge(index)``:
+    object id -> the text of the badge its tile shows ("Relevant"); such a tile shows,
+    instead of the action's button, one labelled ``undo_label`` that calls
+    ``undo(index, object_id)`` (remove that one mark).
     """
 
     name: str
     label: str
     run: Callable[[Any, str], Any]
     help: str = ""
+    badge: Callable[[Any], Mapping[str, str]] | None = None
+    undo: Callable[[Any, str], Any] | None = None
+    undo_label: str = "Undo"
 
 
 def _collect(hook_name: str, pm=None, config: Config | None = None) -> list:

@@ -74,6 +74,18 @@ def mark(index, ids: Iterable[str], relevant: bool | None) -> pd.DataFrame:
     return table
 
 
+def unmark(index, object_id: str) -> pd.DataFrame:
+    """Remove the mark of one object (under the index's transaction, as :func:`mark`); returns all marks."""
+    return mark(index, [object_id], None)
+
+
+def mark_badges(index, relevant: bool) -> dict[str, str]:
+    """Object id -> "Relevant" (or "Not relevant") for the objects marked so: the badges of their tiles."""
+    table = marks(index)
+    text = "Relevant" if relevant else "Not relevant"
+    return {str(i): text for i in table.loc[table["relevant"] == relevant, "id"]}
+
+
 def clear_marks(index) -> None:
     """Remove every mark of ``index``."""
     with transaction(index.path, SIDE_WAIT) as txn:
@@ -198,10 +210,15 @@ def register_ui_pages(config):
 
 @ulisse.hookimpl
 def register_tile_actions(config):
-    """👍/👎 under the web UI's result tiles: mark the object relevant or not (kept with the index)."""
+    """"Relevant" / "Not relevant" under the web UI's result tiles: mark the object (kept with the index).
+
+    A marked tile shows its mark as a badge and an "Unmark" button that removes that one mark.
+    """
     from ulisse.registry import TileAction
 
-    return [TileAction("yes", "👍", run=lambda index, object_id: mark(index, [object_id], True),
-                       help="Mark {id} relevant"),
-            TileAction("no", "👎", run=lambda index, object_id: mark(index, [object_id], False),
-                       help="Mark {id} not relevant")]
+    return [TileAction("yes", "Relevant", run=lambda index, object_id: mark(index, [object_id], True),
+                       help="Mark {id} relevant", badge=lambda index: mark_badges(index, True), undo=unmark,
+                       undo_label="Unmark"),
+            TileAction("no", "Not relevant", run=lambda index, object_id: mark(index, [object_id], False),
+                       help="Mark {id} not relevant", badge=lambda index: mark_badges(index, False), undo=unmark,
+                       undo_label="Unmark")]

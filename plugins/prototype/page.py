@@ -14,7 +14,7 @@ import streamlit as st
 
 from ulisse.errors import UlisseError
 from ulisse.prototypes import DEFAULT_RADIUS_ARCSEC, Prototype, match_position
-from ulisse.registry import query_strategies, tile_actions
+from ulisse.registry import query_strategies
 import ulisse.ui.kit as kit
 from ulisse.ui.kit import MAX_UPLOAD_MB, UploadError, decode_upload, display_png, format_position, parse_position
 
@@ -57,7 +57,9 @@ def on_ids_typed() -> None:
     follow_prototypes()
 
 
-kit.page_setup("Search")
+kit.page_setup("Search", url_state={"mode": "search.mode", "position": "search.position",
+                                     "radius": ("search.radius", float), "upload": "search.upload_hash",
+                                     "sort": "search.pick_sort"})
 index = kit.current_index()
 path, generation = kit.index_key(index)
 k = kit.slider("Neighbours (k)", 1, max(1, min(100, len(index) - 1)), 12, key="search.k")
@@ -73,76 +75,105 @@ combine = st.sidebar.selectbox("Combine prototypes", combines, key="search.combi
 
 st.title("Search")
 st.caption("One-shot similarity search: the objects nearest to a prototype in the feature space of an "
-           "ImageNet EfficientNet (ULISSE). Click a tile to make it the prototype; ＋ adds it to the prototypes.")
+           "ImageNet EfficientNet (ULISSE). Click a tile to make it the prototype; **Add** adds it to the prototypes.")
 
 follow_prototypes()
-if "search.mode" not in st.session_state:
+if st.session_state.get("search.mode") not in MODES:
     st.session_state["search.mode"] = MODES[0]
 mode = st.radio("Prototype", MODES, key="search.mode", horizontal=True)
-protos = [p for p in kit.prototypes() if kit.has_object(index, p)]
+if mode != MODES[3]:
+    st.session_state["search.upload_hash"] = None  # the URL names an upload only while one is the prototype
 image = None
 prototype_png = None
+upload_name = None
 if mode == "Object id":
-    if not protos and not st.session_state.get("search.id"):
-        kit.set_prototypes([index.id_of(0)], page=None)
+    if not kit.prototypes() and not st.session_state.get("search.id"):
+        kit.set_prototypes([kit.default_prototype(index)], page=None)
         follow_prototypes(switch_mode=False)
-        protos = kit.prototypes()
+        st.caption(f"Starting from {kit.prototypes()[0]}, {kit.default_prototype_reason(index)} of the index.")
     st.text_input("Object id(s)", key="search.id", on_change=on_ids_typed,
                   help="One object of the index, or several separated by commas (left out of the results).")
     typed = [p.strip() for p in st.session_state.get("search.id", "").split(",") if p.strip()]
-    protos = typed or protos
-    st.session_state[kit.PROTOS] = st.session_state["search.shown"] = protos
+    st.session_state[kit.PROTOS] = st.session_state["search.shown"] = typed or kit.prototypes()
+    protos = kit.known_prototypes(index, "Searching with the others." if len(kit.prototypes()) > 1 else
+                                  "Type an id of this index, or pick a thumbnail.")
 elif mode == "Sky position":
-    placed = pd.DataFrame({c: index.metadata_column(c) for c in ("ra", "dec")}).dropna()
+    placed = pd.DataFrame({c: index.metadata_column(c) for c in ("ra", "dec")}).dropna() \
+        if {"ra", "dec"} <= set(index.metadata_columns) else pd.DataFrame()
+    protos = []
     if placed.empty:
         st.warning("This index has no sky positions (ra, dec) for its objects: choose a prototype another way.")
-        protos = []
     else:
         with st.form("search.sky", border=False):
             pos_col, radius_col, button_col = st.columns([4, 1, 1], vertical_alignment="bottom")
-            if "search.position" not in st.session_state:
-                st.session_state["search.position"] = f"{placed['ra'].iloc[0]:.6f} {placed['dec'].iloc[0]:+.6f}"
-            if "search.radius" not in st.session_state:
+            if not st.session_state.get("search.position"):
+                first = index.row_of(kit.default_prototype(index))
+                st.session_state["search.position"] = format_position(float(index.metadata_column("ra").iloc[first]),
+                                                                      float(index.metadata_column("dec").iloc[first]))
+            if not st.session_state.get("search.radius"):
                 st.session_state["search.radius"] = DEFAULT_RADIUS_ARCSEC
             pos_col.text_input("Position: RA Dec in degrees or sexagesimal (10:00:24 +02:12:00), or a name",
                                key="search.position")
             radius_col.number_input("Radius (arcsec)", min_value=0.01, format="%.2f", key="search.radius")
-            asked = button_col.form_submit_button("Search", icon=":material/search:", width="stretch")
+            asked = button_col.form_submit_button("Search", width="stretch")
         if asked:
+            typed_position, where = st.session_state["search.position"], None
             try:
-                coord = parse_position(st.session_state["search.position"])
-                row, sep = match_position(index, float(coord.ra.deg), float(coord.dec.deg),
-                                          float(st.session_state["search.radius"]))
+                coord = parse_position(typed_position)
+                where = (float(coord.ra.deg), float(coord.dec.deg))
+                row, sep = match_position(index, *where, float(st.session_state["search.radius"]),
+                                          text=typed_position.strip())
             except UlisseError as exc:
-                st.session_state["search.sky_match"] = {"error": str(exc)}
+                st.session_state["search.sky_match"] = {"error": str(exc), "where": where}
             else:
                 matched = index.id_of(row)
                 st.session_state["search.sky_match"] = {
-                    "id": matched, "sep": sep, "asked": format_position(float(coord.ra.deg), float(coord.dec.deg))}
+                    "id": matched, "sep": sep, "asked": typed_position.strip()}
                 kit.set_prototypes([matched], page=None)
                 follow_prototypes(switch_mode=False)
         match = st.session_state.get("search.sky_match")
         if match and "error" in match:
             st.error(match["error"])
-            protos = []
+            footprint = kit.sky_footprint_png(index, mark=match.get("where"))
+            if footprint is not None:
+                st.image(footprint, width=420)
+                st.caption("Where this index lies on the sky (red) and the position you asked for (blue ×).")
         elif match:
             st.success(f"Matched **{match['id']}** at {match['sep']:.2f} arcsec from {match['asked']}.")
             protos = [match["id"]]
         else:
             st.info("Type a position and press **Search**.")
-            protos = []
 elif mode == "Pick a thumbnail":
-    st.caption("Click a cutout to make it the prototype.")
-    kit.tile_grid(pd.DataFrame({c: index.metadata_column(c) for c in ("id", "ra", "dec")}), index, key="pick",
-                  columns=8, per_page=PICK_PAGE)
     protos = []
+    if st.session_state.get("search.pick_sort") not in kit.PICK_SORTS:
+        st.session_state["search.pick_sort"] = kit.PICK_SORTS[0]
+    sort_col, note_col = st.columns([1, 2], vertical_alignment="bottom")
+    order = sort_col.selectbox("Order", kit.PICK_SORTS, key="search.pick_sort",
+                               help="Brightest: a flux or magnitude column (else the most typical); typical: "
+                                    "nearest the mean feature vector of the index.")
+    note_col.caption("Click a cutout to make it the prototype.")
+    kit.tile_grid(kit.sort_for_picking(index, order), index, key="pick", per_page=PICK_PAGE)
 else:
     upload = st.file_uploader(f"A cutout: PNG, JPEG or FITS (at most {MAX_UPLOAD_MB} MB)",
                               max_upload_size=MAX_UPLOAD_MB, key="search.upload")
     protos = []
+    data = None
     if upload is not None:
+        upload_name, data = upload.name, upload.getvalue()
+        st.session_state["search.upload_hash"] = kit.remember_upload(upload_name, data)
+        kit.set_prototypes([], page=None)  # the upload is the prototype: the URL names it, not the last object
+        follow_prototypes(switch_mode=False)
+    elif st.session_state.get("search.upload_hash"):
+        kept = kit.recall_upload(st.session_state["search.upload_hash"])
+        if kept is None:
+            st.warning(f"This link's uploaded cutout (content hash {st.session_state['search.upload_hash']}) is no "
+                       "longer kept by this server: upload it again to restore the view.")
+        else:
+            upload_name, data = kept
+            st.caption(f"The cutout this link names: {upload_name} (kept by the server since it was uploaded).")
+    if data is not None:
         try:
-            image = decode_upload(upload.name, upload.getvalue(), index.rgb)
+            image = decode_upload(upload_name, data, index.rgb)
         except UploadError as exc:
             st.error(str(exc))
         else:
@@ -161,11 +192,12 @@ except UlisseError as exc:
     st.stop()
 
 st.divider()
-proto_col, grid_col = st.columns([1, 5], gap="large")
+kit.detail_dialog(index, key="search.detail")
+proto_col, grid_col = st.columns([1, 5], gap="medium")
 with proto_col:
     st.markdown("**Prototype**" if len(protos) < 2 else f"**{len(protos)} prototypes** ({combine})")
     if prototype_png is not None:
-        st.image(prototype_png, caption=upload.name, width="stretch")
+        st.image(prototype_png, caption=upload_name, width="stretch")
     for i, pid in enumerate(protos):
         png = kit.thumbnail_png(index, pid, framed=True)
         if png is not None:
@@ -173,24 +205,16 @@ with proto_col:
         else:
             st.caption(pid)
         if len(protos) > 1:
-            st.button("remove", key=f"search.remove.{i}", on_click=kit.set_prototypes,
+            st.button("Remove", key=f"search.remove.{i}", on_click=kit.set_prototypes,
                       args=([p for p in protos if p != pid], None), type="tertiary")
     if len(protos) == 1 and "Expand" in [p.title for p in kit.registered_pages()]:  # the recursive plugin's page
         st.button("Expand", key="search.expand", help="Recursive expansion from this prototype",
-                  on_click=kit.go_to_page, args=("Expand",), icon=":material/account_tree:", width="stretch")
+                  on_click=kit.go_to_page, args=("Expand",), width="stretch")
 with grid_col:
-    detail = st.session_state.get(kit.DETAIL)
-    if detail and kit.has_object(index, detail):
-        with st.container(border=True):
-            head, close = st.columns([6, 1])
-            head.markdown(f"**Details** · {detail}")
-            close.button("Close", key="search.detail.close", on_click=kit.show_detail, args=(None,), type="tertiary")
-            kit.object_detail(index, detail, key="search.detail")
     metric = index.manifest.get("metric", "L2")
-    actions = " · ".join(f"{a.label} {a.help.replace('{id}', 'an object').lower()}" for a in tile_actions().values())
-    st.markdown(f"**{len(result)} nearest neighbours** · distance in feature space ({metric})"
-                + (f" · {actions}" if actions else ""))
-    kit.tile_grid(result.table, index, key="neighbour", columns=6, per_page=48, actions=True)
+    st.markdown(f"**{len(result)} nearest neighbours** · distance in feature space ({metric}) · click a tile to "
+                "search from it")
+    kit.tile_grid(result.table, index, key="neighbour", per_page=48, actions=True)
 
 fractions = getattr(result, "fractions", None)
 if fractions is not None:
@@ -201,3 +225,9 @@ st.subheader("Neighbours")
 kit.show_table(result.table)
 kit.download_buttons(result.table, f"ulisse-neighbours-{'-'.join(protos[:3]) or 'upload'}", index=index,
                      meta={"prototype": result.prototype, "k": k, "combine": combine}, key="search.download")
+
+footprint = kit.sky_footprint_png(index)
+if footprint is not None:
+    st.subheader("Where the index lies on the sky")
+    st.image(footprint, width=420)
+    st.caption(f"{len(index):,} objects (red), all-sky Mollweide projection, RA increasing to the left.")

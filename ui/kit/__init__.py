@@ -28,15 +28,18 @@ import streamlit as st
 from ulisse.ui import INDEX_ENV, MAX_UPLOAD_MB  # noqa: F401 (public here: pages read the upload limit from the kit)
 from ulisse.ui.kit import _images
 from ulisse.ui.kit._index import (OTHER_INDEX, current_index, has_object, index_candidates,  # noqa: F401
-                                  index_from_key, index_key, index_lock, with_encoder)
+                                  index_from_key, index_key, index_lock, known_prototypes, with_encoder)
+from ulisse.ui.kit._overview import (PICK_SORTS, default_prototype, default_prototype_reason,  # noqa: F401
+                                     sky_footprint_png, sort_for_picking)
 from ulisse.ui.kit._sky import ResolveError, format_position, parse_position  # noqa: F401
 from ulisse.ui.kit._state import (DETAIL, NONE_TEXT, PROTOS, PROTOTYPE_PAGE, add_prototype,  # noqa: F401
-                                  go_to_page, keep_widget_values, persistent_keys, prototype_page, prototypes,
+                                  declare_url_state, go_to_page, recall_upload, remember_upload, keep_widget_values, persistent_keys, prototype_page, prototypes,
                                   registered_pages, restore_from_url, set_prototypes, show_detail, sync_url,
                                   url_state, use_as_prototype)
 from ulisse.ui.kit._tables import (display_table, distance_text, download_buttons, export_table,  # noqa: F401
                                    fractions_view, number_text, relative_source, show_table)
-from ulisse.ui.kit._tiles import object_detail, run_tile_action, thumbnail_png, tile_caption, tile_grid  # noqa: F401
+from ulisse.ui.kit._tiles import (detail_dialog, object_detail, run_tile_action, thumbnail_png,  # noqa: F401
+                                  tile_caption, tile_grid, tile_width)
 from ulisse.ui.kit._uploads import UploadError, decode_upload  # noqa: F401
 from ulisse.ui.kit._widgets import MAX_CLASSES, choose_label, label_columns, slider  # noqa: F401
 
@@ -45,28 +48,42 @@ __all__ = [
     "page_setup", "current_index", "has_object", "index_key", "index_from_key", "index_lock", "with_encoder",
     # the view's state: prototypes, detail, pages, URL
     "prototypes", "set_prototypes", "add_prototype", "use_as_prototype", "show_detail", "go_to_page",
-    "prototype_page", "registered_pages", "sync_url", "PROTOS", "DETAIL",
+    "prototype_page", "registered_pages", "sync_url", "known_prototypes", "PROTOS", "DETAIL",
     # thumbnails and one object
-    "tile_grid", "tile_caption", "thumbnail_png", "display_png", "object_detail",
+    "tile_grid", "tile_caption", "tile_width", "thumbnail_png", "display_png", "object_detail", "detail_dialog",
+    "default_prototype", "default_prototype_reason", "sort_for_picking", "PICK_SORTS", "sky_footprint_png",
     # controls, tables, downloads
     "slider", "choose_label", "label_columns", "fractions_view", "show_table", "display_table", "number_text",
     "download_buttons",
     # what a user types or uploads
-    "format_position", "parse_position", "decode_upload", "UploadError", "MAX_UPLOAD_MB",
+    "format_position", "parse_position", "decode_upload", "UploadError", "MAX_UPLOAD_MB", "remember_upload",
+    "recall_upload",
 ]
 
 display_png = _images.display_png  # an RGB cutout as PNG for the page (small ones enlarged, crisp pixels)
 
 STYLE = """<style>
 [data-testid="stMainBlockContainer"] { padding-top: 2.5rem; }
-[data-testid="stImageCaption"] { line-height: 1.3; white-space: pre-line; }
+[data-testid="stImageCaption"] { line-height: 1.3; white-space: pre-line; overflow-wrap: normal; word-break: normal;
+  font-size: 0.78rem; }
+div[class*="st-key-ulisse-card-"] { border-radius: 6px; padding: 3px; }
+div[class*="st-key-ulisse-card-"][class*="-mark0"] { outline: 3px solid #2e7d32; }
+div[class*="st-key-ulisse-card-"][class*="-mark1"] { outline: 3px solid #c62828; }
+div[class*="st-key-ulisse-card-"][class*="-mark"]:not([class*="-mark0"]):not([class*="-mark1"]) {
+  outline: 3px solid #2f6db5; }
 div[class*="st-key-ulisse-tile-"] { position: relative; border-radius: 6px; }
 div[class*="st-key-ulisse-tile-"]:hover { outline: 2px solid #c8102e; }
 div[class*="st-key-ulisse-pick-"] { position: absolute; inset: 0; z-index: 3; width: 100% !important; }
 div[class*="st-key-ulisse-pick-"] div { position: static !important; }
 div[class*="st-key-ulisse-pick-"] button { position: absolute; inset: 0; width: 100%; height: 100%; opacity: 0;
   cursor: pointer; }
-div[class*="st-key-ulisse-tools-"] button { padding: 0 0.3rem; min-height: 1.6rem; }
+div[class*="st-key-ulisse-tools-"] { column-gap: 0.6rem; row-gap: 0; }
+div[class*="st-key-ulisse-tools-"] button { padding: 0; min-height: 1.4rem; }
+div[class*="st-key-ulisse-tools-"] button p { font-size: 0.8rem; }
+button p, [data-testid="stMetricValue"] div, [data-testid="stMetricLabel"] p, [data-testid="stCaptionContainer"] code,
+[role="radiogroup"] p { white-space: nowrap; overflow-wrap: normal; word-break: normal; }
+[data-testid="stMetricValue"] { font-size: 1.6rem; }
+[data-testid="stMarkdownContainer"] p, [data-testid="stCaptionContainer"] { overflow-wrap: normal; word-break: normal; }
 </style>"""
 
 
@@ -83,11 +100,13 @@ def _icon():
     return im
 
 
-def page_setup(title: str) -> None:
+def page_setup(title: str, url_state: dict | None = None) -> None:
     """Wide layout, the page title and icon, the view restored from the URL, widget values kept across pages.
 
     Call it first in every page script. What the URL holds and which widget values
-    are kept come from the registered pages (``UIPage.url_state``, ``UIPage.persistent_keys``).
+    are kept come from the registered pages (``UIPage.url_state``, ``UIPage.persistent_keys``)
+    and from ``url_state`` here (same form: URL parameter -> session key, or -> ``(key, convert)``):
+    the page's own view, restored from a shared link and kept across pages.
     """
     st.set_page_config(page_title=f"{title} · ulisse", page_icon=_icon(), layout="wide")
     st.html(STYLE)
@@ -96,4 +115,5 @@ def page_setup(title: str) -> None:
     if not st.session_state.get("_kit.restored"):
         restore_from_url(pages)
         st.session_state["_kit.restored"] = True
+    declare_url_state(title, url_state)
     keep_widget_values(pages)

@@ -145,3 +145,18 @@ def has_object(index: ulisse.Index, object_id: str) -> bool:
     except UlisseError:
         return False
     return True
+
+
+def known_prototypes(index: ulisse.Index, instead: str = "") -> list[str]:
+    """The prototypes that are objects of ``index``; the others are reported, the same way on every page.
+
+    ``instead`` says what the page does without them ("starting from hdf-0001"); the
+    unknown ids stay in the view (and the URL) until the user chooses other prototypes.
+    """
+    protos = list(st.session_state.get(PROTOS) or [])
+    unknown = [p for p in protos if not has_object(index, p)]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        st.warning(f"Not in this index ({Path(index.path).name}): {shown}. "
+                   + (instead or "Choose another prototype."))
+    return [p for p in protos if p not in unknown]

@@ -19,8 +19,11 @@ DETAIL = "ulisse.detail"  # session key: the object in the detail panel (the URL
 NONE_TEXT = "(none)"  # in the URL: a choice of "none" (no label column, say), not a missing parameter
 PROTOTYPE_PAGE = ""  # ``set_prototypes(page=PROTOTYPE_PAGE)``: the page that accepts prototypes (Search)
 # The kit's own URL parameters -> session-state keys; pages add theirs (UIPage.url_state).
-KIT_URL_STATE = {"index": "index_path", "page": "page", "proto": PROTOS, "detail": DETAIL}
-KIT_PERSISTENT_KEYS = ("index.choice", "index.other")  # the sidebar's index chooser
+TILE_SIZE = "ulisse.tile_size"  # session key: the sidebar's "Tile size" (the URL's ``tiles``)
+KIT_URL_STATE = {"index": "index_path", "page": "page", "proto": PROTOS, "detail": DETAIL, "tiles": TILE_SIZE}
+KIT_PERSISTENT_KEYS = ("index.choice", "index.other", TILE_SIZE)  # the sidebar's index chooser, the tile size
+DECLARED = "_kit.url_state"  # session key: title -> the url_state a page declared in ``page_setup``
+URL_SNAPSHOT = "_kit.url"  # session key: the URL the session opened with (a page's state waits there for its page)
 
 
 def registered_pages() -> list[UIPage]:
@@ -34,11 +37,31 @@ def url_state(pages: Sequence[UIPage] | None = None) -> dict[str, tuple[str, Cal
     A parameter declared twice keeps its first declaration (the kit's, or the earlier page's).
     """
     out: dict[str, tuple[str, Callable[[str], Any]]] = {name: (key, str) for name, key in KIT_URL_STATE.items()}
-    for page in registered_pages() if pages is None else pages:
-        for name, spec in (page.url_state or {}).items():
+    declared = [page.url_state for page in (registered_pages() if pages is None else pages)]
+    declared += list(st.session_state.get(DECLARED, {}).values())
+    for state in declared:
+        for name, spec in (state or {}).items():
             key, convert = (spec, str) if isinstance(spec, str) else spec
             out.setdefault(str(name), (str(key), convert))
     return out
+
+
+def declare_url_state(title: str, state: dict | None) -> None:
+    """A page's own URL parameters (``page_setup(title, url_state=...)``), restored from the URL the session opened with.
+
+    The first time a page declares them in a session, the parameters the session's first URL
+    held are put into the session state (a shared link restores them even when it opened on
+    another page); from then on :func:`sync_url` keeps them in the URL.
+    """
+    if not state:
+        return
+    declared = dict(st.session_state.get(DECLARED, {}))
+    if title in declared:
+        return
+    declared[title] = dict(state)
+    st.session_state[DECLARED] = declared
+    snapshot = st.session_state.get(URL_SNAPSHOT) or {}
+    _restore(snapshot, {name: (spec, str) if isinstance(spec, str) else spec for name, spec in state.items()})
 
 
 def persistent_keys(pages: Sequence[UIPage] | None = None) -> list[str]:
@@ -46,6 +69,8 @@ def persistent_keys(pages: Sequence[UIPage] | None = None) -> list[str]:
     keys = list(KIT_PERSISTENT_KEYS)
     for page in registered_pages() if pages is None else pages:
         keys.extend(page.persistent_keys or ())
+    for state in st.session_state.get(DECLARED, {}).values():  # what pages keep in the URL is kept across pages
+        keys.extend(spec if isinstance(spec, str) else spec[0] for spec in state.values())
     return list(dict.fromkeys(keys))
 
 
@@ -59,23 +84,36 @@ def keep_widget_values(pages: Sequence[UIPage] | None = None) -> None:
 def restore_from_url(pages: Sequence[UIPage] | None = None) -> None:
     """Put the URL's view (``?index=&page=&proto=&detail=`` and the pages' parameters) into the session state."""
     params = st.query_params
-    for name, (key, convert) in url_state(pages).items():
-        if name not in params:
+    snapshot = {name: params.get_all(name) for name in params}
+    st.session_state[URL_SNAPSHOT] = snapshot
+    _restore(snapshot, url_state(pages))
+
+
+def _restore(snapshot: dict[str, list[str]], state: dict[str, tuple[str, Callable[[str], Any]]]) -> None:
+    for name, (key, convert) in state.items():
+        values = snapshot.get(name)
+        if not values:
             continue
         if key == PROTOS:
-            st.session_state[key] = [p for p in params.get_all(name) if p]
+            st.session_state[key] = [p for p in values if p]
         elif convert is str:
-            st.session_state[key] = None if params[name] in ("", NONE_TEXT) else params[name]
+            st.session_state[key] = None if values[-1] in ("", NONE_TEXT) else values[-1]
         else:
             try:
-                st.session_state[key] = convert(params[name])
+                st.session_state[key] = convert(values[-1])
             except (TypeError, ValueError):
                 pass
 
 
 def sync_url(pages: Sequence[UIPage] | None = None) -> None:
-    """Write the view's state into the URL (only what changed), so that it can be reloaded or shared."""
-    for name, (key, _) in url_state(pages).items():
+    """Write the view's state into the URL (only what changed), so that it can be reloaded or shared.
+
+    A parameter no page declares (one a page set by hand, say) is dropped.
+    """
+    state = url_state(pages)
+    for name in [n for n in st.query_params if n not in state]:
+        st.query_params.pop(name, None)
+    for name, (key, _) in state.items():
         value = st.session_state.get(key)
         if key == PROTOS:
             value = [str(v) for v in value or []]
@@ -140,3 +178,31 @@ def add_prototype(object_id: str) -> None:
 def show_detail(object_id: str | None) -> None:
     """Show ``object_id`` in the detail panel (None: close it); usable as a widget callback."""
     st.session_state[DETAIL] = object_id
+
+
+# -- uploads by content hash ------------------------------------------------------
+
+UPLOADS_KEPT = 32  # uploaded cutouts kept by the server process (the URL names them by content hash)
+
+
+@st.cache_resource(show_spinner=False)
+def _upload_cache() -> dict[str, tuple[str, bytes]]:
+    return {}
+
+
+def remember_upload(name: str, data: bytes) -> str:
+    """Keep an uploaded file in the upload cache; returns its content hash (what the URL holds: ``upload=``)."""
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()[:20]
+    cache = _upload_cache()
+    cache.pop(digest, None)
+    cache[digest] = (str(name), bytes(data))
+    while len(cache) > UPLOADS_KEPT:
+        cache.pop(next(iter(cache)))
+    return digest
+
+
+def recall_upload(digest: str) -> tuple[str, bytes] | None:
+    """The ``(name, bytes)`` of an upload by its content hash, or None when the cache no longer holds it."""
+    return _upload_cache().get(str(digest))
