@@ -225,6 +225,8 @@ st.subheader("Neighbours")
 kit.show_table(result.table)
 kit.download_buttons(result.table, f"ulisse-neighbours-{'-'.join(protos[:3]) or 'upload'}", index=index,
                      meta={"prototype": result.prototype, "k": k, "combine": combine}, key="search.download")
+kit.samp_buttons(result.table, index=index, meta={"prototype": result.prototype, "k": k, "combine": combine},
+                 key="search", name=f"ulisse neighbours of {result.prototype}")
 
 footprint = kit.sky_footprint_png(index)
 if footprint is not None:

@@ -31,7 +31,8 @@ from ulisse.ui.kit._index import (OTHER_INDEX, current_index, has_object, index_
                                   index_from_key, index_key, index_lock, known_prototypes, with_encoder)
 from ulisse.ui.kit._overview import (PICK_SORTS, default_prototype, default_prototype_reason,  # noqa: F401
                                      sky_footprint_png, sort_for_picking)
-from ulisse.ui.kit._sky import ResolveError, format_position, parse_position  # noqa: F401
+from ulisse.ui.kit._samp import samp_buttons, show_in_aladin  # noqa: F401
+from ulisse.ui.kit._sky import ResolveError, format_position, parse_position, viewer_links  # noqa: F401
 from ulisse.ui.kit._state import (DETAIL, NONE_TEXT, PROTOS, PROTOTYPE_PAGE, add_prototype,  # noqa: F401
                                   declare_url_state, go_to_page, recall_upload, remember_upload, keep_widget_values, persistent_keys, prototype_page, prototypes,
                                   registered_pages, restore_from_url, set_prototypes, show_detail, sync_url,
@@ -54,7 +55,7 @@ __all__ = [
     "default_prototype", "default_prototype_reason", "sort_for_picking", "PICK_SORTS", "sky_footprint_png",
     # controls, tables, downloads
     "slider", "choose_label", "label_columns", "fractions_view", "show_table", "display_table", "number_text",
-    "download_buttons",
+    "download_buttons", "samp_buttons", "show_in_aladin", "viewer_links",
     # what a user types or uploads
     "format_position", "parse_position", "decode_upload", "UploadError", "MAX_UPLOAD_MB", "remember_upload",
     "recall_upload",

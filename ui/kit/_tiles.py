@@ -11,7 +11,7 @@ import streamlit as st
 import ulisse
 from ulisse.errors import UlisseError
 from ulisse.registry import TileAction, tile_actions
-from ulisse.ui.kit import _images, _sky
+from ulisse.ui.kit import _images, _samp, _sky
 from ulisse.ui.kit._index import _open_index, has_object, index_key, open_path
 from ulisse.ui.kit._state import DETAIL, TILE_SIZE, add_prototype, set_prototypes, show_detail
 from ulisse.ui.kit._tables import distance_text, relative_source, show_table
@@ -220,7 +220,8 @@ def object_detail(index: ulisse.Index, object_id: str, *, key: str = "detail") -
         ra, dec = row.get("ra"), row.get("dec")
         if _sky.has_position(ra, dec):
             st.caption(f"RA, Dec: {_sky.format_position(float(ra), float(dec))}")
-            st.markdown(" · ".join(f"[{link.name}]({link.url})" for link in _sky.viewer_links(ra, dec, object_id)))
+            st.markdown(" · ".join(f"[{link.label}]({link.url})" for link in _sky.viewer_links(ra, dec, object_id)))
+            _samp.show_in_aladin(ra, dec, key=f"detail.{object_id}")
         else:
             st.caption("No sky position for this object (no links to sky viewers).")
         meta = row.drop(labels=[c for c in ("row",) if c in row.index]).to_frame().T
