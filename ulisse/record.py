@@ -110,6 +110,7 @@ INDEX_FIELDS = (
 ENCODER_FIELDS = (  # (record name, EncoderSpec attribute, FITS key, description)
     ("encoder_model", "model_name", "ENCMODEL", "encoder: timm model"),
     ("encoder_weights", "weights_source", "ENCWGHTS", "encoder: weights"),
+    ("encoder_weights_sha256", "weights_sha256", "ENCWSHA", "encoder: sha256 of the weights"),
     ("encoder_preset", "preset", "ENCPRSET", "encoder: preset"),
     ("encoder_pool", "pool", "ENCPOOL", "encoder: pooling of the feature map"),
     ("encoder_tta", "tta", "ENCTTA", "encoder: test-time augmentation"),

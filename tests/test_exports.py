@@ -1,0 +1,158 @@
+"""Exports as astronomers expect them: units and UCDs on the columns, the query's record in every file
+(VOTable PARAMs, FITS keywords, ECSV meta, CSV ``#`` lines), one path for the verbs and the UI; sky links
+chosen by footprint."""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+
+import astropy.units as u
+import pandas as pd
+import pytest
+from astropy.io import fits
+from astropy.io.votable import parse_single_table
+from astropy.table import Table
+
+from ulisse.record import QueryRecord, column_annotation, query_record
+from ulisse.results import render
+
+TINY = ("--model", "test_efficientnet", "--weights", "random", "--device", "cpu")
+TABLE = pd.DataFrame({"rank": [1, 2], "id": ["hdf-0073", "hdf-0012"], "distance": [1.25, 2.5],
+                      "ra": [53.16, 53.17], "dec": [-27.78, -27.79], "r_mag": [21.5, 22.25], "label": ["E", "S"]})
+RECORD = QueryRecord("query", {"prototype": "hdf-0050", "k": 2, "combine": "mean"},
+                     {"index": "demo", "index_fingerprint": "f00", "index_count": 60},
+                     {"encoder_model": "tf_efficientnet_lite0", "encoder_weights": "lite0", "encoder_preset": "ulisse",
+                      "encoder_pool": "mean", "encoder_tta": "none"}, created="2026-12-06T05:00:00", software="ulisse 0")
+
+
+@pytest.fixture()
+def built(tmp_path, survey, cli):
+    d = tmp_path / "idx"
+    code, out, err = cli("-q", "index", "build", survey / "cutouts", "--index", d, "--catalog", survey / "catalog.csv", *TINY)
+    assert code == 0, err
+    return d
+
+
+def vot_params(data) -> dict:
+    table = parse_single_table(io.BytesIO(data if isinstance(data, bytes) else data.encode()))
+    return {p.name: p.value for p in table.params}
+
+
+def test_columns_have_units_and_ucds():
+    assert column_annotation("ra").ucd == "pos.eq.ra;meta.main" and column_annotation("dec").unit == "deg"
+    assert column_annotation("id").ucd == "meta.id;meta.main" and column_annotation("distance").ucd == "arith.diff"
+    assert column_annotation("sep_arcsec").unit == "arcsec" and column_annotation("r_mag").unit == "mag"
+    assert column_annotation("whatever").ucd is None
+
+
+def test_votable_has_units_ucds_and_the_query_as_params():
+    data = render(TABLE, "votable", {"index": "/somewhere/demo"}, record=RECORD)
+    t = Table.read(io.BytesIO(data.encode()), format="votable")
+    assert t["ra"].unit == u.deg and t["dec"].unit == u.deg and t["r_mag"].unit == u.mag
+    assert t["ra"].meta["ucd"] == "pos.eq.ra;meta.main" and t["dec"].meta["ucd"] == "pos.eq.dec;meta.main"
+    assert t["id"].meta["ucd"] == "meta.id;meta.main" and t["distance"].meta["ucd"] == "arith.diff"
+    p = vot_params(data)
+    assert p["prototype"] == "hdf-0050" and p["k"] == 2 and p["combine"] == "mean" and p["verb"] == "query"
+    assert p["index"] == "demo" and p["encoder_model"] == "tf_efficientnet_lite0" and p["encoder_pool"] == "mean"
+    assert p["created"] == "2026-12-06T05:00:00" and "/somewhere" not in data  # no absolute path of this machine
+    assert '<INFO ID="created"' in data
+
+
+def test_fits_has_tunit_and_the_query_as_keywords():
+    data = render(TABLE, "fits", {"index": "/somewhere/demo"}, record=RECORD)
+    t = Table.read(io.BytesIO(data), format="fits")
+    assert t["ra"].unit == u.deg and t["dec"].unit == u.deg
+    header = fits.open(io.BytesIO(data))[1].header
+    assert header["TUNIT4"] == "deg" and header["TUCD4"] == "pos.eq.ra;meta.main"
+    assert header["QPROTO"] == "hdf-0050" and header["QK"] == 2 and header["QCOMBINE"] == "mean"
+    assert header["ENCMODEL"] == "tf_efficientnet_lite0" and header["DATE"] == "2026-12-06T05:00:00"
+    assert header.comments["QK"] == "neighbours asked for" and header["INDEX"] == "demo"
+    long = QueryRecord("query", {"prototype": "x" * 120, "where": "label == 'E'"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "card too long" warning: comments are cut to fit
+        data = render(TABLE, "fits", None, record=long)
+    assert fits.open(io.BytesIO(data))[1].header["QPROTO"] == "x" * 120  # a long value: CONTINUE cards
+
+
+def test_csv_file_starts_with_the_record_as_comment_lines():
+    text = render(TABLE, "csv", None, record=RECORD)
+    lines = text.splitlines()
+    assert lines[0] == "# verb: query" and "# prototype: hdf-0050" in lines and "# k: 2" in lines
+    assert lines[lines.index("rank,id,distance,ra,dec,r_mag,label") - 1].startswith("# ")
+    df = pd.read_csv(io.StringIO(text), comment="#")
+    assert list(df["id"]) == ["hdf-0073", "hdf-0012"] and df["ra"].tolist() == [53.16, 53.17]
+    t = Table.read(text, format="ascii")  # astropy's guessing reader skips the comment lines
+    assert list(t["id"]) == ["hdf-0073", "hdf-0012"] and "prototype: hdf-0050" in t.meta["comments"]
+    t = Table.read(text, format="csv", comment="#")
+    assert len(t) == 2
+    # on standard output (a pipe) the CSV stays a bare table
+    assert render(TABLE, "csv", None, record=RECORD, stream=True).startswith("rank,id,distance")
+
+
+def test_ecsv_has_units_and_meta_and_json_the_query():
+    t = Table.read(render(TABLE, "ecsv", None, record=RECORD), format="ascii.ecsv")
+    assert t["ra"].unit == u.deg and t.meta["prototype"] == "hdf-0050" and t.meta["k"] == 2
+    assert t.meta["encoder_preset"] == "ulisse" and t["ra"].meta["ucd"] == "pos.eq.ra;meta.main"
+    doc = json.loads(render(TABLE, "json", None, extra={"prototype": "hdf-0050"}, record=RECORD))
+    assert doc["query"]["k"] == 2 and doc["query"]["encoder_model"] == "tf_efficientnet_lite0" and len(doc["rows"]) == 2
+
+
+def test_the_query_verb_writes_its_record_in_every_format(built, cli, tmp_path):
+    for ext in ("xml", "fits", "csv", "ecsv"):
+        code, out, err = cli("query", built, "--id", "obj004", "-k", "3", "--combine", "mean",
+                             "--output", tmp_path / f"r.{ext}")
+        assert code == 0, err
+    p = vot_params((tmp_path / "r.xml").read_bytes())
+    assert p["verb"] == "query" and p["prototype"] == "obj004" and p["k"] == 3 and p["combine"] == "mean"
+    assert p["index"] == "idx" and p["encoder_model"] == "test_efficientnet" and p["encoder_weights"].startswith("random")
+    assert p["index_count"] == 24 and {"encoder_preset", "encoder_pool", "encoder_tta", "created"} <= set(p)
+    assert Table.read(tmp_path / "r.xml", format="votable")["ra"].unit == u.deg
+    t = Table.read(tmp_path / "r.fits")
+    assert t["ra"].unit == u.deg and t.meta["QPROTO"] == "obj004" and t.meta["ENCMODEL"] == "test_efficientnet"
+    df = pd.read_csv(tmp_path / "r.csv", comment="#")
+    assert len(df) == 3 and (tmp_path / "r.csv").read_text().startswith("# verb: query\n")
+    t = Table.read(tmp_path / "r.ecsv", format="ascii.ecsv")
+    assert t["dec"].unit == u.deg and t.meta["k"] == 3 and t.meta["index"] == "idx"
+
+
+def test_expand_anomalies_and_rank_carry_their_record(built, cli, tmp_path):
+    code, _, err = cli("expand", built, "--id", "obj004", "-k", "2", "--iterations", "2", "--output", tmp_path / "e.xml")
+    assert code == 0, err
+    p = vot_params((tmp_path / "e.xml").read_bytes())
+    assert p["verb"] == "expand" and p["prototype"] == "obj004" and p["iterations"] == 2 and p["k"] == 2
+    code, _, err = cli("anomalies", built, "--top", "3", "--method", "kth", "--output", tmp_path / "a.fits")
+    assert code == 0, err
+    header = fits.open(tmp_path / "a.fits")[1].header
+    assert header["QVERB"] == "anomalies" and header["QMETHOD"] == "kth" and header["QTOP"] == 3
+    (tmp_path / "pos.txt").write_text("obj001\nobj002\n")
+    code, out, err = cli("rank", built, "--positives", tmp_path / "pos.txt", "-k", "3", "--format", "votable")
+    assert code == 0, err
+    p = vot_params(out)
+    assert p["verb"] == "rank" and p["k"] == 3 and p["positives"] == 2
+
+
+def test_query_record_reads_the_index_encoder(built):
+    import ulisse
+
+    r = query_record(ulisse.open_index(built), "query", prototype="obj004", k=5, where=None)
+    assert r.params == {"prototype": "obj004", "k": 5} and r.index["index"] == "idx" and r.index["index_count"] == 24
+    assert r.encoder["encoder_model"] == "test_efficientnet" and r.created.startswith("20")
+
+
+# -- sky links by footprint ----------------------------------------------------------------
+
+def test_sky_links_follow_the_surveys_footprints():
+    from ulisse.ui.kit._sky import in_des, in_sdss, viewer_links
+
+    hdfs = viewer_links(53.16, -27.78)  # the HDF demo field: south, never imaged by SDSS
+    assert not any("sdss" in link.url.lower() or "SDSS" in link.label for link in hdfs)
+    assert [link.name for link in hdfs] == ["Legacy Surveys", "Aladin Lite"] and in_des(53.16, -27.78)
+    assert all(link.survey for link in hdfs) and "DES" in hdfs[-1].label
+    hdfn = viewer_links(189.2, 62.2)  # the Hubble Deep Field North: SDSS, Legacy Surveys' northern DR9
+    assert hdfn[0].label == "SkyServer Navigate (SDSS DR18)" and "layer=ls-dr9" in hdfn[2].url
+    assert in_sdss(189.2, 62.2) and in_sdss(10.0, 0.5) and not in_sdss(53.16, -27.78)  # stripe 82 is SDSS
+    plane = viewer_links(266.4, -29.0)  # the Galactic centre: only Aladin's HiPS
+    assert [link.name for link in plane] == ["Aladin Lite"] and plane[0].survey
+    assert [link.name for link in viewer_links(0.0, 89.5)] == ["Aladin Lite"]  # the pole: north of +84
