@@ -522,7 +522,9 @@ def test_another_index_starts_from_its_objects(demo_index, labelled_index):
     assert captions(at)[0].startswith("hdf-")
     ok(at.sidebar.selectbox(key="index.choice").set_value("Other directory…").run())
     ok(at.sidebar.text_input(key="index.other").set_value(str(labelled_index.path)).run())
-    assert not at.error and captions(at)[0] == "obj000"
+    other = ulisse.open_index(labelled_index.path)
+    assert not at.error and captions(at)[0] == other.id_of(int(other.metadata["flux"].to_numpy().argmax())) \
+        if "flux" in other.metadata_columns else captions(at)[0].startswith("obj")
     assert at.query_params["index"] == str(labelled_index.path.resolve())
 
 
@@ -565,9 +567,14 @@ def test_expand_fractions_first_paged_iterations_and_a_warning(labelled_index):
     assert {"Download CSV", "Download VOTable"} <= {b.label for b in at.download_button}
 
 
-def test_expand_unknown_prototype_starts_from_the_first_object(demo_index):
-    at = ok(page(page_script("Expand"), demo_index, **{"ulisse.protos": ["nope"]}))
-    assert captions(at)[0] == ulisse.open_index(demo_index).ids[0]
+def test_expand_reports_an_unknown_prototype_and_starts_from_the_default(demo_index):
+    at = ok(page(page_script("Expand"), demo_index, params={"proto": "nope"}))
+    index = ulisse.open_index(demo_index)
+    brightest = index.id_of(int(index.metadata["flux"].to_numpy().argmax()))
+    assert captions(at)[0] == brightest  # the brightest object, not the first (an empty field on the demo)
+    assert "nope: not in this index" in at.warning[0].value and "Expanding from" in at.warning[0].value
+    search = ok(page(page_script("Search"), demo_index, params={"proto": "nope"}))  # reported the same way
+    assert "nope: not in this index" in search.warning[0].value
 
 
 # -- Anomalies -------------------------------------------------------------------------

@@ -28,7 +28,8 @@ def ranking(path: str, generation: int, top: int, method: str, k: int, label: st
     return ranked, scores.to_numpy()
 
 
-kit.page_setup("Anomalies")
+kit.page_setup("Anomalies", url_state={"method": "anomalies.method", "anomaly_k": ("anomalies.k", int),
+                                        "top": ("anomalies.top", int), "anomaly_label": "anomalies.label"})
 index = kit.current_index()
 methods = anomaly_methods()
 if st.session_state.get("anomalies.method") not in methods:
@@ -46,7 +47,7 @@ kit.sync_url()
 st.title("Anomalies")
 st.caption(f"The {top} objects of the index with the highest anomaly score ({methods[method].description}"
            + (f", k = {k}" if uses_k else "") + "): most anomalous first. Click a tile to search "
-           "for objects like it.")
+           "for objects like it; mark it Relevant or Not relevant to teach the Marks page.")
 if len(index) < 2:
     st.info("The index needs at least two objects for anomaly scores.")
     st.stop()
@@ -65,7 +66,7 @@ st.altair_chart(alt.Chart(hist).mark_bar().encode(
                     legend=alt.Legend(title=f"in the top {top}", orient="right")),
 ).properties(height=180), width="stretch")
 
-kit.tile_grid(ranked.table, index, key="anomaly", columns=6, per_page=PER_PAGE)
+kit.tile_grid(ranked.table, index, key="anomaly", per_page=PER_PAGE, actions=True)
 
 if ranked.precision is not None:
     st.subheader(f"Classes at the top ({label})")

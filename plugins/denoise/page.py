@@ -52,16 +52,19 @@ def before_after(den: denoise.Denoiser, index, object_id: str):
             "FITS fluxes (same asinh stretch for both)")
 
 
-kit.page_setup("Denoise")
+kit.page_setup("Denoise", url_state={"model": "denoise.model", "object": "denoise.id"})
 index = kit.current_index()
 if "denoise.model" not in st.session_state:
     st.session_state["denoise.model"] = index_denoiser(index) or os.environ.get(MODEL_ENV, "")
 model_dir = st.sidebar.text_input("Denoiser model folder", key="denoise.model", placeholder="path/to/model",
                                   help="A folder written by `ulisse denoise train` (model.safetensors + config.json).")
-if "denoise.id" not in st.session_state:
-    protos = [p for p in kit.prototypes() if kit.has_object(index, p)]
-    st.session_state["denoise.id"] = protos[0] if protos else index.id_of(0)
+if not st.session_state.get("denoise.id"):
+    protos = kit.known_prototypes(index, f"Showing {kit.default_prototype(index)} instead.")
+    st.session_state["denoise.id"] = protos[0] if protos else kit.default_prototype(index)
+if st.session_state.get("denoise.model") is None:
+    st.session_state["denoise.model"] = ""
 object_id = st.text_input("Object id", key="denoise.id")
+kit.sync_url()
 
 st.title("Denoise")
 if not model_dir:
@@ -76,7 +79,7 @@ c = den.config
 st.caption(f"{c.objective.capitalize()} denoiser for {'8-bit' if c.domain == EIGHT_BIT else 'FITS flux'} cutouts, "
            f"{c.channels} channel(s), fingerprint {den.fingerprint[:12]}.")
 if not kit.has_object(index, object_id):
-    st.warning(f"{object_id}: not in this index")
+    st.warning(f"{object_id}: not in this index ({Path(index.path).name}). Type an id of this index.")
     st.stop()
 try:
     before, after, note = before_after(den, index, object_id)

@@ -84,7 +84,7 @@ def overlay_tiles(table, pngs) -> None:
                           type="tertiary", width="stretch", help=f"The features most active on {row.id}")
 
 
-kit.page_setup("Features")
+kit.page_setup("Features", url_state={"feature": "features.url_feature", "id": "features.url_id"})
 index = kit.current_index()
 key = kit.index_key(index)
 st.title("Features")
@@ -93,12 +93,12 @@ st.caption("Which objects light up each feature of the encoder, and where: a fea
 lists = stored_or_offer(index)
 
 if "features.id" not in st.session_state:
-    arrived = st.query_params.get("id") or st.session_state.get(kit.DETAIL)
+    arrived = st.session_state.get("features.url_id") or st.session_state.get(kit.DETAIL)
     if arrived:
         st.session_state["features.id"] = str(arrived)
-if "features.feature" not in st.session_state and "feature" in st.query_params:
+if "features.feature" not in st.session_state and st.session_state.get("features.url_feature") is not None:
     try:
-        st.session_state["features.feature"] = lists.check_feature(st.query_params["feature"])
+        st.session_state["features.feature"] = lists.check_feature(st.session_state["features.url_feature"])
     except UlisseError as exc:
         st.error(str(exc))
 if "features.feature" not in st.session_state:
@@ -108,8 +108,8 @@ feature = int(st.sidebar.number_input(f"Feature (0 to {lists.channels - 1})", mi
                                       max_value=lists.channels - 1, step=1, key="features.feature"))
 n = kit.slider("Objects shown", 1, lists.rows.shape[1], lists.rows.shape[1], key="features.n")
 overlaid = st.sidebar.toggle("Overlay the feature's map", value=True, key="features.overlay")
+st.session_state["features.url_feature"] = str(feature)
 kit.sync_url()
-st.query_params["feature"] = str(feature)
 
 try:
     table, pngs, mean, std, notes = feature_tiles(key, feature, n)
@@ -133,6 +133,8 @@ if "features.id" not in st.session_state:
     st.session_state["features.id"] = str(table["id"].iloc[0])
 left, right = st.columns([2, 1])
 object_id = left.text_input("Object id", key="features.id").strip()
+st.session_state["features.url_id"] = object_id
+kit.sync_url()
 by = right.radio("Ranked by", features.BY, key="features.by", horizontal=True,
                  format_func=lambda b: {"z": "z-score against the index"}.get(b, b))
 if object_id:

@@ -1,4 +1,4 @@
-"""Marks: the labelling loop. Objects marked relevant or not (👍/👎 under any tile), and "more like my marks".
+"""Marks: the labelling loop. Objects marked relevant or not (under any tile), and "more like my marks".
 
 Marks are kept with the index (``derived/marks.parquet``, with their time). The
 ranking is :func:`ulisse.plugins.feedback.rank`: a logistic regression on the
@@ -25,27 +25,28 @@ def clear(key: tuple) -> None:
     clear_marks(kit.index_from_key(key))
 
 
-kit.page_setup("Marks")
+kit.page_setup("Marks", url_state={"marks_k": ("marks.k", int)})
 index = kit.current_index()
 k = kit.slider("Objects to show", 1, max(1, min(100, len(index) - 1)), 16, key="marks.k")
 kit.sync_url()
 
 st.title("More like my marks")
-st.caption("Mark objects 👍 relevant or 👎 not under any tile (here or on the Search page); the ranking learns "
-           "from the marks and the prototypes (logistic regression on the feature vectors) and shows only "
-           "objects not yet marked. While nothing is marked 👎, random objects stand in as negatives.")
+st.caption("Mark objects **Relevant** or **Not relevant** under any tile (here, on Search, Expand or Anomalies); "
+           "the ranking learns from the marks and the prototypes (logistic regression on the feature vectors) and "
+           "shows only objects not yet marked. While nothing is marked not relevant, random objects stand in as "
+           "negatives. **Unmark** under a marked tile removes that one mark.")
 table = marks(index)
 table = table[table["id"].isin(set(index.ids))]
-protos = [p for p in kit.prototypes() if kit.has_object(index, p)]
+protos = kit.known_prototypes(index, "Learning from the marks and the other prototypes.")
 positives = list(dict.fromkeys(protos + list(table.loc[table["relevant"], "id"])))
 negatives = [i for i in table.loc[~table["relevant"], "id"] if i not in positives]
-cols = st.columns(3)
-cols[0].metric("Prototypes", len(protos))
-cols[1].metric("Marked relevant", int(table["relevant"].sum()))
-cols[2].metric("Marked not relevant", int((~table["relevant"]).sum()))
+with st.container(horizontal=True, wrap=True, gap="large"):
+    st.metric("Prototypes", len(protos), width="content")
+    st.metric("Marked relevant", int(table["relevant"].sum()), width="content")
+    st.metric("Marked not relevant", int((~table["relevant"]).sum()), width="content")
 
 if not positives:
-    st.info("Nothing to learn from yet: choose a prototype on the Search page or mark an object 👍.")
+    st.info("Nothing to learn from yet: choose a prototype on the Search page or mark an object Relevant.")
 else:
     try:
         ranked = more_like(*kit.index_key(index), tuple(positives), tuple(negatives), k)
@@ -53,7 +54,7 @@ else:
         st.error(str(exc))
     else:
         st.subheader(f"{len(ranked)} objects most like your marks")
-        kit.tile_grid(ranked, index, key="rerank", columns=8, per_page=48, actions=True)
+        kit.tile_grid(ranked, index, key="rerank", per_page=48, actions=True)
         kit.download_buttons(ranked, "ulisse-more-like-my-marks", index=index, key="marks.ranked")
 
 st.subheader("Your marks")
@@ -65,10 +66,11 @@ else:
         if part.empty:
             continue
         st.markdown(f"**{title}** · {len(part)}")
-        kit.tile_grid(part.sort_values("time", ascending=False), index, key=f"marked-{relevant}", columns=8,
-                      per_page=16, caption=lambda row: f"{row['id']}  \n{row['time']}")
+        kit.tile_grid(part.sort_values("time", ascending=False), index, key=f"marked-{relevant}", actions=True,
+                      per_page=16, caption=lambda row: f"{row['id']}  \n{str(row['time']).replace('T', ' ')}")
     kit.show_table(table)
-    csv_col, vot_col, clear_col, _ = st.columns([1, 1, 1, 2])
+    buttons = st.container(horizontal=True, wrap=True)
+    csv_col = vot_col = clear_col = buttons
     key = kit.index_key(index)
     csv_col.download_button("Marks as CSV", lambda: export_marks(kit.index_from_key(key), "csv"), "ulisse-marks.csv",
                             "text/csv", key="marks.csv", on_click="ignore", icon=":material/download:")

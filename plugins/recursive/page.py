@@ -24,11 +24,12 @@ def expansion(path: str, generation: int, object_id: str, k: int, iterations: in
         return expand(index, object_id, k=k, iterations=iterations, budget=budget, label=label)
 
 
-kit.page_setup("Expand")
+kit.page_setup("Expand", url_state={"expand_k": ("expand.k", int), "iterations": ("expand.iterations", int),
+                                     "budget": ("expand.budget", int), "expand_label": "expand.label"})
 index = kit.current_index()
 k = kit.slider("Neighbours per object (k)", 1, max(1, min(50, len(index) - 1)), 8, key="expand.k")
 iterations = kit.slider("Iterations", 1, 10, 3, key="expand.iterations")
-if "expand.budget" not in st.session_state:
+if not isinstance(st.session_state.get("expand.budget"), int) or st.session_state["expand.budget"] < 0:
     st.session_state["expand.budget"] = 0
 budget = st.sidebar.number_input("Budget (0: none)", min_value=0, step=10, key="expand.budget",
                                  help="Stop once this many objects are found.")
@@ -38,10 +39,12 @@ kit.sync_url()
 st.title("Recursive expansion")
 st.caption("Neighbours become new prototypes: from one object, query again with every object found, "
            "never visiting one twice. Compare with the direct kNN of the prototype. Click a tile to search from it.")
-protos = [p for p in kit.prototypes() if kit.has_object(index, p)]
+default = kit.default_prototype(index)
+protos = kit.known_prototypes(index, f"Expanding from {default} instead ({kit.default_prototype_reason(index)}).")
 if not protos:
-    kit.set_prototypes([index.id_of(0)], page=None)
-    protos = kit.prototypes()
+    if not kit.prototypes():
+        kit.set_prototypes([default], page=None)
+    protos = [default]
 object_id = protos[0]
 if len(protos) > 1:
     st.info(f"Expansion starts from one prototype: {object_id} (the first of {len(protos)}).")
@@ -53,12 +56,12 @@ except UlisseError as exc:
 
 direct_ids = set(found.direct["id"])
 both = sum(i in direct_ids for i in found.ids)
-cols = st.columns(4)
-cols[0].metric("Objects found", len(found))
-cols[1].metric("Iterations run", int(found.per_iteration["iteration"].max()) if len(found) else 0)
-cols[2].metric("Stopped by", found.stopped)
-cols[3].metric("Also in direct kNN", f"{both} of {len(found)}",
-               help=f"Objects among the {len(found.direct)} nearest neighbours of {found.prototype}.")
+with st.container(horizontal=True, wrap=True, gap="large"):
+    st.metric("Objects found", len(found), width="content")
+    st.metric("Iterations run", int(found.per_iteration["iteration"].max()) if len(found) else 0, width="content")
+    st.metric("Stopped by", found.stopped, width="content")
+    st.metric("Also in direct kNN", f"{both} of {len(found)}", width="content",
+              help=f"Objects among the {len(found.direct)} nearest neighbours of {found.prototype}.")
 if len(found) >= len(index) / 2:
     st.warning(f"The expansion found {len(found)} of the {len(index)} objects of the index "
                f"({len(found) / len(index):.0%}): it has swallowed most of the survey and says little about "
@@ -67,7 +70,7 @@ if found.fractions is not None:
     st.subheader(f"Class fractions ({label}) at n = {len(found)}")
     kit.fractions_view(found.fractions, label, {"expansion": "expansion", "direct": "direct kNN"})
 
-proto_col, chart_col = st.columns([1, 5], gap="large")
+proto_col, chart_col = st.columns([1, 5], gap="medium")
 with proto_col:
     st.markdown("**Prototype**")
     png = kit.thumbnail_png(index, found.prototype, framed=True) if kit.has_object(index, found.prototype) else None
@@ -81,13 +84,15 @@ with chart_col:
 
 by_iteration, direct_tab, table_tab = st.tabs(["By iteration", "Direct kNN", "Table"])
 with by_iteration:
+    st.caption(f"d is the distance to the object that found it (after ←), not to {found.prototype}: from iteration 2 "
+               "on, the finder is an object found before. Mark tiles Relevant or Not relevant as on Search.")
     for it, group in found.table.groupby("iteration"):
         st.markdown(f"**Iteration {it}** · {len(group)} new")
-        kit.tile_grid(group, index, key=f"iteration{it}", columns=6, per_page=TILES_PER_PAGE)
+        kit.tile_grid(group, index, key=f"iteration{it}", per_page=TILES_PER_PAGE, actions=True)
 with direct_tab:
     st.caption(f"The {len(found.direct)} nearest neighbours of {found.prototype}; ✓ marks those the expansion found too.")
     found_ids = set(found.ids)
-    kit.tile_grid(found.direct, index, key="direct", columns=6, per_page=TILES_PER_PAGE * 2,
+    kit.tile_grid(found.direct, index, key="direct", per_page=TILES_PER_PAGE * 2, actions=True,
                   caption=lambda row: kit.tile_caption(row) + (" ✓" if row["id"] in found_ids else ""))
 with table_tab:
     kit.show_table(found.table)

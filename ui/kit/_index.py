@@ -157,6 +157,5 @@ def known_prototypes(index: ulisse.Index, instead: str = "") -> list[str]:
     unknown = [p for p in protos if not has_object(index, p)]
     if unknown:
         shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-        st.warning(f"Not in this index ({Path(index.path).name}): {shown}. "
-                   + (instead or "Choose another prototype."))
+        st.warning(f"{shown}: not in this index ({Path(index.path).name}). " + (instead or "Choose another prototype."))
     return [p for p in protos if p not in unknown]
