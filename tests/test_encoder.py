@@ -10,7 +10,7 @@ from PIL import Image
 
 import ulisse
 from ulisse import Encoder, WeightsError
-from ulisse.encoder import lite0_state_dict, lite0_weights_path, map_state_dict_by_order
+from ulisse.encoder import PRESETS, lite0_state_dict, lite0_weights_path, map_state_dict_by_order
 
 
 def _imagenet_class(model, rgb: np.ndarray) -> int:
@@ -431,8 +431,13 @@ def test_encoder_modules_stay_small():
 def test_presets_are_recorded_and_options_override_their_fields():
     tiny = dict(model_name="test_efficientnet", weights="random", device="cpu", runtime="torch")
     default = Encoder.load(**tiny)
-    assert (default.spec.preset, default.spec.pool, default.spec.tta) == ("discovery", "centre:3", "rot4")
+    want = PRESETS["discovery"]
+    assert (default.spec.preset, default.spec.pool, default.spec.tta, default.spec.input_size, default.spec.crop) == (
+        "discovery", want["pool"], want["tta"], want["input_size"], want["crop"])
     assert default.spec.preset_changes() == [] and "preset discovery" in default.spec.describe()
+    assert default.spec.network_size == (want["crop"] or want["input_size"])
+    assert default.prepare([np.zeros((64, 64, 3), np.uint8)]).shape == (1, default.spec.network_size,
+                                                                         default.spec.network_size, 3)
     paper = Encoder.load(**tiny, preset="ulisse")
     assert (paper.spec.preset, paper.spec.input_size, paper.spec.pool, paper.spec.tta, paper.spec.precision) == (
         "ulisse", 224, "mean", "none", "fp32")
@@ -457,7 +462,7 @@ def test_old_specs_read_as_preset_ulisse(lite0_encoder):
 
 def test_preset_ulisse_reproduces_ulisse_vectors(lite0_encoder, cutouts):
     explicit = Encoder.load(weights="lite0", device="cpu", runtime="torch", pool="mean", tta="none",
-                            precision="fp32", input_size=224)
+                            precision="fp32", input_size=224, crop=0)  # every field of ULISSE's path, by hand
     paper = Encoder.load(weights="lite0", device="cpu", preset="ulisse")  # the default runtime (ONNX Runtime)
     assert paper.spec.compatible_with(lite0_encoder.spec) and paper.spec.compatible_with(explicit.spec)
     assert _cos(paper.embed_images(cutouts), explicit.embed_images(cutouts)).min() >= 0.9999
@@ -470,9 +475,9 @@ def test_index_info_shows_the_preset_and_queries_use_the_index_spec(survey, cli,
     assert code == 0, err
     code, out, err = cli("index", "info", idx)
     assert code == 0, err
-    assert "preset     discovery with input_size 128" in out and "pool centre:3, tta rot4" in out
+    assert "preset     discovery with input_size 128" in out and f"tta {PRESETS['discovery']['tta']}" in out
     spec = ulisse.open_index(idx).encoder_spec
-    assert (spec.preset, spec.input_size, spec.pool) == ("discovery", 128, "centre:3")
+    assert (spec.preset, spec.input_size, spec.crop) == ("discovery", 128, None)  # a crop is never above the size
     # an encoder rebuilt from the index's spec gives the index's vectors, whatever today's defaults are
     enc = Encoder.from_spec(spec, device="cpu", runtime="torch")
     assert enc.spec.compatible_with(spec)

@@ -25,7 +25,7 @@ PRECISIONS = ("fp32", "bf16", "int8")
 # else fp32. The discovery preset's settings were chosen by measurement (benchmarks/discovery.md).
 PRESETS = {
     "ulisse": {"input_size": 224, "crop": None, "pool": "mean", "tta": "none", "precision": "fp32"},
-    "discovery": {"input_size": 224, "crop": None, "pool": "centre:3", "tta": "rot4", "precision": "auto"},
+    "discovery": {"input_size": 224, "crop": 160, "pool": "centre:3", "tta": "rot4", "precision": "auto"},
 }
 DEFAULT_PRESET = "discovery"
 PRESET_FIELDS = ("input_size", "crop", "pool", "tta", "precision")

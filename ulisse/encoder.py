@@ -145,6 +145,8 @@ class Encoder:
         dev = resolve_device(device)
         preset, settings = preset_settings(preset, input_size=input_size, pool=pool, tta=tta, precision=precision,
                                            crop=crop)
+        if crop is None and settings["crop"] and settings["crop"] >= settings["input_size"]:
+            settings["crop"] = None  # the preset's crop does not apply to a smaller --input-size
         name = encoder or TIMM_ENCODER
         options = {"model_name": model_name} if name == TIMM_ENCODER else {}
         base, entry = _registered_encoder(name, device=str(dev), weights=weights,
