@@ -18,21 +18,14 @@ from astropy.table import Table
 from ulisse.record import QueryRecord, column_annotation, query_record
 from ulisse.results import render
 
-TINY = ("--model", "test_efficientnet", "--weights", "random", "--device", "cpu")
+from test_cli import built  # noqa: F401 (the fixture: a tiny index built by the CLI)
+
 TABLE = pd.DataFrame({"rank": [1, 2], "id": ["hdf-0073", "hdf-0012"], "distance": [1.25, 2.5],
                       "ra": [53.16, 53.17], "dec": [-27.78, -27.79], "r_mag": [21.5, 22.25], "label": ["E", "S"]})
 RECORD = QueryRecord("query", {"prototype": "hdf-0050", "k": 2, "combine": "mean"},
                      {"index": "demo", "index_fingerprint": "f00", "index_count": 60},
                      {"encoder_model": "tf_efficientnet_lite0", "encoder_weights": "lite0", "encoder_preset": "ulisse",
                       "encoder_pool": "mean", "encoder_tta": "none"}, created="2026-12-06T05:00:00", software="ulisse 0")
-
-
-@pytest.fixture()
-def built(tmp_path, survey, cli):
-    d = tmp_path / "idx"
-    code, out, err = cli("-q", "index", "build", survey / "cutouts", "--index", d, "--catalog", survey / "catalog.csv", *TINY)
-    assert code == 0, err
-    return d
 
 
 def vot_params(data) -> dict:

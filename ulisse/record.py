@@ -87,21 +87,24 @@ class RecordField:
     ucd: str | None = None
 
 
-# the query parameters' FITS keys, descriptions and UCDs; another parameter gets its name cut to 8 characters
-PARAMS = {
-    "verb": ("QVERB", "what made the table (ulisse verb or UI page)", "meta.code"),
-    "prototype": ("QPROTO", "the prototype(s) of the query", "meta.id"),
-    "prototypes": ("QPROTOS", "every prototype, comma-separated", "meta.id"),
-    "k": ("QK", "neighbours asked for", "meta.number"),
-    "combine": ("QCOMBINE", "how several prototypes combine", "meta.code"),
-    "method": ("QMETHOD", "anomaly scoring method", "meta.code"),
-    "iterations": ("QITER", "expansion iterations", "meta.number"),
-    "budget": ("QBUDGET", "expansion budget (objects)", "meta.number"),
-    "top": ("QTOP", "rows asked for", "meta.number"),
-    "where": ("QWHERE", "metadata filter", "meta.query"),
-    "label": ("QLABEL", "class column reported", "meta.code"),
-    "head": ("QHEAD", "ranking head", "meta.code"),
-}
+# the query parameters: name | FITS key | UCD | description (the FITS comment); another parameter gets its name
+# cut to 8 characters as its key
+_PARAM_TABLE = """
+verb       | QVERB    | meta.code   | what made the table (ulisse verb or UI page)
+prototype  | QPROTO   | meta.id     | the prototype(s) of the query
+prototypes | QPROTOS  | meta.id     | every prototype, comma-separated
+k          | QK       | meta.number | neighbours asked for
+combine    | QCOMBINE | meta.code   | how several prototypes combine
+method     | QMETHOD  | meta.code   | anomaly scoring method
+iterations | QITER    | meta.number | expansion iterations
+budget     | QBUDGET  | meta.number | expansion budget (objects)
+top        | QTOP     | meta.number | rows asked for
+where      | QWHERE   | meta.query  | metadata filter
+label      | QLABEL   | meta.code   | class column reported
+head       | QHEAD    | meta.code   | ranking head
+"""
+PARAMS = {name: (key, text, ucd) for name, key, ucd, text in
+          ([cell.strip() for cell in line.split("|")] for line in _PARAM_TABLE.strip().splitlines())}
 INDEX_FIELDS = (
     ("index", "INDEX", "index (directory name)", "meta.dataset"),
     ("index_fingerprint", "IDXFPRNT", "index fingerprint (changes with its vectors)", "meta.version"),
