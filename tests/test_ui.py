@@ -645,3 +645,161 @@ def test_ui_command_exits_with_the_servers_status(cli, demo_index, monkeypatch):
 def test_ui_command_needs_an_index_there(cli, tmp_path):
     code, out, err = cli("ui", "--index", tmp_path / "missing", "--print-command")
     assert code == 1 and "no index here" in err
+
+
+# -- issue 25: every view in its URL, marks on tiles, sky context, a sensible default ---------------------------
+
+def round_trip(script, index_dir, set_widgets, read_widgets, **state) -> tuple[dict, dict]:
+    """Set widgets on a page, read its URL, open that URL in a new session: the widgets' values (first, again)."""
+    at = ok(page(script, index_dir, **state))
+    set_widgets(at)
+    ok(at.run())
+    url = {name: at.query_params.get_all(name) if hasattr(at.query_params, "get_all") else at.query_params[name]
+           for name in at.query_params}
+    url = {name: (value if len(value) != 1 else value[0]) if isinstance(value, list) else value
+           for name, value in url.items()}
+    again = ok(page(script, None, params=url))
+    return read_widgets(at), read_widgets(again)
+
+
+def test_search_state_round_trips_through_its_url(labelled_index):
+    def set_widgets(at):
+        at.sidebar.slider(key="search.k").set_value(9)
+        at.sidebar.selectbox(key="search.combine").set_value("union")
+        at.text_input(key="search.id").set_value("obj004, obj011")
+
+    def read(at):
+        return (at.sidebar.slider(key="search.k").value, at.sidebar.selectbox(key="search.combine").value,
+                at.text_input(key="search.id").value, neighbour_ids(at))
+
+    first, again = round_trip(page_script("Search"), labelled_index.path, set_widgets, read)
+    assert first == again and first[:3] == (9, "union", "obj004, obj011")
+
+    def pick_order(at):
+        at.radio(key="search.mode").set_value("Pick a thumbnail").run()
+        at.selectbox(key="search.pick_sort").set_value("Dec")
+
+    def read_pick(at):
+        return at.radio(key="search.mode").value, at.selectbox(key="search.pick_sort").value, captions(at)[:5]
+
+    first, again = round_trip(page_script("Search"), labelled_index.path, pick_order, read_pick)
+    assert first == again and first[:2] == ("Pick a thumbnail", "Dec")
+    decs = dict(zip(labelled_index.metadata["id"], labelled_index.metadata["dec"]))
+    shown = [c.split()[0] for c in first[2]]
+    assert [decs[i] for i in shown] == sorted(decs[i] for i in shown)
+
+
+def test_expand_state_round_trips_through_its_url(labelled_index):
+    def set_widgets(at):
+        at.sidebar.slider(key="expand.k").set_value(5)
+        at.sidebar.slider(key="expand.iterations").set_value(2)
+        at.sidebar.number_input(key="expand.budget").set_value(10)
+
+    def read(at):
+        return (at.sidebar.slider(key="expand.k").value, at.sidebar.slider(key="expand.iterations").value,
+                at.sidebar.number_input(key="expand.budget").value, captions(at)[0],
+                {m.label: m.value for m in at.metric}["Objects found"])
+
+    first, again = round_trip(page_script("Expand"), labelled_index.path, set_widgets, read,
+                              **{"ulisse.protos": ["obj006"]})
+    assert first == again and first[:4] == (5, 2, 10, "obj006")
+
+
+def test_anomalies_state_round_trips_through_its_url(demo_index):
+    def set_widgets(at):
+        at.sidebar.selectbox(key="anomalies.method").set_value("mean")
+        at.sidebar.slider(key="anomalies.k").set_value(7)
+        at.sidebar.slider(key="anomalies.top").set_value(30)
+
+    def read(at):
+        return (at.sidebar.selectbox(key="anomalies.method").value, at.sidebar.slider(key="anomalies.k").value,
+                at.sidebar.slider(key="anomalies.top").value, neighbour_ids(at)[:5])
+
+    first, again = round_trip(page_script("Anomalies"), demo_index, set_widgets, read)
+    assert first == again and first[:3] == ("mean", 7, 30)
+
+
+def test_marks_state_round_trips_through_its_url(labelled_index):
+    def set_widgets(at):
+        at.sidebar.slider(key="marks.k").set_value(6)
+
+    def read(at):
+        return at.sidebar.slider(key="marks.k").value, neighbour_ids(at)
+
+    first, again = round_trip(page_script("Marks"), labelled_index.path, set_widgets, read,
+                              **{"ulisse.protos": ["obj002"]})
+    assert first == again and first[0] == 6 and len(first[1]) == 6
+
+
+def test_denoise_state_round_trips_through_its_url(labelled_index):
+    def set_widgets(at):
+        at.text_input(key="denoise.id").set_value("obj003")
+        at.sidebar.text_input(key="denoise.model").set_value("/nowhere/model")
+
+    def read(at):
+        return at.text_input(key="denoise.id").value, at.sidebar.text_input(key="denoise.model").value
+
+    first, again = round_trip(page_script("Denoise"), labelled_index.path, set_widgets, read)
+    assert first == again == ("obj003", "/nowhere/model")
+
+
+def test_a_page_change_keeps_only_declared_parameters(demo_index):
+    at = ok(page(APP, demo_index, params={"page": "Anomalies", "feature": "7", "junk": "1"}))
+    ok(at.sidebar.slider(key="anomalies.top").set_value(40).run())
+    assert "feature" not in at.query_params and "junk" not in at.query_params and at.query_params["top"] == "40"
+    ok(at.sidebar.radio(key="page").set_value("Expand").run())
+    ok(at.sidebar.slider(key="expand.iterations").set_value(2).run())
+    assert at.query_params["page"] == "Expand" and at.query_params["iterations"] == "2"
+    again = ok(page(APP, None, params=dict(at.query_params)))  # the link opens Expand as it was
+    assert again.sidebar.radio(key="page").value == "Expand" and again.sidebar.slider(key="expand.iterations").value == 2
+
+
+def test_an_upload_is_named_by_its_content_hash_in_the_url(demo_index):
+    at = ok(page(page_script("Search"), demo_index, params={"proto": "hdf-0036"}, **{"search.mode": "Upload a cutout"}))
+    cutout = sorted((demo_index / "cutouts").glob("*.png"))[0]
+    at.file_uploader(key="search.upload").set_value((cutout.name, cutout.read_bytes(), "image/png"))
+    ok(at.run())
+    url = dict(at.query_params)
+    assert "proto" not in url and len(url["upload"]) == 20 and url["mode"] == "Upload a cutout"
+    again = ok(page(page_script("Search"), None, params=url))  # the server still holds it: the same view
+    assert captions(again)[:2] == captions(at)[:2] and captions(again)[0] == cutout.name
+    gone = ok(page(page_script("Search"), None, params={**url, "upload": "0" * 20}))
+    assert "upload it again" in gone.warning[0].value and not gone.image
+
+
+def test_marks_show_on_tiles_and_are_undone_one_at_a_time(labelled_index):
+    from ulisse.plugins.feedback import clear_marks, marks
+
+    clear_marks(labelled_index)
+    at = ok(page(page_script("Search"), labelled_index.path, **{"search.id": "obj012"}))
+    shown = neighbour_ids(at)
+    ok(at.button(key="neighbour.yes.0").click().run())
+    ok(at.button(key="neighbour.no.1").click().run())
+    ok(at.button(key="neighbour.yes.2").click().run())
+    badges = [m.value for m in at.markdown if "-badge[" in m.value]
+    assert badges == [":green-badge[Relevant]", ":red-badge[Not relevant]", ":green-badge[Relevant]"]
+    assert at.button(key="neighbour.yes.undo.0").label == "Unmark" and at.button(key="neighbour.yes.1").label == "Relevant"
+    ok(at.button(key="neighbour.no.undo.1").click().run())  # one mark removed, the others kept
+    assert dict(zip(marks(labelled_index)["id"], marks(labelled_index)["relevant"])) == {shown[0]: True, shown[2]: True}
+    assert [m.value for m in at.markdown if "-badge[" in m.value] == [":green-badge[Relevant]"] * 2
+    anomalies = ok(page(page_script("Anomalies"), labelled_index.path))  # the same tiles, the same marks
+    marked = [b.key for b in anomalies.button if ".yes.undo." in (b.key or "")]
+    assert len(marked) == sum(i in {shown[0], shown[2]} for i in neighbour_ids(anomalies)[:24])
+    clear_marks(labelled_index)
+
+
+def test_default_prototype_is_the_brightest_and_the_footprint_is_drawn(demo_index):
+    index = ulisse.open_index(demo_index)
+    at = ok(page(page_script("Search"), demo_index))
+    brightest = index.id_of(int(index.metadata["flux"].to_numpy().argmax()))
+    assert captions(at)[0] == brightest and "the brightest object" in " ".join(c.value for c in at.caption)
+    assert any(s.value == "Where the index lies on the sky" for s in at.subheader)
+
+
+def test_a_position_with_no_match_is_told_in_the_users_notation(demo_index):
+    at = ok(page(page_script("Search"), demo_index, **{"search.mode": "Sky position"}))
+    at.text_input(key="search.position").set_value("12:36:49.0 +62:12:58")
+    ok(_submit(at))
+    message = errors(at)
+    assert "12:36:49.0 +62:12:58" in message and "189.2041" not in message and " deg" in message, message
+    assert len(at.image) == 1  # the footprint, with the asked position

@@ -47,7 +47,7 @@ def follow_prototypes(switch_mode: bool = True) -> None:
         return
     st.session_state["search.shown"] = protos
     st.session_state["search.id"] = ", ".join(protos)
-    if switch_mode and protos:
+    if switch_mode and protos and shown is not None:  # chosen elsewhere now (not a link's, which names its mode)
         st.session_state["search.mode"] = MODES[0]
 
 
