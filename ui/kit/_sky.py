@@ -36,6 +36,11 @@ class ViewerLink:
         """``"SkyServer Navigate (SDSS DR18)"``: the viewer and the survey, for a link's text."""
         return f"{self.name} ({self.survey})" if self.survey else self.name
 
+    @property
+    def markdown(self) -> str:
+        """``[SkyServer Navigate](https://...) (SDSS DR18)``: the link, then its survey."""
+        return f"[{self.name}]({self.url})" + (f" ({self.survey})" if self.survey else "")
+
 
 def has_position(ra, dec) -> bool:
     try:

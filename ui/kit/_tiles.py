@@ -220,7 +220,7 @@ def object_detail(index: ulisse.Index, object_id: str, *, key: str = "detail") -
         ra, dec = row.get("ra"), row.get("dec")
         if _sky.has_position(ra, dec):
             st.caption(f"RA, Dec: {_sky.format_position(float(ra), float(dec))}")
-            st.markdown(" · ".join(f"[{link.label}]({link.url})" for link in _sky.viewer_links(ra, dec, object_id)))
+            st.markdown(" · ".join(link.markdown for link in _sky.viewer_links(ra, dec, object_id)))
             _samp.show_in_aladin(ra, dec, key=f"detail.{object_id}")
         else:
             st.caption("No sky position for this object (no links to sky viewers).")
