@@ -99,3 +99,26 @@ def test_without_a_hub_the_message_says_how_to_start_one(tmp_path, monkeypatch):
     with pytest.raises(SampError) as info:
         point_at(10.0, 20.0, timeout=10)
     assert "TOPCAT or Aladin" in str(info.value) and "samp_hub" in str(info.value)
+
+
+SCRIPT = """import pandas as pd
+import ulisse.ui.kit as kit
+kit.samp_buttons(pd.DataFrame({"id": ["a", "b"], "ra": [53.16, 53.17], "dec": [-27.78, -27.79]}),
+                 meta={"prototype": "a", "k": 2}, key="t")
+kit.show_in_aladin(53.16, -27.78, key="t")
+"""
+
+
+def test_the_ui_buttons_send_or_say_how_to_start_a_hub(hub, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    script = tmp_path / "samp_page.py"
+    script.write_text(SCRIPT)
+    with Receiver("topcat") as tool:
+        at = AppTest.from_file(str(script), default_timeout=30).run()
+        at.button(key="t.samp.table").click().run()
+        assert not at.exception and tool.wait(TABLE_MTYPE) is not None
+        assert "Sent the table to topcat" in at.success[0].value
+    monkeypatch.setenv("SAMP_HUB", f"std-lockurl:{(tmp_path / 'none').as_uri()}")
+    at.button(key="t.samp.point").click().run()
+    assert not at.exception and "samp_hub" in at.warning[0].value and "TOPCAT or Aladin" in at.warning[0].value

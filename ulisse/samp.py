@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import time
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from .errors import UlisseError
 TABLE_MTYPE = "table.load.votable"
 POINT_MTYPE = "coord.pointAt.sky"
 TIMEOUT = 5.0
+KEEP_SECONDS = 86400  # tables sent over SAMP are removed from the temporary folder after a day
 HOW_TO_START = ("start TOPCAT or Aladin (each starts a SAMP hub when none runs), or run `samp_hub` "
                 "(or `python -m astropy.samp.hub_script`) in a terminal, then try again")
 
@@ -125,11 +127,19 @@ def _client_name(client, client_id: str) -> str:
 
 def table_file(table: pd.DataFrame, record=None, meta: dict | None = None, directory=None) -> Path:
     """The table written as a VOTable (units, UCDs, the query's record) under ``directory`` (default: a
-    ``ulisse-samp`` folder in the temporary directory, where the receiving tool reads it)."""
+    ``ulisse-samp`` folder in the temporary directory, where the receiving tool reads it; files older than
+    :data:`KEEP_SECONDS` there are removed)."""
     from .results import render
 
     folder = Path(directory) if directory else Path(tempfile.gettempdir()) / "ulisse-samp"
     folder.mkdir(parents=True, exist_ok=True)
+    if directory is None:  # the tools read a table at once: a day-old one is no longer wanted
+        for old in folder.glob("ulisse-*.xml"):
+            try:
+                if time.time() - old.stat().st_mtime > KEEP_SECONDS:
+                    old.unlink()
+            except OSError:  # another process removed it first
+                pass
     path = folder / f"ulisse-{uuid.uuid4().hex[:12]}.xml"
     path.write_text(render(table.drop(columns=["row"], errors="ignore"), "votable", meta, record=record),
                     encoding="utf-8")
