@@ -151,9 +151,9 @@ def test_mark_and_rerank(page, server, sky_index):
     clear_marks(sky_index)
     open_app(page, server, proto="obj005")
     shown = neighbours(page)
-    page.get_by_role("button", name="👍").nth(0).click()  # under the first tile
+    page.get_by_role("button", name="Relevant", exact=True).nth(0).click()  # under the first tile
     settle(page)
-    page.get_by_role("button", name="👎").nth(1).click()  # under the second
+    page.get_by_role("button", name="Not relevant", exact=True).nth(1).click()  # under the second
     settle(page)
     assert dict(zip(marks(sky_index)["id"], marks(sky_index)["relevant"])) == {shown[0]: True, shown[1]: False}
     page.get_by_test_id("stSidebar").get_by_text("Marks", exact=True).click()
@@ -190,13 +190,153 @@ def test_detail_panel_links_and_relative_downloads(page, server):
     from playwright.sync_api import expect
 
     open_app(page, server, proto="obj002")
-    page.get_by_role("button", name="ⓘ").first.click()
-    for name in ("SkyServer Navigate", "SkyServer Explore", "Legacy Surveys", "Aladin Lite"):
-        expect(page.get_by_role("link", name=name)).to_be_visible()
+    page.get_by_role("button", name="Details", exact=True).first.click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_role("link", name="Aladin Lite", exact=False).first).to_be_visible()
     shoot(page, "ui-detail.png")
+    page.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
     with page.expect_download() as info:
         page.get_by_role("button", name="Download CSV").click()
-    csv = Path(info.value.path()).read_text().splitlines()
+    csv = [line for line in Path(info.value.path()).read_text().splitlines() if not line.startswith("#")]
     header = csv[0].split(",")
     source = csv[1].split(",")[header.index("source")]
     assert header[:3] == ["rank", "id", "distance"] and not source.startswith("/") and source.startswith("../")
+
+
+# -- issue 25: any window size, words not glyphs, marks you can see -------------------------------------------
+
+VIEWPORTS = [(1024, 768), (1366, 768), (1920, 1080)]
+
+LAYOUT_PROBLEMS = r"""
+() => {
+  const problems = [];
+  const shown = el => {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0) return false;
+    for (let e = el; e; e = e.parentElement) {
+      const s = getComputedStyle(e);
+      if (s.display === 'none' || s.visibility === 'hidden' || s.opacity === '0') return false;
+    }
+    return true;
+  };
+  const name = el => (el.getAttribute('data-testid') || el.tagName.toLowerCase()) + ': ' + el.innerText.trim().slice(0, 60);
+  // 1. clipped labels: content wider than its box, or cut with an ellipsis
+  const labels = 'button, button p, [data-testid="stImageCaption"], [data-testid="stMetricValue"], ' +
+    '[data-testid="stMetricValue"] div, [data-testid="stMetricLabel"], [data-testid="stCaptionContainer"], ' +
+    '[data-testid="stMarkdownContainer"] p, [data-testid="stWidgetLabel"] p, [role="tab"] p, h1, h2, h3, ' +
+    '[data-testid="stBadge"], [data-testid="stBaseButton-secondary"], [data-testid="stDownloadButton"] button';
+  for (const el of document.querySelectorAll(labels)) {
+    if (el.closest('[class*="st-key-ulisse-pick-"]') || !el.innerText.trim() || !shown(el)) continue;
+    const s = getComputedStyle(el);
+    if (el.scrollWidth > el.clientWidth + 1) problems.push('clipped ' + name(el) + ` (${el.scrollWidth} > ${el.clientWidth})`);
+    else if (s.textOverflow === 'ellipsis' && s.overflow !== 'visible' && el.scrollWidth > el.clientWidth)
+      problems.push('ellipsis ' + name(el));
+  }
+  // 2. split numbers and ids: a token with a digit (12, -27.7704, hdf-0073, #3) drawn on more than one line
+  const root = document.querySelector('[data-testid="stAppViewContainer"]') || document.body;
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const parent = node.parentElement;
+    if (!parent || parent.closest('svg, canvas, script, style, [class*="st-key-ulisse-pick-"]') || !shown(parent)) continue;
+    const re = /\S+/g;
+    let m;
+    while ((m = re.exec(node.data)) !== null) {
+      if (!/\d/.test(m[0])) continue;
+      const range = document.createRange();
+      range.setStart(node, m.index);
+      range.setEnd(node, m.index + m[0].length);
+      const rects = Array.from(range.getClientRects()).filter(r => r.width > 0.5 && r.height > 0.5);
+      const tops = new Set(rects.map(r => Math.round(r.top)));
+      if (tops.size > 1) problems.push(`split "${m[0]}" in ${name(parent)}`);
+    }
+  }
+  return problems;
+}
+"""
+
+
+def layout_problems(tab) -> list[str]:
+    tab.wait_for_function("Array.from(document.images).every(im => im.complete)")
+    tab.wait_for_timeout(300)
+    return tab.evaluate(LAYOUT_PROBLEMS)
+
+
+@pytest.mark.parametrize("width, height", VIEWPORTS, ids=[f"{w}x{h}" for w, h in VIEWPORTS])
+def test_no_clipped_label_or_split_number_at_any_window_size(browser, server, sky_index, width, height):
+    """Search, Expand, Marks and Anomalies at 1024x768, 1366x768 and 1920x1080: every label whole, every number
+    and id on one line (the tiles reflow: the grid holds as many as the window does)."""
+    from ulisse.plugins.feedback import clear_marks, mark
+
+    clear_marks(sky_index)
+    mark(sky_index, ["obj004"], True)
+    mark(sky_index, ["obj007"], False)
+    context = browser.new_context(viewport={"width": width, "height": height})
+    tab = context.new_page()
+    tab.set_default_timeout(TIMEOUT_MS)
+    found = {}
+    try:
+        for title, params in (("Search", {"proto": "obj003"}), ("Expand", {"proto": "obj003", "iterations": "2"}),
+                              ("Marks", {"proto": "obj003"}), ("Anomalies", {})):
+            open_app(tab, server, page=title, **params)
+            tab.get_by_role("heading").first.wait_for()
+            problems = layout_problems(tab)
+            if problems:
+                found[title] = problems[:8]
+                shoot(tab, f"ui-layout-{title}-{width}x{height}.png")
+            assert tab.locator("[data-testid='stException']").count() == 0, f"{title}: a traceback"
+        shoot(tab, f"ui-layout-anomalies-{width}x{height}.png")
+    finally:
+        context.close()
+        clear_marks(sky_index)
+    assert not found, found
+
+
+def test_the_detail_dialog_opens_where_the_user_is(browser, server):
+    """1366x768, scrolled down: Details on tile #12 opens a dialog inside the window (the old panel sat at y < 0)."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    tab = context.new_page()
+    tab.set_default_timeout(TIMEOUT_MS)
+    try:
+        open_app(tab, server, proto="obj001", k="20")
+        button = tab.locator("[class*='st-key-ulisse-tools-neighbour-11'] button", has_text="Details")
+        button.scroll_into_view_if_needed()
+        button.click()
+        dialog = tab.get_by_role("dialog")
+        expect(dialog).to_be_visible()
+        box = dialog.bounding_box()
+        assert box["y"] >= 0 and box["y"] < 768, box
+        expect(dialog.get_by_role("button", name="Use as prototype")).to_be_in_viewport()
+        shoot(tab, "ui-detail-dialog-1366.png")
+        dialog.get_by_role("button", name="Use as prototype").click()
+        expect(dialog).to_have_count(0)
+        settle(tab)
+        assert "detail=" not in tab.url
+    finally:
+        context.close()
+
+
+def test_a_mark_shows_on_its_tile_and_is_undone_there(page, server, sky_index):
+    from playwright.sync_api import expect
+
+    from ulisse.plugins.feedback import clear_marks, marks
+
+    clear_marks(sky_index)
+    open_app(page, server, proto="obj008")
+    shown = neighbours(page)
+    page.locator("[class*='st-key-ulisse-tools-neighbour-1'] button", has_text="Relevant").first.click()
+    settle(page)
+    card = page.locator("[class*='st-key-ulisse-card-neighbour-1-mark0']")
+    expect(card).to_have_count(1)
+    expect(card.get_by_text("Relevant", exact=True)).to_be_visible()  # the badge
+    outline = card.evaluate("el => getComputedStyle(el).outlineStyle")
+    assert outline == "solid"
+    shoot(page, "ui-marked-tile.png")
+    card.get_by_role("button", name="Unmark").click()
+    settle(page)
+    expect(page.locator("[class*='st-key-ulisse-card-neighbour-1-mark']")).to_have_count(0)
+    assert shown[1] not in set(marks(sky_index)["id"])
+    clear_marks(sky_index)

@@ -36,6 +36,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 STEP_TIMEOUT_MS = 90_000
+VIEWPORTS = ((1024, 768), (1366, 768), (1920, 1080))
 
 
 def free_port() -> int:
@@ -138,7 +139,7 @@ def interactions(cutouts: list[Path], urls: list[str]):
             await tiles.nth(rng.randrange(n)).click(force=True, timeout=20_000)
 
     async def add_prototype(tab, rng):
-        buttons = tab.get_by_role("button", name="＋")
+        buttons = tab.get_by_role("button", name="Add", exact=True)
         n = await buttons.count()
         if n:
             await buttons.nth(rng.randrange(min(n, 6))).click()
@@ -147,13 +148,20 @@ def interactions(cutouts: list[Path], urls: list[str]):
         await _nudge_slider(tab, "Neighbours", rng.choice(["ArrowRight", "ArrowLeft", "ArrowRight"]))
 
     async def detail(tab, rng):
-        buttons = tab.get_by_role("button", name="ⓘ")
+        buttons = tab.get_by_role("button", name="Details", exact=True)
         n = await buttons.count()
         if n:
             await buttons.nth(rng.randrange(n)).click()
+            await settle(tab)
+            dialog = tab.get_by_role("dialog")
+            if await dialog.count():  # the detail dialog: use the object, or close it (Escape)
+                if rng.random() < 0.3:
+                    await dialog.get_by_role("button", name="Use as prototype", exact=True).click()
+                else:
+                    await tab.keyboard.press("Escape")
 
     async def mark(tab, rng):
-        buttons = tab.get_by_role("button", name=rng.choice(["👍", "👎"]))
+        buttons = tab.get_by_role("button", name=rng.choice(["Relevant", "Not relevant", "Unmark"]), exact=True)
         n = await buttons.count()
         if n:
             await buttons.nth(rng.randrange(n)).click()
@@ -193,7 +201,8 @@ def interactions(cutouts: list[Path], urls: list[str]):
 async def _session(n: int, browser, server: Server, result: SoakResult, budget: list, mix, seed: int,
                    shots: Path | None) -> None:
     rng = random.Random(seed + n)
-    context = await browser.new_context(viewport={"width": 1400, "height": 1400})
+    width, height = VIEWPORTS[n % len(VIEWPORTS)]  # laptops and a desktop: the layout must hold at each
+    context = await browser.new_context(viewport={"width": width, "height": height})
     tab = await context.new_page()
     tab.on("request", lambda req: None if urllib.parse.urlparse(req.url).hostname in ("127.0.0.1", None)
            or req.url.startswith(("data:", "blob:")) else result.outside_requests.append(req.url))
