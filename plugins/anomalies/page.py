@@ -78,3 +78,5 @@ st.subheader("Ranking")
 kit.show_table(ranked.table)
 kit.download_buttons(ranked.table, f"ulisse-anomalies-{method}", index=index,
                      meta={"method": method, "k": ranked.k or ""}, key="anomalies.download")
+kit.samp_buttons(ranked.table, index=index, meta={"method": method, "k": ranked.k or ""}, key="anomalies",
+                 name=f"ulisse anomalies ({method})")

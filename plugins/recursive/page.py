@@ -103,3 +103,5 @@ with table_tab:
 
 kit.download_buttons(found.table, f"ulisse-expansion-{found.prototype}", index=index,
                      meta={"prototype": found.prototype, "k": k, "iterations": iterations}, key="expand.download")
+kit.samp_buttons(found.table, index=index, meta={"prototype": found.prototype, "k": k, "iterations": iterations},
+                 key="expand", name=f"ulisse expansion of {found.prototype}")
