@@ -21,7 +21,8 @@ def samp_buttons(table: pd.DataFrame, record=None, *, index=None, meta: dict | N
     if index is None and st.session_state.get("index_path"):
         index = st.session_state["index_path"]
     if st.button("Send to TOPCAT / Aladin", key=f"{key}.samp.table", icon=":material/send:",
-                 help="Send this table over SAMP to TOPCAT, Aladin or another tool running on this machine"):
+                 help="Send this table over SAMP to TOPCAT, Aladin or another tool running on this machine",
+                 width="content"):
         try:
             report = send_table(export_table(table, index), record or page_record(index, meta), name=name)
         except SampError as exc:
@@ -33,7 +34,7 @@ def samp_buttons(table: pd.DataFrame, record=None, *, index=None, meta: dict | N
 def show_in_aladin(ra, dec, *, key: str = "samp") -> None:
     """A "Show in Aladin" button: the SAMP sky viewers (Aladin...) move to ``ra``, ``dec`` (degrees)."""
     if st.button("Show in Aladin", key=f"{key}.samp.point", icon=":material/my_location:",
-                 help="Point Aladin (or another SAMP sky viewer on this machine) at this object"):
+                 help="Point Aladin (or another SAMP sky viewer on this machine) at this object", width="content"):
         try:
             report = point_at(float(ra), float(dec))
         except SampError as exc:

@@ -117,13 +117,14 @@ def download_buttons(table: pd.DataFrame, name: str, *, index: ulisse.Index | No
     stem = safe_stem(name)
     key = key or f"download.{stem}"
     chosen = [export_format(f) for f in formats]
-    columns = st.columns([1] * len(chosen) + [max(1, 5 - len(chosen))])
 
     def data(fmt):
         return render(out, fmt.name, index_meta, record=record or page_record(index, meta))
 
-    for col, fmt in zip(columns, chosen):
-        col.download_button(f"Download {FORMAT_LABELS.get(fmt.name, fmt.name)}",
-                            lambda fmt=fmt: data(fmt), f"{stem}{fmt.extensions[0]}",
-                            fmt.media_type, key=f"{key}.{fmt.name}", on_click="ignore", icon=":material/download:",
-                            width="stretch")
+    # one row of buttons as wide as their labels, wrapping on a narrow window (never a cut label)
+    with st.container(horizontal=True, wrap=True, gap="small", key=f"ulisse-downloads-{safe_stem(key)}"):
+        for fmt in chosen:
+            st.download_button(f"Download {FORMAT_LABELS.get(fmt.name, fmt.name)}",
+                               lambda fmt=fmt: data(fmt), f"{stem}{fmt.extensions[0]}",
+                               fmt.media_type, key=f"{key}.{fmt.name}", on_click="ignore",
+                               icon=":material/download:", width="content")
