@@ -199,8 +199,8 @@ class Encoder:
         for rec in spec.preprocessors:
             _check_step_available(rec)
         enc = cls.load(spec.model_name, weights=weights, device=device, input_size=spec.input_size, pool=spec.pool,
-                       tta=spec.tta, runtime=runtime, encoder=spec.encoder, precision=spec.precision, preset=spec.preset,
-                       crop=spec.crop or 0,
+                       tta=spec.tta, runtime=runtime, encoder=spec.encoder, precision=spec.precision,
+                       preset=spec.preset, crop=spec.crop or 0,
                        quantization=spec.quantization, preprocess=[(p["name"], p["arg"]) for p in spec.preprocessors])
         for want, got in zip(spec.preprocessors, enc.spec.preprocessors):
             if want["fingerprint"] != got["fingerprint"]:

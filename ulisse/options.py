@@ -123,7 +123,8 @@ def encoder_options(f):
     """The encoder's options, passed to the command as one ``encoder_options`` dict for ``Encoder.load``.
 
     ``--preset`` (``discovery``, the default, or ``ulisse``: the paper's exact vector; the options below
-    override its fields), ``--model``, ``--weights``, ``--input-size``, ``--crop``, ``--encoder``, ``--pool``, ``--tta``, ``--runtime``,
+    override its fields), ``--model``, ``--weights``, ``--input-size``, ``--crop``, ``--encoder``, ``--pool``,
+    ``--tta``, ``--runtime``,
     ``--precision``, ``--preprocess NAME=ARG`` (repeatable, applied in order) and ``--denoise MODEL_DIR``
     (short for ``--preprocess denoise=MODEL_DIR``, applied first). ``--device`` is not included
     (use :func:`device_option`).
@@ -145,7 +146,8 @@ def encoder_options(f):
         precision = kwargs.pop("precision", "auto")
         kwargs["encoder_options"] = {
             "preset": kwargs.pop("preset"), "model_name": kwargs.pop("model"), "weights": kwargs.pop("weights"),
-            "input_size": kwargs.pop("input_size"), "crop": kwargs.pop("crop"), "encoder": kwargs.pop("encoder"), "pool": kwargs.pop("pool"),
+            "input_size": kwargs.pop("input_size"), "crop": kwargs.pop("crop"), "encoder": kwargs.pop("encoder"),
+            "pool": kwargs.pop("pool"),
             "tta": kwargs.pop("tta"), "runtime": kwargs.pop("runtime"), "preprocess": preprocess,
             "precision": None if precision == "auto" else precision,
         }
