@@ -113,7 +113,7 @@ class Index(DerivedMixin):
 
     @property
     def encoder_spec(self) -> "EncoderSpec":
-        from .encoder import EncoderSpec
+        from ._spec import EncoderSpec  # the spec alone: no torch for a query by id
 
         return EncoderSpec.from_dict(self.manifest.encoder)
 
