@@ -302,7 +302,7 @@ def test_the_detail_dialog_opens_where_the_user_is(browser, server):
     tab.set_default_timeout(TIMEOUT_MS)
     try:
         open_app(tab, server, proto="obj001", k="20")
-        button = tab.locator("[class*='st-key-ulisse-tools-neighbour-11'] button", has_text="Details")
+        button = tab.locator("[class*='st-key-ulisse-tools-neighbour-11'] button", has_text="Details").first
         button.scroll_into_view_if_needed()
         button.click()
         dialog = tab.get_by_role("dialog")
@@ -331,7 +331,7 @@ def test_a_mark_shows_on_its_tile_and_is_undone_there(page, server, sky_index):
     settle(page)
     card = page.locator("[class*='st-key-ulisse-card-neighbour-1-mark0']")
     expect(card).to_have_count(1)
-    expect(card.get_by_text("Relevant", exact=True)).to_be_visible()  # the badge
+    expect(card.locator(".stMarkdownBadge", has_text="Relevant")).to_have_count(1)  # the badge
     outline = card.evaluate("el => getComputedStyle(el).outlineStyle")
     assert outline == "solid"
     shoot(page, "ui-marked-tile.png")

@@ -130,7 +130,7 @@ def tile_grid(table: pd.DataFrame, index: ulisse.Index, *, key: str, columns: in
                     st.button(f"Use {oid} as the prototype", key=f"ulisse-pick-{key}-{n}", on_click=set_prototypes,
                               args=([oid],), help=f"Search the neighbours of {oid}")
                 if marked:
-                    st.markdown(f":{BADGE_COLOURS[marked[2]]}-badge[{marked[1]}]", help=f"{oid}: {marked[1]}")
+                    st.markdown(f":{BADGE_COLOURS[marked[2]]}-badge[{marked[1]}]")
                 _tile_tools(key, n, oid, index_path, buttons, marked[0] if marked else None)
 
 
