@@ -109,7 +109,8 @@ def render(table: pd.DataFrame, fmt: str, meta: dict | None = None, extra: dict 
     :class:`ulisse.record.QueryRecord`) says what the table answers; every format
     that has room writes it (VOTable PARAMs, FITS keywords, ECSV meta, ``#`` lines
     of a CSV, JSON's ``query``), before the entries of ``meta``. ``stream``: the
-    text goes to standard output, where a CSV stays a bare table (for pipes).
+    text goes to standard output, where a CSV stays a bare table (for pipes), as
+    it does without a record (an id list such as the marks' export).
 
     A ``source`` column is written relative to the index directory when ``meta`` names it (``meta["index"]``),
     as every verb's does, and ``meta["index"]`` itself as the directory's name: an export carries no absolute
@@ -129,8 +130,8 @@ def render(table: pd.DataFrame, fmt: str, meta: dict | None = None, extra: dict 
         meta = {**record.as_dict(), **{k: v for k, v in meta.items() if k != "index"}}
         if extra is not None:
             extra = {**extra, "query": record.as_dict()}
-    if stream and fmt == "csv":
-        meta = {}
+    if fmt == "csv" and (stream or record is None):
+        meta = {}  # `#` lines: a query's record, in files and downloads only
     return export_format(fmt).write(table, meta, extra)
 
 

@@ -166,10 +166,9 @@ def _table(index, rows: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
 
 def export_marks(index, fmt: str) -> str:
     """The marks as CSV or VOTable text."""
-    from ulisse.record import query_record
     from ulisse.results import render
 
-    return render(marks(index), fmt, {"index": str(index.path)}, record=query_record(index, "marks"))
+    return render(marks(index), fmt, {"index": str(index.path)})
 
 
 @ulisse.hookimpl
