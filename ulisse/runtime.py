@@ -6,7 +6,9 @@ Normalisation runs inside the runtime; pooling, symmetry and observers work on
 the maps, so they behave the same on every runtime.
 
 ``auto`` picks ONNX Runtime on a CPU when it is installed (about 1.5x torch on
-two cores, see benchmarks/speed-cpu.md) and torch on CUDA (bf16 autocast,
+two cores, see benchmarks/speed-cpu.md), OpenVINO for bf16 on a CPU with bf16
+arithmetic (AVX-512 BF16 or AMX: the discovery preset's ``precision auto``,
+about 1.45x ONNX Runtime fp32 here), and torch on CUDA (bf16 autocast,
 channels_last, pinned memory). The ONNX graph (normalisation + ``forward_features``)
 is exported once per network (model, weights, input size, normalisation) and
 cached in the user cache directory under :meth:`EncoderSpec.network_digest`;
