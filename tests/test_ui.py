@@ -750,8 +750,15 @@ def test_a_page_change_keeps_only_declared_parameters(demo_index):
     ok(at.sidebar.radio(key="page").set_value("Expand").run())
     ok(at.sidebar.slider(key="expand.iterations").set_value(2).run())
     assert at.query_params["page"] == "Expand" and at.query_params["iterations"] == "2"
+    assert "top" not in at.query_params and "method" not in at.query_params  # Anomalies' view left with its page
     again = ok(page(APP, None, params=dict(at.query_params)))  # the link opens Expand as it was
     assert again.sidebar.radio(key="page").value == "Expand" and again.sidebar.slider(key="expand.iterations").value == 2
+    ok(at.sidebar.radio(key="page").set_value("Anomalies").run())  # back: the session kept Anomalies' view
+    assert at.sidebar.slider(key="anomalies.top").value == 40 and at.query_params["top"] == "40"
+    features = ok(page(APP, demo_index, params={"page": "Features", "feature": "3"}))
+    assert features.query_params["feature"] == "3"
+    ok(features.sidebar.radio(key="page").set_value("Denoise").run())
+    assert features.query_params["page"] == "Denoise" and "feature" not in features.query_params
 
 
 def test_an_upload_is_named_by_its_content_hash_in_the_url(demo_index):

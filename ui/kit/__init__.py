@@ -116,5 +116,6 @@ def page_setup(title: str, url_state: dict | None = None) -> None:
     if not st.session_state.get("_kit.restored"):
         restore_from_url(pages)
         st.session_state["_kit.restored"] = True
+    st.session_state["_kit.title"] = title
     declare_url_state(title, url_state)
     keep_widget_values(pages)

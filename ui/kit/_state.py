@@ -108,9 +108,15 @@ def _restore(snapshot: dict[str, list[str]], state: dict[str, tuple[str, Callabl
 def sync_url(pages: Sequence[UIPage] | None = None) -> None:
     """Write the view's state into the URL (only what changed), so that it can be reloaded or shared.
 
-    A parameter no page declares (one a page set by hand, say) is dropped.
+    A parameter no page declares (one a page set by hand, say) is dropped, and so are those
+    another page declared in ``page_setup`` (they come back with their page: the session keeps them).
     """
     state = url_state(pages)
+    title = st.session_state.get("page") or st.session_state.get("_kit.title")
+    other = {name for page, declared in st.session_state.get(DECLARED, {}).items() if page != title
+             for name in declared}
+    other -= set(st.session_state.get(DECLARED, {}).get(title, {}))
+    state = {name: spec for name, spec in state.items() if name not in other}
     for name in [n for n in st.query_params if n not in state]:
         st.query_params.pop(name, None)
     for name, (key, _) in state.items():
