@@ -252,7 +252,8 @@ def run_task(task_name: str, cache: Path, n: int = 2000, seed: int = 0, prototyp
     sim, fresh = simulated_set(task, cache, n, seed, progress)
     timings["simulate" if fresh else "simulate (reused)"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    encoder = ulisse.Encoder.load(model, weights=weights, device=device, runtime=runtime)
+    # ULISSE's network and input (224 px, no crop, fp32); each setting changes only pooling and symmetry
+    encoder = ulisse.Encoder.load(model, weights=weights, device=device, runtime=runtime, preset="ulisse")
     settings = {(pool, tta): setting_vectors(sim, encoder.with_options(pool=pool, tta=tta), limit, progress)
                 for pool in pools for tta in ttas}
     timings["embedding (every setting)"] = time.perf_counter() - tick
