@@ -58,13 +58,17 @@ def register_encoders(config):
 
 @hookimpl
 def register_export_formats(config):
-    """The result-table formats: text table, CSV, JSON, VOTable, FITS and ECSV."""
+    """The result-table formats: text table, CSV, JSON, VOTable, FITS and ECSV (units and UCDs from
+    :func:`ulisse.record.column_annotation`, the query's :class:`~ulisse.record.QueryRecord` in each)."""
     return [
         ExportFormat("table", "aligned text table, every column", (".txt",), "text/plain", write_text),
-        ExportFormat("csv", "comma-separated values", (".csv",), "text/csv", write_csv),
+        ExportFormat("csv", "comma-separated values; a file starts with '#' lines of the query", (".csv",),
+                     "text/csv", write_csv),
         ExportFormat("json", "JSON: the verb's summary and the rows", (".json",), "application/json", write_json),
-        ExportFormat("votable", "IVOA VOTable (BINARY2)", (".xml", ".vot", ".votable"), "application/x-votable+xml",
-                     write_votable),
-        ExportFormat("fits", "FITS binary table", (".fits", ".fit"), "application/fits", write_fits, binary=True),
-        ExportFormat("ecsv", "astropy Enhanced CSV (typed columns, metadata)", (".ecsv",), "text/csv", write_ecsv),
+        ExportFormat("votable", "IVOA VOTable (BINARY2): units, UCDs, the query as PARAMs",
+                     (".xml", ".vot", ".votable"), "application/x-votable+xml", write_votable),
+        ExportFormat("fits", "FITS binary table: TUNIT/TUCD, the query as header keywords", (".fits", ".fit"),
+                     "application/fits", write_fits, binary=True),
+        ExportFormat("ecsv", "astropy Enhanced CSV: typed columns with units, the query in its meta", (".ecsv",),
+                     "text/csv", write_ecsv),
     ]
