@@ -149,3 +149,26 @@ def test_sky_links_follow_the_surveys_footprints():
     plane = viewer_links(266.4, -29.0)  # the Galactic centre: only Aladin's HiPS
     assert [link.name for link in plane] == ["Aladin Lite"] and plane[0].survey
     assert [link.name for link in viewer_links(0.0, 89.5)] == ["Aladin Lite"]  # the pole: north of +84
+
+
+def test_a_ui_download_carries_the_pages_record(built, tmp_path):
+    """The UI's download buttons write through the same render, the page's query and the index's encoder in it."""
+    from streamlit.testing.v1 import AppTest
+
+    script = tmp_path / "download_page.py"
+    script.write_text(f"""import streamlit as st
+import ulisse
+from ulisse.ui.kit._tables import download_data
+st.session_state["page"] = "Search"
+index = ulisse.open_index({str(built)!r})
+result = index.query("obj004", k=3)
+st.code(download_data(result.table, "votable", index=index, meta={{"prototype": "obj004", "k": 3, "combine": "mean"}}))
+""")
+    at = AppTest.from_file(str(script), default_timeout=60).run()
+    assert not at.exception, at.exception
+    data = at.code[0].value
+    p = vot_params(data)
+    assert p["verb"] == "ui:Search" and p["prototype"] == "obj004" and p["k"] == 3 and p["combine"] == "mean"
+    assert p["encoder_model"] == "test_efficientnet" and p["index"] == "idx" and "created" in p
+    t = Table.read(io.BytesIO(data.encode()), format="votable")
+    assert t["ra"].unit == u.deg and "row" not in t.colnames and not any(s.startswith("/") for s in t["source"])

@@ -94,6 +94,17 @@ def page_record(index=None, meta: dict | None = None, verb: str | None = None):
                         **params)
 
 
+def download_data(table: pd.DataFrame, fmt: str, *, index=None, meta: dict | None = None, record=None):
+    """The file a download button gives: ``table`` (as :func:`export_table` makes it) in the export format
+    ``fmt`` by :func:`ulisse.results.render`, with ``record`` (else :func:`page_record` of ``meta``)."""
+    from ulisse.results import render
+
+    if index is None and st.session_state.get("index_path"):
+        index = st.session_state["index_path"]
+    index_meta = {"index": str(index if isinstance(index, (str, os.PathLike)) else index.path)} if index else {}
+    return render(export_table(table, index), fmt, index_meta, record=record or page_record(index, meta))
+
+
 def download_buttons(table: pd.DataFrame, name: str, *, index: ulisse.Index | None = None,
                      meta: dict | None = None, key: str | None = None,
                      formats: Sequence[str] = DOWNLOAD_FORMATS, record=None) -> None:
@@ -108,18 +119,15 @@ def download_buttons(table: pd.DataFrame, name: str, *, index: ulisse.Index | No
     and the columns' units and UCDs.
     """
     from ulisse.registry import export_format
-    from ulisse.results import render
 
     if index is None and st.session_state.get("index_path"):
         index = st.session_state["index_path"]
-    out = export_table(table, index)
-    index_meta = {"index": str(index if isinstance(index, (str, os.PathLike)) else index.path)} if index else {}
     stem = safe_stem(name)
     key = key or f"download.{stem}"
     chosen = [export_format(f) for f in formats]
 
     def data(fmt):
-        return render(out, fmt.name, index_meta, record=record or page_record(index, meta))
+        return download_data(table, fmt.name, index=index, meta=meta, record=record)
 
     # one row of buttons as wide as their labels, wrapping on a narrow window (never a cut label)
     with st.container(horizontal=True, wrap=True, gap="small", key=f"ulisse-downloads-{safe_stem(key)}"):
