@@ -133,13 +133,13 @@ def interactions(cutouts: list[Path], urls: list[str]):
     """The mix: (name, weight, coroutine function of (tab, rng))."""
 
     async def click_tile(tab, rng):
-        tiles = tab.locator("[class*='st-key-ulisse-pick-'] button")
+        tiles = tab.locator("[class*='st-key-ulisse-pick-'] button").filter(visible=True)  # not in a hidden tab
         n = await tiles.count()
         if n:  # the transparent button over the picture; force: the image toolbar may sit above it on hover
             await tiles.nth(rng.randrange(n)).click(force=True, timeout=20_000)
 
     async def add_prototype(tab, rng):
-        buttons = tab.get_by_role("button", name="Add", exact=True)
+        buttons = tab.get_by_role("button", name="Add", exact=True).filter(visible=True)
         n = await buttons.count()
         if n:
             await buttons.nth(rng.randrange(min(n, 6))).click()
@@ -148,7 +148,7 @@ def interactions(cutouts: list[Path], urls: list[str]):
         await _nudge_slider(tab, "Neighbours", rng.choice(["ArrowRight", "ArrowLeft", "ArrowRight"]))
 
     async def detail(tab, rng):
-        buttons = tab.get_by_role("button", name="Details", exact=True)
+        buttons = tab.get_by_role("button", name="Details", exact=True).filter(visible=True)
         n = await buttons.count()
         if n:
             await buttons.nth(rng.randrange(n)).click()
@@ -161,7 +161,8 @@ def interactions(cutouts: list[Path], urls: list[str]):
                     await tab.keyboard.press("Escape")
 
     async def mark(tab, rng):
-        buttons = tab.get_by_role("button", name=rng.choice(["Relevant", "Not relevant", "Unmark"]), exact=True)
+        buttons = tab.get_by_role("button", name=rng.choice(["Relevant", "Not relevant", "Unmark"]),
+                                  exact=True).filter(visible=True)
         n = await buttons.count()
         if n:
             await buttons.nth(rng.randrange(n)).click()
