@@ -136,8 +136,12 @@ def render(table: pd.DataFrame, fmt: str, meta: dict | None = None, extra: dict 
 
 
 def write_csv(table: pd.DataFrame, meta: dict | None = None, extra: dict | None = None) -> str:
-    """Comma-separated values with a header line, after ``# name: value`` lines of ``meta`` (the query's record;
-    astropy, TOPCAT and ``pandas.read_csv(comment="#")`` skip them)."""
+    """Comma-separated values with a header line, after ``# name: value`` lines of ``meta`` (the query's record).
+
+    Readers must be told to skip them: ``pandas.read_csv(f, comment="#")``, astropy's
+    ``Table.read(f, format="csv", comment="#")`` or ``format="ascii"``. TOPCAT's CSV reader and the
+    defaults of astropy (``Table.read("r.csv")``) and pandas take no comment lines: for them (and for
+    units) the ECSV, VOTable and FITS exports carry the same record."""
     head = "".join(f"# {k}: {_one_line(v)}\n" for k, v in (meta or {}).items())
     return head + table.to_csv(index=False)
 

@@ -80,6 +80,12 @@ def fractions_view(fractions: pd.DataFrame, label: str, names: dict | None = Non
 
 FORMAT_LABELS = {"csv": "CSV", "votable": "VOTable", "json": "JSON", "fits": "FITS", "ecsv": "ECSV"}
 DOWNLOAD_FORMATS = ("votable", "fits", "csv", "ecsv")
+FORMAT_HELP = {
+    "votable": "VOTable: units, UCDs and the query as PARAMs (TOPCAT, Aladin, astropy)",
+    "fits": "FITS binary table: TUNIT/TUCD and the query as header keywords",
+    "csv": "CSV; its first lines (#) record the query: pandas read_csv(comment='#'); for TOPCAT take ECSV or VOTable",
+    "ecsv": "astropy's Enhanced CSV: units and the query in its header (astropy, TOPCAT)",
+}
 
 
 def page_record(index=None, meta: dict | None = None, verb: str | None = None):
@@ -135,4 +141,4 @@ def download_buttons(table: pd.DataFrame, name: str, *, index: ulisse.Index | No
             st.download_button(f"Download {FORMAT_LABELS.get(fmt.name, fmt.name)}",
                                lambda fmt=fmt: data(fmt), f"{stem}{fmt.extensions[0]}",
                                fmt.media_type, key=f"{key}.{fmt.name}", on_click="ignore",
-                               icon=":material/download:", width="content")
+                               icon=":material/download:", width="content", help=FORMAT_HELP.get(fmt.name))
