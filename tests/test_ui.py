@@ -341,7 +341,8 @@ def test_a_plugin_tile_action_shows_under_result_tiles(labelled_index):
         star = at.button(key="neighbour.star.2")
         assert star.label == "⭐" and star.help == f"Star {shown[2]}"
         assert [at.button(key=f"neighbour.{name}.2").label for name in ("yes", "no")] == ["Relevant", "Not relevant"]
-        assert [at.button(key=f"neighbour.{name}.2").label for name in ("add", "detail")] == ["Add", "Details"]
+        assert [at.button(key=f"neighbour.{name}.2").label for name in ("use", "add", "detail")] == \
+            ["Use as prototype", "Add", "Details"]  # words, not glyphs
         ok(star.click().run())
         assert starred == [(len(labelled_index), shown[2])] and neighbour_ids(at) == shown
         ok(at.radio(key="search.mode").set_value("Pick a thumbnail").run())  # a grid without actions
@@ -407,6 +408,9 @@ def test_click_a_tile_to_make_it_the_prototype(labelled_index):
     pick(at, "neighbour", 2)
     assert captions(at)[0] == third and third not in neighbour_ids(at)
     assert at.query_params["proto"] == third and at.text_input(key="search.id").value == third
+    fourth = neighbour_ids(at)[3]
+    ok(at.button(key="neighbour.use.3").click().run())  # the labelled button does the same
+    assert captions(at)[0] == fourth and at.query_params["proto"] == fourth
 
 
 def test_several_prototypes_combine_by_mean_or_union(labelled_index):

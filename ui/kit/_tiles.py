@@ -88,7 +88,7 @@ def tile_grid(table: pd.DataFrame, index: ulisse.Index, *, key: str, columns: in
 
     The tiles reflow to the window (their width is the sidebar's "Tile size"; ``columns``
     is kept for old callers and ignored). Clicking a tile makes its object the prototype
-    (and opens the page that accepts prototypes); under each tile, "Add" adds it to the
+    (and opens the page that accepts prototypes), as does its "Use as prototype"; "Add" adds it to the
     prototypes, "Details" opens it in a dialog and, with ``actions=True``, the tile
     actions plugins register (``register_tile_actions``: the feedback plugin's "Relevant" /
     "Not relevant") act on it. A tile an action has marked shows the mark as a badge and
@@ -136,8 +136,11 @@ def tile_grid(table: pd.DataFrame, index: ulisse.Index, *, key: str, columns: in
 
 def _tile_tools(key: str, n: int, oid: str, index_path: str, actions: Sequence[TileAction],
                 marked_by: TileAction | None) -> None:
-    """The labelled buttons under one tile: Add, Details, the plugins' actions (Unmark for the one that marked it)."""
+    """The labelled buttons under one tile: Use as prototype, Add, Details, the plugins' actions (Unmark for the
+    one that marked it)."""
     with st.container(key=f"ulisse-tools-{key}-{n}", horizontal=True, wrap=True, gap=None):
+        st.button("Use as prototype", key=f"{key}.use.{n}", on_click=set_prototypes, args=([oid],),
+                  help=f"Search the neighbours of {oid} (a click on the picture does the same)", type="tertiary")
         st.button("Add", key=f"{key}.add.{n}", on_click=add_prototype, args=(oid,),
                   help=f"Add {oid} to the prototypes (the query combines them)", type="tertiary")
         st.button("Details", key=f"{key}.detail.{n}", on_click=show_detail, args=(oid,),
