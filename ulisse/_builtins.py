@@ -62,7 +62,7 @@ def register_export_formats(config):
     :func:`ulisse.record.column_annotation`, the query's :class:`~ulisse.record.QueryRecord` in each)."""
     return [
         ExportFormat("table", "aligned text table, every column", (".txt",), "text/plain", write_text),
-        ExportFormat("csv", "comma-separated values; a file starts with '#' lines of the query", (".csv",),
+        ExportFormat("csv", "comma-separated values, a bare table (the query's record: ECSV, VOTable, FITS)", (".csv",),
                      "text/csv", write_csv),
         ExportFormat("json", "JSON: the verb's summary and the rows", (".json",), "application/json", write_json),
         ExportFormat("votable", "IVOA VOTable (BINARY2): units, UCDs, the query as PARAMs",

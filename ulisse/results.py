@@ -107,10 +107,10 @@ def render(table: pd.DataFrame, fmt: str, meta: dict | None = None, extra: dict 
 
     The one export path of the verbs and the UI's downloads. ``record`` (a
     :class:`ulisse.record.QueryRecord`) says what the table answers; every format
-    that has room writes it (VOTable PARAMs, FITS keywords, ECSV meta, ``#`` lines
-    of a CSV, JSON's ``query``), before the entries of ``meta``. ``stream``: the
-    text goes to standard output, where a CSV stays a bare table (for pipes), as
-    it does without a record (an id list such as the marks' export).
+    that has room writes it (VOTable PARAMs, FITS keywords, ECSV meta, JSON's ``query``),
+    before the entries of ``meta``. A CSV stays a bare table everywhere: TOPCAT's CSV reader and the
+    defaults of astropy and pandas take no comment lines, so the record (and the units) go in the ECSV,
+    a CSV with a header that they all read. ``stream``: the text goes to standard output.
 
     A ``source`` column is written relative to the index directory when ``meta`` names it (``meta["index"]``),
     as every verb's does, and ``meta["index"]`` itself as the directory's name: an export carries no absolute
@@ -130,18 +130,16 @@ def render(table: pd.DataFrame, fmt: str, meta: dict | None = None, extra: dict 
         meta = {**record.as_dict(), **{k: v for k, v in meta.items() if k != "index"}}
         if extra is not None:
             extra = {**extra, "query": record.as_dict()}
-    if fmt == "csv" and (stream or record is None):
-        meta = {}  # `#` lines: a query's record, in files and downloads only
+    if fmt == "csv":
+        meta = {}  # a bare table that every reader takes; ECSV is the CSV that carries the record
     return export_format(fmt).write(table, meta, extra)
 
 
 def write_csv(table: pd.DataFrame, meta: dict | None = None, extra: dict | None = None) -> str:
-    """Comma-separated values with a header line, after ``# name: value`` lines of ``meta`` (the query's record).
+    """Comma-separated values with a header line, after ``# name: value`` lines of ``meta`` if any.
 
-    Readers must be told to skip them: ``pandas.read_csv(f, comment="#")``, astropy's
-    ``Table.read(f, format="csv", comment="#")`` or ``format="ascii"``. TOPCAT's CSV reader and the
-    defaults of astropy (``Table.read("r.csv")``) and pandas take no comment lines: for them (and for
-    units) the ECSV, VOTable and FITS exports carry the same record."""
+    :func:`render` gives no ``meta`` (TOPCAT's CSV reader and the defaults of astropy and pandas take
+    no comment lines); the ECSV, VOTable and FITS exports carry the query's record and the units."""
     head = "".join(f"# {k}: {_one_line(v)}\n" for k, v in (meta or {}).items())
     return head + table.to_csv(index=False)
 

@@ -83,7 +83,7 @@ DOWNLOAD_FORMATS = ("votable", "fits", "csv", "ecsv")
 FORMAT_HELP = {
     "votable": "VOTable: units, UCDs and the query as PARAMs (TOPCAT, Aladin, astropy)",
     "fits": "FITS binary table: TUNIT/TUCD and the query as header keywords",
-    "csv": "CSV; its first lines (#) record the query: pandas read_csv(comment='#'); for TOPCAT take ECSV or VOTable",
+    "csv": "CSV: a bare table any reader takes (no units, no record: ECSV or VOTable carry those)",
     "ecsv": "astropy's Enhanced CSV: units and the query in its header (astropy, TOPCAT)",
 }
 
