@@ -197,6 +197,8 @@ def test_detail_panel_links_and_relative_downloads(page, server):
     shoot(page, "ui-detail.png")
     page.keyboard.press("Escape")
     expect(dialog).to_have_count(0)
+    settle(page)  # closing it reruns the page (the URL's detail= goes)
+    assert "detail=" not in page.url
     with page.expect_download() as info:
         page.get_by_role("button", name="Download CSV").click()
     csv = [line for line in Path(info.value.path()).read_text().splitlines() if not line.startswith("#")]
