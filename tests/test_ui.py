@@ -814,3 +814,18 @@ def test_a_position_with_no_match_is_told_in_the_users_notation(demo_index):
     message = errors(at)
     assert "12:36:49.0 +62:12:58" in message and "189.2041" not in message and " deg" in message, message
     assert len(at.image) == 1  # the footprint, with the asked position
+
+
+def test_picker_orders_and_the_default_follow_magnitudes_or_the_mean(labelled_index):
+    import ulisse.ui.kit as kit
+
+    index = ulisse.open_index(labelled_index.path)
+    mags = index.metadata["r_mag"].to_numpy()
+    brightest = kit.sort_for_picking(index, "Brightest first")["id"].tolist()
+    assert brightest[0] == index.id_of(int(mags.argmin())) == kit.default_prototype(index)
+    assert list(mags[[index.row_of(i) for i in brightest]]) == sorted(mags)
+    vectors = np.asarray(index.all_vectors())
+    typical = index.id_of(int(np.linalg.norm(vectors - vectors.mean(0), axis=1).argmin()))
+    assert kit.sort_for_picking(index, "Most typical first")["id"].iloc[0] == typical
+    assert kit.sort_for_picking(index, "Most unusual first")["id"].iloc[-1] == typical
+    assert kit.sort_for_picking(index, "RA")["ra"].is_monotonic_increasing

@@ -12,7 +12,8 @@ import ulisse
 from ulisse.ui.kit._index import index_from_key, index_key
 
 FLUX_COLUMNS = ("flux", "flux_auto", "flux_r", "petroflux_r", "modelflux_r")  # brighter: larger
-MAG_COLUMNS = ("mag", "mag_auto", "r", "petromag_r", "modelmag_r", "cmodelmag_r", "mag_r")  # brighter: smaller
+MAG_COLUMNS = ("mag", "mag_auto", "r", "r_mag", "mag_r", "rmag", "petromag_r", "modelmag_r", "cmodelmag_r",
+               "i_mag", "g_mag")  # brighter: smaller
 PICK_SORTS = ("Brightest first", "Most typical first", "Most unusual first", "Id", "RA", "Dec")
 
 
