@@ -671,13 +671,15 @@ def test_search_state_round_trips_through_its_url(labelled_index):
         at.sidebar.slider(key="search.k").set_value(9)
         at.sidebar.selectbox(key="search.combine").set_value("union")
         at.text_input(key="search.id").set_value("obj004, obj011")
+        at.sidebar.select_slider(key="ulisse.tile_size").set_value("Large")
 
     def read(at):
         return (at.sidebar.slider(key="search.k").value, at.sidebar.selectbox(key="search.combine").value,
-                at.text_input(key="search.id").value, neighbour_ids(at))
+                at.text_input(key="search.id").value, at.sidebar.select_slider(key="ulisse.tile_size").value,
+                neighbour_ids(at))
 
     first, again = round_trip(page_script("Search"), labelled_index.path, set_widgets, read)
-    assert first == again and first[:3] == (9, "union", "obj004, obj011")
+    assert first == again and first[:4] == (9, "union", "obj004, obj011", "Large")
 
     def pick_order(at):
         at.radio(key="search.mode").set_value("Pick a thumbnail").run()

@@ -5,18 +5,22 @@ A page is a short Streamlit script; plugins register it with ``register_ui_pages
     import streamlit as st
     import ulisse.ui.kit as kit
 
-    kit.page_setup("My page")
+    kit.page_setup("My page", url_state={"rows": ("mine.rows", int)})  # the page's own view, in the URL
     index = kit.current_index()              # the index chosen in the sidebar (opened once per process)
-    table = index.derived_table().head(24).assign(id=[index.id_of(r) for r in range(24)])
-    kit.tile_grid(table, index, key="mine")  # click a tile: it becomes the prototype (the page that takes them opens)
-    kit.object_detail(index, table["id"].iloc[0])
-    kit.download_buttons(table, "my-table")  # CSV / VOTable, built only when clicked
+    rows = kit.slider("Rows", 1, 48, 24, key="mine.rows")
+    table = index.derived_table().head(rows).assign(id=[index.id_of(r) for r in range(rows)])
+    kit.tile_grid(table, index, key="mine", actions=True)  # tiles that reflow; Use as prototype, Add, Details, marks
+    kit.download_buttons(table, "my-table")  # VOTable / FITS / CSV / ECSV, built only when clicked
 
 The state that makes a view lives in the URL (``st.query_params``), so that a
 reload or a shared URL restores it: the kit's own (index, page, prototypes,
-detail) and what each page declares in its :class:`~ulisse.registry.UIPage`
-(``url_state``; ``persistent_keys`` are the widget values kept across pages).
-The buttons under result tiles come from the ``register_tile_actions`` hook.
+detail, tile size), what each page declares in its :class:`~ulisse.registry.UIPage`
+(``url_state``; ``persistent_keys`` are the widget values kept across pages) and
+what a page declares in :func:`page_setup` (in the URL while that page is shown).
+An id the index does not hold is reported the same way on every page
+(:func:`known_prototypes`). The buttons under result tiles come from the
+``register_tile_actions`` hook; an action with a ``badge`` marks its tiles
+(a coloured outline and badge) and its ``undo`` removes one mark.
 """
 
 from __future__ import annotations
