@@ -467,11 +467,14 @@ def preset_race(n_images: int = 512, variants: dict | None = None, rounds: int =
     ref = float(np.median(times[next(iter(variants))]))
     lines = [f"Whole-process `ulisse -q embed` of {n_images} PNG cutouts (64 px), {threads} threads, {rounds} rounds "
              f"(load average at each round's start: {', '.join(f'{x:.1f}' for x in loads)}):", "",
-             "| variant | arguments | wall s (each round) | median | x first |", "|---|---|---|---|---|"]
+             "| variant | arguments | wall s (each round) | median | x first | x first, each round |",
+             "|---|---|---|---|---|---|"]
+    first = times[next(iter(variants))]
     for name, extra in variants.items():
         med = float(np.median(times[name]))
+        per_round = ", ".join(f"{x / r:.2f}" for x, r in zip(times[name], first))
         lines.append(f"| {name} | `{' '.join(extra) or '(defaults)'}` | {', '.join(f'{x:.1f}' for x in times[name])} "
-                     f"| {med:.1f} | {med / ref:.2f} |")
+                     f"| {med:.1f} | {med / ref:.2f} | {per_round} |")
     if command:
         lines += ["", f"Command: `{command}`"]
     return "\n".join(lines) + "\n"
