@@ -152,6 +152,11 @@ class Encoder:
         base, entry = _registered_encoder(name, device=str(dev), weights=weights,
                                           input_size=int(settings["crop"] or settings["input_size"]), **options)
         model, spec = base.model, (replace(base.spec, encoder=name) if entry.record_name else base.spec)
+        if spec.input_size != int(settings["crop"] or settings["input_size"]):
+            # an encoder with its own fixed size: the preset's size, crop and central cells (tuned on EfficientNet
+            # at 224 px) do not apply; its whole map is pooled unless --pool says otherwise
+            settings["input_size"], settings["crop"] = spec.input_size, None
+            settings["pool"] = pool or "mean"
         steps, records = load_preprocessors(preprocess)
         precision = settings["precision"]
         if precision == "auto":
