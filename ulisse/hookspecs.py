@@ -191,8 +191,8 @@ def register_tile_actions(config):
 
     The kit's tile grid (:func:`ulisse.ui.kit.tile_grid` with ``actions=True``: the
     Search neighbours, the Marks ranking) shows each action's ``label`` under every
-    tile; a click calls ``run(index, object_id)``. The feedback plugin's 👍/👎
-    (mark relevant or not) are tile actions.
+    tile; a click calls ``run(index, object_id)``. The feedback plugin's "Relevant" /
+    "Not relevant" (with a badge and an undo) are tile actions.
 
     Example::
 
