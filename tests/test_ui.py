@@ -11,6 +11,7 @@ import io
 import struct
 import sys
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -206,24 +207,34 @@ def test_plugins_do_not_import_the_ui():
     assert out.strip().splitlines()[-1] in ("[]", "['ulisse.ui', 'ulisse.ui.plugin']")  # the ui plugin's own command
 
 
-def test_app_lists_registered_pages_and_runs_the_chosen_one(demo_index, tmp_path):
+@contextmanager
+def registered_page(tmp_path, name: str, title: str, body: str, **fields):
+    """A throwaway plugin whose page ``title`` runs ``body`` (after the kit's imports), registered for the block."""
     from ulisse.plugin_manager import get_plugin_manager
     from ulisse.registry import UIPage
 
-    script = tmp_path / "hello.py"
-    script.write_text("import streamlit as st\nimport ulisse.ui.kit as kit\nkit.page_setup('Hello')\n"
-                      "index = kit.current_index()\nst.title(f'Hello from a plugin: {len(index)} objects')\n")
+    script = tmp_path / f"{name}.py"
+    script.write_text("import streamlit as st\nimport ulisse.ui.kit as kit\n" + body)
 
     class ThrowawayPlugin:
         @ulisse.hookimpl
         def register_ui_pages(self, config):
             assert config.device == "auto"
-            return [UIPage("Hello", script, order=99)]
+            return [UIPage(title, script, **fields)]
 
     plugin = ThrowawayPlugin()
     pm = get_plugin_manager()
-    pm.register(plugin, name="ui-test-throwaway")
+    pm.register(plugin, name=name)
     try:
+        yield
+    finally:
+        pm.unregister(plugin)
+
+
+def test_app_lists_registered_pages_and_runs_the_chosen_one(demo_index, tmp_path):
+    hello = ("kit.page_setup('Hello')\nindex = kit.current_index()\n"
+             "st.title(f'Hello from a plugin: {len(index)} objects')\n")
+    with registered_page(tmp_path, "ui-test-throwaway", "Hello", hello, order=99):
         at = ok(page(APP, demo_index))
         radio = at.sidebar.radio(key="page")
         assert list(radio.options)[0] == "Search" and "Hello" in radio.options
@@ -231,8 +242,6 @@ def test_app_lists_registered_pages_and_runs_the_chosen_one(demo_index, tmp_path
         ok(radio.set_value("Hello").run())
         assert [t.value for t in at.main.title] == [f"Hello from a plugin: {len(ulisse.open_index(demo_index))} objects"]
         assert at.query_params["page"] == "Hello"
-    finally:
-        pm.unregister(plugin)
 
 
 ZOOM_PAGE = """import streamlit as st
@@ -289,34 +298,19 @@ def test_a_plugin_page_declares_its_url_state_and_kept_widgets(demo_index, tmp_p
 
 
 def test_a_tile_click_opens_the_page_that_accepts_prototypes(demo_index, tmp_path):
-    from ulisse.plugin_manager import get_plugin_manager
-    from ulisse.registry import UIPage
-
     at = ok(page(APP, demo_index, params={"page": "Anomalies"}))
     first = neighbour_ids(at)[0]
     pick(at, "anomaly", 0)
     assert at.sidebar.radio(key="page").value == "Search" and at.query_params["proto"] == first
     assert captions(at)[0] == first and at.text_input(key="search.id").value == first
 
-    script = tmp_path / "protos.py"
-    script.write_text("import streamlit as st\nimport ulisse.ui.kit as kit\nkit.page_setup('Mine')\n"
-                      "kit.current_index()\nst.title('prototypes: ' + ', '.join(kit.prototypes()))\n")
-
-    class ThrowawayPlugin:
-        @ulisse.hookimpl
-        def register_ui_pages(self, config):
-            return [UIPage("Mine", script, order=5, accepts_prototypes=True)]  # before Search in the sidebar
-
-    plugin = ThrowawayPlugin()
-    pm = get_plugin_manager()
-    pm.register(plugin, name="ui-test-mine")
-    try:  # the first page that declares it takes prototypes gets them, whatever its title
+    mine = "kit.page_setup('Mine')\nkit.current_index()\nst.title('prototypes: ' + ', '.join(kit.prototypes()))\n"
+    with registered_page(tmp_path, "ui-test-mine", "Mine", mine, order=5, accepts_prototypes=True):  # before Search
+        # the first page that declares it takes prototypes gets them, whatever its title
         at = ok(page(APP, demo_index, params={"page": "Anomalies"}))
         second = neighbour_ids(at)[1]
         pick(at, "anomaly", 1)
         assert at.sidebar.radio(key="page").value == "Mine" and at.main.title[0].value == f"prototypes: {second}"
-    finally:
-        pm.unregister(plugin)
 
 
 def test_a_plugin_tile_action_shows_under_result_tiles(labelled_index):
@@ -534,14 +528,22 @@ def test_another_index_starts_from_its_objects(demo_index, labelled_index):
 
 # -- the labelling loop ---------------------------------------------------------------------
 
+def search_and_mark(index, prototype: str, clicks: list[str]):
+    """Search from ``prototype`` with no marks yet, then click the tile buttons ``clicks`` (keys); the page and its ids."""
+    from ulisse.plugins.feedback import clear_marks
+
+    clear_marks(index)
+    at = ok(page(page_script("Search"), index.path, **{"search.id": prototype}))
+    shown = neighbour_ids(at)
+    for key in clicks:
+        ok(at.button(key=key).click().run())
+    return at, shown
+
+
 def test_mark_tiles_and_rank_more_like_my_marks(labelled_index):
     from ulisse.plugins.feedback import clear_marks, marks
 
-    clear_marks(labelled_index)
-    at = ok(page(page_script("Search"), labelled_index.path, **{"search.id": "obj009"}))
-    shown = neighbour_ids(at)
-    ok(at.button(key="neighbour.yes.0").click().run())
-    ok(at.button(key="neighbour.no.1").click().run())
+    at, shown = search_and_mark(labelled_index, "obj009", ["neighbour.yes.0", "neighbour.no.1"])
     table = marks(labelled_index)
     assert dict(zip(table["id"], table["relevant"])) == {shown[0]: True, shown[1]: False}
     marks_page = ok(page(page_script("Marks"), labelled_index.path, **{"ulisse.protos": ["obj009"]}))
@@ -783,12 +785,7 @@ def test_an_upload_is_named_by_its_content_hash_in_the_url(demo_index):
 def test_marks_show_on_tiles_and_are_undone_one_at_a_time(labelled_index):
     from ulisse.plugins.feedback import clear_marks, marks
 
-    clear_marks(labelled_index)
-    at = ok(page(page_script("Search"), labelled_index.path, **{"search.id": "obj012"}))
-    shown = neighbour_ids(at)
-    ok(at.button(key="neighbour.yes.0").click().run())
-    ok(at.button(key="neighbour.no.1").click().run())
-    ok(at.button(key="neighbour.yes.2").click().run())
+    at, shown = search_and_mark(labelled_index, "obj012", ["neighbour.yes.0", "neighbour.no.1", "neighbour.yes.2"])
     badges = [m.value for m in at.markdown if "-badge[" in m.value]
     assert badges == [":green-badge[Relevant]", ":red-badge[Not relevant]", ":green-badge[Relevant]"]
     assert at.button(key="neighbour.yes.undo.0").label == "Unmark" and at.button(key="neighbour.yes.1").label == "Relevant"
