@@ -7,6 +7,7 @@ import re
 import pytest
 
 
+@pytest.mark.slow
 def test_agn_benchmark_small(tmp_path, cli):
     out, report = tmp_path / "bench", tmp_path / "report.md"
     args = ("-q", "benchmark", "agn", "--out", out, "--n", "80", "--prototypes", "3", "--model", "test_efficientnet",
@@ -25,6 +26,7 @@ def test_agn_benchmark_small(tmp_path, cli):
     assert code == 0 and "simulate (reused)" in stdout and "index (reused)" in stdout
 
 
+@pytest.mark.slow
 def test_speed_benchmark_small(tmp_path, cli):
     report = tmp_path / "speed.md"
     code, stdout, err = cli("-q", "benchmark", "speed", "--images", "8", "--model", "test_efficientnet",
@@ -39,6 +41,7 @@ def test_speed_benchmark_small(tmp_path, cli):
     assert re.search(r"\| \d+\.\d\d \|", text) and "Machine:" in text and "Command:" in text
 
 
+@pytest.mark.slow
 def test_speed_benchmark_times_the_index_search_with_its_options(tmp_path, cli):
     """--vectors, --queries and --device reach the search part, which runs the product's Index.search/query."""
     report = tmp_path / "speed.md"

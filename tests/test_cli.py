@@ -92,6 +92,7 @@ def test_plugins_verb_lists_first_party_plugins(cli):
     assert "demo" in demo["provides"]["commands"]  # (and 'sample', the labelled sample)
 
 
+@pytest.mark.slow
 def test_export_formats_are_looked_up_by_extension_and_name(built, cli, tmp_path):
     """The core registers its formats like a plugin: ECSV is one more registration, found by its extension."""
     ecsv = tmp_path / "r.ecsv"
@@ -105,6 +106,7 @@ def test_export_formats_are_looked_up_by_extension_and_name(built, cli, tmp_path
     assert code == 2 and "fits" in err and "ecsv" in err
 
 
+@pytest.mark.slow
 def test_the_global_device_is_the_verbs_default(cli, survey, tmp_path):
     import torch
 
@@ -130,6 +132,7 @@ def _bad_files(tmp_path):
 
 @pytest.mark.parametrize("name,reason", [("empty.png", "empty file"), ("junk.jpg", "not a readable image"),
                                          ("nan.fits", "all pixels are NaN"), ("shape.fits", "wrong shape")])
+@pytest.mark.slow
 def test_bad_cutouts_leave_index_byte_identical(built, cli, tmp_path, name, reason):
     bad = _bad_files(tmp_path) / name
     digest = tree_digest(built)
@@ -173,6 +176,7 @@ def test_skip_bad_skips_and_reports(built, cli, tmp_path, survey):
     (("index", "build", "{survey}/cutouts", "--index", "{tmp}/new", "--catalog", "{tmp}/nocat.csv", "--weights",
       "{tmp}/w.pth"), "catalogue not found"),
 ])  # (--device cuda without CUDA is no longer an error but a note and the CPU: test_the_global_device_is_the_verbs_default)
+@pytest.mark.slow
 def test_bad_input_one_line_error(built, cli, tmp_path, survey, args, needle):
     digest = tree_digest(built)
     fmt = {"idx": built, "tmp": tmp_path, "survey": survey}
@@ -211,6 +215,7 @@ def test_exit_code_and_single_line_in_a_real_process(tmp_path):
     assert p.returncode == 1 and p.stderr.strip() == f"ulisse: error: {tmp_path / 'none'}: no index here (not a directory)"
 
 
+@pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     """`ulisse demo` in a real process: HDF sources -> index -> query -> table and PNG."""
     out = tmp_path / "hdf"
@@ -260,6 +265,7 @@ def test_a_missing_input_fails_before_the_heavy_imports(tmp_path):
         assert p.stderr.strip() == f"ulisse: error: {tmp_path / 'MISSING'}: no such file or folder"
 
 
+@pytest.mark.slow
 def test_quiet_silences_the_weights_note(survey, cli, tmp_path):
     """With no --weights and no hub, the offline default (Lite0) is used with a note that -q silences."""
     args = ("embed", survey / "cutouts" / "obj001.png", "--out", tmp_path / "v.npz", "--device", "cpu")
@@ -271,6 +277,7 @@ def test_quiet_silences_the_weights_note(survey, cli, tmp_path):
     assert code == 0 and err == "", err
 
 
+@pytest.mark.slow
 def test_compact_after_a_clean_add_calls_the_old_segments_superseded(built, cli, survey, tmp_path):
     more = tmp_path / "more"
     make_survey(more, n_per_kind=1, prefix="new")
@@ -358,6 +365,7 @@ def test_head_train_counts_agree_and_report_says_which_rows_it_scores(built, cli
     assert code == 0 and f"({trained} of the 24 trained the head: scores on them flatter it)" in out, out
 
 
+@pytest.mark.slow
 def test_demo_says_how_many_sources_it_detected_and_which_it_indexes():
     from ulisse.plugins.demo import detect_hdf_sources, detection_note
 

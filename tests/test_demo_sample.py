@@ -7,11 +7,13 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from ulisse.inputs import read_id_list
 
 
+@pytest.mark.slow
 def test_sample_writes_measured_labels_id_lists_and_noisy_pairs(tmp_path):
     out = tmp_path / "hdf"
     res = subprocess.run([sys.executable, "-m", "ulisse", "sample", str(out), "--max-sources", "60", "--more", "10"],

@@ -97,6 +97,7 @@ def mean_psnr(model, pairs, kind):
 
 # -- training ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_supervised_fits_training_denoises_held_out_cutouts(fits_model, pairs):
     before, after = mean_psnr(fits_model, pairs, "fits")
     assert after > before + 3.0, (before, after)
@@ -106,11 +107,13 @@ def test_supervised_fits_training_denoises_held_out_cutouts(fits_model, pairs):
     assert (fits_model / "model.safetensors").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_supervised_png_training_denoises_held_out_cutouts(png_model, pairs):
     before, after = mean_psnr(png_model, pairs, "png")
     assert after > before + 2.0, (before, after)
 
 
+@pytest.mark.slow
 def test_self_supervised_training_beats_the_noisy_input(pairs, tmp_path):
     den = denoise.train(pairs / "train" / "noisy_fits", self_supervised=True, device="cpu", out=tmp_path / "ss",
                         options=TrainOptions(steps=200, batch_size=8, crop=16, width=8, depth=2, lr=5e-3,

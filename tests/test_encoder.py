@@ -55,6 +55,7 @@ def _ulisse_reference(cutouts: list[np.ndarray], mean, std) -> np.ndarray:
     return np.stack(out)
 
 
+@pytest.mark.slow
 def test_embed_reproduces_ulisse_preprocessing(survey, cli, tmp_path):
     from ulisse.cutouts import read_cutout
     from ulisse.inputs import list_cutout_files
@@ -160,6 +161,7 @@ def test_hub_weights_efficientnet_b0():
     assert enc.spec.model_name == "efficientnet_b0" and enc.spec.weights_source.startswith("hf-hub:")
 
 
+@pytest.mark.slow
 def test_hub_weights_from_the_local_cache(tmp_path):
     """timm pretrained=True through the Hugging Face cache, offline: the real loading path for efficientnet_b0."""
     import os
@@ -222,6 +224,7 @@ def test_maps_are_the_final_feature_map_and_pooling_works_on_them(lite0_encoder,
         lite0_encoder.with_options(pool="median")
 
 
+@pytest.mark.slow
 def test_d4_symmetry_makes_vectors_rotation_invariant(lite0_encoder, cutouts):
     turned = [np.ascontiguousarray(np.rot90(c)) for c in cutouts]
     flipped = [np.ascontiguousarray(c[:, ::-1]) for c in cutouts]
@@ -319,6 +322,7 @@ def plugin():
             pm.unregister(p)
 
 
+@pytest.mark.slow
 def test_preprocessor_changes_the_spec_and_is_applied_to_queries_by_image(plugin, survey, tmp_path, monkeypatch):
     from ulisse.cutouts import read_cutout
 
@@ -460,6 +464,7 @@ def test_old_specs_read_as_preset_ulisse(lite0_encoder):
     assert spec.preset == "ulisse" and spec.preset_changes() == [] and spec.compatible_with(lite0_encoder.spec)
 
 
+@pytest.mark.slow
 def test_preset_ulisse_reproduces_ulisse_vectors(lite0_encoder, cutouts):
     explicit = Encoder.load(weights="lite0", device="cpu", runtime="torch", pool="mean", tta="none",
                             precision="fp32", input_size=224, crop=0)  # every field of ULISSE's path, by hand
@@ -468,6 +473,7 @@ def test_preset_ulisse_reproduces_ulisse_vectors(lite0_encoder, cutouts):
     assert _cos(paper.embed_images(cutouts), explicit.embed_images(cutouts)).min() >= 0.9999
 
 
+@pytest.mark.slow
 def test_index_info_shows_the_preset_and_queries_use_the_index_spec(survey, cli, tmp_path):
     idx = tmp_path / "idx"
     code, _, err = cli("--quiet", "index", "build", survey / "cutouts", "--index", idx, "--model", "test_efficientnet",

@@ -126,6 +126,7 @@ def test_observer_lists_equal_exhaustive_after_build_and_add(index, more_cutouts
     assert lists.rows.max() >= 24  # some new object made a top list
 
 
+@pytest.mark.slow
 def test_build_and_add_keep_the_lists_through_the_core(tmp_path, survey, more_cutouts, encoder):
     idx, _ = ulisse.build_index([survey / "cutouts"], tmp_path / "idx", survey / "catalog.csv", encoder=encoder,
                                 device="cpu", progress=False)

@@ -39,6 +39,7 @@ def _build(cli, survey, out, *device):
 
 # --------------------------------------------------------------------------- the fallback (runs everywhere)
 
+@pytest.mark.slow
 def test_device_cuda_without_cuda_is_one_note_and_the_cpu_answers(cli, survey, tmp_path):
     if _cuda():
         pytest.skip("CUDA is here: nothing falls back")

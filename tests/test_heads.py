@@ -40,6 +40,7 @@ def vec_index(tmp_path):
     return ulisse.create_index(tmp_path / "idx", x, meta, _spec(), device="cpu")
 
 
+@pytest.mark.slow
 def test_ensemble_learns_the_target_with_both_error_parts(vec_index):
     config = dataclasses.replace(FAST, batch_size=16, max_epochs=60, patience=15)  # enough steps to learn the noise
     trained = train_head(vec_index, "y", "yhat", members=2, config=config)
@@ -194,6 +195,7 @@ def test_metrics_known_answers():
 # -- CLI ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_verbs(vec_index, cli, tmp_path):
     d = str(vec_index.path)
     code, out, err = cli("-q", "head", "train", d, "--target", "y", "--name", "yhat", "--members", "2", "--epochs", "40")
@@ -281,6 +283,7 @@ def test_heads_on_real_encoder_features(demo_index, tmp_path):
 # -- web UI ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_heads_page(tiny_index):
     pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest
@@ -321,6 +324,7 @@ def test_sqrt_features_round_trip(vec_index):
         train_head(vec_index, "y", "ylog", method="ridge", config=TrainConfig(features="log"))
 
 
+@pytest.mark.slow
 def test_lens_simulator(tmp_path):
     pytest.importorskip("lenstronomy")
     from ulisse_bench.sim.lenses import LABEL_COLUMNS, SIZE, cached_lens_set, simulate_lens, simulate_lens_set

@@ -119,6 +119,7 @@ def test_interrupted_commit_leaves_previous_index_intact(tiny_index, tmp_path, m
     assert set(os.listdir(tiny_index.path)) - {"derived"} == referenced
 
 
+@pytest.mark.slow
 def test_killed_process_leaves_previous_index_loadable(tmp_path, survey):
     """SIGKILL an 'ulisse index add' mid-run; the index must load and be unchanged."""
     env = dict(os.environ, HF_HUB_OFFLINE="1")
@@ -159,6 +160,7 @@ def test_build_refuses_to_overwrite_without_flag(tiny_index, survey, tiny_encode
     assert tree_digest(tiny_index.path) == digest
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("factory", ["Flat", "IVF4,Flat", "HNSW16", "SQ8", "IVF4,PQ32x4"])
 def test_factories_recall_on_known_answers(factory):
     """Synthetic clusters with known nearest neighbours; approximate indexes must keep recall high."""

@@ -93,6 +93,7 @@ def run(extras, *args, code=None):
     return subprocess.run([sys.executable, "-m", "ulisse", *map(str, args)], capture_output=True, text=True, env=env)
 
 
+@pytest.mark.slow
 def test_an_outside_plugin_adds_encoder_preprocessor_observer_derived_columns_and_a_page(extras, survey, tmp_path):
     listed = run(extras, "plugins", "--format", "json")
     assert listed.returncode == 0, listed.stderr

@@ -143,6 +143,7 @@ def _run(*args, env=None):
                           env=dict(os.environ, HF_HUB_OFFLINE="1", **(env or {})))
 
 
+@pytest.mark.slow
 def test_plugins_dir_and_a_broken_plugin_leave_the_other_verbs_working(tmp_path, tiny_index):
     import textwrap
 
@@ -178,6 +179,7 @@ def test_plugins_dir_and_a_broken_plugin_leave_the_other_verbs_working(tmp_path,
     assert missing.returncode == 1 and missing.stderr.startswith("ulisse: error: --plugins-dir")
 
 
+@pytest.mark.slow
 def test_plugin_installed_from_outside_the_repository(tmp_path, tiny_index):
     """A separate distribution, installed with pip, registers through the entry-point group and adds a verb."""
     from ulisse.testing import install_plugin_distribution
@@ -225,6 +227,7 @@ def test_help_and_a_query_by_id_import_no_torch(tiny_index):
     assert "TORCH False" in p.stdout, p.stdout[-500:]
 
 
+@pytest.mark.slow
 def test_hooks_receive_the_runs_config_from_the_global_options(tmp_path):
     import textwrap
 

@@ -30,6 +30,7 @@ def lite0_torch():
     return Encoder.load(weights="lite0", device="cpu", runtime="torch", preset="ulisse")
 
 
+@pytest.mark.slow
 def test_onnx_runtime_gives_torch_fp32_vectors(lite0_torch, cutouts):
     onnx = Encoder.load(weights="lite0", device="cpu", runtime="onnx", preset="ulisse")
     assert onnx.runtime.name == "onnx" and onnx.spec.compatible_with(lite0_torch.spec)
@@ -47,6 +48,7 @@ def test_auto_is_onnx_runtime_on_a_cpu(lite0_encoder):
     assert lite0_encoder.runtime.name == ("onnx" if rt.available("onnx") else "torch")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not rt.available("openvino"), reason="OpenVINO is not installed")
 def test_openvino_runtime_gives_torch_fp32_vectors(lite0_torch, cutouts):
     ov = Encoder.load(weights="lite0", device="cpu", runtime="openvino", preset="ulisse")
@@ -54,6 +56,7 @@ def test_openvino_runtime_gives_torch_fp32_vectors(lite0_torch, cutouts):
     assert _cos(ov.embed_images(cutouts), lite0_torch.embed_images(cutouts)).min() >= 0.999
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not rt.cpu_has_bf16(), reason="no OpenVINO, or a CPU without bf16 arithmetic")
 def test_openvino_bf16_is_the_auto_precision_on_a_bf16_cpu(lite0_torch, cutouts):
     auto = Encoder.load(weights="lite0", device="cpu", preset="ulisse", precision="auto")
@@ -64,6 +67,7 @@ def test_openvino_bf16_is_the_auto_precision_on_a_bf16_cpu(lite0_torch, cutouts)
     assert Encoder.load(weights="lite0", device="cpu", preset="ulisse").spec.precision == "fp32"
 
 
+@pytest.mark.slow
 def test_export_is_cached_per_network_and_a_damaged_file_is_replaced(tmp_path, monkeypatch, caplog, cutouts):
     monkeypatch.setenv("ULISSE_CACHE_DIR", str(tmp_path / "cache"))
     with caplog.at_level(logging.INFO, logger="ulisse"):

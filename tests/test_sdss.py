@@ -99,6 +99,7 @@ def assert_one_line_error(code, err, *words):
 
 # --------------------------------------------------------------------------- end to end
 
+@pytest.mark.slow
 def test_two_fields_end_to_end(cli, server, sky, tmp_path):
     out = tmp_path / "idx"
     code, stdout, err = cli("sdss", "index", out, *field_args(A, B), *service_opts(server), *ENCODER)
@@ -160,6 +161,7 @@ def test_two_fields_end_to_end(cli, server, sky, tmp_path):
     assert contents(out)[0] == ids
 
 
+@pytest.mark.slow
 def test_every_primary_object_once_on_an_inclined_stripe(cli, server, sky, tmp_path):
     """G and H overlap: the objects there are in both photoObj files, primary in one only; all primaries once."""
     out = tmp_path / "idx"
@@ -352,6 +354,7 @@ def assert_feature_lists(cli, index_dir: Path, reference: Path | None = None):
         np.testing.assert_allclose(lists.mean, ref.mean, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_sdss_batch_equals_a_folder_build_of_its_cutouts(cli, server, sky, tmp_path):
     """``--pool centre:3 --tta rot4 --metric cosine``: the spec, the vectors and the feature lists are those of
     ``ulisse index build`` on the same cutouts with the same options (one embedding pipeline)."""
@@ -366,6 +369,7 @@ def test_sdss_batch_equals_a_folder_build_of_its_cutouts(cli, server, sky, tmp_p
     assert_feature_lists(cli, out, ref)
 
 
+@pytest.mark.slow
 def test_sdss_preprocessors_reach_the_encoder(cli, server, sky, tmp_path):
     """``--preprocess`` (a registered step, here a throwaway plugin's) runs on SDSS cutouts as on files."""
     plugin = tmp_path / "plugins" / "invert.py"
@@ -403,6 +407,7 @@ def test_dask_batch_equals_a_folder_build_and_keeps_feature_lists(cli, server, s
     assert contents(out)[0] == ids_of(sky, A, B, C)
 
 
+@pytest.mark.slow
 def test_existing_index_ignores_encoder_options_with_a_note(cli, server, sky, tmp_path):
     out = tmp_path / "idx"
     code, _, err = cli("-q", "sdss", "index", out, *field_args(A), *service_opts(server), *ENCODER, *DISCOVERY)
@@ -452,6 +457,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(cli, server, sky, tmp_pat
     np.testing.assert_allclose(vectors, ref_vectors, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_failed_field_is_reported_then_done_on_rerun(cli, server, sky, tmp_path):
     out = tmp_path / "idx"
     server.fault("frame-r-000756-1-0207", status=500)  # always
@@ -473,6 +479,7 @@ def test_failed_field_is_reported_then_done_on_rerun(cli, server, sky, tmp_path)
 
 # --------------------------------------------------------------------------- faults
 
+@pytest.mark.slow
 def test_http_500_is_retried_then_succeeds(cli, server, sky, tmp_path):
     server.fault("frame-r-000756-1-0206", status=500, times=2)
     server.fault("photoObj-000756-1-0207", status=503, times=1)  # the catalogue too
@@ -484,6 +491,7 @@ def test_http_500_is_retried_then_succeeds(cli, server, sky, tmp_path):
     assert contents(tmp_path / "idx")[0] == ids_of(sky, A, B)
 
 
+@pytest.mark.slow
 def test_faults_give_per_field_errors_and_the_good_fields_are_indexed(cli, server, sky, tmp_path):
     server.prepare()  # frames drawn beforehand: only the injected delay is slower than the time-out
     server.fault("frame-g-000756-1-0207", delay=2.0)           # B: slower than the time-out, every time
@@ -552,6 +560,7 @@ def test_tap_service_with_its_own_table_and_columns(cli, server, sky, tmp_path):
     assert server.hits("photoObj-") == 0
 
 
+@pytest.mark.slow
 def test_user_catalogue(cli, server, sky, tmp_path):
     cat = primary(sky)[primary(sky)["field"].isin([A.field, C.field])].rename(columns={"objID": "objid"})
     cat = cat[["objid", "ra", "dec", "run", "camcol", "field"]].assign(label=["agn", "star", "galaxy"] * 4)

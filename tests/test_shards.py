@@ -82,6 +82,7 @@ def test_sharded_answers_equal_one_index(client, flat_pair):
     np.testing.assert_array_equal(global_rows, r1)
 
 
+@pytest.mark.slow
 def test_approximate_shards_return_exact_distances(client, tmp_path):
     """IVF-PQ shards re-rank from raw vectors: distances are exact, so they merge across shards."""
     v, m = batch("pq", 2400)
@@ -132,6 +133,7 @@ def test_parse_dask_is_shared_with_sdss():
         parse_dask("nonsense")
 
 
+@pytest.mark.slow
 def test_killed_worker_is_reported(tmp_path):
     """4 worker processes, 4 shards; one process killed: its shard is named, by an error or in a partial answer."""
     v, m = batch("k", 800)
@@ -178,6 +180,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_writers_lose_nothing(client, tmp_path):
     """Three writer processes: two on one shard, one on another; every add lands, and queries see them."""
     v, m = batch("w", 400)
@@ -207,6 +210,7 @@ def test_writers_lose_nothing(client, tmp_path):
     assert sharded.add_vectors(vv, pd.DataFrame({"id": ["new-0"]})) == "shard-001"  # the smaller shard
 
 
+@pytest.mark.slow
 def test_cli_query_dask(flat_pair, cli):
     single, sharded_dir, _ = flat_pair
     code, out, err = cli("query", sharded_dir, "--id", "obj-42", "-k", "5", "--format", "csv", "--dask", "local:2")

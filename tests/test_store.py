@@ -76,6 +76,7 @@ WRITER = HELPERS + textwrap.dedent("""
 """).replace("{{", "{").replace("}}", "}")
 
 
+@pytest.mark.slow
 def test_eight_processes_adding_at_once_lose_nothing(tmp_path):
     path = tmp_path / "idx"
     new_index(path)
@@ -111,6 +112,7 @@ KILLED = HELPERS + textwrap.dedent("""
 """).replace("{{", "{").replace("}}", "}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", ["add", "compact"])
 def test_sigkill_at_random_points_leaves_a_whole_generation(tmp_path, what):
     path = tmp_path / "idx"
@@ -211,6 +213,7 @@ def test_manifest_names_stay_inside_the_directory(tmp_path):
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "plain file name" in r.stderr
 
 
+@pytest.mark.slow
 def test_second_writer_waits_or_stops_and_readers_never_block(tmp_path):
     path = tmp_path / "idx"
     index = new_index(path)
@@ -481,6 +484,7 @@ MARKER = HELPERS + textwrap.dedent("""
 """).replace("{{", "{").replace("}}", "}")
 
 
+@pytest.mark.slow
 def test_four_processes_marking_at_once_lose_no_mark(tmp_path):
     from ulisse.plugins.feedback import marks
 
@@ -631,6 +635,7 @@ MIXED = HELPERS + textwrap.dedent("""
 """).replace("{{", "{").replace("}}", "}")
 
 
+@pytest.mark.slow
 def test_readers_writers_and_compactions_at_once(tmp_path):
     """Readers query (ids, filters, neighbour rows) while two writers add and a compactor merges, for 15 s."""
     path = tmp_path / "idx"

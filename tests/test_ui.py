@@ -297,6 +297,7 @@ def test_a_plugin_page_declares_its_url_state_and_kept_widgets(demo_index, tmp_p
         pm.unregister(plugin)
 
 
+@pytest.mark.slow
 def test_a_tile_click_opens_the_page_that_accepts_prototypes(demo_index, tmp_path):
     at = ok(page(APP, demo_index, params={"page": "Anomalies"}))
     first = neighbour_ids(at)[0]
@@ -668,6 +669,7 @@ def round_trip(script, index_dir, set_widgets, read_widgets, **state) -> tuple[d
     return read_widgets(at), read_widgets(again)
 
 
+@pytest.mark.slow
 def test_search_state_round_trips_through_its_url(labelled_index):
     def set_widgets(at):
         at.sidebar.slider(key="search.k").set_value(9)
@@ -751,6 +753,7 @@ def test_denoise_state_round_trips_through_its_url(labelled_index):
     assert first == again == ("obj003", "/nowhere/model")
 
 
+@pytest.mark.slow
 def test_a_page_change_keeps_only_declared_parameters(demo_index):
     at = ok(page(APP, demo_index, params={"page": "Anomalies", "feature": "7", "junk": "1"}))
     ok(at.sidebar.slider(key="anomalies.top").set_value(40).run())

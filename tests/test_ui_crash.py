@@ -42,6 +42,7 @@ print("ok", n, target)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row_bytes", [256, 512, 1024])
 def test_votable_export_survives_rows_of_exactly_the_writer_buffer_size(row_bytes):
     env = {**os.environ, "PYTHONMALLOC": "debug", "PYTHONFAULTHANDLER": "1"}
