@@ -92,7 +92,10 @@ def settle(tab):
 
 
 def prototype(tab) -> str:
-    return tab.locator("[data-testid='stImageCaption']").first.inner_text().strip()
+    """The id under the (first) prototype's picture, once it is drawn."""
+    caption = tab.locator("[class*='st-key-search-prototype'] [data-testid='stImageCaption']").first
+    caption.wait_for()
+    return caption.inner_text().strip()
 
 
 def neighbours(tab, n: int = 12) -> list[str]:

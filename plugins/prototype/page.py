@@ -194,7 +194,7 @@ except UlisseError as exc:
 st.divider()
 kit.detail_dialog(index, key="search.detail")
 proto_col, grid_col = st.columns([1, 5], gap="medium")
-with proto_col:
+with proto_col, st.container(key="search-prototype"):
     st.markdown("**Prototype**" if len(protos) < 2 else f"**{len(protos)} prototypes** ({combine})")
     if prototype_png is not None:
         st.image(prototype_png, caption=upload_name, width="stretch")
