@@ -170,6 +170,8 @@ def interactions(cutouts: list[Path], urls: list[str]):
     async def upload(tab, rng):
         await _sidebar_page(tab, "Search")
         await settle(tab)
+        if not cutouts:  # nothing to upload from this index
+            return
         await tab.get_by_text("Upload a cutout", exact=True).click()
         await settle(tab)
         await tab.locator("[data-testid='stFileUploader'] input[type=file]").set_input_files(str(rng.choice(cutouts)))
@@ -213,6 +215,7 @@ async def _session(n: int, browser, server: Server, result: SoakResult, budget: 
     weights = [m[1] for m in mix]
     while budget[0] > 0 and budget[1] > 0 and server.alive():  # [completed still to do, attempts left]
         budget[1] -= 1
+        budget[0] -= 1  # reserved before the step: sessions running at once never complete more than the total
         name = rng.choices(names, weights)[0]
         action = mix[names.index(name)][2]
         tick = time.monotonic()
@@ -220,6 +223,7 @@ async def _session(n: int, browser, server: Server, result: SoakResult, budget: 
             await action(tab, rng)
             await settle(tab)
         except Exception as exc:  # a step that did not finish in time, or an element that went away
+            budget[0] += 1  # not completed: the reservation goes back
             if not server.alive():
                 break
             result.timeouts.append(f"session {n}, {name}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
@@ -227,7 +231,6 @@ async def _session(n: int, browser, server: Server, result: SoakResult, budget: 
                 await tab.goto(server.url)
                 await settle(tab)
             continue
-        budget[0] -= 1
         result.interactions += 1
         result.by_kind[name] += 1
         result.step_seconds.append(time.monotonic() - tick)
@@ -277,10 +280,23 @@ def shared_urls(server_url: str, indexes: list, k_values=(5, 8, 12)) -> list[str
     return urls
 
 
+def upload_files(index_dir, n: int = 20) -> list[Path]:
+    """PNG cutouts to upload: the index's ``cutouts/`` folder (the demo's), else the PNG files its objects came from."""
+    files = sorted(Path(index_dir, "cutouts").glob("*.png"))[:n]
+    if not files:
+        import ulisse
+
+        index = ulisse.open_index(index_dir, device="cpu")
+        if "source" in index.metadata_columns:
+            files = [Path(index.path, s) for s in index.metadata_column("source") if str(s).lower().endswith(".png")]
+            files = [f for f in files if f.is_file()][:n]
+    return files
+
+
 def run_soak(index_dir, workdir: Path, sessions: int = 4, interactions_total: int = 500, seed: int = 0,
              other_indexes: tuple = (), shots: Path | None = None, env: dict | None = None) -> SoakResult:
     """Serve ``index_dir`` and soak it; the server's exit status is recorded when it dies."""
-    cutouts = sorted(Path(index_dir, "cutouts").glob("*.png"))[:20]
+    cutouts = upload_files(index_dir)
     with serve(index_dir, workdir, env=env) as server:
         urls = shared_urls(server.url, [index_dir, *other_indexes])
         result = asyncio.run(_soak(server, sessions, interactions_total, cutouts, urls, seed, shots))
