@@ -32,10 +32,9 @@ from ulisse.errors import InputError, QueryError
 from ulisse.indexes.transaction import SIDE_WAIT, transaction
 from ulisse.inputs import read_id_list as read_ids  # the core's one id-list reader, under this plugin's old name
 from ulisse.options import format_option
+from ulisse.relevance import C, RANDOM_NEGATIVES, relevance_scores  # noqa: F401  (re-exported: the model's settings)
 
 MARKS_FILE = "marks.parquet"
-RANDOM_NEGATIVES = 300  # random unmarked objects standing in as negatives while none is marked
-C = 0.01  # inverse regularisation strength: few labels, 1280 features (chosen on the AGN set: benchmarks/feedback.md)
 
 
 def marks_path(index) -> Path:
@@ -121,9 +120,6 @@ def rank(index, positives: Iterable[str], negatives: Iterable[str] = (), k: int 
     Raises:
         QueryError: no positive, an unknown id, an id both positive and negative, k < 1.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     positives = list(dict.fromkeys(str(i) for i in positives))
     negatives = list(dict.fromkeys(str(i) for i in negatives))
     if not isinstance(k, (int, np.integer)) or k < 1:
@@ -143,17 +139,7 @@ def rank(index, positives: Iterable[str], negatives: Iterable[str] = (), k: int 
     free = np.flatnonzero(~marked)
     if free.size == 0:
         return _table(index, np.array([], np.int64), np.array([]))
-    if neg_rows.size == 0:
-        rng = np.random.default_rng(seed)
-        train_neg = rng.choice(free, size=min(RANDOM_NEGATIVES, free.size), replace=False)
-    else:
-        train_neg = neg_rows
-    rows = np.concatenate([pos_rows, train_neg])
-    y = np.concatenate([np.ones(pos_rows.size), np.zeros(train_neg.size)])
-    Z = StandardScaler().fit_transform(X)  # standardised over the whole index, not over the few marked objects
-    model = LogisticRegression(C=C, class_weight="balanced", max_iter=3000)
-    model.fit(Z[rows], y)
-    scores = model.predict_proba(Z[free])[:, 1]
+    scores = relevance_scores(X, pos_rows, neg_rows, seed=seed)[free]
     order = np.argsort(-scores, kind="stable")[: int(k)]
     return _table(index, free[order], scores[order])
 
