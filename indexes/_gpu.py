@@ -89,6 +89,16 @@ def resources():
         return _RESOURCES
 
 
+def with_transforms(pre: "faiss.IndexPreTransform", inner: "faiss.Index") -> "faiss.Index":
+    """``inner`` behind the vector transforms of ``pre`` (shared, not copied)."""
+    out = faiss.IndexPreTransform(inner)
+    for i in reversed(range(pre.chain.size())):
+        out.prepend_transform(pre.chain.at(i))
+    out.own_fields = False  # the transforms belong to ``pre``, kept alive as long as this wrapper
+    out.referenced_objects = list(getattr(out, "referenced_objects", [])) + [pre, inner]
+    return out
+
+
 def to_gpu(index: "faiss.Index", ngpu: int = -1, float16: bool = False) -> "faiss.Index":
     """Clone ``index`` to the GPU(s): ``ngpu=-1`` all there are, 0 none (returns ``index``).
 
@@ -98,6 +108,15 @@ def to_gpu(index: "faiss.Index", ngpu: int = -1, float16: bool = False) -> "fais
     if ngpu == 0 or available == 0:
         return index
     n = available if ngpu < 0 else min(ngpu, available)
+    pre = faiss.downcast_index(index)
+    if isinstance(pre, faiss.IndexPreTransform):  # a whitened index: its transforms stay on the CPU (FAISS
+        cpu = pre.index                                                  # clones no L2norm), its vectors go over
+        gpu = to_gpu(cpu, ngpu, float16)
+        if gpu is cpu:
+            return index
+        out = with_transforms(pre, gpu)
+        out.referenced_objects.append(index)  # ``pre`` is a view of ``index``: keep its owner alive
+        return out
     try:
         if n == 1:
             co = faiss.GpuClonerOptions()

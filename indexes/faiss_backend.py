@@ -29,6 +29,7 @@ LOG = logging.getLogger(__name__)
 
 TRAIN_POINTS_PER_LIST = 64  # k-means sample per IVF list (FAISS warns below 39; autofaiss uses 30-256)
 TRAIN_SEED = 1234
+TRAIN_SAMPLE = 131072  # vectors a PCA whitening or a PQ is trained on, at most
 
 
 def gpu_available() -> bool:
@@ -53,7 +54,7 @@ def new_faiss_index(factory: str, dim: int, metric: str = "L2") -> "faiss.Index"
 
 def clone(index: "faiss.Index") -> "faiss.Index":
     """A deep copy."""
-    return faiss.clone_index(index)
+    return faiss.deserialize_index(faiss.serialize_index(index))  # clone_index cannot copy L2norm
 
 
 def needs_training(index: "faiss.Index") -> bool:
@@ -61,7 +62,7 @@ def needs_training(index: "faiss.Index") -> bool:
 
 
 def train(index: "faiss.Index", vectors: np.ndarray, metric: str = "L2") -> None:
-    """Train ``index`` on a sample of ``vectors`` (at most 64 per IVF list).
+    """Train ``index`` on a sample of ``vectors`` (at most 64 per IVF list, else at most ``TRAIN_SAMPLE``).
 
     Raises:
         InputError: fewer vectors than the index needs.
@@ -70,7 +71,7 @@ def train(index: "faiss.Index", vectors: np.ndarray, metric: str = "L2") -> None
     if len(vectors) < need:
         raise InputError(f"factory needs at least {need} vectors to train, got {len(vectors)}; use a smaller index (e.g. Flat)")
     ivf = faiss.try_extract_index_ivf(index)
-    cap = max(need, TRAIN_POINTS_PER_LIST * int(ivf.nlist)) if ivf is not None else len(vectors)
+    cap = max(need, TRAIN_POINTS_PER_LIST * int(ivf.nlist)) if ivf is not None else TRAIN_SAMPLE
     if len(vectors) > cap:
         rows = np.sort(np.random.default_rng(TRAIN_SEED).choice(len(vectors), cap, replace=False))
         sample = vectors[rows]

@@ -59,15 +59,20 @@ def _add_chunked(index, vectors, metric, ids=None) -> None:
             index.add_with_ids(x, np.ascontiguousarray(ids[lo:lo + ADD_CHUNK], dtype=np.int64))
 
 
+def copy_index(index):
+    """A deep copy of a FAISS index (through its serialised form: ``clone_index`` cannot copy ``L2norm``)."""
+    return faiss.deserialize_index(faiss.serialize_index(index))
+
+
 def segment_writer(kind: str, factory: str, dim: int, metric: str, trained, vectors: np.ndarray, start: int):
     """A function writing this segment's FAISS part to the path it is given (None for ``flat``)."""
     if kind == "flat":
         return None
     if kind == "ivf":
-        part = faiss.clone_index(trained)
+        part = copy_index(trained)
         _add_chunked(part, vectors, metric, ids=np.arange(start, start + len(vectors), dtype=np.int64))
         return lambda p: write_invlists(faiss.extract_index_ivf(part).invlists, p)
-    part = faiss.clone_index(trained) if trained is not None else faiss_backend.new_faiss_index(factory, dim, metric)
+    part = copy_index(trained) if trained is not None else faiss_backend.new_faiss_index(factory, dim, metric)
     _add_chunked(part, vectors, metric)
     return lambda p: faiss.write_index(part, str(p))
 

@@ -16,7 +16,7 @@ from typing import Callable
 import faiss
 import numpy as np
 
-from . import _gpu, faiss_backend
+from . import _gpu, faiss_backend, space
 
 LOG = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ def search_generation(searchables: list[Segment], raw: list[Segment], queries: n
                                    excluded=excluded, cache=cache)
             D[group, :d.shape[1]], I[group, :i.shape[1]] = d, i
     if rerank:
-        D, I = _rerank(raw, queries, D, I, metric)
+        D, I = _rerank(raw, queries, D, I, metric, space.transform_of(searchables[0].faiss_index if searchables else None))
     return D[:, :k], I[:, :k]
 
 
@@ -274,13 +274,15 @@ def _search_filtered(searchables, q, exclude, width, nprobe, ef, cache):
     return outD, outI
 
 
-def _rerank(raw, q, D, I, metric):
-    """Exact distances of the candidates from the raw vectors, re-sorted."""
+def _rerank(raw, q, D, I, metric, transform=None):
+    """Exact distances of the candidates from the raw vectors (in the index's space: ``transform``), re-sorted."""
     valid = I >= 0
     if not valid.any():
         return D, I
     vecs = np.zeros(I.shape + (q.shape[1],), np.float32)
     vecs[valid] = rows_of(raw, I[valid])
+    if transform is not None:  # a whitened index: distances in its space, as its search gives them
+        q, vecs = transform(q), transform(vecs.reshape(-1, vecs.shape[-1])).reshape(I.shape + (-1,))
     exact = faiss_backend.exact_distances(q, vecs, metric).astype(np.float32)
     exact[~valid] = np.inf
     order = np.argsort(exact, axis=1, kind="stable")

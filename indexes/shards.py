@@ -36,7 +36,7 @@ import pandas as pd
 from ulisse._io import WriteError, atomic_write, os_error_reason
 from ulisse.errors import IndexError_, IndexNotFound, InputError
 
-from .manifest import MANIFEST, Manifest
+from .manifest import MANIFEST, Manifest, check_name
 
 SHARDED = "sharded.json"
 FORMAT = "ulisse-sharded"
@@ -52,6 +52,7 @@ class ShardedManifest:
     dim: int
     metric: str
     encoder: dict
+    space: str | None = None  # the fingerprint of the shards' whitening (indexes/space.py); None: raw vectors
 
     def shard_path(self, name: str) -> Path:
         """A shard's directory (relative names are inside the sharded index's directory)."""
@@ -64,7 +65,7 @@ class ShardedManifest:
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, "version": VERSION, "dim": self.dim, "metric": self.metric,
-                           "encoder": self.encoder, "shards": list(self.shards)}, indent=1) + "\n"
+                           "encoder": self.encoder, "space": self.space, "shards": list(self.shards)}, indent=1) + "\n"
 
 
 def is_sharded(path: str | os.PathLike) -> bool:
@@ -90,7 +91,8 @@ def read_sharded(path: str | os.PathLike) -> ShardedManifest:
         raise IndexError_(f"{path}/{SHARDED}: not a version {VERSION} sharded index manifest")
     try:
         shards = tuple(str(s) for s in data["shards"])
-        m = ShardedManifest(path, shards, int(data["dim"]), str(data["metric"]), dict(data["encoder"]))
+        m = ShardedManifest(path, shards, int(data["dim"]), str(data["metric"]), dict(data["encoder"]),
+                            data.get("space"))
     except (KeyError, TypeError, ValueError) as exc:
         raise IndexError_(f"{path}/{SHARDED}: malformed ({exc.__class__.__name__}: {exc})") from None
     if not shards or len(set(shards)) != len(shards):
@@ -120,6 +122,20 @@ def check_shard(sharded: ShardedManifest, name: str, manifest: Manifest) -> None
         raise IndexError_(f"{sharded.path}: shard {name} was built with another encoder "
                           f"({manifest.encoder.get('model_name')}) than the sharded index "
                           f"({sharded.encoder.get('model_name')}): distances would not compare")
+    if _space_of(manifest) != sharded.space:
+        raise IndexError_(f"{sharded.path}: shard {name} searches another space ({_space_text(manifest)}) than the "
+                          f"sharded index's first shard: distances would not compare (build the shards with one "
+                          f"trained index, as split_into_shards does, or with --whiten none)")
+
+
+def _space_of(manifest: Manifest) -> str | None:
+    return (manifest.extra.get("space") or {}).get("sha256")
+
+
+def _space_text(manifest: Manifest) -> str:
+    from .space import space_text
+
+    return space_text(manifest.extra.get("space"))
 
 
 def create_sharded(path: str | os.PathLike, shards: Sequence[str | os.PathLike], *, overwrite: bool = False) -> ShardedManifest:
@@ -148,7 +164,7 @@ def create_sharded(path: str | os.PathLike, shards: Sequence[str | os.PathLike],
     if len(set(names)) != len(names):
         raise InputError(f"{path}: a shard is named twice")
     first = Manifest.read(Path(shards[0]))
-    m = ShardedManifest(path, tuple(names), first.dim, first.metric, dict(first.encoder))
+    m = ShardedManifest(path, tuple(names), first.dim, first.metric, dict(first.encoder), _space_of(first))
     for name in names:
         check_shard(m, name, Manifest.read(m.shard_path(name)))
     try:
@@ -164,7 +180,8 @@ def split_into_shards(path: str | os.PathLike, vectors: np.ndarray, metadata: pd
     """A new sharded index of ``n`` shards (``path/shard-000`` ...) from vectors and their metadata rows.
 
     Rows go to shards in contiguous runs of about ``len / n``; ``create_kw`` goes to
-    :func:`ulisse.index.create_index` for every shard (factory, metric, dtype...).
+    :func:`ulisse.index.create_index` for every shard (factory, metric, dtype...). The first shard's trained
+    FAISS index (its whitening, its IVF quantizer) is every shard's, so distances compare across shards.
     """
     from ulisse.index import create_index
 
@@ -176,8 +193,13 @@ def split_into_shards(path: str | os.PathLike, vectors: np.ndarray, metadata: pd
     for i in range(n):
         lo, hi = bounds[i], bounds[i + 1]
         d = path / f"shard-{i:03d}"
-        create_index(d, vectors[lo:hi], metadata.iloc[lo:hi].reset_index(drop=True), encoder_spec, device="cpu",
-                     **create_kw)
+        idx = create_index(d, vectors[lo:hi], metadata.iloc[lo:hi].reset_index(drop=True), encoder_spec,
+                           device="cpu", **create_kw)
+        if i == 0 and idx.manifest.trained is not None:
+            import faiss
+
+            trained = faiss.read_index(str(check_name(d, idx.manifest.trained.name)))
+            create_kw = {**create_kw, "factory": idx.manifest.factory, "trained": trained}
         dirs.append(d)
     return create_sharded(path, dirs)
 

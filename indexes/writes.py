@@ -27,7 +27,7 @@ import pandas as pd
 from ulisse.errors import IndexError_, InputError
 
 from . import auto as auto_factory
-from . import faiss_backend, parts, store
+from . import faiss_backend, parts, space, store
 from .generation import V1_NOTE, read_v1_index
 from .manifest import CORE_KEYS, MANIFEST, Manifest, SegmentEntry, check_name
 from .metadata import write_parquet
@@ -120,11 +120,13 @@ def create(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.DataFrame,
            factory: str = DEFAULT_FACTORY, metric: str = "L2", rgb: dict | None = None, overwrite: bool = False,
            history: dict | None = None, memory: str = auto_factory.DEFAULT_MEMORY, dtype: str = "float32",
            nprobe: int | None = None, ef: int | None = None, wait: float = 0.0, extra: dict | None = None,
-           expected: int | None = None) -> Manifest:
+           expected: int | None = None, whiten="auto", trained=None) -> Manifest:
     """Write a new index directory (one transaction); the manifest committed.
 
     ``encoder`` and ``rgb`` are the encoder spec's and RGB settings' ``to_dict()``; ``dim`` the vectors'
-    dimension. See :func:`ulisse.index.create_index` for the other arguments.
+    dimension. ``whiten``: the search space (:func:`.space.resolve_whiten`; ``auto`` = the encoder preset's);
+    ``trained``: a trained, empty FAISS index of the final factory to use instead of training one (shards of
+    one survey share it, so their distances compare). See :func:`ulisse.index.create_index` for the rest.
 
     Raises:
         InputError: ``path`` holds an index and ``overwrite`` is False; bad factory or dtype; rows and vectors
@@ -143,13 +145,17 @@ def create(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.DataFrame,
     if x.ndim != 2 or x.shape[1] != dim:
         raise InputError(f"vectors of shape {x.shape} do not fit the encoder's dimension {dim}")
     meta = new_rows(metadata, len(x), start=0)
+    w = space.resolve_whiten(space.whiten_of(factory) or whiten, encoder.get("preset"), len(x), dim)
     choice = None
     if factory == "auto":
-        choice = auto_factory.choose_factory(max(len(x), int(expected or 0)), dim, memory)
+        choice = auto_factory.choose_factory(max(len(x), int(expected or 0)), w or dim, memory)
         factory = choice.factory
         LOG.info("factory auto: %s (%s)", factory, choice.reason)
+    factory = space.factory_with_space(factory, w)
     kind = parts.kind_of(factory, dim, metric)
-    trained = parts.trained_index(factory, dim, metric, x)
+    trained = trained if trained is not None else parts.trained_index(factory, dim, metric, x)
+    fitted = space.describe(factory, trained, len(x))
+    extra = {**(extra or {}), **({"space": fitted} if fitted else {})}
     manifest = Manifest(
         factory=factory, dim=dim, count=len(meta), metric=metric, dtype=dtype, faiss_kind=kind,
         search=default_search(factory, dim, metric, choice, nprobe, ef), auto=choice.to_dict() if choice else None,

@@ -132,26 +132,31 @@ METRICS = click.Choice(["L2", "IP", "cosine"])
               help="how the raw vectors are stored")
 @click.option("--nprobe", type=click.IntRange(1), default=None, help="IVF lists probed by default (kept in the manifest)")
 @click.option("--ef", type=click.IntRange(1), default=None, help="HNSW efSearch by default (kept in the manifest)")
+@click.option("--whiten", default="auto", show_default=True,
+              help="search space: auto (the preset's: discovery PCA-whitens to 128 dimensions fitted on the index, "
+                   "ulisse searches the raw vectors), none, or a number of dimensions")
 @device_option
 @encoder_options
 @click.option("--skip-bad", is_flag=True, help="skip unusable cutouts and report them instead of stopping")
 @click.option("--overwrite", is_flag=True, help="replace an existing index at --index (atomically)")
 @click.option("--wait", type=click.FloatRange(0), default=0.0, help=WAIT_HELP)
-def index_build(inputs, index_dir, catalog, factory, memory, metric, dtype, nprobe, ef, encoder_options, device,
-                skip_bad, overwrite, wait):
+def index_build(inputs, index_dir, catalog, factory, memory, metric, dtype, nprobe, ef, whiten, encoder_options,
+                device, skip_bad, overwrite, wait):
     """Embed cutouts and write a new index directory."""
     check_paths(inputs, catalog)  # before the heavy imports: a missing folder fails as fast as --help
     from .encoder import Encoder
     from .index import build_index, check_new_index_path
-    from .indexes import auto
+    from .indexes import auto, space
 
     check_new_index_path(index_dir, overwrite)
     auto.parse_memory(memory)
     gathered = _check_before_embedding(inputs, catalog, skip_bad, factory)
+    space.resolve_whiten(whiten, None, len(gathered), 10**6)  # a bad --whiten fails before the model loads
     encoder = Encoder.load(device=device, **encoder_options)
+    space.resolve_whiten(whiten, encoder.spec.preset, len(gathered), encoder.spec.dim)
     idx, report = build_index(inputs, index_dir, catalog, factory=factory, metric=metric, encoder=encoder,
                               gathered=gathered, skip_bad=skip_bad, overwrite=overwrite, progress=progress_enabled(), device=device,
-                              memory=memory, dtype=dtype, nprobe=nprobe, ef=ef, wait=wait)
+                              memory=memory, dtype=dtype, nprobe=nprobe, ef=ef, whiten=whiten, wait=wait)
     _report(report, f"built {index_dir} ({idx.manifest['factory']}):")
 
 
@@ -214,6 +219,7 @@ def index_add(inputs, index_dir, catalog, weights, device, skip_bad, wait):
 def index_info(index_dir, fmt, verify):
     """Describe an index: size, factory (and why), search parameters, segments, encoder, history."""
     from .index import open_index
+    from .indexes import space
 
     idx = open_index(index_dir, device="cpu", verify=verify)
     m = idx.manifest
@@ -238,6 +244,7 @@ def index_info(index_dir, fmt, verify):
             "  ('ulisse index compact' merges them)" if len(segs) > 8 else ""),
         f"encoder    {enc.model_name}, {enc.input_size}px{f' (centre {enc.crop}px)' if enc.crop else ''}, mean {list(enc.mean)}, std {list(enc.std)}",
         f"preset     {enc.preset_text().removeprefix('preset ')}",
+        f"space      {space.space_text(m.get('space'))}",
         f"vectors    pool {enc.pool}, tta {enc.tta}, precision {enc.precision}"
         + (f", preprocessors {', '.join(p['name'] + (':' + str(p['arg']) if p.get('arg') else '') for p in enc.preprocessors)}"
            if enc.preprocessors else ", no preprocessors"),

@@ -414,7 +414,7 @@ def build_index(inputs: Sequence[str | os.PathLike], path: str | os.PathLike, ca
                 factory: str = DEFAULT_FACTORY, metric: str = "L2", encoder: "Encoder | None" = None,
                 weights=None, device: str = "auto", rgb: RGBConfig = RGBConfig(), skip_bad: bool = False,
                 overwrite: bool = False, progress: bool = True, memory: str = auto_factory.DEFAULT_MEMORY,
-                dtype: str = "float32", nprobe: int | None = None, ef: int | None = None,
+                dtype: str = "float32", nprobe: int | None = None, ef: int | None = None, whiten="auto",
                 wait: float = 0.0, manifest_extra: dict | None = None, gathered=None) -> tuple[Index, AddReport]:
     """Embed cutouts and write a new index directory at ``path``.
 
@@ -443,7 +443,7 @@ def build_index(inputs: Sequence[str | os.PathLike], path: str | os.PathLike, ca
     idx = create_index(path, emb.vectors, rows, encoder.spec,
                        factory=factory, metric=metric, rgb=rgb, device=device, overwrite=overwrite,
                        memory=memory, dtype=dtype, nprobe=nprobe, ef=ef, wait=wait, manifest_extra=manifest_extra,
-                       history={"action": "build", "inputs": [str(p) for p in inputs],
+                       whiten=whiten, history={"action": "build", "inputs": [str(p) for p in inputs],
                                 "catalog": None if catalog is None else str(catalog)})
     idx._encoder = encoder
     finish_observers(observers, idx)
@@ -456,7 +456,7 @@ def create_index(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.Data
                  device: str = "auto", overwrite: bool = False, history: dict | None = None,
                  memory: str = auto_factory.DEFAULT_MEMORY, dtype: str = "float32", nprobe: int | None = None,
                  ef: int | None = None, wait: float = 0.0, manifest_extra: dict | None = None,
-                 expected: int | None = None) -> Index:
+                 expected: int | None = None, whiten="auto", trained=None) -> Index:
     """Write a new index directory from vectors computed elsewhere and their metadata rows (atomically).
 
     Args:
@@ -468,6 +468,9 @@ def create_index(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.Data
         nprobe, ef: default search parameters kept in the manifest (IVF lists probed, HNSW efSearch).
         expected: for ``auto``, the number of objects the index will hold once every batch is added
             (survey builds start from one batch; the factory is chosen for the final size).
+        whiten: the space searched: ``auto`` (the encoder preset's: ``discovery`` PCA-whitens to 128
+            dimensions, ``ulisse`` searches raw vectors), ``none``, or a number of dimensions
+            (:mod:`ulisse.indexes.space`); ``trained``: a trained FAISS index of the factory to share.
         manifest_extra: JSON-ready keys added to the manifest (e.g. ``cutout_geometry``); they cannot
             replace the core's own keys.
 
@@ -477,7 +480,8 @@ def create_index(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.Data
     """
     writes.create(path, vectors, metadata, encoder_spec.to_dict(), dim=encoder_spec.dim, factory=factory,
                   metric=metric, rgb=rgb.to_dict(), overwrite=overwrite, history=history, memory=memory, dtype=dtype,
-                  nprobe=nprobe, ef=ef, wait=wait, extra=manifest_extra, expected=expected)
+                  nprobe=nprobe, ef=ef, wait=wait, extra=manifest_extra, expected=expected, whiten=whiten,
+                  trained=trained)
     return open_index(path, device=device)
 
 
