@@ -21,12 +21,30 @@ from typing import Sequence
 import numpy as np
 
 RANDOM_NEGATIVES = 300  # random unmarked rows standing in as negatives while none is marked
-C = 0.01  # inverse regularisation strength: few labels, 1280 features (chosen on the AGN set: benchmarks/feedback.md)
+C = 0.01  # inverse regularisation strength: few labels, 1280 features (benchmarks/feedback.md)
+ROOT = True  # signed square root of the features before standardising (chosen on held-out prototypes: feedback.md)
+
+
+def features(vectors: np.ndarray, root: bool = ROOT) -> np.ndarray:
+    """The classifier's inputs: signed square roots of the vectors (with ``root``), standardised over all rows.
+
+    The square root tempers the few large activations of pooled CNN features, so that
+    one bright channel does not dominate a classifier trained on a handful of marks.
+    """
+    X = np.asarray(vectors, dtype=np.float32)
+    if root:
+        X = np.sign(X) * np.sqrt(np.abs(X))
+    std = X.std(axis=0)
+    return (X - X.mean(axis=0)) / np.where(std > 0, std, 1.0)
 
 
 def relevance_scores(vectors: np.ndarray, positives: Sequence[int], negatives: Sequence[int] = (), *,
-                     seed: int = 0) -> np.ndarray:
+                     seed: int = 0, C: float = C, root: bool = ROOT) -> np.ndarray:
     """The probability of "relevant" for every row of ``vectors``, learned from marked rows.
+
+    A logistic regression (balanced classes, inverse regularisation ``C``) on
+    :func:`features`: the vectors' signed square roots standardised over the whole
+    index, not over the few marked objects.
 
     Args:
         vectors: the index's vectors, one row per object (row order).
@@ -34,12 +52,13 @@ def relevance_scores(vectors: np.ndarray, positives: Sequence[int], negatives: S
         negatives: row numbers marked not relevant; with none, ``RANDOM_NEGATIVES`` random
             unmarked rows stand in.
         seed: the seed of the random stand-in negatives.
+        C: the logistic regression's inverse regularisation strength.
+        root: take the signed square root of the vectors first (False: the vectors as they are).
 
     Returns:
         One float per row, in [0, 1].
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
     X = np.asarray(vectors, dtype=np.float32)
     pos = np.asarray(positives, dtype=np.int64)
@@ -56,7 +75,7 @@ def relevance_scores(vectors: np.ndarray, positives: Sequence[int], negatives: S
         return np.ones(len(X), dtype=float)
     rows = np.concatenate([pos, neg])
     y = np.concatenate([np.ones(pos.size), np.zeros(neg.size)])
-    Z = StandardScaler().fit_transform(X)  # standardised over the whole index, not over the few marked objects
+    Z = features(X, root)
     model = LogisticRegression(C=C, class_weight="balanced", max_iter=3000)
     model.fit(Z[rows], y)
     return model.predict_proba(Z)[:, 1]
