@@ -1,25 +1,25 @@
 """The space an index searches in: the encoder's raw vectors, or the same vectors PCA-whitened.
 
 An index built with the ``discovery`` preset searches its vectors after a PCA whitening fitted
-on the index's own vectors (FAISS ``PCAW128``: the first 128 principal components, each divided
+on the index's own vectors (FAISS ``PCAW64``: the first 64 principal components, each divided
 by the square root of its eigenvalue) and an L2 normalisation (``L2norm``). Label-free, fitted
 once when the index is created, and shared by every later segment, so distances compare across
-segments and adds. On the simulated benchmarks it lifts AGN@16 from 1.34x to 1.79x ULISSE's and
-morphology class@16 from 1.21x to 1.26x (benchmarks/discovery.md). The raw 1280-d vectors are
+segments and adds. On the simulated benchmarks it lifts AGN@16 from 1.34x to 1.64x ULISSE's and
+morphology class@16 from 1.21x to 1.30x (benchmarks/discovery.md). The raw 1280-d vectors are
 still what the index stores: feature browsing, heads and exports read them unchanged.
 
-The transform is part of the FAISS factory string (``PCAW128,L2norm,Flat``), so the store's
+The transform is part of the FAISS factory string (``PCAW64,L2norm,Flat``), so the store's
 trained index carries it: queries and adds go through it, re-ranking applies it
 (:func:`transform_of`), and the manifest's ``space`` entry records what was fitted on how many
 objects, with a fingerprint that sharded search compares across shards.
 
 Example:
     >>> resolve_whiten("auto", "discovery", n=5000, dim=1280)
-    128
+    64
     >>> resolve_whiten("auto", "ulisse", n=5000, dim=1280)
     0
-    >>> factory_with_space("Flat", 128)
-    'PCAW128,L2norm,Flat'
+    >>> factory_with_space("Flat", 64)
+    'PCAW64,L2norm,Flat'
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from ulisse.errors import InputError
 
 LOG = logging.getLogger(__name__)
 
-PRESET_WHITEN = {"discovery": 128, "ulisse": 0}  # the space each encoder preset searches in (0: raw vectors)
-MIN_OBJECTS_PER_DIM = 2  # a whitening is fitted only on at least 2 x its dimensions objects (256 for 128)
+PRESET_WHITEN = {"discovery": 64, "ulisse": 0}  # the space each encoder preset searches in (0: raw vectors)
+MIN_OBJECTS_PER_DIM = 2  # a whitening is fitted only on at least 2 x its dimensions objects (128 for 64)
 _PREFIX = re.compile(r"^PCAW(\d+),L2norm,")
 
 

@@ -50,7 +50,7 @@ def whitened_knn(fit: np.ndarray, data: np.ndarray, queries: np.ndarray, w: int,
 
 
 def test_resolve_whiten_rules():
-    assert space.resolve_whiten("auto", "discovery", 5000, 1280) == 128
+    assert space.resolve_whiten("auto", "discovery", 5000, 1280) == 64
     assert space.resolve_whiten("auto", "ulisse", 5000, 1280) == 0
     assert space.resolve_whiten("auto", None, 5000, 1280) == 0  # old specs read as ulisse
     assert space.resolve_whiten("auto", "discovery", 100, 1280) == 0  # too few objects: raw vectors
@@ -89,7 +89,7 @@ def test_adds_compaction_and_rerank_stay_in_one_space(tmp_path):
     ulisse.open_index(path, device="cpu").add_vectors(v2, m2)
     idx = ulisse.open_index(path, device="cpu")
     every = np.concatenate([v, v2])
-    w = min(128, DIM)
+    w = min(space.PRESET_WHITEN["discovery"], DIM)
     want_I, want_D = whitened_knn(v, every, v2[:4], w, 6)  # fitted on the first 300 only, applied to the adds
     D, I = idx.search(v2[:4], 6)
     assert (I == want_I).all()

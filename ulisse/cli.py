@@ -133,7 +133,7 @@ METRICS = click.Choice(["L2", "IP", "cosine"])
 @click.option("--nprobe", type=click.IntRange(1), default=None, help="IVF lists probed by default (kept in the manifest)")
 @click.option("--ef", type=click.IntRange(1), default=None, help="HNSW efSearch by default (kept in the manifest)")
 @click.option("--whiten", default="auto", show_default=True,
-              help="search space: auto (the preset's: discovery PCA-whitens to 128 dimensions fitted on the index, "
+              help="search space: auto (the preset's: discovery PCA-whitens to 64 dimensions fitted on the index, "
                    "ulisse searches the raw vectors), none, or a number of dimensions")
 @device_option
 @encoder_options

@@ -468,7 +468,7 @@ def create_index(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.Data
         nprobe, ef: default search parameters kept in the manifest (IVF lists probed, HNSW efSearch).
         expected: for ``auto``, the number of objects the index will hold once every batch is added
             (survey builds start from one batch; the factory is chosen for the final size).
-        whiten: the space searched: ``auto`` (the encoder preset's: ``discovery`` PCA-whitens to 128
+        whiten: the space searched: ``auto`` (the encoder preset's: ``discovery`` PCA-whitens to 64
             dimensions, ``ulisse`` searches raw vectors), ``none``, or a number of dimensions
             (:mod:`ulisse.indexes.space`); ``trained``: a trained FAISS index of the factory to share.
         manifest_extra: JSON-ready keys added to the manifest (e.g. ``cutout_geometry``); they cannot

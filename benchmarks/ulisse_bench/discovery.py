@@ -171,10 +171,12 @@ def choose_prototypes(labels: pd.DataFrame, classes: Sequence[str], count: int, 
     return out
 
 
-def setting_index(sv: SettingVectors, folder: Path):
-    """An ordinary ulisse index of one setting's vectors (labels as metadata, the encoder's spec), rebuilt each run."""
-    name = f"{sv.spec.pool.replace(':', '')}-{sv.spec.tta}"
-    return ulisse.create_index(folder / name, sv.vectors, sv.labels, sv.spec, device="cpu", overwrite=True)
+def setting_index(sv: SettingVectors, folder: Path, whiten="auto"):
+    """An ordinary ulisse index of one setting's vectors (labels as metadata, the encoder's spec), rebuilt each run;
+    ``whiten``: the index's search space (``ulisse.create_index(whiten=)``; ``auto``: the spec's preset's)."""
+    name = f"{sv.spec.pool.replace(':', '')}-{sv.spec.tta}-w{whiten}"
+    return ulisse.create_index(folder / name, sv.vectors, sv.labels, sv.spec, device="cpu", overwrite=True,
+                               whiten=whiten)
 
 
 def evaluate_setting(index, prototypes: Sequence[tuple[str, str]], expansion: bool = True, k_expand: int = 8,
@@ -264,7 +266,7 @@ def run_task(task_name: str, cache: Path, n: int = 2000, seed: int = 0, prototyp
     per_setting = {}
     tick = time.perf_counter()
     for key, sv in settings.items():
-        per_setting[key] = evaluate_setting(setting_index(sv, sim / "indexes"), protos, expansion=expansion)
+        per_setting[key] = evaluate_setting(setting_index(sv, sim / "indexes", "none"), protos, expansion=expansion)
     timings["queries and expansions"] = time.perf_counter() - tick
     costs = {(pool, tta): (passes(tta), sv.seconds_per_cutout) for (pool, tta), sv in settings.items()}
     return TaskResult(task, len(first.ids), base, per_setting, costs, encoder.runtime.name, timings)
@@ -361,12 +363,14 @@ def run_discovery(tasks: Sequence[str], cache, n: int = 2000, limit: int | None 
 # --------------------------------------------------------------------------- levers (issue 28)
 
 def parse_lever(text: str) -> dict:
-    """``SIZE[cCROP]/POOL/TTA/RUNTIME/PRECISION`` (e.g. ``224c160/centre:3/rot4/openvino/bf16``: resized to 224,
-    the network sees the central 160 px) -> ``Encoder.load`` options."""
-    size, pool, tta, runtime, precision = text.split("/")
+    """``SIZE[cCROP]/POOL/TTA/RUNTIME/PRECISION[/wN]`` (e.g. ``224c160/centre:3/rot4/openvino/bf16/w128``: resized
+    to 224, the network sees the central 160 px, the index PCA-whitens to 128 dimensions; no ``/wN``: raw vectors)
+    -> ``Encoder.load`` options and the index's ``whiten``."""
+    size, pool, tta, runtime, precision, *rest = text.split("/")
     size, _, crop = size.partition("c")
+    whiten = rest[0].removeprefix("w") if rest else "none"
     return {"input_size": int(size), "crop": int(crop or 0), "pool": parse_pool(pool), "tta": parse_tta(tta),
-            "runtime": runtime, "precision": precision}
+            "runtime": runtime, "precision": precision, "whiten": whiten}
 
 
 def run_levers(tasks: Sequence[str], levers: Sequence[str], cache=None, n: int = 2000, seed: int = 0,
@@ -393,7 +397,7 @@ def run_levers(tasks: Sequence[str], levers: Sequence[str], cache=None, n: int =
             sv = setting_vectors(sim, enc, None, False)
             protos = choose_prototypes(sv.labels, task.classes, prototypes, seed)
             folder = sim / "indexes" / f"lever-{'-'.join(str(k) for k in key)}"
-            per = evaluate_setting(setting_index(sv, folder), protos, expansion=False)
+            per = evaluate_setting(setting_index(sv, folder, opts["whiten"]), protos, expansion=False)
             row = {"task": task_name, "lever": text, "runtime": enc.runtime.name, "at_16": float(per["at_16"].mean()),
                    "at_89": float(per["at_89"].mean()), "s_per_cutout": sv.seconds_per_cutout,
                    "load": os.getloadavg()[0],
