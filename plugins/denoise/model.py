@@ -8,8 +8,11 @@ bilinear upsampling followed by a convolution block. Skip connections join each
 decoder level to the encoder level of the same size (U-Net style), so that
 sharp features (a nucleus, a star) are not lost in the bottleneck.
 
-Inputs are normalised per channel by ``scale`` (the training images' typical
-noise sigma), so the network sees noise of unit size in any units.
+Inputs are normalised so that the network sees noise of unit size in any units:
+flux models (``normalise="sky"``) measure each image's sky level and sky sigma
+per band (:mod:`.noise`) and feed ``(x - sky) / sigma``, mapping the output back
+with the same two numbers; 8-bit models (``normalise="global"``) divide by
+``scale``, the training images' typical noise sigma per channel.
 
 Example:
     >>> den = Denoiser.load("models/sdss-denoiser")         # doctest: +SKIP
@@ -32,11 +35,13 @@ from ulisse._io import atomic_write, sha256_file
 from ulisse.errors import InputError
 
 from .images import DOMAINS, EIGHT_BIT
+from .noise import normalisers
 
 FORMAT = "ulisse-denoiser"
 VERSION = 1
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 OBJECTIVES = ("supervised", "self-supervised")
+NORMALISATIONS = ("global", "sky")
 LEAK = 0.1
 
 
@@ -47,12 +52,15 @@ class DenoiserConfig:
     Attributes:
         channels: 1 (one band, grey) or 3 (g, r, i or RGB).
         domain: ``"flux"`` (FITS floats) or ``"8bit"`` (PNG/JPEG, 0..1 inside the model).
-        scale: per-channel divisor applied before the network (the noise sigma of the training data).
+        scale: per-channel divisor applied before the network (the noise sigma of the training data); with
+            ``normalise="sky"`` only where an image's own sky sigma cannot be measured.
         width: channels of the first block (doubled at each level).
         depth: number of strided (halving) levels; images are padded to a multiple of 2**depth.
         residual: the network predicts the noise (output = input - noise) rather than the image.
         objective: ``"supervised"`` (noisy/clean pairs) or ``"self-supervised"`` (blind-spot masking).
         training: what the training saw and reached (informational; not part of the network).
+        normalise: ``"sky"``: each image minus its sky level, over its sky sigma, per band (flux models);
+            ``"global"``: divided by ``scale`` (8-bit models, and models saved before this option).
     """
 
     channels: int
@@ -63,6 +71,7 @@ class DenoiserConfig:
     residual: bool = True
     objective: str = "supervised"
     training: dict = field(default_factory=dict)
+    normalise: str = "global"
 
     def __post_init__(self):
         if self.channels not in (1, 3):
@@ -75,6 +84,8 @@ class DenoiserConfig:
             raise InputError(f"denoiser config: depth 1-6 and width 1-512, not {self.depth} and {self.width}")
         if self.objective not in OBJECTIVES:
             raise InputError(f"denoiser config: objective must be one of {', '.join(OBJECTIVES)}")
+        if self.normalise not in NORMALISATIONS:
+            raise InputError(f"denoiser config: normalise must be one of {', '.join(NORMALISATIONS)}")
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "version": VERSION, **asdict(self), "scale": [float(s) for s in self.scale]}
@@ -88,7 +99,8 @@ class DenoiserConfig:
         try:
             return cls(channels=int(d["channels"]), domain=str(d["domain"]), scale=tuple(float(s) for s in d["scale"]),
                        width=int(d["width"]), depth=int(d["depth"]), residual=bool(d["residual"]),
-                       objective=str(d["objective"]), training=dict(d.get("training") or {}))
+                       objective=str(d["objective"]), training=dict(d.get("training") or {}),
+                       normalise=str(d.get("normalise", "global")))
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{source}: damaged denoiser config ({exc.__class__.__name__}: {exc})") from None
 
@@ -164,7 +176,8 @@ class Denoiser:
         self.config = config
         self.device = torch.device(device)
         self.fingerprint = fingerprint or self._fingerprint_of_state()
-        self._scale = torch.tensor(config.scale, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        if self.device.type == "cuda":
+            self.network.to(memory_format=torch.channels_last)
 
     def __repr__(self) -> str:
         c = self.config
@@ -245,21 +258,32 @@ class Denoiser:
                 chunk = members[start:start + batch_size]
                 stack = np.stack([np.asarray(arrays[i], dtype=np.float32) for i in chunk])
                 bad = ~np.isfinite(stack)
-                result = self._run(np.where(bad, 0.0, stack))
+                result = self._run(stack)
                 result[bad] = np.nan
                 for i, r in zip(chunk, result):
                     out[i] = r
         return out  # type: ignore[return-value]
 
+    def normalisers(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(offsets, divisors), each ``N x C``, that bring ``batch`` (NaNs allowed) to the network's units."""
+        n, c = batch.shape[:2]
+        if self.config.normalise == "sky":
+            return normalisers(batch, self.config.scale)
+        scale = np.asarray(self.config.scale, dtype=np.float32)
+        return np.zeros((n, c), np.float32), np.broadcast_to(scale, (n, c)).copy()
+
     def _run(self, batch: np.ndarray) -> np.ndarray:
         n, c, h, w = batch.shape
         m = self.config.multiple
         ph, pw = (-h) % m, (-w) % m
-        x = torch.from_numpy(batch).to(self.device) / self._scale
+        off, div = (torch.from_numpy(v).to(self.device).view(n, c, 1, 1) for v in self.normalisers(batch))
+        x = torch.nan_to_num((torch.from_numpy(batch).to(self.device) - off) / div, nan=0.0, posinf=0.0, neginf=0.0)
         if ph or pw:
             mode = "reflect" if ph < h and pw < w else "replicate"
             x = nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
-        y = (self.network(x) * self._scale)[:, :, :h, :w].float().cpu().numpy()
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = (self.network(x).float()[:, :, :h, :w] * div + off).cpu().numpy()
         if self.config.domain == EIGHT_BIT:
             np.clip(y, 0.0, 1.0, out=y)
         return y

@@ -13,6 +13,10 @@ Methods compared on every pair (each image denoised on its own):
 
 PSNR and SSIM use each clean image's own data range (max - min) for FITS
 fluxes, and 0..1 (i.e. 0..255) for 8-bit images; channels are pooled.
+Aperture photometry checks that a denoiser keeps the flux where it matters:
+the sum over the bands of the pixels within ``APERTURE_RADIUS`` px of the
+cutout's centre (a 12 px wide aperture around the target), output over clean,
+pooled over the images (sum of outputs over sum of cleans) and per image.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ LOG = logging.getLogger(__name__)
 GAUSSIAN_SIGMAS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
 METHODS = ("input", "gaussian", "nl-means", "wavelet", "model")
 GRID_ROWS = 6
+APERTURE_RADIUS = 6.0  # px: a 12 px wide central aperture
 
 
 @dataclass
@@ -44,8 +49,9 @@ class DenoiseReport:
     """The outcome of :func:`report`.
 
     Attributes:
-        per_image: one row per image and method: id, method, psnr, ssim.
-        summary: one row per method: mean and median PSNR and SSIM, PSNR gain over the input.
+        per_image: one row per image and method: id, method, psnr, ssim, aperture_flux, clean_aperture_flux.
+        summary: one row per method: mean and median PSNR and SSIM, PSNR gain over the input, central
+            aperture flux ratio (pooled, and the median per image).
         gaussian_sigma: the best Gaussian sigma (px).
         markdown: the summary as a Markdown table with a note on the set.
     """
@@ -102,8 +108,17 @@ def wavelet(data: np.ndarray) -> np.ndarray:
     return denoise_wavelet(x, channel_axis=0, method="BayesShrink", mode="soft", rescale_sigma=True).astype(np.float32)
 
 
+def aperture_flux(data: np.ndarray, radius: float = APERTURE_RADIUS) -> float:
+    """The sum over the bands of the pixels within ``radius`` px of the centre of a ``C x H x W`` image (NaNs as 0)."""
+    _, h, w = data.shape
+    y, x = np.mgrid[0:h, 0:w]
+    inside = (y - (h - 1) / 2) ** 2 + (x - (w - 1) / 2) ** 2 <= radius**2
+    return float(np.nansum(data[:, inside], dtype=np.float64))
+
+
 def _metrics(method: str, images: Sequence[Image], clean: Sequence[Image], outputs: Sequence[np.ndarray]) -> list[dict]:
-    return [{"id": n.id, "method": method, "psnr": psnr(c.data, o, c.domain), "ssim": ssim(c.data, o, c.domain)}
+    return [{"id": n.id, "method": method, "psnr": psnr(c.data, o, c.domain), "ssim": ssim(c.data, o, c.domain),
+             "aperture_flux": aperture_flux(o), "clean_aperture_flux": aperture_flux(c.data)}
             for n, c, o in zip(images, clean, outputs)]
 
 
@@ -149,19 +164,23 @@ def summarise(per_image: pd.DataFrame) -> pd.DataFrame:
     summary = pd.DataFrame({"psnr_mean": g["psnr"].mean(), "psnr_median": g["psnr"].median(),
                             "ssim_mean": g["ssim"].mean(), "ssim_median": g["ssim"].median()})
     summary["psnr_gain"] = summary["psnr_mean"] - summary.loc["input", "psnr_mean"]
+    summary["flux_ratio"] = g["aperture_flux"].sum() / g["clean_aperture_flux"].sum()
+    ratio = per_image["aperture_flux"] / per_image["clean_aperture_flux"].where(per_image["clean_aperture_flux"] > 0)
+    summary["flux_ratio_median"] = ratio.groupby(per_image["method"], sort=False).median()
     return summary
 
 
 def summary_markdown(summary: pd.DataFrame, sigma: float, names: dict[str, str] | None = None) -> str:
     names = names or {}
-    lines = ["| method | PSNR (dB), mean | median | gain over input | SSIM, mean | median |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"| method | PSNR (dB), mean | median | gain over input | SSIM, mean | median | "
+             f"aperture flux ratio (r {APERTURE_RADIUS:g} px), all | per image, median |",
+             "|---|---|---|---|---|---|---|---|"]
     for method, r in summary.iterrows():
         label = names.get(method, method)
         if method == "gaussian" and np.isfinite(sigma):
             label = f"Gaussian filter, best sigma {sigma:g} px"
         lines.append(f"| {label} | {r.psnr_mean:.2f} | {r.psnr_median:.2f} | {r.psnr_gain:+.2f} | "
-                     f"{r.ssim_mean:.4f} | {r.ssim_median:.4f} |")
+                     f"{r.ssim_mean:.4f} | {r.ssim_median:.4f} | {r.flux_ratio:.3f} | {r.flux_ratio_median:.3f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -2,12 +2,16 @@
 
 * Supervised: mean squared error between the network's output on a noisy crop
   and the clean crop of the same object (files paired by stem).
-* Self-supervised (Noise2Self / Noise2Void blind spot): a random ``mask_fraction``
-  of the pixels of each noisy crop is replaced by the mean of its 8 neighbours
-  (all channels of a pixel together) and the loss is the squared error on those
-  pixels only, against their own noisy values. The network never sees the
-  value it must predict, so with pixel-independent, zero-mean noise the
-  best it can do is the clean value: no clean truth is needed, as in real surveys.
+* Self-supervised (Noise2Void / Noise2Self blind spot, :mod:`.blindspot`): a
+  stratified ``mask_fraction`` of the pixels of each noisy crop is replaced by a
+  random neighbour and the loss is the squared error on those pixels only,
+  against their own noisy values. The network never sees the value it must
+  predict, so with pixel-independent, zero-mean noise the best it can do is the
+  clean value: no clean truth is needed, as in real surveys.
+
+FITS fluxes are normalised image by image (:mod:`.noise`: minus the sky level,
+over the sky sigma, per band), so the network always sees sky noise of unit
+size; 8-bit images are divided by the training set's median noise sigma.
 
 Training works on random crops (``crop`` px, flipped and rotated), so cutouts of
 any size (at least ``crop``) can be mixed; 10 % of the images (at least one) are
@@ -30,12 +34,12 @@ from torch import nn
 from ulisse.encoder import resolve_device
 from ulisse.errors import InputError
 
-from .images import Image, check_consistent, cutout_files, pair_by_stem, read_image
+from .blindspot import REPLACEMENTS, blind_spot_loss
+from .images import EIGHT_BIT, Image, check_consistent, cutout_files, pair_by_stem, read_image
 from .model import BlobsAutoencoder, Denoiser, DenoiserConfig, build_network
+from .noise import normalisers
 
 LOG = logging.getLogger(__name__)
-
-DONUT = np.array([[1.0, 1.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 1.0]], dtype=np.float32) / 8.0
 
 
 @dataclass(frozen=True)
@@ -49,8 +53,15 @@ class TrainOptions:
     depth: int = 3
     lr: float = 2e-3
     mask_fraction: float = 1 / 32
+    replacement: str = "neighbour"
     validate_every: int = 100
     seed: int = 0
+
+    def __post_init__(self):
+        if self.replacement not in REPLACEMENTS:
+            raise InputError(f"replacement must be one of {', '.join(REPLACEMENTS)}, not {self.replacement!r}")
+        if not 0 < self.mask_fraction <= 0.25:
+            raise InputError(f"mask_fraction must be in (0, 0.25], not {self.mask_fraction}")
 
 
 def estimate_noise(data: np.ndarray) -> np.ndarray:
@@ -124,22 +135,26 @@ class CropSampler:
         return x, (np.ascontiguousarray(np.stack(ys), dtype=np.float32) if ys else None)
 
 
-def blind_spot(x: torch.Tensor, fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Replace a random ``fraction`` of pixels (all channels) by their 8-neighbour mean; return (input, mask)."""
-    n, c, h, w = x.shape
-    mask = (torch.rand((n, 1, h, w), generator=generator, device=x.device) < fraction).to(x.dtype)
-    kernel = torch.from_numpy(DONUT).to(x.device).view(1, 1, 3, 3).repeat(c, 1, 1, 1)
-    neighbours = nn.functional.conv2d(nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"), kernel, groups=c)
-    return x * (1 - mask) + neighbours * mask, mask
+def _loss(network: BlobsAutoencoder, x: torch.Tensor, y: torch.Tensor | None, options: TrainOptions,
+          generator: torch.Generator, per_channel: bool) -> torch.Tensor:
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+        if y is not None:
+            return nn.functional.mse_loss(network(x).float(), y)
+        return blind_spot_loss(network, x, options.mask_fraction, generator, per_channel=per_channel,
+                               replacement=options.replacement)
 
 
-def _loss(network: BlobsAutoencoder, x: torch.Tensor, y: torch.Tensor | None, fraction: float,
-          generator: torch.Generator) -> torch.Tensor:
-    if y is not None:
-        return nn.functional.mse_loss(network(x), y)
-    masked, mask = blind_spot(x, fraction, generator)
-    err = (network(masked) - x) ** 2 * mask
-    return err.sum() / (mask.sum() * x.shape[1]).clamp(min=1.0)
+def normalised_arrays(noisy: Sequence[Image], clean: Sequence[Image] | None, scale, per_image: bool):
+    """The training arrays in the network's units: per image and band ``(x - sky) / sigma`` of the noisy image
+    (its clean partner with the same two numbers), or divided by the global ``scale``."""
+    if per_image:
+        off, div = normalisers([im.data for im in noisy], scale)
+    else:
+        off = np.zeros((len(noisy), len(scale)), np.float32)
+        div = np.broadcast_to(np.asarray(scale, np.float32), off.shape)
+    norm = lambda a, i: np.nan_to_num((a - off[i][:, None, None]) / div[i][:, None, None]).astype(np.float32)  # noqa: E731
+    return ([norm(im.data, i) for i, im in enumerate(noisy)],
+            [norm(im.data, i) for i, im in enumerate(clean)] if clean else None)
 
 
 def train(noisy, clean=None, *, self_supervised: bool = False, options: TrainOptions = TrainOptions(),
@@ -173,13 +188,13 @@ def train(noisy, clean=None, *, self_supervised: bool = False, options: TrainOpt
         raise InputError(f"the smallest training image is {side} px; a depth-{options.depth} denoiser needs at least "
                          f"{multiple * 2} px")
     scale = noise_scale(noisy_images)
+    per_image = domain != EIGHT_BIT
     config = DenoiserConfig(channels, domain, scale, options.width, options.depth, residual=not self_supervised,
-                            objective="self-supervised" if self_supervised else "supervised")
+                            objective="self-supervised" if self_supervised else "supervised",
+                            normalise="sky" if per_image else "global")
     torch.manual_seed(options.seed)
     rng = np.random.default_rng(options.seed)
-    norm = np.asarray(scale, dtype=np.float32)[:, None, None]
-    noisy_arrays = [np.nan_to_num(im.data) / norm for im in noisy_images]
-    clean_arrays = [np.nan_to_num(im.data) / norm for im in clean_images] if clean_images else None
+    noisy_arrays, clean_arrays = normalised_arrays(noisy_images, clean_images, scale, per_image)
     order = rng.permutation(len(noisy_arrays))
     n_val = max(1, len(order) // 10) if len(order) > 1 else 0
     val_idx, train_idx = order[:n_val], order[n_val:] if n_val else order
@@ -190,6 +205,8 @@ def train(noisy, clean=None, *, self_supervised: bool = False, options: TrainOpt
     val_batches = [val_sampler.batch(options.batch_size) for _ in range(4)] if val_sampler else []
 
     network = build_network(config).to(dev)
+    if dev.type == "cuda":
+        network = network.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(network.parameters(), lr=options.lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=options.lr, total_steps=options.steps,
                                                    pct_start=0.1)
@@ -203,18 +220,20 @@ def train(noisy, clean=None, *, self_supervised: bool = False, options: TrainOpt
         bar.update(1)
         network.train()
         x, y = sampler.batch(options.batch_size)
-        xt = torch.from_numpy(x).to(dev)
-        yt = torch.from_numpy(y).to(dev) if y is not None else None
-        loss = _loss(network, xt, yt, options.mask_fraction, gen)
+        xt, yt = _tensors(x, y, dev)
+        loss = _loss(network, xt, yt, options, gen, per_image)
+        if not torch.isfinite(loss):
+            LOG.warning("step %d: the loss is %s; batch skipped", step, loss.item())
+            continue
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
         running.append(loss.item())
         if step % options.validate_every == 0 or step == options.steps:
-            last_train = float(np.mean(running))
+            last_train = float(np.mean(running)) if running else math.nan
             running = []
-            val = _validate(network, val_batches, options.mask_fraction, options.seed, dev) if val_batches else last_train
+            val = _validate(network, val_batches, options, dev, per_image) if val_batches else last_train
             bar.set_postfix(train=f"{last_train:.4g}", val=f"{val:.4g}")
             LOG.debug("step %d: train loss %.5g, held-out loss %.5g", step, last_train, val)
             if val < best:
@@ -227,7 +246,9 @@ def train(noisy, clean=None, *, self_supervised: bool = False, options: TrainOpt
     training = {"images": len(train_idx), "held_out": int(n_val), "steps": options.steps, "batch_size": options.batch_size,
                 "crop": crop, "lr": options.lr, "seed": options.seed, "best_step": best_step,
                 "held_out_loss": best, "final_train_loss": last_train, "seconds": round(seconds, 1),
-                "device": str(dev), **({"mask_fraction": options.mask_fraction} if self_supervised else {})}
+                "device": str(dev), "threads": torch.get_num_threads() if dev.type == "cpu" else None,
+                **({"mask_fraction": options.mask_fraction, "replacement": options.replacement}
+                   if self_supervised else {})}
     config = DenoiserConfig(**{**config.__dict__, "training": training})
     denoiser = Denoiser(network, config, dev)
     LOG.info("trained a %s %s denoiser on %d image(s) in %.0f s (held-out loss %.4g at step %d)",
@@ -237,13 +258,17 @@ def train(noisy, clean=None, *, self_supervised: bool = False, options: TrainOpt
     return denoiser
 
 
+def _tensors(x: np.ndarray, y: np.ndarray | None, dev: torch.device):
+    xt = torch.from_numpy(x).to(dev)
+    yt = torch.from_numpy(y).to(dev) if y is not None else None
+    if dev.type == "cuda":
+        xt = xt.contiguous(memory_format=torch.channels_last)
+    return xt, yt
+
+
 @torch.no_grad()
-def _validate(network, batches, fraction: float, seed: int, dev) -> float:
+def _validate(network, batches, options: TrainOptions, dev, per_channel: bool) -> float:
     network.eval()
-    gen = torch.Generator(device=dev).manual_seed(seed + 7)  # the same masks at every validation
-    losses = []
-    for x, y in batches:
-        xt = torch.from_numpy(x).to(dev)
-        yt = torch.from_numpy(y).to(dev) if y is not None else None
-        losses.append(float(_loss(network, xt, yt, fraction, gen)))
+    gen = torch.Generator(device=dev).manual_seed(options.seed + 7)  # the same masks at every validation
+    losses = [float(_loss(network, *_tensors(x, y, dev), options, gen, per_channel)) for x, y in batches]
     return float(np.mean(losses))
