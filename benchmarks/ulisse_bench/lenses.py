@@ -1,11 +1,13 @@
-"""``ulisse benchmark lenses``: Einstein radii of simulated strong lenses from frozen EfficientNet vectors.
+"""``ulisse benchmark lenses``: Einstein radii of simulated strong lenses, frozen vectors vs a fine-tuned encoder.
 
 1. Simulates ``n`` galaxy-scale lenses with lenstronomy (:mod:`ulisse_bench.sim.lenses`).
 2. Indexes their PNG cutouts with the default encoder, the lens parameters as catalogue.
-3. Holds out ``n_test`` lenses; trains an ensemble, an MC-dropout and a ridge head on
-   the others (each keeps 20 % of those for validation).
-4. Reports RMSE, NLL and 68/95 % coverage on the held-out lenses, and the non-finite
-   steps of every training run.
+3. Holds out ``n_test`` lenses; trains an ensemble, an MC-dropout and a ridge head on the
+   others' frozen vectors, and (``finetune="last"`` or ``"all"``) a deep ensemble that
+   fine-tunes the encoder on their cutouts with its default settings (each keeps 20 % of
+   the training lenses for validation).
+4. Reports RMSE, NLL and 68/95 % coverage on the held-out lenses, the non-finite steps of
+   every training run and the training times.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import ulisse
 
 TARGET = "theta_E"
 HEADS = (("ensemble", "thetaE_ensemble"), ("mc-dropout", "thetaE_mcdropout"), ("ridge", "thetaE_ridge"))
-TOLERANCE = 0.06  # coverage within 6 points of nominal
+TOLERANCE = 0.06  # coverage within 6 points of nominal (frozen heads)
+FT_NAME, FT_TOLERANCE, FT_RATIO = "thetaE_finetuned", 0.03, 0.5  # issue 24: <= 0.5x frozen RMSE, coverage +-3
 
 
 @dataclass
@@ -48,11 +51,13 @@ def _index(out: Path, sim: Path, n: int, device: str, progress: bool):
 
 
 def run_lens_benchmark(out: Path, n: int = 8000, n_test: int = 2000, members: int = 5, seed: int = 0,
-                       device: str = "auto", features: str = "raw", progress: bool = True, command: str | None = None) -> LensBenchmark:
+                       device: str = "auto", features: str = "raw", progress: bool = True, command: str | None = None,
+                       finetune: str = "last", ft_members: int | None = None) -> LensBenchmark:
     """Run the whole benchmark in ``out`` (the simulated set and its index are reused when present)."""
     import torch
 
     from ulisse.plugins.heads import TrainConfig, head_report, train_head
+    from ulisse.plugins.heads.finetune import FinetuneConfig
 
     from .sim.lenses import cached_lens_set
 
@@ -76,16 +81,30 @@ def run_lens_benchmark(out: Path, n: int = 8000, n_test: int = 2000, members: in
                              config=TrainConfig(seed=seed, features=features), device=device, update_columns=False, progress=progress)
         timings[f"train {method}"] = time.perf_counter() - t
         nan_events[method] = int(trained.config["nan_events"])
+    heads = list(HEADS)
+    if finetune != "none":
+        label = f"ensemble fine-tuned ({finetune})"
+        t = time.perf_counter()
+        trained = train_head(index, TARGET, FT_NAME, method="ensemble", members=ft_members, train_ids=train_ids,
+                             finetune=FinetuneConfig(mode=finetune, seed=seed), device=device, update_columns=False,
+                             progress=progress)
+        timings[f"train {label}"] = time.perf_counter() - t
+        nan_events[label] = int(trained.config["nan_events"])
+        heads.append((label, FT_NAME))
+        ft_cfg = trained.config["finetune"]
     t = time.perf_counter()
     columns = index.derived("heads", recompute=True)
     timings["predict all (derived columns)"] = time.perf_counter() - t
     finite = bool(np.isfinite(columns.to_numpy(np.float64)).all())
-    for method, name in HEADS:
+    for method, name in heads:
         rep = head_report(index, name, TARGET, ids=test_ids, out=out / "reports" / name)
         metrics[method] = {k: v for k, v in rep.metrics.items() if k != "uncalibrated"}
         uncal[method] = rep.metrics["uncalibrated"]
         errors[method] = (rep.table["id"].to_numpy(), (rep.table[name] - rep.table[TARGET]).to_numpy())
     metrics["_paired"] = paired_bootstrap(errors["ensemble"], errors["ridge"], seed=seed)
+    if finetune != "none":
+        metrics["_paired_ft"] = paired_bootstrap(errors[label], errors["ensemble"], seed=seed)
+        metrics["_ft"] = (label, ft_cfg)
     report = _report(metrics, uncal, nan_events, finite, n, n_test, len(train_ids), members, index, timings,
                      command, torch.__version__, features)
     return LensBenchmark(metrics, nan_events, timings, report)
@@ -113,6 +132,8 @@ def _row(method: str, m: dict) -> str:
 def _report(metrics, uncal, nan_events, finite, n, n_test, n_train, members, index, timings, command,
             torch_version, features) -> str:
     paired = metrics.pop("_paired")
+    paired_ft = metrics.pop("_paired_ft", None)
+    label, ft_cfg = metrics.pop("_ft", (None, None))
     ens, ridge = metrics["ensemble"], metrics["ridge"]
     d68, d95 = 100 * (ens["coverage_68"] - 0.68), 100 * (ens["coverage_95"] - 0.95)
     checks = [
@@ -123,6 +144,23 @@ def _report(metrics, uncal, nan_events, finite, n, n_test, n_train, members, ind
         ("no NaN in any training run or prediction", finite and not any(nan_events.values()),
          f"non-finite steps: {nan_events}; all predictions finite: {finite}"),
     ]
+    ft_lines = []
+    if label:
+        ft = metrics[label]
+        f68, f95 = 100 * (ft["coverage_68"] - 0.68), 100 * (ft["coverage_95"] - 0.95)
+        seconds = timings[f"train {label}"]
+        checks += [
+            (f"fine-tuned ensemble RMSE at most {FT_RATIO}x the frozen ensemble's", ft["rmse"] <= FT_RATIO * ens["rmse"],
+             f"{ft['rmse']:.3f} vs {ens['rmse']:.3f} arcsec ({ft['rmse'] / ens['rmse']:.2f}x)"),
+            ("fine-tuned 68 % coverage within 3 points", abs(f68) <= 100 * FT_TOLERANCE, f"{f68:+.1f} points"),
+            ("fine-tuned 95 % coverage within 3 points", abs(f95) <= 100 * FT_TOLERANCE, f"{f95:+.1f} points"),
+            ("fine-tuned training time (all members, calibration, on this machine)", True,
+             f"{seconds:.0f} s = {seconds / 60:.1f} min for {n_train} training lenses"),
+        ]
+        ft_lines = [
+            f"Fine-tuned minus frozen ensemble RMSE, paired over the same {paired_ft['n']} held-out lenses: "
+            f"{paired_ft['diff']:+.4f} arcsec (95 % bootstrap interval {paired_ft['lo']:+.4f} to {paired_ft['hi']:+.4f}).",
+            "", f"Fine-tuned settings (defaults of `FinetuneConfig`): `{ft_cfg}`", ""]
     head = ["| method | RMSE (\") | MAE (\") | NLL | 68 % coverage | 95 % coverage | mean std (\") |",
             "|---|---|---|---|---|---|---|"]
     lines = [
@@ -138,7 +176,7 @@ def _report(metrics, uncal, nan_events, finite, n, n_test, n_train, members, ind
         *(_row(m, metrics[m]) for m in metrics), "",
         f"Ensemble minus ridge RMSE, paired over the same {paired['n']} held-out lenses: {paired['diff']:+.4f} arcsec "
         f"(95 % bootstrap interval {paired['lo']:+.4f} to {paired['hi']:+.4f}, {paired['resamples']} resamples; "
-        f"the ensemble is lower in {100 * paired['share_lower']:.0f} % of them).", "",
+        f"the ensemble is lower in {100 * paired['share_lower']:.0f} % of them).", "", *ft_lines,
         "Without the variance factor fitted on the validation split (uncalibrated):", "", *head,
         *(_row(m, uncal[m]) for m in uncal), "",
         "Ridge's error bar is its validation RMS residual (one value for all objects).", "",

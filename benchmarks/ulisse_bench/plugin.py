@@ -205,16 +205,19 @@ def register_commands(cli):
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--features", type=click.Choice(["raw", "sqrt"]), default="raw", show_default=True,
                   help="the vectors as they are, or their signed square roots (every method alike)")
+    @click.option("--finetune", type=click.Choice(["last", "all", "none"]), default="last", show_default=True,
+                  help="also a deep ensemble fine-tuning the encoder (its default settings); none: frozen heads only")
     @_report_option
     @device_option
-    def lenses(out, n, n_test, members, seed, features, report, device):
+    def lenses(out, n, n_test, members, seed, features, finetune, report, device):
         """Einstein radii of simulated strong lenses: ensemble, MC dropout and ridge heads on unseen lenses."""
         from ulisse._io import atomic_write
 
         from .lenses import run_lens_benchmark
 
         result = run_lens_benchmark(Path(out).expanduser(), n=n, n_test=n_test, members=members, seed=seed,
-                                    device=device, features=features, progress=_progress(), command=_command())
+                                    device=device, features=features, progress=_progress(), command=_command(),
+                                    finetune=finetune)
         click.echo(result.report)
         if report:
             atomic_write(report, result.report)

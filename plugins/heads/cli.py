@@ -25,6 +25,8 @@ def train_summary(trained, name: str, method: str, target: str) -> str:
     held, scored = m["n_validation"], m.get("n_metrics", m["n_validation"])
     split = (f"{held - scored} to stop the training early, {scored} to calibrate the error bars and give the "
              f"metrics below" if scored < held else "all of them give the metrics below")
+    ft = trained.config.get("finetune")
+    method = f"{method} fine-tuned ({ft['mode']}, {ft['input_size']} px, augment {ft['augment']})" if ft else method
     return (f"head {name}: {method} on {target}, trained on {m['n_train']} objects; {held} held out ({split}); "
             f"{m['seconds']:.1f} s, {trained.config['nan_events']} non-finite steps\n"
             f"held out ({scored} objects): RMSE {v['rmse']:.4g}, NLL {v['nll']:.4g}, "
@@ -45,29 +47,52 @@ def add_head_commands(cli: click.Group) -> None:
     @click.option("--target", required=True, help="numeric catalogue column to learn (rows where it is present)")
     @click.option("--name", required=True, help="head name: its predictions become the columns NAME, NAME_std, ...")
     @click.option("--method", type=click.Choice(METHODS), default="ensemble", show_default=True,
-                  help="deep ensemble of Gaussian MLPs, one MC-dropout MLP, or ridge regression (baseline)")
-    @click.option("--members", type=int, default=5, show_default=True, help="networks in the ensemble")
+                  help="deep ensemble of Gaussian networks, one MC-dropout network, or ridge regression (baseline; "
+                       "frozen vectors only)")
+    @click.option("--members", type=int, default=None,
+                  help="networks in the ensemble [default: 5 on frozen vectors, 3 fine-tuned]")
     @click.option("--train-ids", type=click.Path(dir_okay=False), default=None,
                   help="file of ids to train on, one per line (default: every object with a target value)")
-    @click.option("--epochs", type=click.IntRange(1, 100_000), default=300, show_default=True,
-                  help="most epochs per network (early stopping on a validation split)")
+    @click.option("--epochs", type=click.IntRange(1, 100_000), default=None,
+                  help="most epochs per network, the best kept by a validation split [default: 300 on frozen "
+                       "vectors, 8 fine-tuned]")
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--features", type=click.Choice(["raw", "sqrt"]), default="raw", show_default=True,
                   help="the vectors as they are, or their signed square roots (power normalisation)")
+    @click.option("--finetune", type=click.Choice(["none", "last", "all"]), default="none", show_default=True,
+                  help="none: train on the index's frozen vectors; last: fine-tune the encoder's last stages on "
+                       "the cutouts (the CPU default); all: the whole network (for a GPU)")
+    @click.option("--augment", type=click.Choice(["rot-flip", "none"]), default="rot-flip", show_default=True,
+                  help="with --finetune: rotations and flips of the cutouts (a target that does not change when "
+                       "the sky turns: radius, redshift, mass), or none (an angle, a direction)")
+    @click.option("--input-size", type=click.IntRange(16, 1024), default=None,
+                  help="with --finetune: side the cutouts are resized to [default: 128]")
+    @click.option("--train-from", type=click.IntRange(0, 20), default=None,
+                  help="with --finetune last: first trained stage of the encoder's blocks [default: 4, of 0-6]")
     @device_option
-    def train(index_dir, target, name, method, members, train_ids, epochs, seed, features, device):
-        """Train a head on the index's frozen vectors against a catalogue column."""
+    def train(index_dir, target, name, method, members, train_ids, epochs, seed, features, finetune, augment,
+              input_size, train_from, device):
+        """Train a head against a catalogue column: on the index's frozen vectors, or fine-tuning its encoder."""
         from ulisse.cli import progress_enabled
         from ulisse.inputs import read_id_list
 
         from .core import train_head
-        from .models import TrainConfig
 
         ids = read_id_list(train_ids) if train_ids else None
         index = _open(index_dir)
-        trained = train_head(index, target, name, method=method, members=members, train_ids=ids,
-                             config=TrainConfig(max_epochs=epochs, seed=seed, features=features), device=device,
-                             progress=progress_enabled())
+        if finetune == "none":
+            from .models import TrainConfig
+
+            config, ft = TrainConfig(max_epochs=epochs or 300, seed=seed, features=features), None
+        else:
+            from .finetune import FinetuneConfig
+
+            given = {"epochs": epochs, "input_size": input_size, "train_from": train_from}
+            ft = FinetuneConfig(mode=finetune, augment=augment, seed=seed,
+                                **{k: v for k, v in given.items() if v is not None})
+            config = None
+        trained = train_head(index, target, name, method=method, members=members, train_ids=ids, config=config,
+                             device=device, progress=progress_enabled(), finetune=ft)
         click.echo(train_summary(trained, name, method, target))
 
     @head.command("predict")

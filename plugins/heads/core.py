@@ -21,11 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -35,8 +33,11 @@ from ulisse.errors import InputError
 from ulisse.indexes.transaction import SIDE_WAIT, transaction
 from ulisse.inputs import read_id_list
 
-from .common import CONFIG_FILE, DERIVED_SET, HEADS_DIR, METHODS, WEIGHTS_FILE
+from .common import CONFIG_FILE, DERIVED_SET, METHODS, WEIGHTS_FILE
 from .metrics import regression_metrics
+from .store import (NAME_RE, SUFFIXES, TrainedHead, check_name, columns_of, head_names, heads_dir,  # noqa: F401
+                    rows_of_ids, save_head, split_rows, standardise_target, target_values, training_rows,
+                    vectors_of)
 from .models import (TrainConfig, TrainingError, fit_ridge, network_from_state, predict_ensemble,
                      predict_mc_dropout, torch_threads, train_member, transform_features, variance_scale)
 
@@ -44,80 +45,10 @@ LOG = logging.getLogger(__name__)
 
 read_ids = read_id_list  # this package's name for the core's one id-list reader
 
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a column name that --where can use
-SUFFIXES = ("", "_std", "_std_aleatoric", "_std_epistemic")
-MIN_ROWS = 8
 CHUNK = 65536  # objects per prediction batch
 DEFAULT_DROPOUT = {"ensemble": 0.3, "mc-dropout": 0.2}  # chosen on the lens benchmark's validation split
 X_SCALE_FLOOR = 0.1  # a feature's scale is at least this fraction of the RMS scale of all features
 
-
-def columns_of(name: str) -> list[str]:
-    """The derived columns of head ``name``: ``NAME``, ``NAME_std``, ``NAME_std_aleatoric``, ``NAME_std_epistemic``."""
-    return [name + s for s in SUFFIXES]
-
-
-# -- vectors and ids -----------------------------------------------------------------------
-
-def vectors_of(index, rows: Sequence[int] | None = None) -> np.ndarray:
-    """float32 vectors of ``rows`` (all objects when None), through the index's bulk readers."""
-    if hasattr(index, "all_vectors"):
-        allv = index.all_vectors()
-        return np.asarray(allv if rows is None else allv[np.asarray(rows, dtype=np.int64)], np.float32)
-    rows = range(len(index)) if rows is None else rows
-    return np.asarray(index.vectors_of_rows(list(rows)), np.float32)
-
-
-def rows_of_ids(index, ids: Iterable[str], what: str) -> np.ndarray:
-    """Row numbers of ``ids`` (an unknown id is an error naming ``what``)."""
-    rows, unknown = [], []
-    for oid in ids:
-        try:
-            rows.append(index.row_of(str(oid)))
-        except ulisse.QueryError:
-            unknown.append(str(oid))
-    if unknown:
-        raise InputError(f"{what}: id {unknown[0]!r} is not in the index"
-                         + (f" ({len(unknown)} unknown ids in all)" if len(unknown) > 1 else ""))
-    return np.asarray(rows, dtype=np.int64)
-
-
-def target_values(index, column: str) -> np.ndarray:
-    """The catalogue column ``column`` as float64 (NaN where missing or not finite)."""
-    columns = index.metadata_columns
-    if column not in columns:
-        raise InputError(f"column {column!r}: not in the index's catalogue (columns: {', '.join(columns)})")
-    raw = index.metadata_column(column)
-    values = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64, copy=True)
-    if raw.notna().any() and not np.isfinite(values).any():
-        raise InputError(f"column {column!r}: not numeric")
-    values[~np.isfinite(values)] = np.nan
-    return values
-
-
-# -- storage -------------------------------------------------------------------------------
-
-def heads_dir(index) -> Path:
-    """``DIR/derived/heads/``: one folder per head (not created here)."""
-    return Path(index.path) / "derived" / HEADS_DIR
-
-
-def check_name(index, name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise InputError(f"head name {name!r}: use letters, digits and _ (not starting with a digit)")
-    clash = [c for c in columns_of(name) if c in index.metadata.columns]
-    if clash:
-        raise InputError(f"head name {name!r}: column {clash[0]!r} is in the index's catalogue already "
-                         f"(choose another name, e.g. {name}_pred)")
-    return name
-
-
-def head_names(index) -> list[str]:
-    """Names of the heads stored with ``index``."""
-    d = heads_dir(index)
-    if not d.is_dir():
-        return []
-    return sorted(p.name for p in d.iterdir() if (p / CONFIG_FILE).is_file())
 
 
 @dataclass
@@ -181,30 +112,6 @@ class Head:
                              c[3]: np.sqrt(epi) * self.y_scale})
 
 
-def _save(index, head_cfg: dict, tensors: dict, wait: float = SIDE_WAIT) -> Path:
-    """Store a head's weights and config in one transaction of the index (an error leaves the old ones)."""
-    from safetensors.numpy import save
-
-    weights = save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
-    head_cfg["weights_sha256"] = hashlib.sha256(weights).hexdigest()
-    config = json.dumps(head_cfg, indent=1, default=_json_default) + "\n"
-    folder = heads_dir(index) / head_cfg["name"]
-    with transaction(index.path, wait) as txn:
-        txn.stage(folder / WEIGHTS_FILE, weights)
-        txn.stage(folder / CONFIG_FILE, config)  # published last: a config names the sha256 of its weights
-        txn.commit()
-    return folder
-
-
-def _json_default(v):
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating,)):
-        return float(v)
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    return str(v)
-
 
 def load_head(index, name: str) -> Head:
     """The stored head ``name`` of ``index``.
@@ -234,6 +141,10 @@ def load_head(index, name: str) -> Head:
         raise ulisse.EncoderMismatch(f"head {name!r}: trained on vectors of {spec.describe()}; "
                                      f"the index holds vectors of {index.encoder_spec.describe()}")
     t = load(data)
+    if cfg.get("finetune"):
+        from .finetune import load_finetuned
+
+        return load_finetuned(index, cfg, t)
     train = TrainConfig.from_dict(cfg["train"])
     head = Head(cfg["name"], cfg["method"], cfg["target"], cfg, train, t["x_mean"], t["x_scale"])
     if head.method == "ridge":
@@ -267,41 +178,10 @@ def remove_head(index, name: str, update_columns: bool = True, wait: float = SID
 
 # -- training ------------------------------------------------------------------------------
 
-def _standardise_target(y: np.ndarray) -> tuple[float, float, str | None]:
-    """Centre and scale of the target: median and 1.4826 MAD (robust to outliers), else std, else 1."""
-    centre = float(np.median(y))
-    scale = 1.4826 * float(np.median(np.abs(y - centre)))
-    note = None
-    if not np.isfinite(scale) or scale <= 0:
-        scale = float(np.std(y))
-    if not np.isfinite(scale) or scale <= 0:
-        scale, note = 1.0, "the target is constant over the training rows"
-    return centre, scale, note
 
-
-def _split(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    n_val = int(round(n * fraction))
-    n_val = min(max(n_val, 2), n - 2)
-    perm = rng.permutation(n)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-
-@dataclass
-class TrainedHead:
-    """What :func:`train_head` made: the head's name, folder and stored config (metrics included)."""
-
-    name: str
-    path: Path
-    config: dict
-
-    @property
-    def metrics(self) -> dict:
-        return self.config["metrics"]
-
-
-def train_head(index, target: str, name: str, method: str = "ensemble", members: int = 5,
+def train_head(index, target: str, name: str, method: str = "ensemble", members: int | None = None,
                train_ids: Iterable[str] | None = None, config: TrainConfig | None = None, device: str = "cpu",
-               update_columns: bool = True, progress: bool = False) -> TrainedHead:
+               update_columns: bool = True, progress: bool = False, finetune=None) -> TrainedHead:
     """Train a regression head on the index's vectors against the catalogue column ``target``.
 
     Args:
@@ -310,11 +190,13 @@ def train_head(index, target: str, name: str, method: str = "ensemble", members:
         name: the head's name; its predictions become the derived columns ``NAME``, ``NAME_std``,
             ``NAME_std_aleatoric`` and ``NAME_std_epistemic``. An existing head of that name is replaced.
         method: ``ensemble`` (deep ensemble of ``members`` Gaussian MLPs), ``mc-dropout`` or ``ridge``.
-        members: networks of the ensemble.
+        members: networks of the ensemble (default 5; fine-tuned: the config's).
         train_ids: the objects to train on (default: every object with a value of ``target``).
         config: training settings (:class:`TrainConfig`).
         device: torch device for training (``cpu`` or ``cuda``); prediction runs on the CPU.
         update_columns: recompute the index's ``heads`` derived columns afterwards.
+        finetune: a :class:`~ulisse.plugins.heads.finetune.FinetuneConfig` (mode ``last`` or ``all``) to
+            fine-tune the encoder on the cutouts (:mod:`.finetune`) instead of training on the frozen vectors.
 
     Raises:
         InputError: unknown or non-numeric column, bad name or method, too few rows.
@@ -322,25 +204,21 @@ def train_head(index, target: str, name: str, method: str = "ensemble", members:
     """
     import torch
 
+    if finetune is not None and finetune.mode != "none":
+        from .finetune import train_finetuned
+
+        return train_finetuned(index, target, name, method, members=members, train_ids=train_ids, config=finetune,
+                               device=device, update_columns=update_columns, progress=progress)
     if method not in METHODS:
         raise InputError(f"method {method!r}: expected one of {', '.join(METHODS)}")
+    members = 5 if members is None else members
     if isinstance(members, bool) or not isinstance(members, (int, np.integer)) or not 1 <= members <= 100:
         raise InputError(f"members={members!r}: must be a whole number from 1 to 100")
     check_name(index, name)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     config = config or TrainConfig()
-    y_all = target_values(index, target)
-    if train_ids is None:
-        rows = np.flatnonzero(np.isfinite(y_all))
-    else:
-        rows = np.unique(rows_of_ids(index, train_ids, "training ids"))
-        missing = int((~np.isfinite(y_all[rows])).sum())
-        if missing:
-            LOG.warning("%d of the %d training ids have no value of %s: left out", missing, len(rows), target)
-        rows = rows[np.isfinite(y_all[rows])]
-    if len(rows) < MIN_ROWS:
-        raise InputError(f"column {target!r}: {len(rows)} objects with a value to train on; at least {MIN_ROWS} needed")
+    rows, y_all = training_rows(index, target, train_ids)
     t0 = time.perf_counter()
     x = vectors_of(index, rows).astype(np.float64)
     if not np.isfinite(x).all():
@@ -350,8 +228,8 @@ def train_head(index, target: str, name: str, method: str = "ensemble", members:
     xf = transform_features(x, config.features)
     y = y_all[rows]
     rng = np.random.default_rng(config.seed)
-    tr, va = _split(len(rows), config.val_fraction, rng)
-    y_mean, y_scale, note = _standardise_target(y[tr])
+    tr, va = split_rows(len(rows), config.val_fraction, rng)
+    y_mean, y_scale, note = standardise_target(y[tr])
     if note:
         LOG.warning("%s: %s", target, note)
     x_mean = xf[tr].mean(0)
@@ -380,7 +258,7 @@ def train_head(index, target: str, name: str, method: str = "ensemble", members:
     if method != "ridge":
         va_stop, va_cal = va, va  # early stopping on one part of the validation rows, the variance factor on the other
         if config.calibrate and config.calibration_share > 0 and len(va) >= 4:
-            stop, cal = _split(len(va), config.calibration_share, rng)
+            stop, cal = split_rows(len(va), config.calibration_share, rng)
             va_stop, va_cal = va[stop], va[cal]
         dropout = config.dropout if config.dropout is not None else DEFAULT_DROPOUT[method]
         n_nets = members if method == "ensemble" else 1
@@ -412,7 +290,7 @@ def train_head(index, target: str, name: str, method: str = "ensemble", members:
     cfg["metrics"] = {**metrics, "members": member_info, "n_train": int(len(tr)), "n_validation": n_val,
                       "n_metrics": int(len(va)),
                       "seconds": round(time.perf_counter() - t0, 2)}
-    folder = _save(index, cfg, tensors)
+    folder = save_head(index, cfg, tensors)
     LOG.info("head %s (%s, %s) trained on %d objects, %d held out: RMSE %.4g on %d of them, %d non-finite steps",
              name, method, target, len(tr), n_val, metrics["validation"]["rmse"], len(va), cfg["nan_events"])
     if update_columns:
@@ -432,11 +310,15 @@ def compute_columns(index, **options) -> pd.DataFrame:
     table = pd.DataFrame(index=pd.RangeIndex(len(index)))
     if not names or len(index) == 0:
         return table
-    vectors = vectors_of(index)
-    parts = [table]
+    vectors, parts = None, [table]
     for name in names:
         try:
-            parts.append(load_head(index, name).predict_vectors(vectors))
+            head = load_head(index, name)
+            if getattr(head, "pixels", False):  # fine-tuned: from the cutouts
+                parts.append(head.predict_rows(index, np.arange(len(index))))
+                continue
+            vectors = vectors_of(index) if vectors is None else vectors
+            parts.append(head.predict_vectors(vectors))
         except ulisse.UlisseError as exc:
             LOG.warning("head %s left out of the derived columns: %s", name, exc)
     return pd.concat(parts, axis=1)

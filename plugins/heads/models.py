@@ -279,6 +279,12 @@ def predict_mc_dropout(model: GaussianMLP, x: np.ndarray, samples: int, seed: in
     ``seed`` and ``t``), so an object's prediction does not depend on which other
     objects share its batch, and stored predictions are reproducible.
     """
+    means, varis = mc_dropout_draws(model, x, samples, seed)
+    return means.mean(0), varis.mean(0), means.var(0)
+
+
+def mc_dropout_draws(model: GaussianMLP, x: np.ndarray, samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``samples x N`` means and variances of :func:`predict_mc_dropout`'s draws (float64)."""
     xt = torch.as_tensor(x)
     means, varis = [], []
     with torch.no_grad():
@@ -294,8 +300,7 @@ def predict_mc_dropout(model: GaussianMLP, x: np.ndarray, samples: int, seed: in
             mean, var = model.outputs(h)
             means.append(mean)
             varis.append(var)
-    means, varis = torch.stack(means).double(), torch.stack(varis).double()
-    return (means.mean(0).numpy(), varis.mean(0).numpy(), means.var(0, unbiased=False).numpy())
+    return torch.stack(means).double().numpy(), torch.stack(varis).double().numpy()
 
 
 @dataclass

@@ -1,0 +1,180 @@
+"""Where heads live and what every training method shares: names, storage, ids, targets, splits.
+
+Used by :mod:`.core` (heads on frozen vectors) and :mod:`.finetune` (heads fine-tuned on the pixels);
+imports neither, and no torch.
+
+Example:
+    >>> columns_of("z")
+    ['z', 'z_std', 'z_std_aleatoric', 'z_std_epistemic']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+import ulisse
+from ulisse.errors import InputError
+from ulisse.indexes.transaction import SIDE_WAIT, transaction
+
+from .common import CONFIG_FILE, HEADS_DIR, WEIGHTS_FILE
+
+LOG = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a column name that --where can use
+SUFFIXES = ("", "_std", "_std_aleatoric", "_std_epistemic")
+MIN_ROWS = 8
+
+def columns_of(name: str) -> list[str]:
+    """The derived columns of head ``name``: ``NAME``, ``NAME_std``, ``NAME_std_aleatoric``, ``NAME_std_epistemic``."""
+    return [name + s for s in SUFFIXES]
+
+
+# -- vectors and ids -----------------------------------------------------------------------
+
+def vectors_of(index, rows: Sequence[int] | None = None) -> np.ndarray:
+    """float32 vectors of ``rows`` (all objects when None), through the index's bulk readers."""
+    if hasattr(index, "all_vectors"):
+        allv = index.all_vectors()
+        return np.asarray(allv if rows is None else allv[np.asarray(rows, dtype=np.int64)], np.float32)
+    rows = range(len(index)) if rows is None else rows
+    return np.asarray(index.vectors_of_rows(list(rows)), np.float32)
+
+
+def rows_of_ids(index, ids: Iterable[str], what: str) -> np.ndarray:
+    """Row numbers of ``ids`` (an unknown id is an error naming ``what``)."""
+    rows, unknown = [], []
+    for oid in ids:
+        try:
+            rows.append(index.row_of(str(oid)))
+        except ulisse.QueryError:
+            unknown.append(str(oid))
+    if unknown:
+        raise InputError(f"{what}: id {unknown[0]!r} is not in the index"
+                         + (f" ({len(unknown)} unknown ids in all)" if len(unknown) > 1 else ""))
+    return np.asarray(rows, dtype=np.int64)
+
+
+def target_values(index, column: str) -> np.ndarray:
+    """The catalogue column ``column`` as float64 (NaN where missing or not finite)."""
+    columns = index.metadata_columns
+    if column not in columns:
+        raise InputError(f"column {column!r}: not in the index's catalogue (columns: {', '.join(columns)})")
+    raw = index.metadata_column(column)
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64, copy=True)
+    if raw.notna().any() and not np.isfinite(values).any():
+        raise InputError(f"column {column!r}: not numeric")
+    values[~np.isfinite(values)] = np.nan
+    return values
+
+
+# -- storage -------------------------------------------------------------------------------
+
+def heads_dir(index) -> Path:
+    """``DIR/derived/heads/``: one folder per head (not created here)."""
+    return Path(index.path) / "derived" / HEADS_DIR
+
+
+def check_name(index, name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InputError(f"head name {name!r}: use letters, digits and _ (not starting with a digit)")
+    clash = [c for c in columns_of(name) if c in index.metadata.columns]
+    if clash:
+        raise InputError(f"head name {name!r}: column {clash[0]!r} is in the index's catalogue already "
+                         f"(choose another name, e.g. {name}_pred)")
+    return name
+
+
+def head_names(index) -> list[str]:
+    """Names of the heads stored with ``index``."""
+    d = heads_dir(index)
+    if not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir() if (p / CONFIG_FILE).is_file())
+
+
+def save_head(index, head_cfg: dict, tensors: dict, wait: float = SIDE_WAIT) -> Path:
+    """Store a head's weights and config in one transaction of the index (an error leaves the old ones)."""
+    from safetensors.numpy import save
+
+    weights = save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
+    head_cfg["weights_sha256"] = hashlib.sha256(weights).hexdigest()
+    config = json.dumps(head_cfg, indent=1, default=_json_default) + "\n"
+    folder = heads_dir(index) / head_cfg["name"]
+    with transaction(index.path, wait) as txn:
+        txn.stage(folder / WEIGHTS_FILE, weights)
+        txn.stage(folder / CONFIG_FILE, config)  # published last: a config names the sha256 of its weights
+        txn.commit()
+    return folder
+
+
+def _json_default(v):
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return str(v)
+
+
+# -- training rows ----------------------------------------------------------------------
+
+def standardise_target(y: np.ndarray) -> tuple[float, float, str | None]:
+    """Centre and scale of the target: median and 1.4826 MAD (robust to outliers), else std, else 1."""
+    centre = float(np.median(y))
+    scale = 1.4826 * float(np.median(np.abs(y - centre)))
+    note = None
+    if not np.isfinite(scale) or scale <= 0:
+        scale = float(np.std(y))
+    if not np.isfinite(scale) or scale <= 0:
+        scale, note = 1.0, "the target is constant over the training rows"
+    return centre, scale, note
+
+
+def split_rows(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    n_val = int(round(n * fraction))
+    n_val = min(max(n_val, 2), n - 2)
+    perm = rng.permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+@dataclass
+class TrainedHead:
+    """What :func:`train_head` made: the head's name, folder and stored config (metrics included)."""
+
+    name: str
+    path: Path
+    config: dict
+
+    @property
+    def metrics(self) -> dict:
+        return self.config["metrics"]
+
+
+def training_rows(index, target: str, train_ids: Iterable[str] | None) -> tuple[np.ndarray, np.ndarray]:
+    """(rows to train on, the target for every row): the ``train_ids`` (default: every object) that have a value.
+
+    Raises:
+        InputError: unknown or non-numeric column, unknown id, fewer than ``MIN_ROWS`` rows.
+    """
+    y_all = target_values(index, target)
+    if train_ids is None:
+        rows = np.flatnonzero(np.isfinite(y_all))
+    else:
+        rows = np.unique(rows_of_ids(index, train_ids, "training ids"))
+        missing = int((~np.isfinite(y_all[rows])).sum())
+        if missing:
+            LOG.warning("%d of the %d training ids have no value of %s: left out", missing, len(rows), target)
+        rows = rows[np.isfinite(y_all[rows])]
+    if len(rows) < MIN_ROWS:
+        raise InputError(f"column {target!r}: {len(rows)} objects with a value to train on; at least {MIN_ROWS} needed")
+    return rows, y_all

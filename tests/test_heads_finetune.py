@@ -1,0 +1,94 @@
+"""Fine-tuned heads: real torch and timm on a few 32-px cutouts (timm's tiny test_efficientnet, random weights)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+import ulisse
+from ulisse.errors import InputError
+from ulisse.plugins.heads import columns_of, head_report, load_head, predict_head, train_head
+from ulisse.plugins.heads.finetune import FinetuneConfig
+from ulisse.plugins.heads.ftnet import view
+
+TINY = FinetuneConfig(input_size=32, epochs=2, warmup_epochs=1, train_from=1, batch_size=8, members=2, threads=1)
+
+
+def test_views_are_the_eight_symmetries_of_the_square():
+    import torch
+
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    seen = {tuple(view(x, v).flatten().tolist()) for v in range(8)}
+    assert len(seen) == 8
+    assert torch.equal(view(view(x, 1), 3), x)
+
+
+def test_finetuned_ensemble_stores_only_trained_stages_and_predicts_from_pixels(tiny_index):
+    trained = train_head(tiny_index, "r_mag", "rm", finetune=TINY)
+    cfg = trained.config
+    assert cfg["finetune"]["mode"] == "last" and cfg["members"] == 2 and cfg["nan_events"] == 0
+    assert set(cfg["calibration_ids"]) <= set(cfg["validation_ids"])
+    assert not set(cfg["training_ids"]) & set(cfg["validation_ids"])
+    keys = load_file(trained.path / "head.safetensors")
+    assert {k.split(".")[0] for k in keys} == {"member0", "member1"}
+    # the stem and blocks[0] stay as the index's encoder has them: not stored
+    n_blocks = len(load_head(tiny_index, "rm").trunks[0].layers)
+    assert any(k.startswith("member0.mlp.") for k in keys) and not any("conv_stem" in k for k in keys)
+    assert n_blocks == len(ulisse.Encoder.from_spec(tiny_index.encoder_spec, device="cpu").model.blocks) - 1 + 2
+    cols = tiny_index.derived("heads")
+    assert list(cols.columns) == columns_of("rm") and np.isfinite(cols.to_numpy()).all()
+    np.testing.assert_allclose(cols["rm_std"] ** 2, cols["rm_std_aleatoric"] ** 2 + cols["rm_std_epistemic"] ** 2,
+                               rtol=1e-5)
+    assert (cols["rm_std_epistemic"] > 0).all()  # two members, two seeds and batch orders
+    # reloaded from disk, the head predicts what the derived columns hold
+    again = predict_head(tiny_index, "rm", ids=["obj000", "obj005"])
+    direct = load_head(tiny_index, "rm").predict_rows(tiny_index, [tiny_index.row_of("obj000"),
+                                                                  tiny_index.row_of("obj005")])
+    np.testing.assert_allclose(again["rm"], direct["rm"], rtol=1e-5)
+    rep = head_report(tiny_index, "rm", "r_mag")
+    assert rep.metrics["n"] >= 2 and np.isfinite(rep.metrics["rmse"])
+
+
+@pytest.mark.slow
+def test_mc_dropout_whole_network_without_augmentation(tiny_index):
+    ft = FinetuneConfig(**{**TINY.to_dict(), "mode": "all", "augment": "none", "mc_samples": 4, "hidden": (16,)})
+    trained = train_head(tiny_index, "r_mag", "rm_mc", method="mc-dropout", finetune=ft)
+    assert trained.config["members"] == 1
+    keys = load_file(trained.path / "head.safetensors")
+    assert any("layers.0." in k for k in keys)  # mode all: the stem is trained and stored too
+    cols = tiny_index.derived("heads")
+    assert (cols["rm_mc_std_epistemic"] > 0).all() and np.isfinite(cols.to_numpy()).all()
+
+
+def test_nan_guard_skips_and_recovers(tiny_index, caplog):
+    ft = FinetuneConfig(**{**TINY.to_dict(), "members": 1, "backbone_lr": 1e12, "lr": 1e12, "max_nan_restarts": 3})
+    with caplog.at_level("WARNING"):
+        trained = train_head(tiny_index, "r_mag", "rm_nan", finetune=ft, update_columns=False)
+    assert trained.config["nan_events"] > 0
+    assert "member 1: non-finite" in caplog.text and "epoch" in caplog.text
+    cols = tiny_index.derived("heads", recompute=True)
+    assert np.isfinite(cols["rm_nan"]).all()
+
+
+def test_bad_settings_are_one_line_errors(tiny_index):
+    with pytest.raises(InputError, match="train-from 9"):
+        train_head(tiny_index, "r_mag", "h", finetune=FinetuneConfig(train_from=9, input_size=32, epochs=1))
+    with pytest.raises(InputError, match="expected one of ensemble, mc-dropout"):
+        train_head(tiny_index, "r_mag", "h", method="ridge", finetune=FinetuneConfig(input_size=32, epochs=1))
+
+
+@pytest.mark.slow
+def test_cli_finetune(tiny_index, cli):
+    d = str(tiny_index.path)
+    code, out, err = cli("-q", "head", "train", d, "--target", "r_mag", "--name", "rmf", "--finetune", "last",
+                         "--epochs", "2", "--input-size", "32", "--train-from", "1", "--members", "2",
+                         "--augment", "none")
+    assert code == 0, err
+    assert "fine-tuned (last, 32 px, augment none)" in out and "non-finite steps" in out
+    cfg = json.loads((tiny_index.path / "derived" / "heads" / "rmf" / "head.json").read_text())
+    assert cfg["finetune"]["augment"] == "none" and cfg["members"] == 2
+    code, out, err = cli("head", "list", d)
+    assert code == 0 and "rmf" in out
