@@ -226,29 +226,30 @@ def register_commands(cli):
     @click.option("--out", type=click.Path(file_okay=False), default=_in_cache("benchmarks", "denoise"),
                   show_default="<cache>/benchmarks/denoise",
                   help=f"working folder: simulated sets, models and indexes (reused when present); {CACHE_HELP}")
-    @click.option("--train-n", type=click.IntRange(20, 1_000_000), default=1500, show_default=True)
-    @click.option("--test-n", type=click.IntRange(20, 1_000_000), default=2000, show_default=True,
+    @click.option("--train-n", type=click.IntRange(20, 1_000_000), default=1000, show_default=True)
+    @click.option("--test-n", type=click.IntRange(20, 1_000_000), default=200, show_default=True,
                   help="low-S/N AGN benchmark objects (the first --metric-n are the held-out PSNR/SSIM set)")
-    @click.option("--metric-n", type=click.IntRange(10, 1_000_000), default=300, show_default=True)
-    @click.option("--retrieval-n", type=click.IntRange(50, 1_000_000), default=1000, show_default=True,
-                  help="objects of the held-out set indexed for AGN retrieval")
-    @click.option("--dimmer", type=click.FloatRange(0, 10), default=2.5, show_default=True,
+    @click.option("--metric-n", type=click.IntRange(10, 1_000_000), default=200, show_default=True)
+    @click.option("--retrieval-n", type=click.IntRange(0, 1_000_000), default=0, show_default=True,
+                  help="objects of the held-out set indexed for AGN retrieval with PNG models (0: FITS models only)")
+    @click.option("--dimmer", type=click.FloatRange(0, 10), default=3.0, show_default=True,
                   help="magnitudes fainter than the AGN benchmark's objects")
-    @click.option("--steps", type=click.IntRange(1, 10_000_000), default=600, show_default=True)
-    @click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True)
-    @click.option("--crop", type=click.IntRange(16, 4096), default=32, show_default=True)
-    @click.option("--width", type=click.IntRange(4, 256), default=12, show_default=True)
+    @click.option("--steps", type=click.IntRange(1, 10_000_000), default=None, help="[default: the train default]")
+    @click.option("--batch-size", type=click.IntRange(1, 4096), default=None)
+    @click.option("--crop", type=click.IntRange(16, 4096), default=None)
+    @click.option("--width", type=click.IntRange(4, 256), default=None)
     @click.option("--prototypes", type=click.IntRange(1, 1000), default=20, show_default=True)
     @_report_option
     @device_option
     def denoise(out, train_n, test_n, metric_n, retrieval_n, dimmer, steps, batch_size, crop, width, prototypes,
                 report, device):
-        """Denoisers on held-out low-S/N simulated cutouts, and their effect on AGN retrieval."""
+        """Denoisers on held-out faint simulated galaxies: supervised, self-supervised, classical filters."""
         from ulisse.plugins.denoise import TrainOptions
 
         from .denoise import run_benchmark
 
-        options = TrainOptions(steps=steps, batch_size=batch_size, crop=crop, width=width)
+        given = {"steps": steps, "batch_size": batch_size, "crop": crop, "width": width}
+        options = TrainOptions(**{k: v for k, v in given.items() if v is not None})
         text = run_benchmark(Path(out).expanduser(), train_n=train_n, test_n=test_n, metric_n=metric_n,
                              retrieval_n=retrieval_n, dimmer=dimmer, options=options, prototypes=prototypes,
                              device=device, progress=_progress(), command=_command())
