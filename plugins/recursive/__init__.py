@@ -67,6 +67,9 @@ class Expansion(TableResult):
                "per_iteration": ulisse.results.records(self.per_iteration)}
         if "confirmed" in self.table.columns:
             out["follow"] = {"label": self.info.get("follow_label"), "ids": self.info.get("follow_ids"),
+                             "marks": self.info.get("follow_marks", False),
+                             "min_confirmed": self.info.get("min_confirmed", 0.0),
+                             "relevance": self.info.get("relevance", False),
                              "followed": int(self.table["confirmed"].sum())}
         if self.fractions is not None:
             out["label"] = self.label
@@ -77,7 +80,8 @@ class Expansion(TableResult):
 
 def expand(index: Index, prototype, k: int = 16, iterations: int = 5, budget: int | None = None,
            label: str | None = None, follow_label: str | tuple[str, object] | None = None,
-           follow_ids: Iterable[str] | None = None) -> Expansion:
+           follow_ids: Iterable[str] | None = None, *, follow_marks: bool = False, min_confirmed: float = 0.0,
+           relevance: bool = False, show: int | None = None) -> Expansion:
     """Recursive expansion from one prototype (id, (ra, dec), image path or array, or vector).
 
     Args:
@@ -89,37 +93,61 @@ def expand(index: Index, prototype, k: int = 16, iterations: int = 5, budget: in
             value become prototypes of the next round (``"COLUMN=VALUE"`` or ``(column, value)``);
             every object found is still reported.
         follow_ids: confirmed expansion: only these ids (objects a user confirmed) become
-            prototypes of the next round. With both, an object must pass both.
+            prototypes of the next round. With several rules, an object must pass them all.
+        follow_marks: confirmed expansion through the marks kept with the index: only objects
+            marked relevant (:func:`ulisse.plugins.feedback.marks`) become prototypes.
+        min_confirmed: a branch stops where its neighbours stop being confirmed: the objects an
+            object found are followed only when at least this fraction of them is confirmed.
+        relevance: confirmed expansion guided by the relevance model
+            (:func:`ulisse.relevance.relevance_scores`, positives the prototype and the confirmed
+            objects found, negatives the unconfirmed ones found and those marked not relevant):
+            the neighbours of confirmed objects wait in a pool and each iteration finds the
+            ``show`` most relevant of them.
+        show: with ``relevance``, objects found per iteration (default ``k``).
 
     Found objects carry ``confirmed`` (whether they were followed) when following; an
     expansion that runs out of confirmed objects stops with ``stopped == "unconfirmed"``.
 
     Raises:
         QueryError: k < 1, iterations < 1, budget < 1, unknown id or label, bad ``follow_label``,
-            ``follow_ids`` not in the index.
+            ``follow_ids`` not in the index, ``relevance`` without a rule to follow, bad
+            ``min_confirmed`` or ``show``.
     """
-    for name, v in (("k", k), ("iterations", iterations)):
+    for name, v in (("k", k), ("iterations", iterations)) + ((("show", show),) if show is not None else ()):
         if not isinstance(v, (int, np.integer)) or v < 1:
             raise QueryError(f"{name}={v}: must be at least 1")
     if budget is not None and budget < 1:
         raise QueryError(f"budget={budget}: must be at least 1")
+    if not 0.0 <= float(min_confirmed) <= 1.0:
+        raise QueryError(f"min_confirmed={min_confirmed}: must be between 0 and 1")
     start = resolve(index, prototype)
     labels = labels_of(index, label) if label else None
-    followable = confirmed_rows(index, follow_label, follow_ids)
+    followable, rejected = _follow_rules(index, follow_label, follow_ids, follow_marks)
+    if relevance and followable is None:
+        raise QueryError("relevance-guided expansion needs confirmations: follow a label, ids or the marks")
+    per_round = int(show or k)
+    vectors = np.asarray(index.all_vectors(), dtype=np.float32) if relevance else None
     start_name = start.id or start.prototype.describe()
     seen: set[int] = {start.row} if start.row is not None else set()
-    rows, its, by, dists = [], [], [], []
+    rows, its, by, dists, scores = [], [], [], [], []
+    pool: dict[int, tuple[float, str, bool]] = {}  # found by a query, not yet taken: distance, finder, branch alive
     frontier_vectors, frontier_names = start.vector[None], [start_name]
     stopped = "iterations"
     for it in range(1, iterations + 1):
-        D, I = index.search(frontier_vectors, int(k), exclude=[sorted(seen)] * len(frontier_vectors))
-        new: dict[int, tuple[float, str]] = {}
-        for q, (drow, irow) in enumerate(zip(D, I)):
-            for d, i in zip(drow, irow):
-                i = int(i)
-                if i >= 0 and i not in seen and (i not in new or d < new[i][0]):
-                    new[i] = (float(d), frontier_names[q])
-        order = sorted(new, key=lambda i: new[i][0])
+        if len(frontier_vectors):
+            left_out = sorted(seen | set(pool)) if relevance else sorted(seen)
+            D, I = index.search(frontier_vectors, int(k), exclude=[left_out] * len(frontier_vectors))
+            for q, (drow, irow) in enumerate(zip(D, I)):
+                got = [(float(d), int(i)) for d, i in zip(drow, irow) if int(i) >= 0 and int(i) not in seen]
+                alive = followable is None or not got or bool(np.mean(followable[[i for _, i in got]]) >= min_confirmed)
+                for d, i in got:
+                    if i not in pool or d < pool[i][0]:
+                        pool[i] = (d, frontier_names[q], alive)
+        order = sorted(pool, key=lambda i: pool[i][0])
+        score = {}
+        if relevance and order:
+            score = _relevance(vectors, rows, followable, rejected, start.row, order)
+            order = sorted(order, key=lambda i: -score.get(i, 0.0))[:per_round]
         if budget is not None and len(rows) + len(order) >= budget:
             order = order[: budget - len(rows)]
             stopped = "budget"
@@ -127,25 +155,30 @@ def expand(index: Index, prototype, k: int = 16, iterations: int = 5, budget: in
             stopped = "exhausted"
             break
         for i in order:
+            d, finder, _ = pool[i]
             rows.append(i)
             its.append(it)
-            by.append(new[i][1])
-            dists.append(new[i][0])
+            by.append(finder)
+            dists.append(d)
+            scores.append(score.get(i, np.nan))
             seen.add(i)
+        taken = {i: pool.pop(i) for i in order}
         if stopped == "budget":
             break
         if followable is not None:
-            order = [i for i in order if followable[i]]
-            if not order:
+            order = [i for i in order if followable[i] and taken[i][2]]
+            if not order and not pool:
                 stopped = "unconfirmed"
                 break
-        frontier_vectors = index.vectors_of_rows(order)
+        frontier_vectors = index.vectors_of_rows(order) if order else np.zeros((0, index.manifest.dim), np.float32)
         frontier_names = [index.id_of(i) for i in order]
     meta = index.metadata_rows(rows)
     table = pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "id": meta["id"], "iteration": its,
                           "found_by": by, "distance": dists})
     if followable is not None:
         table["confirmed"] = followable[rows] if rows else np.zeros(0, bool)
+    if relevance:
+        table["relevance"] = np.asarray(scores, dtype=float)
     table = pd.concat([table, meta.drop(columns=["id"])], axis=1)
     n_found = len(rows)
     direct = query(index, start.prototype if start.row is None else start.id, k=max(n_found, 1)).table
@@ -161,9 +194,45 @@ def expand(index: Index, prototype, k: int = 16, iterations: int = 5, budget: in
         dir_f, _ = class_fractions(labels.iloc[direct["row"]].tolist(), labels, [n_found])
         fractions = pd.DataFrame({"expansion": exp_f[n_found], "direct": dir_f[n_found], "base_rate": exp_f["base_rate"]})
     follow = {"follow_label": "=".join(map(str, _label_rule(follow_label))) if follow_label is not None else None,
-              "follow_ids": int(followable.sum()) if follow_ids is not None else None}
+              "follow_ids": int(followable.sum()) if follow_ids is not None or follow_marks else None,
+              "follow_marks": bool(follow_marks), "min_confirmed": float(min_confirmed),
+              "relevance": bool(relevance), "show": per_round if relevance else None}
     return Expansion(start_name, table, per_it, direct, label, fractions, stopped,
                      {"k": int(k), "iterations": int(iterations), "budget": budget, **follow})
+
+
+def _follow_rules(index: Index, follow_label, follow_ids, follow_marks: bool) -> tuple[np.ndarray | None, np.ndarray]:
+    """(which rows may be followed, or None; rows marked not relevant when following the marks)."""
+    followable = confirmed_rows(index, follow_label, follow_ids)
+    rejected = np.zeros(0, np.int64)
+    if follow_marks:
+        from ulisse.plugins.feedback import marks
+
+        m = marks(index)
+        known = pd.Index(index.ids)
+        at = known.get_indexer(m["id"].astype(str))
+        relevant = np.zeros(len(index), bool)
+        relevant[at[(at >= 0) & m["relevant"].to_numpy(bool)]] = True
+        rejected = at[(at >= 0) & ~m["relevant"].to_numpy(bool)].astype(np.int64)
+        followable = relevant if followable is None else followable & relevant
+    return followable, rejected
+
+
+def _relevance(vectors: np.ndarray, found: list[int], followable: np.ndarray, rejected: np.ndarray,
+               start_row: int | None, candidates: list[int]) -> dict[int, float]:
+    """Relevance of the candidates, learned from what the expansion found (empty: no positive yet)."""
+    from ulisse.relevance import relevance_scores
+
+    found_arr = np.asarray(found, dtype=np.int64)
+    pos = found_arr[followable[found_arr]] if found_arr.size else found_arr
+    if start_row is not None:
+        pos = np.concatenate([[start_row], pos]).astype(np.int64)
+    if pos.size == 0:
+        return {}
+    neg = np.setdiff1d(np.concatenate([found_arr[~followable[found_arr]] if found_arr.size else found_arr, rejected]),
+                       pos).astype(np.int64)
+    s = relevance_scores(vectors, pos, neg)
+    return {i: float(s[i]) for i in candidates}
 
 
 def _label_rule(follow_label) -> tuple[str, str]:
@@ -219,9 +288,12 @@ def expansion_text(e: Expansion) -> str:
              f"iteration(s); stopped: {e.stopped}"]
     if "confirmed" in e.table.columns:
         rule = " and ".join(x for x in (e.info.get("follow_label") and f"label {e.info['follow_label']}",
+                                        e.info.get("follow_marks") and "marked relevant",
                                         e.info.get("follow_ids") is not None and f"{e.info['follow_ids']} confirmed ids")
                             if x)
-        lines.append(f"confirmed expansion: followed {int(e.table['confirmed'].sum())} of the objects found ({rule})")
+        guided = f"; the {e.info['show']} most relevant per iteration" if e.info.get("relevance") else ""
+        lines.append(f"confirmed expansion: followed {int(e.table['confirmed'].sum())} of the objects found ({rule}"
+                     f"{guided})")
     for r in e.per_iteration.itertuples(index=False):
         lines.append(f"  iteration {r.iteration}: {r.new} new, {r.total} in all")
     if e.fractions is not None:
@@ -246,14 +318,26 @@ def register_commands(cli):
                   help="confirmed expansion: only found objects with this label become new prototypes")
     @click.option("--follow", "follow_file", type=click.Path(dir_okay=False), default=None,
                   help="confirmed expansion: only these ids become new prototypes (one id a line, or a CSV with an id column)")
+    @click.option("--follow-marks", is_flag=True,
+                  help="confirmed expansion: only objects marked relevant (the marks kept with the index) become new "
+                       "prototypes")
+    @click.option("--min-confirmed", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+                  help="confirmed expansion: follow the objects an object found only when at least this fraction of "
+                       "them is confirmed (a branch stops where its neighbours stop being confirmed)")
+    @click.option("--relevance", is_flag=True,
+                  help="confirmed expansion guided by the relevance model: each iteration finds the --show most "
+                       "relevant neighbours of confirmed objects (learned from the confirmed and unconfirmed found)")
+    @click.option("--show", type=click.IntRange(1), default=None, help="with --relevance: objects found per iteration "
+                  "(default: k)")
     @click.option("--png", type=click.Path(dir_okay=False), help="write a thumbnail grid of the prototype and the found objects")
     @device_option
-    def expand_command(index_dir, object_id, k, iterations, budget, label, fmt, output, follow_label, follow_file, png,
-                       device):
+    def expand_command(index_dir, object_id, k, iterations, budget, label, fmt, output, follow_label, follow_file,
+                       follow_marks, min_confirmed, relevance, show, png, device):
         """Recursive expansion from one prototype: neighbours become new prototypes.
 
-        With --follow-label or --follow only confirmed objects are followed (all found objects
-        are still listed); with --label the result is compared with direct kNN at equal count.
+        With --follow-label, --follow or --follow-marks only confirmed objects are followed (all
+        found objects are still listed); --relevance ranks the neighbours of confirmed objects with
+        the relevance model; with --label the result is compared with direct kNN at equal count.
         """
         from ulisse._io import atomic_write as write_atomic
         from ulisse.record import query_record
@@ -265,12 +349,14 @@ def register_commands(cli):
             _label_rule(follow_label)
         index = ulisse.open_index(index_dir, device=device)
         e = expand(index, object_id, k=k, iterations=iterations, budget=budget, label=label,
-                   follow_label=follow_label, follow_ids=follow_ids)
+                   follow_label=follow_label, follow_ids=follow_ids, follow_marks=follow_marks,
+                   min_confirmed=min_confirmed, relevance=relevance, show=show)
         table = e.table.drop(columns=["row"])
         meta = {"prototype": e.prototype, "index": str(index.path)}
         extra = {"prototype": e.prototype, **e.summary()}
         record = query_record(index, "expand", prototype=e.prototype, k=k, iterations=iterations, budget=budget,
-                              label=label, follow_label=follow_label)
+                              label=label, follow_label=follow_label, follow_marks=follow_marks,
+                              min_confirmed=min_confirmed, relevance=relevance, show=show)
         click.echo(render(table, fmt, meta, extra=extra, record=record, stream=True)
                    + (expansion_text(e) if fmt == "table" else ""), nl=False)
         if fmt in ("csv", "votable"):
