@@ -65,7 +65,7 @@ def _model_options(f):
 
 @ulisse.hookimpl
 def register_commands(cli):
-    """``ulisse benchmark agn|discovery|morphology|speed|store|lenses|denoise|features``."""
+    """``ulisse benchmark agn|discovery|morphology|speed|store|lenses|denoise|features|anomalies``."""
 
     @cli.group("benchmark")
     def benchmark():
@@ -270,6 +270,21 @@ def register_commands(cli):
         text = run(Path(folder), objects, repeats, embed)
         command = _command()
         _write(report, "Feature browser on a large index", text + (f"Command: `{command}`\n" if command else ""))
+
+    @benchmark.command("anomalies")
+    @click.option("--cache", type=click.Path(file_okay=False), default=_in_cache("benchmarks"),
+                  show_default="<cache>/benchmarks", help=f"the simulated set and its index (reused); {CACHE_HELP}")
+    @click.option("--n", "n", type=click.IntRange(200, 1_000_000), default=3000, show_default=True)
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @device_option
+    @_report_option
+    def anomalies(cache, n, seed, device, report):
+        """Anomalies with the astronomer's marks and the artefact filter on a simulated rare-object set."""
+        from .anomalies import run_anomaly_benchmark
+
+        text = run_anomaly_benchmark(Path(cache).expanduser(), n=n, seed=seed, device=device, progress=_progress(),
+                                     command=_command())
+        _write(report, "Anomalies with marks and artefact flags on a rare-object set", text)
 
     from .gpu import gpu_command  # embedding and FAISS search on a GPU (benchmarks/gpu.md)
 

@@ -35,6 +35,15 @@ Example:
 On the command line::
 
     ulisse anomalies indexes/hdf-demo --top 20 --png anomalies.png
+
+With the astronomer's marks (:mod:`.feedback`): ``--positives FILE --negatives FILE`` or
+the marks stored with the index re-rank the list by anomaly and relevance, and show only
+unmarked objects; artefacts (:mod:`.artefacts`: satellite trails, bleed columns, diffraction
+spikes, chip edges, bad columns) are hidden unless ``--artefacts show``::
+
+    ulisse anomalies indexes/hdf-demo --positives liked.txt --negatives disliked.txt
+    >>> from ulisse.plugins.anomalies.feedback import discover
+    >>> discover(index, top=20, positives=["obj7"], negatives=["obj2"]).table      # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -44,13 +53,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import numpy as np
 import pandas as pd
 
 import ulisse
-from ulisse.labels import class_fractions, fractions_text, labels_of
-from ulisse.options import device_option
+from ulisse.labels import class_fractions, labels_of
 from ulisse.registry import DerivedColumns
 
 LOG = logging.getLogger(__name__)
@@ -81,6 +88,10 @@ class AnomalyRanking:
         With ``label``: the fraction of each class among the top objects.
     base_rate : dict or None
         With ``label``: the fraction of each class in the whole index.
+    feedback : dict or None
+        From :func:`ulisse.plugins.anomalies.feedback.discover`: the marks used (``marks``,
+        ``positives``, ``negatives``), ``combine``, the ``artefacts`` filter and how many
+        objects it ``left_out``.
     """
 
     table: pd.DataFrame
@@ -91,6 +102,7 @@ class AnomalyRanking:
     base_rate: dict | None = None
     fractions: pd.DataFrame | None = None
     used: dict | None = None
+    feedback: dict | None = None
 
     def __len__(self) -> int:
         return len(self.table)
@@ -104,6 +116,7 @@ class AnomalyRanking:
 
 KNN_SET = "anomaly"
 IFOREST_SET = "anomaly_iforest"
+ARTEFACT_SET = "artefacts"  # artefacts.SET
 
 
 def _method(name: str):
@@ -280,14 +293,23 @@ def anomaly_grid(index, ranking: AnomalyRanking, path: str | os.PathLike, column
 
 # -- plugin hooks ------------------------------------------------------------
 
+def _compute_artefacts(index, progress: bool = True):
+    from .artefacts import compute_artefacts
+
+    return compute_artefacts(index, progress=progress)
+
+
 @ulisse.hookimpl
 def register_derived_columns(config):
-    """Anomaly scores as derived columns: ``anomaly`` (kth, mean) and ``anomaly_iforest``."""
+    """Anomaly scores as derived columns: ``anomaly`` (kth, mean) and ``anomaly_iforest``; artefact flags
+    (``artefacts``: :mod:`ulisse.plugins.anomalies.artefacts`)."""
     return [
         DerivedColumns(KNN_SET, "distance to the k-th nearest neighbour and mean distance to the k nearest "
                        "(higher = more anomalous)", compute_knn_scores, {"k": DEFAULT_K}),
         DerivedColumns(IFOREST_SET, "Isolation Forest on the vectors, -score_samples (higher = more anomalous)",
                        compute_iforest_scores, {}),
+        DerivedColumns(ARTEFACT_SET, "artefact (bool) and artefact_kind (trail, bleed, spikes, edge, bad_column, "
+                       "saturated; '' when clean) from image statistics of each cutout", _compute_artefacts, {}),
     ]
 
 
@@ -303,63 +325,12 @@ def register_anomaly_methods(config):
     ]
 
 
-def _precision_lines(ranking: AnomalyRanking) -> str:
-    return fractions_text(ranking.fractions, ranking.label, ranking.used, heading="class fractions at the top",
-                          excluded=None)  # no prototypes here: the base rate is over the whole index
-
-
 @ulisse.hookimpl
 def register_commands(cli):
-    """``ulisse anomalies``: rank the objects of an index by anomaly score."""
-    from ulisse.options import RegisteredChoice, format_option
-    from ulisse.registry import anomaly_methods
+    """``ulisse anomalies``: rank the objects of an index by anomaly score, and by the marks when there are any."""
+    from .command import add_anomalies_command
 
-    @cli.command()
-    @click.argument("index_dir", type=click.Path())
-    @click.option("--top", type=int, default=20, show_default=True, help="how many of the most anomalous objects")
-    @click.option("-k", "k", type=int, default=DEFAULT_K, show_default=True, help="neighbours for kth and mean")
-    @click.option("--method", type=RegisteredChoice(lambda: list(anomaly_methods())), default="kth",
-                  show_default=True, help="kth: distance to the k-th neighbour; mean: mean distance to k; iforest: "
-                  "Isolation Forest; or a plugin's (ulisse plugins lists them)")
-    @click.option("--label", default=None, help="metadata column of classes: show each class's fraction at the top vs overall")
-    @format_option()
-    @click.option("--output", type=click.Path(dir_okay=False),
-                  help="also write the results to a file, its format from the extension (.csv, .json, .xml/.vot, "
-                       ".fits, .ecsv, .txt)")
-    @click.option("--png", type=click.Path(dir_okay=False), help="write a thumbnail grid of the top objects")
-    @device_option
-    @click.option("--recompute", is_flag=True, help="compute the scores even if fresh ones are stored with the index")
-    def anomalies(index_dir, top, k, method, label, fmt, output, png, device, recompute):
-        """Rank the objects of an index by anomaly score (no prototype needed)."""
-        from ulisse.cli import progress_enabled
-        from ulisse._io import atomic_write
-        from ulisse.record import query_record
-        from ulisse.results import check_output, render
-
-        out_fmt = check_output(output) if output else None  # before any work: a bad path fails at once
-        index = ulisse.open_index(index_dir, device=device)
-        ranking = rank_anomalies(index, top=top, method=method, k=k, label=label, progress=progress_enabled(),
-                                 recompute=recompute)
-        meta = {"method": method, "k": ranking.k, "index": str(index.path)}
-        extra = {"method": method, "k": ranking.k, "index": str(index.path), "label": label,
-                 "precision": ranking.precision, "base_rate": ranking.base_rate}
-        table = ranking.table.drop(columns=["row"], errors="ignore")  # the same columns as a query's output
-        record = query_record(index, "anomalies", method=method, k=ranking.k, top=top, label=label)
-        text = render(table, fmt, meta, extra=extra, record=record, stream=True)
-        if fmt == "table" and label is not None:
-            text += _precision_lines(ranking)
-        if output:  # written before anything is printed
-            data = render(table, out_fmt, meta, extra=extra, record=record)
-            if out_fmt == "table" and label is not None:
-                data += _precision_lines(ranking)
-            atomic_write(output, data)
-        click.echo(text, nl=False)
-        if output:
-            LOG.info("wrote %s", output)
-        if png:
-            k_text = "" if ranking.k is None else f", k={ranking.k}"
-            anomaly_grid(index, ranking, png, title=f"{index.path.name}: top {len(ranking)} anomalies ({method}{k_text})")
-            LOG.info("wrote %s", png)
+    add_anomalies_command(cli)
 
 
 @ulisse.hookimpl
@@ -368,4 +339,5 @@ def register_ui_pages(config):
     from ulisse.registry import UIPage
 
     return [UIPage("Anomalies", Path(__file__).with_name("page.py"), order=30,
-                   persistent_keys=("anomalies.method", "anomalies.k", "anomalies.top", "anomalies.label"))]
+                   persistent_keys=("anomalies.method", "anomalies.k", "anomalies.top", "anomalies.label",
+                                    "anomalies.artefacts", "anomalies.marks", "anomalies.batch"))]

@@ -2,8 +2,12 @@
 
 The scores are the registered anomaly methods (``register_anomaly_methods``: this
 plugin's ``kth``, ``mean`` and ``iforest``, stored with the index as derived columns,
-and any other plugin's). The page shows their histogram and the ranked objects, paged. Runs inside
-the app or alone: ``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run plugins/anomalies/page.py``.
+and any other plugin's). "Look next" shows the next 20 unmarked objects, re-ranked by the
+marks (Relevant / Not relevant under any tile) and with artefacts hidden
+(:func:`ulisse.plugins.anomalies.feedback.next_unmarked`); it stays as it is while you mark,
+and "Next 20" chooses again with every mark so far. Below, the histogram of the scores and
+the plain ranking, paged. Runs inside the app or alone:
+``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run plugins/anomalies/page.py``.
 """
 
 import altair as alt
@@ -12,10 +16,14 @@ import streamlit as st
 
 from ulisse.errors import UlisseError
 from ulisse.plugins.anomalies import DEFAULT_K, anomaly_scores, rank_anomalies
+from ulisse.plugins.anomalies.feedback import ARTEFACT_MODES, next_unmarked
+from ulisse.plugins.feedback import marks
 from ulisse.registry import anomaly_methods
 import ulisse.ui.kit as kit
 
 PER_PAGE = 24
+NEXT = 20  # objects per "Next 20"
+ARTEFACT_LABELS = {"hide": "Hide", "show": "Show", "only": "Only artefacts"}
 DEFAULT_METHOD = "kth"  # this plugin's; other plugins' methods are offered, not chosen first
 
 
@@ -28,8 +36,21 @@ def ranking(path: str, generation: int, top: int, method: str, k: int, label: st
     return ranked, scores.to_numpy()
 
 
+@st.cache_data(max_entries=32, show_spinner="Choosing the next objects…")
+def next_batch(path: str, generation: int, batch: int, method: str, k: int, artefacts: str, use_marks: bool):
+    """The batch's objects: computed once per batch number, so marking them does not reshuffle them."""
+    index = kit.index_from_key((path, generation))
+    with kit.index_lock(index):
+        return next_unmarked(index, NEXT, method=method, k=k, artefacts=artefacts, use_marks=use_marks, progress=False)
+
+
+def next_twenty() -> None:
+    st.session_state["anomalies.batch"] = st.session_state.get("anomalies.batch", 0) + 1
+
+
 kit.page_setup("Anomalies", url_state={"method": "anomalies.method", "anomaly_k": ("anomalies.k", int),
-                                        "top": ("anomalies.top", int), "anomaly_label": "anomalies.label"})
+                                        "top": ("anomalies.top", int), "anomaly_label": "anomalies.label",
+                                        "artefacts": "anomalies.artefacts"})
 index = kit.current_index()
 methods = anomaly_methods()
 if st.session_state.get("anomalies.method") not in methods:
@@ -42,6 +63,14 @@ k = kit.slider("Neighbours (k)", 1, max(1, min(50, len(index) - 1)), DEFAULT_K, 
 top = kit.slider("Objects ranked", 1, max(1, min(len(index), 1000)), min(len(index), 120), key="anomalies.top",
                  help=f"The grid shows {PER_PAGE} per page.")
 label = kit.choose_label(index, key="anomalies.label")
+if st.session_state.get("anomalies.artefacts") not in ARTEFACT_MODES:
+    st.session_state["anomalies.artefacts"] = "hide"
+artefacts = st.sidebar.radio("Artefacts in Look next", ARTEFACT_MODES, key="anomalies.artefacts",
+                             format_func=ARTEFACT_LABELS.get, horizontal=True,
+                             help="Satellite trails, bleed columns, diffraction spikes, chip edges, bad columns, "
+                                  "saturation: flagged from each cutout's pixels.")
+use_marks = st.sidebar.toggle("Learn from my marks", True, key="anomalies.marks",
+                              help="Re-rank Look next by the Relevant / Not relevant marks.")
 kit.sync_url()
 
 st.title("Anomalies")
@@ -57,6 +86,26 @@ except UlisseError as exc:
     st.error(str(exc))
     st.stop()
 
+st.subheader("Look next")
+stored = marks(index)
+batch = st.session_state.get("anomalies.batch", 0)
+try:
+    upcoming = next_batch(*kit.index_key(index), batch, method, k, artefacts, use_marks)
+except UlisseError as exc:
+    st.error(str(exc))
+else:
+    f = upcoming.feedback
+    taught = (f"re-ranked by your {f['positives']} Relevant and {f['negatives']} Not relevant marks"
+              if f["combine"] else "no marks yet: the most anomalous first")
+    st.caption(f"The next {len(upcoming)} unmarked objects ({taught}; {f['left_out']} artefacts or marked objects "
+               f"left out). Mark them, then choose the next {NEXT}: they learn from every mark so far.")
+    kit.tile_grid(upcoming.table, index, key="next", per_page=NEXT, actions=True,
+                  caption=lambda row: f"next {row['rank']} · {row['id']}  \nscore = {row['score']:.3g}"
+                  + (f" · {row['artefact_kind']}" if row.get("artefact_kind") else ""))
+    st.button(f"Next {NEXT}", key="anomalies.next", on_click=next_twenty, type="primary",
+              help=f"{len(stored)} marks so far; the next objects leave out every marked one.")
+
+st.subheader("Ranking by anomaly score")
 threshold = float(ranked.table["score"].min())
 hist = pd.DataFrame({"score": scores, "shown": scores >= threshold})
 st.altair_chart(alt.Chart(hist).mark_bar().encode(

@@ -1,0 +1,215 @@
+"""``ulisse benchmark anomalies``: discovery with the astronomer's marks on a rare-object set.
+
+1. Simulates ~3000 SDSS-like cutouts (:mod:`ulisse_bench.sim.rare`): ordinary galaxies,
+   60 interesting objects (lensing arcs, mergers with tidal tails, ring galaxies) and 40
+   artefacts (satellite trails, saturated stars with bleed columns or diffraction spikes,
+   chip edges, bad columns); kept in ``<cache>/benchmarks/rare-n3000-seed0``.
+2. Indexes them through the product (:func:`ulisse.build_index`, the default encoder and
+   preset, the labels as metadata).
+3. The oracle-marks protocol: 3 rounds of 20 shown; after each round the shown objects are
+   marked by their true class (interesting = relevant, anything else = not relevant), and
+   the next 20 are chosen by
+   (a) the plain anomaly list (the next 20 each round),
+   (b) anomalies with feedback (:func:`ulisse.plugins.anomalies.feedback.discover`, only
+       unmarked objects), for each way of combining anomaly and relevance,
+   (c) ``ulisse rank`` (:func:`ulisse.plugins.feedback.rank`, positives = the interesting
+       marked; the first round is the plain anomaly list, nothing being marked yet),
+   each with the artefact filter off and on.
+4. The interesting objects in the label-free top 50 with and without the artefact filter,
+   and the artefact flags' precision and recall over the whole set.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import ulisse
+from ulisse._io import atomic_write
+
+ROUNDS, PER_ROUND = 3, 20
+INTERESTING, ARTEFACT = "interesting", "artefact"
+
+
+@dataclass
+class Run:
+    """One strategy's interesting objects per round (and the artefacts it showed)."""
+
+    name: str
+    interesting: list[int] = field(default_factory=list)
+    artefacts: list[int] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.interesting))
+
+
+def rare_set(cache: Path, n: int, seed: int, progress: bool) -> tuple[Path, bool]:
+    """The simulated rare-object set under ``cache`` (simulated once per (n, seed))."""
+    from .sim.rare import simulate_rare_set
+
+    sim = cache / f"rare-n{n}-seed{seed}"
+    params = {"task": "rare", "n": n, "seed": seed}
+    marker = sim / "params.json"
+    if marker.is_file() and json.loads(marker.read_text()) == params and (sim / "labels.csv").is_file():
+        return sim, False
+    simulate_rare_set(sim, n=n, seed=seed, progress=progress)
+    atomic_write(marker, json.dumps(params))
+    return sim, True
+
+
+def rare_index(sim: Path, n: int, device: str, progress: bool) -> tuple[ulisse.Index, bool]:
+    """The set's index (``sim/index``), built with the product's defaults unless a complete one is there."""
+    path = sim / "index"
+    try:
+        index = ulisse.open_index(path, device=device)
+        if len(index) == n and "class" in index.metadata_columns:
+            return index, True
+    except ulisse.UlisseError:
+        pass
+    index, _ = ulisse.build_index([sim / "cutouts"], path, sim / "labels.csv", device=device, overwrite=True,
+                                  progress=progress)
+    return index, False
+
+
+def _count(classes: np.ndarray, rows, what: str) -> int:
+    return int((classes[np.asarray(rows, np.int64)] == what).sum()) if len(rows) else 0
+
+
+def oracle_loop(index, classes: np.ndarray, choose, name: str) -> Run:
+    """Three rounds: ``choose(positives, negatives, round)`` gives 20 ids; the oracle marks them by class."""
+    run, pos, neg = Run(name), [], []
+    for r in range(ROUNDS):
+        ids = choose(pos, neg, r)
+        rows = [index.row_of(i) for i in ids]
+        run.interesting.append(_count(classes, rows, INTERESTING))
+        run.artefacts.append(_count(classes, rows, ARTEFACT))
+        pos += [i for i, row in zip(ids, rows) if classes[row] == INTERESTING]
+        neg += [i for i, row in zip(ids, rows) if classes[row] != INTERESTING]
+    return run
+
+
+def run_strategies(index, classes: np.ndarray, scores: np.ndarray, vectors: np.ndarray, combines) -> list[Run]:
+    """Every strategy of the protocol, artefact filter off (``show``) and on (``hide``)."""
+    from ulisse.plugins.anomalies.feedback import discover
+    from ulisse.plugins.feedback import rank
+
+    def plain(artefacts):
+        top = discover(index, top=ROUNDS * PER_ROUND, use_marks=False, artefacts=artefacts, scores=scores,
+                       progress=False).ids
+        return lambda pos, neg, r: top[r * PER_ROUND:(r + 1) * PER_ROUND]
+
+    def feedback(artefacts, combine):
+        return lambda pos, neg, r: discover(index, top=PER_ROUND, positives=pos, negatives=neg, use_marks=False,
+                                            artefacts=artefacts, combine=combine, scores=scores, vectors=vectors,
+                                            progress=False).ids
+
+    def ranked(artefacts):
+        def choose(pos, neg, r):
+            if not pos:  # rank needs a relevant object: until one is marked, the unmarked plain anomalies
+                return discover(index, top=PER_ROUND, negatives=neg, use_marks=False, artefacts=artefacts,
+                                combine="product", scores=scores, vectors=vectors, progress=False).ids \
+                    if neg and r else plain(artefacts)(pos, neg, 0)
+            table = rank(index, pos, neg, k=PER_ROUND * 4, vectors=vectors)
+            ids = table["id"].astype(str).tolist()
+            if artefacts == "hide":
+                flags = index.derived("artefacts").set_index(index.metadata["id"].astype(str))["artefact"]
+                ids = [i for i in ids if not flags[i]]
+            return ids[:PER_ROUND]
+        return choose
+
+    runs = []
+    for artefacts in ("show", "hide"):
+        runs.append(oracle_loop(index, classes, plain(artefacts), f"plain anomaly list, artefacts {artefacts}"))
+        for combine in combines:
+            runs.append(oracle_loop(index, classes, feedback(artefacts, combine),
+                                    f"anomalies with feedback ({combine}), artefacts {artefacts}"))
+        runs.append(oracle_loop(index, classes, ranked(artefacts), f"ulisse rank, artefacts {artefacts}"))
+    return runs
+
+
+def flag_quality(labels: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
+    """Per artefact kind and overall: simulated count, flagged, recall; flagged ordinary/interesting objects."""
+    is_art = (labels["class"] == ARTEFACT).to_numpy()
+    flagged = flags["artefact"].to_numpy(bool)
+    rows = []
+    for kind in sorted(labels.loc[is_art, "kind"].unique()):
+        m = (labels["kind"] == kind).to_numpy()
+        rows.append({"kind": kind, "objects": int(m.sum()), "flagged": int(flagged[m].sum()),
+                     "flagged as": ", ".join(f"{k} {c}" for k, c in flags.loc[m, "artefact_kind"].replace("", "-")
+                                             .value_counts().items())})
+    for cls in ("interesting", "ordinary"):
+        m = (labels["class"] == cls).to_numpy()
+        rows.append({"kind": f"({cls})", "objects": int(m.sum()), "flagged": int(flagged[m].sum()),
+                     "flagged as": ", ".join(f"{k} {c}" for k, c in flags.loc[m & flagged, "artefact_kind"]
+                                             .value_counts().items())})
+    return pd.DataFrame(rows)
+
+
+def run_anomaly_benchmark(cache: Path, n: int = 3000, seed: int = 0, combines=("product", "rank_product", "sum",
+                          "relevance"), device: str = "auto", progress: bool = True, command: str | None = None) -> str:
+    """Run the benchmark and return its Markdown report."""
+    from ulisse.plugins.anomalies import anomaly_scores
+    from ulisse.plugins.anomalies.feedback import discover
+
+    timings = {}
+    t = time.perf_counter()
+    sim, fresh = rare_set(Path(cache), n, seed, progress)
+    timings["simulate" if fresh else "simulate (reused)"] = time.perf_counter() - t
+    t = time.perf_counter()
+    index, reused = rare_index(sim, n, device, progress)
+    timings["index (reused)" if reused else "embed + index"] = time.perf_counter() - t
+    t = time.perf_counter()
+    flags = index.derived("artefacts")
+    timings["artefact flags"] = time.perf_counter() - t
+    labels = index.metadata[["id", "class", "kind"]].astype(str).reset_index(drop=True)
+    classes = labels["class"].to_numpy()
+    t = time.perf_counter()
+    scores = anomaly_scores(index, "kth", k=10, progress=False)["score"].to_numpy()
+    vectors = np.asarray(index.all_vectors(), np.float32)
+    runs = run_strategies(index, classes, scores, vectors, combines)
+    top50 = {a: discover(index, top=50, use_marks=False, artefacts=a, scores=scores, progress=False).ids
+             for a in ("show", "hide")}
+    timings["protocol"] = time.perf_counter() - t
+    top50_counts = {a: {c: _count(classes, [index.row_of(i) for i in ids], c) for c in (INTERESTING, ARTEFACT)}
+                    for a, ids in top50.items()}
+    return report(index, labels, runs, top50_counts, flag_quality(labels, flags), timings, command)
+
+
+def report(index, labels, runs, top50, quality, timings, command) -> str:
+    from .discovery import machine_line
+
+    counts = labels.groupby("class").size().to_dict()
+    enc = index.encoder_spec
+    plain = next(r for r in runs if r.name == "plain anomaly list, artefacts show")
+    lines = [f"Simulated rare-object set: {len(labels)} cutouts, {counts.get(INTERESTING, 0)} interesting, "
+             f"{counts.get(ARTEFACT, 0)} artefacts, {counts.get('ordinary', 0)} ordinary; encoder {enc.model_name} "
+             f"({enc.weights_source}), preset {getattr(enc, 'preset', '?')}; anomaly score kth, k = 10.", "",
+             f"Oracle marks, {ROUNDS} rounds of {PER_ROUND} shown (interesting objects found; artefacts shown in "
+             "brackets):", "",
+             "| strategy | round 1 | round 2 | round 3 | first 60 | vs plain list |", "|---|---|---|---|---|---|"]
+    for r in runs:
+        cells = " | ".join(f"{i} ({a})" for i, a in zip(r.interesting, r.artefacts))
+        ratio = f"{r.total / plain.total:.2f}x" if plain.total else "-"
+        lines.append(f"| {r.name} | {cells} | {r.total} | {ratio} |")
+    lines += ["", "Label-free top 50 (no marks):", "", "| artefact filter | interesting | artefacts |", "|---|---|---|"]
+    for a, c in top50.items():
+        lines.append(f"| {'off (--artefacts show)' if a == 'show' else 'on (--artefacts hide, the default)'} | "
+                     f"{c[INTERESTING]} | {c[ARTEFACT]} |")
+    is_art = (labels["class"] == ARTEFACT).sum()
+    flagged = quality.loc[~quality["kind"].str.startswith("("), "flagged"].sum()
+    false = quality.loc[quality["kind"].str.startswith("("), "flagged"].sum()
+    lines += ["", f"Artefact flags over the whole set: recall {flagged}/{is_art} = {flagged / max(is_art, 1):.2f}, "
+              f"precision {flagged}/{flagged + false} = {flagged / max(flagged + false, 1):.2f}.", "",
+              "| simulated kind | objects | flagged | flagged as |", "|---|---|---|---|"]
+    for q in quality.itertuples(index=False):
+        lines.append(f"| {q.kind} | {q.objects} | {q.flagged} | {q[3] or '-'} |")
+    lines += ["", "Timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + ".", machine_line()]
+    if command:
+        lines.append(f"Command: `{command}`")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,104 @@
+"""Artefact flags: each check on a drawn cutout, clean objects left alone, the derived columns in --where."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ulisse.plugins.anomalies.artefacts import artefact_kind, artefact_stats
+
+SIZE = 64
+
+
+def sky(seed=0, level=12.0):
+    """Dark sky noise, about half the pixels black (as Lupton RGB makes sky-subtracted noise), and a galaxy."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:SIZE, :SIZE] - (SIZE - 1) / 2
+    galaxy = 150 * np.exp(-(x**2 / 50 + y**2 / 20))
+    grey = np.clip(rng.normal(0, level, (SIZE, SIZE)) + galaxy, 0, 255)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def rgb(a):
+    return np.clip(a, 0, 255).astype(np.uint8)
+
+
+def with_line(img, angle_deg, width=1.6, level=120.0, offset=8.0, channels=(0, 1, 2)):
+    y, x = np.mgrid[:SIZE, :SIZE] - (SIZE - 1) / 2
+    t = np.radians(angle_deg)
+    d = -x * np.sin(t) + y * np.cos(t) - offset
+    out = img.copy()
+    for c in channels:
+        out[..., c] += level * np.exp(-d**2 / (2 * width**2))
+    return out
+
+
+def with_star(img, cy=40, cx=24, radius=4.0, bleed=0, spikes=0.0):
+    y, x = np.mgrid[:SIZE, :SIZE]
+    r = np.hypot(y - cy, x - cx)
+    out = img + (3000 * np.exp(-r**2 / (2 * radius**2)))[..., None]
+    if bleed:
+        out[max(0, cy - bleed):cy + bleed, cx - 1:cx + 2] = 255
+    if spikes:
+        arm = spikes * np.maximum(r, 1) ** -0.5
+        out += (arm * ((np.abs(y - cy) < 1) | (np.abs(x - cx) < 1)))[..., None]
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_clean_galaxies_and_an_edge_on_disc_are_not_flagged(seed):
+    assert artefact_kind(rgb(sky(seed))) == ""
+    y, x = np.mgrid[:SIZE, :SIZE] - (SIZE - 1) / 2
+    disc = sky(seed) + (120 * np.exp(-(x**2 / (2 * 9**2) + y**2 / (2 * 1.5**2))))[..., None]
+    assert artefact_kind(rgb(disc)) == ""
+
+
+@pytest.mark.parametrize("angle", [0, 17, 45, 90, 133])
+def test_a_trail_across_the_cutout_at_any_angle(angle):
+    assert artefact_kind(rgb(with_line(sky(1), angle))) == "trail"
+
+
+def test_a_trail_in_one_band_only():
+    assert artefact_kind(rgb(with_line(sky(2), 30, channels=(2,)))) == "trail"
+
+
+def test_a_faint_trail_below_the_threshold_is_left_alone():
+    stats = artefact_stats(rgb(with_line(sky(3), 60, level=20)))
+    assert stats["trail_sigma"] < 5 and artefact_kind(rgb(with_line(sky(3), 60, level=20))) == ""
+
+
+@pytest.mark.parametrize("side", ["left", "right", "top", "bottom"])
+def test_a_chip_edge_with_no_data(side):
+    img = sky(4)
+    region = {"left": np.s_[:, :9], "right": np.s_[:, -9:], "top": np.s_[:9, :], "bottom": np.s_[-9:, :]}[side]
+    img[region] = 0
+    assert artefact_kind(rgb(img)) == "edge"
+
+
+def test_dead_and_hot_columns_and_a_dead_block():
+    img = sky(5)
+    img[:, 30] = 0
+    assert artefact_kind(rgb(img)) == "bad_column"
+    img = sky(5)
+    img[:, 20:22] = 255
+    assert artefact_kind(rgb(img)) in ("bad_column", "bleed")
+    img = sky(5)
+    img[40:50, 5:15] = 0
+    assert artefact_kind(rgb(img)) == "bad_column"
+
+
+def test_a_saturated_star_with_a_bleed_column_and_one_with_spikes():
+    assert artefact_kind(rgb(with_star(sky(6), bleed=14))) == "bleed"
+    assert artefact_kind(rgb(with_star(sky(6), radius=2.0, spikes=200.0))) == "spikes"
+    big = with_star(sky(6), radius=6.0)
+    assert artefact_kind(rgb(big)) == "saturated"
+
+
+def test_flags_are_derived_columns_usable_in_where(tiny_index):
+    flags = tiny_index.derived("artefacts")
+    assert list(flags.columns) == ["artefact", "artefact_kind"] and len(flags) == len(tiny_index)
+    assert flags["artefact"].dtype == bool and (flags["artefact"] == (flags["artefact_kind"] != "")).all()
+    clean = tiny_index.where_mask("artefact == false")
+    assert clean.sum() == (~flags["artefact"]).sum()
+    result = tiny_index.query(tiny_index.ids[0], k=5, where="artefact_kind == ''")
+    assert (result.table["artefact_kind"] == "").all()
