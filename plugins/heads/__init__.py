@@ -1,4 +1,4 @@
-"""Supervised regression heads with honest uncertainties, on an index's frozen feature vectors.
+"""Supervised regression heads with honest uncertainties, on an index's frozen vectors or a fine-tuned encoder.
 
 Regress a physical quantity of the catalogue (an Einstein radius, a photometric
 redshift, a stellar mass) from the cutouts' vectors, with error bars in two parts:
@@ -25,8 +25,14 @@ gradient clipping, early stopping on half of a validation split (20 %), a NaN
 guard (:mod:`ulisse.plugins.heads.models`), and one variance factor fitted on
 the other half so that its NLL is smallest (``calibrate``; the report gives the
 uncalibrated numbers too). A factor fitted on the rows early stopping chose the
-networks by comes out too small (intervals too narrow on new objects). Fine-tuning the encoder's last stage is not
-implemented: heads see the index's frozen vectors only.
+networks by comes out too small (intervals too narrow on new objects).
+
+Fine-tuned (``--finetune last|all``, :mod:`.finetune`): each member of the ensemble
+(or the one MC-dropout network) trains the last stages of the index's encoder
+(``last``: ``blocks[4:]`` and the head convolution of Lite0, the CPU default; ``all``:
+the whole network, for a GPU) with a Gaussian mean-and-variance MLP on its pooled map,
+on the cutouts the index points at (its ``source`` column), with rotations and flips
+(``--augment rot-flip``, the default) or none. Only the trained stages are stored.
 
 Storage: ``DIR/derived/heads/NAME/`` (``head.safetensors`` and ``head.json`` with
 the training ids, encoder spec and metrics). Predictions of every head for every
@@ -38,6 +44,7 @@ recomputed after an add, joined into query tables and exports, usable in
 Example::
 
     ulisse head train indexes/lenses --target theta_E --name theta_E_pred --members 5
+    ulisse head train indexes/lenses --target theta_E --name theta_E_ft --finetune last
     ulisse head report indexes/lenses --name theta_E_pred --truth theta_E --out report/
     ulisse query indexes/lenses --id lens-000001 --where "theta_E_pred > 2"
 
@@ -51,9 +58,9 @@ from ulisse._lazy import lazy_api
 
 # The API loads on first use (torch with it): the plugin's hooks, in plugin.py, import none of it,
 # so ``ulisse --help`` and queries that embed nothing stay free of torch.
-__getattr__, __dir__ = lazy_api(__name__, {'DERIVED_SET': 'common', 'METHODS': 'common', 'Head': 'core', 'TrainedHead': 'core', 'columns_of': 'core', 'compute_columns': 'core', 'head_names': 'core', 'list_heads': 'core', 'load_head': 'core', 'predict_head': 'core', 'read_ids': 'core', 'remove_head': 'core', 'train_head': 'core', 'HeadReport': 'report', 'head_report': 'report', 'regression_metrics': 'metrics', 'TrainConfig': 'models', 'TrainingError': 'models'})
+__getattr__, __dir__ = lazy_api(__name__, {'DERIVED_SET': 'common', 'METHODS': 'common', 'Head': 'core', 'TrainedHead': 'core', 'columns_of': 'core', 'compute_columns': 'core', 'head_names': 'core', 'list_heads': 'core', 'load_head': 'core', 'predict_head': 'core', 'read_ids': 'core', 'remove_head': 'core', 'train_head': 'core', 'HeadReport': 'report', 'head_report': 'report', 'regression_metrics': 'metrics', 'TrainConfig': 'models', 'TrainingError': 'models', 'FinetuneConfig': 'finetune', 'train_finetuned': 'finetune'})
 
 
 __all__ = ["train_head", "predict_head", "head_report", "list_heads", "load_head", "remove_head", "head_names",
            "columns_of", "read_ids", "regression_metrics", "Head", "TrainedHead", "HeadReport", "TrainConfig",
-           "TrainingError", "METHODS", "DERIVED_SET"]
+           "TrainingError", "METHODS", "DERIVED_SET", "FinetuneConfig", "train_finetuned"]

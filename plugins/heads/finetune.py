@@ -39,7 +39,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -51,7 +51,7 @@ from ulisse.errors import InputError
 
 from .common import DERIVED_SET
 from .metrics import regression_metrics
-from .models import VAR_FLOOR, TrainingError, gaussian_nll, torch_threads, variance_scale
+from .models import VAR_FLOOR, StoredConfig, TrainingError, gaussian_nll, torch_threads, variance_scale
 from .store import (TrainedHead, check_name, columns_of, save_head, split_rows, standardise_target, training_rows)
 
 LOG = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ FT_METHODS = ("ensemble", "mc-dropout")
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(StoredConfig):
     """How a fine-tuned head is trained (stored in its JSON config).
 
     Attributes:
@@ -102,18 +102,6 @@ class FinetuneConfig:
     max_nan_restarts: int = 8
     seed: int = 0
     threads: int = 0
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["hidden"] = list(self.hidden)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FinetuneConfig":
-        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        if "hidden" in d:
-            d["hidden"] = tuple(int(h) for h in d["hidden"])
-        return cls(**d)
 
     def check(self, stages: int) -> None:
         if self.mode not in ("last", "all"):

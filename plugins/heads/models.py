@@ -57,8 +57,25 @@ class TrainingError(UlisseError):
     """A head could not be trained (no finite state was ever reached, too few rows...)."""
 
 
+class StoredConfig:
+    """A dataclass of training settings kept in a head's JSON config (``hidden``: a tuple of widths)."""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        """The settings of a stored config (keys this version does not know are left out)."""
+        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if "hidden" in d:
+            d["hidden"] = tuple(int(h) for h in d["hidden"])
+        return cls(**d)
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(StoredConfig):
     """How a head is trained (stored in its JSON config).
 
     Attributes:
@@ -99,17 +116,6 @@ class TrainConfig:
     threads: int = 1
     features: str = "raw"
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["hidden"] = list(self.hidden)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        if "hidden" in d:
-            d["hidden"] = tuple(int(h) for h in d["hidden"])
-        return cls(**d)
 
 
 class GaussianMLP(nn.Module):
