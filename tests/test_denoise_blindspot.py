@@ -133,3 +133,14 @@ def test_self_supervised_training_keeps_the_central_flux(tmp_path):
     ratio = sum(aperture_flux(o) for o in out) / sum(aperture_flux(c) for c in test_clean)
     assert after > before + 4.0, (before, after)
     assert ratio == pytest.approx(1.0, abs=0.05), ratio
+
+
+def test_cli_defaults_are_the_train_defaults(cli):
+    from dataclasses import fields
+
+    from ulisse.plugins.denoise.cli import DEFAULTS
+    from ulisse.plugins.denoise.training import TrainOptions
+
+    assert DEFAULTS == {f.name: f.default for f in fields(TrainOptions) if f.name in DEFAULTS}
+    code, out, _ = cli("denoise", "train", "--help")
+    assert code == 0 and "--mask-fraction" in out and "--replacement" in out

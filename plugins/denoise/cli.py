@@ -11,6 +11,9 @@ from ulisse.errors import InputError
 from ulisse.options import device_option, skip_bad_option
 
 LOG = logging.getLogger("ulisse")
+# The defaults of TrainOptions (training.py), repeated here so that ``--help`` loads no torch; a test keeps them equal.
+DEFAULTS = {"steps": 1200, "batch_size": 16, "crop": 48, "width": 16, "depth": 2, "lr": 2e-3, "mask_fraction": 1 / 32,
+            "replacement": "neighbour"}
 
 
 def _progress() -> bool:
@@ -28,21 +31,32 @@ def denoise_group():
 @click.option("--noisy", required=True, type=click.Path(), help="folder of noisy cutouts (PNG/JPEG or FITS)")
 @click.option("--clean", type=click.Path(), default=None,
               help="folder of the same cutouts without noise (paired by file name): supervised training")
-@click.option("--self-supervised", is_flag=True, help="train from the noisy cutouts alone (blind-spot objective)")
+@click.option("--self-supervised", is_flag=True,
+              help="train from the noisy cutouts alone (blind spot, Noise2Void: a stratified few per cent of the "
+                   "pixels hidden from the network and predicted from their neighbours)")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="model folder to write")
-@click.option("--steps", type=click.IntRange(1, 10_000_000), default=1500, show_default=True,
+@click.option("--steps", type=click.IntRange(1, 10_000_000), default=DEFAULTS["steps"], show_default=True,
               help="optimiser steps (the time grows with steps x batch size x crop area: minutes on a few CPU "
                    "cores; after the first steps the log says how long the whole run will take)")
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True)
-@click.option("--crop", type=click.IntRange(16, 4096), default=48, show_default=True, help="training crop side (px)")
-@click.option("--width", type=click.IntRange(4, 256), default=16, show_default=True, help="channels of the first block")
-@click.option("--depth", type=click.IntRange(1, 6), default=3, show_default=True, help="strided (halving) levels")
-@click.option("--lr", type=click.FloatRange(1e-6, 1.0), default=2e-3, show_default=True, help="peak learning rate")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=DEFAULTS["batch_size"], show_default=True)
+@click.option("--crop", type=click.IntRange(16, 4096), default=DEFAULTS["crop"], show_default=True,
+              help="training crop side (px)")
+@click.option("--width", type=click.IntRange(4, 256), default=DEFAULTS["width"], show_default=True,
+              help="channels of the first block")
+@click.option("--depth", type=click.IntRange(1, 6), default=DEFAULTS["depth"], show_default=True,
+              help="strided (halving) levels")
+@click.option("--lr", type=click.FloatRange(1e-6, 1.0), default=DEFAULTS["lr"], show_default=True,
+              help="peak learning rate")
+@click.option("--mask-fraction", type=click.FloatRange(0.005, 0.25), default=DEFAULTS["mask_fraction"],
+              show_default="1/32", help="self-supervised: share of the pixels hidden per step (one per cell of a grid)")
+@click.option("--replacement", type=click.Choice(["neighbour", "mean"]), default=DEFAULTS["replacement"],
+              show_default=True, help="self-supervised: a hidden pixel shows a random neighbour (5 x 5) or the mean "
+                                      "of its 8 neighbours")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="replace a model already in --out")
 @device_option
-def train_command(noisy, clean, self_supervised, out, steps, batch_size, crop, width, depth, lr, seed, overwrite,
-                  device):
+def train_command(noisy, clean, self_supervised, out, steps, batch_size, crop, width, depth, lr, mask_fraction,
+                  replacement, seed, overwrite, device):
     """Train a denoiser on noisy/clean pairs, or on noisy cutouts alone (--self-supervised).
 
     Training takes minutes on a CPU at the defaults (a GPU is much faster): after the first steps the
@@ -53,7 +67,8 @@ def train_command(noisy, clean, self_supervised, out, steps, batch_size, crop, w
 
     if (Path(out) / CONFIG_FILE).exists() and not overwrite:
         raise InputError(f"{out}: a denoiser is there already (use --overwrite to replace it)")
-    options = TrainOptions(steps=steps, batch_size=batch_size, crop=crop, width=width, depth=depth, lr=lr, seed=seed)
+    options = TrainOptions(steps=steps, batch_size=batch_size, crop=crop, width=width, depth=depth, lr=lr,
+                           mask_fraction=mask_fraction, replacement=replacement, seed=seed)
     den = train(noisy, clean, self_supervised=self_supervised, options=options, device=device, out=out,
                 progress=_progress())
     t = den.config.training
