@@ -28,3 +28,27 @@ def test_oracle_rounds_on_two_separated_kinds(tmp_path):
     assert table["feedback_2"].mean() >= 0.8  # the marks teach the kind
     again = oracle_rounds(index, "label", "AGN", prototypes=4, rounds=3, per_round=8, seed=0, vectors=x)
     pd.testing.assert_frame_equal(again, table)
+
+
+def test_expansion_rounds_compare_with_direct_knn_at_equal_count(tmp_path):
+    """Each expansion's AGN fraction and direct kNN's at as many objects; confirmed expansion beats plain here."""
+    from ulisse_bench.feedback import EXPANSIONS, draw_prototypes, expansion_rounds
+
+    rng = np.random.default_rng(2)
+    n, dim = 200, 64
+    label = np.array(["AGN"] * 30 + ["galaxy"] * (n - 30))
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    x[label == "AGN", :4] += 3.0
+    meta = pd.DataFrame({"id": [f"o{i:03d}" for i in range(n)], "label": label})
+    index = ulisse.create_index(tmp_path / "idx", x, meta, ulisse.EncoderSpec("synthetic", "random", None, 32, dim=dim),
+                                device="cpu")
+    protos = draw_prototypes(index, "label", "AGN", 3, seed=0)
+    assert protos == draw_prototypes(index, "label", "AGN", 3, seed=0) and set(protos) <= set(meta["id"][:30])
+    table = expansion_rounds(index, "label", "AGN", protos, budget=30)
+    assert list(table["prototype"]) == protos
+    for name in EXPANSIONS:
+        assert (table[f"{name}|n"] <= 30).all()
+        assert table[[f"{name}|found", f"{name}|direct"]].stack().between(0, 1).all()
+    guided = "confirmed + relevance (k 16, 8 per iteration)"
+    assert table[f"{guided}|found"].mean() > table["recursive|found"].mean() + 0.1
+    assert table[f"{guided}|found"].mean() >= table[f"{guided}|direct"].mean() + 0.08  # 0.63 against 0.51
