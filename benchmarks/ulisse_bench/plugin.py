@@ -138,6 +138,27 @@ def register_commands(cli):
         """The extended-morphology task alone (spiral arms and tidal streams against smooth discs)."""
         run_discovery(("morphology",), **kw)
 
+    @benchmark.command("feedback")
+    @click.option("--cache", type=click.Path(file_okay=False), default=_in_cache("benchmarks"),
+                  show_default="<cache>/benchmarks",
+                  help="the simulated AGN set and its default index <set>/indexes/default (reused); " + CACHE_HELP)
+    @click.option("--n", "n", type=click.IntRange(50, 1_000_000), default=2000, show_default=True)
+    @click.option("--seed", type=int, default=0, show_default=True, help="the set's and the prototypes' seed")
+    @click.option("--prototypes", type=click.IntRange(1, 1000), default=20, show_default=True)
+    @click.option("--rounds", type=click.IntRange(1, 20), default=3, show_default=True)
+    @click.option("--per-round", type=click.IntRange(1, 1000), default=16, show_default=True)
+    @click.option("--no-expansion", is_flag=True, help="skip the expansions")
+    @click.option("--rebuild", is_flag=True, help="build the index again (after the product's defaults changed)")
+    @_report_option
+    def feedback(cache, n, seed, prototypes, rounds, per_round, no_expansion, rebuild, report):
+        """The labelling loop and confirmed expansion with oracle marks on the simulated AGN set (feedback.md)."""
+        from .feedback import run_feedback
+
+        text = run_feedback(Path(cache).expanduser(), n=n, seed=seed, prototypes=prototypes, rounds=rounds,
+                            per_round=per_round, expansion=not no_expansion, rebuild=rebuild, progress=_progress(),
+                            command=_command())
+        _write(report, "The labelling loop and confirmed expansion (oracle marks)", text)
+
     # ------------------------------------------------------------------ speed and scale
 
     @benchmark.command("speed")
