@@ -96,8 +96,10 @@ def oracle_loop(index, classes: np.ndarray, choose, name: str) -> Run:
 
 def run_strategies(index, classes: np.ndarray, scores: np.ndarray, vectors: np.ndarray, combines) -> list[Run]:
     """Every strategy of the protocol, artefact filter off (``show``) and on (``hide``)."""
-    from ulisse.plugins.anomalies.feedback import discover
+    from ulisse.plugins.anomalies.feedback import ArtefactFlags, discover
     from ulisse.plugins.feedback import rank
+
+    flags = ArtefactFlags(index)
 
     def plain(artefacts):
         top = discover(index, top=ROUNDS * PER_ROUND, use_marks=False, artefacts=artefacts, scores=scores,
@@ -118,8 +120,7 @@ def run_strategies(index, classes: np.ndarray, scores: np.ndarray, vectors: np.n
             table = rank(index, pos, neg, k=PER_ROUND * 4, vectors=vectors)
             ids = table["id"].astype(str).tolist()
             if artefacts == "hide":
-                flags = index.derived("artefacts").set_index(index.metadata["id"].astype(str))["artefact"]
-                ids = [i for i in ids if not flags[i]]
+                ids = [i for i in ids if not flags.kind(index.row_of(i))]
             return ids[:PER_ROUND]
         return choose
 

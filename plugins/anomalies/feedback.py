@@ -113,8 +113,9 @@ def relevance_of(vectors: np.ndarray, pos_rows: Sequence[int], neg_rows: Sequenc
     return None
 
 
-class _Flags:
-    """Artefact kinds by row: the stored derived set when fresh, else each candidate's cutout checked once."""
+class ArtefactFlags:
+    """Artefact kinds by row (``kind(row)``, ``''`` when clean): the stored derived set when fresh, else each
+    asked-for cutout checked once (so a large index never reads every cutout for a top-20 list)."""
 
     def __init__(self, index):
         self.index = index
@@ -166,9 +167,10 @@ def discover(index, top: int = 20, method: str = "kth", k: int = DEFAULT_K, posi
     Returns
     -------
     AnomalyRanking
-        ``table``: ``rank``, ``id``, ``score`` (the combined score), ``anomaly`` (the anomaly score),
-        ``relevance`` (NaN without marks), ``artefact_kind``, then the metadata; ``feedback``: what
-        was used (marks, counts, combination, artefact filter, how many were hidden).
+        ``table``: ``rank``, ``id``, ``score`` (with marks the combined score, then ``anomaly``, the
+        anomaly score, and ``relevance``; without, the anomaly score), ``artefact_kind``, then the
+        metadata; ``feedback``: what was used (marks, counts, combination, artefact filter, how
+        many were left out).
 
     Raises
     ------
@@ -197,7 +199,7 @@ def discover(index, top: int = 20, method: str = "kth", k: int = DEFAULT_K, posi
     marked = np.zeros(len(index), bool)
     marked[pos_rows] = True
     marked[neg_rows] = True
-    flags = _Flags(index)
+    flags = ArtefactFlags(index)
     chosen, kinds, hidden = [], [], 0
     for row in np.argsort(-combined, kind="stable"):
         if marked[row]:
@@ -212,10 +214,12 @@ def discover(index, top: int = 20, method: str = "kth", k: int = DEFAULT_K, posi
             break
     rows = np.array(chosen, np.int64)
     meta = index.metadata_rows(rows)
-    table = pd.concat([pd.DataFrame({
-        "rank": np.arange(1, len(rows) + 1), "id": meta["id"], "score": combined[rows], "anomaly": anomaly[rows],
-        "relevance": relevance[rows] if relevance is not None else np.full(len(rows), np.nan),
-        "artefact_kind": kinds}), meta.drop(columns=["id"])], axis=1)
+    if relevance is None:  # the plain list: its score is the anomaly score
+        head = {"rank": np.arange(1, len(rows) + 1), "id": meta["id"], "score": anomaly[rows]}
+    else:
+        head = {"rank": np.arange(1, len(rows) + 1), "id": meta["id"], "score": combined[rows],
+                "anomaly": anomaly[rows], "relevance": relevance[rows]}
+    table = pd.concat([pd.DataFrame({**head, "artefact_kind": kinds}), meta.drop(columns=["id"])], axis=1)
     ranking = AnomalyRanking(table, method, int(k) if _method(method).uses_k else None, label)
     ranking.feedback = {"marks": used, "positives": len(pos), "negatives": len(neg),
                         "combine": combine if relevance is not None else None, "artefacts": artefacts,

@@ -1,0 +1,140 @@
+"""Anomalies with marks: the plain list without marks, kinds rising and sinking with marks, the stored marks,
+the artefact filter, and ``ulisse anomalies --positives/--negatives/--marks/--artefacts``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import ulisse
+from ulisse.errors import QueryError
+from ulisse.plugins.anomalies import rank_anomalies
+from ulisse.plugins.anomalies.feedback import combine_scores, discover
+
+
+def kind_ids(index, kind):
+    return index.metadata.loc[index.metadata["label"] == kind, "id"].astype(str).tolist()
+
+
+def test_without_marks_it_is_the_plain_list(tiny_index):
+    plain = rank_anomalies(tiny_index, top=6, k=5, progress=False)
+    found = discover(tiny_index, top=6, k=5, use_marks=False, artefacts="show", progress=False)
+    assert found.ids == plain.ids and np.allclose(found.table["score"], plain.table["score"])
+    assert found.feedback["combine"] is None and not found.feedback["marks"]
+    assert list(found.table.columns[:3]) == ["rank", "id", "score"] and "artefact_kind" in found.table
+
+
+def test_marks_make_the_relevant_kind_rise_and_leave_out_marked_objects(tiny_index):
+    doubles, rounds = kind_ids(tiny_index, "double"), kind_ids(tiny_index, "round")
+    pos, neg = doubles[:2], rounds[:3] + kind_ids(tiny_index, "streak")[:3]
+    plain = discover(tiny_index, top=len(tiny_index), k=5, use_marks=False, artefacts="show", progress=False).table
+    plain = plain[~plain["id"].isin(pos + neg)].head(6)
+    for combine in ("product", "rank_product", "sum", "relevance"):
+        found = discover(tiny_index, top=6, k=5, positives=pos, negatives=neg, use_marks=False, artefacts="show",
+                         combine=combine, progress=False)
+        assert not set(found.ids) & set(pos + neg), combine  # only unmarked objects
+        labels = found.table["label"].tolist()
+        if combine != "rank_product":  # there the anomaly ranking weighs as much, and doubles are the least anomalous
+            assert labels.count("double") > (plain["label"] == "double").sum(), (combine, labels)  # the kind rises
+        assert found.feedback == {"marks": False, "positives": 2, "negatives": 6, "combine": combine,
+                                  "artefacts": "show", "left_out": 0, "marked_left_out": 8}
+        assert found.table["relevance"].between(0, 1).all()
+
+
+def test_not_relevant_marks_alone_sink_their_kind(tiny_index):
+    plain = discover(tiny_index, top=8, k=5, use_marks=False, artefacts="show", progress=False).table
+    kind = plain["label"].mode()[0]  # the kind that dominates the plain top 8
+    others = [i for i in kind_ids(tiny_index, kind) if i not in set(plain["id"])]  # marked: not those shown
+    found = discover(tiny_index, top=8, k=5, negatives=others, use_marks=False, artefacts="show", progress=False)
+    assert len(others) >= 2 and (found.table["label"] == kind).sum() < (plain["label"] == kind).sum()
+    assert found.feedback["positives"] == 0 and found.feedback["combine"] == "product"
+
+
+def test_stored_marks_are_used_by_default_and_can_be_switched_off(tiny_index):
+    from ulisse.plugins.feedback import clear_marks, mark
+
+    doubles = kind_ids(tiny_index, "double")
+    mark(tiny_index, doubles[:2], True)
+    mark(tiny_index, kind_ids(tiny_index, "round")[:2], False)
+    try:
+        used = discover(tiny_index, top=5, k=5, artefacts="show", progress=False)
+        assert used.feedback["marks"] and used.feedback["positives"] == 2 and used.feedback["negatives"] == 2
+        assert not set(used.ids) & set(doubles[:2]) and used.table["relevance"].between(0, 1).all()
+        off = discover(tiny_index, top=5, k=5, use_marks=False, artefacts="show", progress=False)
+        assert not off.feedback["marks"] and off.ids == rank_anomalies(tiny_index, top=5, k=5, progress=False).ids
+        given = discover(tiny_index, top=5, k=5, negatives=[doubles[0]], artefacts="show", progress=False)
+        assert given.feedback["positives"] == 1 and given.feedback["negatives"] == 3  # a given id overrides its mark
+    finally:
+        clear_marks(tiny_index)
+
+
+def test_combine_scores_and_bad_options(tiny_index):
+    a, r = np.array([1.0, 3.0, 2.0, 4.0]), np.array([0.9, 0.1, 0.5, 0.2])
+    assert np.allclose(combine_scores(a, None), [0.25, 0.75, 0.5, 1.0])
+    assert np.allclose(combine_scores(a, r, "product"), [0.225, 0.075, 0.25, 0.2])
+    assert np.allclose(combine_scores(a, r, "rank_product"), [0.25, 0.1875, 0.375, 0.5])
+    assert np.allclose(combine_scores(a, r, "sum"), [0.575, 0.425, 0.5, 0.6])
+    assert np.allclose(combine_scores(a, r, "relevance"), r)
+    with pytest.raises(QueryError, match="combine"):
+        combine_scores(a, r, "max")
+    with pytest.raises(QueryError, match="artefacts"):
+        discover(tiny_index, artefacts="never", progress=False)
+    with pytest.raises(QueryError, match="both relevant and not"):
+        discover(tiny_index, positives=["obj001"], negatives=["obj001"], progress=False)
+    with pytest.raises(QueryError):
+        discover(tiny_index, positives=["no-such-object"], progress=False)
+
+
+@pytest.fixture()
+def index_with_an_edge(tmp_path, survey, tiny_encoder):
+    """The survey plus one cutout whose left third holds no data (a chip edge), a strong outlier."""
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 120, (64, 64, 3)).astype(np.uint8)
+    img[:, :22] = 0
+    Image.fromarray(img).save(odd / "edge.png")
+    index, _ = ulisse.build_index([survey / "cutouts", odd], tmp_path / "idx", encoder=tiny_encoder, device="cpu",
+                                  progress=False)
+    return index
+
+
+def test_artefacts_are_hidden_by_default_shown_or_alone_on_request(index_with_an_edge):
+    index = index_with_an_edge
+    shown = discover(index, top=len(index), k=5, use_marks=False, artefacts="show", progress=False)
+    assert "edge" in shown.ids and shown.table.set_index("id").loc["edge", "artefact_kind"] == "edge"
+    hidden = discover(index, top=len(index), k=5, use_marks=False, progress=False)
+    assert "edge" not in hidden.ids and hidden.feedback["left_out"] >= 1
+    only = discover(index, top=5, k=5, use_marks=False, artefacts="only", progress=False)
+    assert "edge" in only.ids and (only.table["artefact_kind"] != "").all()
+    index.derived("artefacts")  # stored now: the filter reads the stored flags
+    assert discover(index, top=len(index), k=5, use_marks=False, progress=False).ids == hidden.ids
+
+
+def test_cli_positives_negatives_marks_and_artefacts(tiny_index, cli, tmp_path):
+    from ulisse.plugins.feedback import clear_marks, mark
+
+    doubles, rounds = kind_ids(tiny_index, "double"), kind_ids(tiny_index, "round")
+    (tmp_path / "pos.txt").write_text("\n".join(doubles[:2]) + "\n")
+    (tmp_path / "neg.txt").write_text("\n".join(rounds[:3]) + "\n")
+    code, out, err = cli("-q", "anomalies", tiny_index.path, "--top", "4", "-k", "4", "--positives",
+                         tmp_path / "pos.txt", "--negatives", tmp_path / "neg.txt", "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    ids = [r["id"] for r in data["results"]]
+    assert len(ids) == 4 and not set(ids) & set(doubles[:2] + rounds[:3])
+    assert data["feedback"]["positives"] == 2 and data["feedback"]["negatives"] == 3
+    assert data["feedback"]["artefacts"] == "hide" and data["query"]["marks"] == "false"
+    mark(tiny_index, doubles[2:3], True)
+    try:
+        code, out, err = cli("anomalies", tiny_index.path, "--top", "3", "-k", "4")
+        assert code == 0, err and "1 relevant and 0 not relevant marks (with those stored with the index)" in out
+        assert doubles[2] not in out
+        code, out, err = cli("anomalies", tiny_index.path, "--top", "3", "-k", "4", "--no-marks", "--artefacts",
+                             "show")
+        assert code == 0 and "# no marks; artefacts shown" in out
+    finally:
+        clear_marks(tiny_index)

@@ -1,0 +1,48 @@
+"""The Anomalies page's Look next: marks on its tiles, the batch kept while marking, "Next 20" learning from them."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from ulisse.testing import page_script  # noqa: E402
+
+
+def run_page(index_dir, **state) -> AppTest:
+    at = AppTest.from_file(str(page_script("Anomalies")), default_timeout=90)
+    at.session_state["index_path"] = str(index_dir)
+    for key, value in state.items():
+        at.session_state[key] = value
+    return ok(at.run())
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def next_ids(at: AppTest) -> list[str]:
+    """The ids of the Look next tiles (captions ``next N · ID``)."""
+    return [c.split(" · ")[1].split()[0] for im in at.image for c in im.captions if c.startswith("next ")]
+
+
+def test_look_next_learns_from_the_marks_made_on_its_tiles(tiny_index):
+    from ulisse.plugins.feedback import marks
+
+    at = run_page(tiny_index.path, **{"anomalies.artefacts": "show"})
+    first = next_ids(at)
+    assert len(first) == 20 and "no marks yet" in " ".join(c.value for c in at.caption)
+    ok(at.button(key="next.yes.0").click().run())
+    ok(at.button(key="next.no.1").click().run())
+    table = marks(tiny_index).set_index("id")["relevant"]
+    assert table.to_dict() == {first[0]: True, first[1]: False}
+    assert next_ids(at) == first  # the batch stays while it is being marked
+    ok(at.button(key="anomalies.next").click().run())
+    again = next_ids(at)
+    assert len(again) == 20 and not {first[0], first[1]} & set(again)  # only unmarked objects
+    assert "re-ranked by your 1 Relevant and 1 Not relevant marks" in " ".join(c.value for c in at.caption)
+    ok(at.sidebar.toggle(key="anomalies.marks").set_value(False).run())
+    ok(at.button(key="anomalies.next").click().run())
+    assert "no marks yet" in " ".join(c.value for c in at.caption) and len(next_ids(at)) == 20
