@@ -55,10 +55,10 @@ def _model(out: Path, name: str, train_dir: Path, options: TrainOptions, device:
     import torch
 
     load_before = os.getloadavg()
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     den = train(train_dir / f"noisy_{fmt}", None if self_sup else train_dir / f"clean_{fmt}", self_supervised=self_sup,
                 options=options, device=device, out=model_dir, progress=progress)
-    run = {"seconds": time.perf_counter() - t, "threads": torch.get_num_threads(), "device": str(den.device),
+    run = {"seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - cpu, "threads": torch.get_num_threads(), "device": str(den.device),
            "load_before": [round(v, 2) for v in load_before], "load_after": [round(v, 2) for v in os.getloadavg()],
            "images": den.config.training["images"], "reused": False}
     atomic_write(marker, json.dumps({"params": params, "run": run}))
@@ -161,7 +161,8 @@ def run_benchmark(out: Path, train_n: int = 1000, test_n: int = 200, metric_n: i
     for name, run in runs.items():
         load_text = (f"load average {run['load_before'][0]:.1f} before, {run['load_after'][0]:.1f} after "
                      f"(1-min; 5-min {run['load_before'][1]:.1f} / {run['load_after'][1]:.1f})")
-        trained.append(f"- {name}: {run['seconds']:.0f} s on {run['images']} training cutouts (+ the held-out tenth), "
+        trained.append(f"- {name}: {run['seconds']:.0f} s on {run['images']} training cutouts (+ the held-out tenth; "
+                       f"{run.get('cpu_seconds', float('nan')):.0f} CPU seconds, all threads), "
                        f"{run['device']}, torch {run['threads']} thread(s), {load_text}"
                        + (" (measured when trained; reused by this run)" if run["reused"] else "") + ".")
     foot = ["", "Training (data loading included; the machine's 2 cores were shared with other jobs):"] + trained + [

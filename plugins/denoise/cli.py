@@ -12,7 +12,7 @@ from ulisse.options import device_option, skip_bad_option
 
 LOG = logging.getLogger("ulisse")
 # The defaults of TrainOptions (training.py), repeated here so that ``--help`` loads no torch; a test keeps them equal.
-DEFAULTS = {"steps": 1200, "batch_size": 16, "crop": 48, "width": 16, "depth": 2, "lr": 2e-3, "mask_fraction": 1 / 32,
+DEFAULTS = {"steps": 800, "batch_size": 16, "crop": 48, "width": 16, "depth": 2, "lr": 2e-3, "mask_fraction": 1 / 32,
             "replacement": "neighbour"}
 
 

@@ -59,7 +59,7 @@ class TrainOptions:
         seed: crops, masks and initial weights.
     """
 
-    steps: int = 1200
+    steps: int = 800
     batch_size: int = 16
     crop: int = 48
     width: int = 16
