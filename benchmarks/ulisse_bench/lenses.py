@@ -84,11 +84,13 @@ def run_lens_benchmark(out: Path, n: int = 8000, n_test: int = 2000, members: in
     heads = list(HEADS)
     if finetune != "none":
         label = f"ensemble fine-tuned ({finetune})"
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         trained = train_head(index, TARGET, FT_NAME, method="ensemble", members=ft_members, train_ids=train_ids,
                              finetune=FinetuneConfig(mode=finetune, seed=seed), device=device, update_columns=False,
                              progress=progress)
         timings[f"train {label}"] = time.perf_counter() - t
+        timings[f"train {label}: CPU time of this process / {os.cpu_count()} cores"] = (
+            (time.process_time() - cpu) / (os.cpu_count() or 1))
         nan_events[label] = int(trained.config["nan_events"])
         heads.append((label, FT_NAME))
         ft_cfg = trained.config["finetune"]
