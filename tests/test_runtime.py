@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -127,20 +128,24 @@ def test_cli_runtimes_write_the_same_vectors(cli, survey, tmp_path):
     assert _cos(got["torch"]["vectors"], got["onnx"]["vectors"]).min() >= 0.999
 
 
-def test_int8_is_recorded_in_the_spec_and_rebuilt_from_the_cache(tmp_path, monkeypatch, cutouts):
-    monkeypatch.setenv("ULISSE_CACHE_DIR", str(tmp_path / "cache"))
-    fp32 = Encoder.load("test_efficientnet", weights="random", device="cpu", runtime="onnx", preset="ulisse")
-    int8 = Encoder.load("test_efficientnet", weights="random", device="cpu", runtime="onnx", precision="int8",
-                        calibration=cutouts, preset="ulisse")
-    assert int8.spec.precision == "int8" and len(int8.spec.quantization) == 64
-    assert not int8.spec.compatible_with(fp32.spec) and "precision" in fp32.spec.differences(int8.spec)
-    v = int8.embed_images(cutouts)
-    assert v.shape == (len(cutouts), fp32.spec.dim) and np.isfinite(v).all()
-    again = Encoder.from_spec(int8.spec, device="cpu")  # the quantised graph, found by its sha256
-    np.testing.assert_allclose(again.embed_images(cutouts), v, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ulisse.InputError, match="calibration"):
+def test_int8_was_removed_and_an_int8_index_stays_readable(tiny_index, survey, cli):
+    # INT8 never kept fp32's neighbours (benchmarks/speed-cpu.md, INT8): no new int8 vectors, with one line why
+    with pytest.raises(ulisse.InputError, match="int8 was removed") as err:
         Encoder.load("test_efficientnet", weights="random", device="cpu", precision="int8")
-    for f in (tmp_path / "cache" / "onnx").glob("int8-*"):
-        f.unlink()
-    with pytest.raises(ulisse.InputError, match="not in"):
-        Encoder.from_spec(int8.spec, device="cpu")
+    assert "\n" not in str(err.value) and "speed-cpu.md" in str(err.value)
+    with pytest.raises(ulisse.InputError, match="expected one of fp32, bf16"):
+        Encoder.load("test_efficientnet", weights="random", device="cpu", precision="int4")
+    # an index built with int8 before the removal: its manifest's spec says so
+    manifest = tiny_index.path / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["encoder"].update(precision="int8", quantization="ab" * 32)
+    manifest.write_text(json.dumps(data))
+    old = ulisse.open_index(tiny_index.path, device="cpu")
+    assert old.encoder_spec.precision == "int8" and "quantised graph abababababab" in old.encoder_spec.describe()
+    first = old.ids[0]
+    got = old.query(first, k=3).ids  # by id: its stored vectors, no encoder needed
+    assert len(got) == 3 and first not in got
+    with pytest.raises(ulisse.InputError, match="int8 was removed"):
+        old.query(image=next((survey / "cutouts").glob("*.png")), k=3)
+    code, out, err = cli("query", tiny_index.path, "--image", next((survey / "cutouts").glob("*.png")), "-k", "3")
+    assert code != 0 and "int8 was removed" in out + err and "Traceback" not in out + err

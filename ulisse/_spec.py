@@ -18,7 +18,13 @@ from .errors import EncoderMismatch, InputError
 
 POOLS = ("mean", "centre")
 TTAS = ("none", "rot4", "d4")
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("fp32", "bf16")
+# Precisions ulisse no longer computes: an index that recorded one stays readable (search by id or vector,
+# ``index info``), but nothing can make new vectors of it (a query by image, adding objects).
+REMOVED_PRECISIONS = {
+    "int8": "precision int8 was removed (issue 28: at best 0.68 of each object's 16 neighbours were fp32's, "
+            "0.9 asked; benchmarks/speed-cpu.md, INT8): use fp32 or bf16, and rebuild an int8 index to embed into it",
+}
 
 # The named settings of the vector (``--preset``); explicit options override their fields. ``precision``
 # ``auto``: bf16 where the device computes in bf16 (CUDA; a CPU with AVX-512 BF16 or AMX and OpenVINO),
@@ -44,7 +50,18 @@ def preset_settings(preset: str | None = None, **overrides) -> tuple[str, dict]:
         raise InputError(f"--preset {preset}: expected one of {', '.join(PRESETS)}")
     settings = dict(PRESETS[name])
     settings.update({k: v for k, v in overrides.items() if k in PRESET_FIELDS and v is not None})
+    if settings["precision"] != "auto":
+        check_precision(settings["precision"])
     return name, settings
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if ulisse computes it; else :class:`InputError` (one line; a removed one says why)."""
+    if precision in REMOVED_PRECISIONS:
+        raise InputError(REMOVED_PRECISIONS[precision])
+    if precision not in PRECISIONS:
+        raise InputError(f"precision {precision}: expected one of {', '.join(PRECISIONS)}")
+    return precision
 
 
 def parse_pool(pool: str) -> str:
@@ -86,8 +103,9 @@ class EncoderSpec:
         pool: ``mean`` (ULISSE: spatial mean of the final map) or ``centre:N``.
         tta: ``none``, ``rot4`` or ``d4``: vectors averaged over the cutout's rotations (and flips).
         preprocessors: ``({"name", "arg", "fingerprint"}, ...)``, applied in order before the resize.
-        precision: ``fp32``, ``bf16`` or ``int8``.
-        quantization: with int8, the sha256 of the quantised graph (:mod:`ulisse.quantize`).
+        precision: ``fp32`` or ``bf16`` (``int8`` in an index built before it was removed: readable, see
+            :data:`REMOVED_PRECISIONS`).
+        quantization: with the removed int8, the sha256 of its quantised graph (read from old manifests).
         crop: the side of the centre crop of the resized cutout that the network sees (None: all of it).
             The objects keep the input size's scale and the network computes only the centre (the part that
             ``centre:N`` pooling reads).

@@ -40,8 +40,8 @@ import numpy as np
 import torch
 
 from ._pooling import SYMMETRIES, pool_maps, resize_cutout
-from ._spec import (DEFAULT_PRESET, PRECISIONS, POOLS, PRESETS, TTAS, EncoderSpec, check_compatible, parse_pool,
-                    parse_tta, preset_settings)
+from ._spec import (DEFAULT_PRESET, PRECISIONS, POOLS, PRESETS, TTAS, EncoderSpec, check_compatible, check_precision,
+                    parse_pool, parse_tta, preset_settings)
 from ._weights import (DEFAULT_MODEL, LITE0_MODEL, LITE0_PACKAGE, lite0_state_dict, lite0_weights_path,
                        map_state_dict_by_order, resolve_weights, timm_model)
 from .errors import EncoderMismatch, InputError
@@ -95,8 +95,7 @@ class Encoder:
         self.device = device
         self.cuda = device.type == "cuda"
         spec = replace(spec, pool=parse_pool(spec.pool), tta=parse_tta(spec.tta))
-        if spec.precision not in PRECISIONS:
-            raise InputError(f"precision {spec.precision}: expected one of {', '.join(PRECISIONS)}")
+        check_precision(spec.precision)
         if len(steps) != len(spec.preprocessors):
             raise InputError(f"{len(steps)} preprocessing steps for the {len(spec.preprocessors)} of the spec")
         self.spec = spec
@@ -112,8 +111,8 @@ class Encoder:
     @classmethod
     def load(cls, model_name: str = DEFAULT_MODEL, weights=None, device="auto", input_size: int | None = None, *,
              pool: str | None = None, tta: str | None = None, runtime: str = "auto", preprocess: Sequence = (),
-             encoder: str | None = None, precision: str | None = None, calibration: Sequence[np.ndarray] | None = None,
-             quantization: str | None = None, preset: str | None = None, crop: int | None = None) -> "Encoder":
+             encoder: str | None = None, precision: str | None = None, preset: str | None = None,
+             crop: int | None = None) -> "Encoder":
         """Build an encoder through the registry: ``encoder`` by name, else the ``timm`` entry with ``model_name``.
 
         The input size, pooling, symmetry and precision come from ``preset`` (:data:`ulisse._spec.PRESETS`:
@@ -131,13 +130,11 @@ class Encoder:
                 ``torch``, ``onnx``, ``openvino``.
             preprocess: ``[(name, arg), ...]`` registered preprocessing steps, applied in order.
             encoder: a registered encoder's name (``ulisse plugins`` lists them).
-            precision: ``fp32``, ``bf16``, ``int8`` or ``auto`` (bf16 on CUDA and on a CPU with bf16
-                arithmetic and OpenVINO, else fp32).
+            precision: ``fp32``, ``bf16`` or ``auto`` (bf16 on CUDA and on a CPU with bf16
+                arithmetic and OpenVINO, else fp32). ``int8`` was removed (an index that recorded it is
+                readable, but gets no new vectors: :data:`ulisse._spec.REMOVED_PRECISIONS`).
             preset: ``discovery`` (default) or ``ulisse``.
             crop: the side of the centre crop of the resized cutout that the network sees (0: none).
-            calibration: with int8, uint8 cutouts to calibrate the quantisation on (the index's own).
-            quantization: with int8, the sha256 of an already quantised graph in the cache (what
-                :meth:`from_spec` passes).
 
         Raises:
             WeightsError, InputError: unknown encoder or preprocessor, bad option, weights that do not fit.
@@ -166,13 +163,6 @@ class Encoder:
         spec = replace(spec, pool=parse_pool(settings["pool"]), tta=parse_tta(settings["tta"]), preprocessors=records,
                        precision=precision, preset=preset, input_size=int(settings["input_size"]),
                        crop=_parse_crop(settings["crop"], settings["input_size"]))
-        if spec.precision == "int8":
-            if quantization is None:
-                from .quantize import quantize_int8
-
-                fp32 = cls(model, replace(spec, precision="fp32"), dev, runtime="torch", steps=steps)
-                quantization = quantize_int8(fp32, calibration if calibration is not None else [])
-            spec = replace(spec, quantization=quantization)
         enc = cls(model, spec, dev, runtime=runtime, steps=steps)
         LOG.info("encoder: %s (runtime %s)", enc.spec.describe(), enc.runtime.name)
         return enc
@@ -206,7 +196,7 @@ class Encoder:
         enc = cls.load(spec.model_name, weights=weights, device=device, input_size=spec.input_size, pool=spec.pool,
                        tta=spec.tta, runtime=runtime, encoder=spec.encoder, precision=spec.precision,
                        preset=spec.preset, crop=spec.crop or 0,
-                       quantization=spec.quantization, preprocess=[(p["name"], p["arg"]) for p in spec.preprocessors])
+                       preprocess=[(p["name"], p["arg"]) for p in spec.preprocessors])
         for want, got in zip(spec.preprocessors, enc.spec.preprocessors):
             if want["fingerprint"] != got["fingerprint"]:
                 raise EncoderMismatch(

@@ -129,8 +129,6 @@ def make_runtime(name: str, encoder):
         try:
             return OnnxRuntime(encoder)
         except RuntimeUnavailable as exc:
-            if precision == "int8":
-                raise
             LOG.warning("ONNX Runtime not used (%s); using torch", exc)
             return TorchRuntime(encoder)
     if name == "torch":
@@ -150,8 +148,6 @@ class TorchRuntime:
     name = "torch"
 
     def __init__(self, encoder):
-        if encoder.spec.precision == "int8":
-            raise InputError("int8 vectors come from ONNX Runtime's quantised model; use --runtime onnx")
         self.model = encoder.model
         self.device = encoder.device
         self.mean, self.std = encoder.spec.mean, encoder.spec.std
@@ -249,25 +245,6 @@ def exported_model(encoder) -> Path:
     return path
 
 
-def int8_path(sha: str) -> Path:
-    """Where the int8 graph with sha256 ``sha`` is cached (written by :func:`ulisse.quantize.quantize_int8`)."""
-    return cache_dir() / "onnx" / f"int8-{sha[:32]}.onnx"
-
-
-def int8_model(encoder) -> Path:
-    """The cached quantised graph named by ``encoder.spec.quantization``.
-
-    Raises:
-        RuntimeUnavailable: it is not in this machine's cache (quantise again from the same cutouts).
-    """
-    sha = encoder.spec.quantization
-    path = int8_path(sha or "")
-    if not sha or not path.is_file():
-        raise RuntimeUnavailable(f"the int8 graph {str(sha)[:12]} is not in {path.parent}; quantise again "
-                                 "(Encoder.load(..., precision='int8', calibration=cutouts))")
-    return path
-
-
 # --------------------------------------------------------------------------- ONNX Runtime
 
 def _threads() -> int:
@@ -296,24 +273,19 @@ class _OrtSession:
 
 
 class OnnxRuntime:
-    """ONNX Runtime on the CPU (fp32, or int8 from a statically quantised graph)."""
+    """ONNX Runtime on the CPU, fp32 (its int8 path was removed: benchmarks/speed-cpu.md, INT8)."""
 
     name = "onnx"
 
     def __init__(self, encoder):
         if not available("onnx"):
             raise RuntimeUnavailable("ONNX Runtime is not installed (pip install onnxruntime)")
-        if encoder.spec.precision == "int8":
-            path = int8_model(encoder)
-        else:
-            path = exported_model(encoder)
+        path = exported_model(encoder)
         try:
             self._session = _OrtSession(path, _threads())
         except RuntimeUnavailable:
             raise
         except Exception as exc:  # a damaged cache file: export again
-            if encoder.spec.precision == "int8":
-                raise RuntimeUnavailable(f"the cached int8 graph {path} is unusable; quantise again") from None
             LOG.warning("cached ONNX model %s unusable (%s); exporting again", path, str(exc).splitlines()[0][:120])
             path.unlink(missing_ok=True)
             self._session = _OrtSession(exported_model(encoder), _threads())

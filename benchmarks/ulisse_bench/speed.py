@@ -362,74 +362,6 @@ if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "reference":
     np.save(sys.argv[3], reference_embed(files, net, mu, sd))
 
 
-def int8_study(folder: str | os.PathLike, labels: str | os.PathLike | None = None, n_calibration: int = 64,
-               k: int = 16, prototypes: int = 20, weights: str = "lite0", seed: int = 0, threads: int = 2,
-               command: str | None = None) -> str:
-    """INT8 (ONNX Runtime static quantisation, calibrated on ``n_calibration`` of the set's own cutouts) against
-    fp32 ONNX Runtime on every cutout of ``folder``: speed, cosine, overlap of each object's ``k`` nearest
-    neighbours, and (with ``labels``: a CSV with id and label) the AGN fraction among the ``k`` neighbours of
-    random AGN prototypes. Returns a Markdown section."""
-    import faiss
-    import pandas as pd
-    import torch
-
-    import ulisse
-    from ulisse.cutouts import read_cutout
-    from ulisse.embedding import embed_files
-
-    torch.set_num_threads(threads)
-    paths = sorted(Path(folder).glob("*.png"))
-    rng = np.random.default_rng(seed)
-    calib = [read_cutout(paths[i]).image for i in rng.choice(len(paths), size=min(n_calibration, len(paths)),
-                                                              replace=False)]
-    fp32 = ulisse.Encoder.load(weights=weights, device="cpu", runtime="onnx", preset="ulisse")
-    t = time.perf_counter()
-    int8 = ulisse.Encoder.load(weights=weights, device="cpu", runtime="onnx", precision="int8", calibration=calib,
-                               preset="ulisse")
-    t_quant = time.perf_counter() - t
-    out = {}
-    for name, enc in (("fp32", fp32), ("int8", int8)):
-        t = time.perf_counter()
-        emb = embed_files(enc, paths, progress=False)
-        out[name] = (emb, time.perf_counter() - t)
-    prepared = fp32.prepare([read_cutout(p).image for p in paths[:64]])
-    model_rate = {name: len(prepared) / _model_only(enc, prepared, enc.default_batch_size)
-                  for name, enc in (("fp32", fp32), ("int8", int8))}
-    a, b = out["fp32"][0].vectors, out["int8"][0].vectors
-    cos = _cos(a, b)
-
-    def knn(v):
-        index = faiss.IndexFlatL2(v.shape[1])
-        index.add(np.ascontiguousarray(v))
-        return index.search(np.ascontiguousarray(v), k + 1)[1][:, 1:]
-
-    na, nb = knn(a), knn(b)
-    overlap = float(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb)]))
-    lines = [
-        f"INT8 against fp32 (both ONNX Runtime, {threads} threads) on {len(paths)} cutouts of {folder}; "
-        f"calibration on {len(calib)} of them ({t_quant:.0f} s to quantise):",
-        "",
-        "| precision | files -> vectors, cutouts/s | model only, cutouts/s |",
-        "|---|---|---|",
-        *[f"| {n} | {len(paths) / out[n][1]:.1f} | {model_rate[n]:.1f} |" for n in ("fp32", "int8")],
-        "",
-        f"Cosine int8 to fp32: mean {cos.mean():.4f}, min {cos.min():.4f}. Overlap of each object's {k} nearest "
-        f"neighbours with the fp32 ones: **{overlap:.3f}** (INT8 would become a default only at >= 0.95).",
-    ]
-    if labels:
-        table = pd.read_csv(labels).set_index("id")
-        ids = np.array(out["fp32"][0].ids)
-        lab = table.loc[ids, "label"].astype(str).to_numpy()
-        agn_rows = np.flatnonzero(lab == "AGN")
-        chosen = rng.choice(agn_rows, size=min(prototypes, len(agn_rows)), replace=False)
-        frac = {n: float(np.mean([(lab[nn[r]] == "AGN").mean() for r in chosen])) for n, nn in (("fp32", na), ("int8", nb))}
-        lines.append(f"AGN fraction among the {k} neighbours of {len(chosen)} random AGN prototypes: fp32 "
-                     f"{100 * frac['fp32']:.1f} %, int8 {100 * frac['int8']:.1f} % (base rate {100 * (lab == 'AGN').mean():.1f} %).")
-    if command:
-        lines.append(f"Command: `{command}`")
-    return "\n".join(lines) + "\n"
-
-
 PRESET_VARIANTS = {  # name -> extra `ulisse embed` arguments; the first is the reference (today's ULISSE default)
     "ulisse (--preset ulisse: mean, none, ONNX Runtime fp32)": ["--preset", "ulisse"],
     "default (discovery)": [],
@@ -489,6 +421,4 @@ if __name__ == "__main__" and len(sys.argv) >= 2 and sys.argv[1] == "presets":
     print(preset_race(variants=extra_variants, rounds=int(sys.argv[2]) if len(sys.argv) > 2 else 2,
                       command="python -m ulisse_bench.speed " + " ".join(sys.argv[1:])))
 
-if __name__ == "__main__" and len(sys.argv) >= 3 and sys.argv[1] == "int8":
-    print(int8_study(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None,
-                     command="python -m ulisse_bench.speed " + " ".join(sys.argv[1:])))
+# INT8 against fp32 (issue 28): python -m ulisse_bench.int8 (benchmarks/ulisse_bench/int8.py)
