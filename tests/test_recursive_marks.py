@@ -107,3 +107,32 @@ def test_expand_verb_follows_marks_with_relevance(rare_index, cli):
         mark(rare_index, first, relevant=None)
     code, _, err = cli("expand", rare_index.path, "--id", "o003", "--relevance")
     assert code != 0 and "needs confirmations" in err
+
+
+@pytest.mark.slow  # an AppTest run of the page: about 3 s
+def test_expand_page_follows_the_marks(tiny_index):
+    """The Expand page: "Objects marked relevant" follows only the marked objects, most relevant first on request."""
+    from streamlit.testing.v1 import AppTest
+
+    from ulisse.testing import page_script
+
+    first = expand(tiny_index, "obj005", k=3, iterations=1).ids
+    mark(tiny_index, first[:1], relevant=True)
+    mark(tiny_index, first[1:], relevant=False)
+    try:
+        at = AppTest.from_file(str(page_script("Expand")), default_timeout=90)
+        at.session_state["index_path"] = str(tiny_index.path)
+        at.session_state["ulisse.protos"] = ["obj005"]
+        at.run()
+        at.sidebar.slider(key="expand.k").set_value(3)
+        at.sidebar.radio(key="expand.follow").set_value("Objects marked relevant")
+        at.run()
+        at.sidebar.checkbox(key="expand.relevance").check()  # enabled once the marks are followed
+        at.run()
+        assert not at.exception, [e.message for e in at.exception]
+        metrics = {m.label: m.value for m in at.metric}
+        assert metrics["Followed (marked relevant)"] == "1"
+        want = expand(tiny_index, "obj005", k=3, iterations=3, follow_marks=True, relevance=True)
+        assert metrics["Objects found"] == str(len(want))
+    finally:
+        mark(tiny_index, first, relevant=None)

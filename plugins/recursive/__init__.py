@@ -218,6 +218,14 @@ def _follow_rules(index: Index, follow_label, follow_ids, follow_marks: bool) ->
     return followable, rejected
 
 
+def marks_state(index: Index) -> tuple:
+    """The marks a confirmed expansion follows, as a hashable value (the web UI's cache key)."""
+    from ulisse.plugins.feedback import marks
+
+    m = marks(index)
+    return tuple(zip(m["id"].astype(str), m["relevant"].astype(bool)))
+
+
 def _relevance(vectors: np.ndarray, found: list[int], followable: np.ndarray, rejected: np.ndarray,
                start_row: int | None, candidates: list[int]) -> dict[int, float]:
     """Relevance of the candidates, learned from what the expansion found (empty: no positive yet)."""
@@ -380,4 +388,5 @@ def register_ui_pages(config):
     from ulisse.registry import UIPage
 
     return [UIPage("Expand", Path(__file__).with_name("page.py"), order=20,
-                   persistent_keys=("expand.k", "expand.iterations", "expand.budget", "expand.label"))]
+                   persistent_keys=("expand.k", "expand.iterations", "expand.budget", "expand.label", "expand.follow",
+                                    "expand.relevance", "expand.min_confirmed"))]

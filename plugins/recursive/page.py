@@ -10,18 +10,22 @@ import altair as alt
 import streamlit as st
 
 from ulisse.errors import UlisseError
-from ulisse.plugins.recursive import expand
+from ulisse.plugins.recursive import expand, marks_state
 import ulisse.ui.kit as kit
 
 TILES_PER_PAGE = 12  # per iteration; paged beyond, the table holds every object
+FOLLOW = ("Every object found", "Objects marked relevant")
 
 
 @st.cache_data(max_entries=32, show_spinner="Expanding…")
 def expansion(path: str, generation: int, object_id: str, k: int, iterations: int, budget: int | None,
-              label: str | None):
+              label: str | None, follow_marks: bool = False, relevance: bool = False, min_confirmed: float = 0.0,
+              marked: tuple = ()):  # marked: the marks' state, so that a new mark expands again
     index = kit.index_from_key((path, generation))
     with kit.index_lock(index):
-        return expand(index, object_id, k=k, iterations=iterations, budget=budget, label=label)
+        return expand(index, object_id, k=k, iterations=iterations, budget=budget, label=label,
+                      follow_marks=follow_marks, relevance=relevance and follow_marks,
+                      min_confirmed=min_confirmed if follow_marks else 0.0)
 
 
 kit.page_setup("Expand", url_state={"expand_k": ("expand.k", int), "iterations": ("expand.iterations", int),
@@ -34,6 +38,16 @@ if not isinstance(st.session_state.get("expand.budget"), int) or st.session_stat
 budget = st.sidebar.number_input("Budget (0: none)", min_value=0, step=10, key="expand.budget",
                                  help="Stop once this many objects are found.")
 label = kit.choose_label(index, key="expand.label")
+follow = st.sidebar.radio("Follow", FOLLOW, key="expand.follow",
+                          help="Confirmed expansion: only objects marked Relevant (on any page) become new prototypes.")
+follow_marks = follow == FOLLOW[1]
+relevance = st.sidebar.checkbox("Most relevant first", key="expand.relevance", disabled=not follow_marks,
+                                help="Each iteration shows the neighbours of relevant objects that the marks' "
+                                     "relevance model ranks highest (learned from the marks and what was found).")
+min_confirmed = st.sidebar.slider("Stop a branch below (% confirmed)", 0, 100, 0, step=5, key="expand.min_confirmed",
+                                  disabled=not follow_marks,
+                                  help="An object's finds are followed only when at least this share of them is "
+                                       "marked relevant.")
 kit.sync_url()
 
 st.title("Recursive expansion")
@@ -49,7 +63,8 @@ object_id = protos[0]
 if len(protos) > 1:
     st.info(f"Expansion starts from one prototype: {object_id} (the first of {len(protos)}).")
 try:
-    found = expansion(*kit.index_key(index), object_id, k, iterations, int(budget) or None, label)
+    found = expansion(*kit.index_key(index), object_id, k, iterations, int(budget) or None, label, follow_marks,
+                      bool(relevance), min_confirmed / 100, marks_state(index) if follow_marks else ())
 except UlisseError as exc:
     st.error(str(exc))
     st.stop()
@@ -60,6 +75,8 @@ with st.container(horizontal=True, wrap=True, gap="large"):
     st.metric("Objects found", len(found), width="content")
     st.metric("Iterations run", int(found.per_iteration["iteration"].max()) if len(found) else 0, width="content")
     st.metric("Stopped by", found.stopped, width="content")
+    if "confirmed" in found.table.columns:
+        st.metric("Followed (marked relevant)", int(found.table["confirmed"].sum()), width="content")
     st.metric("Also in direct kNN", f"{both} of {len(found)}", width="content",
               help=f"Objects among the {len(found.direct)} nearest neighbours of {found.prototype}.")
 if len(found) >= len(index) / 2:
