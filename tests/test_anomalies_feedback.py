@@ -124,14 +124,15 @@ def test_cli_positives_negatives_marks_and_artefacts(tiny_index, cli, tmp_path):
                          tmp_path / "pos.txt", "--negatives", tmp_path / "neg.txt", "--format", "json")
     assert code == 0, err
     data = json.loads(out)
-    ids = [r["id"] for r in data["results"]]
+    ids = [r["id"] for r in data["rows"]]
     assert len(ids) == 4 and not set(ids) & set(doubles[:2] + rounds[:3])
     assert data["feedback"]["positives"] == 2 and data["feedback"]["negatives"] == 3
     assert data["feedback"]["artefacts"] == "hide" and data["query"]["marks"] == "false"
     mark(tiny_index, doubles[2:3], True)
     try:
         code, out, err = cli("anomalies", tiny_index.path, "--top", "3", "-k", "4")
-        assert code == 0, err and "1 relevant and 0 not relevant marks (with those stored with the index)" in out
+        assert code == 0, err
+        assert "# 1 relevant and 0 not relevant marks (with those stored with the index)" in out
         assert doubles[2] not in out
         code, out, err = cli("anomalies", tiny_index.path, "--top", "3", "-k", "4", "--no-marks", "--artefacts",
                              "show")

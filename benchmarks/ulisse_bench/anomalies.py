@@ -43,6 +43,7 @@ class Run:
     name: str
     interesting: list[int] = field(default_factory=list)
     artefacts: list[int] = field(default_factory=list)
+    found: list[str] = field(default_factory=list)  # the kinds of the interesting objects shown
 
     @property
     def total(self) -> int:
@@ -84,9 +85,11 @@ def _count(classes: np.ndarray, rows, what: str) -> int:
 def oracle_loop(index, classes: np.ndarray, choose, name: str) -> Run:
     """Three rounds: ``choose(positives, negatives, round)`` gives 20 ids; the oracle marks them by class."""
     run, pos, neg = Run(name), [], []
+    kinds = index.metadata["kind"].astype(str).to_numpy() if "kind" in index.metadata_columns else classes
     for r in range(ROUNDS):
         ids = choose(pos, neg, r)
         rows = [index.row_of(i) for i in ids]
+        run.found += [str(kinds[row]) for row in rows if classes[row] == INTERESTING]
         run.interesting.append(_count(classes, rows, INTERESTING))
         run.artefacts.append(_count(classes, rows, ARTEFACT))
         pos += [i for i, row in zip(ids, rows) if classes[row] == INTERESTING]
@@ -193,11 +196,13 @@ def report(index, labels, runs, top50, quality, timings, command) -> str:
              f"({enc.weights_source}), preset {getattr(enc, 'preset', '?')}; anomaly score kth, k = 10.", "",
              f"Oracle marks, {ROUNDS} rounds of {PER_ROUND} shown (interesting objects found; artefacts shown in "
              "brackets):", "",
-             "| strategy | round 1 | round 2 | round 3 | first 60 | vs plain list |", "|---|---|---|---|---|---|"]
+             "| strategy | round 1 | round 2 | round 3 | first 60 | vs plain list | kinds found |",
+             "|---|---|---|---|---|---|---|"]
     for r in runs:
         cells = " | ".join(f"{i} ({a})" for i, a in zip(r.interesting, r.artefacts))
         ratio = f"{r.total / plain.total:.2f}x" if plain.total else "-"
-        lines.append(f"| {r.name} | {cells} | {r.total} | {ratio} |")
+        found = ", ".join(f"{k} {r.found.count(k)}" for k in sorted(set(r.found)))
+        lines.append(f"| {r.name} | {cells} | {r.total} | {ratio} | {found} |")
     lines += ["", "Label-free top 50 (no marks):", "", "| artefact filter | interesting | artefacts |", "|---|---|---|"]
     for a, c in top50.items():
         lines.append(f"| {'off (--artefacts show)' if a == 'show' else 'on (--artefacts hide, the default)'} | "

@@ -299,6 +299,12 @@ def _compute_artefacts(index, progress: bool = True):
     return compute_artefacts(index, progress=progress)
 
 
+def _artefact_checks(index) -> str:
+    from .artefacts import checks_state
+
+    return checks_state(index)
+
+
 @ulisse.hookimpl
 def register_derived_columns(config):
     """Anomaly scores as derived columns: ``anomaly`` (kth, mean) and ``anomaly_iforest``; artefact flags
@@ -309,7 +315,8 @@ def register_derived_columns(config):
         DerivedColumns(IFOREST_SET, "Isolation Forest on the vectors, -score_samples (higher = more anomalous)",
                        compute_iforest_scores, {}),
         DerivedColumns(ARTEFACT_SET, "artefact (bool) and artefact_kind (trail, bleed, spikes, edge, bad_column, "
-                       "saturated; '' when clean) from image statistics of each cutout", _compute_artefacts, {}),
+                       "saturated; '' when clean) from image statistics of each cutout", _compute_artefacts, {},
+                       state=_artefact_checks),
     ]
 
 

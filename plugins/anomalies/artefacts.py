@@ -64,7 +64,7 @@ EDGE_ROWS = 3
 DEAD_BLOCK = 6
 BLEED_LENGTH, BLEED_ELONGATION = 10, 3.0
 SPIKE_RADII, SPIKE_SIGMA = (6, 30), 6.0
-TRAIL_CHORD, TRAIL_SIGMA, TRAIL_FLATNESS = 40, 3.0, 0.6
+TRAIL_CHORD, TRAIL_SIGMA, TRAIL_FLATNESS = 40, 2.1, 0.75
 SATURATED_AREA = 40
 ANGLES = np.arange(0, 180, 2)
 
@@ -225,6 +225,12 @@ def artefact_kind(image: np.ndarray) -> str:
     if trail_score(v, bg, sigma) >= TRAIL_SIGMA:
         return "trail"
     return ""
+
+
+def checks_state(index=None) -> str:
+    """The checks' settings as a short string: stored flags made with other settings are recomputed."""
+    return (f"v1 edge{EDGE_ROWS} block{DEAD_BLOCK} bleed{BLEED_LENGTH}/{BLEED_ELONGATION} spikes{SPIKE_RADII}/"
+            f"{SPIKE_SIGMA} trail{TRAIL_CHORD}/{TRAIL_SIGMA}/{TRAIL_FLATNESS} saturated{SATURATED_AREA}")
 
 
 def _source_path(index, source) -> Path | None:
