@@ -21,7 +21,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,6 @@ import numpy as np
 import pandas as pd
 
 import ulisse
-from ulisse._io import atomic_write
 
 ROUNDS, PER_ROUND = 3, 20
 INTERESTING, ARTEFACT = "interesting", "artefact"
@@ -51,17 +49,12 @@ class Run:
 
 
 def rare_set(cache: Path, n: int, seed: int, progress: bool) -> tuple[Path, bool]:
-    """The simulated rare-object set under ``cache`` (simulated once per (n, seed))."""
+    """The simulated rare-object set under ``cache`` (``rare-n{n}-seed{seed}``, simulated once per (n, seed))."""
+    from .discovery import Task, simulated_set
     from .sim.rare import simulate_rare_set
 
-    sim = cache / f"rare-n{n}-seed{seed}"
-    params = {"task": "rare", "n": n, "seed": seed}
-    marker = sim / "params.json"
-    if marker.is_file() and json.loads(marker.read_text()) == params and (sim / "labels.csv").is_file():
-        return sim, False
-    simulate_rare_set(sim, n=n, seed=seed, progress=progress)
-    atomic_write(marker, json.dumps(params))
-    return sim, True
+    task = Task("rare", simulate_rare_set, (INTERESTING,), "ordinary galaxies, rare interesting objects, artefacts")
+    return simulated_set(task, cache, n, seed, progress)
 
 
 def rare_index(sim: Path, n: int, device: str, progress: bool) -> tuple[ulisse.Index, bool]:

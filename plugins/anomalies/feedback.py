@@ -133,7 +133,9 @@ class ArtefactFlags:
     def __init__(self, index):
         self.index = index
         self.stored = None
-        if ARTEFACT_SET in index.derived_names() and index.derived_is_fresh(ARTEFACT_SET):
+        if "source" not in index.metadata_columns:  # vectors without cutouts: nothing to check
+            self.stored = np.full(len(index), "", dtype=object)
+        elif ARTEFACT_SET in index.derived_names() and index.derived_is_fresh(ARTEFACT_SET):
             self.stored = index.derived(ARTEFACT_SET)["artefact_kind"].astype(str).to_numpy()
         self.checked: dict[int, str] = {}
 

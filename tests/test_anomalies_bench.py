@@ -1,0 +1,71 @@
+"""The rare-object simulator and the oracle-marks protocol of ``ulisse benchmark anomalies`` (benchmarks/anomalies.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import ulisse
+from ulisse.plugins.anomalies.artefacts import artefact_kind
+from ulisse_bench.anomalies import oracle_loop, run_strategies
+from ulisse_bench.sim.agn import to_rgb
+from ulisse_bench.sim.rare import ARTEFACTS, INTERESTING, class_of, kinds_of, saturate, simulate_object
+
+
+def test_kinds_are_placed_at_seeded_positions():
+    kinds = kinds_of(500, seed=0)
+    assert len(kinds) == 500 and kinds == kinds_of(500, seed=0) and kinds != kinds_of(500, seed=1)
+    for table in (INTERESTING, ARTEFACTS):
+        for kind, count in table.items():
+            assert kinds.count(kind) == count
+    assert {class_of(k) for k in set(kinds)} == {"interesting", "artefact", "ordinary"}
+    with pytest.raises(ValueError):
+        kinds_of(50)
+
+
+@pytest.mark.parametrize("kind", ["galaxy", "arc", "ring", "merger", "trail", "bleed", "edge", "bad_column"])
+def test_each_kind_renders_and_the_artefacts_are_flagged(kind):
+    cube, row = simulate_object(np.random.default_rng([3, 7]), kind)
+    assert cube.shape == (3, 64, 64) and cube.dtype == np.float32 and np.isfinite(cube).all()
+    assert row["kind"] == kind and row["class"] == class_of(kind)
+    again, _ = simulate_object(np.random.default_rng([3, 7]), kind)
+    np.testing.assert_array_equal(cube, again)
+    flagged = artefact_kind(to_rgb(cube))
+    if kind in ("bleed", "edge", "bad_column"):
+        assert flagged, kind
+    elif kind in ("galaxy", "arc", "ring", "merger"):
+        assert flagged == "", (kind, flagged)
+
+
+def test_saturation_conserves_charge_in_the_column():
+    cube = np.zeros((3, 64, 64))
+    cube[:, 32, 20] = 2000.0
+    out = saturate(cube)
+    assert np.allclose(out.sum(axis=(1, 2)), cube.sum(axis=(1, 2)))
+    assert (out[:, :, 20] > 0).sum(axis=1).min() > 5 and (out[:, :, 21] == 0).all()  # bled along the column only
+
+
+@pytest.mark.slow
+def test_oracle_protocol_on_separated_kinds(tmp_path):
+    """Artefacts are the most anomalous; once marked, feedback shows the interesting kind instead."""
+    rng = np.random.default_rng(0)
+    n, dim = 300, 16
+    classes = np.array(["artefact"] * 40 + ["interesting"] * 40 + ["ordinary"] * (n - 80))
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    x[:40, :4] += rng.normal(0, 4.0, size=(40, 4)) + 6.0  # scattered far out: the most anomalous
+    x[40:80, 4:8] += 3.0 + rng.normal(0, 1.5, size=(40, 4))  # a looser clump
+    meta = pd.DataFrame({"id": [f"o{i:03d}" for i in range(n)], "class": classes})
+    index = ulisse.create_index(tmp_path / "idx", x, meta, ulisse.EncoderSpec("synthetic", "random", None, 32, dim=dim),
+                                device="cpu")
+    from ulisse.plugins.anomalies import anomaly_scores
+
+    scores = anomaly_scores(index, k=5, progress=False)["score"].to_numpy()
+    runs = {r.name: r for r in run_strategies(index, classes, scores, x, ("product", "relevance"))}
+    plain = runs["plain anomaly list, artefacts show"]
+    feedback = runs["anomalies with feedback (product), artefacts show"]
+    assert plain.interesting[0] == feedback.interesting[0]  # nothing marked before round 1
+    assert feedback.total > plain.total and feedback.artefacts[1:] < plain.artefacts[1:]
+    assert sum(feedback.found.count(k) for k in set(feedback.found)) == feedback.total
+    shown = oracle_loop(index, classes, lambda pos, neg, r: list(meta["id"][r * 20:(r + 1) * 20]), "first ids")
+    assert shown.artefacts == [20, 20, 0] and shown.interesting == [0, 0, 20]
