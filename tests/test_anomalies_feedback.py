@@ -27,6 +27,7 @@ def test_without_marks_it_is_the_plain_list(tiny_index):
     assert list(found.table.columns[:3]) == ["rank", "id", "score"] and "artefact_kind" in found.table
 
 
+@pytest.mark.slow
 def test_marks_make_the_relevant_kind_rise_and_leave_out_marked_objects(tiny_index):
     doubles, rounds = kind_ids(tiny_index, "double"), kind_ids(tiny_index, "round")
     pos, neg = doubles[:2], rounds[:3] + kind_ids(tiny_index, "streak")[:3]
@@ -102,6 +103,7 @@ def index_with_an_edge(tmp_path, survey, tiny_encoder):
     return index
 
 
+@pytest.mark.slow
 def test_artefacts_are_hidden_by_default_shown_or_alone_on_request(index_with_an_edge):
     index = index_with_an_edge
     shown = discover(index, top=len(index), k=5, use_marks=False, artefacts="show", progress=False)

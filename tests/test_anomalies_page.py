@@ -28,6 +28,7 @@ def next_ids(at: AppTest) -> list[str]:
     return [c.split(" · ")[1].split()[0] for im in at.image for c in im.captions if c.startswith("next ")]
 
 
+@pytest.mark.slow
 def test_look_next_learns_from_the_marks_made_on_its_tiles(tiny_index):
     from ulisse.plugins.feedback import marks
 

@@ -42,6 +42,8 @@ unmarked objects; artefacts (:mod:`.artefacts`: satellite trails, bleed columns,
 spikes, chip edges, bad columns) are hidden unless ``--artefacts show``::
 
     ulisse anomalies indexes/hdf-demo --positives liked.txt --negatives disliked.txt
+
+In Python:
     >>> from ulisse.plugins.anomalies.feedback import discover
     >>> discover(index, top=20, positives=["obj7"], negatives=["obj2"]).table      # doctest: +SKIP
 """
