@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
-import ulisse
+from marked_kinds import two_kinds_index
 from ulisse_bench.feedback import oracle_rounds
 
 
 def test_oracle_rounds_on_two_separated_kinds(tmp_path):
     """Round 1 shows the kNN neighbours either way; re-ranking by the oracle's marks finds the rest of the kind."""
-    rng = np.random.default_rng(0)
-    n, dim = 120, 16
-    label = np.array(["AGN"] * 30 + ["galaxy"] * (n - 30))
-    x = rng.normal(size=(n, dim)).astype(np.float32)
-    x[label == "AGN", :4] += 3.0
-    meta = pd.DataFrame({"id": [f"o{i:03d}" for i in range(n)], "label": label})
-    index = ulisse.create_index(tmp_path / "idx", x, meta, ulisse.EncoderSpec("synthetic", "random", None, 32, dim=dim),
-                                device="cpu")
+    index = two_kinds_index(tmp_path / "idx", n=120, dim=16)
+    x, meta = index.all_vectors(), index.metadata
+    label = meta["label"].to_numpy()
     table = oracle_rounds(index, "label", "AGN", prototypes=4, rounds=3, per_round=8, seed=0)
     assert list(table.columns) == ["prototype", "knn_1", "knn_2", "knn_3", "feedback_1", "feedback_2", "feedback_3"]
     assert len(table) == 4 and table["prototype"].isin(meta["id"][label == "AGN"]).all()
@@ -34,14 +28,8 @@ def test_expansion_rounds_compare_with_direct_knn_at_equal_count(tmp_path):
     """Each expansion's AGN fraction and direct kNN's at as many objects; confirmed expansion beats plain here."""
     from ulisse_bench.feedback import EXPANSIONS, draw_prototypes, expansion_rounds
 
-    rng = np.random.default_rng(2)
-    n, dim = 200, 64
-    label = np.array(["AGN"] * 30 + ["galaxy"] * (n - 30))
-    x = rng.normal(size=(n, dim)).astype(np.float32)
-    x[label == "AGN", :4] += 3.0
-    meta = pd.DataFrame({"id": [f"o{i:03d}" for i in range(n)], "label": label})
-    index = ulisse.create_index(tmp_path / "idx", x, meta, ulisse.EncoderSpec("synthetic", "random", None, 32, dim=dim),
-                                device="cpu")
+    index = two_kinds_index(tmp_path / "idx", seed=2)
+    meta = index.metadata
     protos = draw_prototypes(index, "label", "AGN", 3, seed=0)
     assert protos == draw_prototypes(index, "label", "AGN", 3, seed=0) and set(protos) <= set(meta["id"][:30])
     table = expansion_rounds(index, "label", "AGN", protos, budget=30)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import ulisse
+from marked_kinds import two_kinds_index
 from ulisse.plugins.feedback import mark
 from ulisse.plugins.recursive import expand
 
@@ -16,14 +16,7 @@ from ulisse.plugins.recursive import expand
 @pytest.fixture(scope="module")
 def rare_index(tmp_path_factory):
     """200 objects, 30 of a rare kind set apart along 4 of 64 dimensions: kNN mixes the kinds, a classifier does not."""
-    rng = np.random.default_rng(1)
-    n, dim = 200, 64
-    kind = np.array(["rare"] * 30 + ["common"] * (n - 30))
-    x = rng.normal(size=(n, dim)).astype(np.float32)
-    x[kind == "rare", :4] += 3.0
-    meta = pd.DataFrame({"id": [f"o{i:03d}" for i in range(n)], "kind": kind})
-    spec = ulisse.EncoderSpec("synthetic", "random", None, 32, dim=dim)
-    return ulisse.create_index(tmp_path_factory.mktemp("rare") / "idx", x, meta, spec, device="cpu")
+    return two_kinds_index(tmp_path_factory.mktemp("rare") / "idx", seed=1, column="kind", kinds=("rare", "common"))
 
 
 def test_follow_marks_is_following_the_ids_marked_relevant(tiny_index):

@@ -1,8 +1,9 @@
 """The labelling loop: mark objects relevant or not, and rank the index by what the marks teach.
 
 Marks are kept with the index (``DIR/derived/marks.parquet``: id, relevant, time;
-never in the vectors). :func:`rank` trains a logistic regression on standardised
-feature vectors, positives against negatives; while no negative is given, random
+never in the vectors). :func:`rank` trains the relevance model of :mod:`ulisse.relevance`
+(a logistic regression on the vectors' signed square roots, standardised over the index),
+positives against negatives; while no negative is given, random
 unmarked objects stand in as negatives. It returns only objects that are neither
 positive nor negative, best first: "more like my marks".
 
@@ -102,7 +103,8 @@ def rank(index, positives: Iterable[str], negatives: Iterable[str] = (), k: int 
          vectors: np.ndarray | None = None) -> pd.DataFrame:
     """The ``k`` objects most like the positives, among objects neither positive nor negative.
 
-    A logistic regression on standardised feature vectors, positives (marked relevant,
+    :func:`ulisse.relevance.relevance_scores`: a logistic regression on the vectors' signed square
+    roots standardised over the index, positives (marked relevant,
     and the prototypes) against negatives (marked not relevant); with no negative,
     ``RANDOM_NEGATIVES`` random other objects stand in as negatives.
 

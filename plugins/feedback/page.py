@@ -2,7 +2,7 @@
 
 Marks are kept with the index (``derived/marks.parquet``, with their time). The
 ranking is :func:`ulisse.plugins.feedback.rank`: a logistic regression on the
-standardised feature vectors, trained on the marks and the prototypes; it shows
+vectors' signed square roots, standardised over the index, trained on the marks and the prototypes; it shows
 only objects not yet marked. Runs inside the app or alone:
 ``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run plugins/feedback/page.py``.
 """

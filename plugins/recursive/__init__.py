@@ -383,8 +383,6 @@ def register_commands(cli):
 @ulisse.hookimpl
 def register_ui_pages(config):
     """The web UI's Expand page (``ulisse ui``)."""
-    from pathlib import Path
-
     from ulisse.registry import UIPage
 
     return [UIPage("Expand", Path(__file__).with_name("page.py"), order=20,
