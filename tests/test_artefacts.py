@@ -53,6 +53,19 @@ def test_clean_galaxies_and_an_edge_on_disc_are_not_flagged(seed):
     assert artefact_kind(rgb(disc)) == ""
 
 
+def test_a_large_galaxy_at_the_edge_and_a_chain_of_aligned_galaxies_are_not_trails():
+    """The false trails that real Hubble Deep Field cutouts gave the first checks: a chord through a large
+    bright galaxy (its parallel chords are bright too), and aligned galaxies with sky between them."""
+    y, x = np.mgrid[:SIZE, :SIZE]
+    big = sky(4) + (230 * np.exp(-(((x - 6) ** 2 + (y - 8) ** 2) / (2 * 16.0**2))))[..., None]
+    assert artefact_kind(rgb(big)) == ""
+    chain = sky(5)
+    for cy in (8, 20, 44, 56):  # four thin galaxies along a vertical line, gaps of sky between them
+        chain = chain + (200 * np.exp(-((x - 40) ** 2 / (2 * 1.5**2) + (y - cy) ** 2 / (2 * 3.0**2))))[..., None]
+    assert artefact_kind(rgb(chain)) == ""
+    assert artefact_kind(rgb(with_line(sky(5), 90, offset=-8.5))) == "trail"  # the same line, unbroken
+
+
 @pytest.mark.parametrize("angle", [0, 17, 45, 90, 133])
 def test_a_trail_across_the_cutout_at_any_angle(angle):
     assert artefact_kind(rgb(with_line(sky(1), angle))) == "trail"

@@ -188,6 +188,16 @@ class DerivedMixin:
             return pd.DataFrame(index=pd.RangeIndex(len(rows)))
         return table.iloc[list(rows)].reset_index(drop=True)
 
+    def _compute_named_sets(self, names) -> None:
+        """Compute (and store) the registered sets, not stored yet, that declare one of ``names`` as a column."""
+        from .registry import derived_columns
+
+        stored = set(self.derived_names())
+        for provider in derived_columns().values():
+            if provider.name not in stored and set(provider.columns) & set(names) - set(self.metadata_columns):
+                LOG.info("computing the derived columns %s for --where", provider.name)
+                self.derived(provider.name)
+
     def where_mask(self, where: str | None):
         """Boolean mask over rows of the objects matching a ``--where`` expression (None when no filter).
 
@@ -201,6 +211,7 @@ class DerivedMixin:
         from .filters import parse_where
 
         parsed = parse_where(where)
+        self._compute_named_sets(parsed.columns)
         derived = self._cached_derived_table()
         meta_cols = self.metadata_columns
         # only the columns the filter names are read (not the whole metadata table)

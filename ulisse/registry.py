@@ -172,6 +172,8 @@ class DerivedColumns:
     also depend on something else (a plugin's trained models, say), give
     ``state(index)``: a short string that changes whenever that does; a set
     stored under another state is recomputed the next time it is read.
+    ``columns``: the column names the set makes, when known in advance; a
+    ``--where`` naming one of them computes the set on first use.
     """
 
     name: str
@@ -179,6 +181,7 @@ class DerivedColumns:
     compute: Callable[..., Any]
     options: dict = field(default_factory=dict)
     state: Callable[..., str] | None = None
+    columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -313,12 +313,13 @@ def register_derived_columns(config):
     (``artefacts``: :mod:`ulisse.plugins.anomalies.artefacts`)."""
     return [
         DerivedColumns(KNN_SET, "distance to the k-th nearest neighbour and mean distance to the k nearest "
-                       "(higher = more anomalous)", compute_knn_scores, {"k": DEFAULT_K}),
+                       "(higher = more anomalous)", compute_knn_scores, {"k": DEFAULT_K},
+                       columns=("anomaly_kth", "anomaly_mean")),
         DerivedColumns(IFOREST_SET, "Isolation Forest on the vectors, -score_samples (higher = more anomalous)",
-                       compute_iforest_scores, {}),
+                       compute_iforest_scores, {}, columns=("anomaly_iforest",)),
         DerivedColumns(ARTEFACT_SET, "artefact (bool) and artefact_kind (trail, bleed, spikes, edge, bad_column, "
                        "saturated; '' when clean) from image statistics of each cutout", _compute_artefacts, {},
-                       state=_artefact_checks),
+                       state=_artefact_checks, columns=("artefact", "artefact_kind")),
     ]
 
 
