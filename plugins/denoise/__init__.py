@@ -3,9 +3,13 @@
 Commands (``ulisse denoise --help``)::
 
     ulisse denoise train --noisy DIR --clean DIR --out MODEL_DIR          # supervised, pairs by file stem
-    ulisse denoise train --noisy DIR --self-supervised --out MODEL_DIR    # blind spot: noisy data alone
+    ulisse denoise train --noisy DIR --self-supervised --out MODEL_DIR    # blind spot (Noise2Void): noisy data alone
     ulisse denoise apply MODEL_DIR INPUT... --out DIR                     # same names and formats out
     ulisse denoise report MODEL_DIR --noisy DIR --clean DIR --out DIR     # PSNR/SSIM against classical denoisers
+
+FITS fluxes are normalised per image and band by their own sky (sigma-clipped median and MAD, :mod:`.noise`), and
+the self-supervised objective hides a stratified 1/32 of the pixels per band behind random neighbours
+(:mod:`.blindspot`): on held-out faint galaxies it keeps the central aperture flux (benchmarks/denoise.md).
 
 Before embedding, the ``denoise`` preprocessor (``Encoder.load(preprocess=[("denoise", MODEL_DIR)])``)
 denoises every cutout; its fingerprint is recorded in the index's encoder spec,
