@@ -78,7 +78,7 @@ def neighbour_mean(x: torch.Tensor) -> torch.Tensor:
 
 def mask_and_replace(x: torch.Tensor, fraction: float, generator: torch.Generator, *, per_channel: bool = True,
                      replacement: str = "neighbour") -> tuple[torch.Tensor, torch.Tensor]:
-    """(network input with the chosen pixels replaced, the float mask of the chosen pixels, ``x``'s shape)."""
+    """(network input with the chosen pixels replaced, the float mask of the chosen pixels), both of ``x``'s shape."""
     if replacement not in REPLACEMENTS:
         raise ValueError(f"replacement must be one of {', '.join(REPLACEMENTS)}, not {replacement!r}")
     n, c, h, w = x.shape
