@@ -396,6 +396,12 @@ def _run_config(argv: list[str]):
 
 def main(argv=None) -> None:
     """Entry point of the ``ulisse`` command."""
+    import os
+
+    # torch's OpenMP threads sleep instead of spinning when they wait: on a busy machine (2 cores shared with
+    # other jobs) spinning threads made a default denoiser train take ~34 min instead of ~4 (benchmarks/denoise.md);
+    # set OMP_WAIT_POLICY=ACTIVE to spin. Only for the command, before torch loads; the library leaves it alone.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .registry import use_config
 
     try:
