@@ -22,8 +22,9 @@ PRECISIONS = ("fp32", "bf16")
 # Precisions ulisse no longer computes: an index that recorded one stays readable (search by id or vector,
 # ``index info``), but nothing can make new vectors of it (a query by image, adding objects).
 REMOVED_PRECISIONS = {
-    "int8": "precision int8 was removed (issue 28: at best 0.68 of each object's 16 neighbours were fp32's, "
-            "0.9 asked; benchmarks/speed-cpu.md, INT8): use fp32 or bf16, and rebuild an int8 index to embed into it",
+    "int8": "precision int8 was removed (issue 28: at best 0.59 of each object's 16 nearest neighbours were "
+            "fp32's, 0.9 asked; benchmarks/speed-cpu.md, INT8): use fp32 or bf16, and rebuild an int8 index to "
+            "embed into it",
 }
 
 # The named settings of the vector (``--preset``); explicit options override their fields. ``precision``

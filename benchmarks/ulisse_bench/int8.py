@@ -173,7 +173,8 @@ def nncf_model(encoder, calibration: np.ndarray, mixed: bool):
 
     model = ov.Core().read_model(str(exported_model(encoder)))
     kw = {"preset": nncf.QuantizationPreset.MIXED} if mixed else {}
-    return nncf.quantize(model, nncf.Dataset(_batches(calibration)), subset_size=len(calibration), **kw)
+    batches = _batches(calibration)
+    return nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches), **kw)
 
 
 def make_encoder(fp32, calibration, variant: str, threads: int, cache: Path):
