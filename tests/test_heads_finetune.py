@@ -26,6 +26,7 @@ def test_views_are_the_eight_symmetries_of_the_square():
     assert torch.equal(view(view(x, 1), 3), x)
 
 
+@pytest.mark.slow  # about 2 s: two members, 8 views, derived columns, a report
 def test_finetuned_ensemble_stores_only_trained_stages_and_predicts_from_pixels(tiny_index):
     trained = train_head(tiny_index, "r_mag", "rm", finetune=TINY)
     cfg = trained.config
