@@ -40,6 +40,19 @@ class Generation:
     metadata_paths: list
     read_only: bool = False
     meta: SegmentMetadata | None = None  # the metadata, read by the piece; files opened with the generation
+    _raw: list | None = None
+
+    def over(self, space: str = "index") -> list:
+        """What a search in ``space`` runs over: ``index`` (the index's own space: its FAISS parts, a whitened
+        index's transform included) or ``raw`` (the raw vectors, searched exactly)."""
+        if space == "index":
+            return self.searchables
+        if space != "raw":
+            raise ValueError(f"space {space!r}: expected index or raw")
+        if self._raw is None:
+            self._raw = [segments.Segment(s.start, s.count, s.dim, s.metric, vectors=lambda s=s: s.vectors)
+                         for s in self.segments]
+        return self._raw
 
 
 def metadata_read(path: Path, fn, *args):

@@ -148,3 +148,21 @@ def test_bad_whiten_on_the_command_line_is_one_line_and_writes_nothing(tmp_path,
         assert code != 0
         assert f"--whiten {bad}: {why}" in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / "i").exists()
+
+
+def test_raw_space_search_and_anomaly_scores_ignore_the_whitening(tmp_path):
+    from ulisse.plugins.anomalies import anomaly_scores
+
+    v, m = batch("obj", 300)
+    idx = ulisse.create_index(tmp_path / "d", v, m, DISCOVERY, device="cpu")
+    assert "space" in idx.manifest
+    d = np.sqrt(((v[:, None, :] - v[None]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    D, I = idx.search(v[:6], 5, exclude=[[r] for r in range(6)], space="raw")
+    assert (I == np.argsort(d[:6], axis=1, kind="stable")[:, :5]).all()
+    np.testing.assert_allclose(D, np.sort(d[:6], axis=1)[:, :5], rtol=1e-4)
+    assert not (idx.search(v[:6], 5, exclude=[[r] for r in range(6)])[1] == I).all()  # the whitened space differs
+    kth = anomaly_scores(idx, method="kth", k=10, progress=False)["score"].to_numpy()
+    np.testing.assert_allclose(kth, np.sort(d, axis=1)[:, 9], rtol=1e-4)
+    with pytest.raises(ValueError, match="space 'nope'"):
+        idx.search(v[:1], 3, space="nope")

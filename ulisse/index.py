@@ -232,7 +232,7 @@ class Index(DerivedMixin):
 
     def search(self, vectors: np.ndarray, k: int, exclude: Sequence[Sequence[int]] | None = None,
                allowed: np.ndarray | None = None, *, nprobe: int | None = None, ef: int | None = None,
-               rerank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+               rerank: int | None = None, space: str = "index") -> tuple[np.ndarray, np.ndarray]:
         """Raw kNN: (distances, rows), each ``len(vectors) x min(k, len(index))``; smaller distances are closer.
 
         Args:
@@ -244,6 +244,7 @@ class Index(DerivedMixin):
                 (``IDSelectorBitmap``).
             nprobe, ef: override the manifest's nprobe (IVF) and efSearch (HNSW).
             rerank: re-rank the best ``rerank`` approximate candidates exactly from the raw vectors.
+            space: ``index`` (its own: a discovery index's whitened space) or ``raw`` (exact, on raw vectors).
 
         Rows of -1 (distance inf) pad queries with fewer than k neighbours.
         """
@@ -260,7 +261,7 @@ class Index(DerivedMixin):
         params = self.search_parameters()
         with faiss_backend.on_device(self.device):  # the GPU(s) unless cpu; clones stay resident while open
             return segments.search_generation(
-                self._state.searchables, self._state.segments, q, int(k), len(self), metric=self.manifest.metric,
+                self._state.over(space), self._state.segments, q, int(k), len(self), metric=self.manifest.metric,
                 exclude=exclude, allowed=allowed, nprobe=nprobe or params.get("nprobe"),
                 ef=ef or params.get("efSearch"), rerank=int(rerank if rerank is not None else params.get("rerank") or 0),
                 cache=self._flat_cache)
@@ -468,8 +469,7 @@ def create_index(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.Data
         nprobe, ef: default search parameters kept in the manifest (IVF lists probed, HNSW efSearch).
         expected: for ``auto``, the number of objects the index will hold once every batch is added
             (survey builds start from one batch; the factory is chosen for the final size).
-        whiten: the space searched: ``auto`` (the encoder preset's: ``discovery`` PCA-whitens to 64
-            dimensions, ``ulisse`` searches raw vectors), ``none``, or a number of dimensions
+        whiten: ``auto`` (the preset's: ``discovery`` PCA-whitens to 64 dimensions), ``none`` or a number
             (:mod:`ulisse.indexes.space`); ``trained``: a trained FAISS index of the factory to share.
         manifest_extra: JSON-ready keys added to the manifest (e.g. ``cutout_geometry``); they cannot
             replace the core's own keys.

@@ -17,7 +17,9 @@ scores, higher meaning more anomalous:
     ``k`` plays no part.
 
 Search results are distances whatever the index's metric (smaller = closer), so
-the kNN scores mean the same on L2, IP and cosine indexes.
+the kNN scores mean the same on L2, IP and cosine indexes. They are measured on the
+raw vectors (exactly) up to ``RAW_SPACE_MAX`` objects, also for a discovery index that
+searches a whitened space (:func:`knn_space`).
 
 Scores are derived columns (the ``register_derived_columns`` hook): the core
 stores them with the index (``DIR/derived/anomaly.parquet``: ``anomaly_kth`` and
@@ -67,6 +69,7 @@ LOG = logging.getLogger(__name__)
 METHODS = ("kth", "mean", "iforest")
 DEFAULT_K = 10
 CHUNK = 2048  # objects per kNN batch
+RAW_SPACE_MAX = 50_000  # kNN scores on the raw vectors, exactly, up to this many objects (about a minute on 2 cores)
 IFOREST = {"n_estimators": 200, "random_state": 0}
 META_KEY = b"ulisse.anomaly"
 
@@ -145,16 +148,28 @@ def _check_k(index, k) -> int:
     return int(k)
 
 
+def knn_space(index) -> str:
+    """Where the kNN scores are measured: the raw vectors (exactly) up to :data:`RAW_SPACE_MAX` objects, else the
+    index's own search space. A discovery index searches a whitened space, which serves similarity but hides
+    rare objects: on the rare-object benchmark the raw space puts 28 interesting objects in the top 50 against
+    19 for the whitened one (benchmarks/anomalies.md)."""
+    return "raw" if len(index) <= RAW_SPACE_MAX else "index"
+
+
 def _knn_scores(index, k: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(kth, mean) distance of every object to its k nearest neighbours (itself left out)."""
+    """(kth, mean) distance of every object to its k nearest neighbours (itself left out), in :func:`knn_space`."""
     from ulisse.progress import progress_bar
 
+    space = knn_space(index)
+    if space != "raw":
+        LOG.info("anomaly scores of %d objects: in the index's search space (raw vectors up to %d)", len(index),
+                 RAW_SPACE_MAX)
     n = len(index)
     kth, mean = np.empty(n, np.float64), np.empty(n, np.float64)
     with progress_bar(total=n, desc=f"anomaly scores (k={k})", unit="object", enabled=progress) as bar:
         for start in range(0, n, CHUNK):
             rows = range(start, min(start + CHUNK, n))
-            D, _ = index.search(index.vectors_of_rows(rows), k, exclude=[[r] for r in rows])
+            D, _ = index.search(index.vectors_of_rows(rows), k, exclude=[[r] for r in rows], space=space)
             D = D.astype(np.float64)
             # an approximate index may return fewer than k neighbours (NaN): use those there are
             kth[rows.start:rows.stop] = np.nanmax(D, axis=1)
@@ -314,7 +329,7 @@ def register_derived_columns(config):
     return [
         DerivedColumns(KNN_SET, "distance to the k-th nearest neighbour and mean distance to the k nearest "
                        "(higher = more anomalous)", compute_knn_scores, {"k": DEFAULT_K},
-                       columns=("anomaly_kth", "anomaly_mean")),
+                       state=lambda index: f"space {knn_space(index)}", columns=("anomaly_kth", "anomaly_mean")),
         DerivedColumns(IFOREST_SET, "Isolation Forest on the vectors, -score_samples (higher = more anomalous)",
                        compute_iforest_scores, {}, columns=("anomaly_iforest",)),
         DerivedColumns(ARTEFACT_SET, "artefact (bool) and artefact_kind (trail, bleed, spikes, edge, bad_column, "
