@@ -55,7 +55,7 @@ def add_head_commands(cli: click.Group) -> None:
                   help="file of ids to train on, one per line (default: every object with a target value)")
     @click.option("--epochs", type=click.IntRange(1, 100_000), default=None,
                   help="most epochs per network, the best kept by a validation split [default: 300 on frozen "
-                       "vectors, 10 fine-tuned]")
+                       "vectors, 20 fine-tuned]")
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--features", type=click.Choice(["raw", "sqrt"]), default="raw", show_default=True,
                   help="the vectors as they are, or their signed square roots (power normalisation)")

@@ -27,7 +27,7 @@ which no member ever saw (as for frozen heads). Predictions are the derived colu
 ``NAME``, ``NAME_std``, ``NAME_std_aleatoric``, ``NAME_std_epistemic``; every object's
 cutout is read again when they are computed.
 
-The defaults (Lite0, 128 px, ``blocks[4:]`` trained, 3 members x 10 epochs of batches of 16) were chosen by
+The defaults (Lite0, 128 px, ``blocks[4:]`` trained, 3 members x 20 epochs of batches of 16) were chosen by
 measurement on the lens benchmark's training lenses so that a train on about 1,000 cutouts
 takes at most 15 minutes on 2 CPU cores (benchmarks/heads.md).
 """
@@ -86,7 +86,7 @@ class FinetuneConfig(StoredConfig):
     train_from: int = 4
     input_size: int = 128
     members: int = 3
-    epochs: int = 10
+    epochs: int = 20
     warmup_epochs: int = 1
     batch_size: int = 16
     lr: float = 2e-3
