@@ -81,7 +81,8 @@ def open_generation(path: Path, manifest: Manifest) -> Generation:
     if kind == "ivf" and files and trained is None:
         raise IndexError_(f"{path}: the manifest names no trained index for its IVF segments")
     search_over = parts.searchables(kind, segs, files, trained, manifest.count, manifest.search)
-    meta = metadata_read(path, SegmentMetadata, [(f.start, f.count, f.metadata_path) for f in files])
+    meta = metadata_read(path, SegmentMetadata, [(f.start, f.count, f.metadata_path) for f in files],
+                         [f.ids_path for f in files])
     return Generation(manifest, files, segs, search_over, [f.metadata_path for f in files], meta=meta)
 
 

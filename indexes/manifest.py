@@ -79,12 +79,14 @@ class SegmentEntry:
     faiss: FileEntry | None = None
     dtype: str = "float32"
     merged: tuple[str, ...] = ()  # a compaction's segment: the vector sha256s of the added segments it holds, in order
+    ids: FileEntry | None = None  # the sorted id-hash table (indexes/idtable.py); None in segments written before it
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "SegmentEntry":
         return cls(str(d["id"]), int(d.get("start", 0)), int(d["count"]), FileEntry.from_dict(d["vectors"]),
                    FileEntry.from_dict(d["metadata"]), FileEntry.from_dict(d["faiss"]) if d.get("faiss") else None,
-                   str(d.get("dtype", "float32")), tuple(str(x) for x in d.get("merged", ())))
+                   str(d.get("dtype", "float32")), tuple(str(x) for x in d.get("merged", ())),
+                   FileEntry.from_dict(d["ids"]) if d.get("ids") else None)
 
     def to_dict(self) -> dict:
         d = {"id": self.id, "start": self.start, "count": self.count, "dtype": self.dtype,
@@ -92,6 +94,8 @@ class SegmentEntry:
              "faiss": self.faiss.to_dict() if self.faiss else None}
         if self.merged:
             d["merged"] = list(self.merged)
+        if self.ids:
+            d["ids"] = self.ids.to_dict()
         return d
 
     @property
@@ -101,7 +105,7 @@ class SegmentEntry:
 
     @property
     def files(self) -> list[FileEntry]:
-        return [e for e in (self.vectors, self.metadata, self.faiss) if e is not None]
+        return [e for e in (self.vectors, self.metadata, self.faiss, self.ids) if e is not None]
 
 
 CORE_KEYS = ("format", "format_version", "generation", "factory", "metric", "dim", "count", "dtype", "faiss_kind",

@@ -2,8 +2,9 @@
 
 Each segment keeps its metadata in a Parquet file (one row per vector, row order).
 Files are written in row groups of :data:`ROW_GROUP` rows, so the rows of a few
-neighbours are read from a few row groups, and a lookup by id reads the ``id``
-column alone. The whole table is read only when something asks for it
+neighbours are read from a few row groups, and a lookup by id binary-searches the
+segments' id-hash tables (:mod:`.idtable`), reading the ``id`` column of one row group to
+confirm; segments without a table have their ``id`` column read alone. The whole table is read only when something asks for it
 (:meth:`SegmentMetadata.table`: ``--where``, exports of everything, the UI grid).
 
 Example:
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from . import idtable
 
 ROW_GROUP = 8192
 EMPTY_COLUMNS = ("row", "id", "ra", "dec", "source")
@@ -36,8 +39,11 @@ class SegmentMetadata:
     (the caller turns it into its own error).
     """
 
-    def __init__(self, parts: list[tuple[int, int, Path]]):
+    def __init__(self, parts: list[tuple[int, int, Path]], id_tables: list | None = None):
         self.parts = [(int(s), int(c), Path(p)) for s, c, p in parts]
+        self._id_table_paths = list(id_tables or [None] * len(self.parts))
+        self._id_tables: dict[int, object] = {}
+        self._id_groups: dict[tuple[int, int], object] = {}  # id columns of the last row groups read
         self.starts = [s for s, _, _ in self.parts]
         self.count = sum(c for _, c, _ in self.parts)
         self._files: dict[int, object] = {}
@@ -146,11 +152,47 @@ class SegmentMetadata:
             before._row_of.update({oid: before.count + i for i, oid in enumerate(added.to_pylist())})
             self._row_of, self._lookups = before._row_of, before._lookups
 
+    def _id_table(self, i: int):
+        """Segment ``i``'s id-hash table (memory-mapped), or None (then its id column is scanned)."""
+        if i not in self._id_tables:
+            p = self._id_table_paths[i] if i < len(self._id_table_paths) else None
+            table = idtable.load(p) if p is not None else None
+            self._id_tables[i] = table if table is not None and len(table) == self.parts[i][1] else None
+        return self._id_tables[i]
+
+    def _tables_usable(self) -> bool:
+        return self._table is None and self._ids is None and bool(self.parts) and \
+            all(self._id_table(i) is not None for i in range(len(self.parts)))
+
+    def _id_at(self, i: int, local: int) -> str:
+        """The id of segment ``i``'s local row ``local`` (one row group's id column read)."""
+        f = self._file(i)
+        g, lo = 0, 0
+        while lo + f.metadata.row_group(g).num_rows <= local:
+            lo += f.metadata.row_group(g).num_rows
+            g += 1
+        if (i, g) not in self._id_groups:
+            if len(self._id_groups) >= 64:
+                self._id_groups.pop(next(iter(self._id_groups)))
+            self._id_groups[(i, g)] = f.read_row_group(g, columns=["id"]).column(0)
+        return str(self._id_groups[(i, g)][local - lo].as_py())
+
+    def _find_in_tables(self, object_id: str) -> int:
+        h = idtable.hash_ids([object_id])[0]
+        for i, (start, _, _) in enumerate(self.parts):
+            for local in idtable.candidates(self._id_table(i), h):
+                if self._id_at(i, int(local)) == object_id:
+                    return start + int(local)
+        return -1
+
     def find(self, object_id: str) -> int:
-        """The row of ``object_id``, or -1. The first lookups scan the id column (vectorised);
-        after a few, a dictionary is built for the rest."""
+        """The row of ``object_id``, or -1. With every segment's id-hash table: a binary search per
+        segment. Otherwise the first lookups scan the id column (vectorised); after a few, a
+        dictionary is built for the rest."""
         import pyarrow.compute as pc
 
+        if self._row_of is None and self._tables_usable():
+            return self._find_in_tables(str(object_id))
         self._lookups += 1
         if self._row_of is None and self._lookups > 8:
             self._row_of = {oid: i for i, oid in enumerate(self.ids().to_pylist())}
@@ -167,11 +209,20 @@ class SegmentMetadata:
         import pyarrow.compute as pc
 
         new = [str(x) for x in new_ids]
+        if self._tables_usable():  # only the ids whose hash some segment holds are checked, one by one
+            hashes = idtable.hash_ids(new)
+            maybe = np.zeros(len(new), bool)
+            for i in range(len(self.parts)):
+                maybe |= idtable.members(self._id_table(i), hashes)
+            return [oid for oid, m in zip(new, maybe) if m and self._find_in_tables(oid) >= 0]
         ids = self.ids()
         found = set(pc.filter(ids, pc.is_in(ids, value_set=pa.array(new, type=pa.string()))).to_pylist())
         return [oid for oid in new if oid in found]
 
     def id_of(self, row: int) -> str:
+        if self._ids is None and self._table is None and 0 <= int(row) < self.count:  # one row group, not the column
+            i = bisect.bisect_right(self.starts, int(row)) - 1
+            return self._id_at(i, int(row) - self.starts[i])
         return str(self.ids()[int(row)].as_py())
 
     def rows(self, rows) -> pd.DataFrame:

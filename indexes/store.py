@@ -9,6 +9,7 @@
       seg-<id>.vectors.npy           raw vectors of one segment, memory-mappable (float32 or float16)
       seg-<id>.metadata.parquet      one row per vector: row, id, ra, dec, source, catalogue columns
       seg-<id>.faiss                 the segment's part of the FAISS index (none for Flat)
+      seg-<id>.ids.npy               sorted id hashes and their rows: lookups by id (:mod:`.idtable`)
       .ulisse.lock                   the writers' lock (see :mod:`.lock`)
       derived/                       derived columns, marks, plugins' artefacts (not part of a generation)
 
@@ -39,6 +40,7 @@ import numpy as np
 from ulisse._io import TMP_PREFIX, WriteError, atomic_write, fsync_dir, os_error_reason, sha256_file
 from ulisse.errors import IndexError_, IndexNotFound, InputError
 
+from . import idtable
 from .manifest import FORMAT_VERSION, MANIFEST, FileEntry, Manifest, SegmentEntry, check_name  # noqa: F401 (re-exported)
 from .metadata import write_parquet
 
@@ -112,7 +114,7 @@ def new_id() -> str:
 
 
 def write_segment(path: Path, vectors, metadata, faiss_write=None, *, start: int, dtype: str = "float32",
-                  count: int | None = None, kind: str | None = None) -> SegmentEntry:
+                  count: int | None = None, kind: str | None = None, ids=None) -> SegmentEntry:
     """Write one segment's files (rows ``start ..``); its manifest entry.
 
     Args:
@@ -121,6 +123,8 @@ def write_segment(path: Path, vectors, metadata, faiss_write=None, *, start: int
         metadata: a DataFrame, or a function writing the Parquet file.
         faiss_write: a function writing the segment's FAISS part, or None.
         kind: the FAISS part's kind, recorded with it.
+        ids: the segment's ids in row order, or a function returning them (default: ``metadata``'s ``id``
+            column); they make the id-hash table (:mod:`.idtable`).
 
     On any error, the files already written are removed before the error is raised.
     """
@@ -139,14 +143,21 @@ def write_segment(path: Path, vectors, metadata, faiss_write=None, *, start: int
         else:
             raw = np.ascontiguousarray(vectors, dtype=dtype)
             count = len(raw)
-            vec_write = lambda p: _save_npy(p, raw)  # noqa: E731
+            vec_write = lambda p: save_npy(p, raw)  # noqa: E731
         meta_write = metadata if callable(metadata) else (lambda p: write_parquet(metadata, p))
         vec_entry = put(f"{SEGMENT_PREFIX}{sid}.vectors.npy", vec_write)
         meta_entry = put(f"{SEGMENT_PREFIX}{sid}.metadata.parquet", meta_write)
         faiss_entry = None
         if faiss_write is not None:
             faiss_entry = dataclasses.replace(put(f"{SEGMENT_PREFIX}{sid}.faiss", faiss_write), kind=kind)
-        return SegmentEntry(sid, int(start), int(count), vec_entry, meta_entry, faiss_entry, dtype)
+        ids = ids() if callable(ids) else (metadata.get("id") if ids is None and not callable(metadata) else ids)
+        ids_entry = None
+        if ids is not None:
+            table = idtable.build_table(list(ids))
+            if len(table) != count:
+                raise InputError(f"{len(table)} ids for a segment of {count} rows")
+            ids_entry = put(f"{SEGMENT_PREFIX}{sid}{idtable.SUFFIX}", lambda p: save_npy(p, table))
+        return SegmentEntry(sid, int(start), int(count), vec_entry, meta_entry, faiss_entry, dtype, ids=ids_entry)
     except BaseException:
         remove_files(path, written)
         raise
@@ -169,7 +180,7 @@ def npy_header(dtype, shape) -> bytes:
     return buf.getvalue()
 
 
-def _save_npy(p: Path, array: np.ndarray) -> None:
+def save_npy(p: Path, array: np.ndarray) -> None:
     # plain writes, so that a full disk raises OSError(ENOSPC) (numpy's tofile loses the errno)
     with open(p, "wb") as f:
         f.write(npy_header(array.dtype, array.shape))
@@ -256,6 +267,7 @@ class SegmentFiles:
     vectors: np.ndarray                 # N x dim, memory-mapped (read-only)
     metadata_path: Path
     faiss_path: Path | None
+    ids_path: Path | None = None        # the id-hash table, when the segment has a readable one
 
 
 def _damaged(path: Path, name: str, why: str) -> IndexError_:
@@ -293,7 +305,18 @@ def open_segment(path: Path, seg: SegmentEntry, dim: int) -> SegmentFiles:
         raise _damaged(path, seg.metadata.name, os_error_reason(exc)) from None
     if tail != PARQUET_MAGIC:
         raise _damaged(path, seg.metadata.name, "no Parquet footer")
-    return SegmentFiles(seg.id, seg.start, seg.count, vectors, meta, fai)
+    return SegmentFiles(seg.id, seg.start, seg.count, vectors, meta, fai, _ids_path(path, seg))
+
+
+def _ids_path(path: Path, seg: SegmentEntry) -> Path | None:
+    """The segment's id-hash table, if it has one of the recorded size (else lookups scan its id column)."""
+    if seg.ids is None:
+        return None
+    try:
+        return _check_size(path, seg.ids)
+    except IndexError_ as exc:  # a lookup aid only: the index still answers, by scanning; verify reports it
+        LOG.warning("%s", exc)
+        return None
 
 
 def verify(path: str | os.PathLike) -> list[str]:

@@ -64,6 +64,13 @@ class Transaction:
         self._staged += [e.name for e in entry.files]
         return entry
 
+    def write_file(self, name: str, data) -> FileEntry:
+        """Write one new file of the generation (see :func:`.store.write_file`); its manifest entry."""
+        self._check_open()
+        entry = store.write_file(self.path, name, data)
+        self._staged.append(entry.name)
+        return entry
+
     def write_trained(self, trained_index) -> FileEntry:
         """Write the trained, empty FAISS index shared by the segments; its manifest entry."""
         self._check_open()

@@ -3,7 +3,8 @@
 :func:`create` writes a new index directory from vectors and metadata rows;
 :func:`append` adds a segment inside a transaction the caller holds (it checks the
 new ids against the generation current under the lock first); :func:`compact`
-merges every segment into one; :func:`upgrade` rewrites a format 1 index.
+merges every segment into one; :func:`upgrade` rewrites a format 1 index and gives
+segments written before id-hash tables existed their table.
 The embedding of cutouts happens before, in :mod:`ulisse.index`.
 
 Example:
@@ -23,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from ulisse.errors import IndexError_, InputError
 
 from . import auto as auto_factory
-from . import faiss_backend, parts, space, store
+from . import faiss_backend, idtable, parts, space, store
 from .generation import V1_NOTE, read_v1_index
 from .manifest import CORE_KEYS, MANIFEST, Manifest, SegmentEntry, check_name
 from .metadata import write_parquet
@@ -225,15 +227,38 @@ def _write_merged_segment(txn: Transaction, files: list) -> SegmentEntry:
     trained = check_name(txn.path, base.trained.name) if base.trained else None
     writer = parts.merged_writer(base.faiss_kind, base.factory, dim, base.metric, trained, files,
                                  lambda i: files[i].vectors)
+    def ids():
+        return [x for f in files for x in pq.read_table(f.metadata_path, columns=["id"]).column(0).to_pylist()]
+
     return txn.write_segment(write_vectors, write_metadata, writer, start=0, dtype=dtype, count=count,
-                             kind=base.faiss_kind)
+                             kind=base.faiss_kind, ids=ids)
+
+
+def _add_id_tables(txn: Transaction, path: Path) -> Manifest:
+    base = txn.base
+    missing = [i for i, s in enumerate(base.segments) if s.ids is None]
+    if not missing:
+        LOG.info("%s: already format %d, with id tables", path, base.format_version)
+        return base
+    segments = list(base.segments)
+    for i in missing:
+        seg = segments[i]
+        ids = pq.read_table(check_name(path, seg.metadata.name), columns=["id"]).column(0).to_pylist()
+        entry = txn.write_file(f"{store.SEGMENT_PREFIX}{seg.id}{idtable.SUFFIX}",
+                               lambda p, ids=ids: store.save_npy(p, idtable.build_table(ids)))
+        segments[i] = dataclasses.replace(seg, ids=entry)
+        LOG.info("%s: id table for segment %d of %d", path, i + 1, len(segments))
+    entry = {"action": "upgrade", "id_tables": len(missing), "time": now()}
+    return txn.commit(base.replace(segments=tuple(segments), updated=now(), history=base.history + (entry,)))
 
 
 def upgrade(path: str | os.PathLike, wait: float = 0.0) -> Manifest:
     """Rewrite a format 1 index in format 2 (one segment); the manifest now current.
 
     Vectors come from the old FAISS index (exact for Flat/IVF-Flat/HNSW-Flat; for
-    PQ/SQ indexes the reconstructions, which the manifest notes).
+    PQ/SQ indexes the reconstructions, which the manifest notes). A format 2 index whose
+    segments lack their id-hash table (written before it existed) gets one per segment
+    (:mod:`.idtable`): only new files, the segments' own files untouched.
     """
     import faiss
 
@@ -241,8 +266,7 @@ def upgrade(path: str | os.PathLike, wait: float = 0.0) -> Manifest:
     with transaction(path, wait) as txn:
         base = txn.base
         if not base.is_v1:
-            LOG.info("%s: already format %d", path, base.format_version)
-            return base
+            return _add_id_tables(txn, path)
         old, meta_file = read_v1_index(path, base)
         kind = parts.kind_of(base.factory, base.dim, base.metric)
         trained_entry, writer = None, None

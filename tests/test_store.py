@@ -677,3 +677,60 @@ def test_a_compaction_keeps_the_fingerprint_and_derived_data_fresh(tmp_path):
     assert grown.fingerprint != fp and not grown.derived_is_fresh("norm")
     compact_index(tmp_path / "idx")  # a second compaction keeps the sums of the first one's segments
     assert ulisse.open_index(tmp_path / "idx").fingerprint == grown.fingerprint
+
+
+# -- lookups by id through the segments' id-hash tables ------------------------------------------
+
+
+def test_lookups_by_id_use_the_id_tables_and_never_read_the_id_column(tmp_path, monkeypatch):
+    from ulisse.indexes import idtable
+    from ulisse.indexes import metadata as meta_mod
+
+    monkeypatch.setattr(meta_mod, "ROW_GROUP", 7)
+    index = new_index(tmp_path / "i", n=40)
+    for tag in ("a", "b"):
+        index.add_vectors(*batch(tag, 25))
+    man = store.read_manifest(tmp_path / "i")
+    assert all(s.ids is not None and (tmp_path / "i" / s.ids.name).exists() for s in man.segments)
+    full = ulisse.open_index(tmp_path / "i", device="cpu").metadata
+    lazy = ulisse.open_index(tmp_path / "i", device="cpu")
+    for oid in ("base-0", "a-24", "b-7", "b-24"):
+        assert lazy.row_of(oid) == int(np.flatnonzero(full["id"] == oid)[0])
+    assert lazy.id_of(60) == full["id"].iloc[60]
+    with pytest.raises(QueryError, match="unknown id"):
+        lazy.row_of("b-25")
+    assert lazy._meta._ids is None and lazy._meta._table is None  # the id column was never read whole
+    # every id hashing alike: the candidates are checked against the id column, never trusted
+    monkeypatch.setattr(idtable, "hash_ids", lambda ids: np.zeros(len(ids), np.uint64))
+    index.add_vectors(*batch("c", 5))  # tables of equal hashes; an add's check of clashes still exact
+    same = ulisse.open_index(tmp_path / "i", device="cpu")
+    assert same.row_of("c-3") == 93 and same.row_of("c-0") == 90  # five candidates each, one right
+    with pytest.raises(ulisse.InputError, match="'c-0' is already in the index"):
+        same.add_vectors(*batch("c", 1))
+    assert same._meta._ids is None
+
+
+def test_upgrade_gives_old_segments_their_id_tables_and_a_damaged_table_falls_back(tmp_path, caplog):
+    path = tmp_path / "i"
+    index = new_index(path, n=30)
+    index.add_vectors(*batch("a", 10))
+    man = json.loads((path / "manifest.json").read_text())  # as written before id tables existed
+    for seg in man["segments"]:
+        (path / seg.pop("ids")["name"]).unlink()
+    (path / "manifest.json").write_text(json.dumps(man))
+    old = ulisse.open_index(path, device="cpu")
+    assert old.row_of("a-9") == 39 and old._meta._ids is not None  # the id column scanned
+    r = run_cli("index", "upgrade", path)
+    assert r.returncode == 0, r.stderr
+    man = store.read_manifest(path)
+    assert all(s.ids is not None for s in man.segments) and verify_index(path) == []
+    assert man.history[-1]["id_tables"] == 2
+    new = ulisse.open_index(path, device="cpu")
+    assert new.row_of("a-9") == 39 and new.row_of("base-29") == 29 and new._meta._ids is None
+    assert run_cli("index", "upgrade", path).returncode == 0 and store.read_manifest(path).generation == man.generation
+    # a truncated table: a warning, lookups scan the id column, verify names the file
+    table = path / man.segments[1].ids.name
+    table.write_bytes(table.read_bytes()[:-8])
+    damaged = ulisse.open_index(path, device="cpu")
+    assert damaged.row_of("a-9") == 39 and damaged._meta._ids is not None
+    assert any(man.segments[1].ids.name in p for p in verify_index(path))
