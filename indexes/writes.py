@@ -103,7 +103,8 @@ def new_rows(metadata: pd.DataFrame, n: int, start: int) -> pd.DataFrame:
 
 
 def default_search(factory: str, dim: int, metric: str, choice=None, nprobe=None, ef=None) -> dict:
-    """The search parameters a new manifest records for ``factory`` (``nprobe``/``nlist``, ``efSearch``)."""
+    """The search parameters a new manifest records for ``factory`` (``nprobe``/``nlist``, ``efSearch``, and
+    ``rerank`` where ``auto`` chose IVF-PQ)."""
     probe = faiss_backend.new_faiss_index(factory, dim, metric)
     have = faiss_backend.describe_params(probe)
     out = {}
@@ -112,6 +113,8 @@ def default_search(factory: str, dim: int, metric: str, choice=None, nprobe=None
         out["nlist"] = have["nlist"]
     if "efSearch" in have:
         out["efSearch"] = int(ef or DEFAULT_EF_SEARCH)
+    if choice is not None and choice.rerank:
+        out["rerank"] = int(choice.rerank)
     return out
 
 

@@ -343,12 +343,27 @@ def test_bulk_vectors_fingerprint_and_float16(tmp_path):
     assert isinstance(new_index(tmp_path / "f32").all_vectors(), np.memmap)  # float32, one segment: the map itself
 
 
-def test_auto_factory_follows_the_rules_and_says_why(tmp_path):
+def test_auto_factory_follows_the_rules_and_says_why(tmp_path, monkeypatch):
+    from ulisse.indexes import auto
     from ulisse.indexes.auto import choose_factory
 
     assert choose_factory(5_000, 1280).factory == "Flat"
     assert choose_factory(20_000, 1280, "8GB").factory == "IVF512,Flat"
-    assert choose_factory(1_000_000, 1280, "2GB").factory.startswith("IVF1024,PQ")
+    pq = choose_factory(1_000_000, 1280, "2GB")
+    assert pq.factory.startswith("IVF1024,PQ") and pq.nprobe == 8 and pq.rerank == 64 and "re-ranked" in pq.reason
+    # an index auto made IVF-PQ re-ranks by default (the manifest says so), and a query can change it
+    monkeypatch.setattr(auto, "FLAT_BELOW", 1000)  # a small IVF-PQ (FAISS's PQ training is slow on 10^4 rows)
+    v, m = batch("pq", 1500, dim=64)
+    spec64 = EncoderSpec("synthetic", "random", None, dim=64)
+    big = ulisse.create_index(tmp_path / "pq", v, m, spec64, factory="auto", memory="40KB", device="cpu")
+    assert ",PQ" in big.manifest.factory and big.search_parameters() == {"nprobe": 8, "nlist": 128, "rerank": 64}
+    exact = faiss.IndexFlatL2(64)
+    exact.add(v)
+    _, truth = exact.search(v[:20], 17)
+    _, got = big.search(v[:20], 17)
+    recall = np.mean([len(set(a) & set(b)) / 17 for a, b in zip(got, truth)])
+    _, plain = big.search(v[:20], 17, rerank=0)
+    assert recall > np.mean([len(set(a) & set(b)) / 17 for a, b in zip(plain, truth)])
     index = new_index(tmp_path / "idx", n=20)
     r = run_cli("index", "info", tmp_path / "idx")
     assert r.returncode == 0 and "exact search (Flat)" in r.stdout and index.manifest.auto["factory"] == "Flat"
