@@ -61,7 +61,7 @@ def _add_chunked(index, vectors, metric, ids=None) -> None:
 
 def copy_index(index):
     """A deep copy of a FAISS index (through its serialised form: ``clone_index`` cannot copy ``L2norm``)."""
-    return faiss.deserialize_index(faiss.serialize_index(index))
+    return faiss.deserialize_index(faiss.serialize_index(index), faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE)
 
 
 def segment_writer(kind: str, factory: str, dim: int, metric: str, trained, vectors: np.ndarray, start: int):
@@ -90,9 +90,15 @@ def read_invlists(path):
     return faiss.read_InvertedLists(reader, faiss.IO_FLAG_MMAP), reader
 
 
+def read_trained(path):
+    """The trained, empty index, without IVF-PQ's precomputed distance table: nlist x M x 256 floats (268 MB
+    and 0.5-0.7 s for IVF1024,PQ256 at every open) that save about 1 ms a query at nprobe 8."""
+    return faiss.read_index(str(path), faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE)
+
+
 def stacked_ivf(trained_path, invlist_paths, total: int, params: dict):
     """One searchable IVF index over the inverted lists of every segment (memory-mapped), and what keeps them alive."""
-    index = faiss.read_index(str(trained_path))
+    index = read_trained(trained_path)
     ivf = faiss.extract_index_ivf(index)
     loaded = [read_invlists(p) for p in invlist_paths]
     vec = faiss.InvertedListsPtrVector()
@@ -124,7 +130,7 @@ def merged_writer(kind: str, factory: str, dim: int, metric: str, trained_path, 
         return None
     if kind == "ivf":
         ils = [read_invlists(f.faiss_path) for f in files]
-        probe = faiss.read_index(str(trained_path))
+        probe = read_trained(trained_path)
         ivf = faiss.extract_index_ivf(probe)
         merged = faiss.ArrayInvertedLists(ivf.nlist, ivf.code_size)
         for il, _ in ils:
@@ -136,7 +142,7 @@ def merged_writer(kind: str, factory: str, dim: int, metric: str, trained_path, 
                     il.release_ids(lst, ids)
                     il.release_codes(lst, codes)
         return lambda p: write_invlists(merged, p)
-    part = faiss.read_index(str(trained_path)) if trained_path else faiss_backend.new_faiss_index(factory, dim, metric)
+    part = read_trained(trained_path) if trained_path else faiss_backend.new_faiss_index(factory, dim, metric)
     for i in range(len(files)):
         _add_chunked(part, vectors_of(i), metric)
     return lambda p: faiss.write_index(part, str(p))

@@ -178,10 +178,8 @@ def create(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.DataFrame,
 def append(txn: Transaction, vectors: np.ndarray, rows: pd.DataFrame, history: dict | None = None) -> Manifest:
     """Add ``vectors`` (their rows from :func:`new_rows`, numbered from ``txn.base.count``) as a new segment
     of the generation current under ``txn``'s lock, and commit; the manifest committed."""
-    import faiss
-
     base = txn.base
-    trained = faiss.read_index(str(check_name(txn.path, base.trained.name))) if base.trained else None
+    trained = parts.read_trained(check_name(txn.path, base.trained.name)) if base.trained else None
     writer = parts.segment_writer(base.faiss_kind, base.factory, base.dim, base.metric, trained, vectors, base.count)
     seg = txn.write_segment(vectors, rows, writer, start=base.count, dtype=base.dtype, kind=base.faiss_kind)
     entry = {"action": "add", **(history or {}), "count": len(rows), "time": now()}
