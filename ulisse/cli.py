@@ -297,7 +297,8 @@ def index_compact(index_dir, wait):
 @click.argument("index_dir", type=click.Path())
 @click.option("--wait", type=click.FloatRange(0), default=0.0, help=WAIT_HELP)
 def index_upgrade(index_dir, wait):
-    """Rewrite a format 1 index in format 2 (append-only segments)."""
+    """Rewrite a format 1 index in format 2 (append-only segments); give segments written before
+    id-hash tables existed their table (fast lookups by id)."""
     from .index import upgrade_index
 
     m = upgrade_index(index_dir, wait=wait)

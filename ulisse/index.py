@@ -491,7 +491,7 @@ def compact_index(path: str | os.PathLike, wait: float = 0.0) -> Manifest:
 
 
 def upgrade_index(path: str | os.PathLike, wait: float = 0.0) -> Manifest:
-    """Rewrite a format 1 index in format 2 (see :func:`ulisse.indexes.writes.upgrade`); returns the new manifest."""
+    """Format 1 to 2, or missing id tables added (:func:`ulisse.indexes.writes.upgrade`); the new manifest."""
     return writes.upgrade(path, wait)
 
 
