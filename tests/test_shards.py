@@ -220,3 +220,67 @@ def test_cli_query_dask(flat_pair, cli):
     assert [ln.split(",")[1] for ln in lines[1:]] == list(single.query(id="obj-42", k=5).table["id"])
     code, out, err = cli("query", sharded_dir, "--id", "obj-42")
     assert code != 0 and "--dask" in err
+
+
+def test_cluster_search_page(tmp_path, monkeypatch):
+    """The web UI's Cluster search page: the merged neighbours of one index, with thumbnails; a lost worker's
+    shard named in an error, or, when asked, in a warning over the other shards' answer."""
+    pytest.importorskip("streamlit")
+    from PIL import Image
+    from streamlit.testing.v1 import AppTest
+
+    from ulisse.ui import DASK_ENV, INDEX_ENV
+
+    v, m = batch("c", 60)
+    (tmp_path / "png").mkdir()
+    for i, oid in enumerate(m["id"]):  # a cutout per object, so that the page shows thumbnails
+        Image.fromarray(np.full((16, 16, 3), 4 * i, np.uint8)).save(tmp_path / "png" / f"{oid}.png")
+    m["source"] = [str(tmp_path / "png" / f"{oid}.png") for oid in m["id"]]
+    split_into_shards(tmp_path / "s", v, m, SPEC, 2, factory="Flat")
+    single = ulisse.create_index(tmp_path / "one", v, m, SPEC, factory="Flat", device="cpu")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None)
+    client = distributed.Client(cluster)
+    monkeypatch.setenv(INDEX_ENV, str(tmp_path / "s"))
+    monkeypatch.setenv(DASK_ENV, cluster.scheduler_address)
+    from ulisse.testing import page_script
+
+    script = str(page_script("Cluster search"))
+    try:
+        at = AppTest.from_file(script, default_timeout=90)
+        at.session_state["cluster.id"] = "c-7"
+        at.session_state["cluster.k"] = 6
+        at.run()
+        assert not at.exception, [e.message for e in at.exception]
+        want = list(single.query(id="c-7", k=6).table["id"])
+        shown = at.dataframe[0].value
+        assert list(shown["id"]) == want and set(shown["shard"]) <= {"shard-000", "shard-001"}
+        assert len(at.image) >= 6 and not at.error
+        victim = next(iter(client.scheduler_info()["workers"]))
+        client.retire_workers([victim], close_workers=True)
+        at.run()
+        lost = "shard-000" if "shard-000 (" in at.error[0].value else "shard-001"
+        assert at.error and f"{lost} (worker" in at.error[0].value and "lost" in at.error[0].value
+        at.session_state["cluster.partial"] = True  # from an object of the other shard: its neighbours, named as partial
+        at.session_state["cluster.id"] = "c-45" if lost == "shard-000" else "c-5"
+        at.run()
+        assert not at.exception and at.warning and "Partial answer" in at.warning[0].value and lost in at.warning[0].value
+        assert len(at.dataframe[0].value) == 6 and lost not in set(at.dataframe[0].value["shard"])
+    finally:
+        client.close()
+        cluster.close()
+
+
+def test_ui_command_takes_a_sharded_index_with_dask(cli, tmp_path):
+    v, m = batch("u", 40)
+    for i in (0, 1):
+        ulisse.create_index(tmp_path / f"part{i}", v[20 * i:20 * i + 20], m[20 * i:20 * i + 20], SPEC, device="cpu")
+    code, out, err = cli("index", "shards", tmp_path / "s", tmp_path / "part0", tmp_path / "part1")
+    assert code == 0 and "2 shards" in out and is_sharded(tmp_path / "s")
+    code, out, err = cli("index", "shards", tmp_path / "s", tmp_path / "part0")
+    assert code != 0 and "already a sharded index" in err
+    code, out, err = cli("ui", "--index", tmp_path / "s", "--print-command")
+    assert code != 0 and "a sharded index is searched on Dask" in err
+    code, out, err = cli("ui", "--index", tmp_path / "s", "--dask", "nowhere", "--print-command")
+    assert code != 0 and "--dask nowhere" in err
+    code, out, err = cli("ui", "--index", tmp_path / "s", "--dask", "local:2", "--print-command")
+    assert code == 0 and "streamlit" in out

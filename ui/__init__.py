@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 INDEX_ENV = "ULISSE_UI_INDEX"  # the index the app opens first (``ulisse ui --index DIR`` sets it)
+DASK_ENV = "ULISSE_UI_DASK"  # the Dask cluster sharded indexes are searched on (``ulisse ui --dask SPEC`` sets it)
 MAX_UPLOAD_MB = 20  # the largest cutout upload (Streamlit's server.maxUploadSize, checked again in code)
 UI_DIR = Path(__file__).resolve().parent
 APP = UI_DIR / "app.py"

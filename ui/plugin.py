@@ -4,6 +4,7 @@ Example::
 
     ulisse ui --index ulisse-demo/hdf                 # http://127.0.0.1:8501
     ulisse ui --index ulisse-demo/hdf --server.port 8601
+    ulisse ui --index survey-shards --dask tcp://scheduler:8786   # Cluster search on a sharded index
 
 Options ulisse does not know are Streamlit's (``streamlit run --help``) and
 pass through; they come after ulisse's defaults, so they win.
@@ -21,7 +22,7 @@ from pathlib import Path
 import click
 
 import ulisse
-from ulisse.ui import APP, INDEX_ENV, MAX_UPLOAD_MB
+from ulisse.ui import APP, DASK_ENV, INDEX_ENV, MAX_UPLOAD_MB
 
 DEFAULT_OPTIONS = (
     "--server.address", "127.0.0.1",  # this machine only, unless told otherwise
@@ -38,11 +39,14 @@ def streamlit_command(extra: tuple[str, ...] | list[str] = ()) -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(APP), *DEFAULT_OPTIONS, *extra]
 
 
-def streamlit_env(index_dir: str | os.PathLike | None) -> dict[str, str]:
-    """The environment of the app: ``ULISSE_UI_INDEX`` names the index to open first."""
+def streamlit_env(index_dir: str | os.PathLike | None, dask: str | None = None) -> dict[str, str]:
+    """The environment of the app: ``ULISSE_UI_INDEX`` names the index to open first, ``ULISSE_UI_DASK``
+    the Dask cluster of Cluster search."""
     env = dict(os.environ)
     if index_dir is not None:
         env[INDEX_ENV] = str(Path(index_dir).expanduser().resolve())
+    if dask:
+        env[DASK_ENV] = dask
     return env
 
 
@@ -53,23 +57,35 @@ def register_commands(cli):
     @cli.command("ui", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
     @click.option("--index", "index_dir", type=click.Path(file_okay=False), default=None,
                   help="index directory to open first (default: the first one under ./indexes)")
+    @click.option("--dask", default=None, metavar="SCHEDULER",
+                  help="search a sharded index on this Dask cluster (tcp://HOST:8786 or local:N): "
+                       "the Cluster search page comes first")
     @click.option("--print-command", is_flag=True, help="print the streamlit command line instead of running it")
     @click.pass_context
-    def ui(ctx, index_dir, print_command):
+    def ui(ctx, index_dir, dask, print_command):
         """Serve the web UI at http://127.0.0.1:8501 (Streamlit options such as --server.port pass through)."""
         import importlib.util
 
-        from ulisse.indexes import store
+        from ulisse.indexes import shards, store
+        from ulisse.indexes.dask_search import parse_dask
 
         if importlib.util.find_spec("streamlit") is None:
             raise ulisse.UlisseError("the web UI needs Streamlit: pip install 'ulisse[ui]' (or pip install streamlit)")
-        if index_dir is not None:
-            store.read_manifest(index_dir)  # no index there: say so now, not in the browser
+        if dask is not None:
+            parse_dask(dask)  # a bad spec: say so now
+        if index_dir is not None:  # no index there: say so now, not in the browser
+            if shards.is_sharded(index_dir):
+                shards.read_sharded(index_dir)
+                if dask is None:
+                    raise ulisse.InputError(f"--index {index_dir}: a sharded index is searched on Dask: "
+                                            "give --dask tcp://HOST:8786 or --dask local:N")
+            else:
+                store.read_manifest(index_dir)
         command = streamlit_command(ctx.args)
         if print_command:
             click.echo(shlex.join(command))
             return
-        code = run_streamlit(command, streamlit_env(index_dir))
+        code = run_streamlit(command, streamlit_env(index_dir, dask))
         if code:  # the server's status is ulisse's (ctx.exit would be swallowed under standalone_mode=False)
             click.echo(f"ulisse: error: the web UI server stopped with status {code}", err=True)
             raise SystemExit(code)

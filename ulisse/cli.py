@@ -280,6 +280,19 @@ def index_verify(index_dir):
     click.echo(f"{index_dir}: every file matches its sha256")
 
 
+@index_group.command("shards")
+@click.argument("sharded_dir", type=click.Path(file_okay=False))
+@click.argument("shards", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--overwrite", is_flag=True, help="replace the shard list of an existing sharded index")
+def index_shards(sharded_dir, shards, overwrite):
+    """Make SHARDED_DIR a sharded index of existing indexes (same encoder, metric and search space), searched
+    on Dask with `ulisse query SHARDED_DIR --id X --dask SCHEDULER` and `ulisse ui --index SHARDED_DIR --dask ...`."""
+    from .indexes.shards import create_sharded
+
+    m = create_sharded(sharded_dir, list(shards), overwrite=overwrite)
+    click.echo(f"{sharded_dir}: {len(m.shards)} shards ({', '.join(m.shards)})")
+
+
 @index_group.command("compact")
 @click.argument("index_dir", type=click.Path())
 @click.option("--wait", type=click.FloatRange(0), default=0.0, help=WAIT_HELP)

@@ -49,6 +49,7 @@ DEFAULT_PLUGINS = (
     "ulisse.plugins.heads.plugin",
     "ulisse.plugins.features",
     "ulisse.plugins.denoise.plugin",
+    "ulisse.plugins.cluster",
     "ulisse.ui.plugin",
 )
 

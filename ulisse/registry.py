@@ -239,6 +239,8 @@ class UIPage:
             (Streamlit forgets the widgets a run does not draw).
         accepts_prototypes: "use as the prototype" (a tile click) opens this page;
             the first such page in sidebar order is chosen.
+        sharded: the page searches sharded indexes on a Dask cluster; the app opens on the first
+            such page when started with ``ulisse ui --dask``.
 
     Example:
         >>> UIPage("Search", Path("page.py"), order=10, url_state={"k": ("search.k", int)},
@@ -251,6 +253,7 @@ class UIPage:
     url_state: dict = field(default_factory=dict)
     persistent_keys: tuple[str, ...] = ()
     accepts_prototypes: bool = False
+    sharded: bool = False
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import functools
 
 import streamlit as st
 
-from ulisse.ui import INDEX_ENV, MAX_UPLOAD_MB  # noqa: F401 (public here: pages read the upload limit from the kit)
+from ulisse.ui import DASK_ENV, INDEX_ENV, MAX_UPLOAD_MB  # noqa: F401 (public here: pages read them from the kit)
 from ulisse.ui.kit import _images
 from ulisse.ui.kit._index import (OTHER_INDEX, current_index, has_object, index_candidates,  # noqa: F401
                                   index_from_key, index_key, index_lock, known_prototypes, with_encoder)

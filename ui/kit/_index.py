@@ -74,7 +74,12 @@ def index_from_key(key: tuple[str, int]) -> ulisse.Index:
 
 def open_path(path: str) -> ulisse.Index:
     """The open index at ``path`` as it is now (cached per path and generation)."""
+    from ulisse.indexes import shards
+
     resolved = Path(path).expanduser().resolve()
+    if shards.is_sharded(resolved):
+        raise UlisseError(f"{resolved}: a sharded index: search it on the Cluster search page "
+                          "(ulisse ui --index DIR --dask SCHEDULER)")
     manifest = store.read_manifest(resolved)
     return _open_index(str(resolved), int(manifest.get("generation", 0)))
 
