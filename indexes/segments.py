@@ -11,6 +11,7 @@ lists it probes). Exclusions and filters reach FAISS as ID selectors
 from __future__ import annotations
 
 import logging
+import os
 from typing import Callable
 
 import faiss
@@ -20,6 +21,7 @@ from . import _gpu, faiss_backend, space
 
 LOG = logging.getLogger(__name__)
 
+PREAD_ROWS = 4096           # reads of up to this many rows of a segment use pread (see Segment.rows)
 CHUNK_ROWS = 65536          # rows per IndexFlat when a Flat segment is streamed
 FLAT_CACHE_BYTES = 1 << 30  # Flat segments kept in memory while their float32 copies fit in this
 
@@ -34,6 +36,7 @@ class Segment:
         self.faiss_path = faiss_path
         self._faiss = faiss_index
         self._flat = None
+        self._file = None  # the vectors' file, opened for scattered reads (rows)
 
     @property
     def vectors(self) -> np.ndarray:
@@ -41,6 +44,29 @@ class Segment:
         if callable(self._vectors):
             self._vectors = self._vectors()
         return self._vectors
+
+    def rows(self, local: np.ndarray) -> np.ndarray:
+        """Raw vectors of the segment's ``local`` rows (sorted), as stored.
+
+        A few scattered rows of a memory-mapped file are read with ``pread``: a page fault on the map
+        would read the 128 KB around each row (64 rows of re-ranking at 10^7 objects: 30-40 ms through
+        the map, 1-2 ms with ``pread``). Many rows, or a file that cannot be read so (gone after a
+        compaction: the map still holds it), go through the map.
+        """
+        v = self.vectors
+        name = getattr(v, "filename", None)
+        if name is None or not 0 < len(local) <= PREAD_ROWS or v.ndim != 2 or not v.flags.c_contiguous:
+            return v[local]
+        try:
+            if self._file is None:
+                self._file = open(name, "rb", buffering=0)  # noqa: SIM115 (kept open with the segment)
+            fd, size, offset = self._file.fileno(), v.strides[0], int(v.offset)
+            data = b"".join(os.pread(fd, size, offset + int(r) * size) for r in local)
+        except OSError:
+            return v[local]
+        if len(data) != size * len(local):
+            return v[local]
+        return np.frombuffer(data, dtype=v.dtype).reshape(len(local), v.shape[1])
 
     @property
     def faiss_index(self):
@@ -200,7 +226,7 @@ def rows_of(segments: list[Segment], rows: np.ndarray) -> np.ndarray:
         pick = np.flatnonzero(which == si)
         local = rows[pick] - segments[si].start
         order = np.argsort(local, kind="stable")  # sorted reads are friendlier to the page cache
-        out[pick[order]] = segments[si].vectors[local[order]]
+        out[pick[order]] = segments[si].rows(local[order])
     return out
 
 
