@@ -363,6 +363,11 @@ def test_auto_factory_follows_the_rules_and_says_why(tmp_path, monkeypatch):
     _, got = big.search(v[:20], 17)
     recall = np.mean([len(set(a) & set(b)) / 17 for a, b in zip(got, truth)])
     _, plain = big.search(v[:20], 17, rerank=0)
+    off = ulisse.open_index(tmp_path / "pq", device="cpu", rerank=0)  # --rerank 0: the manifest's re-ranking off
+    assert "rerank" not in off.search_parameters() or off.search_parameters()["rerank"] == 0
+    np.testing.assert_array_equal(off.search(v[:20], 17)[1], plain)
+    r = run_cli("query", tmp_path / "pq", "--id", "pq-3", "-k", "4", "--rerank", "0", "--format", "csv")
+    assert r.returncode == 0 and len(r.stdout.strip().splitlines()) == 5, r.stderr
     assert recall > np.mean([len(set(a) & set(b)) / 17 for a, b in zip(plain, truth)])
     index = new_index(tmp_path / "idx", n=20)
     r = run_cli("index", "info", tmp_path / "idx")

@@ -106,8 +106,9 @@ def index_group():
 
 def search_options(f):
     """``--nprobe``, ``--ef`` and ``--rerank``: search settings overriding those in the index's manifest."""
-    f = click.option("--rerank", type=click.IntRange(1), default=None,
-                     help="re-rank the best N approximate candidates exactly from the stored raw vectors")(f)
+    f = click.option("--rerank", type=click.IntRange(0), default=None,
+                     help="re-rank the best N approximate candidates exactly from the stored raw vectors "
+                          "(default: the manifest's; 0: none)")(f)
     f = click.option("--ef", type=click.IntRange(1), default=None, help="HNSW efSearch (default: the manifest's)")(f)
     f = click.option("--nprobe", type=click.IntRange(1), default=None,
                      help="IVF lists probed (default: the manifest's; 'ulisse index info' shows it)")(f)

@@ -226,7 +226,7 @@ class Index(DerivedMixin):
             p["nprobe"] = int(self.nprobe)
         if self.ef:
             p["efSearch"] = int(self.ef)
-        if self.rerank:
+        if self.rerank is not None:  # 0 turns a manifest's re-ranking off
             p["rerank"] = int(self.rerank)
         return p
 
