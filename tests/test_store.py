@@ -350,13 +350,13 @@ def test_auto_factory_follows_the_rules_and_says_why(tmp_path, monkeypatch):
     assert choose_factory(5_000, 1280).factory == "Flat"
     assert choose_factory(20_000, 1280, "8GB").factory == "IVF512,Flat"
     pq = choose_factory(1_000_000, 1280, "2GB")
-    assert pq.factory.startswith("IVF1024,PQ") and pq.nprobe == 8 and pq.rerank == 64 and "re-ranked" in pq.reason
+    assert pq.factory.startswith("IVF1024,PQ") and pq.nprobe == 16 and pq.rerank == 64 and "re-ranked" in pq.reason
     # an index auto made IVF-PQ re-ranks by default (the manifest says so), and a query can change it
     monkeypatch.setattr(auto, "FLAT_BELOW", 1000)  # a small IVF-PQ (FAISS's PQ training is slow on 10^4 rows)
     v, m = batch("pq", 1500, dim=64)
     spec64 = EncoderSpec("synthetic", "random", None, dim=64)
     big = ulisse.create_index(tmp_path / "pq", v, m, spec64, factory="auto", memory="40KB", device="cpu")
-    assert ",PQ" in big.manifest.factory and big.search_parameters() == {"nprobe": 8, "nlist": 128, "rerank": 64}
+    assert ",PQ" in big.manifest.factory and big.search_parameters() == {"nprobe": 16, "nlist": 128, "rerank": 64}
     exact = faiss.IndexFlatL2(64)
     exact.add(v)
     _, truth = exact.search(v[:20], 17)

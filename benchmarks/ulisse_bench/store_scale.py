@@ -231,7 +231,7 @@ def real(out: Path, max_sources: int, views: int, n_queries: int, log=print) -> 
     res = {"sources": int(len(src.catalog)), "views": views, "count": n, "factory": index.manifest.factory,
            "search": index.search_parameters(), "memory": budget, "embed_s": embed_s,
            "encoder": encoder.spec.to_dict().get("preset"), "recall_default": recall(),
-           "recall_no_rerank": recall(rerank=0), "recall_rerank_128": recall(rerank=128)}
+           "recall": {f"nprobe {p}, rerank {r}": recall(nprobe=p, rerank=r) for p in (8, 16, 32) for r in (0, 64)}}
     log(json.dumps(res, indent=1))
     return res
 
