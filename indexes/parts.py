@@ -13,10 +13,13 @@
 
 from __future__ import annotations
 
+import os
+import struct
+
 import faiss
 import numpy as np
 
-from . import faiss_backend
+from . import faiss_backend, space
 from .segments import Segment
 
 ADD_CHUNK = 65536
@@ -121,7 +124,71 @@ def searchables(kind: str, segments: list[Segment], files: list, trained_path, t
     index, keep = stacked_ivf(trained_path, paths, total, params)
     stacked = Segment(0, total, dim, metric, vectors=lambda: None, faiss_index=index)
     stacked.keep = keep
+    stacked.prefetch = ListPrefetch(index, paths)
     return [stacked]
+
+
+PREFETCH_QUERIES = 8  # searches of at most this many queries ask the OS for their lists first
+
+
+class ListPrefetch:
+    """Before a search of a few queries, ask the OS for the inverted lists it will read, in every segment at once.
+
+    The lists of one IVF list number are spread over every segment's ``.faiss`` file; FAISS reads them through
+    its memory maps one page fault at a time. Here the queries are assigned to their ``nprobe`` lists by the
+    coarse quantizer (what FAISS does next), and each segment's byte range of those lists is handed to
+    ``posix_fadvise(WILLNEED)``, so the reads overlap: at 10^7 objects in 40 segments, with the page cache
+    emptied, the search of one query took 0.93-1.21 s without and 0.11-0.14 s with (benchmarks/store.md).
+    Lists already in the page cache cost nothing more than the quantizer search (about 1 ms).
+    """
+
+    def __init__(self, index, paths):
+        self.index, self.paths = index, [str(p) for p in paths]
+        self._ranges: dict[str, tuple | None] = {}
+
+    def _layout(self, path: str):
+        """(byte offset of each list, bytes of each list) of an ``ilar`` inverted-lists file; None if not one."""
+        if path not in self._ranges:
+            layout = None
+            try:
+                with open(path, "rb") as fh:
+                    head = fh.read(32)
+                    if len(head) == 32 and head[:4] == b"ilar" and head[20:24] == b"full":
+                        nlist, code_size = struct.unpack("<QQ", head[4:20])
+                        sizes = np.frombuffer(fh.read(8 * nlist), np.uint64).astype(np.int64)
+                        if len(sizes) == nlist:
+                            per = sizes * (code_size + 8)  # each list: its codes, then its ids
+                            layout = (32 + 8 * nlist + np.concatenate([[0], np.cumsum(per)[:-1]]), per)
+            except OSError:
+                layout = None
+            self._ranges[path] = layout
+        return self._ranges[path]
+
+    def __call__(self, queries, nprobe) -> None:
+        if len(queries) > PREFETCH_QUERIES or not hasattr(os, "posix_fadvise"):
+            return
+        ivf = faiss.extract_index_ivf(self.index)
+        transform = space.transform_of(self.index)
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        q = transform(q) if transform is not None else q  # (a cosine query's norm changes no list's rank)
+        _, lists = ivf.quantizer.search(q, int(nprobe or ivf.nprobe))
+        wanted = np.unique(lists[lists >= 0])
+        for path in self.paths:
+            layout = self._layout(path)
+            if layout is None:
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                for lst in wanted:
+                    if layout[1][lst]:
+                        os.posix_fadvise(fd, int(layout[0][lst]), int(layout[1][lst]), os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
 
 def merged_writer(kind: str, factory: str, dim: int, metric: str, trained_path, files: list, vectors_of):

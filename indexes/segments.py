@@ -37,6 +37,7 @@ class Segment:
         self._faiss = faiss_index
         self._flat = None
         self._file = None  # the vectors' file, opened for scattered reads (rows)
+        self.prefetch = None  # prefetch(queries, nprobe): ask the OS for the lists a search will read (parts.py)
 
     @property
     def vectors(self) -> np.ndarray:
@@ -86,6 +87,8 @@ class Segment:
             return self._search_dropping(gpu, queries, k, _gpu.rows(excluded), nprobe, ef)
         index = self.faiss_index
         if index is not None:
+            if self.prefetch is not None:
+                self.prefetch(queries, nprobe)
             sel, keep = _selector(allowed, excluded, 0, self.count)
             try:
                 D, I = faiss_backend.search(index, queries, k, nprobe=nprobe, metric=self.metric, ef=ef, selector=sel)
