@@ -25,7 +25,8 @@ MAX_NLIST = 1024             # k-means of more 1280-d centroids takes many minut
 PQ_SIZES = (256, 128, 64, 48, 32, 24, 16, 8, 4)
 ID_BYTES = 8
 PQ_RERANK = 64               # IVF-PQ candidates re-ranked exactly from the raw vectors by default
-PQ_NPROBE = 16               # lists an IVF-PQ search probes by default (re-ranking restores the order)
+PQ_NPROBE = (8, 16)          # lists an IVF-PQ search probes by default, at least and at most ...
+PQ_SCAN = 80_000             # ... so that a query scans about this many codes (one query: ~40 ms on 2 cores)
 DEFAULT_MEMORY = "8GB"
 UNITS = {"": 1, "B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9, "T": 1e12, "TB": 1e12,
          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -90,10 +91,11 @@ def choose_factory(n: int, dim: int, memory: str | int = DEFAULT_MEMORY) -> Auto
        dividing ``dim``) whose ``n * (code + 8)`` bytes fit (autofaiss also puts OPQ in front;
        left out here: the search re-ranks from the raw vectors instead). Its searches probe
        :data:`PQ_NPROBE` lists and re-rank the best :data:`PQ_RERANK` candidates exactly by
-       default, both recorded in the manifest and overridable per query. At 10^7 synthetic vectors
-       (IVF1024,PQ256x8) recall@16 is 0.993 (0.758 with nprobe 32 and no re-ranking) and a query by id
-       takes 86 ms warm on 2 cores; on 12,736 real cutout vectors (IVF512) nprobe 16 reaches 0.976 where
-       8 reaches 0.941 (benchmarks/store.md).
+       default, both recorded in the manifest and overridable per query. nprobe is 16, or fewer (down to 8)
+       where the lists are so long that 16 of them exceed :data:`PQ_SCAN` codes: 8 at 10^7 vectors, where
+       recall@16 is 0.993 (0.758 with nprobe 32 and no re-ranking) and a warm query by id takes 58-63 ms on
+       2 cores (97-107 ms with 16); on 12,736 real cutout vectors (IVF512) 16 lists reach 0.976 where
+       8 reach 0.941 (benchmarks/store.md).
     """
     budget = parse_memory(memory)
     if n < 1 or dim < 1:
@@ -108,7 +110,7 @@ def choose_factory(n: int, dim: int, memory: str | int = DEFAULT_MEMORY) -> Auto
                           f"{n} vectors x {dim}-d: IVF-Flat needs {_gb(ivf_flat)} <= memory {_gb(budget)}; "
                           f"nlist {nlist} ~ 4 sqrt(n) (autofaiss; at most {MAX_NLIST} on CPU), nprobe {nprobe}; "
                           "HNSW left out (segments must be memory-mappable)")
-    nprobe = min(nlist, PQ_NPROBE)
+    nprobe = int(min(nlist, max(PQ_NPROBE[0], min(PQ_NPROBE[1], PQ_SCAN * nlist // n))))
     for code in PQ_SIZES:
         if code < dim and dim % code == 0 and n * (code + ID_BYTES) <= budget:
             return AutoChoice(f"IVF{nlist},PQ{code}x8", nprobe,

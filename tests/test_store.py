@@ -351,6 +351,7 @@ def test_auto_factory_follows_the_rules_and_says_why(tmp_path, monkeypatch):
     assert choose_factory(20_000, 1280, "8GB").factory == "IVF512,Flat"
     pq = choose_factory(1_000_000, 1280, "2GB")
     assert pq.factory.startswith("IVF1024,PQ") and pq.nprobe == 16 and pq.rerank == 64 and "re-ranked" in pq.reason
+    assert choose_factory(10**7, 1280, "8GB").nprobe == 8  # long lists: fewer of them (benchmarks/store.md)
     # an index auto made IVF-PQ re-ranks by default (the manifest says so), and a query can change it
     monkeypatch.setattr(auto, "FLAT_BELOW", 1000)  # a small IVF-PQ (FAISS's PQ training is slow on 10^4 rows)
     v, m = batch("pq", 1500, dim=64)
