@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ from . import shards as sh
 LOG = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 60.0
+POLL = 1.0  # seconds between checks that the workers a query still waits for are alive
 _RESIDENT: dict[tuple[str, str], tuple[int, object]] = {}  # (worker, shard path) -> (generation, Index): per worker
 
 
@@ -255,11 +257,21 @@ class ShardedIndex:
             fn, *args = task(name)
             futures[name] = self.client.submit(fn, *args, workers=[worker], allow_other_workers=False, pure=False,
                                                key=f"ulisse-shard-{fn.__name__.strip('_')}-{name}-{run}")
-        if futures:
+        deadline = time.monotonic() + self.timeout
+        while futures:  # until every shard answered, the time is up, or those still out are on lost workers
+            pending = [n for n, f in futures.items() if f.status == "pending"]
+            if not pending:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
             try:
-                wait(list(futures.values()), timeout=self.timeout)
+                wait([futures[n] for n in pending], timeout=min(POLL, left))
+                break
             except TimeoutError:
-                pass  # the shards still running are reported below
+                alive = set(self._live_workers())
+                if all(self.placement[n] not in alive for n in pending if futures[n].status == "pending"):
+                    break  # their workers are gone: no answer will come (reported below, without the wait)
         results = {}
         for name, fut in futures.items():
             if fut.status == "finished":
