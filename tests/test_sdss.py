@@ -335,6 +335,10 @@ def assert_same_as_folder_build(sdss_index: Path, reference: Path):
     vb = b.vectors_of_rows(range(len(b)))
     cos = (va * vb).sum(1) / np.linalg.norm(va, axis=1) / np.linalg.norm(vb, axis=1)
     assert cos.min() >= 0.9999, cos.min()
+    for index, path in ((a, sdss_index), (b, reference)):  # both paths write the id tables lookups use
+        fresh = ulisse.open_index(path, device="cpu")
+        assert all(seg.ids is not None for seg in fresh.manifest.segments)
+        assert [fresh.row_of(i) for i in b.ids] == [index.row_of(i) for i in b.ids] and fresh._meta._ids is None
 
 
 def assert_feature_lists(cli, index_dir: Path, reference: Path | None = None):
