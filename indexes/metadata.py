@@ -4,8 +4,9 @@ Each segment keeps its metadata in a Parquet file (one row per vector, row order
 Files are written in row groups of :data:`ROW_GROUP` rows, so the rows of a few
 neighbours are read from a few row groups, and a lookup by id binary-searches the
 segments' id-hash tables (:mod:`.idtable`), reading the ``id`` column of one row group to
-confirm; segments without a table have their ``id`` column read alone. The whole table is read only when something asks for it
-(:meth:`SegmentMetadata.table`: ``--where``, exports of everything, the UI grid).
+confirm; segments without a table have their ``id`` column read alone. The whole table is
+read only when something asks for it (:meth:`SegmentMetadata.table`: ``--where``, exports of
+everything, the UI grid).
 
 Example:
     >>> meta = SegmentMetadata([(0, 10, "seg-a.metadata.parquet")])   # doctest: +SKIP
