@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Callable
 
 import faiss
@@ -21,6 +22,7 @@ from . import _gpu, faiss_backend, space
 
 LOG = logging.getLogger(__name__)
 
+_OPEN_LOCK = threading.Lock()  # web UI sessions share segments: one opens a segment's file
 PREAD_ROWS = 4096           # reads of up to this many rows of a segment use pread (see Segment.rows)
 CHUNK_ROWS = 65536          # rows per IndexFlat when a Flat segment is streamed
 FLAT_CACHE_BYTES = 1 << 30  # Flat segments kept in memory while their float32 copies fit in this
@@ -60,9 +62,13 @@ class Segment:
         if name is None or not 0 < len(local) <= PREAD_ROWS or v.ndim != 2 or not v.flags.c_contiguous:
             return v[local]
         try:
-            if self._file is None:
-                self._file = open(name, "rb", buffering=0)  # noqa: SIM115 (kept open with the segment)
-            fd, size, offset = self._file.fileno(), v.strides[0], int(v.offset)
+            f = self._file  # held here: another thread replacing it cannot close it under this read
+            if f is None:
+                with _OPEN_LOCK:
+                    if self._file is None:
+                        self._file = open(name, "rb", buffering=0)  # noqa: SIM115 (kept open with the segment)
+                    f = self._file
+            fd, size, offset = f.fileno(), v.strides[0], int(v.offset)
             if len(local) > 1 and hasattr(os, "posix_fadvise"):  # all the reads at once, then each in turn
                 for r in local:
                     os.posix_fadvise(fd, offset + int(r) * size, size, os.POSIX_FADV_WILLNEED)
