@@ -389,3 +389,21 @@ def test_every_cache_is_under_the_one_cache_folder(monkeypatch, tmp_path):
     assert plugin._in_cache("benchmarks", "agn-retrieval")() == str(expected / "benchmarks" / "agn-retrieval")
     monkeypatch.setenv("ULISSE_CACHE_DIR", str(tmp_path / "mine"))
     assert runtime.cache_dir() == tmp_path / "mine" == Config().cache_dir
+
+
+def test_omp_threads_sleep_only_when_other_work_holds_the_cores(monkeypatch):
+    import os
+
+    from ulisse.cli import _busy
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 2.0, 2.0))
+    assert not _busy()  # an idle machine: libgomp's short spin (faster steps)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0.1, 0.1))
+    assert _busy()  # a core held by another job: threads sleep when they wait
+
+    def no_load():
+        raise OSError("no load average")
+
+    monkeypatch.setattr(os, "getloadavg", no_load)
+    assert _busy()

@@ -14,7 +14,8 @@ from ulisse.plugins.heads import columns_of, head_report, load_head, predict_hea
 from ulisse.plugins.heads.finetune import FinetuneConfig
 from ulisse.plugins.heads.ftnet import view
 
-TINY = FinetuneConfig(input_size=32, epochs=2, warmup_epochs=1, train_from=1, batch_size=8, members=2, threads=1)
+TINY = FinetuneConfig(mode="last", input_size=32, epochs=2, warmup_epochs=1, train_from=1, batch_size=8, members=2,
+                      threads=1)
 
 
 def test_views_are_the_eight_symmetries_of_the_square():
@@ -74,9 +75,21 @@ def test_nan_guard_skips_and_recovers(tiny_index, caplog):
     assert np.isfinite(cols["rm_nan"]).all()
 
 
+def test_each_mode_has_its_own_default_members_and_epochs():
+    from ulisse.plugins.heads.finetune import MODE_DEFAULTS
+
+    whole, last = FinetuneConfig(), FinetuneConfig(mode="last")
+    assert whole.mode == "all" and (whole.members, whole.epochs) == MODE_DEFAULTS["all"]
+    assert (last.members, last.epochs) == MODE_DEFAULTS["last"]
+    assert (FinetuneConfig(mode="last", members=5, epochs=7).members, FinetuneConfig(epochs=7).epochs) == (5, 7)
+    # a stored config comes back with the values it was trained with, whatever the defaults are now
+    assert FinetuneConfig.from_dict({**whole.to_dict(), "members": 4}).members == 4
+
+
 def test_bad_settings_are_one_line_errors(tiny_index):
     with pytest.raises(InputError, match="train-from 9"):
-        train_head(tiny_index, "r_mag", "h", finetune=FinetuneConfig(train_from=9, input_size=32, epochs=1))
+        train_head(tiny_index, "r_mag", "h", finetune=FinetuneConfig(mode="last", train_from=9, input_size=32,
+                                                                             epochs=1))
     with pytest.raises(InputError, match="expected one of ensemble, mc-dropout"):
         train_head(tiny_index, "r_mag", "h", method="ridge", finetune=FinetuneConfig(input_size=32, epochs=1))
 

@@ -409,14 +409,26 @@ def _run_config(argv: list[str]):
     return config, dirs, (rest[0] if rest else None)
 
 
+def _busy() -> bool:
+    """Whether other work keeps at least half of this machine's cores busy (1-minute load average)."""
+    import os
+
+    try:
+        return os.getloadavg()[0] >= 0.5 * (os.cpu_count() or 1)
+    except OSError:  # no load average on this system: sleeping threads are the safe choice
+        return True
+
+
 def main(argv=None) -> None:
     """Entry point of the ``ulisse`` command."""
     import os
 
-    # torch's OpenMP threads sleep instead of spinning when they wait: on a busy machine (2 cores shared with
-    # other jobs) spinning threads made a default denoiser train take ~34 min instead of ~4 (benchmarks/denoise.md);
-    # set OMP_WAIT_POLICY=ACTIVE to spin. Only for the command, before torch loads; the library leaves it alone.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # On a busy machine torch's OpenMP threads sleep instead of spinning when they wait: with 2 cores shared with
+    # other jobs, spinning threads made a default denoiser train take ~34 min instead of ~4 (benchmarks/denoise.md).
+    # On an idle one they keep libgomp's short spin: sleeping made a fine-tuning step 36 % slower (231 -> 315 ms,
+    # benchmarks/heads.md). Set OMP_WAIT_POLICY yourself to choose. Only for the command, before torch loads.
+    if "OMP_WAIT_POLICY" not in os.environ and _busy():
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     from .registry import use_config
 
     try:

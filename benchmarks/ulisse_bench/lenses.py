@@ -52,7 +52,7 @@ def _index(out: Path, sim: Path, n: int, device: str, progress: bool):
 
 def run_lens_benchmark(out: Path, n: int = 8000, n_test: int = 2000, members: int = 5, seed: int = 0,
                        device: str = "auto", features: str = "raw", progress: bool = True, command: str | None = None,
-                       finetune: str = "last", ft_members: int | None = None) -> LensBenchmark:
+                       finetune: str = "all", ft_members: int | None = None) -> LensBenchmark:
     """Run the whole benchmark in ``out`` (the simulated set and its index are reused when present)."""
     import torch
 

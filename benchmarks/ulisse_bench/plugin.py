@@ -226,7 +226,7 @@ def register_commands(cli):
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--features", type=click.Choice(["raw", "sqrt"]), default="raw", show_default=True,
                   help="the vectors as they are, or their signed square roots (every method alike)")
-    @click.option("--finetune", type=click.Choice(["last", "all", "none"]), default="last", show_default=True,
+    @click.option("--finetune", type=click.Choice(["all", "last", "none"]), default="all", show_default=True,
                   help="also a deep ensemble fine-tuning the encoder (its default settings); none: frozen heads only")
     @_report_option
     @device_option

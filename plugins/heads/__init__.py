@@ -27,10 +27,10 @@ the other half so that its NLL is smallest (``calibrate``; the report gives the
 uncalibrated numbers too). A factor fitted on the rows early stopping chose the
 networks by comes out too small (intervals too narrow on new objects).
 
-Fine-tuned (``--finetune last|all``, :mod:`.finetune`): each member of the ensemble
-(or the one MC-dropout network) trains the last stages of the index's encoder
-(``last``: ``blocks[4:]`` and the head convolution of Lite0, the CPU default; ``all``:
-the whole network, for a GPU) with a Gaussian mean-and-variance MLP on its pooled map,
+Fine-tuned (``--finetune all|last``, :mod:`.finetune`): each member of the ensemble
+(or the one MC-dropout network) trains the index's encoder (``all``: the whole
+network, the more accurate, 2 members by default; ``last``: ``blocks[4:]`` and the head
+convolution of Lite0, 3 members) with a Gaussian mean-and-variance MLP on its pooled map,
 on the cutouts the index points at (its ``source`` column), with rotations and flips
 (``--augment rot-flip``, the default) or none. Only the trained stages are stored.
 
@@ -44,7 +44,7 @@ recomputed after an add, joined into query tables and exports, usable in
 Example::
 
     ulisse head train indexes/lenses --target theta_E --name theta_E_pred --members 5
-    ulisse head train indexes/lenses --target theta_E --name theta_E_ft --finetune last
+    ulisse head train indexes/lenses --target theta_E --name theta_E_ft --finetune all
     ulisse head report indexes/lenses --name theta_E_pred --truth theta_E --out report/
     ulisse query indexes/lenses --id lens-000001 --where "theta_E_pred > 2"
 
