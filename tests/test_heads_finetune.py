@@ -75,6 +75,28 @@ def test_nan_guard_skips_and_recovers(tiny_index, caplog):
     assert np.isfinite(cols["rm_nan"]).all()
 
 
+def test_whole_network_draws_views_on_the_fly_exactly_as_cached_views(tiny_index):
+    import torch
+
+    from ulisse.plugins.heads.finetune import train_one
+    from ulisse.plugins.heads.ftnet import Prefix, base_network, prefix_maps
+    from ulisse.plugins.heads.models import torch_threads
+
+    spec, cpu = tiny_index.encoder_spec, torch.device("cpu")
+    model = base_network(spec)
+    images = np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    y = torch.linspace(-1, 1, 12)
+    ft = FinetuneConfig(**{**TINY.to_dict(), "mode": "all", "batch_size": 4, "members": 1})
+    with torch_threads(1):
+        cached, once = (prefix_maps(Prefix(model, None), images, spec, v, cpu) for v in (8, 1))
+        assert once.shape[0] == 1 and cached.shape[0] == 8  # 8x less memory for the whole network's pixels
+        a, _ = train_one(model, None, cached, y, once[:, :4], y[:4], ft, 5, 0.1, cpu)
+        b, _ = train_one(model, None, once, y, once[:, :4], y[:4], ft, 5, 0.1, cpu, draw_views=8)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(a.layers[0].weight, model.conv_stem.weight)  # it trained: the stem moved
+
+
 def test_each_mode_has_its_own_default_members_and_epochs():
     from ulisse.plugins.heads.finetune import MODE_DEFAULTS
 
