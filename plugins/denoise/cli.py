@@ -64,8 +64,8 @@ def train_command(noisy, clean, self_supervised, out, steps, batch_size, crop, w
 
     Training takes minutes on a CPU at the defaults (about 5 min for ~1,000 64 px cutouts on 2 busy cores; a GPU
     is much faster): after the first steps the log says how long the whole run will take, and every progress
-    line the time left. The ``ulisse`` command sets OMP_WAIT_POLICY=PASSIVE unless the environment sets it, so
-    torch's threads do not spin on a CPU shared with other jobs (4x faster there in benchmarks/denoise.md).
+    line the time left. On a CPU shared with other jobs the ``ulisse`` command sets OMP_WAIT_POLICY=PASSIVE
+    unless the environment sets it, so torch's threads do not spin (4x faster there in benchmarks/denoise.md).
     """
     from .model import CONFIG_FILE
     from .training import TrainOptions, train
