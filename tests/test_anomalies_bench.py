@@ -61,9 +61,12 @@ def test_oracle_protocol_on_separated_kinds(tmp_path):
     from ulisse.plugins.anomalies import anomaly_scores
 
     scores = anomaly_scores(index, k=5, progress=False)["score"].to_numpy()
-    runs = {r.name: r for r in run_strategies(index, classes, scores, x, ("product", "relevance"))}
-    plain = runs["plain anomaly list, artefacts show"]
-    feedback = runs["anomalies with feedback (product), artefacts show"]
+    runs = {r.name: r for r in run_strategies(index, classes, {"kth": scores}, x, ("product", "relevance"))}
+    plain = runs["plain anomaly list (kth), artefacts show"]
+    feedback = runs["anomalies with feedback (kth; product; relevance from vectors), artefacts show"]
+    # no cutouts in this index: the default relevance is the vectors' alone, the same ranking
+    default = runs["anomalies with feedback (kth; product; relevance from vectors + morphology), artefacts show"]
+    assert default.interesting == feedback.interesting
     assert plain.interesting[0] == feedback.interesting[0]  # nothing marked before round 1
     assert feedback.total > plain.total and feedback.artefacts[1:] < plain.artefacts[1:]
     assert sum(feedback.found.count(k) for k in set(feedback.found)) == feedback.total

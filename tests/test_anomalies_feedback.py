@@ -41,7 +41,7 @@ def test_marks_make_the_relevant_kind_rise_and_leave_out_marked_objects(tiny_ind
         if combine != "rank_product":  # there the anomaly ranking weighs as much, and doubles are the least anomalous
             assert labels.count("double") > (plain["label"] == "double").sum(), (combine, labels)  # the kind rises
         assert found.feedback == {"marks": False, "positives": 2, "negatives": 6, "combine": combine,
-                                  "artefacts": "show", "left_out": 0, "marked_left_out": 8}
+                                  "artefacts": "show", "left_out": 0, "marked_left_out": 8, "morphology": True}
         assert found.table["relevance"].between(0, 1).all()
 
 

@@ -43,6 +43,7 @@ DEFAULT_PLUGINS = (
     "ulisse.plugins.prototype",
     "ulisse.plugins.recursive",
     "ulisse.plugins.anomalies",
+    "ulisse.plugins.morphology",
     "ulisse.plugins.feedback",
     "ulisse.plugins.demo",
     "ulisse.plugins.sdss.plugin",

@@ -31,6 +31,7 @@ import pandas as pd
 import ulisse
 
 ROUNDS, PER_ROUND = 3, 20
+METHODS = ("kth", "kth+morphology")  # anomaly scores compared; the first is the issue's plain list
 INTERESTING, ARTEFACT = "interesting", "artefact"
 
 
@@ -90,29 +91,37 @@ def oracle_loop(index, classes: np.ndarray, choose, name: str) -> Run:
     return run
 
 
-def run_strategies(index, classes: np.ndarray, scores: np.ndarray, vectors: np.ndarray, combines) -> list[Run]:
-    """Every strategy of the protocol, artefact filter off (``show``) and on (``hide``)."""
+def run_strategies(index, classes: np.ndarray, scores: dict, vectors: np.ndarray, combines) -> list[Run]:
+    """Every strategy of the protocol, artefact filter off (``show``) and on (``hide``).
+
+    ``scores``: anomaly method -> its scores (the first is the issue's plain list, ``kth``). For each method:
+    the plain list, and anomalies with feedback (``product``) with the relevance learned from the vectors alone
+    and with the product's default (from the vectors and the morphology, where the index keeps cutouts);
+    ``ulisse rank``; the other ``combines`` with the defaults.
+    """
     from ulisse.plugins.anomalies.feedback import ArtefactFlags, discover
     from ulisse.plugins.feedback import rank
 
     flags = ArtefactFlags(index)
+    first = next(iter(scores))
 
-    def plain(artefacts):
-        top = discover(index, top=ROUNDS * PER_ROUND, use_marks=False, artefacts=artefacts, scores=scores,
+    def plain(artefacts, method):
+        top = discover(index, top=ROUNDS * PER_ROUND, use_marks=False, artefacts=artefacts, scores=scores[method],
                        progress=False).ids
         return lambda pos, neg, r: top[r * PER_ROUND:(r + 1) * PER_ROUND]
 
-    def feedback(artefacts, combine):
+    def feedback(artefacts, combine, method, morphology):
         return lambda pos, neg, r: discover(index, top=PER_ROUND, positives=pos, negatives=neg, use_marks=False,
-                                            artefacts=artefacts, combine=combine, scores=scores, vectors=vectors,
-                                            progress=False).ids
+                                            artefacts=artefacts, combine=combine, scores=scores[method],
+                                            vectors=vectors, progress=False,
+                                            morphology=None if morphology else False).ids
 
     def ranked(artefacts):
         def choose(pos, neg, r):
             if not pos:  # rank needs a relevant object: until one is marked, the unmarked plain anomalies
                 return discover(index, top=PER_ROUND, negatives=neg, use_marks=False, artefacts=artefacts,
-                                combine="product", scores=scores, vectors=vectors, progress=False).ids \
-                    if neg and r else plain(artefacts)(pos, neg, 0)
+                                combine="product", scores=scores[first], vectors=vectors, progress=False).ids \
+                    if neg and r else plain(artefacts, first)(pos, neg, 0)
             table = rank(index, pos, neg, k=PER_ROUND * 4, vectors=vectors)
             ids = table["id"].astype(str).tolist()
             if artefacts == "hide":
@@ -122,11 +131,20 @@ def run_strategies(index, classes: np.ndarray, scores: np.ndarray, vectors: np.n
 
     runs = []
     for artefacts in ("show", "hide"):
-        runs.append(oracle_loop(index, classes, plain(artefacts), f"plain anomaly list, artefacts {artefacts}"))
-        for combine in combines:
-            runs.append(oracle_loop(index, classes, feedback(artefacts, combine),
-                                    f"anomalies with feedback ({combine}), artefacts {artefacts}"))
+        for method in scores:
+            runs.append(oracle_loop(index, classes, plain(artefacts, method),
+                                    f"plain anomaly list ({method}), artefacts {artefacts}"))
+            for morphology in (False, True):
+                relevance = "vectors + morphology" if morphology else "vectors"  # the first: the default's
+                runs.append(oracle_loop(index, classes, feedback(artefacts, "product", method, morphology),
+                                        f"anomalies with feedback ({method}; product; relevance from {relevance}), "
+                                        f"artefacts {artefacts}"))
         runs.append(oracle_loop(index, classes, ranked(artefacts), f"ulisse rank, artefacts {artefacts}"))
+    for combine in combines:
+        if combine != "product":
+            runs.append(oracle_loop(index, classes, feedback("hide", combine, first, True),
+                                    f"anomalies with feedback ({first}; {combine}; relevance from vectors + "
+                                    "morphology), artefacts hide"))
     return runs
 
 
@@ -167,14 +185,17 @@ def run_anomaly_benchmark(cache: Path, n: int = 3000, seed: int = 0, combines=("
     labels = index.metadata[["id", "class", "kind"]].astype(str).reset_index(drop=True)
     classes = labels["class"].to_numpy()
     t = time.perf_counter()
-    scores = anomaly_scores(index, "kth", k=10, progress=False)["score"].to_numpy()
+    index.derived("morphology")
+    timings["morphology"] = time.perf_counter() - t
+    t = time.perf_counter()
+    scores = {m: anomaly_scores(index, m, k=10, progress=False)["score"].to_numpy() for m in METHODS}
     vectors = np.asarray(index.all_vectors(), np.float32)
     runs = run_strategies(index, classes, scores, vectors, combines)
-    top50 = {a: discover(index, top=50, use_marks=False, artefacts=a, scores=scores, progress=False).ids
-             for a in ("show", "hide")}
+    top50 = {(m, a): discover(index, top=50, use_marks=False, artefacts=a, scores=scores[m], progress=False).ids
+             for m in METHODS for a in ("show", "hide")}
     timings["protocol"] = time.perf_counter() - t
-    top50_counts = {a: {c: _count(classes, [index.row_of(i) for i in ids], c) for c in (INTERESTING, ARTEFACT)}
-                    for a, ids in top50.items()}
+    top50_counts = {key: {c: _count(classes, [index.row_of(i) for i in ids], c) for c in (INTERESTING, ARTEFACT)}
+                    for key, ids in top50.items()}
     return report(index, labels, runs, top50_counts, flag_quality(labels, flags), timings, command)
 
 
@@ -183,10 +204,12 @@ def report(index, labels, runs, top50, quality, timings, command) -> str:
 
     counts = labels.groupby("class").size().to_dict()
     enc = index.encoder_spec
-    plain = next(r for r in runs if r.name == "plain anomaly list, artefacts show")
+    plain = next(r for r in runs if r.name == f"plain anomaly list ({METHODS[0]}), artefacts show")
     lines = [f"Simulated rare-object set: {len(labels)} cutouts, {counts.get(INTERESTING, 0)} interesting, "
              f"{counts.get(ARTEFACT, 0)} artefacts, {counts.get('ordinary', 0)} ordinary; encoder {enc.model_name} "
-             f"({enc.weights_source}), preset {getattr(enc, 'preset', '?')}; anomaly score kth, k = 10.", "",
+             f"({enc.weights_source}), preset {getattr(enc, 'preset', '?')}; anomaly scores "
+             f"{' and '.join(METHODS)}, k = 10; 'vs plain list': against the plain {METHODS[0]} list, artefacts "
+             "shown (the issue's baseline).", "",
              f"Oracle marks, {ROUNDS} rounds of {PER_ROUND} shown (interesting objects found; artefacts shown in "
              "brackets):", "",
              "| strategy | round 1 | round 2 | round 3 | first 60 | vs plain list | kinds found |",
@@ -196,9 +219,10 @@ def report(index, labels, runs, top50, quality, timings, command) -> str:
         ratio = f"{r.total / plain.total:.2f}x" if plain.total else "-"
         found = ", ".join(f"{k} {r.found.count(k)}" for k in sorted(set(r.found)))
         lines.append(f"| {r.name} | {cells} | {r.total} | {ratio} | {found} |")
-    lines += ["", "Label-free top 50 (no marks):", "", "| artefact filter | interesting | artefacts |", "|---|---|---|"]
-    for a, c in top50.items():
-        lines.append(f"| {'off (--artefacts show)' if a == 'show' else 'on (--artefacts hide, the default)'} | "
+    lines += ["", "Label-free top 50 (no marks):", "", "| anomaly score | artefact filter | interesting | artefacts |",
+              "|---|---|---|---|"]
+    for (m, a), c in top50.items():
+        lines.append(f"| {m} | {'off (--artefacts show)' if a == 'show' else 'on (--artefacts hide, the default)'} | "
                      f"{c[INTERESTING]} | {c[ARTEFACT]} |")
     is_art = (labels["class"] == ARTEFACT).sum()
     flagged = quality.loc[~quality["kind"].str.startswith("("), "flagged"].sum()

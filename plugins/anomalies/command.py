@@ -34,6 +34,7 @@ def _feedback_line(ranking) -> str:
     f = ranking.feedback or {}
     marks = (f"{f['positives']} relevant and {f['negatives']} not relevant marks"
              + (" (with those stored with the index)" if f.get("marks") else "") + f", combined by {f['combine']}"
+             + (", relevance from the vectors and the morphology" if f.get("morphology") else "")
              if f.get("combine") else "no marks")
     shown = {"hide": "artefacts hidden", "show": "artefacts shown", "only": "artefacts only"}[f.get("artefacts", "show")]
     return f"# {marks}; {shown} ({f.get('left_out', 0)} left out)\n"
@@ -65,6 +66,9 @@ def add_anomalies_command(cli) -> None:
     @click.option("--artefacts", type=click.Choice(ARTEFACT_MODES), default="hide", show_default=True,
                   help="objects whose cutouts show an artefact (satellite trail, bleed column, diffraction spikes, "
                        "chip edge, bad column, saturation): hide them, show them, or show only them")
+    @click.option("--morphology/--no-morphology", "morphology", default=None,
+                  help="learn from the marks with statmorph's statistics of the cutouts too (ulisse morphology)  "
+                       "[default: when stored, or measured now for an index of at most 5000 objects]")
     @click.option("--label", default=None, help="metadata column of classes: show each class's fraction at the top vs overall")
     @format_option()
     @click.option("--output", type=click.Path(dir_okay=False),
@@ -73,8 +77,8 @@ def add_anomalies_command(cli) -> None:
     @click.option("--png", type=click.Path(dir_okay=False), help="write a thumbnail grid of the top objects")
     @device_option
     @click.option("--recompute", is_flag=True, help="compute the scores even if fresh ones are stored with the index")
-    def anomalies(index_dir, top, k, method, positives, negatives, use_marks, combine, artefacts, label, fmt, output,
-                  png, device, recompute):
+    def anomalies(index_dir, top, k, method, positives, negatives, use_marks, combine, artefacts, morphology, label,
+                  fmt, output, png, device, recompute):
         """Rank the objects of an index by anomaly score (no prototype needed), re-ranked by marks when given."""
         from ulisse._io import atomic_write
         from ulisse.cli import progress_enabled
@@ -89,7 +93,7 @@ def add_anomalies_command(cli) -> None:
         index = ulisse.open_index(index_dir, device=device)
         ranking = discover(index, top=top, method=method, k=k, positives=pos, negatives=neg, use_marks=use_marks,
                            artefacts=artefacts, combine=combine, label=label, progress=progress_enabled(),
-                           recompute=recompute)
+                           recompute=recompute, morphology=morphology)
         f = ranking.feedback
         meta = {"method": method, "k": ranking.k, "index": str(index.path)}
         extra = {"method": method, "k": ranking.k, "index": str(index.path), "label": label,
@@ -97,7 +101,7 @@ def add_anomalies_command(cli) -> None:
         table = ranking.table.drop(columns=["row"], errors="ignore")  # the same columns as a query's output
         record = query_record(index, "anomalies", method=method, k=ranking.k, top=top, label=label,
                               marks=f["marks"], positives=f["positives"], negatives=f["negatives"],
-                              combine=f["combine"], artefacts=artefacts)
+                              combine=f["combine"], artefacts=artefacts, morphology=f["morphology"])
         text = render(table, fmt, meta, extra=extra, record=record, stream=True)
         if fmt == "table":
             text += _feedback_line(ranking) + (_precision_lines(ranking) if label is not None else "")

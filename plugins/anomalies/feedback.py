@@ -45,6 +45,7 @@ import pandas as pd
 from ulisse.errors import QueryError
 from ulisse.plugins.anomalies import DEFAULT_K, AnomalyRanking, _method, anomaly_scores
 from ulisse.plugins.anomalies.artefacts import SET as ARTEFACT_SET, artefact_kind
+from ulisse.plugins.morphology import morphology_features, relevance as morphology_relevance, use_morphology
 
 COMBINE = ("product", "rank_product", "sum", "relevance")
 DEFAULT_COMBINE = "product"
@@ -104,12 +105,14 @@ def gather_marks(index, positives: Iterable[str] = (), negatives: Iterable[str] 
 
 
 def relevance_of(vectors: np.ndarray, pos_rows: Sequence[int], neg_rows: Sequence[int], seed: int = 0,
-                 stand_in: int | None = None) -> np.ndarray | None:
+                 stand_in: int | None = None, morphology: np.ndarray | None = None) -> np.ndarray | None:
     """The relevance probability of every row (:func:`ulisse.relevance.relevance_scores`); None without any mark.
 
     ``stand_in`` random unmarked rows join the negatives (default :data:`STAND_IN`): among anomalies the
     relevant kinds are rare, so a random object is almost surely not one, and a handful of marks alone
     (19 relevant against 1 not, say) teaches the model little of what is not wanted.
+    ``morphology``: the statmorph statistics' z-scores (:func:`ulisse.plugins.morphology.morphology_features`);
+    with a relevant mark, a model on them is averaged with the vectors' (:func:`ulisse.plugins.morphology.relevance`).
     """
     from ulisse.relevance import relevance_scores
 
@@ -120,7 +123,10 @@ def relevance_of(vectors: np.ndarray, pos_rows: Sequence[int], neg_rows: Sequenc
         extra = np.random.default_rng(seed).choice(free, size=min(stand_in, free.size), replace=False)
         neg = np.concatenate([neg, extra])
     if pos.size:
-        return relevance_scores(vectors, pos, neg, seed=seed)
+        r = relevance_scores(vectors, pos, neg, seed=seed)
+        if morphology is not None:
+            r = morphology_relevance(morphology, r, pos, neg, seed=seed)
+        return r
     if neg.size:  # only "not this": one minus the likeness to the not-relevant marks
         return 1.0 - relevance_scores(vectors, neg, (), seed=seed)
     return None
@@ -153,8 +159,8 @@ class ArtefactFlags:
 def discover(index, top: int = 20, method: str = "kth", k: int = DEFAULT_K, positives: Iterable[str] = (),
              negatives: Iterable[str] = (), *, use_marks: bool | None = None, artefacts: str = "hide",
              combine: str = DEFAULT_COMBINE, label: str | None = None, seed: int = 0, progress: bool = True,
-             recompute: bool = False, vectors: np.ndarray | None = None, scores: np.ndarray | None = None
-             ) -> AnomalyRanking:
+             recompute: bool = False, vectors: np.ndarray | None = None, scores: np.ndarray | None = None,
+             morphology: bool | None = None) -> AnomalyRanking:
     """The ``top`` unmarked objects ranked by anomaly and by what the marks teach, artefacts hidden by default.
 
     Parameters
@@ -178,6 +184,10 @@ def discover(index, top: int = 20, method: str = "kth", k: int = DEFAULT_K, posi
         The seed of the relevance model's stand-in objects.
     vectors, scores : numpy.ndarray, optional
         The index's vectors and anomaly scores (row order), when the caller has them.
+    morphology : bool or None
+        Learn the relevance from statmorph's statistics of the cutouts too (:mod:`ulisse.plugins.morphology`);
+        None: when they are stored, or the index keeps cutouts and is small enough to measure them now
+        (:func:`ulisse.plugins.morphology.use_morphology`).
 
     Returns
     -------
@@ -206,10 +216,12 @@ def discover(index, top: int = 20, method: str = "kth", k: int = DEFAULT_K, posi
     neg_rows = np.array([index.row_of(i) for i in neg], np.int64)
     anomaly = (np.asarray(scores, np.float64) if scores is not None else
                anomaly_scores(index, method=method, k=k, progress=progress, recompute=recompute)["score"].to_numpy())
-    relevance = None
+    relevance, morph = None, None
     if len(pos_rows) or len(neg_rows):
         X = np.asarray(index.all_vectors() if vectors is None else vectors, np.float32)
-        relevance = relevance_of(X, pos_rows, neg_rows, seed)
+        if len(pos_rows) and use_morphology(index, morphology):
+            morph = morphology_features(index)
+        relevance = relevance_of(X, pos_rows, neg_rows, seed, morphology=morph)
     combined = combine_scores(anomaly, relevance, combine)
     marked = np.zeros(len(index), bool)
     marked[pos_rows] = True
@@ -238,7 +250,8 @@ def discover(index, top: int = 20, method: str = "kth", k: int = DEFAULT_K, posi
     ranking = AnomalyRanking(table, method, int(k) if _method(method).uses_k else None, label)
     ranking.feedback = {"marks": used, "positives": len(pos), "negatives": len(neg),
                         "combine": combine if relevance is not None else None, "artefacts": artefacts,
-                        "left_out": hidden, "marked_left_out": int(marked.sum())}
+                        "left_out": hidden, "marked_left_out": int(marked.sum()),
+                        "morphology": relevance is not None and morph is not None}
     if names is not None and len(rows):
         fractions, used_classes = class_fractions(names.iloc[rows].tolist(), names, [len(rows)])
         ranking.fractions, ranking.used = fractions, used_classes

@@ -1,0 +1,165 @@
+"""Galaxy morphology of every object: statmorph's non-parametric statistics as derived columns.
+
+Measured on each object's cutout (:mod:`.stats`: detection, deblending so that an
+unrelated neighbour is masked, then statmorph): Gini, M20, the Gini-M20 merger
+statistic, concentration, asymmetry, smoothness, shape and outer asymmetry, multimode,
+intensity and deviation, with statmorph's flag (``morph_flag``). They are the set
+``morphology`` (``DIR/derived/morphology.parquet``), computed once, one process per core,
+with progress and an estimate of the time (about 0.2 s per cutout and core):
+
+    ulisse query indexes/hdf-demo hdf-0042 --where "shape_asymmetry > 0.3"
+
+The deep vectors of an ImageNet network tell arcs and rings from galaxies, but not a
+merger with tidal tails from a galaxy with an unrelated neighbour; asymmetry, M20 and
+deviation do. So the statistics serve discovery in two ways, measured on ``ulisse
+benchmark anomalies`` (benchmarks/anomalies.md):
+
+- the anomaly methods ``morphology`` (distance to the k-th nearest neighbour among the
+  statistics' robust z-scores) and ``kth+morphology`` (the mean of its percentile and
+  the vectors' ``kth`` percentile);
+- the relevance model of anomalies with marks (:func:`ulisse.plugins.anomalies.feedback.discover`)
+  averages a model on the vectors with one on the statistics, so that marking a few
+  disturbed galaxies brings up the others (:func:`relevance`).
+
+Without the stored set, discovery measures it by itself only for an index of at most
+:data:`AUTO_MAX` objects (a few minutes); a larger one uses it once computed
+(``ulisse morphology DIR``).
+
+Python:
+    >>> from ulisse.plugins import morphology
+    >>> table = morphology.morphology_table(index)                 # doctest: +SKIP
+    >>> table.nlargest(10, "shape_asymmetry")                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+import ulisse
+from ulisse.registry import DerivedColumns
+
+from .stats import (COLUMNS, DEBLEND_CONTRAST, DEBLEND_LEVELS, DETECT, NPIXELS, PEAK, SET, SMOOTH, STATISTICS,
+                      compute_morphology, measure, standardised)
+
+__all__ = ["AUTO_MAX", "COLUMNS", "SET", "STATISTICS", "compute_morphology", "measure", "morphology_features",
+           "morphology_scores", "morphology_table", "relevance", "use_morphology"]
+
+LOG = logging.getLogger(__name__)
+
+AUTO_MAX = 5000  # objects: discovery measures the morphology by itself up to this many (about 4 min on 2 cores)
+RELEVANCE_C = 1.0  # the statistics' logistic regression: 11 features, so less regularised than the vectors'
+RELEVANCE_WEIGHT = 0.5  # relevance = (1 - w) * vectors' + w * statistics'
+
+
+def checks_state(index=None) -> str:
+    """The measurement's settings: a set stored with other settings is measured again."""
+    import statmorph
+
+    return (f"v1 statmorph {statmorph.__version__} smooth{SMOOTH} detect{DETECT} npix{NPIXELS} "
+            f"deblend{DEBLEND_LEVELS}/{DEBLEND_CONTRAST} peak{PEAK}")
+
+
+def morphology_table(index, recompute: bool = False) -> pd.DataFrame:
+    """The stored statistics of every object (row order), measured on first use."""
+    return index.derived(SET, recompute=recompute)
+
+
+def morphology_features(index) -> np.ndarray:
+    """The statistics as robust z-scores, one row per object (:func:`.stats.standardised`)."""
+    return standardised(morphology_table(index))
+
+
+def use_morphology(index, morphology: bool | None = None) -> bool:
+    """Whether discovery uses the statistics: ``morphology`` True or False, or None: when they are stored and
+    fresh, or the index keeps cutouts and holds at most :data:`AUTO_MAX` objects."""
+    if morphology is not None and not morphology:
+        return False
+    if "source" not in index.metadata_columns:
+        if morphology:
+            raise ulisse.InputError(f"{index.path}: the index keeps no cutouts (no source column) to measure "
+                                    "the morphology of")
+        return False
+    if morphology or SET in index.derived_names() and index.derived_is_fresh(SET):
+        return True
+    if len(index) > AUTO_MAX:
+        LOG.info("morphology not measured for %d objects (more than %d; about %.0f min on one core): "
+                 "`ulisse morphology %s` measures it once for every later search", len(index), AUTO_MAX,
+                 0.2 * len(index) / 60, index.path)
+        return False
+    return True
+
+
+def morphology_scores(index, k: int = 10, progress: bool = True, recompute: bool = False, **options) -> np.ndarray:
+    """Anomaly method ``morphology``: the distance of each object to its ``k``-th nearest neighbour among the
+    statistics' robust z-scores (higher = more unusual in shape)."""
+    import faiss
+
+    if "source" not in index.metadata_columns:
+        raise ulisse.InputError(f"{index.path}: the index keeps no cutouts (no source column): the morphology "
+                                "anomaly methods need them")
+    Z = standardised(morphology_table(index, recompute=recompute))
+    k = min(int(k), len(Z) - 1)
+    flat = faiss.IndexFlatL2(Z.shape[1])
+    flat.add(Z)
+    D, _ = flat.search(Z, k + 1)  # the first is the object itself (or a twin at distance 0)
+    return np.sqrt(np.maximum(D[:, k], 0.0)).astype(np.float64)
+
+
+def _percentile(x: np.ndarray) -> np.ndarray:
+    return pd.Series(np.asarray(x, np.float64)).rank(method="average", pct=True).to_numpy()
+
+
+def combined_scores(index, k: int = 10, progress: bool = True, recompute: bool = False, **options) -> np.ndarray:
+    """Anomaly method ``kth+morphology``: the mean of the percentiles of ``kth`` (the vectors) and ``morphology``."""
+    from ulisse.registry import anomaly_methods
+
+    kth = anomaly_methods()["kth"].score(index, k=k, progress=progress, recompute=recompute)
+    return (_percentile(kth) + _percentile(morphology_scores(index, k=k, progress=progress))) / 2
+
+
+def relevance(features: np.ndarray, vector_relevance: np.ndarray, positives, negatives, seed: int = 0) -> np.ndarray:
+    """The relevance of every object from both halves: ``(1 - w) * vector_relevance + w * r``, where ``r`` is the
+    logistic regression of :func:`ulisse.relevance.relevance_scores` on the statistics' z-scores ``features``
+    (:func:`morphology_features`), trained on the same marked rows (``w`` = :data:`RELEVANCE_WEIGHT`)."""
+    from ulisse.relevance import relevance_scores
+
+    pos = np.asarray(positives, np.int64)
+    if pos.size == 0:
+        return vector_relevance
+    r = relevance_scores(features, pos, np.asarray(negatives, np.int64), seed=seed, C=RELEVANCE_C, root=False)
+    return (1 - RELEVANCE_WEIGHT) * np.asarray(vector_relevance, np.float64) + RELEVANCE_WEIGHT * r
+
+
+def _compute(index, progress: bool = True):
+    return compute_morphology(index, progress=progress)
+
+
+@ulisse.hookimpl
+def register_derived_columns(config):
+    """The set ``morphology``: statmorph's statistics of every cutout."""
+    return [DerivedColumns(SET, "statmorph's non-parametric morphology of each cutout: " + ", ".join(STATISTICS)
+                           + ", morph_flag", _compute, {}, state=checks_state, columns=COLUMNS)]
+
+
+@ulisse.hookimpl
+def register_anomaly_methods(config):
+    """``morphology`` (unusual shapes) and ``kth+morphology`` (unusual vectors or shapes)."""
+    from ulisse.registry import AnomalyMethod
+
+    return [
+        AnomalyMethod("morphology", "distance to the k-th nearest neighbour among statmorph's statistics",
+                      morphology_scores),
+        AnomalyMethod("kth+morphology", "mean percentile of kth (vectors) and morphology (statmorph)",
+                      combined_scores),
+    ]
+
+
+@ulisse.hookimpl
+def register_commands(cli):
+    """``ulisse morphology DIR``: measure (or re-measure) the statistics of every object."""
+    from .command import add_morphology_command
+
+    add_morphology_command(cli)

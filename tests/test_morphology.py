@@ -1,0 +1,137 @@
+"""statmorph's morphology as derived columns: what the statistics tell apart, the stored set, the one process
+per core path, ``ulisse morphology``, the anomaly methods, and the relevance of anomalies with marks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import ulisse
+from ulisse.plugins import morphology
+from ulisse.plugins.anomalies.feedback import discover
+from ulisse.plugins.morphology import stats as m
+
+
+def galaxy(seed: int, tail: float = 0.0, neighbour: bool = False, size: int = 64) -> np.ndarray:
+    """A smooth elliptical galaxy on a noisy sky; ``tail``: a curved one-sided tidal tail of that brightness;
+    ``neighbour``: a separate small galaxy in a corner."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:size, :size].astype(float)
+    c = size / 2
+    img = 160 * np.exp(-np.hypot((x - c) / 1.3, y - c) / 3.0)
+    if tail:
+        for t in np.linspace(0, 1, 40):  # an arc leaving the galaxy towards one side
+            ty, tx = c + 18 * t * np.sin(2.2 * t), c + 20 * t
+            img += tail * np.exp(-((x - tx) ** 2 + (y - ty) ** 2) / 6.0)
+    if neighbour:
+        img += 120 * np.exp(-np.hypot(x - 10, y - 10) / 1.5)
+    img += rng.normal(18, 4, img.shape)
+    return np.clip(np.repeat(img[..., None], 3, axis=2), 0, 255).astype(np.uint8)
+
+
+def test_a_tidal_tail_raises_asymmetry_and_an_unrelated_neighbour_is_masked():
+    plain = m.measure(galaxy(0))
+    tailed = m.measure(galaxy(0, tail=25))
+    paired = m.measure(galaxy(0, neighbour=True))
+    assert set(plain) == set(m.COLUMNS) and plain["morph_flag"] in (0, 1)
+    assert plain["asymmetry"] < 0.1 < 0.2 < tailed["asymmetry"]
+    assert tailed["outer_asymmetry"] > plain["outer_asymmetry"] + 0.2
+    assert tailed["deviation"] > plain["deviation"] + 0.1
+    # deblending gives the neighbour a segment of its own, masked: the galaxy keeps its shape
+    assert paired["asymmetry"] < 0.1 and paired["deviation"] < 0.05
+
+
+def test_empty_sky_and_bad_shapes_are_not_measured():
+    sky = np.random.default_rng(1).normal(20, 4, (64, 64, 3)).clip(0, 255).astype(np.uint8)
+    for image in (sky, np.zeros((4, 4, 3), np.uint8)):
+        values = m.measure(image)
+        assert values["morph_flag"] == m.NO_SOURCE and all(np.isnan(values[s]) for s in m.STATISTICS)
+
+
+def test_standardised_is_robust_and_fills_gaps():
+    table = pd.DataFrame({s: [1.0, 2.0, 3.0, np.nan, 1000.0, 2.0] for s in m.STATISTICS})
+    Z = m.standardised(table)
+    assert Z.shape == (6, len(m.STATISTICS)) and Z.dtype == np.float32
+    assert np.all(Z[3] == 0) and np.all(Z[4] == 10.0) and np.allclose(Z[1], 0)
+
+
+@pytest.fixture()
+def shapes_index(tmp_path, tiny_encoder):
+    """12 smooth galaxies, 3 with tidal tails and 3 with a neighbour, with a catalogue of their kinds."""
+    folder = tmp_path / "cutouts"
+    folder.mkdir()
+    rows = []
+    for i in range(18):
+        kind = "tail" if i < 3 else "pair" if i < 6 else "plain"
+        Image.fromarray(galaxy(i, tail=30 if kind == "tail" else 0, neighbour=kind == "pair")).save(
+            folder / f"g{i:02d}.png")
+        rows.append({"id": f"g{i:02d}", "kind": kind})
+    pd.DataFrame(rows).to_csv(tmp_path / "cat.csv", index=False)
+    index, _ = ulisse.build_index([folder], tmp_path / "idx", tmp_path / "cat.csv", encoder=tiny_encoder,
+                                  device="cpu", progress=False)
+    return index
+
+
+def test_the_set_is_stored_and_usable_in_where(shapes_index):
+    table = morphology.morphology_table(shapes_index)
+    assert list(table.columns) == list(m.COLUMNS) and len(table) == len(shapes_index)
+    assert "morphology" in shapes_index.derived_names() and shapes_index.derived_is_fresh("morphology")
+    kinds = shapes_index.metadata["kind"].to_numpy()
+    assert table["asymmetry"][kinds == "tail"].min() > table["asymmetry"][kinds != "tail"].max()
+    hits = shapes_index.query("g06", k=17, where="asymmetry > 0.2")
+    assert set(hits.table["id"]) == {"g00", "g01", "g02"}
+
+
+def test_one_process_per_core_gives_the_same_table(shapes_index, monkeypatch):
+    serial = m.compute_morphology(shapes_index, progress=False)
+    monkeypatch.setattr(m, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(m, "workers", lambda n: 2)
+    parallel = m.compute_morphology(shapes_index, progress=False, chunk=5)
+    pd.testing.assert_frame_equal(serial, parallel)
+
+
+def test_anomaly_methods_find_the_disturbed_galaxies(shapes_index):
+    from ulisse.plugins.anomalies import rank_anomalies
+
+    top = rank_anomalies(shapes_index, top=3, method="morphology", k=3, progress=False)
+    assert set(top.ids) == {"g00", "g01", "g02"}
+    both = rank_anomalies(shapes_index, top=len(shapes_index), method="kth+morphology", k=3, progress=False)
+    assert both.table["score"].between(0, 1).all() and set(both.ids[:6]) >= {"g00", "g01", "g02"}
+
+
+def test_marks_learn_from_the_morphology_when_it_is_there(shapes_index, monkeypatch):
+    found = discover(shapes_index, top=3, k=3, positives=["g00"], negatives=["g10", "g11"], use_marks=False,
+                     artefacts="show", progress=False)
+    assert found.feedback["morphology"] is True
+    assert set(found.ids[:2]) == {"g01", "g02"}  # the other tailed galaxies come first
+    off = discover(shapes_index, top=3, k=3, positives=["g00"], use_marks=False, artefacts="show", progress=False,
+                   morphology=False)
+    assert off.feedback["morphology"] is False
+    # too large to measure on the way, and not stored: the vectors alone
+    shapes_index.derived_dir.joinpath("morphology.json").unlink()
+    monkeypatch.setattr(morphology, "AUTO_MAX", 5)
+    assert not morphology.use_morphology(shapes_index)
+    assert discover(shapes_index, top=3, k=3, positives=["g00"], use_marks=False, artefacts="show",
+                    progress=False).feedback["morphology"] is False
+
+
+def test_cli_measures_sorts_and_exports(shapes_index, cli, tmp_path):
+    out = tmp_path / "disturbed.csv"
+    code, text, err = cli("morphology", shapes_index.path, "--sort", "asymmetry", "--top", "3",
+                          "--output", out)
+    assert code == 0, err
+    assert "18 objects, 18 measured" in text and "highest asymmetry:" in text
+    table = pd.read_csv(out, comment="#")
+    assert set(table["id"]) == {"g00", "g01", "g02"} and "deviation" in table
+    code, text, err = cli("anomalies", shapes_index.path, "--method", "kth+morphology", "-k", "3", "--top", "5",
+                          "--format", "csv")
+    assert code == 0, err
+
+
+def test_cli_errors_are_one_line(shapes_index, cli, tmp_path):
+    code, _, err = cli("morphology", shapes_index.path, "--top", "0", "--sort", "gini")
+    assert code != 0 and "--top 0: must be at least 1" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("morphology", tmp_path / "nothing-here")
+    assert code != 0 and len(err.strip().splitlines()) == 1
