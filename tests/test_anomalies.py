@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from astropy.table import Table
@@ -58,7 +59,8 @@ def test_ranking_table_and_class_fractions(tiny_index):
     best = scores.sort_values("score", ascending=False, kind="stable").head(6)
     assert ranking.ids == list(best["id"]) and np.allclose(ranking.table["score"], best["score"])
     assert list(ranking.table.columns[:3]) == ["rank", "id", "score"] and {"ra", "dec", "label"} <= set(ranking.table)
-    assert (ranking.method, ranking.k, ranking.label) == ("kth", 5, "label")
+    # the default method on an index that keeps its cutouts
+    assert (ranking.method, ranking.k, ranking.label) == ("kth+morphology", 5, "label")
     assert ranking.base_rate == pytest.approx({"round": 1 / 3, "streak": 1 / 3, "double": 1 / 3})
     counts = ranking.table["label"].value_counts()
     assert ranking.precision == pytest.approx({c: counts.get(c, 0) / 6 for c in ("round", "streak", "double")})
@@ -158,7 +160,7 @@ def test_cli_json_label_png_and_fits(tiny_index, cli, tmp_path):
                          "--format", "json", "--png", png, "--output", fits_out, "--device", "cpu")
     assert code == 0, err
     result = json.loads(out)
-    assert (result["method"], result["k"], result["label"]) == ("kth", 4, "label")
+    assert (result["method"], result["k"], result["label"]) == ("kth+morphology", 4, "label")
     rows = result["rows"]
     assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5] and {"id", "score", "ra", "dec", "label", "r_mag"} <= set(rows[0])
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
@@ -193,3 +195,18 @@ def test_bad_input_one_line_error(tiny_index, cli, tmp_path, args, needle):
     assert code == 1 and len(lines) == 1 and lines[0].startswith("ulisse: error:") and needle in lines[0], err
     assert "Traceback" not in err and out == ""
     assert tree_digest(tiny_index.path) == digest
+
+
+def test_the_default_method_is_kth_where_no_morphology_can_be_measured(tmp_path, tiny_index):
+    from ulisse.plugins.anomalies import default_method, method_for
+
+    assert default_method() == "kth+morphology" and method_for(tiny_index) == "kth+morphology"
+    assert method_for(tiny_index, "mean") == "mean"  # a named method is used as named
+    x = np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32)
+    meta = pd.DataFrame({"id": [f"v{i}" for i in range(30)]})
+    bare = ulisse.create_index(tmp_path / "bare", x, meta, ulisse.EncoderSpec("synthetic", "random", None, 32, dim=8),
+                               device="cpu")
+    ranking = rank_anomalies(bare, top=3, k=4, progress=False)  # vectors without cutouts: kth alone
+    assert ranking.method == "kth"
+    with pytest.raises(ulisse.InputError, match="no cutouts"):
+        rank_anomalies(bare, top=3, k=4, method="kth+morphology", progress=False)

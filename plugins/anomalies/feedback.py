@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from ulisse.errors import QueryError
-from ulisse.plugins.anomalies import DEFAULT_K, AnomalyRanking, _method, anomaly_scores
+from ulisse.plugins.anomalies import DEFAULT_K, AnomalyRanking, _method, anomaly_scores, method_for
 from ulisse.plugins.anomalies.artefacts import SET as ARTEFACT_SET, artefact_kind
 from ulisse.plugins.morphology import morphology_features, relevance as morphology_relevance, use_morphology
 
@@ -156,7 +156,7 @@ class ArtefactFlags:
         return self.checked[row]
 
 
-def discover(index, top: int = 20, method: str = "kth", k: int = DEFAULT_K, positives: Iterable[str] = (),
+def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K, positives: Iterable[str] = (),
              negatives: Iterable[str] = (), *, use_marks: bool | None = None, artefacts: str = "hide",
              combine: str = DEFAULT_COMBINE, label: str | None = None, seed: int = 0, progress: bool = True,
              recompute: bool = False, vectors: np.ndarray | None = None, scores: np.ndarray | None = None,
@@ -211,6 +211,7 @@ def discover(index, top: int = 20, method: str = "kth", k: int = DEFAULT_K, posi
     if combine not in COMBINE:
         raise QueryError(f"combine={combine!r}: expected one of {', '.join(COMBINE)}")
     names = labels_of(index, label) if label is not None else None
+    method = method_for(index, method)
     pos, neg, used = gather_marks(index, positives, negatives, use_marks)
     pos_rows = np.array([index.row_of(i) for i in pos], np.int64)
     neg_rows = np.array([index.row_of(i) for i in neg], np.int64)

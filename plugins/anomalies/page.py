@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from ulisse.errors import UlisseError
-from ulisse.plugins.anomalies import DEFAULT_K, anomaly_scores, rank_anomalies
+from ulisse.plugins.anomalies import DEFAULT_K, anomaly_scores, method_for, rank_anomalies
 from ulisse.plugins.anomalies.feedback import ARTEFACT_MODES, next_unmarked
 from ulisse.plugins.feedback import marks
 from ulisse.registry import anomaly_methods
@@ -24,7 +24,6 @@ import ulisse.ui.kit as kit
 PER_PAGE = 24
 NEXT = 20  # objects per "Next 20"
 ARTEFACT_LABELS = {"hide": "Hide", "show": "Show", "only": "Only artefacts"}
-DEFAULT_METHOD = "kth"  # this plugin's; other plugins' methods are offered, not chosen first
 
 
 @st.cache_data(max_entries=32, show_spinner="Scoring the objects of the index…")
@@ -54,7 +53,7 @@ kit.page_setup("Anomalies", url_state={"method": "anomalies.method", "anomaly_k"
 index = kit.current_index()
 methods = anomaly_methods()
 if st.session_state.get("anomalies.method") not in methods:
-    st.session_state["anomalies.method"] = DEFAULT_METHOD if DEFAULT_METHOD in methods else next(iter(methods))
+    st.session_state["anomalies.method"] = method_for(index)  # the default method, as the command line's
 method = st.sidebar.selectbox("Score", list(methods), key="anomalies.method",
                               format_func=lambda m: f"{m}: {methods[m].description}")
 uses_k = methods[method].uses_k

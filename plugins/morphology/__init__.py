@@ -44,7 +44,8 @@ from ulisse.registry import DerivedColumns
 from .stats import (COLUMNS, DEBLEND_CONTRAST, DEBLEND_LEVELS, DETECT, NPIXELS, PEAK, SET, SMOOTH, STATISTICS,
                       compute_morphology, measure, standardised)
 
-__all__ = ["AUTO_MAX", "COLUMNS", "SET", "STATISTICS", "compute_morphology", "measure", "morphology_features",
+__all__ = ["AUTO_MAX", "COLUMNS", "SET", "STATISTICS", "compute_morphology", "has_cutouts", "measure",
+           "morphology_features",
            "morphology_scores", "morphology_table", "relevance", "use_morphology"]
 
 LOG = logging.getLogger(__name__)
@@ -72,12 +73,20 @@ def morphology_features(index) -> np.ndarray:
     return standardised(morphology_table(index))
 
 
+def has_cutouts(index) -> bool:
+    """Whether any object of ``index`` names a cutout (its ``source``): an index made from vectors alone has none."""
+    if "source" not in index.metadata_columns:
+        return False
+    source = index.metadata_column("source")
+    return bool((source.notna() & (source.astype(str).str.len() > 0)).any())
+
+
 def use_morphology(index, morphology: bool | None = None) -> bool:
     """Whether discovery uses the statistics: ``morphology`` True or False, or None: when they are stored and
     fresh, or the index keeps cutouts and holds at most :data:`AUTO_MAX` objects."""
     if morphology is not None and not morphology:
         return False
-    if "source" not in index.metadata_columns:
+    if not has_cutouts(index):
         if morphology:
             raise ulisse.InputError(f"{index.path}: the index keeps no cutouts (no source column) to measure "
                                     "the morphology of")
@@ -97,7 +106,7 @@ def morphology_scores(index, k: int = 10, progress: bool = True, recompute: bool
     statistics' robust z-scores (higher = more unusual in shape)."""
     import faiss
 
-    if "source" not in index.metadata_columns:
+    if not has_cutouts(index):
         raise ulisse.InputError(f"{index.path}: the index keeps no cutouts (no source column): the morphology "
                                 "anomaly methods need them")
     Z = standardised(morphology_table(index, recompute=recompute))
@@ -113,11 +122,15 @@ def _percentile(x: np.ndarray) -> np.ndarray:
 
 
 def combined_scores(index, k: int = 10, progress: bool = True, recompute: bool = False, **options) -> np.ndarray:
-    """Anomaly method ``kth+morphology``: the mean of the percentiles of ``kth`` (the vectors) and ``morphology``."""
+    """Anomaly method ``kth+morphology``: the mean of the percentiles of ``kth`` (the vectors) and ``morphology``;
+    the ``kth`` percentile alone where no morphology was measured (``morph_flag`` -1: no source found, say),
+    so that an object the statistics know nothing of is not made to look ordinary."""
     from ulisse.registry import anomaly_methods
 
-    kth = anomaly_methods()["kth"].score(index, k=k, progress=progress, recompute=recompute)
-    return (_percentile(kth) + _percentile(morphology_scores(index, k=k, progress=progress))) / 2
+    kth = _percentile(anomaly_methods()["kth"].score(index, k=k, progress=progress, recompute=recompute))
+    shape = _percentile(morphology_scores(index, k=k, progress=progress))
+    measured = morphology_table(index)["morph_flag"].to_numpy() >= 0
+    return np.where(measured, (kth + shape) / 2, kth)
 
 
 def relevance(features: np.ndarray, vector_relevance: np.ndarray, positives, negatives, seed: int = 0) -> np.ndarray:

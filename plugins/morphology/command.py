@@ -36,13 +36,13 @@ def add_morphology_command(cli) -> None:
         from ulisse._io import atomic_write
         from ulisse.results import check_output, render
 
-        from . import morphology_table
+        from . import has_cutouts, morphology_table
 
         if top < 1:
             raise ulisse.QueryError(f"--top {top}: must be at least 1")
         out_fmt = check_output(output) if output else None
         index = ulisse.open_index(index_dir)
-        if "source" not in index.metadata_columns:
+        if not has_cutouts(index):
             raise ulisse.InputError(f"{index.path}: the index keeps no cutouts (no source column) to measure")
         start = time.perf_counter()
         table = morphology_table(index, recompute=recompute)
