@@ -32,6 +32,9 @@ import ulisse
 
 ROUNDS, PER_ROUND = 3, 20
 METHODS = ("kth", "kth+morphology")  # anomaly scores compared; the first is the plain list
+# what the product does by default (ulisse.plugins.anomalies.method_for): without marks, and with them
+DEFAULTS = ("plain anomaly list (kth+morphology), artefacts hide",
+            "anomalies with feedback (kth; product; relevance from vectors + morphology), artefacts hide")
 INTERESTING, ARTEFACT = "interesting", "artefact"
 
 
@@ -218,7 +221,8 @@ def report(index, labels, runs, top50, quality, timings, command) -> str:
         cells = " | ".join(f"{i} ({a})" for i, a in zip(r.interesting, r.artefacts))
         ratio = f"{r.total / plain.total:.2f}x" if plain.total else "-"
         found = ", ".join(f"{k} {r.found.count(k)}" for k in sorted(set(r.found)))
-        lines.append(f"| {r.name} | {cells} | {r.total} | {ratio} | {found} |")
+        name = f"**{r.name} (the default)**" if r.name in DEFAULTS else r.name
+        lines.append(f"| {name} | {cells} | {r.total} | {ratio} | {found} |")
     lines += ["", "Label-free top 50 (no marks):", "", "| anomaly score | artefact filter | interesting | artefacts |",
               "|---|---|---|---|"]
     for (m, a), c in top50.items():

@@ -146,15 +146,18 @@ def default_method() -> str:
     return next((m for m in PREFERRED if m in methods), next(iter(methods), "kth"))
 
 
-def method_for(index, method: str | None = None) -> str:
+def method_for(index, method: str | None = None, marks_with_morphology: bool = False) -> str:
     """The method that scores ``index``: ``method``, or without one the :func:`default_method`, which is ``kth``
     where the morphology is not to be measured (no cutouts; a large index without it stored:
-    :func:`ulisse.plugins.morphology.use_morphology`)."""
+    :func:`ulisse.plugins.morphology.use_morphology`) and where the relevance learned from marks carries the
+    morphology already (``marks_with_morphology``: there, kth found as many or more interesting objects in
+    each of the four runs of benchmarks/anomalies.md)."""
     if method is not None:
         return method
     name = default_method()
-    if name == "kth+morphology" and not use_morphology(index):
-        LOG.info("anomaly score kth (kth+morphology needs the morphology of the cutouts)")
+    if name == "kth+morphology" and (marks_with_morphology or not use_morphology(index)):
+        LOG.info("anomaly score kth (%s)", "the relevance learned from the marks carries the morphology"
+                 if marks_with_morphology else "kth+morphology needs the morphology of the cutouts")
         return "kth"
     return name
 

@@ -53,7 +53,7 @@ def add_anomalies_command(cli) -> None:
     @click.option("-k", "k", type=int, default=DEFAULT_K, show_default=True, help="neighbours for kth and mean")
     @click.option("--method", type=RegisteredChoice(lambda: list(anomaly_methods())), default=None,
                   help="kth+morphology: mean percentile of kth and of the morphology's (the default, where the "
-                  "cutouts' morphology is stored or the index has at most 5000 objects; else kth); kth: distance "
+                  "cutouts' morphology is stored or the index has at most 3000 objects; else kth); kth: distance "
                   "to the k-th neighbour; mean: mean distance to k; iforest: Isolation Forest; morphology: "
                   "unusual statmorph statistics; or a plugin's (ulisse plugins lists them)")
     @click.option("--positives", type=click.Path(dir_okay=False), default=None,
@@ -70,7 +70,7 @@ def add_anomalies_command(cli) -> None:
                        "chip edge, bad column, saturation): hide them, show them, or show only them")
     @click.option("--morphology/--no-morphology", "morphology", default=None,
                   help="learn from the marks with statmorph's statistics of the cutouts too (ulisse morphology)  "
-                       "[default: when stored, or measured now for an index of at most 5000 objects]")
+                       "[default: when stored, or measured now for an index of at most 3000 objects]")
     @click.option("--label", default=None, help="metadata column of classes: show each class's fraction at the top vs overall")
     @format_option()
     @click.option("--output", type=click.Path(dir_okay=False),

@@ -169,7 +169,9 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
     top : int
         How many objects to return.
     method, k, progress, recompute
-        The anomaly score, as in :func:`ulisse.plugins.anomalies.anomaly_scores`.
+        The anomaly score, as in :func:`ulisse.plugins.anomalies.anomaly_scores`; without ``method``,
+        :func:`ulisse.plugins.anomalies.method_for` (``kth+morphology`` without marks, ``kth`` with a
+        relevant mark, the relevance carrying the morphology then).
     positives, negatives : ids
         Objects marked relevant and not relevant (added to the stored marks).
     use_marks : bool or None
@@ -211,16 +213,17 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
     if combine not in COMBINE:
         raise QueryError(f"combine={combine!r}: expected one of {', '.join(COMBINE)}")
     names = labels_of(index, label) if label is not None else None
-    method = method_for(index, method)
     pos, neg, used = gather_marks(index, positives, negatives, use_marks)
     pos_rows = np.array([index.row_of(i) for i in pos], np.int64)
     neg_rows = np.array([index.row_of(i) for i in neg], np.int64)
+    with_morphology = len(pos_rows) > 0 and use_morphology(index, morphology)
+    method = method_for(index, method, marks_with_morphology=with_morphology)
     anomaly = (np.asarray(scores, np.float64) if scores is not None else
                anomaly_scores(index, method=method, k=k, progress=progress, recompute=recompute)["score"].to_numpy())
     relevance, morph = None, None
     if len(pos_rows) or len(neg_rows):
         X = np.asarray(index.all_vectors() if vectors is None else vectors, np.float32)
-        if len(pos_rows) and use_morphology(index, morphology):
+        if with_morphology:
             morph = morphology_features(index)
         relevance = relevance_of(X, pos_rows, neg_rows, seed, morphology=morph)
     combined = combine_scores(anomaly, relevance, combine)

@@ -36,7 +36,7 @@ def ranking(path: str, generation: int, top: int, method: str, k: int, label: st
 
 
 @st.cache_data(max_entries=32, show_spinner="Choosing the next objects…")
-def next_batch(path: str, generation: int, batch: int, method: str, k: int, artefacts: str, use_marks: bool):
+def next_batch(path: str, generation: int, batch: int, method: str | None, k: int, artefacts: str, use_marks: bool):
     """The batch's objects: computed once per batch number, so marking them does not reshuffle them."""
     index = kit.index_from_key((path, generation))
     with kit.index_lock(index):
@@ -89,12 +89,15 @@ st.subheader("Look next")
 stored = marks(index)
 batch = st.session_state.get("anomalies.batch", 0)
 try:
-    upcoming = next_batch(*kit.index_key(index), batch, method, k, artefacts, use_marks)
+    # the default score stays the default's choice: with marks it is kth (method_for), as on the command line
+    chosen = None if method == method_for(index) else method
+    upcoming = next_batch(*kit.index_key(index), batch, chosen, k, artefacts, use_marks)
 except UlisseError as exc:
     st.error(str(exc))
 else:
     f = upcoming.feedback
     taught = (f"re-ranked by your {f['positives']} Relevant and {f['negatives']} Not relevant marks"
+              + (" (their vectors and morphology)" if f.get("morphology") else "") + f", score {upcoming.method}"
               if f["combine"] else "no marks yet: the most anomalous first")
     st.caption(f"The next {len(upcoming)} unmarked objects ({taught}; {f['left_out']} artefacts or marked objects "
                f"left out). Mark them, then choose the next {NEXT}: they learn from every mark so far.")

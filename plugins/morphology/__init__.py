@@ -22,7 +22,7 @@ benchmark anomalies`` (benchmarks/anomalies.md):
   disturbed galaxies brings up the others (:func:`relevance`).
 
 Without the stored set, discovery measures it by itself only for an index of at most
-:data:`AUTO_MAX` objects (a few minutes); a larger one uses it once computed
+:data:`AUTO_MAX` objects (6-8 minutes on 2 cores); a larger one uses it once computed
 (``ulisse morphology DIR``).
 
 Python:
@@ -50,7 +50,7 @@ __all__ = ["AUTO_MAX", "COLUMNS", "SET", "STATISTICS", "compute_morphology", "ha
 
 LOG = logging.getLogger(__name__)
 
-AUTO_MAX = 5000  # objects: discovery measures the morphology by itself up to this many (about 4 min on 2 cores)
+AUTO_MAX = 3000  # objects: discovery measures the morphology by itself up to this many (about 6-8 min on 2 cores)
 RELEVANCE_C = 1.0  # the statistics' logistic regression: 11 features, so less regularised than the vectors'
 RELEVANCE_WEIGHT = 0.5  # relevance = (1 - w) * vectors' + w * statistics'
 
@@ -94,9 +94,9 @@ def use_morphology(index, morphology: bool | None = None) -> bool:
     if morphology or SET in index.derived_names() and index.derived_is_fresh(SET):
         return True
     if len(index) > AUTO_MAX:
-        LOG.info("morphology not measured for %d objects (more than %d; about %.0f min on one core): "
+        LOG.info("morphology not measured for %d objects (more than %d; about %.0f core-minutes): "
                  "`ulisse morphology %s` measures it once for every later search", len(index), AUTO_MAX,
-                 0.2 * len(index) / 60, index.path)
+                 0.25 * len(index) / 60, index.path)
         return False
     return True
 
