@@ -137,3 +137,28 @@ def test_cli_errors_are_one_line(shapes_index, cli, tmp_path):
     assert code != 0 and "--top 0: must be at least 1" in err and len(err.strip().splitlines()) == 1
     code, _, err = cli("morphology", tmp_path / "nothing-here")
     assert code != 0 and len(err.strip().splitlines()) == 1
+
+
+def test_workers_never_rerun_the_callers_main_module(shapes_index, tmp_path):
+    """A Streamlit server's ``__main__`` is the web app: the workers must not run it again (a multiprocessing
+    pool's would, and die: BrokenProcessPool on the Anomalies page)."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "runs.txt"
+    script = tmp_path / "app.py"
+    script.write_text(f"""
+from pathlib import Path
+with open({str(marker)!r}, "a") as f:  # every run of this module's top level leaves a line
+    f.write("run\\n")
+if __name__ == "__main__":
+    import ulisse
+    from ulisse.plugins.morphology import stats
+    stats.PARALLEL_FROM, stats.workers = 1, lambda n: 2
+    table = stats.compute_morphology(ulisse.open_index({str(shapes_index.path)!r}), progress=False, chunk=5)
+    print(len(table), int((table["morph_flag"] >= 0).sum()))
+""")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["18", "18"]
+    assert marker.read_text().splitlines() == ["run"]

@@ -34,13 +34,14 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import sys
+import tempfile
 import warnings
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -160,14 +161,64 @@ def _images(index, rows) -> tuple[list, int]:
     return images, unread
 
 
-def _collect(future, bar) -> list[dict]:
-    part = future.result()
-    bar.update(len(part))
-    return part
+class _Workers:
+    """:func:`workers` fresh interpreters running :mod:`._worker`, fed chunks of cutouts round-robin through
+    ``.npz`` files in a temporary folder, at most two chunks in flight each (memory stays bounded)."""
+
+    def __init__(self, n: int, folder: Path):
+        import subprocess
+
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        self.folder, self.sent = folder, 0
+        self.logs = [open(folder / f"worker{i}.log", "w+") for i in range(n)]
+        self.procs = [subprocess.Popen([sys.executable, "-m", "ulisse.plugins.morphology._worker"],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+                      for log in self.logs]
+        self.pending: deque = deque()
+
+    def send(self, images: list) -> None:
+        path = self.folder / f"chunk{self.sent}.npz"
+        np.savez(path, **{f"a{i}": (np.asarray(im) if im is not None else np.zeros(0, np.uint8))
+                          for i, im in enumerate(images)})
+        proc = self.procs[self.sent % len(self.procs)]
+        proc.stdin.write(f"{path}\n")
+        proc.stdin.flush()
+        self.pending.append((proc, path, len(images)))
+        self.sent += 1
+
+    def receive(self) -> list[dict]:
+        """The answer to the oldest chunk in flight."""
+        proc, path, n = self.pending.popleft()
+        line = proc.stdout.readline()
+        path.unlink(missing_ok=True)
+        if not line:
+            i = self.procs.index(proc)
+            self.logs[i].seek(0)
+            tail = self.logs[i].read().strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"morphology worker {i} stopped (exit {proc.wait()}): {tail[0]}")
+        rows = json.loads(line)
+        if len(rows) != n:
+            raise RuntimeError(f"morphology worker answered {len(rows)} rows for {n} cutouts")
+        return rows
+
+    def close(self) -> None:
+        for proc in self.procs:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except Exception:
+                proc.kill()
+        for log in self.logs:
+            log.close()
 
 
 def compute_morphology(index, progress: bool = True, chunk: int = 64) -> pd.DataFrame:
-    """The derived columns :data:`COLUMNS` for every object of ``index`` (row order), one process per core.
+    """The derived columns :data:`COLUMNS` for every object of ``index`` (row order), one worker per core
+    (:class:`_Workers`) from :data:`PARALLEL_FROM` cutouts on.
 
     Objects without a cutout (no ``source`` column, an unreadable file) get NaN and ``morph_flag`` -1.
     """
@@ -186,18 +237,23 @@ def compute_morphology(index, progress: bool = True, chunk: int = 64) -> pd.Data
                 unread += bad
                 bar.update(len(images))
         else:
-            # spawn, not fork: the parent may hold torch's and OpenMP's threads
-            # a few chunks in flight per process: memory stays bounded on a large index
-            with ProcessPoolExecutor(n_workers, mp_context=get_context("spawn")) as pool:
-                pending: deque = deque()
-                for start in range(0, n, chunk):
-                    images, bad = _images(index, range(start, min(start + chunk, n)))
-                    unread += bad
-                    pending.append(pool.submit(_measure_all, images))
-                    while len(pending) >= 3 * n_workers:
-                        rows += _collect(pending.popleft(), bar)
-                while pending:
-                    rows += _collect(pending.popleft(), bar)
+            with tempfile.TemporaryDirectory(prefix="ulisse-morphology-") as tmp:
+                pool = _Workers(n_workers, Path(tmp))
+                try:
+                    for start in range(0, n, chunk):
+                        images, bad = _images(index, range(start, min(start + chunk, n)))
+                        unread += bad
+                        pool.send(images)
+                        while len(pool.pending) >= 2 * n_workers:
+                            part = pool.receive()
+                            rows += part
+                            bar.update(len(part))
+                    while pool.pending:
+                        part = pool.receive()
+                        rows += part
+                        bar.update(len(part))
+                finally:
+                    pool.close()
     if unread:
         LOG.warning("morphology: %d of %d cutouts could not be read (NaN)", unread, n)
     table = pd.DataFrame(rows, columns=list(COLUMNS))
