@@ -162,3 +162,13 @@ if __name__ == "__main__":
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["18", "18"]
     assert marker.read_text().splitlines() == ["run"]
+
+
+def test_a_worker_that_dies_is_a_one_line_error(shapes_index, monkeypatch):
+    import ulisse.errors
+
+    monkeypatch.setattr(m, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(m, "workers", lambda n: 2)
+    monkeypatch.setattr(m.sys, "executable", "/bin/false")  # a "Python" that exits at once
+    with pytest.raises(ulisse.errors.UlisseError, match=r"morphology worker \d stopped \(exit 1\)"):
+        m.compute_morphology(shapes_index, progress=False, chunk=5)

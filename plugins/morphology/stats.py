@@ -47,6 +47,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ulisse.errors import UlisseError
+
 LOG = logging.getLogger(__name__)
 
 SET = "morphology"
@@ -181,9 +183,14 @@ class _Workers:
         np.savez(path, **{f"a{i}": (np.asarray(im) if im is not None else np.zeros(0, np.uint8))
                           for i, im in enumerate(images)})
         proc = self.procs[self.sent % len(self.procs)]
-        proc.stdin.write(f"{path}\n")
-        proc.stdin.flush()
         self.pending.append((proc, path, len(images)))
+        try:
+            proc.stdin.write(f"{path}\n")
+            proc.stdin.flush()
+        except BrokenPipeError:  # the worker is gone: say why
+            while self.pending[0][0] is not proc:
+                self.pending.popleft()
+            self.receive()
         self.sent += 1
 
     def receive(self) -> list[dict]:
@@ -195,10 +202,10 @@ class _Workers:
             i = self.procs.index(proc)
             self.logs[i].seek(0)
             tail = self.logs[i].read().strip().splitlines()[-1:] or ["no output"]
-            raise RuntimeError(f"morphology worker {i} stopped (exit {proc.wait()}): {tail[0]}")
+            raise UlisseError(f"morphology worker {i} stopped (exit {proc.wait()}): {tail[0]}")
         rows = json.loads(line)
         if len(rows) != n:
-            raise RuntimeError(f"morphology worker answered {len(rows)} rows for {n} cutouts")
+            raise UlisseError(f"morphology worker answered {len(rows)} rows for {n} cutouts")
         return rows
 
     def close(self) -> None:
