@@ -84,6 +84,15 @@ def is_cutout_file(path: str | Path) -> bool:
     return Path(path).name.lower().endswith(CUTOUT_SUFFIXES)
 
 
+def source_path(index_dir: str | Path, source) -> Path | None:
+    """The file an index object's ``source`` names (relative to the index directory ``index_dir`` unless
+    absolute), or None when it names none (an object added as a vector)."""
+    if not isinstance(source, str) or not source:
+        return None
+    path = Path(source)
+    return path if path.is_absolute() else Path(index_dir) / path
+
+
 def read_cutout(path: str | Path, rgb: RGBConfig = RGBConfig()) -> Cutout:
     """Read one cutout file.
 

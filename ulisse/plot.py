@@ -13,15 +13,12 @@ import numpy as np
 
 def thumbnail(index, object_id: str) -> np.ndarray | None:
     """The RGB cutout of an index object, read from its ``source`` file (None if gone)."""
-    from .cutouts import read_cutout
+    from .cutouts import read_cutout, source_path
     from .errors import CutoutError
 
-    src = index.metadata["source"].iloc[index.row_of(object_id)]
-    if not isinstance(src, str) or not src:
+    path = source_path(index.path, index.metadata["source"].iloc[index.row_of(object_id)])
+    if path is None:
         return None
-    path = Path(src)
-    if not path.is_absolute():
-        path = Path(index.path) / path
     try:
         return read_cutout(path, index.rgb).image
     except CutoutError:

@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -251,26 +250,19 @@ def checks_state(index=None) -> str:
             f"{SPIKE_SIGMA} trail{TRAIL_CHORD}/{TRAIL_SIGMA}/{TRAIL_FLATNESS}/{TRAIL_SIDE}/{TRAIL_BLOCK}/{TRAIL_FLOOR} saturated{SATURATED_AREA}")
 
 
-def _source_path(index, source) -> Path | None:
-    if not isinstance(source, str) or not source:
-        return None
-    path = Path(source)
-    return path if path.is_absolute() else Path(index.path) / path
-
-
 def compute_artefacts(index, progress: bool = True) -> pd.DataFrame:
     """Derived columns ``artefact`` (bool) and ``artefact_kind`` (str, ``''`` when clean) for every object.
 
     An object whose cutout cannot be read is not flagged (its kind is ``''``).
     """
-    from ulisse.cutouts import read_cutout
+    from ulisse.cutouts import read_cutout, source_path
     from ulisse.errors import CutoutError
     from ulisse.progress import progress_iter
 
     sources = index.metadata["source"].tolist() if "source" in index.metadata_columns else [None] * len(index)
     kinds, unread = [], 0
     for source in progress_iter(sources, desc="artefact checks", enabled=progress):
-        path = _source_path(index, source)
+        path = source_path(index.path, source)
         try:
             kinds.append(artefact_kind(read_cutout(path, index.rgb).image) if path is not None else "")
         except CutoutError:

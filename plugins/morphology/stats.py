@@ -139,22 +139,15 @@ def workers(n: int) -> int:
     return max(1, min(cores, n // 50))
 
 
-def _source_path(index, source) -> Path | None:
-    if not isinstance(source, str) or not source:
-        return None
-    path = Path(source)
-    return path if path.is_absolute() else Path(index.path) / path
-
-
 def _images(index, rows) -> tuple[list, int]:
     """The cutouts at ``rows`` as the encoder reads them (None where unreadable), and how many were not."""
-    from ulisse.cutouts import read_cutout
+    from ulisse.cutouts import read_cutout, source_path
     from ulisse.errors import CutoutError
 
     sources = index.metadata_rows(rows)["source"].tolist()
     images, unread = [], 0
     for source in sources:
-        path = _source_path(index, source)
+        path = source_path(index.path, source)
         try:
             images.append(read_cutout(path, index.rgb).image if path is not None else None)
         except CutoutError:
