@@ -59,8 +59,7 @@ def test_ranking_table_and_class_fractions(tiny_index):
     best = scores.sort_values("score", ascending=False, kind="stable").head(6)
     assert ranking.ids == list(best["id"]) and np.allclose(ranking.table["score"], best["score"])
     assert list(ranking.table.columns[:3]) == ["rank", "id", "score"] and {"ra", "dec", "label"} <= set(ranking.table)
-    # the default method on an index that keeps its cutouts
-    assert (ranking.method, ranking.k, ranking.label) == ("kth+morphology", 5, "label")
+    assert (ranking.method, ranking.k, ranking.label) == ("kth", 5, "label")  # the default method
     assert ranking.base_rate == pytest.approx({"round": 1 / 3, "streak": 1 / 3, "double": 1 / 3})
     counts = ranking.table["label"].value_counts()
     assert ranking.precision == pytest.approx({c: counts.get(c, 0) / 6 for c in ("round", "streak", "double")})
@@ -160,7 +159,7 @@ def test_cli_json_label_png_and_fits(tiny_index, cli, tmp_path):
                          "--format", "json", "--png", png, "--output", fits_out, "--device", "cpu")
     assert code == 0, err
     result = json.loads(out)
-    assert (result["method"], result["k"], result["label"]) == ("kth+morphology", 4, "label")
+    assert (result["method"], result["k"], result["label"]) == ("kth", 4, "label")
     rows = result["rows"]
     assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5] and {"id", "score", "ra", "dec", "label", "r_mag"} <= set(rows[0])
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
@@ -197,11 +196,10 @@ def test_bad_input_one_line_error(tiny_index, cli, tmp_path, args, needle):
     assert tree_digest(tiny_index.path) == digest
 
 
-def test_the_default_method_is_kth_where_no_morphology_can_be_measured(tmp_path, tiny_index):
-    from ulisse.plugins.anomalies import default_method, method_for
+def test_the_default_method_is_kth_and_kth_morphology_needs_cutouts(tmp_path, tiny_index):
+    from ulisse.plugins.anomalies import default_method
 
-    assert default_method() == "kth+morphology" and method_for(tiny_index) == "kth+morphology"
-    assert method_for(tiny_index, "mean") == "mean"  # a named method is used as named
+    assert default_method() == "kth" and rank_anomalies(tiny_index, top=2, k=2, progress=False).method == "kth"
     x = np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32)
     meta = pd.DataFrame({"id": [f"v{i}" for i in range(30)]})
     bare = ulisse.create_index(tmp_path / "bare", x, meta, ulisse.EncoderSpec("synthetic", "random", None, 32, dim=8),

@@ -10,7 +10,7 @@ import ulisse
 from ulisse.plugins.anomalies.artefacts import artefact_kind
 from ulisse_bench.anomalies import oracle_loop, run_strategies
 from ulisse_bench.sim.agn import to_rgb
-from ulisse_bench.sim.rare import ARTEFACTS, INTERESTING, class_of, kinds_of, saturate, simulate_object
+from ulisse_bench.sim.rare import ARTEFACTS, INTERESTING, class_of, kinds_of, saturate, simulate_object, simulate_rare_set
 
 
 def test_kinds_are_placed_at_seeded_positions():
@@ -36,6 +36,34 @@ def test_each_kind_renders_and_the_artefacts_are_flagged(kind):
         assert flagged, kind
     elif kind in ("galaxy", "arc", "ring", "merger"):
         assert flagged == "", (kind, flagged)
+
+
+def test_structured_population_adds_arms_and_field_stars_to_ordinary_galaxies_only():
+    """The structured set's ordinary galaxies get spiral arms and foreground stars; the smooth set is unchanged."""
+    structures = []
+    for k in range(60):
+        smooth, row = simulate_object(np.random.default_rng([5, k]), "galaxy")
+        structured, srow = simulate_object(np.random.default_rng([5, k]), "galaxy", "structured")
+        assert set(row["structure"].split("+")) <= {"", "companion"}
+        assert row["structure"] in srow["structure"]  # the companion draw comes first, the same in both
+        structures.append(srow["structure"])
+        if srow["structure"] == row["structure"]:  # nothing added: the same pixels
+            np.testing.assert_array_equal(smooth, structured)
+        else:  # arms or a star add flux, never take it
+            assert structured.sum() > smooth.sum()
+    assert any("arms" in s for s in structures) and any("star" in s for s in structures)
+    star_share = np.mean(["star" in s for s in structures])
+    assert 0.1 < star_share < 0.5
+    ring, row = simulate_object(np.random.default_rng([5, 1]), "ring", "structured")
+    np.testing.assert_array_equal(ring, simulate_object(np.random.default_rng([5, 1]), "ring")[0])
+    with pytest.raises(ValueError, match="population 'spiky'"):
+        simulate_object(np.random.default_rng(0), "galaxy", "spiky")
+
+
+def test_simulated_set_refuses_an_unknown_population(tmp_path):
+    with pytest.raises(ValueError, match="population"):
+        simulate_rare_set(tmp_path / "s", n=200, population="spiky", progress=False)
+    assert not (tmp_path / "s").exists()
 
 
 def test_saturation_conserves_charge_in_the_column():

@@ -309,7 +309,7 @@ def test_exports_ecsv_with_relative_sources_and_write_before_printing(built, cli
     code, out, err = cli("anomalies", built, "--top", "3", "--output", ecsv)
     assert code == 0, err
     t = Table.read(ecsv, format="ascii.ecsv")
-    assert len(t) == 3 and t.meta["method"] == "kth+morphology"
+    assert len(t) == 3 and t.meta["method"] == "kth"
     assert all(not os.path.isabs(s) and s.startswith("..") for s in t["source"])  # relative to the index
     code, out, err = cli("query", built, "--id", "obj004", "-k", "3", "--format", "csv")
     sources = [line.split(",")[5] for line in out.splitlines()[1:]]

@@ -106,7 +106,7 @@ def test_marks_learn_from_the_morphology_when_it_is_there(shapes_index, monkeypa
                      artefacts="show", progress=False)
     assert found.feedback["morphology"] is True
     assert found.method == "kth"  # the default score with marks: the relevance carries the morphology already
-    assert discover(shapes_index, top=3, k=3, use_marks=False, progress=False).method == "kth+morphology"
+    assert discover(shapes_index, top=3, k=3, use_marks=False, progress=False).method == "kth"  # label-free
     assert set(found.ids[:2]) == {"g01", "g02"}  # the other tailed galaxies come first
     off = discover(shapes_index, top=3, k=3, positives=["g00"], use_marks=False, artefacts="show", progress=False,
                    morphology=False)

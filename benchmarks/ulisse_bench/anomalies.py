@@ -32,8 +32,8 @@ import ulisse
 
 ROUNDS, PER_ROUND = 3, 20
 METHODS = ("kth", "kth+morphology")  # anomaly scores compared; the first is the issue's plain list
-# what the product does by default (ulisse.plugins.anomalies.method_for): without marks, and with them
-DEFAULTS = ("plain anomaly list (kth+morphology), artefacts hide",
+# what the product does by default (ulisse.plugins.anomalies.default_method): without marks, and with them
+DEFAULTS = ("plain anomaly list (kth), artefacts hide",
             "anomalies with feedback (kth; product; relevance from vectors + morphology), artefacts hide")
 INTERESTING, ARTEFACT = "interesting", "artefact"
 
@@ -52,12 +52,22 @@ class Run:
         return int(sum(self.interesting))
 
 
-def rare_set(cache: Path, n: int, seed: int, progress: bool) -> tuple[Path, bool]:
-    """The simulated rare-object set under ``cache`` (``rare-n{n}-seed{seed}``, simulated once per (n, seed))."""
-    from .discovery import Task, simulated_set
-    from .sim.rare import simulate_rare_set
+def rare_set(cache: Path, n: int, seed: int, progress: bool, population: str = "structured") -> tuple[Path, bool]:
+    """The simulated rare-object set under ``cache``, simulated once per (population, n, seed).
 
-    task = Task("rare", simulate_rare_set, (INTERESTING,), "ordinary galaxies, rare interesting objects, artefacts")
+    ``rare-structured-n{n}-seed{seed}`` (ordinary galaxies with spiral arms and field stars) or
+    ``rare-n{n}-seed{seed}`` (``population="smooth"``: the sessions' set before the sixth).
+    """
+    from functools import partial
+
+    from .discovery import Task, simulated_set
+    from .sim.rare import POPULATIONS, simulate_rare_set
+
+    if population not in POPULATIONS:
+        raise ValueError(f"population {population!r}: not one of {', '.join(POPULATIONS)}")
+    name = "rare" if population == "smooth" else f"rare-{population}"
+    task = Task(name, partial(simulate_rare_set, population=population), (INTERESTING,),
+                "ordinary galaxies, rare interesting objects, artefacts")
     return simulated_set(task, cache, n, seed, progress)
 
 
@@ -170,14 +180,15 @@ def flag_quality(labels: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_anomaly_benchmark(cache: Path, n: int = 3000, seed: int = 0, combines=("product", "rank_product", "sum",
-                          "relevance"), device: str = "auto", progress: bool = True, command: str | None = None) -> str:
+                          "relevance"), device: str = "auto", progress: bool = True, command: str | None = None,
+                          population: str = "structured") -> str:
     """Run the benchmark and return its Markdown report."""
     from ulisse.plugins.anomalies import anomaly_scores
     from ulisse.plugins.anomalies.feedback import discover
 
     timings = {}
     t = time.perf_counter()
-    sim, fresh = rare_set(Path(cache), n, seed, progress)
+    sim, fresh = rare_set(Path(cache), n, seed, progress, population)
     timings["simulate" if fresh else "simulate (reused)"] = time.perf_counter() - t
     t = time.perf_counter()
     index, reused = rare_index(sim, n, device, progress)
@@ -197,18 +208,37 @@ def run_anomaly_benchmark(cache: Path, n: int = 3000, seed: int = 0, combines=("
     top50 = {(m, a): discover(index, top=50, use_marks=False, artefacts=a, scores=scores[m], progress=False).ids
              for m in METHODS for a in ("show", "hide")}
     timings["protocol"] = time.perf_counter() - t
-    top50_counts = {key: {c: _count(classes, [index.row_of(i) for i in ids], c) for c in (INTERESTING, ARTEFACT)}
-                    for key, ids in top50.items()}
-    return report(index, labels, runs, top50_counts, flag_quality(labels, flags), timings, command)
+    what = _what_is_shown(index.metadata)
+    top50_counts = {key: {**{c: _count(classes, [index.row_of(i) for i in ids], c) for c in (INTERESTING, ARTEFACT)},
+                          "held": _composition(what[[index.row_of(i) for i in ids]])} for key, ids in top50.items()}
+    return report(index, labels, runs, top50_counts, flag_quality(labels, flags), timings, command,
+                  population=population)
 
 
-def report(index, labels, runs, top50, quality, timings, command) -> str:
+def _what_is_shown(metadata: pd.DataFrame) -> np.ndarray:
+    """Per object: its kind, or for an ordinary galaxy what it has (``galaxy``, ``galaxy+star``, ...)."""
+    kind = metadata["kind"].astype(str).to_numpy()
+    if "structure" not in metadata.columns:
+        return kind
+    structure = metadata["structure"].fillna("").astype(str).to_numpy()
+    return np.array([f"galaxy+{st}" if k == "galaxy" and st else k for k, st in zip(kind, structure)], dtype=object)
+
+
+def _composition(shown) -> str:
+    values, counts = np.unique(np.asarray(shown, dtype=str), return_counts=True)
+    return ", ".join(f"{v} {c}" for c, v in sorted(zip(counts, values), key=lambda cv: (-cv[0], cv[1])))
+
+
+def report(index, labels, runs, top50, quality, timings, command, population: str = "structured") -> str:
     from .discovery import machine_line
 
     counts = labels.groupby("class").size().to_dict()
     enc = index.encoder_spec
     plain = next(r for r in runs if r.name == f"plain anomaly list ({METHODS[0]}), artefacts show")
-    lines = [f"Simulated rare-object set: {len(labels)} cutouts, {counts.get(INTERESTING, 0)} interesting, "
+    ordinary = ("ordinary galaxies with spiral arms and field stars" if population == "structured"
+                else "smooth ordinary galaxies")
+    lines = [f"Simulated rare-object set ({population}: {ordinary}): {len(labels)} cutouts, "
+             f"{counts.get(INTERESTING, 0)} interesting, "
              f"{counts.get(ARTEFACT, 0)} artefacts, {counts.get('ordinary', 0)} ordinary; encoder {enc.model_name} "
              f"({enc.weights_source}), preset {getattr(enc, 'preset', '?')}; anomaly scores "
              f"{' and '.join(METHODS)}, k = 10; 'vs plain list': against the plain {METHODS[0]} list, artefacts "
@@ -223,11 +253,11 @@ def report(index, labels, runs, top50, quality, timings, command) -> str:
         found = ", ".join(f"{k} {r.found.count(k)}" for k in sorted(set(r.found)))
         name = f"**{r.name} (the default)**" if r.name in DEFAULTS else r.name
         lines.append(f"| {name} | {cells} | {r.total} | {ratio} | {found} |")
-    lines += ["", "Label-free top 50 (no marks):", "", "| anomaly score | artefact filter | interesting | artefacts |",
-              "|---|---|---|---|"]
+    lines += ["", "Label-free top 50 (no marks):", "",
+              "| anomaly score | artefact filter | interesting | artefacts | what it holds |", "|---|---|---|---|---|"]
     for (m, a), c in top50.items():
         lines.append(f"| {m} | {'off (--artefacts show)' if a == 'show' else 'on (--artefacts hide, the default)'} | "
-                     f"{c[INTERESTING]} | {c[ARTEFACT]} |")
+                     f"{c[INTERESTING]} | {c[ARTEFACT]} | {c.get('held', '')} |")
     is_art = (labels["class"] == ARTEFACT).sum()
     flagged = quality.loc[~quality["kind"].str.startswith("("), "flagged"].sum()
     false = quality.loc[quality["kind"].str.startswith("("), "flagged"].sum()

@@ -297,14 +297,17 @@ def register_commands(cli):
                   show_default="<cache>/benchmarks", help=f"the simulated set and its index (reused); {CACHE_HELP}")
     @click.option("--n", "n", type=click.IntRange(200, 1_000_000), default=3000, show_default=True)
     @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--population", type=click.Choice(["structured", "smooth"]), default="structured",
+                  show_default=True, help="ordinary galaxies with spiral arms and field stars, or all smooth "
+                  "(the set before the sixth session)")
     @device_option
     @_report_option
-    def anomalies(cache, n, seed, device, report):
+    def anomalies(cache, n, seed, population, device, report):
         """Anomalies with the astronomer's marks and the artefact filter on a simulated rare-object set."""
         from .anomalies import run_anomaly_benchmark
 
         text = run_anomaly_benchmark(Path(cache).expanduser(), n=n, seed=seed, device=device, progress=_progress(),
-                                     command=_command())
+                                     command=_command(), population=population)
         _write(report, "Anomalies with marks and artefact flags on a rare-object set", text)
 
     from .gpu import gpu_command  # embedding and FAISS search on a GPU (benchmarks/gpu.md)

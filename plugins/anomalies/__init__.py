@@ -62,15 +62,16 @@ import pandas as pd
 
 import ulisse
 from ulisse.labels import class_fractions, labels_of
-from ulisse.plugins.morphology import use_morphology
 from ulisse.registry import DerivedColumns
 
 LOG = logging.getLogger(__name__)
 
 METHODS = ("kth", "mean", "iforest")
-# The default method: the first of these that is registered. kth+morphology (the morphology plugin's) puts 46
-# interesting objects in the first 60 of the plain list against 37 for kth (benchmarks/anomalies.md).
-PREFERRED = ("kth+morphology", "kth")
+# The default method: the first of these that is registered. kth, not kth+morphology (the morphology plugin's):
+# over the four rare-object sets of benchmarks/anomalies.md kth put 258 interesting objects in the label-free
+# top 50 and first 60, kth+morphology 254 (ahead on the smooth sets by 6-9, behind where ordinary galaxies have
+# spiral arms and field stars by 3-12).
+PREFERRED = ("kth",)
 DEFAULT_K = 10
 CHUNK = 2048  # objects per kNN batch
 RAW_SPACE_MAX = 50_000  # kNN scores on the raw vectors, exactly, up to this many objects (about a minute on 2 cores)
@@ -144,22 +145,6 @@ def default_method() -> str:
 
     methods = anomaly_methods()
     return next((m for m in PREFERRED if m in methods), next(iter(methods), "kth"))
-
-
-def method_for(index, method: str | None = None, marks_with_morphology: bool = False) -> str:
-    """The method that scores ``index``: ``method``, or without one the :func:`default_method`, which is ``kth``
-    where the morphology is not to be measured (no cutouts; a large index without it stored:
-    :func:`ulisse.plugins.morphology.use_morphology`) and where the relevance learned from marks carries the
-    morphology already (``marks_with_morphology``: there, kth found as many or more interesting objects in
-    each of the four runs of benchmarks/anomalies.md)."""
-    if method is not None:
-        return method
-    name = default_method()
-    if name == "kth+morphology" and (marks_with_morphology or not use_morphology(index)):
-        LOG.info("anomaly score kth (%s)", "the relevance learned from the marks carries the morphology"
-                 if marks_with_morphology else "kth+morphology needs the morphology of the cutouts")
-        return "kth"
-    return name
 
 
 def _check(index, method: str, k) -> int | None:
@@ -258,7 +243,7 @@ def anomaly_scores(index, method: str | None = None, k: int = DEFAULT_K, progres
     InputError
         Unknown method, or ``iforest`` without scikit-learn.
     """
-    method = method_for(index, method)
+    method = method or default_method()
     k = _check(index, method, k)
     values = np.asarray(_method(method).score(index, k=k, progress=progress, recompute=recompute), np.float64)
     if values.shape != (len(index),):
@@ -310,7 +295,7 @@ def rank_anomalies(index, top: int = 20, method: str | None = None, k: int = DEF
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
         raise ulisse.QueryError(f"top={top}: must be at least 1")
     names = labels_of(index, label) if label is not None else None
-    method = method_for(index, method)
+    method = method or default_method()
     scores = anomaly_scores(index, method=method, k=k, progress=progress, recompute=recompute)
     order = np.argsort(-scores["score"].to_numpy(), kind="stable")[:int(top)]
     meta = index.metadata_rows(order)

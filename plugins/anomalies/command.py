@@ -52,10 +52,9 @@ def add_anomalies_command(cli) -> None:
     @click.option("--top", type=int, default=20, show_default=True, help="how many of the most anomalous objects")
     @click.option("-k", "k", type=int, default=DEFAULT_K, show_default=True, help="neighbours for kth and mean")
     @click.option("--method", type=RegisteredChoice(lambda: list(anomaly_methods())), default=None,
-                  help="kth+morphology: mean percentile of kth and of the morphology's (the default, where the "
-                  "cutouts' morphology is stored or the index has at most 3000 objects; else kth); kth: distance "
-                  "to the k-th neighbour; mean: mean distance to k; iforest: Isolation Forest; morphology: "
-                  "unusual statmorph statistics; or a plugin's (ulisse plugins lists them)")
+                  help="kth: distance to the k-th neighbour (the default); mean: mean distance to k; iforest: "
+                  "Isolation Forest; morphology: unusual statmorph statistics; kth+morphology: mean percentile "
+                  "of kth and morphology; or a plugin's (ulisse plugins lists them)")
     @click.option("--positives", type=click.Path(dir_okay=False), default=None,
                   help="objects marked relevant: one id per line, or a CSV with an id column; objects like them rise")
     @click.option("--negatives", type=click.Path(dir_okay=False), default=None,

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from ulisse.errors import QueryError
-from ulisse.plugins.anomalies import DEFAULT_K, AnomalyRanking, _method, anomaly_scores, method_for
+from ulisse.plugins.anomalies import DEFAULT_K, AnomalyRanking, _method, anomaly_scores, default_method
 from ulisse.plugins.anomalies.artefacts import SET as ARTEFACT_SET, artefact_kind
 from ulisse.plugins.morphology import morphology_features, relevance as morphology_relevance, use_morphology
 
@@ -170,8 +170,8 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
         How many objects to return.
     method, k, progress, recompute
         The anomaly score, as in :func:`ulisse.plugins.anomalies.anomaly_scores`; without ``method``,
-        :func:`ulisse.plugins.anomalies.method_for` (``kth+morphology`` without marks, ``kth`` with a
-        relevant mark, the relevance carrying the morphology then).
+        :func:`ulisse.plugins.anomalies.default_method` (``kth``; the relevance learned from marks
+        carries the morphology).
     positives, negatives : ids
         Objects marked relevant and not relevant (added to the stored marks).
     use_marks : bool or None
@@ -217,7 +217,7 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
     pos_rows = np.array([index.row_of(i) for i in pos], np.int64)
     neg_rows = np.array([index.row_of(i) for i in neg], np.int64)
     with_morphology = len(pos_rows) > 0 and use_morphology(index, morphology)
-    method = method_for(index, method, marks_with_morphology=with_morphology)
+    method = method or default_method()
     anomaly = (np.asarray(scores, np.float64) if scores is not None else
                anomaly_scores(index, method=method, k=k, progress=progress, recompute=recompute)["score"].to_numpy())
     relevance, morph = None, None

@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from ulisse.errors import UlisseError
-from ulisse.plugins.anomalies import DEFAULT_K, anomaly_scores, method_for, rank_anomalies
+from ulisse.plugins.anomalies import DEFAULT_K, anomaly_scores, default_method, rank_anomalies
 from ulisse.plugins.anomalies.feedback import ARTEFACT_MODES, next_unmarked
 from ulisse.plugins.feedback import marks
 from ulisse.registry import anomaly_methods
@@ -53,7 +53,7 @@ kit.page_setup("Anomalies", url_state={"method": "anomalies.method", "anomaly_k"
 index = kit.current_index()
 methods = anomaly_methods()
 if st.session_state.get("anomalies.method") not in methods:
-    st.session_state["anomalies.method"] = method_for(index)  # the default method, as the command line's
+    st.session_state["anomalies.method"] = default_method()  # the command line's default
 method = st.sidebar.selectbox("Score", list(methods), key="anomalies.method",
                               format_func=lambda m: f"{m}: {methods[m].description}")
 uses_k = methods[method].uses_k
@@ -89,9 +89,7 @@ st.subheader("Look next")
 stored = marks(index)
 batch = st.session_state.get("anomalies.batch", 0)
 try:
-    # the default score stays the default's choice: with marks it is kth (method_for), as on the command line
-    chosen = None if method == method_for(index) else method
-    upcoming = next_batch(*kit.index_key(index), batch, chosen, k, artefacts, use_marks)
+    upcoming = next_batch(*kit.index_key(index), batch, method, k, artefacts, use_marks)
 except UlisseError as exc:
     st.error(str(exc))
 else:
