@@ -81,3 +81,40 @@ def test_durations_read_well():
     from ulisse.progress import duration_text
 
     assert [duration_text(s) for s in (0.2, 40, 200, 5400, 36000)] == ["1 s", "40 s", "3 min", "1.5 h", "10.0 h"]
+
+
+def test_watchers_hear_every_bar_in_their_context_even_a_silent_one():
+    from ulisse.progress import WATCH_EVERY_SECONDS, watching
+
+    heard, outer = [], []
+    with progress_bar(total=3, desc="before", enabled=False) as bar:  # opened outside: not watched
+        with watching(heard.append):
+            bar.update(3)
+    assert heard == []
+    with watching(outer.append):
+        with watching(heard.append):
+            with progress_bar(total=1000, desc="morphology", unit="cutout", enabled=False) as bar:
+                for _ in range(1000):
+                    bar.update(1)
+    assert heard == outer and heard[0].n == 1 and heard[-1].n == 1000  # the first and the last step
+    assert len(heard) < 20  # not one per step: at most every WATCH_EVERY_SECONDS
+    assert WATCH_EVERY_SECONDS > 0
+    assert heard[-1].fraction == 1.0 and heard[-1].text == "morphology: 1000/1000 cutouts (100 %)"
+    with watching(heard.append):
+        with progress_bar(total=None, desc="reading", unit="row", enabled=False) as bar:
+            bar.update(5)
+    assert heard[-1].text == "reading: 5 rows" and heard[-1].fraction == 0.0
+
+
+def test_watchers_get_the_time_left_once_a_rate_is_known():
+    import time
+
+    from ulisse.progress import watching
+
+    heard = []
+    with watching(heard.append):
+        with progress_bar(total=100, desc="embedding", unit="cutout", enabled=False) as bar:
+            for _ in range(10):
+                time.sleep(0.05)
+                bar.update(1)
+    assert len(heard) >= 2 and re.search(r"^embedding: 10/100 cutouts \(10 %\), about \d+ s left$", heard[-1].text), heard

@@ -831,3 +831,33 @@ def test_picker_orders_and_the_default_follow_magnitudes_or_the_mean(labelled_in
     assert kit.sort_for_picking(index, "Most typical first")["id"].iloc[0] == typical
     assert kit.sort_for_picking(index, "Most unusual first")["id"].iloc[-1] == typical
     assert kit.sort_for_picking(index, "RA")["ra"].is_monotonic_increasing
+
+
+def test_long_work_shows_a_progress_bar_with_the_time_left_then_goes(demo_index, tmp_path):
+    """kit.progress_shown (the app wraps every page in it): the product's own progress, as a Streamlit bar."""
+    script = tmp_path / "work.py"
+    script.write_text(f'''
+import streamlit as st
+import ulisse
+import ulisse.ui.kit as kit
+from ulisse.plugins.anomalies import compute_knn_scores
+
+index = ulisse.open_index({str(demo_index)!r}, device="cpu")
+
+
+@st.cache_data
+def scores(k):  # as the pages compute: inside a cached function, whose elements Streamlit replays
+    return compute_knn_scores(index, k=k, progress=False)  # the product's scoring, silent on the terminal
+
+
+with kit.progress_shown() as shown:
+    scores(3)
+    st.caption("inside: " + shown.text)
+st.caption("after: " + shown.text)
+''')
+    at = ok(AppTest.from_file(str(script), default_timeout=TIMEOUT).run())
+    assert [c.value for c in at.caption] == ["inside: anomaly scores (k=3): 60/60 objects (100 %)",
+                                             "after: anomaly scores (k=3): 60/60 objects (100 %)"]
+    assert not at.get("progress")  # the bar went with the work
+    at = ok(at.run())  # a cache hit: nothing to replay into the bar of the first run, no work, no bar
+    assert [c.value.strip() for c in at.caption] == ["inside:", "after:"] and not at.get("progress")

@@ -29,7 +29,8 @@ st.sidebar.title("ulisse")
 title = st.sidebar.radio("Page", titles, key="page", label_visibility="collapsed")
 st.sidebar.divider()
 try:
-    runpy.run_path(str(pages[titles.index(title)].script), run_name="__main__")
+    with kit.progress_shown():  # long work of any page: a progress bar with the time left
+        runpy.run_path(str(pages[titles.index(title)].script), run_name="__main__")
 except UlisseError as exc:  # a ulisse error a page lets through: a message, not a traceback
     st.error(str(exc))
 finally:

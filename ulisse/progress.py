@@ -5,9 +5,14 @@ Redirected logs (a batch job's output file, ``2> log``) get plain lines such as
 frames. After the first batches (:data:`ESTIMATE_AFTER_SECONDS`) one line says what the whole job
 will cost, from the rate measured so far: ``ulisse: embedding: about 1 min for 5000 cutouts ...``.
 
+A caller that shows progress its own way (the web UI's progress bar) watches every bar opened in
+its context with :func:`watching`, whether or not the bar itself prints (``enabled=False``).
+
 Example:
     >>> with progress_bar(total=1000, desc="embedding", unit="cutout") as bar:   # doctest: +SKIP
     ...     bar.update(10)
+    >>> with watching(lambda state: print(state.text)):                         # doctest: +SKIP
+    ...     index.derived("morphology")
 """
 
 from __future__ import annotations
@@ -15,11 +20,55 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Callable
 
 LOG = logging.getLogger("ulisse")
 
 LOG_EVERY_SECONDS = 10.0
 ESTIMATE_AFTER_SECONDS = 3.0  # the first batches measured: then the whole job's cost is said, once
+WATCH_EVERY_SECONDS = 0.3  # a watcher hears of a bar at most this often (and always of its first and last step)
+
+
+@dataclass(frozen=True)
+class ProgressState:
+    """Where one bar stands, as :func:`watching`'s callbacks get it."""
+
+    desc: str
+    n: int
+    total: int | None
+    unit: str
+    left: str  # ", about 3 min left" once a rate is known, else ""
+
+    @property
+    def fraction(self) -> float:
+        """Done, from 0 to 1 (0 while the total is unknown)."""
+        return min(1.0, self.n / self.total) if self.total else 0.0
+
+    @property
+    def text(self) -> str:
+        """``morphology (statmorph): 120/3000 cutouts (4 %), about 6 min left``."""
+        if self.total:
+            return (f"{self.desc}: {self.n}/{_units(self.total, self.unit)} "
+                    f"({100 * self.n // max(self.total, 1)} %){self.left}")
+        return f"{self.desc}: {_units(self.n, self.unit)}"
+
+
+_WATCHERS: ContextVar[tuple] = ContextVar("ulisse_progress_watchers", default=())
+
+
+@contextmanager
+def watching(callback: Callable[[ProgressState], None]):
+    """Call ``callback(state)`` as every progress bar opened in this context advances (at most every
+    :data:`WATCH_EVERY_SECONDS` per bar, and at its first step, its last and its close). Nested contexts add
+    watchers."""
+    token = _WATCHERS.set(_WATCHERS.get() + (callback,))
+    try:
+        yield
+    finally:
+        _WATCHERS.reset(token)
 
 
 def duration_text(seconds: float) -> str:
@@ -44,9 +93,25 @@ class _Clock:
         self.first: tuple[float, int] | None = None  # (time, count) at the first step: warm-up left out of the rate
         self.estimate_after = estimate_after
         self.estimated = False
+        self.watchers = _WATCHERS.get()
+        self.watched: float | None = None
+
+    def _watch(self, n_now: int, now: float, last: bool = False) -> None:
+        """Tell the watchers of :func:`watching` (those of the context the bar was opened in)."""
+        if not self.watchers or (not last and self.watched is not None and now - self.watched < WATCH_EVERY_SECONDS
+                                 and n_now != self.total):
+            return
+        self.watched = now
+        state = ProgressState(self.desc, n_now, self.total, self.unit, self.eta_text(n_now, now))
+        watchers = self.watchers
+        if last:  # closed: heard of once, not again (tqdm closes a bar a second time when it is collected)
+            self.watchers = ()
+        for callback in watchers:
+            callback(state)
 
     def _step(self, n_now: int, now: float) -> str | None:
         """Note a step; the job's cost (once, after ``estimate_after`` seconds) when it is due."""
+        self._watch(n_now, now)
         if self.first is None:
             self.first = (now, n_now)
         if self.estimated or not self.total or now - self.t0 < self.estimate_after or n_now >= self.total:
@@ -109,6 +174,8 @@ class _LogProgress(_Clock):
             LOG.info("%s: %d %s, %.1f/s%s", self.desc, self.n, self.unit, rate, extra)
 
     def close(self) -> None:
+        if self.watchers and self.n:
+            self._watch(self.n, time.monotonic(), last=True)
         if self.n and time.monotonic() - self.t0 >= self.every:
             self._log(time.monotonic())
 
@@ -120,11 +187,16 @@ class _LogProgress(_Clock):
 
 
 class _NoProgress(_LogProgress):
+    """Prints nothing; watchers still hear of it."""
+
     def update(self, n: int = 1) -> None:
         self.n += n
+        if self.watchers:
+            self._watch(self.n, time.monotonic())
 
     def close(self) -> None:
-        pass
+        if self.watchers and self.n:
+            self._watch(self.n, time.monotonic(), last=True)
 
 
 def _terminal_bar(total, desc, unit, stream, initial, estimate_after):
@@ -138,6 +210,11 @@ def _terminal_bar(total, desc, unit, stream, initial, estimate_after):
             if estimate:
                 self.write(f"ulisse: {estimate}", file=stream)
             return shown
+
+        def close(self):
+            if getattr(self, "watchers", None) and self.n and self.watched is not None:
+                self._watch(self.n, time.monotonic(), last=True)
+            return super().close()
 
     bar = Bar(total=total, desc=desc, unit=unit, file=stream, mininterval=0.5, initial=initial)
     bar.initial_n = initial

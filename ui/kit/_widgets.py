@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextvars
+from contextlib import contextmanager
+from types import SimpleNamespace
+
 import pandas as pd
 import streamlit as st
 
 import ulisse
 from ulisse.labels import NOT_LABELS
+from ulisse.progress import watching
 
 MAX_CLASSES = 50  # a metadata column with more distinct values is not offered as class labels
 
@@ -48,3 +53,30 @@ def choose_label(index: ulisse.Index, key: str) -> str | None:
     return st.sidebar.selectbox("Class labels", options, key=key, format_func=lambda c: "(none)" if c is None else c,
                                 help="A metadata column of classes: its fractions among the results "
                                      "beside its base rate over the whole index.")
+
+
+@contextmanager
+def progress_shown():
+    """Long work inside (embedding, anomaly scores, artefact checks, the morphology...) shows here as a
+    progress bar that says what it is doing and the time left (:func:`ulisse.progress.watching`); the bar
+    goes once the work is done. Yields what the bar shows last (``.text``, ``.fraction``)."""
+    area = st.empty()
+    shown = SimpleNamespace(text="", fraction=0.0, open=True)
+    # The bar is drawn in the context it was made in: work inside an st.cache_data function would otherwise
+    # record the bar's updates for replay on a later cache hit, when this bar is long gone.
+    here = contextvars.copy_context()
+
+    def draw(state) -> None:
+        area.progress(state.fraction, text=state.text)
+        shown.text, shown.fraction = state.text, state.fraction
+
+    def show(state) -> None:
+        if shown.open:  # a bar heard of after the work is done does not come back
+            here.run(draw, state)
+
+    with watching(show):
+        try:
+            yield shown
+        finally:
+            shown.open = False
+            area.empty()
