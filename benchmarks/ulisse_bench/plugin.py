@@ -299,7 +299,7 @@ def register_commands(cli):
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--population", type=click.Choice(["structured", "smooth"]), default="structured",
                   show_default=True, help="ordinary galaxies with spiral arms and field stars, or all smooth "
-                  "(the set before the sixth session)")
+                  "(the benchmark's first set; benchmarks/anomalies.md has both)")
     @device_option
     @_report_option
     def anomalies(cache, n, seed, population, device, report):

@@ -57,7 +57,7 @@ def choose_label(index: ulisse.Index, key: str) -> str | None:
 
 @contextmanager
 def progress_shown():
-    """Long work inside (embedding, anomaly scores, artefact checks, the morphology...) shows here as a
+    """Long work inside (anomaly scores, artefact checks, the morphology, embedding...) shows here as a
     progress bar that says what it is doing and the time left (:func:`ulisse.progress.watching`); the bar
     goes once the work is done. Yields what the bar shows last (``.text``, ``.fraction``)."""
     area = st.empty()
