@@ -861,3 +861,26 @@ st.caption("after: " + shown.text)
     assert not at.get("progress")  # the bar went with the work
     at = ok(at.run())  # a cache hit: nothing to replay into the bar of the first run, no work, no bar
     assert [c.value.strip() for c in at.caption] == ["inside:", "after:"] and not at.get("progress")
+
+
+def test_a_page_that_wraps_its_own_long_call_shows_the_bar_there_not_at_the_top(demo_index, tmp_path):
+    script = tmp_path / "nested.py"
+    script.write_text(f'''
+import streamlit as st
+import ulisse
+import ulisse.ui.kit as kit
+from ulisse.plugins.anomalies import compute_knn_scores
+
+index = ulisse.open_index({str(demo_index)!r}, device="cpu")
+with kit.progress_shown() as top:  # as the app wraps every page
+    st.title("page")
+    with kit.progress_shown() as here:  # the page's own, beside its results
+        compute_knn_scores(index, k=4, progress=False)
+    st.caption(f"top meanwhile: {{top.text or '-'}}")  # the top bar stayed empty: one bar, not two
+    compute_knn_scores(index, k=5, progress=False)  # outside the page's: at the top
+    st.caption(f"here: {{here.text}} | top: {{top.text}}")
+''')
+    at = ok(AppTest.from_file(str(script), default_timeout=TIMEOUT).run())
+    assert [c.value for c in at.caption] == ["top meanwhile: -", "here: anomaly scores (k=4): 60/60 objects (100 %) | "
+                                             "top: anomaly scores (k=5): 60/60 objects (100 %)"]
+    assert not at.get("progress")

@@ -89,7 +89,8 @@ st.subheader("Look next")
 stored = marks(index)
 batch = st.session_state.get("anomalies.batch", 0)
 try:
-    upcoming = next_batch(*kit.index_key(index), batch, method, k, artefacts, use_marks)
+    with kit.progress_shown():  # here, not at the top: the first batch with marks measures the morphology
+        upcoming = next_batch(*kit.index_key(index), batch, method, k, artefacts, use_marks)
 except UlisseError as exc:
     st.error(str(exc))
 else:

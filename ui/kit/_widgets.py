@@ -55,11 +55,16 @@ def choose_label(index: ulisse.Index, key: str) -> str | None:
                                      "beside its base rate over the whole index.")
 
 
+_INNERMOST: contextvars.ContextVar = contextvars.ContextVar("ulisse_ui_progress_area", default=None)
+
+
 @contextmanager
 def progress_shown():
     """Long work inside (anomaly scores, artefact checks, the morphology, embedding...) shows here as a
     progress bar that says what it is doing and the time left (:func:`ulisse.progress.watching`); the bar
-    goes once the work is done. Yields what the bar shows last (``.text``, ``.fraction``)."""
+    goes once the work is done. The app shows every page's work at the top; a page that wraps its own long
+    call shows it there instead (the innermost area draws). Yields what the bar shows last (``.text``,
+    ``.fraction``)."""
     area = st.empty()
     shown = SimpleNamespace(text="", fraction=0.0, open=True)
     # The bar is drawn in the context it was made in: work inside an st.cache_data function would otherwise
@@ -71,12 +76,15 @@ def progress_shown():
         shown.text, shown.fraction = state.text, state.fraction
 
     def show(state) -> None:
-        if shown.open:  # a bar heard of after the work is done does not come back
+        # called in the work's context: draw if this is the innermost area there, and the work not yet done
+        if shown.open and _INNERMOST.get() is shown:
             here.run(draw, state)
 
-    with watching(show):
-        try:
+    token = _INNERMOST.set(shown)
+    try:
+        with watching(show):
             yield shown
-        finally:
-            shown.open = False
-            area.empty()
+    finally:
+        _INNERMOST.reset(token)
+        shown.open = False
+        area.empty()
