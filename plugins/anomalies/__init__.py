@@ -69,7 +69,7 @@ LOG = logging.getLogger(__name__)
 METHODS = ("kth", "mean", "iforest")
 # The default method: the first of these that is registered. kth, not kth+morphology (the morphology plugin's):
 # over the four rare-object sets of benchmarks/anomalies.md kth put 258 interesting objects in the label-free
-# top 50 and first 60, kth+morphology 254 (ahead on the smooth sets by 6-9, behind where ordinary galaxies have
+# top 50 and first 60, kth+morphology 254 (ahead on the smooth sets by 3-9, behind where ordinary galaxies have
 # spiral arms and field stars by 3-12).
 PREFERRED = ("kth",)
 DEFAULT_K = 10
