@@ -12,19 +12,18 @@ which objects are rare is a seeded permutation, ``default_rng([seed, 0])``)
 * ``ordinary`` / ``galaxy``: a bulge + disc host exactly as in the AGN set
   (:func:`ulisse_bench.sim.agn.draw_object`, no AGN); 30 % of them have an unrelated
   companion galaxy 5-12" away, 1-3 mag fainter (no tidal feature), as real fields do.
-  With ``population="structured"`` (the default of the benchmark since the sixth session;
-  ``"smooth"`` is the set of the sessions before) ordinary galaxies also look like the
-  ones of a real field: every disc that is seen (bulge fraction below 0.7, cos i above
-  0.35) has 2 or 3 clumpy blue logarithmic spiral arms (pitch 10-30 deg, from 0.5 to
-  2.5 disc half-light radii, 0.25-0.5" thick, 25-50 % of the disc's flux added,
-  star-forming clumps along them; at SDSS resolution most are hints, as in real
-  SDSS images of galaxies this faint), and 30 % of the cutouts hold an unsaturated foreground star (r 15.5-20.5,
-  Moffat beta 3, 6-28 px from the centre). The label column ``structure`` says which
-  (``arms``, ``star``, ``companion``, joined by ``+``). Artefact hosts are drawn the same
-  way; the interesting kinds are unchanged. Chosen for realism before any ranking ran
-  on it: the smooth set's ordinary galaxies are all smooth, so any structure at all
-  (a ring's clumps, an arc) stood out, and the plain anomaly list there found 28 of the
-  60 interesting objects in its top 50, against 11 on the set the issue was measured on.
+  With ``population="structured"`` (the benchmark's default; ``"smooth"`` is its first
+  set) ordinary galaxies look more like those of a real field: every disc that is seen
+  (bulge fraction below 0.7, cos i above 0.35) has 2 or 3 clumpy blue logarithmic spiral
+  arms (pitch 10-30 deg, from 0.5 to 2.5 disc half-light radii, 0.25-0.5" thick, 25-50 %
+  of the disc's flux added, star-forming clumps along them; at SDSS resolution most are
+  hints, as in SDSS images of galaxies this faint), and 30 % of the cutouts hold an
+  unsaturated foreground star (r 15.5-20.5, Moffat beta 3, 6-28 px from the centre). The
+  label column ``structure`` says which (``arms``, ``star``, ``companion``, joined by
+  ``+``). Artefact hosts are drawn the same way; the interesting kinds are unchanged.
+  Set by eye, before any ranking ran on it: on the smooth set any structure at all (a
+  ring's clumps, an arc) stood out, and the plain anomaly list found 28 of the 60
+  interesting objects in its top 50, against 11 on the set the issue was measured on.
 * ``interesting`` / ``arc``: a red early-type lens galaxy (bulge only, r 16.5-18.5,
   half-light radius 0.6-1.6") and a blue tangential arc (g-r 0.1-0.4) at the Einstein
   radius 2-5", 60-300 deg long, 0.15-0.4" thick, holding 20-60 % of the lens's r flux
