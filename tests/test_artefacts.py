@@ -115,3 +115,31 @@ def test_flags_are_derived_columns_usable_in_where(tiny_index):
     assert clean.sum() == (~flags["artefact"]).sum()
     result = tiny_index.query(tiny_index.ids[0], k=5, where="artefact_kind == ''")
     assert (result.table["artefact_kind"] == "").all()
+
+
+def halo_star(angle_deg=45.0, spikes=True, knots=False):
+    """An unsaturated star whose diffraction spikes fade inside its halo (as the Hubble Deep Field's), or without
+    them; or, with ``knots``, a ring of four bright knots 90 deg apart around a compact core (no rays)."""
+    y, x = np.mgrid[:SIZE, :SIZE] - (SIZE - 1) / 2
+    r = np.hypot(y, x)
+    noise = np.clip(np.random.default_rng(7).normal(0, 12.0, (SIZE, SIZE)), 0, None)
+    out = (noise + 170 * np.exp(-r**2 / (2 * 2.5**2)) + 60 * np.exp(-r / 5.0))[..., None].repeat(3, axis=2)
+    for k in range(4):
+        t = np.radians(angle_deg + 90 * k)
+        along = x * np.cos(t) + y * np.sin(t)
+        across = -x * np.sin(t) + y * np.cos(t)
+        if spikes and not knots:
+            out += (70 * np.exp(-across**2 / 2.0) * (along > 0) * np.exp(-along / 8.0))[..., None]
+        if knots:
+            out += (70 * np.exp(-((along - 12) ** 2 + across**2) / (2 * 1.5**2)))[..., None]
+    return rgb(out)
+
+
+@pytest.mark.parametrize("angle", [0.0, 20.0, 45.0])
+def test_the_short_spikes_of_an_unsaturated_star_at_any_angle(angle):
+    star = halo_star(angle)
+    assert (star == 255).sum() < 40  # neither saturated nor long-spiked: the halo check finds it
+    assert artefact_stats(star)["spike_sigma"] < 6 and artefact_stats(star)["halo_spike_sigma"] >= 0.5
+    assert artefact_kind(star) == "spikes"
+    assert artefact_kind(halo_star(angle, spikes=False)) == ""  # the same star without spikes
+    assert artefact_kind(halo_star(angle, knots=True)) == ""  # knots at one radius are not rays
