@@ -27,8 +27,8 @@ one band only counts), measured against the sky: ``bg`` is the median of ``V`` a
     all along, out to where the halo meets the sky: the lower quartile of the ray's excess reaches
     :data:`HALO_SPIKE_LEVEL` times its noise (a knot or a companion galaxy brightens a ray at a few
     radii only). On the tutorial's 240 Hubble Deep Field cutouts this flags the five stars with
-    diffraction spikes (1.0-1.9; no other object above 0.0); on the 12,000 simulated cutouts of
-    benchmarks/anomalies.md no galaxy, arc, ring or merger is above 0.0.
+    diffraction spikes (0.96-1.95; no other object above 0.0); on the 12,000 simulated cutouts of
+    benchmarks/anomalies.md no galaxy, arc, ring or merger reaches 0.05.
 ``saturated``
     At least :data:`SATURATED_AREA` saturated pixels (a saturated star without a bleed).
 ``trail``
