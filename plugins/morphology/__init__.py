@@ -16,8 +16,9 @@ benchmark anomalies`` (benchmarks/anomalies.md):
 
 - the anomaly methods ``morphology`` (distance to the k-th nearest neighbour among the
   statistics' robust z-scores) and ``kth+morphology`` (the mean of its percentile and
-  the vectors' ``kth`` percentile; not the default: where ordinary galaxies have clumpy
-  spiral arms their statistics look disturbed too, and it found fewer than ``kth``);
+  the vectors' ``kth`` percentile; not the default: where a foreground star overlaps a
+  galaxy, deblending cuts the galaxy in two and the half measured looks disturbed, and on
+  the benchmark's fields with stars it found fewer than ``kth``);
 - the relevance model of anomalies with marks (:func:`ulisse.plugins.anomalies.feedback.discover`)
   averages a model on the vectors with one on the statistics, so that marking a few
   disturbed galaxies brings up the others (:func:`relevance`).
