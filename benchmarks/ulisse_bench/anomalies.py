@@ -56,7 +56,7 @@ def rare_set(cache: Path, n: int, seed: int, progress: bool, population: str = "
     """The simulated rare-object set under ``cache``, simulated once per (population, n, seed).
 
     ``rare-structured-n{n}-seed{seed}`` (ordinary galaxies with spiral arms and field stars) or
-    ``rare-n{n}-seed{seed}`` (``population="smooth"``: the sessions' set before the sixth).
+    ``rare-n{n}-seed{seed}`` (``population="smooth"``: the benchmark's first set).
     """
     from functools import partial
 

@@ -60,6 +60,8 @@ __all__ = [
     # controls, tables, downloads
     "slider", "choose_label", "label_columns", "fractions_view", "show_table", "display_table", "number_text",
     "download_buttons", "samp_buttons", "show_in_aladin", "viewer_links",
+    # long work: a progress bar with the time left
+    "progress_shown",
     # what a user types or uploads
     "format_position", "parse_position", "decode_upload", "UploadError", "MAX_UPLOAD_MB", "remember_upload",
     "recall_upload",
