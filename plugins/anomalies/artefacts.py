@@ -150,31 +150,42 @@ def _bleed(v: np.ndarray) -> bool:
     return False
 
 
-def spike_score(v: np.ndarray, bg: float, sigma: float) -> float:
-    """How far (in sigma) the dimmest of the best four rays 90 deg apart lies above the median ray."""
+def _rays(v: np.ndarray, radii: np.ndarray, step_deg: int) -> np.ndarray:
+    """``V`` along rays every ``step_deg`` deg from the brightest point (smoothed), at ``radii`` px: rays x radii,
+    NaN outside the cutout."""
     from scipy.ndimage import gaussian_filter, map_coordinates
 
     cy, cx = np.unravel_index(int(np.argmax(gaussian_filter(v, 2.0))), v.shape)
-    radii = np.arange(*SPIKE_RADII, dtype=np.float32)
-    phis = np.radians(np.arange(0, 360, 3))
+    phis = np.radians(np.arange(0, 360, step_deg))
     ys, xs = cy + np.outer(np.sin(phis), radii), cx + np.outer(np.cos(phis), radii)
     inside = (ys >= 0) & (ys <= v.shape[0] - 1) & (xs >= 0) & (xs <= v.shape[1] - 1)
-    samples = np.where(inside, map_coordinates(v, [ys.ravel(), xs.ravel()], order=1).reshape(ys.shape), np.nan)
-    enough = inside.sum(axis=1) >= 6
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # rays wholly outside the cutout
-        rays = np.where(enough, np.nanmedian(np.where(inside, samples, np.nan), axis=1), np.nan)
-    if np.isfinite(rays).sum() < len(rays) // 2:
-        return 0.0
+    return np.where(inside, map_coordinates(v, [ys.ravel(), xs.ravel()], order=1).reshape(ys.shape), np.nan)
+
+
+def _dimmest_of_four(rays: np.ndarray) -> float | None:
+    """Over the directions phi: the dimmest of the rays phi, phi+90, phi+180, phi+270 (at least 3 of them in the
+    cutout); its largest value, or None when no direction has 3."""
     quarter = len(rays) // 4
-    four = np.stack([np.roll(rays, -q * quarter)[:quarter] for q in range(4)])  # rays phi, phi+90, phi+180, phi+270
+    four = np.stack([np.roll(rays, -q * quarter)[:quarter] for q in range(4)])
     valid = np.isfinite(four).sum(axis=0) >= 3
     if not valid.any():
-        return 0.0
+        return None
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        dimmest = np.nanmin(four, axis=0)[valid]
-    return float((dimmest.max() - np.nanmedian(rays)) / sigma)
+        return float(np.nanmin(four, axis=0)[valid].max())
+
+
+def spike_score(v: np.ndarray, bg: float, sigma: float) -> float:
+    """How far (in sigma) the dimmest of the best four rays 90 deg apart lies above the median ray."""
+    samples = _rays(v, np.arange(*SPIKE_RADII, dtype=np.float32), 3)
+    enough = np.isfinite(samples).sum(axis=1) >= 6
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rays wholly outside the cutout
+        rays = np.where(enough, np.nanmedian(samples, axis=1), np.nan)
+    if np.isfinite(rays).sum() < len(rays) // 2:
+        return 0.0
+    dimmest = _dimmest_of_four(rays)
+    return 0.0 if dimmest is None else float((dimmest - np.nanmedian(rays)) / sigma)
 
 
 def halo_spike_score(v: np.ndarray, bg: float, sigma: float) -> float:
@@ -185,14 +196,7 @@ def halo_spike_score(v: np.ndarray, bg: float, sigma: float) -> float:
     A ray's score is the lower quartile of its excess out to 3 px beyond where the halo falls to 2 sigma above
     the sky (a spike is bright all along), over its noise (1.25 sigma / sqrt(samples)).
     """
-    from scipy.ndimage import gaussian_filter, map_coordinates
-
-    cy, cx = np.unravel_index(int(np.argmax(gaussian_filter(v, 2.0))), v.shape)
-    radii = np.arange(HALO_SPIKE_RADII[0], HALO_SPIKE_RADII[1] + 1, dtype=np.float32)
-    phis = np.radians(np.arange(0, 360, 2))
-    ys, xs = cy + np.outer(np.sin(phis), radii), cx + np.outer(np.cos(phis), radii)
-    inside = (ys >= 0) & (ys <= v.shape[0] - 1) & (xs >= 0) & (xs <= v.shape[1] - 1)
-    samples = np.where(inside, map_coordinates(v, [ys.ravel(), xs.ravel()], order=1).reshape(ys.shape), np.nan)
+    samples = _rays(v, np.arange(HALO_SPIKE_RADII[0], HALO_SPIKE_RADII[1] + 1, dtype=np.float32), 2)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # radii or rays wholly outside the cutout
         halo = np.nanmedian(samples, axis=0)
@@ -202,14 +206,8 @@ def halo_spike_score(v: np.ndarray, bg: float, sigma: float) -> float:
         n = np.isfinite(excess).sum(axis=1)
         rays = np.where(n >= 4, np.nanpercentile(excess, 25, axis=1), np.nan) \
             / (1.25 * sigma / np.sqrt(np.maximum(n, 1)))
-    quarter = len(rays) // 4
-    four = np.stack([np.roll(rays, -q * quarter)[:quarter] for q in range(4)])
-    valid = np.isfinite(four).sum(axis=0) >= 3
-    if not valid.any():
-        return 0.0
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(np.nanmin(four, axis=0)[valid].max())
+    dimmest = _dimmest_of_four(rays)
+    return 0.0 if dimmest is None else dimmest
 
 
 _LINES: dict = {}
