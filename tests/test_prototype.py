@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import ulisse
-from ulisse.labels import class_fractions
+from ulisse.labels import class_fractions, fractions_text
 from ulisse.plugins.prototype import Prototype, query
 from ulisse.registry import query_strategies
 
@@ -35,6 +35,15 @@ def test_unlabelled_objects_count_in_neither_fractions_nor_base_rate():
     assert t.loc["a", 5] == pytest.approx(2 / 3) and t.loc["b", 5] == pytest.approx(1 / 3)
     assert t["base_rate"].to_dict() == pytest.approx({"a": 1 / 3, "b": 2 / 3})
     assert used == {"5": {"objects": 5, "labelled": 3}} and "(none)" not in t.index
+
+
+def test_fractions_text_shows_a_small_lift_instead_of_rounding_it_to_zero():
+    found = ["rare"] * 19 + ["common"]
+    everyone = pd.Series(["rare"] * 20 + ["common"] * 480)
+    t, used = class_fractions(found, everyone, [20])
+    lines = {line.split()[0]: line for line in fractions_text(t, "kind", used, excluded=None).splitlines() if line}
+    assert "95.0% x23.8" in lines["rare"]  # 0.95 / 0.04
+    assert "5.0% x0.052" in lines["common"]  # 0.05 / 0.96, not "x0.1" or "x0.0"
 
 
 def test_mean_and_union_of_several_prototypes(tiny_index):

@@ -58,6 +58,11 @@ def class_fractions(found: Sequence[str], all_labels: pd.Series, ns: Iterable[in
     return table, used
 
 
+def _lift(ratio: float) -> str:
+    """A fraction's lift over its base rate: one decimal from 1 on, two significant digits below (x0.041, not x0.0)."""
+    return f"{ratio:.1f}" if ratio >= 1 or ratio == 0 else f"{ratio:.2g}"
+
+
 def fractions_text(fractions: pd.DataFrame | None, label: str | None, used: dict | None = None,
                    heading: str = "class fractions", excluded: str | None = "the prototypes") -> str:
     """Class fractions as a few readable lines, the same in every verb: percentages and the lift over the base rate.
@@ -88,7 +93,7 @@ def fractions_text(fractions: pd.DataFrame | None, label: str | None, used: dict
         cells = []
         for n in ns:
             f = fractions.loc[c, n]
-            lift = f" x{f / base:.1f}" if base and f == f else ""
+            lift = f" x{_lift(f / base)}" if base and f == f else ""
             cells.append(f"{f:.1%}{lift}" if f == f else "-")
         lines.append(f"{str(c):<{width}}" + "".join(f"{x:>{cw}}" for x in cells) + f"{base:>{cw}.1%}")
     return "\n".join(lines) + "\n"
