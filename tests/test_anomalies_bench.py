@@ -8,7 +8,7 @@ import pytest
 
 import ulisse
 from ulisse.plugins.anomalies.artefacts import artefact_kind
-from ulisse_bench.anomalies import oracle_loop, run_strategies
+from ulisse_bench.anomalies import LEARN_DRAWS, learnability, oracle_loop, run_strategies
 from ulisse_bench.sim.agn import to_rgb
 from ulisse_bench.sim.rare import ARTEFACTS, INTERESTING, class_of, kinds_of, saturate, simulate_object, simulate_rare_set
 
@@ -100,3 +100,22 @@ def test_oracle_protocol_on_separated_kinds(tmp_path):
     assert sum(feedback.found.count(k) for k in set(feedback.found)) == feedback.total
     shown = oracle_loop(index, classes, lambda pos, neg, r: list(meta["id"][r * 20:(r + 1) * 20]), "first ids")
     assert shown.artefacts == [20, 20, 0] and shown.interesting == [0, 0, 20]
+
+
+def test_learnability_tells_a_kind_marks_can_teach_from_one_they_cannot(tmp_path):
+    """A kind in a clump of its own is found again after 5 marks; one drawn like the ordinary galaxies is not."""
+    rng = np.random.default_rng(1)
+    n, dim = 400, 16
+    kinds = np.array(["clump"] * 20 + ["hidden"] * 20 + ["galaxy"] * (n - 40))
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    x[:20, :4] += 4.0  # the learnable kind; "hidden" is drawn exactly as the galaxies are
+    meta = pd.DataFrame({"id": [f"o{i:03d}" for i in range(n)], "kind": kinds,
+                         "class": np.where(kinds == "galaxy", "ordinary", "interesting")})
+    index = ulisse.create_index(tmp_path / "idx", x, meta, ulisse.EncoderSpec("synthetic", "random", None, 32, dim=dim),
+                                device="cpu")
+    rows = {r["kind"]: r for r in learnability(index, kinds, kinds, x, None)}
+    assert set(rows) == {"clump", "hidden"} and all(r["from"] == "vectors" for r in rows.values())
+    assert len(rows["clump"]["counts"]) == LEARN_DRAWS
+    assert min(rows["clump"]["counts"]) >= 12  # 15 of its kind are left to find, all in one clump
+    assert max(rows["hidden"]["counts"]) <= 5  # chance: 15 of 375 unmarked objects
+    assert "galaxy" in rows["hidden"]["others"]

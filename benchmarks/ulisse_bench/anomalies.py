@@ -17,6 +17,10 @@
    each with the artefact filter off and on.
 4. The interesting objects in the label-free top 50 with and without the artefact filter,
    and the artefact flags' precision and recall over the whole set.
+5. How well marks teach each interesting kind (:func:`learnability`): 5 objects of the kind
+   marked relevant and 15 ordinary galaxies marked not relevant, the product's relevance
+   model (:func:`ulisse.plugins.anomalies.feedback.relevance_of`), and how many of the next 20
+   are of the kind. A kind that marks cannot teach bounds what any feedback can find.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ METHODS = ("kth", "kth+morphology")  # anomaly scores compared; the first is the
 DEFAULTS = ("plain anomaly list (kth), artefacts hide",
             "anomalies with feedback (kth; product; relevance from vectors + morphology), artefacts hide")
 INTERESTING, ARTEFACT = "interesting", "artefact"
+LEARN_MARKED, LEARN_NOT, LEARN_DRAWS = 5, 15, 5  # learnability: marked relevant, marked not relevant, draws
 
 
 @dataclass
@@ -161,6 +166,36 @@ def run_strategies(index, classes: np.ndarray, scores: dict, vectors: np.ndarray
     return runs
 
 
+def learnability(index, kinds: np.ndarray, shown: np.ndarray, vectors: np.ndarray, morphology) -> list[dict]:
+    """For each interesting kind, with and without the morphology: of the next 20 after marks, how many are the kind.
+
+    Each of :data:`LEARN_DRAWS` draws marks :data:`LEARN_MARKED` objects of the kind relevant and
+    :data:`LEARN_NOT` ordinary galaxies not relevant (``numpy.random.default_rng([draw, kind number])``),
+    scores every object by the product's relevance model (stand-in negatives included) and counts the
+    kind among the 20 best unmarked objects; ``others`` is what else those 20 held, over all draws.
+    """
+    from ulisse.plugins.anomalies.feedback import relevance_of
+
+    ordinary = np.flatnonzero(kinds == "galaxy")
+    rows = []
+    for number, kind in enumerate(sorted(set(kinds[np.asarray(index.metadata["class"].astype(str)) == INTERESTING]))):
+        members = np.flatnonzero(kinds == kind)
+        for with_morphology in ([False, True] if morphology is not None else [False]):
+            counts, others = [], []
+            for draw in range(LEARN_DRAWS):
+                rng = np.random.default_rng([draw, number])
+                pos = rng.choice(members, size=min(LEARN_MARKED, len(members) - 1), replace=False)
+                neg = rng.choice(ordinary, size=min(LEARN_NOT, len(ordinary)), replace=False)
+                score = relevance_of(vectors, pos, neg, morphology=morphology if with_morphology else None).copy()
+                score[np.concatenate([pos, neg])] = -np.inf
+                top = np.argsort(-score, kind="stable")[:PER_ROUND]
+                counts.append(int((kinds[top] == kind).sum()))
+                others += [str(w) for w in shown[top] if w != kind]
+            rows.append({"kind": kind, "from": "vectors + morphology" if with_morphology else "vectors",
+                         "counts": counts, "others": _composition(others) if others else "-"})
+    return rows
+
+
 def flag_quality(labels: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
     """Per artefact kind and overall: simulated count, flagged, recall; flagged ordinary/interesting objects."""
     is_art = (labels["class"] == ARTEFACT).to_numpy()
@@ -209,10 +244,16 @@ def run_anomaly_benchmark(cache: Path, n: int = 3000, seed: int = 0, combines=("
              for m in METHODS for a in ("show", "hide")}
     timings["protocol"] = time.perf_counter() - t
     what = _what_is_shown(index.metadata)
+    t = time.perf_counter()
+    from ulisse.plugins.morphology import morphology_features
+
+    learned = learnability(index, index.metadata["kind"].astype(str).to_numpy(), what, vectors,
+                           morphology_features(index))
+    timings["learnability"] = time.perf_counter() - t
     top50_counts = {key: {**{c: _count(classes, [index.row_of(i) for i in ids], c) for c in (INTERESTING, ARTEFACT)},
                           "held": _composition(what[[index.row_of(i) for i in ids]])} for key, ids in top50.items()}
     return report(index, labels, runs, top50_counts, flag_quality(labels, flags), timings, command,
-                  population=population)
+                  population=population, learned=learned)
 
 
 def _what_is_shown(metadata: pd.DataFrame) -> np.ndarray:
@@ -229,7 +270,8 @@ def _composition(shown) -> str:
     return ", ".join(f"{v} {c}" for c, v in sorted(zip(counts, values), key=lambda cv: (-cv[0], cv[1])))
 
 
-def report(index, labels, runs, top50, quality, timings, command, population: str = "structured") -> str:
+def report(index, labels, runs, top50, quality, timings, command, population: str = "structured",
+           learned: list[dict] | None = None) -> str:
     from .discovery import machine_line
 
     counts = labels.groupby("class").size().to_dict()
@@ -266,6 +308,14 @@ def report(index, labels, runs, top50, quality, timings, command, population: st
               "| simulated kind | objects | flagged | flagged as |", "|---|---|---|---|"]
     for q in quality.itertuples(index=False):
         lines.append(f"| {q.kind} | {q.objects} | {q.flagged} | {q[3] or '-'} |")
+    if learned:
+        lines += ["", f"What marks teach ({LEARN_MARKED} of a kind marked relevant, {LEARN_NOT} ordinary galaxies not "
+                  f"relevant; the kind among the next {PER_ROUND} by relevance alone, {LEARN_DRAWS} draws):", "",
+                  "| kind | relevance from | next 20: the kind, per draw | mean | what else was there (all draws) |",
+                  "|---|---|---|---:|---|"]
+        for row in learned:
+            lines.append(f"| {row['kind']} | {row['from']} | {', '.join(map(str, row['counts']))} | "
+                         f"{np.mean(row['counts']):.1f} | {row['others']} |")
     lines += ["", "Timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + ".", machine_line()]
     if command:
         lines.append(f"Command: `{command}`")
