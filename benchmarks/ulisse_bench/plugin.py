@@ -303,7 +303,10 @@ def register_commands(cli):
     @device_option
     @_report_option
     def anomalies(cache, n, seed, population, device, report):
-        """Anomalies with the astronomer's marks and the artefact filter on a simulated rare-object set."""
+        """Anomalies with the astronomer's marks and the artefact filter on a simulated rare-object set.
+
+        The report also says what marks teach each interesting kind (5 marked, the kind among the next 20).
+        """
         from .anomalies import run_anomaly_benchmark
 
         text = run_anomaly_benchmark(Path(cache).expanduser(), n=n, seed=seed, device=device, progress=_progress(),
