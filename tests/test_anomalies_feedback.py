@@ -12,7 +12,7 @@ from PIL import Image
 import ulisse
 from ulisse.errors import QueryError
 from ulisse.plugins.anomalies import rank_anomalies
-from ulisse.plugins.anomalies.feedback import combine_scores, discover
+from ulisse.plugins.anomalies.feedback import check_text, combine_scores, discover, marks_check, relevance_of
 
 
 def kind_ids(index, kind):
@@ -40,8 +40,10 @@ def test_marks_make_the_relevant_kind_rise_and_leave_out_marked_objects(tiny_ind
         labels = found.table["label"].tolist()
         if combine != "rank_product":  # there the anomaly ranking weighs as much, and doubles are the least anomalous
             assert labels.count("double") > (plain["label"] == "double").sum(), (combine, labels)  # the kind rises
+        check = found.feedback.pop("check")
         assert found.feedback == {"marks": False, "positives": 2, "negatives": 6, "combine": combine,
                                   "artefacts": "show", "left_out": 0, "marked_left_out": 8, "morphology": True}
+        assert check["held_out"] == 2 and check["page"] == 6 and check["unmarked"] == len(tiny_index) - 8
         assert found.table["relevance"].between(0, 1).all()
 
 
@@ -130,14 +132,70 @@ def test_cli_positives_negatives_marks_and_artefacts(tiny_index, cli, tmp_path):
     assert len(ids) == 4 and not set(ids) & set(doubles[:2] + rounds[:3])
     assert data["feedback"]["positives"] == 2 and data["feedback"]["negatives"] == 3
     assert data["feedback"]["artefacts"] == "hide" and data["query"]["marks"] == "false"
+    assert data["feedback"]["check"]["held_out"] == 2 and data["feedback"]["check"]["page"] == 4
+    code, out, err = cli("anomalies", tiny_index.path, "--top", "4", "-k", "4", "--positives", tmp_path / "pos.txt",
+                         "--no-marks")
+    assert code == 0 and "# held out in turn, " in out and "relevant marks came back within the next 4" in out
     mark(tiny_index, doubles[2:3], True)
     try:
         code, out, err = cli("anomalies", tiny_index.path, "--top", "3", "-k", "4")
         assert code == 0, err
         assert "# 1 relevant and 0 not relevant marks (with those stored with the index)" in out
+        assert "held out in turn" not in out  # one relevant mark: nothing to hold out
         assert doubles[2] not in out
         code, out, err = cli("anomalies", tiny_index.path, "--top", "3", "-k", "4", "--no-marks", "--artefacts",
                              "show")
         assert code == 0 and "# no marks; artefacts shown" in out
     finally:
         clear_marks(tiny_index)
+
+
+def _clumps(tmp_path, n=400, dim=16):
+    """A kind in a clump of its own ("clump"), one drawn exactly as the rest ("hidden"), and the rest ("plain")."""
+    rng = np.random.default_rng(2)
+    kinds = np.array(["clump"] * 12 + ["hidden"] * 12 + ["plain"] * (n - 24))
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    x[:12, :4] += 4.0
+    import pandas as pd
+
+    meta = pd.DataFrame({"id": [f"o{i:03d}" for i in range(n)], "label": kinds})
+    index = ulisse.create_index(tmp_path / "idx", x, meta, ulisse.EncoderSpec("synthetic", "random", None, 32, dim=dim),
+                                device="cpu")
+    return index, x, kinds
+
+
+def test_marks_check_tells_marks_that_teach_from_marks_that_do_not(tmp_path):
+    index, x, kinds = _clumps(tmp_path)
+    anomaly = np.ones(len(x))  # the relevance alone orders the objects
+    neg = np.flatnonzero(kinds == "plain")[:15]
+    taught = marks_check(anomaly, x, np.flatnonzero(kinds == "clump")[:6], neg, page=20)
+    untaught = marks_check(anomaly, x, np.flatnonzero(kinds == "hidden")[:6], neg, page=20)
+    assert taught["held_out"] == untaught["held_out"] == 6 and taught["unmarked"] == len(x) - 21
+    assert taught["within"] >= 5 and taught["median_place"] <= 10  # the clump: the others find each one again
+    assert untaught["within"] <= 2 and untaught["median_place"] > 50  # like everything else: nothing to learn
+    assert taught["places"] == sorted(taught["places"])
+    assert "of 6 relevant marks came back within the next 20" in check_text(taught) and check_text(None) == ""
+    assert marks_check(anomaly, x, [0], neg) is None  # one relevant mark: nothing to hold out
+    many = marks_check(anomaly, x, np.flatnonzero(kinds == "clump"), neg, limit=4)
+    assert many["held_out"] == 4  # a sample of the relevant marks, not all 12
+
+
+def test_a_held_out_mark_is_never_a_stand_in_negative(tmp_path, monkeypatch):
+    import ulisse.relevance
+
+    index, x, kinds = _clumps(tmp_path)
+    pos, row = np.flatnonzero(kinds == "clump")[:5], int(np.flatnonzero(kinds == "clump")[5])
+    seen, original = [], ulisse.relevance.relevance_scores
+
+    def spy(vectors, positives, negatives=(), **options):  # the negatives the model is given, then the real model
+        seen.append(set(np.asarray(negatives).tolist()))
+        return original(vectors, positives, negatives, **options)
+
+    monkeypatch.setattr(ulisse.relevance, "relevance_scores", spy)
+    relevance_of(x, pos, [], stand_in=len(x))  # every unmarked object a stand-in ...
+    relevance_of(x, pos, [], stand_in=len(x), keep_out=[row])
+    assert row in seen[0] and row not in seen[1]  # ... but the one kept out
+    assert seen[1] == seen[0] - {row}
+    check = marks_check(np.ones(len(x)), x, np.flatnonzero(kinds == "clump")[:3], [], limit=3)
+    held = np.flatnonzero(kinds == "clump")[:3]
+    assert check["held_out"] == 3 and all(int(h) not in negatives for h, negatives in zip(held, seen[2:]))

@@ -37,13 +37,16 @@ def test_look_next_learns_from_the_marks_made_on_its_tiles(tiny_index):
     assert len(first) == 20 and "no marks yet" in " ".join(c.value for c in at.caption)
     ok(at.button(key="next.yes.0").click().run())
     ok(at.button(key="next.no.1").click().run())
+    ok(at.button(key="next.yes.2").click().run())
     table = marks(tiny_index).set_index("id")["relevant"]
-    assert table.to_dict() == {first[0]: True, first[1]: False}
+    assert table.to_dict() == {first[0]: True, first[1]: False, first[2]: True}
     assert next_ids(at) == first  # the batch stays while it is being marked
     ok(at.button(key="anomalies.next").click().run())
     again = next_ids(at)
-    assert len(again) == 20 and not {first[0], first[1]} & set(again)  # only unmarked objects
-    assert "re-ranked by your 1 Relevant and 1 Not relevant marks" in " ".join(c.value for c in at.caption)
+    assert len(again) == 20 and not set(first[:3]) & set(again)  # only unmarked objects
+    captions = " ".join(c.value for c in at.caption)
+    assert "re-ranked by your 2 Relevant and 1 Not relevant marks" in captions
+    assert "What your marks teach: held out in turn, " in captions and "of 2 relevant marks came back" in captions
     ok(at.sidebar.toggle(key="anomalies.marks").set_value(False).run())
     ok(at.button(key="anomalies.next").click().run())
     assert "no marks yet" in " ".join(c.value for c in at.caption) and len(next_ids(at)) == 20

@@ -131,7 +131,7 @@ def run_strategies(index, classes: np.ndarray, scores: dict, vectors: np.ndarray
     def feedback(artefacts, combine, method, morphology):
         return lambda pos, neg, r: discover(index, top=PER_ROUND, positives=pos, negatives=neg, use_marks=False,
                                             artefacts=artefacts, combine=combine, scores=scores[method],
-                                            vectors=vectors, progress=False,
+                                            vectors=vectors, progress=False, check=False,
                                             morphology=None if morphology else False).ids
 
     def ranked(artefacts):

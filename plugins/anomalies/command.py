@@ -36,8 +36,11 @@ def _feedback_line(ranking) -> str:
              + (" (with those stored with the index)" if f.get("marks") else "") + f", combined by {f['combine']}"
              + (", relevance from the vectors and the morphology" if f.get("morphology") else "")
              if f.get("combine") else "no marks")
+    from ulisse.plugins.anomalies.feedback import check_text
+
     shown = {"hide": "artefacts hidden", "show": "artefacts shown", "only": "artefacts only"}[f.get("artefacts", "show")]
-    return f"# {marks}; {shown} ({f.get('left_out', 0)} left out)\n"
+    checked = check_text(f.get("check"))
+    return f"# {marks}; {shown} ({f.get('left_out', 0)} left out)\n" + (f"# {checked}\n" if checked else "")
 
 
 def add_anomalies_command(cli) -> None:

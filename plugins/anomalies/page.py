@@ -16,7 +16,7 @@ import streamlit as st
 
 from ulisse.errors import UlisseError
 from ulisse.plugins.anomalies import DEFAULT_K, anomaly_scores, default_method, rank_anomalies
-from ulisse.plugins.anomalies.feedback import ARTEFACT_MODES, next_unmarked
+from ulisse.plugins.anomalies.feedback import ARTEFACT_MODES, check_text, next_unmarked
 from ulisse.plugins.feedback import marks
 from ulisse.registry import anomaly_methods
 import ulisse.ui.kit as kit
@@ -98,8 +98,10 @@ else:
     taught = (f"re-ranked by your {f['positives']} Relevant and {f['negatives']} Not relevant marks"
               + (" (their vectors and morphology)" if f.get("morphology") else "") + f", score {upcoming.method}"
               if f["combine"] else "no marks yet: the most anomalous first")
+    checked = check_text(f.get("check"))
     st.caption(f"The next {len(upcoming)} unmarked objects ({taught}; {f['left_out']} artefacts or marked objects "
-               f"left out). Mark them, then choose the next {NEXT}: they learn from every mark so far.")
+               f"left out). Mark them, then choose the next {NEXT}: they learn from every mark so far."
+               + (f" What your marks teach: {checked}." if checked else ""))
     kit.tile_grid(upcoming.table, index, key="next", per_page=NEXT, actions=True,
                   caption=lambda row: f"next {row['rank']} · {row['id']}  \nscore = {row['score']:.3g}"
                   + (f" · {row['artefact_kind']}" if row.get("artefact_kind") else ""))
