@@ -58,3 +58,11 @@ def test_options_change_the_model():
     assert np.array_equal(default, relevance_scores(x, pos, neg, C=0.01, root=True))
     assert not np.allclose(default, relevance_scores(x, pos, neg, root=False))
     assert not np.allclose(default, relevance_scores(x, pos, neg, C=1.0))
+
+
+def test_prepared_features_give_the_same_model():
+    """A caller fitting many models (the marks check) computes the features once: the same scores."""
+    x, truth = _two_kinds()
+    pos, neg = [0, 1, 2], [200, 201, 202, 203]
+    assert np.allclose(relevance_scores(features(x), pos, neg, prepared=True), relevance_scores(x, pos, neg))
+    assert not np.allclose(relevance_scores(x, pos, neg, prepared=True), relevance_scores(x, pos, neg))

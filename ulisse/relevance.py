@@ -39,7 +39,7 @@ def features(vectors: np.ndarray, root: bool = ROOT) -> np.ndarray:
 
 
 def relevance_scores(vectors: np.ndarray, positives: Sequence[int], negatives: Sequence[int] = (), *,
-                     seed: int = 0, C: float = C, root: bool = ROOT) -> np.ndarray:
+                     seed: int = 0, C: float = C, root: bool = ROOT, prepared: bool = False) -> np.ndarray:
     """The probability of "relevant" for every row of ``vectors``, learned from marked rows.
 
     A logistic regression (balanced classes, inverse regularisation ``C``) on
@@ -54,6 +54,8 @@ def relevance_scores(vectors: np.ndarray, positives: Sequence[int], negatives: S
         seed: the seed of the random stand-in negatives.
         C: the logistic regression's inverse regularisation strength.
         root: take the signed square root of the vectors first (False: the vectors as they are).
+        prepared: ``vectors`` are already :func:`features` of the vectors (a caller fitting many
+            models on one index computes them once; ``root`` is then not used).
 
     Returns:
         One float per row, in [0, 1].
@@ -75,7 +77,7 @@ def relevance_scores(vectors: np.ndarray, positives: Sequence[int], negatives: S
         return np.ones(len(X), dtype=float)
     rows = np.concatenate([pos, neg])
     y = np.concatenate([np.ones(pos.size), np.zeros(neg.size)])
-    Z = features(X, root)
+    Z = X if prepared else features(X, root)
     model = LogisticRegression(C=C, class_weight="balanced", max_iter=3000)
     model.fit(Z[rows], y)
     return model.predict_proba(Z)[:, 1]

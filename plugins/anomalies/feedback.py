@@ -113,7 +113,7 @@ def gather_marks(index, positives: Iterable[str] = (), negatives: Iterable[str] 
 
 def relevance_of(vectors: np.ndarray, pos_rows: Sequence[int], neg_rows: Sequence[int], seed: int = 0,
                  stand_in: int | None = None, morphology: np.ndarray | None = None,
-                 keep_out: Sequence[int] = ()) -> np.ndarray | None:
+                 keep_out: Sequence[int] = (), prepared: bool = False) -> np.ndarray | None:
     """The relevance probability of every row (:func:`ulisse.relevance.relevance_scores`); None without any mark.
 
     ``stand_in`` random unmarked rows join the negatives (default :data:`STAND_IN`): among anomalies the
@@ -122,6 +122,7 @@ def relevance_of(vectors: np.ndarray, pos_rows: Sequence[int], neg_rows: Sequenc
     ``morphology``: the statmorph statistics' z-scores (:func:`ulisse.plugins.morphology.morphology_features`);
     with a relevant mark, a model on them is averaged with the vectors' (:func:`ulisse.plugins.morphology.relevance`).
     ``keep_out``: rows never drawn as stand-ins (a relevant mark held out by :func:`marks_check`).
+    ``prepared``: ``vectors`` are already the model's features (:func:`ulisse.relevance.features`).
     """
     from ulisse.relevance import relevance_scores
 
@@ -132,12 +133,12 @@ def relevance_of(vectors: np.ndarray, pos_rows: Sequence[int], neg_rows: Sequenc
         extra = np.random.default_rng(seed).choice(free, size=min(stand_in, free.size), replace=False)
         neg = np.concatenate([neg, extra])
     if pos.size:
-        r = relevance_scores(vectors, pos, neg, seed=seed)
+        r = relevance_scores(vectors, pos, neg, seed=seed, prepared=prepared)
         if morphology is not None:
             r = morphology_relevance(morphology, r, pos, neg, seed=seed)
         return r
     if neg.size:  # only "not this": one minus the likeness to the not-relevant marks
-        return 1.0 - relevance_scores(vectors, neg, (), seed=seed)
+        return 1.0 - relevance_scores(vectors, neg, (), seed=seed, prepared=prepared)
     return None
 
 
@@ -157,16 +158,19 @@ def marks_check(anomaly: np.ndarray, vectors: np.ndarray, pos_rows: Sequence[int
         ``median_place``, ``within`` (how many places are at most ``page``), ``page`` and ``unmarked``
         (the objects the places are among).
     """
+    from ulisse.relevance import features
+
     pos, neg = np.asarray(pos_rows, np.int64), np.asarray(neg_rows, np.int64)
     if pos.size < 2:
         return None
+    prepared = features(vectors)  # once, not once a model: on a large index this is most of a fit's time
     held = pos if pos.size <= limit else np.sort(np.random.default_rng(seed).choice(pos, size=limit, replace=False))
     unmarked = np.ones(len(vectors), bool)
     unmarked[pos] = unmarked[neg] = False
     places = []
     for row in held:
         others = pos[pos != row]
-        relevance = relevance_of(vectors, others, neg, seed, morphology=morphology, keep_out=[row])
+        relevance = relevance_of(prepared, others, neg, seed, morphology=morphology, keep_out=[row], prepared=True)
         combined = combine_scores(anomaly, relevance, combine)
         places.append(1 + int((combined[unmarked] > combined[row]).sum()))
     places.sort()
