@@ -8,7 +8,7 @@ import pytest
 
 import ulisse
 from ulisse.plugins.anomalies.artefacts import artefact_kind
-from ulisse_bench.anomalies import LEARN_DRAWS, learnability, oracle_loop, run_strategies
+from ulisse_bench.anomalies import LEARN_DRAWS, check_cost, learnability, oracle_loop, run_strategies
 from ulisse_bench.sim.agn import to_rgb
 from ulisse_bench.sim.rare import ARTEFACTS, INTERESTING, class_of, kinds_of, saturate, simulate_object, simulate_rare_set
 
@@ -119,3 +119,21 @@ def test_learnability_tells_a_kind_marks_can_teach_from_one_they_cannot(tmp_path
     assert min(rows["clump"]["counts"]) >= 12  # 15 of its kind are left to find, all in one clump
     assert max(rows["hidden"]["counts"]) <= 5  # chance: 15 of 375 unmarked objects
     assert "galaxy" in rows["hidden"]["others"]
+
+
+def test_check_cost_times_the_same_ranking_with_and_without_the_check(tmp_path):
+    rng = np.random.default_rng(3)
+    n, dim = 300, 16
+    classes = np.array(["interesting"] * 30 + ["ordinary"] * (n - 30))
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    x[:30, :4] += 5.0  # the interesting objects: far out, so the plain list's first 20 holds some
+    meta = pd.DataFrame({"id": [f"o{i:03d}" for i in range(n)], "class": classes})
+    index = ulisse.create_index(tmp_path / "idx", x, meta, ulisse.EncoderSpec("synthetic", "random", None, 32, dim=dim),
+                                device="cpu")
+    from ulisse.plugins.anomalies import anomaly_scores
+
+    scores = anomaly_scores(index, k=5, progress=False)["score"].to_numpy()
+    cost = check_cost(index, classes, scores, x, repeats=1)
+    assert cost["positives"] + cost["negatives"] == 20 and cost["positives"] >= 2
+    assert cost["with"] > 0 and cost["without"] > 0
+    assert cost["check"]["held_out"] == min(cost["positives"], 10) and cost["check"]["page"] == 20

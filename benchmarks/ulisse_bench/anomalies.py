@@ -21,6 +21,9 @@
    marked relevant and 15 ordinary galaxies marked not relevant, the product's relevance
    model (:func:`ulisse.plugins.anomalies.feedback.relevance_of`), and how many of the next 20
    are of the kind. A kind that marks cannot teach bounds what any feedback can find.
+6. What the check of the marks (:func:`ulisse.plugins.anomalies.feedback.marks_check`) costs:
+   :func:`~ulisse.plugins.anomalies.feedback.discover` with the plain list's first 20 marked by the
+   oracle, timed with the check and without it, in the same process (:func:`check_cost`).
 """
 
 from __future__ import annotations
@@ -196,6 +199,27 @@ def learnability(index, kinds: np.ndarray, shown: np.ndarray, vectors: np.ndarra
     return rows
 
 
+def check_cost(index, classes: np.ndarray, scores: np.ndarray, vectors: np.ndarray, repeats: int = 3) -> dict:
+    """Seconds of :func:`discover` (default options, the plain list's first 20 marked by their class) with the
+    marks check and without it: the best of ``repeats`` each, alternated, in this process; and the check itself."""
+    from ulisse.plugins.anomalies.feedback import discover
+
+    shown = discover(index, top=PER_ROUND, use_marks=False, scores=scores, progress=False).ids
+    pos = [i for i in shown if classes[index.row_of(i)] == INTERESTING]
+    neg = [i for i in shown if classes[index.row_of(i)] != INTERESTING]
+    best = {True: np.inf, False: np.inf}
+    check = None
+    for _ in range(repeats):
+        for with_check in (False, True):
+            t = time.perf_counter()
+            found = discover(index, top=PER_ROUND, positives=pos, negatives=neg, use_marks=False, scores=scores,
+                             vectors=vectors, progress=False, check=with_check)
+            best[with_check] = min(best[with_check], time.perf_counter() - t)
+            check = found.feedback["check"] if with_check else check
+    return {"with": best[True], "without": best[False], "positives": len(pos), "negatives": len(neg),
+            "check": check}
+
+
 def flag_quality(labels: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
     """Per artefact kind and overall: simulated count, flagged, recall; flagged ordinary/interesting objects."""
     is_art = (labels["class"] == ARTEFACT).to_numpy()
@@ -250,10 +274,11 @@ def run_anomaly_benchmark(cache: Path, n: int = 3000, seed: int = 0, combines=("
     learned = learnability(index, index.metadata["kind"].astype(str).to_numpy(), what, vectors,
                            morphology_features(index))
     timings["learnability"] = time.perf_counter() - t
+    cost = check_cost(index, classes, scores[METHODS[0]], vectors)
     top50_counts = {key: {**{c: _count(classes, [index.row_of(i) for i in ids], c) for c in (INTERESTING, ARTEFACT)},
                           "held": _composition(what[[index.row_of(i) for i in ids]])} for key, ids in top50.items()}
     return report(index, labels, runs, top50_counts, flag_quality(labels, flags), timings, command,
-                  population=population, learned=learned)
+                  population=population, learned=learned, cost=cost)
 
 
 def _what_is_shown(metadata: pd.DataFrame) -> np.ndarray:
@@ -271,7 +296,7 @@ def _composition(shown) -> str:
 
 
 def report(index, labels, runs, top50, quality, timings, command, population: str = "structured",
-           learned: list[dict] | None = None) -> str:
+           learned: list[dict] | None = None, cost: dict | None = None) -> str:
     from .discovery import machine_line
 
     counts = labels.groupby("class").size().to_dict()
@@ -316,6 +341,13 @@ def report(index, labels, runs, top50, quality, timings, command, population: st
         for row in learned:
             lines.append(f"| {row['kind']} | {row['from']} | {', '.join(map(str, row['counts']))} | "
                          f"{np.mean(row['counts']):.1f} | {row['others']} |")
+    if cost:
+        from ulisse.plugins.anomalies.feedback import check_text
+
+        lines += ["", f"The check of the marks ({cost['positives']} relevant and {cost['negatives']} not relevant: the "
+                  f"plain list's first {PER_ROUND}, marked): {check_text(cost['check']) or 'none'}. The next "
+                  f"{PER_ROUND} took {cost['with']:.2f} s with the check and {cost['without']:.2f} s without it "
+                  f"({cost['with'] / cost['without']:.2f}x; best of 3 each, alternated, this process)."]
     lines += ["", "Timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + ".", machine_line()]
     if command:
         lines.append(f"Command: `{command}`")
