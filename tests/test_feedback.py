@@ -139,3 +139,34 @@ def test_rank_command_bad_input_is_one_line(cli, tiny_index, tmp_path):
     (tmp_path / "pos.txt").write_text("nope\n")
     code, out, err = cli("rank", tiny_index.path, "--positives", tmp_path / "pos.txt")
     assert code == 1 and "unknown id" in err
+
+
+def test_marks_read_whole_while_another_process_commits_them(tiny_index):
+    """A reader never sees half of one marks file and half of the next (a writer's commit is an os.replace)."""
+    import subprocess
+    import sys
+
+    mark(tiny_index, [tiny_index.id_of(0)], True)
+    path = marks_path(tiny_index)
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import os, pandas as pd
+path, k = {str(path)!r}, 0
+while True:  # new marks files of changing sizes, each replacing the last as a commit does
+    n = 200 + (k % 40) * 50
+    pd.DataFrame({{"id": [f"obj{{i}}" for i in range(n)], "relevant": [i % 2 == 0 for i in range(n)],
+                  "time": ["2026-12-06T00:00:00Z"] * n}}).to_parquet(path + ".next", index=False)
+    os.replace(path + ".next", path)
+    k += 1
+"""])
+    try:
+        sizes = set()
+        for _ in range(400):  # by path, pandas opens the file twice: about 1 read in 10 tore before
+            table = marks(tiny_index)
+            assert list(table.columns) == ["id", "relevant", "time"]
+            sizes.add(len(table))
+        assert len(sizes) > 5  # the writer was replacing the file all along
+    finally:
+        writer.kill()
+        writer.wait()
+        path.with_name(path.name + ".next").unlink(missing_ok=True)
+        clear_marks(tiny_index)

@@ -1,4 +1,5 @@
-"""File helpers shared by the core, the index store and every plugin: one atomic write, one sha256.
+"""File helpers shared by the core, the index store and every plugin: one atomic write, one sha256,
+one read of a Parquet file that another process may replace.
 
 Example:
     >>> from ulisse._io import atomic_write, sha256_file
@@ -32,6 +33,20 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_parquet(path: str | os.PathLike, **options):
+    """A Parquet file as a DataFrame, read through one open file.
+
+    Side files (marks, derived columns) are replaced by another process's commit (``os.replace``) at any
+    time. ``pandas.read_parquet(path)`` opens the path more than once (the footer, then the pages), so a
+    replace in between mixes two files ("Page was smaller than expected"); one open file keeps the version
+    it opened.
+    """
+    import pandas as pd
+
+    with open(path, "rb") as handle:
+        return pd.read_parquet(handle, **options)
 
 
 def fsync_dir(path: str | os.PathLike) -> None:

@@ -28,7 +28,7 @@ from ulisse.indexes.lock import IndexBusy
 from ulisse.indexes.store import SIDE_DIR
 from ulisse.indexes.transaction import SIDE_WAIT, transaction
 
-from ._io import safe_name
+from ._io import read_parquet, safe_name
 from .errors import InputError
 
 LOG = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class DerivedMixin:
         data, _ = self._derived_paths(name)
         if fresh:
             try:
-                return pd.read_parquet(data)
+                return read_parquet(data)
             except Exception as exc:  # a damaged file is recomputed, with a note
                 LOG.warning("derived columns %s unreadable (%s); recomputing", name, exc)
         if info is not None and not recompute:
@@ -159,7 +159,7 @@ class DerivedMixin:
         for name in (self.derived_names() if names is None else names):
             if self.derived_is_fresh(name):
                 try:
-                    parts.append(pd.read_parquet(self._derived_paths(name)[0]))
+                    parts.append(read_parquet(self._derived_paths(name)[0]))
                     continue
                 except Exception:
                     pass

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 import ulisse
+from ulisse._io import read_parquet
 from ulisse.errors import InputError, QueryError
 from ulisse.indexes.transaction import SIDE_WAIT, transaction
 from ulisse.inputs import read_id_list as read_ids  # the core's one id-list reader, under this plugin's old name
@@ -48,7 +49,7 @@ def marks(index) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame({"id": pd.Series(dtype=object), "relevant": pd.Series(dtype=bool),
                              "time": pd.Series(dtype=object)})
-    table = pd.read_parquet(path)
+    table = read_parquet(path)  # one open file: a mark committed meanwhile does not tear the read
     return table.drop_duplicates("id", keep="last").reset_index(drop=True)
 
 
