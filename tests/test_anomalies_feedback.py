@@ -181,17 +181,17 @@ def test_marks_check_tells_marks_that_teach_from_marks_that_do_not(tmp_path):
 
 
 def test_a_held_out_mark_is_never_a_stand_in_negative(tmp_path, monkeypatch):
-    import ulisse.relevance
+    import ulisse.plugins.anomalies.feedback as feedback
 
     index, x, kinds = _clumps(tmp_path)
     pos, row = np.flatnonzero(kinds == "clump")[:5], int(np.flatnonzero(kinds == "clump")[5])
-    seen, original = [], ulisse.relevance.relevance_scores
+    seen, original = [], feedback.relevance_scores
 
     def spy(vectors, positives, negatives=(), **options):  # the negatives the model is given, then the real model
         seen.append(set(np.asarray(negatives).tolist()))
         return original(vectors, positives, negatives, **options)
 
-    monkeypatch.setattr(ulisse.relevance, "relevance_scores", spy)
+    monkeypatch.setattr(feedback, "relevance_scores", spy)
     relevance_of(x, pos, [], stand_in=len(x))  # every unmarked object a stand-in ...
     relevance_of(x, pos, [], stand_in=len(x), keep_out=[row])
     assert row in seen[0] and row not in seen[1]  # ... but the one kept out

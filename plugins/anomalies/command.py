@@ -31,13 +31,13 @@ def _precision_lines(ranking) -> str:
 
 
 def _feedback_line(ranking) -> str:
+    from ulisse.plugins.anomalies.feedback import check_text
+
     f = ranking.feedback or {}
     marks = (f"{f['positives']} relevant and {f['negatives']} not relevant marks"
              + (" (with those stored with the index)" if f.get("marks") else "") + f", combined by {f['combine']}"
              + (", relevance from the vectors and the morphology" if f.get("morphology") else "")
              if f.get("combine") else "no marks")
-    from ulisse.plugins.anomalies.feedback import check_text
-
     shown = {"hide": "artefacts hidden", "show": "artefacts shown", "only": "artefacts only"}[f.get("artefacts", "show")]
     checked = check_text(f.get("check"))
     return f"# {marks}; {shown} ({f.get('left_out', 0)} left out)\n" + (f"# {checked}\n" if checked else "")

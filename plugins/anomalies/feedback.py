@@ -52,6 +52,7 @@ from ulisse.errors import QueryError
 from ulisse.plugins.anomalies import DEFAULT_K, AnomalyRanking, _method, anomaly_scores, default_method
 from ulisse.plugins.anomalies.artefacts import SET as ARTEFACT_SET, artefact_kind
 from ulisse.plugins.morphology import morphology_features, relevance as morphology_relevance, use_morphology
+from ulisse.relevance import features, relevance_scores
 
 COMBINE = ("product", "rank_product", "sum", "relevance")
 DEFAULT_COMBINE = "product"
@@ -124,8 +125,6 @@ def relevance_of(vectors: np.ndarray, pos_rows: Sequence[int], neg_rows: Sequenc
     ``keep_out``: rows never drawn as stand-ins (a relevant mark held out by :func:`marks_check`).
     ``prepared``: ``vectors`` are already the model's features (:func:`ulisse.relevance.features`).
     """
-    from ulisse.relevance import relevance_scores
-
     stand_in = STAND_IN if stand_in is None else stand_in
     pos, neg = np.asarray(pos_rows, np.int64), np.asarray(neg_rows, np.int64)
     if pos.size and stand_in:
@@ -144,7 +143,7 @@ def relevance_of(vectors: np.ndarray, pos_rows: Sequence[int], neg_rows: Sequenc
 
 def marks_check(anomaly: np.ndarray, vectors: np.ndarray, pos_rows: Sequence[int], neg_rows: Sequence[int],
                 combine: str = DEFAULT_COMBINE, *, seed: int = 0, morphology: np.ndarray | None = None,
-                page: int = 20, limit: int = HELD_OUT) -> dict | None:
+                page: int = 20, limit: int = HELD_OUT, prepared: bool = False) -> dict | None:
     """Whether the marks teach: relevant marks held out in turn, and where the others would have ranked them.
 
     Each of up to ``limit`` relevant marks (a seeded sample when there are more) is held out: the
@@ -153,24 +152,24 @@ def marks_check(anomaly: np.ndarray, vectors: np.ndarray, pos_rows: Sequence[int
     place is 1 + the number of unmarked objects scored above it. Artefacts are not left out of the
     count (the filter would only move the places up).
 
+    ``prepared``: ``vectors`` are already the model's features (:func:`ulisse.relevance.features`).
+
     Returns:
         None with fewer than two relevant marks; else ``held_out`` (how many), ``places`` (sorted),
         ``median_place``, ``within`` (how many places are at most ``page``), ``page`` and ``unmarked``
         (the objects the places are among).
     """
-    from ulisse.relevance import features
-
     pos, neg = np.asarray(pos_rows, np.int64), np.asarray(neg_rows, np.int64)
     if pos.size < 2:
         return None
-    prepared = features(vectors)  # once, not once a model: on a large index this is most of a fit's time
+    Z = vectors if prepared else features(vectors)  # once, not once a model: on a large index most of a fit
     held = pos if pos.size <= limit else np.sort(np.random.default_rng(seed).choice(pos, size=limit, replace=False))
     unmarked = np.ones(len(vectors), bool)
     unmarked[pos] = unmarked[neg] = False
     places = []
     for row in held:
         others = pos[pos != row]
-        relevance = relevance_of(prepared, others, neg, seed, morphology=morphology, keep_out=[row], prepared=True)
+        relevance = relevance_of(Z, others, neg, seed, morphology=morphology, keep_out=[row], prepared=True)
         combined = combine_scores(anomaly, relevance, combine)
         places.append(1 + int((combined[unmarked] > combined[row]).sum()))
     places.sort()
@@ -280,12 +279,13 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
                anomaly_scores(index, method=method, k=k, progress=progress, recompute=recompute)["score"].to_numpy())
     relevance, morph, checked = None, None, None
     if len(pos_rows) or len(neg_rows):
-        X = np.asarray(index.all_vectors() if vectors is None else vectors, np.float32)
+        Z = features(np.asarray(index.all_vectors() if vectors is None else vectors, np.float32))  # once for every fit
         if with_morphology:
             morph = morphology_features(index)
-        relevance = relevance_of(X, pos_rows, neg_rows, seed, morphology=morph)
+        relevance = relevance_of(Z, pos_rows, neg_rows, seed, morphology=morph, prepared=True)
         if check:
-            checked = marks_check(anomaly, X, pos_rows, neg_rows, combine, seed=seed, morphology=morph, page=top)
+            checked = marks_check(anomaly, Z, pos_rows, neg_rows, combine, seed=seed, morphology=morph, page=top,
+                                  prepared=True)
     combined = combine_scores(anomaly, relevance, combine)
     marked = np.zeros(len(index), bool)
     marked[pos_rows] = True
