@@ -119,6 +119,14 @@ def test_learnability_tells_a_kind_marks_can_teach_from_one_they_cannot(tmp_path
     assert min(rows["clump"]["counts"]) >= 12  # 15 of its kind are left to find, all in one clump
     assert max(rows["hidden"]["counts"]) <= 5  # chance: 15 of 375 unmarked objects
     assert "galaxy" in rows["hidden"]["others"]
+    stats = rng.normal(size=(n, 6)).astype(np.float32)  # statistics in which "hidden" stands out and "clump" does not
+    stats[20:40, :2] += 4.0
+    rows = {(r["kind"], r["from"]): r for r in learnability(index, kinds, kinds, x, stats)}
+    default = "the default (weight chosen)"
+    assert {way for _, way in rows} == {"vectors", "vectors + morphology (0.5)", default}
+    assert np.mean(rows["hidden", default]["counts"]) > np.mean(rows["hidden", "vectors"]["counts"]) + 5
+    assert min(rows["hidden", default]["weights"]) > 0 and max(rows["clump", default]["weights"]) < 0.5
+    assert min(rows["clump", default]["counts"]) >= 12
 
 
 def test_check_cost_times_the_same_ranking_with_and_without_the_check(tmp_path):

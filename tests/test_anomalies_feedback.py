@@ -12,7 +12,7 @@ from PIL import Image
 import ulisse
 from ulisse.errors import QueryError
 from ulisse.plugins.anomalies import rank_anomalies
-from ulisse.plugins.anomalies.feedback import check_text, combine_scores, discover, marks_check, relevance_of
+from ulisse.plugins.anomalies.feedback import WEIGHTS, check_text, combine_scores, discover, marks_check, relevance_of
 
 
 def kind_ids(index, kind):
@@ -41,8 +41,10 @@ def test_marks_make_the_relevant_kind_rise_and_leave_out_marked_objects(tiny_ind
         if combine != "rank_product":  # there the anomaly ranking weighs as much, and doubles are the least anomalous
             assert labels.count("double") > (plain["label"] == "double").sum(), (combine, labels)  # the kind rises
         check = found.feedback.pop("check")
+        weight = found.feedback.pop("morphology_weight")
         assert found.feedback == {"marks": False, "positives": 2, "negatives": 6, "combine": combine,
                                   "artefacts": "show", "left_out": 0, "marked_left_out": 8, "morphology": True}
+        assert weight == check["weight"] and weight in WEIGHTS and set(check["weights"]) == set(WEIGHTS)
         assert check["held_out"] == 2 and check["page"] == 6 and check["unmarked"] == len(tiny_index) - 8
         assert found.table["relevance"].between(0, 1).all()
 
@@ -199,3 +201,19 @@ def test_a_held_out_mark_is_never_a_stand_in_negative(tmp_path, monkeypatch):
     check = marks_check(np.ones(len(x)), x, np.flatnonzero(kinds == "clump")[:3], [], limit=3)
     held = np.flatnonzero(kinds == "clump")[:3]
     assert check["held_out"] == 3 and all(int(h) not in negatives for h, negatives in zip(held, seen[2:]))
+
+
+def test_the_shape_statistics_weigh_what_the_held_out_marks_say_they_are_worth(tmp_path):
+    """The "hidden" kind is drawn like the rest in the vectors but stands out in the statistics: marking it, the
+    statistics get the largest weight tried; marking the clump, which the vectors alone find, they get none."""
+    index, x, kinds = _clumps(tmp_path)
+    stats = np.random.default_rng(3).normal(size=(len(x), 6)).astype(np.float32)
+    stats[kinds == "hidden", :2] += 4.0
+    neg = np.flatnonzero(kinds == "plain")[:15]
+    hidden = marks_check(None, x, np.flatnonzero(kinds == "hidden")[:6], neg, morphology=stats)
+    clump = marks_check(None, x, np.flatnonzero(kinds == "clump")[:6], neg, morphology=stats)
+    assert hidden["weight"] == max(WEIGHTS) and clump["weight"] == 0.0
+    assert hidden["weights"][max(WEIGHTS)] < hidden["weights"][0.0]  # its marks come back higher with the statistics
+    assert hidden["within"] >= 4 and "shape statistics weighted 0.5" in check_text(hidden)
+    plain = marks_check(None, x, np.flatnonzero(kinds == "clump")[:6], neg)  # no statistics: nothing to choose
+    assert plain["weight"] is None and plain["weights"] == {} and "weighted" not in check_text(plain)

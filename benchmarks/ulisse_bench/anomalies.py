@@ -19,11 +19,14 @@
    and the artefact flags' precision and recall over the whole set.
 5. How well marks teach each interesting kind (:func:`learnability`): 5 objects of the kind
    marked relevant and 15 ordinary galaxies marked not relevant, the product's relevance
-   model (:func:`ulisse.plugins.anomalies.feedback.relevance_of`), and how many of the next 20
-   are of the kind. A kind that marks cannot teach bounds what any feedback can find.
-6. What the check of the marks (:func:`ulisse.plugins.anomalies.feedback.marks_check`) costs:
-   :func:`~ulisse.plugins.anomalies.feedback.discover` with the plain list's first 20 marked by the
-   oracle, timed with the check and without it, in the same process (:func:`check_cost`).
+   model (:func:`ulisse.plugins.anomalies.feedback.relevance_of`: from the vectors, with the
+   morphology at its fixed weight, and with the weight chosen on the held-out marks as the
+   default chooses it), and how many of the next 20 are of the kind. A kind that marks cannot
+   teach bounds what any feedback can find.
+6. What the held-out marks (:func:`ulisse.plugins.anomalies.feedback.marks_check`: the check and
+   the choice of the morphology's weight) cost: :func:`~ulisse.plugins.anomalies.feedback.discover`
+   with the plain list's first 20 marked by the oracle, timed as the default runs it and with
+   the vectors' model alone, in the same process (:func:`check_cost`).
 """
 
 from __future__ import annotations
@@ -170,38 +173,51 @@ def run_strategies(index, classes: np.ndarray, scores: dict, vectors: np.ndarray
 
 
 def learnability(index, kinds: np.ndarray, shown: np.ndarray, vectors: np.ndarray, morphology) -> list[dict]:
-    """For each interesting kind, with and without the morphology: of the next 20 after marks, how many are the kind.
+    """For each interesting kind: of the next 20 after marks, how many are the kind, the relevance learned from the
+    vectors alone, from the vectors and the morphology at its fixed weight, and as the product learns it (the
+    morphology's weight chosen on the held-out marks, :func:`~ulisse.plugins.anomalies.feedback.marks_check`).
 
     Each of :data:`LEARN_DRAWS` draws marks :data:`LEARN_MARKED` objects of the kind relevant and
     :data:`LEARN_NOT` ordinary galaxies not relevant (``numpy.random.default_rng([draw, kind number])``),
     scores every object by the product's relevance model (stand-in negatives included) and counts the
-    kind among the 20 best unmarked objects; ``others`` is what else those 20 held, over all draws.
+    kind among the 20 best unmarked objects; ``others`` is what else those 20 held, over all draws;
+    ``weights`` the weights chosen.
     """
-    from ulisse.plugins.anomalies.feedback import relevance_of
+    from ulisse.plugins.anomalies.feedback import marks_check, relevance_of
+    from ulisse.plugins.morphology import RELEVANCE_WEIGHT
+    from ulisse.relevance import features
 
+    Z = features(vectors)
     ordinary = np.flatnonzero(kinds == "galaxy")
+    ways = ["vectors"] + ([f"vectors + morphology ({RELEVANCE_WEIGHT:g})", "the default (weight chosen)"]
+                          if morphology is not None else [])
     rows = []
     for number, kind in enumerate(sorted(set(kinds[np.asarray(index.metadata["class"].astype(str)) == INTERESTING]))):
         members = np.flatnonzero(kinds == kind)
-        for with_morphology in ([False, True] if morphology is not None else [False]):
-            counts, others = [], []
+        for way in ways:
+            counts, others, weights = [], [], []
             for draw in range(LEARN_DRAWS):
                 rng = np.random.default_rng([draw, number])
                 pos = rng.choice(members, size=min(LEARN_MARKED, len(members) - 1), replace=False)
                 neg = rng.choice(ordinary, size=min(LEARN_NOT, len(ordinary)), replace=False)
-                score = relevance_of(vectors, pos, neg, morphology=morphology if with_morphology else None).copy()
+                morph, weight = (None, None) if way == "vectors" else (morphology, None)
+                if way.startswith("the default"):
+                    weight = marks_check(None, Z, pos, neg, morphology=morphology, prepared=True)["weight"]
+                    weights.append(weight)
+                score = relevance_of(Z, pos, neg, morphology=morph, prepared=True, weight=weight).copy()
                 score[np.concatenate([pos, neg])] = -np.inf
                 top = np.argsort(-score, kind="stable")[:PER_ROUND]
                 counts.append(int((kinds[top] == kind).sum()))
                 others += [str(w) for w in shown[top] if w != kind]
-            rows.append({"kind": kind, "from": "vectors + morphology" if with_morphology else "vectors",
-                         "counts": counts, "others": _composition(others) if others else "-"})
+            rows.append({"kind": kind, "from": way, "counts": counts, "others": _composition(others) if others else "-",
+                         "weights": weights})
     return rows
 
 
 def check_cost(index, classes: np.ndarray, scores: np.ndarray, vectors: np.ndarray, repeats: int = 3) -> dict:
-    """Seconds of :func:`discover` (default options, the plain list's first 20 marked by their class) with the
-    marks check and without it: the best of ``repeats`` each, alternated, in this process; and the check itself."""
+    """Seconds of :func:`discover` (the plain list's first 20 marked by their class) as the default runs it (the
+    held-out marks: the check and the choice of the morphology's weight) and with the vectors' model alone (no
+    morphology, no check): the best of ``repeats`` each, alternated, in this process; and the check itself."""
     from ulisse.plugins.anomalies.feedback import discover
 
     shown = discover(index, top=PER_ROUND, use_marks=False, scores=scores, progress=False).ids
@@ -210,12 +226,12 @@ def check_cost(index, classes: np.ndarray, scores: np.ndarray, vectors: np.ndarr
     best = {True: np.inf, False: np.inf}
     check = None
     for _ in range(repeats):
-        for with_check in (False, True):
+        for default in (False, True):
             t = time.perf_counter()
             found = discover(index, top=PER_ROUND, positives=pos, negatives=neg, use_marks=False, scores=scores,
-                             vectors=vectors, progress=False, check=with_check)
-            best[with_check] = min(best[with_check], time.perf_counter() - t)
-            check = found.feedback["check"] if with_check else check
+                             vectors=vectors, progress=False, check=default, morphology=None if default else False)
+            best[default] = min(best[default], time.perf_counter() - t)
+            check = found.feedback["check"] if default else check
     return {"with": best[True], "without": best[False], "positives": len(pos), "negatives": len(neg),
             "check": check}
 
@@ -339,14 +355,16 @@ def report(index, labels, runs, top50, quality, timings, command, population: st
                   "| kind | relevance from | next 20: the kind, per draw | mean | what else was there (all draws) |",
                   "|---|---|---|---:|---|"]
         for row in learned:
-            lines.append(f"| {row['kind']} | {row['from']} | {', '.join(map(str, row['counts']))} | "
+            chosen = f" (weights {', '.join(f'{w:g}' for w in row['weights'])})" if row.get("weights") else ""
+            lines.append(f"| {row['kind']} | {row['from']}{chosen} | {', '.join(map(str, row['counts']))} | "
                          f"{np.mean(row['counts']):.1f} | {row['others']} |")
     if cost:
         from ulisse.plugins.anomalies.feedback import check_text
 
         lines += ["", f"The check of the marks ({cost['positives']} relevant and {cost['negatives']} not relevant: the "
                   f"plain list's first {PER_ROUND}, marked): {check_text(cost['check']) or 'none'}. The next "
-                  f"{PER_ROUND} took {cost['with']:.2f} s with the check and {cost['without']:.2f} s without it "
+                  f"{PER_ROUND} took {cost['with']:.2f} s as the default runs it (the held-out marks: the check and "
+                  f"the morphology's weight) and {cost['without']:.2f} s with the vectors' model alone "
                   f"({cost['with'] / cost['without']:.2f}x; best of 3 each, alternated, this process)."]
     lines += ["", "Timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + ".", machine_line()]
     if command:

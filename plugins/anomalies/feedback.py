@@ -30,6 +30,12 @@ other marks, and the held-out object's place among the unmarked objects by the c
 whether the next page would have shown it. Many held-out marks within the next page: the marks
 teach the model what you look for; few: mark more, or mark differently.
 
+With the morphology (:mod:`ulisse.plugins.morphology`), the same held-out marks choose how much the
+shape statistics weigh in the relevance (:data:`WEIGHTS`, :func:`choose_weight`): the vectors know
+arcs and rings, the statistics know tidal tails better, and which of the two your marks need is
+what the held-out marks tell (benchmarks/anomalies.md). So with the morphology the held-out models
+are fitted even when the check is not asked for.
+
 Artefacts (``artefacts``: ``hide``, the default, ``show`` or ``only``) are the flags of
 :mod:`ulisse.plugins.anomalies.artefacts`; the stored derived set is used when fresh,
 else only the candidates are checked, so a large index never reads every cutout for it.
@@ -51,7 +57,8 @@ import pandas as pd
 from ulisse.errors import QueryError
 from ulisse.plugins.anomalies import DEFAULT_K, AnomalyRanking, _method, anomaly_scores, default_method
 from ulisse.plugins.anomalies.artefacts import SET as ARTEFACT_SET, artefact_kind
-from ulisse.plugins.morphology import morphology_features, relevance as morphology_relevance, use_morphology
+from ulisse.plugins.morphology import RELEVANCE_WEIGHT, morphology_features, relevance as morphology_relevance, \
+    use_morphology
 from ulisse.relevance import features, relevance_scores
 
 COMBINE = ("product", "rank_product", "sum", "relevance")
@@ -59,6 +66,7 @@ DEFAULT_COMBINE = "product"
 ARTEFACT_MODES = ("hide", "show", "only")
 STAND_IN = 100  # random unmarked objects added to the negatives (see relevance_of; 0, 100, 300 tried)
 HELD_OUT = 10  # relevant marks held out, at most, by the check of what the marks teach (marks_check)
+WEIGHTS = (0.0, 0.25, 0.5)  # the shape statistics' share of the relevance: one chosen per call on held-out marks
 
 
 def _percentile(x: np.ndarray) -> np.ndarray:
@@ -112,52 +120,93 @@ def gather_marks(index, positives: Iterable[str] = (), negatives: Iterable[str] 
     return pos, neg, used
 
 
+def _with_stand_ins(n: int, pos: np.ndarray, neg: np.ndarray, seed: int, stand_in: int,
+                    keep_out: Sequence[int]) -> np.ndarray:
+    """The not-relevant rows and ``stand_in`` random unmarked rows (never one of ``keep_out``)."""
+    free = np.setdiff1d(np.arange(n), np.concatenate([pos, neg, np.asarray(keep_out, np.int64)]))
+    extra = np.random.default_rng(seed).choice(free, size=min(stand_in, free.size), replace=False)
+    return np.concatenate([neg, extra])
+
+
+def relevance_parts(vectors: np.ndarray, pos_rows: Sequence[int], neg_rows: Sequence[int], seed: int = 0,
+                    stand_in: int | None = None, morphology: np.ndarray | None = None, keep_out: Sequence[int] = (),
+                    prepared: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """(the vectors' relevance, the statistics' relevance or None without ``morphology``) for at least one relevant
+    mark: two models trained on the same marked rows and stand-ins (:func:`relevance_of` mixes them)."""
+    stand_in = STAND_IN if stand_in is None else stand_in
+    pos, neg = np.asarray(pos_rows, np.int64), np.asarray(neg_rows, np.int64)
+    if stand_in:
+        neg = _with_stand_ins(len(vectors), pos, neg, seed, stand_in, keep_out)
+    r = relevance_scores(vectors, pos, neg, seed=seed, prepared=prepared)
+    if morphology is None:
+        return r, None
+    return r, morphology_relevance(morphology, r, pos, neg, seed=seed, weight=1.0)
+
+
+def mix(vector_relevance: np.ndarray, shape_relevance: np.ndarray | None, weight: float | None = None) -> np.ndarray:
+    """``(1 - w) * vector_relevance + w * shape_relevance`` (``w`` = ``weight``, None: the morphology plugin's
+    ``RELEVANCE_WEIGHT``); the vectors' relevance alone without the statistics'."""
+    if shape_relevance is None:
+        return vector_relevance
+    w = RELEVANCE_WEIGHT if weight is None else float(weight)
+    return (1 - w) * np.asarray(vector_relevance, np.float64) + w * np.asarray(shape_relevance, np.float64)
+
+
 def relevance_of(vectors: np.ndarray, pos_rows: Sequence[int], neg_rows: Sequence[int], seed: int = 0,
                  stand_in: int | None = None, morphology: np.ndarray | None = None,
-                 keep_out: Sequence[int] = (), prepared: bool = False) -> np.ndarray | None:
+                 keep_out: Sequence[int] = (), prepared: bool = False, weight: float | None = None) -> np.ndarray | None:
     """The relevance probability of every row (:func:`ulisse.relevance.relevance_scores`); None without any mark.
 
     ``stand_in`` random unmarked rows join the negatives (default :data:`STAND_IN`): among anomalies the
     relevant kinds are rare, so a random object is almost surely not one, and a handful of marks alone
     (19 relevant against 1 not, say) teaches the model little of what is not wanted.
     ``morphology``: the statmorph statistics' z-scores (:func:`ulisse.plugins.morphology.morphology_features`);
-    with a relevant mark, a model on them is averaged with the vectors' (:func:`ulisse.plugins.morphology.relevance`).
+    with a relevant mark, a model on them is mixed with the vectors' (:func:`relevance_parts`, :func:`mix`),
+    weighing ``weight`` (None: :data:`ulisse.plugins.morphology.RELEVANCE_WEIGHT`; :func:`discover` chooses it
+    from the marks, :func:`marks_check`).
     ``keep_out``: rows never drawn as stand-ins (a relevant mark held out by :func:`marks_check`).
     ``prepared``: ``vectors`` are already the model's features (:func:`ulisse.relevance.features`).
     """
-    stand_in = STAND_IN if stand_in is None else stand_in
     pos, neg = np.asarray(pos_rows, np.int64), np.asarray(neg_rows, np.int64)
-    if pos.size and stand_in:
-        free = np.setdiff1d(np.arange(len(vectors)), np.concatenate([pos, neg, np.asarray(keep_out, np.int64)]))
-        extra = np.random.default_rng(seed).choice(free, size=min(stand_in, free.size), replace=False)
-        neg = np.concatenate([neg, extra])
     if pos.size:
-        r = relevance_scores(vectors, pos, neg, seed=seed, prepared=prepared)
-        if morphology is not None:
-            r = morphology_relevance(morphology, r, pos, neg, seed=seed)
-        return r
+        return mix(*relevance_parts(vectors, pos, neg, seed, stand_in, morphology, keep_out, prepared), weight)
     if neg.size:  # only "not this": one minus the likeness to the not-relevant marks
         return 1.0 - relevance_scores(vectors, neg, (), seed=seed, prepared=prepared)
     return None
 
 
-def marks_check(anomaly: np.ndarray, vectors: np.ndarray, pos_rows: Sequence[int], neg_rows: Sequence[int],
+def choose_weight(places: dict) -> float | None:
+    """The weight whose held-out marks came back highest (the least mean log place: one mark found at place 1
+    counts as much as ten places lost far down); a tie goes to the weight nearest the default."""
+    if list(places) == [None]:
+        return None
+    return min(places, key=lambda w: (float(np.mean(np.log(places[w]))), abs(w - RELEVANCE_WEIGHT)))
+
+
+def marks_check(anomaly: np.ndarray | None, vectors: np.ndarray, pos_rows: Sequence[int], neg_rows: Sequence[int],
                 combine: str = DEFAULT_COMBINE, *, seed: int = 0, morphology: np.ndarray | None = None,
-                page: int = 20, limit: int = HELD_OUT, prepared: bool = False) -> dict | None:
+                page: int = 20, limit: int = HELD_OUT, prepared: bool = False,
+                weights: Sequence[float] = WEIGHTS) -> dict | None:
     """Whether the marks teach: relevant marks held out in turn, and where the others would have ranked them.
 
     Each of up to ``limit`` relevant marks (a seeded sample when there are more) is held out: the
-    relevance is learned from the other marks (:func:`relevance_of`, the held-out object never a
-    stand-in), combined with the anomaly score as :func:`discover` combines them, and the object's
-    place is 1 + the number of unmarked objects scored above it. Artefacts are not left out of the
-    count (the filter would only move the places up).
+    relevance is learned from the other marks (:func:`relevance_parts`, the held-out object never a
+    stand-in), combined with the anomaly score as :func:`discover` combines them (``anomaly`` None: the
+    relevance alone), and the object's place is 1 + the number of unmarked objects scored above it.
+    Artefacts are not left out of the count (the filter would only move the places up).
+
+    With ``morphology``, the places are found for each of ``weights`` (the statistics' share of the
+    relevance, :func:`mix`), and the weight whose marks came back highest (:func:`choose_weight`) is
+    the one :func:`discover` uses: its places are the ones reported (chosen on these marks, so a
+    little better than a fresh mark's would be).
 
     ``prepared``: ``vectors`` are already the model's features (:func:`ulisse.relevance.features`).
 
     Returns:
         None with fewer than two relevant marks; else ``held_out`` (how many), ``places`` (sorted),
-        ``median_place``, ``within`` (how many places are at most ``page``), ``page`` and ``unmarked``
-        (the objects the places are among).
+        ``median_place``, ``within`` (how many places are at most ``page``), ``page``, ``unmarked``
+        (the objects the places are among), ``weight`` (the statistics' chosen weight; None without
+        them) and ``weights`` (each weight tried and its median place).
     """
     pos, neg = np.asarray(pos_rows, np.int64), np.asarray(neg_rows, np.int64)
     if pos.size < 2:
@@ -166,24 +215,32 @@ def marks_check(anomaly: np.ndarray, vectors: np.ndarray, pos_rows: Sequence[int
     held = pos if pos.size <= limit else np.sort(np.random.default_rng(seed).choice(pos, size=limit, replace=False))
     unmarked = np.ones(len(vectors), bool)
     unmarked[pos] = unmarked[neg] = False
-    places = []
+    tried = tuple(float(w) for w in weights) if morphology is not None else (None,)
+    places: dict = {w: [] for w in tried}
     for row in held:
-        others = pos[pos != row]
-        relevance = relevance_of(Z, others, neg, seed, morphology=morphology, keep_out=[row], prepared=True)
-        combined = combine_scores(anomaly, relevance, combine)
-        places.append(1 + int((combined[unmarked] > combined[row]).sum()))
-    places.sort()
-    return {"held_out": len(places), "places": places, "median_place": float(np.median(places)),
-            "within": int(sum(p <= page for p in places)), "page": int(page), "unmarked": int(unmarked.sum())}
+        parts = relevance_parts(Z, pos[pos != row], neg, seed, morphology=morphology, keep_out=[row], prepared=True)
+        for w in tried:
+            relevance = mix(*parts, w)
+            combined = relevance if anomaly is None else combine_scores(anomaly, relevance, combine)
+            places[w].append(1 + int((combined[unmarked] > combined[row]).sum()))
+    weight = choose_weight(places)
+    chosen = sorted(places[weight])
+    return {"held_out": len(chosen), "places": chosen, "median_place": float(np.median(chosen)),
+            "within": int(sum(p <= page for p in chosen)), "page": int(page), "unmarked": int(unmarked.sum()),
+            "weight": weight, "weights": {w: float(np.median(p)) for w, p in places.items() if w is not None}}
 
 
 def check_text(check: dict | None) -> str:
     """The check in words: "held out in turn, 7 of 10 relevant marks came back within the next 20 (median place 6
-    of 2960 unmarked)"; empty without a check."""
+    of 2960 unmarked)", and the statistics' weight where one was chosen; empty without a check."""
     if not check:
         return ""
-    return (f"held out in turn, {check['within']} of {check['held_out']} relevant marks came back within the next "
+    text = (f"held out in turn, {check['within']} of {check['held_out']} relevant marks came back within the next "
             f"{check['page']} (median place {check['median_place']:g} of {check['unmarked']} unmarked)")
+    if check.get("weight") is not None and len(check.get("weights", {})) > 1:
+        text += (f"; shape statistics weighted {check['weight']:g} (of "
+                 f"{', '.join(f'{w:g}' for w in check['weights'])}: the best on these marks)")
+    return text
 
 
 class ArtefactFlags:
@@ -246,7 +303,9 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
         (:func:`ulisse.plugins.morphology.use_morphology`).
     check : bool
         With two relevant marks or more, check what the marks teach (:func:`marks_check`, a page of
-        ``top``) into ``feedback["check"]``; False: skip it (it fits up to :data:`HELD_OUT` more models).
+        ``top``) into ``feedback["check"]``; False: leave it out (without the morphology, it then fits none
+        of its up to :data:`HELD_OUT` models; with it, they still choose the statistics' weight,
+        ``feedback["morphology_weight"]``).
 
     Returns
     -------
@@ -277,15 +336,16 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
     method = method or default_method()
     anomaly = (np.asarray(scores, np.float64) if scores is not None else
                anomaly_scores(index, method=method, k=k, progress=progress, recompute=recompute)["score"].to_numpy())
-    relevance, morph, checked = None, None, None
+    relevance, morph, checked, weight = None, None, None, None
     if len(pos_rows) or len(neg_rows):
         Z = features(np.asarray(index.all_vectors() if vectors is None else vectors, np.float32))  # once for every fit
         if with_morphology:
             morph = morphology_features(index)
-        relevance = relevance_of(Z, pos_rows, neg_rows, seed, morphology=morph, prepared=True)
-        if check:
+        if check or morph is not None:  # the check chooses the statistics' weight too
             checked = marks_check(anomaly, Z, pos_rows, neg_rows, combine, seed=seed, morphology=morph, page=top,
                                   prepared=True)
+        weight = checked["weight"] if checked else None
+        relevance = relevance_of(Z, pos_rows, neg_rows, seed, morphology=morph, prepared=True, weight=weight)
     combined = combine_scores(anomaly, relevance, combine)
     marked = np.zeros(len(index), bool)
     marked[pos_rows] = True
@@ -315,7 +375,10 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
     ranking.feedback = {"marks": used, "positives": len(pos), "negatives": len(neg),
                         "combine": combine if relevance is not None else None, "artefacts": artefacts,
                         "left_out": hidden, "marked_left_out": int(marked.sum()),
-                        "morphology": relevance is not None and morph is not None, "check": checked}
+                        "morphology": relevance is not None and morph is not None,
+                        "morphology_weight": (weight if weight is not None else RELEVANCE_WEIGHT) if morph is not None
+                        and relevance is not None else None,
+                        "check": checked if check else None}
     if names is not None and len(rows):
         fractions, used_classes = class_fractions(names.iloc[rows].tolist(), names, [len(rows)])
         ranking.fractions, ranking.used = fractions, used_classes

@@ -20,8 +20,11 @@ benchmark anomalies`` (benchmarks/anomalies.md):
   galaxy, deblending cuts the galaxy in two and the half measured looks disturbed, and on
   the benchmark's fields with stars it found fewer than ``kth``);
 - the relevance model of anomalies with marks (:func:`ulisse.plugins.anomalies.feedback.discover`)
-  averages a model on the vectors with one on the statistics, so that marking a few
-  disturbed galaxies brings up the others (:func:`relevance`).
+  mixes a model on the vectors with one on the statistics, so that marking a few
+  disturbed galaxies brings up the others (:func:`relevance`). The statistics' share is
+  chosen per call from the marks themselves: each relevant mark held out in turn, the share
+  (0, 0.25 or 0.5) under which the others bring it back highest (marked arcs, which the
+  vectors know, get none; marked mergers get some).
 
 Without the stored set, discovery measures it by itself only for an index of at most
 :data:`AUTO_MAX` objects (6-8 minutes on 2 cores); a larger one uses it once computed
@@ -54,7 +57,7 @@ LOG = logging.getLogger(__name__)
 
 AUTO_MAX = 3000  # objects: discovery measures the morphology by itself up to this many (about 6-8 min on 2 cores)
 RELEVANCE_C = 1.0  # the statistics' logistic regression: 11 features, so less regularised than the vectors'
-RELEVANCE_WEIGHT = 0.5  # relevance = (1 - w) * vectors' + w * statistics'
+RELEVANCE_WEIGHT = 0.5  # relevance = (1 - w) * vectors' + w * statistics', where no choice from held-out marks is made
 
 
 def checks_state(index=None) -> str:
@@ -135,17 +138,23 @@ def combined_scores(index, k: int = 10, progress: bool = True, recompute: bool =
     return np.where(measured, (kth + shape) / 2, kth)
 
 
-def relevance(features: np.ndarray, vector_relevance: np.ndarray, positives, negatives, seed: int = 0) -> np.ndarray:
+def relevance(features: np.ndarray, vector_relevance: np.ndarray, positives, negatives, seed: int = 0,
+              weight: float | None = None) -> np.ndarray:
     """The relevance of every object from both halves: ``(1 - w) * vector_relevance + w * r``, where ``r`` is the
     logistic regression of :func:`ulisse.relevance.relevance_scores` on the statistics' z-scores ``features``
-    (:func:`morphology_features`), trained on the same marked rows (``w`` = :data:`RELEVANCE_WEIGHT`)."""
+    (:func:`morphology_features`), trained on the same marked rows; ``w`` is ``weight`` (None:
+    :data:`RELEVANCE_WEIGHT`; anomalies with marks choose it per call from held-out marks,
+    :func:`ulisse.plugins.anomalies.feedback.choose_weight`)."""
     from ulisse.relevance import relevance_scores
 
     pos = np.asarray(positives, np.int64)
     if pos.size == 0:
         return vector_relevance
+    w = RELEVANCE_WEIGHT if weight is None else float(weight)
+    if w == 0:
+        return np.asarray(vector_relevance, np.float64)
     r = relevance_scores(features, pos, np.asarray(negatives, np.int64), seed=seed, C=RELEVANCE_C, root=False)
-    return (1 - RELEVANCE_WEIGHT) * np.asarray(vector_relevance, np.float64) + RELEVANCE_WEIGHT * r
+    return (1 - w) * np.asarray(vector_relevance, np.float64) + w * r
 
 
 def _compute(index, progress: bool = True):
