@@ -47,6 +47,9 @@ def test_marks_make_the_relevant_kind_rise_and_leave_out_marked_objects(tiny_ind
         assert weight == check["weight"] and weight in WEIGHTS and set(check["weights"]) == set(WEIGHTS)
         assert check["held_out"] == 2 and check["page"] == 6 and check["unmarked"] == len(tiny_index) - 8
         assert found.table["relevance"].between(0, 1).all()
+    fixed = discover(tiny_index, top=6, k=5, positives=pos, negatives=neg, use_marks=False, artefacts="show",
+                     morphology_weight=0.75, progress=False)
+    assert fixed.feedback["morphology_weight"] == 0.75 and list(fixed.feedback["check"]["weights"]) == [0.75]
 
 
 def test_not_relevant_marks_alone_sink_their_kind(tiny_index):
@@ -91,6 +94,8 @@ def test_combine_scores_and_bad_options(tiny_index):
         discover(tiny_index, positives=["obj001"], negatives=["obj001"], progress=False)
     with pytest.raises(QueryError):
         discover(tiny_index, positives=["no-such-object"], progress=False)
+    with pytest.raises(QueryError, match="morphology_weight=1.5: must be between 0 and 1"):
+        discover(tiny_index, positives=["obj001"], morphology_weight=1.5, progress=False)
 
 
 @pytest.fixture()

@@ -121,10 +121,12 @@ def run_strategies(index, classes: np.ndarray, scores: dict, vectors: np.ndarray
     ``scores``: anomaly method -> its scores (the first is the issue's plain list, ``kth``). For each method:
     the plain list, and anomalies with feedback (``product``) with the relevance learned from the vectors alone
     and with the product's default (from the vectors and the morphology, where the index keeps cutouts);
-    ``ulisse rank``; the other ``combines`` with the defaults.
+    ``ulisse rank``; the other ``combines`` with the defaults; where the index keeps cutouts, the default with
+    the morphology's weight fixed at ``RELEVANCE_WEIGHT`` (as it was before the marks chose it).
     """
     from ulisse.plugins.anomalies.feedback import ArtefactFlags, discover
     from ulisse.plugins.feedback import rank
+    from ulisse.plugins.morphology import RELEVANCE_WEIGHT, has_cutouts
 
     flags = ArtefactFlags(index)
     first = next(iter(scores))
@@ -134,11 +136,11 @@ def run_strategies(index, classes: np.ndarray, scores: dict, vectors: np.ndarray
                        progress=False).ids
         return lambda pos, neg, r: top[r * PER_ROUND:(r + 1) * PER_ROUND]
 
-    def feedback(artefacts, combine, method, morphology):
+    def feedback(artefacts, combine, method, morphology, weight=None):
         return lambda pos, neg, r: discover(index, top=PER_ROUND, positives=pos, negatives=neg, use_marks=False,
                                             artefacts=artefacts, combine=combine, scores=scores[method],
                                             vectors=vectors, progress=False, check=False,
-                                            morphology=None if morphology else False).ids
+                                            morphology=None if morphology else False, morphology_weight=weight).ids
 
     def ranked(artefacts):
         def choose(pos, neg, r):
@@ -164,6 +166,10 @@ def run_strategies(index, classes: np.ndarray, scores: dict, vectors: np.ndarray
                                         f"anomalies with feedback ({method}; product; relevance from {relevance}), "
                                         f"artefacts {artefacts}"))
         runs.append(oracle_loop(index, classes, ranked(artefacts), f"ulisse rank, artefacts {artefacts}"))
+    if has_cutouts(index):  # the morphology's weight fixed, as it was before the marks chose it
+        runs.append(oracle_loop(index, classes, feedback("hide", "product", first, True, RELEVANCE_WEIGHT),
+                                f"anomalies with feedback ({first}; product; relevance from vectors + morphology at "
+                                f"a fixed {RELEVANCE_WEIGHT:g}), artefacts hide"))
     for combine in combines:
         if combine != "product":
             runs.append(oracle_loop(index, classes, feedback("hide", combine, first, True),

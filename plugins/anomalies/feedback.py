@@ -271,7 +271,8 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
              negatives: Iterable[str] = (), *, use_marks: bool | None = None, artefacts: str = "hide",
              combine: str = DEFAULT_COMBINE, label: str | None = None, seed: int = 0, progress: bool = True,
              recompute: bool = False, vectors: np.ndarray | None = None, scores: np.ndarray | None = None,
-             morphology: bool | None = None, check: bool = True) -> AnomalyRanking:
+             morphology: bool | None = None, morphology_weight: float | None = None,
+             check: bool = True) -> AnomalyRanking:
     """The ``top`` unmarked objects ranked by anomaly and by what the marks teach, artefacts hidden by default.
 
     Parameters
@@ -301,6 +302,10 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
         Learn the relevance from statmorph's statistics of the cutouts too (:mod:`ulisse.plugins.morphology`);
         None: when they are stored, or the index keeps cutouts and is small enough to measure them now
         (:func:`ulisse.plugins.morphology.use_morphology`).
+    morphology_weight : float, optional
+        The statistics' share of the relevance, 0-1; None (the default): chosen from the held-out
+        relevant marks among :data:`WEIGHTS` (:func:`marks_check`), or
+        :data:`ulisse.plugins.morphology.RELEVANCE_WEIGHT` with fewer than two relevant marks.
     check : bool
         With two relevant marks or more, check what the marks teach (:func:`marks_check`, a page of
         ``top``) into ``feedback["check"]``; False: leave it out (without the morphology, it then fits none
@@ -318,7 +323,8 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
     Raises
     ------
     QueryError
-        ``top`` < 1, an unknown or doubly marked id, an unknown ``combine`` or ``artefacts``.
+        ``top`` < 1, an unknown or doubly marked id, an unknown ``combine`` or ``artefacts``, a
+        ``morphology_weight`` outside 0-1.
     """
     from ulisse.labels import class_fractions, labels_of
 
@@ -328,6 +334,8 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
         raise QueryError(f"artefacts={artefacts!r}: expected one of {', '.join(ARTEFACT_MODES)}")
     if combine not in COMBINE:
         raise QueryError(f"combine={combine!r}: expected one of {', '.join(COMBINE)}")
+    if morphology_weight is not None and not 0 <= float(morphology_weight) <= 1:
+        raise QueryError(f"morphology_weight={morphology_weight}: must be between 0 and 1")
     names = labels_of(index, label) if label is not None else None
     pos, neg, used = gather_marks(index, positives, negatives, use_marks)
     pos_rows = np.array([index.row_of(i) for i in pos], np.int64)
@@ -341,10 +349,11 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
         Z = features(np.asarray(index.all_vectors() if vectors is None else vectors, np.float32))  # once for every fit
         if with_morphology:
             morph = morphology_features(index)
-        if check or morph is not None:  # the check chooses the statistics' weight too
+        choose = morph is not None and morphology_weight is None
+        if check or choose:  # the check chooses the statistics' weight too
             checked = marks_check(anomaly, Z, pos_rows, neg_rows, combine, seed=seed, morphology=morph, page=top,
-                                  prepared=True)
-        weight = checked["weight"] if checked else None
+                                  prepared=True, weights=WEIGHTS if choose else (morphology_weight,))
+        weight = morphology_weight if morphology_weight is not None else checked["weight"] if checked else None
         relevance = relevance_of(Z, pos_rows, neg_rows, seed, morphology=morph, prepared=True, weight=weight)
     combined = combine_scores(anomaly, relevance, combine)
     marked = np.zeros(len(index), bool)
