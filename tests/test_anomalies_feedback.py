@@ -94,8 +94,9 @@ def test_combine_scores_and_bad_options(tiny_index):
         discover(tiny_index, positives=["obj001"], negatives=["obj001"], progress=False)
     with pytest.raises(QueryError):
         discover(tiny_index, positives=["no-such-object"], progress=False)
-    with pytest.raises(QueryError, match="morphology_weight=1.5: must be between 0 and 1"):
-        discover(tiny_index, positives=["obj001"], morphology_weight=1.5, progress=False)
+    for bad in (1.5, "half"):
+        with pytest.raises(QueryError, match="must be a number between 0 and 1"):
+            discover(tiny_index, positives=["obj001"], morphology_weight=bad, progress=False)
 
 
 @pytest.fixture()

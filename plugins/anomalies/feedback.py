@@ -334,8 +334,13 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
         raise QueryError(f"artefacts={artefacts!r}: expected one of {', '.join(ARTEFACT_MODES)}")
     if combine not in COMBINE:
         raise QueryError(f"combine={combine!r}: expected one of {', '.join(COMBINE)}")
-    if morphology_weight is not None and not 0 <= float(morphology_weight) <= 1:
-        raise QueryError(f"morphology_weight={morphology_weight}: must be between 0 and 1")
+    if morphology_weight is not None:
+        try:
+            ok = 0 <= float(morphology_weight) <= 1
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise QueryError(f"morphology_weight={morphology_weight!r}: must be a number between 0 and 1")
     names = labels_of(index, label) if label is not None else None
     pos, neg, used = gather_marks(index, positives, negatives, use_marks)
     pos_rows = np.array([index.row_of(i) for i in pos], np.int64)
