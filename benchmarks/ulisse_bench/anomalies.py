@@ -21,7 +21,8 @@
    marked relevant and 15 ordinary galaxies marked not relevant, the product's relevance
    model (:func:`ulisse.plugins.anomalies.feedback.relevance_of`: from the vectors, with the
    morphology at its fixed weight, and with the weight chosen on the held-out marks as the
-   default chooses it), and how many of the next 20 are of the kind. A kind that marks cannot
+   default chooses it, the places counted by relevance alone like the rest of this table), and how
+   many of the next 20 are of the kind. A kind that marks cannot
    teach bounds what any feedback can find.
 6. What the held-out marks (:func:`ulisse.plugins.anomalies.feedback.marks_check`: the check and
    the choice of the morphology's weight) cost: :func:`~ulisse.plugins.anomalies.feedback.discover`
