@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import inspect
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from ulisse.errors import InputError
 from ulisse.plugins import denoise

@@ -10,7 +10,6 @@ import warnings
 
 import astropy.units as u
 import pandas as pd
-import pytest
 from astropy.io import fits
 from astropy.io.votable import parse_single_table
 from astropy.table import Table

@@ -104,7 +104,7 @@ def test_expand_verb_follow(tiny_index, cli, tmp_path):
     chosen = plain.ids[:2]
     listing, table = tmp_path / "ids.txt", tmp_path / "ids.csv"
     listing.write_text("# confirmed by eye\n" + "\n".join(chosen) + "\n\n")
-    table.write_text("note,id\nA," + f"\nB,".join(chosen) + "\n")
+    table.write_text("note,id\nA," + "\nB,".join(chosen) + "\n")
     outs = []
     for path in (listing, table):
         code, out, err = cli("expand", tiny_index.path, "--id", "obj005", "-k", "3", "--iterations", "2",

@@ -165,5 +165,6 @@ def test_morphology_set(tmp_path):
     assert png.shape == (64, 64, 3) and png.dtype == np.uint8
     again = simulate_morphology_set(tmp_path / "b", n=3, seed=5, spiral_fraction=0.4, tidal_fraction=0.4,
                                     progress=False)
+    pd.testing.assert_frame_equal(again, table.head(3))  # the same seed: the same first objects, whatever n
     assert np.array_equal(np.asarray(Image.open(tmp_path / "b" / "cutouts" / "morph-000003.png")),
                           np.asarray(Image.open(tmp_path / "cutouts" / "morph-000003.png")))

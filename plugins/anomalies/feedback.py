@@ -57,8 +57,7 @@ import pandas as pd
 from ulisse.errors import QueryError
 from ulisse.plugins.anomalies import DEFAULT_K, AnomalyRanking, _method, anomaly_scores, default_method
 from ulisse.plugins.anomalies.artefacts import SET as ARTEFACT_SET, artefact_kind
-from ulisse.plugins.morphology import RELEVANCE_WEIGHT, morphology_features, relevance as morphology_relevance, \
-    use_morphology
+from ulisse.plugins.morphology import RELEVANCE_WEIGHT, morphology_features, shape_relevance, use_morphology
 from ulisse.relevance import features, relevance_scores
 
 COMBINE = ("product", "rank_product", "sum", "relevance")
@@ -140,14 +139,14 @@ def relevance_parts(vectors: np.ndarray, pos_rows: Sequence[int], neg_rows: Sequ
     r = relevance_scores(vectors, pos, neg, seed=seed, prepared=prepared)
     if morphology is None:
         return r, None
-    return r, morphology_relevance(morphology, r, pos, neg, seed=seed, weight=1.0)
+    return r, shape_relevance(morphology, pos, neg, seed=seed)
 
 
 def mix(vector_relevance: np.ndarray, shape_relevance: np.ndarray | None, weight: float | None = None) -> np.ndarray:
     """``(1 - w) * vector_relevance + w * shape_relevance`` (``w`` = ``weight``, None: the morphology plugin's
     ``RELEVANCE_WEIGHT``); the vectors' relevance alone without the statistics'."""
     if shape_relevance is None:
-        return vector_relevance
+        return np.asarray(vector_relevance, np.float64)
     w = RELEVANCE_WEIGHT if weight is None else float(weight)
     return (1 - w) * np.asarray(vector_relevance, np.float64) + w * np.asarray(shape_relevance, np.float64)
 
@@ -169,7 +168,9 @@ def relevance_of(vectors: np.ndarray, pos_rows: Sequence[int], neg_rows: Sequenc
     """
     pos, neg = np.asarray(pos_rows, np.int64), np.asarray(neg_rows, np.int64)
     if pos.size:
-        return mix(*relevance_parts(vectors, pos, neg, seed, stand_in, morphology, keep_out, prepared), weight)
+        w = RELEVANCE_WEIGHT if weight is None else float(weight)
+        shape = morphology if w else None  # a share of 0: no model on the statistics to fit
+        return mix(*relevance_parts(vectors, pos, neg, seed, stand_in, shape, keep_out, prepared), w)
     if neg.size:  # only "not this": one minus the likeness to the not-relevant marks
         return 1.0 - relevance_scores(vectors, neg, (), seed=seed, prepared=prepared)
     return None

@@ -21,7 +21,7 @@ benchmark anomalies`` (benchmarks/anomalies.md):
   the benchmark's fields with stars it found fewer than ``kth``);
 - the relevance model of anomalies with marks (:func:`ulisse.plugins.anomalies.feedback.discover`)
   mixes a model on the vectors with one on the statistics, so that marking a few
-  disturbed galaxies brings up the others (:func:`relevance`). The statistics' share is
+  disturbed galaxies brings up the others (:func:`shape_relevance`). The statistics' share is
   chosen per call from the marks themselves: each relevant mark held out in turn, the share
   (0, 0.25 or 0.5) under which the others bring it back highest (marked arcs, which the
   vectors know, get none; marked mergers get some).
@@ -51,7 +51,7 @@ from .stats import (COLUMNS, DEBLEND_CONTRAST, DEBLEND_LEVELS, DETECT, NPIXELS, 
 
 __all__ = ["AUTO_MAX", "COLUMNS", "SET", "STATISTICS", "compute_morphology", "has_cutouts", "measure",
            "morphology_features",
-           "morphology_scores", "morphology_table", "relevance", "use_morphology"]
+           "morphology_scores", "morphology_table", "shape_relevance", "use_morphology"]
 
 LOG = logging.getLogger(__name__)
 
@@ -138,23 +138,16 @@ def combined_scores(index, k: int = 10, progress: bool = True, recompute: bool =
     return np.where(measured, (kth + shape) / 2, kth)
 
 
-def relevance(features: np.ndarray, vector_relevance: np.ndarray, positives, negatives, seed: int = 0,
-              weight: float | None = None) -> np.ndarray:
-    """The relevance of every object from both halves: ``(1 - w) * vector_relevance + w * r``, where ``r`` is the
-    logistic regression of :func:`ulisse.relevance.relevance_scores` on the statistics' z-scores ``features``
-    (:func:`morphology_features`), trained on the same marked rows; ``w`` is ``weight`` (None:
-    :data:`RELEVANCE_WEIGHT`; anomalies with marks choose it per call from held-out marks,
-    :func:`ulisse.plugins.anomalies.feedback.choose_weight`)."""
+def shape_relevance(features: np.ndarray, positives, negatives, seed: int = 0) -> np.ndarray:
+    """The statistics' relevance of every object: the logistic regression of
+    :func:`ulisse.relevance.relevance_scores` on the z-scores ``features`` (:func:`morphology_features`), trained on
+    the marked rows. Anomalies with marks mix it with the vectors' relevance, the statistics' share chosen per call
+    from held-out marks (:func:`ulisse.plugins.anomalies.feedback.mix`, ``choose_weight``; :data:`RELEVANCE_WEIGHT`
+    where no choice is made)."""
     from ulisse.relevance import relevance_scores
 
-    pos = np.asarray(positives, np.int64)
-    if pos.size == 0:
-        return vector_relevance
-    w = RELEVANCE_WEIGHT if weight is None else float(weight)
-    if w == 0:
-        return np.asarray(vector_relevance, np.float64)
-    r = relevance_scores(features, pos, np.asarray(negatives, np.int64), seed=seed, C=RELEVANCE_C, root=False)
-    return (1 - w) * np.asarray(vector_relevance, np.float64) + w * r
+    return relevance_scores(features, np.asarray(positives, np.int64), np.asarray(negatives, np.int64), seed=seed,
+                            C=RELEVANCE_C, root=False)
 
 
 def _compute(index, progress: bool = True):
