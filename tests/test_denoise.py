@@ -347,3 +347,15 @@ def test_index_build_with_denoise_records_it_and_queries_by_image_apply_it(png_m
 
     table = pd.read_csv(io.StringIO(out))
     assert table["id"].iloc[0] == "obj001" and table["distance"].iloc[0] < 1e-3  # the same denoised vector
+
+
+def test_fits_fluxes_are_shown_with_their_first_row_at_the_bottom():
+    """The before/after pictures of FITS fluxes keep the orientation the index's thumbnails have."""
+    from ulisse.plugins.denoise.images import FLUX
+
+    data = np.zeros((3, 8, 8), np.float32)
+    data[:, 0, :] = 1.0  # the FITS file's first row: south on a north-up cutout
+    shown = denoise.display_rgb(data, FLUX, 0.0, 1.0)
+    assert shown.shape == (8, 8, 3) and shown[-1].min() == 255 and shown[:-1].max() == 0
+    old = denoise.display_rgb(data, FLUX, 0.0, 1.0, fits_rows="top-down")
+    assert old[0].min() == 255 and old[1:].max() == 0

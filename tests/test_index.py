@@ -76,6 +76,27 @@ def test_fits_wcs_positions_fill_in_without_catalogue(tmp_path, survey, tiny_enc
     assert np.isnan(idx.metadata.set_index("id").loc["obj001", "ra"])  # a PNG
 
 
+def test_an_index_reads_fits_as_its_manifest_says(tiny_index, survey, tiny_encoder):
+    """A new index records that FITS rows run bottom-up; one built before fits_rows existed keeps top-down, so the
+    FITS cutouts it adds or is queried with embed as its own did."""
+    import json
+
+    from ulisse.cutouts import RGBConfig
+
+    assert tiny_index.manifest.rgb["fits_rows"] == "bottom-up" and tiny_index.rgb == RGBConfig()
+    fits_file = survey / "cutouts" / "obj008.fits"  # a tilted streak
+    ours = tiny_index.query(image=fits_file, k=1).table
+    assert ours["id"].iloc[0] == "obj008" and ours["distance"].iloc[0] < 1e-6
+    manifest = tiny_index.path / "manifest.json"
+    raw = json.loads(manifest.read_text())
+    raw["rgb"].pop("fits_rows")  # as round two's indexes were written
+    manifest.write_text(json.dumps(raw))
+    old = open_index(tiny_index.path, device="cpu")
+    assert old.rgb.fits_rows == "top-down"
+    flipped = old.query(image=fits_file, k=1).table  # read top-down now: not the picture its vector was made of
+    assert flipped["distance"].iloc[0] > 1e-3
+
+
 def test_add_extends_with_stable_rows(tiny_index, tmp_path):
     before = tiny_index.metadata.copy()
     more = tmp_path / "more"

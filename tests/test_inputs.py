@@ -42,6 +42,38 @@ def test_fits_cube_is_lupton_i_r_g_and_wcs_centre(tmp_path):
     assert c.id == "blue"
 
 
+def test_fits_first_row_is_the_bottom_so_north_is_up(tmp_path):
+    """A cutout whose WCS puts north along +y (as every TAN cutout service writes it) comes out north up, as ds9
+    and the sky viewers show it; an index built before fits_rows existed keeps reading FITS top-down."""
+    from astropy.wcs import WCS
+
+    from ulisse.cutouts import RGBConfig
+
+    cube = np.full((3, 64, 64), 0.01, np.float32)
+    cube[:, 48:56, 28:36] = 5.0  # a source 20 px north of the centre (FITS rows 48-55: y above the centre)
+    write_fits_cutout(tmp_path / "north.fits", cube, 150.0, 2.0)
+    north = WCS(fits.getheader(tmp_path / "north.fits"), naxis=2).pixel_to_world(31.5, 51.5).dec.deg
+    assert north > 2.0  # the WCS does put the source north of the centre
+    image = read_cutout(tmp_path / "north.fits").image.astype(int).sum(axis=(1, 2))
+    assert image[:32].sum() > 2 * image[32:].sum()  # ... and it is in the top half of the image
+    legacy = RGBConfig.from_dict({"q": 8.0, "stretch": 0.5, "minimum": 0.0, "scales": [1, 1, 1]})
+    assert legacy.fits_rows == "top-down" and RGBConfig.from_dict(RGBConfig().to_dict()) == RGBConfig()
+    old = read_cutout(tmp_path / "north.fits", legacy).image.astype(int).sum(axis=(1, 2))
+    assert old[32:].sum() > 2 * old[:32].sum()
+    with pytest.raises(ValueError, match="fits_rows='sideways'"):
+        RGBConfig(fits_rows="sideways")
+
+
+def test_a_fits_cutout_reads_as_its_png_twin(tmp_path):
+    """cube_to_png draws the cube as ulisse shows its FITS file: the two embed as one picture."""
+    from ulisse.testing import blob, cube_to_png
+
+    cube = blob(64, np.random.default_rng(3), "streak")
+    write_fits_cutout(tmp_path / "s.fits", cube, 150.0, 2.0)
+    cube_to_png(tmp_path / "s.png", cube)
+    np.testing.assert_array_equal(read_cutout(tmp_path / "s.fits").image, read_cutout(tmp_path / "s.png").image)
+
+
 def test_fits_single_band_replicated_and_partial_nan(tmp_path):
     img = np.zeros((48, 48))
     img[20:28, 20:28] = 3.0

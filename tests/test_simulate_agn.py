@@ -72,6 +72,18 @@ def test_fits_cube_units(tmp_path):
         assert row.r_mag - 0.8 < mag < row.r_mag + 0.6
 
 
+def test_the_product_reads_a_simulated_fits_cube_as_its_png(tmp_path):
+    """Under the simulator's colour settings, ulisse reads each FITS cube (first row at the bottom) as the very
+    picture of its north-up PNG."""
+    from ulisse.cutouts import RGBConfig, read_cutout
+
+    table = sim.simulate_agn_set(tmp_path, n=3, seed=4, write_fits=True, progress=False)
+    rgb = RGBConfig(q=sim.LUPTON_Q, stretch=sim.LUPTON_STRETCH, scales=tuple(sim.RGB_SCALES[b] for b in "irg"))
+    for oid in table["id"]:
+        png = read_cutout(tmp_path / "cutouts" / f"{oid}.png").image
+        np.testing.assert_array_equal(read_cutout(tmp_path / "cutouts_fits" / f"{oid}.fits", rgb).image, png)
+
+
 def test_noise_and_colours():
     cube, p = sim.simulate_cutout(np.random.default_rng(11), is_agn=False)
     assert cube.dtype == np.float32 and cube.shape == (3, 64, 64)

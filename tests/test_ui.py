@@ -187,6 +187,20 @@ def test_fits_stretches_differ(survey):
     assert not np.array_equal(images["asinh"], images["linear"]) and not np.array_equal(images["log"], images["linear"])
 
 
+def test_fits_stretches_keep_the_thumbnails_orientation(survey):
+    """The detail panel's stretched FITS is the picture the thumbnail shows (rows as the index reads FITS)."""
+    from ulisse.cutouts import RGBConfig, read_cutout
+    from ulisse.ui.kit._images import stretched_fits
+
+    path = survey / "cutouts" / "obj008.fits"  # a tilted streak: not symmetric top to bottom
+    for rows in ("bottom-up", "top-down"):
+        thumb = read_cutout(path, RGBConfig(fits_rows=rows)).image.astype(float).sum(axis=2)
+        shown = stretched_fits(path, "linear", fits_rows=rows).astype(float).sum(axis=2)
+        other = stretched_fits(path, "linear", fits_rows="top-down" if rows == "bottom-up" else "bottom-up")
+        assert np.corrcoef(thumb.ravel(), shown.ravel())[0, 1] > \
+            np.corrcoef(thumb.ravel(), other.astype(float).sum(axis=2).ravel())[0, 1] + 0.2
+
+
 # -- the page hook and the app ---------------------------------------------------------------
 
 def test_first_party_pages_come_from_the_hook():

@@ -5,6 +5,8 @@ PNG and JPEG are read as they are (grey is replicated, alpha dropped). FITS
 images are 2-D single-band images or 3-plane g, r, i cubes (numpy shape
 ``(3, H, W)``); bands become RGB with astropy's :func:`make_lupton_rgb`
 (i, r, g -> R, G, B, as SDSS makes its JPEGs). A single band is replicated.
+A FITS file's first row is the image's bottom row (:attr:`RGBConfig.fits_rows`), as
+astronomers' viewers show FITS: a cutout with north along +y comes out north up.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ CUTOUT_SUFFIXES = IMAGE_SUFFIXES + FITS_SUFFIXES
 MIN_SIDE = 8
 
 
+FITS_ROWS = ("bottom-up", "top-down")
+
+
 @dataclass(frozen=True)
 class RGBConfig:
     """How FITS bands become an RGB image (recorded in every index manifest).
@@ -36,21 +41,40 @@ class RGBConfig:
         stretch: linear stretch of the image.
         minimum: black level, in the data's units.
         scales: multipliers for the (i, r, g) bands before the stretch.
+        fits_rows: ``bottom-up`` (the default): a FITS file's first row is the image's bottom row, as
+            ds9, Aladin and ``imshow(origin="lower")`` show FITS, so a cutout whose WCS has north along
+            +y is shown and embedded north up, as SkyServer's JPEGs and the sky viewers show it.
+            ``top-down``: the first row on top, as ulisse read FITS before; an index whose manifest
+            records no ``fits_rows`` was built that way and keeps it (its vectors stay comparable).
     """
 
     q: float = 8.0
     stretch: float = 0.5
     minimum: float = 0.0
     scales: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    fits_rows: str = "bottom-up"
+
+    def __post_init__(self):
+        if self.fits_rows not in FITS_ROWS:
+            raise ValueError(f"fits_rows={self.fits_rows!r}: expected one of {', '.join(FITS_ROWS)}")
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "RGBConfig":
+        """The settings a manifest records; one written before ``fits_rows`` existed reads FITS ``top-down``."""
         d = dict(d)
         d["scales"] = tuple(d.get("scales", (1.0, 1.0, 1.0)))
+        if d and "fits_rows" not in d:
+            d["fits_rows"] = "top-down"
         return cls(**d)
+
+
+def fits_image(data: np.ndarray, fits_rows: str = "bottom-up") -> np.ndarray:
+    """FITS image data (``H x W`` or ``(bands, H, W)``) in image row order, row 0 on top: flipped along its rows
+    for ``bottom-up`` (:attr:`RGBConfig.fits_rows`), as it is for ``top-down``."""
+    return data[..., ::-1, :] if fits_rows == "bottom-up" else data
 
 
 @dataclass
@@ -118,7 +142,8 @@ def image_to_rgb(array: np.ndarray, source: str = "array", rgb: RGBConfig = RGBC
     """Turn an image array into uint8 RGB.
 
     ``H x W x 3`` uint8 arrays pass through; ``H x W`` or ``(3, H, W)`` float
-    arrays are treated as FITS bands (single band, or g, r, i planes).
+    arrays are treated as bands (single band, or g, r, i planes) in image row order, row 0 on top
+    (FITS data read by hand: :func:`fits_image` first).
     """
     a = np.asarray(array)
     if a.ndim == 3 and a.shape[2] == 3 and a.dtype == np.uint8:
@@ -182,7 +207,7 @@ def _read_fits(path: Path, rgb: RGBConfig):
         raise
     except Exception as exc:  # astropy raises many types for damaged files
         raise CutoutError(path, f"not a readable FITS file ({exc.__class__.__name__}: {exc})") from None
-    image = _bands_to_rgb(data, path, rgb)
+    image = _bands_to_rgb(fits_image(data, rgb.fits_rows), path, rgb)
     ra, dec = _centre_radec(header, data.shape[-2:])
     return image, ra, dec
 

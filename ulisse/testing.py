@@ -59,11 +59,12 @@ def write_fits_cutout(path, cube, ra, dec, scale_arcsec=0.396):
 
 
 def cube_to_png(path, cube):
+    """A PNG of a g, r, i cube as ulisse shows the cube written as FITS (first row at the bottom)."""
     from astropy.visualization import make_lupton_rgb
     from PIL import Image
 
     g, r, i = cube
-    Image.fromarray(make_lupton_rgb(i, r, g, Q=8, stretch=0.5)).save(path)
+    Image.fromarray(np.ascontiguousarray(make_lupton_rgb(i, r, g, Q=8, stretch=0.5)[::-1])).save(path)
 
 
 KINDS = ("round", "streak", "double")

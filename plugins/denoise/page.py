@@ -48,7 +48,8 @@ def before_after(den: denoise.Denoiser, index, object_id: str):
     image = read_image(path)
     cleaned = denoise.denoise_images(den, [image])[0]
     lo, hi = float(np.nanpercentile(image.data, 1)), float(np.nanpercentile(image.data, 99.8))
-    return (display_rgb(image.data, image.domain, lo, hi), display_rgb(cleaned.data, image.domain, lo, hi),
+    rows = index.rgb.fits_rows  # as the thumbnails show them
+    return (display_rgb(image.data, image.domain, lo, hi, rows), display_rgb(cleaned.data, image.domain, lo, hi, rows),
             "FITS fluxes (same asinh stretch for both)")
 
 

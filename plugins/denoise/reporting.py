@@ -184,8 +184,12 @@ def summary_markdown(summary: pd.DataFrame, sigma: float, names: dict[str, str] 
     return "\n".join(lines) + "\n"
 
 
-def display_rgb(data: np.ndarray, domain: str, lo: float, hi: float) -> np.ndarray:
-    """uint8 RGB for the grid: 8-bit images as they are; fluxes with an asinh stretch between ``lo`` and ``hi``."""
+def display_rgb(data: np.ndarray, domain: str, lo: float, hi: float, fits_rows: str = "bottom-up") -> np.ndarray:
+    """uint8 RGB for the grid: 8-bit images as they are; fluxes (FITS data) with an asinh stretch between ``lo`` and
+    ``hi``, rows in the order ``fits_rows`` (:attr:`ulisse.RGBConfig.fits_rows`: first row at the bottom, as ds9
+    shows FITS and as ulisse embeds them)."""
+    from ulisse.cutouts import fits_image
+
     from .images import to_uint8
 
     if domain == EIGHT_BIT:
@@ -194,6 +198,7 @@ def display_rgb(data: np.ndarray, domain: str, lo: float, hi: float) -> np.ndarr
         span = max(hi - lo, 1e-30)
         x = np.clip((np.nan_to_num(data) - lo) / span, 0, None)
         a = to_uint8(np.arcsinh(10 * x) / np.arcsinh(10))
+        a = fits_image(a if a.ndim == 3 else a[None], fits_rows)
     if a.shape[0] == 3 and domain != EIGHT_BIT:
         a = a[::-1]  # g, r, i -> i, r, g as R, G, B
     return np.repeat(a, 3, axis=0).transpose(1, 2, 0) if a.shape[0] == 1 else a.transpose(1, 2, 0)

@@ -47,12 +47,16 @@ def is_fits(path: Path | None) -> bool:
     return path is not None and path.name.lower().endswith(FITS_SUFFIXES)
 
 
-def stretched_fits(path: Path, stretch: str = "asinh", percentile: float = 99.5) -> np.ndarray | None:
+def stretched_fits(path: Path, stretch: str = "asinh", percentile: float = 99.5,
+                   fits_rows: str = "bottom-up") -> np.ndarray | None:
     """A FITS cutout as uint8 RGB under ``stretch`` (asinh, linear, log), each band scaled to its percentile interval.
 
     A g,r,i cube shows as i, r, g -> R, G, B (as SDSS makes its colour images); one band as grey.
-    None when the file has no usable image.
+    Rows in the order the index reads them (``fits_rows``, :attr:`ulisse.RGBConfig.fits_rows`), so the
+    stretched picture and the thumbnail agree. None when the file has no usable image.
     """
+    from ulisse.cutouts import fits_image
+
     from astropy.io import fits
     from astropy.visualization import AsinhStretch, LinearStretch, LogStretch, PercentileInterval
 
@@ -66,6 +70,7 @@ def stretched_fits(path: Path, stretch: str = "asinh", percentile: float = 99.5)
         return None
     if data is None or data.ndim not in (2, 3) or (data.ndim == 3 and data.shape[0] != 3):
         return None
+    data = fits_image(data, fits_rows)
     planes = [data] * 3 if data.ndim == 2 else [data[2], data[1], data[0]]
     fn = {"asinh": AsinhStretch(0.1), "linear": LinearStretch(), "log": LogStretch(1000)}[stretch]
     out = []

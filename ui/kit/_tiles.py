@@ -211,7 +211,7 @@ def object_detail(index: ulisse.Index, object_id: str, *, key: str = "detail") -
         image = None
         if _images.is_fits(path) and path.is_file():
             stretch = st.segmented_control("Stretch", _images.STRETCHES, default="asinh", key=f"{key}.stretch")
-            image = _images.stretched_fits(path, stretch or "asinh")
+            image = _images.stretched_fits(path, stretch or "asinh", fits_rows=index.rgb.fits_rows)
         if image is None:
             image = ulisse.plot.thumbnail(index, object_id)
         if image is None:
