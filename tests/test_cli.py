@@ -32,6 +32,7 @@ def built(tmp_path, survey, cli):
 def test_index_build_info_and_json(built, cli):
     code, out, err = cli("index", "info", built)
     assert code == 0 and "objects    24" in out and "test_efficientnet" in out and "label" in out
+    assert "FITS       Lupton RGB q 8, stretch 0.5, minimum 0, i,r,g scales 1,1,1; first row at the bottom" in out
     code, out, _ = cli("index", "info", built, "--format", "json")
     m = json.loads(out)
     assert m["count"] == 24 and m["encoder"]["dim"] == 256 and "label" in m["columns"]

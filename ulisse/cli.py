@@ -250,6 +250,10 @@ def index_info(index_dir, fmt, verify):
         + (f", preprocessors {', '.join(p['name'] + (':' + str(p['arg']) if p.get('arg') else '') for p in enc.preprocessors)}"
            if enc.preprocessors else ", no preprocessors"),
         f"weights    {enc.weights_source} (sha256 {enc.weights_sha256})",
+        f"FITS       Lupton RGB q {idx.rgb.q:g}, stretch {idx.rgb.stretch:g}, minimum {idx.rgb.minimum:g}, "
+        f"i,r,g scales {','.join(f'{v:g}' for v in idx.rgb.scales)}; first row "
+        + ("at the bottom (a north-up WCS shows north up)" if idx.rgb.fits_rows == "bottom-up" else
+           "on top (as the index was built: FITS shown as stored)"),
         f"columns    {', '.join(idx.metadata_columns)}",
         f"created    {m.get('created')}  updated {m.get('updated', '-')}  generation {m['generation']}",
         f"versions   {', '.join(f'{k} {v}' for k, v in m.get('versions', {}).items())}",
