@@ -60,7 +60,7 @@ def test_fits_first_row_is_the_bottom_so_north_is_up(tmp_path):
     assert legacy.fits_rows == "top-down" and RGBConfig.from_dict(RGBConfig().to_dict()) == RGBConfig()
     old = read_cutout(tmp_path / "north.fits", legacy).image.astype(int).sum(axis=(1, 2))
     assert old[32:].sum() > 2 * old[:32].sum()
-    with pytest.raises(ValueError, match="fits_rows='sideways'"):
+    with pytest.raises(InputError, match="fits_rows='sideways'"):
         RGBConfig(fits_rows="sideways")
 
 

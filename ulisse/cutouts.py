@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CutoutError
+from .errors import CutoutError, InputError
 
 LOG = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class RGBConfig:
 
     def __post_init__(self):
         if self.fits_rows not in FITS_ROWS:
-            raise ValueError(f"fits_rows={self.fits_rows!r}: expected one of {', '.join(FITS_ROWS)}")
+            raise InputError(f"fits_rows={self.fits_rows!r}: expected one of {', '.join(FITS_ROWS)}")
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

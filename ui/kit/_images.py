@@ -55,10 +55,10 @@ def stretched_fits(path: Path, stretch: str = "asinh", percentile: float = 99.5,
     Rows in the order the index reads them (``fits_rows``, :attr:`ulisse.RGBConfig.fits_rows`), so the
     stretched picture and the thumbnail agree. None when the file has no usable image.
     """
-    from ulisse.cutouts import fits_image
-
     from astropy.io import fits
     from astropy.visualization import AsinhStretch, LinearStretch, LogStretch, PercentileInterval
+
+    from ulisse.cutouts import fits_image
 
     if stretch not in STRETCHES:
         raise ValueError(f"stretch {stretch!r}: expected one of {', '.join(STRETCHES)}")
