@@ -5,7 +5,7 @@ unrelated neighbour is masked, then statmorph): Gini, M20, the Gini-M20 merger
 statistic, concentration, asymmetry, smoothness, shape and outer asymmetry, multimode,
 intensity and deviation, with statmorph's flag (``morph_flag``). They are the set
 ``morphology`` (``DIR/derived/morphology.parquet``), computed once, one process per core,
-with progress and an estimate of the time (about 0.2 s per cutout and core):
+with progress and an estimate of the time (0.2-0.4 s per cutout and core, by CPU):
 
     ulisse query indexes/hdf-demo hdf-0042 --where "shape_asymmetry > 0.3"
 
@@ -27,7 +27,7 @@ benchmark anomalies`` (benchmarks/anomalies.md):
   vectors know, get none; marked mergers get some).
 
 Without the stored set, discovery measures it by itself only for an index of at most
-:data:`AUTO_MAX` objects (6-8 minutes on 2 cores); a larger one uses it once computed
+:data:`AUTO_MAX` objects (5-9 minutes on 2 cores); a larger one uses it once computed
 (``ulisse morphology DIR``).
 
 Python:
@@ -55,7 +55,7 @@ __all__ = ["AUTO_MAX", "COLUMNS", "SET", "STATISTICS", "compute_morphology", "ha
 
 LOG = logging.getLogger(__name__)
 
-AUTO_MAX = 3000  # objects: discovery measures the morphology by itself up to this many (about 6-8 min on 2 cores)
+AUTO_MAX = 3000  # objects: discovery measures the morphology by itself up to this many (5-9 min on 2 cores)
 RELEVANCE_C = 1.0  # the statistics' logistic regression: 11 features, so less regularised than the vectors'
 RELEVANCE_WEIGHT = 0.5  # relevance = (1 - w) * vectors' + w * statistics', where no choice from held-out marks is made
 
@@ -101,7 +101,7 @@ def use_morphology(index, morphology: bool | None = None) -> bool:
     if len(index) > AUTO_MAX:
         LOG.info("morphology not measured for %d objects (more than %d; about %.0f core-minutes): "
                  "`ulisse morphology %s` measures it once for every later search", len(index), AUTO_MAX,
-                 0.25 * len(index) / 60, index.path)
+                 0.35 * len(index) / 60, index.path)
         return False
     return True
 
