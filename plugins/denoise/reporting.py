@@ -198,7 +198,7 @@ def display_rgb(data: np.ndarray, domain: str, lo: float, hi: float, fits_rows: 
         span = max(hi - lo, 1e-30)
         x = np.clip((np.nan_to_num(data) - lo) / span, 0, None)
         a = to_uint8(np.arcsinh(10 * x) / np.arcsinh(10))
-        a = fits_image(a if a.ndim == 3 else a[None], fits_rows)
+        a = fits_image(a, fits_rows)  # an Image's data is always (bands, H, W)
     if a.shape[0] == 3 and domain != EIGHT_BIT:
         a = a[::-1]  # g, r, i -> i, r, g as R, G, B
     return np.repeat(a, 3, axis=0).transpose(1, 2, 0) if a.shape[0] == 1 else a.transpose(1, 2, 0)
