@@ -50,3 +50,35 @@ def test_look_next_learns_from_the_marks_made_on_its_tiles(tiny_index):
     ok(at.sidebar.toggle(key="anomalies.marks").set_value(False).run())
     ok(at.button(key="anomalies.next").click().run())
     assert "no marks yet" in " ".join(c.value for c in at.caption) and len(next_ids(at)) == 20
+
+
+@pytest.mark.slow
+def test_look_next_answers_while_the_shapes_are_measured_in_the_background(tiny_index):
+    """With marks and no stored shape statistics the page does not wait for them: Look next learns from the
+    vectors, a progress bar follows the measurement, and the next batch learns from the shapes too."""
+    import time
+
+    from ulisse.plugins.feedback import mark
+    from ulisse.plugins.morphology import SET
+
+    mark(tiny_index, ["obj001", "obj002"], True)
+    mark(tiny_index, ["obj003"], False)
+    assert SET not in tiny_index.derived_names()
+    at = run_page(tiny_index.path, **{"anomalies.artefacts": "show"})
+    captions = " ".join(c.value for c in at.caption)
+    assert "re-ranked by your 2 Relevant and 1 Not relevant marks, score" in captions  # the vectors alone
+    bars = [p.proto.text for p in at.get("progress")]
+    assert any(t.startswith(f"Measuring the shapes of {len(tiny_index)} cutouts (statmorph)") for t in bars), bars
+    first = next_ids(at)
+    assert len(first) == 20
+    deadline = time.monotonic() + 600
+    while not (SET in tiny_index.derived_names() and tiny_index.derived_is_fresh(SET)):
+        assert time.monotonic() < deadline, "the background measurement did not store the shapes"
+        time.sleep(0.5)
+    ok(at.run())
+    assert next_ids(at) == first  # the batch keeps what it was chosen with
+    assert not at.get("progress")
+    ok(at.button(key="anomalies.next").click().run())
+    captions = " ".join(c.value for c in at.caption)
+    assert "re-ranked by your 2 Relevant and 1 Not relevant marks (their vectors and morphology)" in captions
+    assert not set(next_ids(at)) & {"obj001", "obj002", "obj003"}

@@ -20,6 +20,7 @@ import pytest
 import ulisse
 
 CHROMIUM = "/usr/bin/chromium"
+NOT_STALE = "() => !document.querySelector(\"[data-stale='true']\")"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TIMEOUT_MS = 90_000
 
@@ -88,6 +89,7 @@ def settle(tab):
     """Wait until Streamlit has finished the current run."""
     tab.wait_for_timeout(400)
     tab.locator("[data-testid='stStatusWidget']").wait_for(state="detached")
+    tab.wait_for_function(NOT_STALE)  # the last run's elements, greyed while a script runs
     tab.locator("[data-testid='stImage']").first.wait_for()
 
 

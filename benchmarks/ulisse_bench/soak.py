@@ -37,6 +37,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 STEP_TIMEOUT_MS = 90_000
 VIEWPORTS = ((1024, 768), (1366, 768), (1920, 1080))
+NOT_STALE = "() => !document.querySelector(\"[data-stale='true']\")"
 
 
 def free_port() -> int:
@@ -116,6 +117,8 @@ async def settle(tab) -> None:
     """Wait until Streamlit has finished the current run."""
     await tab.wait_for_timeout(250)
     await tab.locator("[data-testid='stStatusWidget']").wait_for(state="detached", timeout=STEP_TIMEOUT_MS)
+    # a running script greys out the elements of the last run (``data-stale``); the status widget may not show
+    await tab.wait_for_function(NOT_STALE, timeout=STEP_TIMEOUT_MS)
 
 
 async def _sidebar_page(tab, title: str) -> None:

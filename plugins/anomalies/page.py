@@ -5,7 +5,10 @@ plugin's ``kth``, ``mean`` and ``iforest``, stored with the index as derived col
 and any other plugin's). "Look next" shows the next 20 unmarked objects, re-ranked by the
 marks (Relevant / Not relevant under any tile) and with artefacts hidden
 (:func:`ulisse.plugins.anomalies.feedback.next_unmarked`); it stays as it is while you mark,
-and "Next 20" chooses again with every mark so far. Below, the histogram of the scores and
+and "Next 20" chooses again with every mark so far. The marks teach through the cutouts' shapes too
+(statmorph's statistics, :mod:`ulisse.plugins.morphology`): where they are not yet stored with the index,
+they are measured in the background, with a progress bar, and Look next uses the vectors until they are
+there. Below, the histogram of the scores and
 the plain ranking, paged. Runs inside the app or alone:
 ``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run plugins/anomalies/page.py``.
 """
@@ -18,6 +21,7 @@ from ulisse.errors import UlisseError
 from ulisse.plugins.anomalies import DEFAULT_K, anomaly_scores, default_method, rank_anomalies
 from ulisse.plugins.anomalies.feedback import ARTEFACT_MODES, check_text, next_unmarked
 from ulisse.plugins.feedback import marks
+from ulisse.plugins.morphology import SET as SHAPES, morphology_table, use_morphology
 from ulisse.registry import anomaly_methods
 import ulisse.ui.kit as kit
 
@@ -36,11 +40,28 @@ def ranking(path: str, generation: int, top: int, method: str, k: int, label: st
 
 
 @st.cache_data(max_entries=32, show_spinner="Choosing the next objects…")
-def next_batch(path: str, generation: int, batch: int, method: str | None, k: int, artefacts: str, use_marks: bool):
-    """The batch's objects: computed once per batch number, so marking them does not reshuffle them."""
+def next_batch(path: str, generation: int, batch: int, method: str | None, k: int, artefacts: str, use_marks: bool,
+               shapes: bool | None):
+    """The batch's objects: computed once per batch number, so marking them does not reshuffle them.
+    ``shapes`` False: the relevance from the vectors alone (the shapes are still being measured)."""
     index = kit.index_from_key((path, generation))
     with kit.index_lock(index):
-        return next_unmarked(index, NEXT, method=method, k=k, artefacts=artefacts, use_marks=use_marks, progress=False)
+        return next_unmarked(index, NEXT, method=method, k=k, artefacts=artefacts, use_marks=use_marks,
+                             progress=False, morphology=shapes)
+
+
+def shapes_stored(index) -> bool:
+    return SHAPES in index.derived_names() and index.derived_is_fresh(SHAPES)
+
+
+def measure_shapes(index) -> kit.Job | None:
+    """The background job that measures the cutouts' shapes for the marks to teach through (started here), or
+    None where discovery would not use them (no cutouts, or an index too large to measure them unasked)."""
+    if not use_morphology(index):
+        return None
+    path, generation = kit.index_key(index)
+    return kit.start_job(f"morphology:{path}:{generation}", lambda: morphology_table(index),
+                         f"Measuring the shapes of {len(index)} cutouts (statmorph)")
 
 
 def next_twenty() -> None:
@@ -68,7 +89,8 @@ artefacts = st.sidebar.radio("Artefacts in Look next", ARTEFACT_MODES, key="anom
                              format_func=ARTEFACT_LABELS.get, horizontal=True,
                              help="Satellite trails, bleed columns, diffraction spikes, chip edges, bad columns, "
                                   "saturation: flagged from each cutout's pixels.")
-use_marks = st.sidebar.toggle("Learn from my marks", True, key="anomalies.marks",
+st.session_state.setdefault("anomalies.marks", True)
+use_marks = st.sidebar.toggle("Learn from my marks", key="anomalies.marks",
                               help="Re-rank Look next by the Relevant / Not relevant marks.")
 kit.sync_url()
 
@@ -88,9 +110,19 @@ except UlisseError as exc:
 st.subheader("Look next")
 stored = marks(index)
 batch = st.session_state.get("anomalies.batch", 0)
+shapes = None  # stored and fresh, or not used: discover decides
+if use_marks and bool(stored["relevant"].any()) and not shapes_stored(index):
+    shapes = False  # this batch learns from the vectors; a later one from the shapes too, once measured
+    measuring = measure_shapes(index)
+    if measuring is not None and not measuring.done:
+        kit.job_status(measuring.key, "Look next learns from the vectors until then; Next 20 uses the shapes too")
+    elif measuring is not None and measuring.error:
+        st.warning(f"{measuring.text}. Look next learns from the vectors alone.")
+# a batch keeps what it was chosen with: the shapes arriving while it is marked do not reshuffle it
+shapes = st.session_state.setdefault("anomalies.shapes", {}).setdefault((*kit.index_key(index), batch), shapes)
 try:
-    with kit.progress_shown():  # here, not at the top: the first batch with marks measures the morphology
-        upcoming = next_batch(*kit.index_key(index), batch, method, k, artefacts, use_marks)
+    with kit.progress_shown():  # here, not at the top: the anomaly scores are computed on first use
+        upcoming = next_batch(*kit.index_key(index), batch, method, k, artefacts, use_marks, shapes)
 except UlisseError as exc:
     st.error(str(exc))
 else:

@@ -31,6 +31,7 @@ import streamlit as st
 
 from ulisse.ui import DASK_ENV, INDEX_ENV, MAX_UPLOAD_MB  # noqa: F401 (public here: pages read them from the kit)
 from ulisse.ui.kit import _images
+from ulisse.ui.kit._background import Job, job, job_status, start_job  # noqa: F401
 from ulisse.ui.kit._index import (OTHER_INDEX, current_index, has_object, index_candidates,  # noqa: F401
                                   index_from_key, index_key, index_lock, known_prototypes, with_encoder)
 from ulisse.ui.kit._overview import (PICK_SORTS, default_prototype, default_prototype_reason,  # noqa: F401
@@ -60,8 +61,8 @@ __all__ = [
     # controls, tables, downloads
     "slider", "choose_label", "label_columns", "fractions_view", "show_table", "display_table", "number_text",
     "download_buttons", "samp_buttons", "show_in_aladin", "viewer_links",
-    # long work: a progress bar with the time left
-    "progress_shown",
+    # long work: a progress bar with the time left; work the page does not wait for
+    "progress_shown", "start_job", "job", "job_status", "Job",
     # what a user types or uploads
     "format_position", "parse_position", "decode_upload", "UploadError", "MAX_UPLOAD_MB", "remember_upload",
     "recall_upload",
