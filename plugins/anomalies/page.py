@@ -118,6 +118,9 @@ if use_marks and bool(stored["relevant"].any()) and not shapes_stored(index):
         kit.job_status(measuring.key, "Look next learns from the vectors until then; Next 20 uses the shapes too")
     elif measuring is not None and measuring.error:
         st.warning(f"{measuring.text}. Look next learns from the vectors alone.")
+    elif measuring is not None:  # measured, but another writer held the index: nothing stored
+        st.caption("The shapes were measured but could not be stored (the index was busy); Look next learns from "
+                   f"the vectors alone. `ulisse morphology {index.path}` stores them.")
 # a batch keeps what it was chosen with: the shapes arriving while it is marked do not reshuffle it
 shapes = st.session_state.setdefault("anomalies.shapes", {}).setdefault((*kit.index_key(index), batch), shapes)
 try:
