@@ -157,11 +157,14 @@ def interactions(cutouts: list[Path], urls: list[str]):
             await buttons.nth(rng.randrange(n)).click()
             await settle(tab)
             dialog = tab.get_by_role("dialog")
-            if await dialog.count():  # the detail dialog: use the object, or close it (Escape)
+            with contextlib.suppress(Exception):  # it may be drawn after the run looks settled
+                await dialog.wait_for(state="visible", timeout=15_000)
+            if await dialog.count():  # the detail dialog: use the object, or close it (Escape), as a user does
                 if rng.random() < 0.3:
                     await dialog.get_by_role("button", name="Use as prototype", exact=True).click()
                 else:
                     await tab.keyboard.press("Escape")
+                await dialog.wait_for(state="detached", timeout=STEP_TIMEOUT_MS)
 
     async def mark(tab, rng):
         buttons = tab.get_by_role("button", name=rng.choice(["Relevant", "Not relevant", "Unmark"]),
@@ -230,6 +233,10 @@ async def _session(n: int, browser, server: Server, result: SoakResult, budget: 
             if not server.alive():
                 break
             result.timeouts.append(f"session {n}, {name}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+            if shots is not None:  # what the page looked like, and Playwright's log of the step
+                with contextlib.suppress(Exception):
+                    await tab.screenshot(path=str(shots / f"soak-timeout-{n}-{len(result.timeouts)}.png"))
+                    (shots / f"soak-timeout-{n}-{len(result.timeouts)}.txt").write_text(f"{name}\n{exc}\n")
             with contextlib.suppress(Exception):
                 await tab.goto(server.url)
                 await settle(tab)
@@ -344,13 +351,19 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None, help="where the server runs and logs (default: a temporary folder)")
     parser.add_argument("--report", default=None, help="write the Markdown report here")
+    parser.add_argument("--shots", default=None, help="a folder for screenshots: each session's last page, and "
+                        "the page and Playwright's log of every step that did not finish")
     args = parser.parse_args(argv)
     import tempfile
 
     command = "python -m ulisse_bench.soak " + shlex.join(argv if argv is not None else sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="ulisse-soak-") as tmp:
         workdir = Path(args.workdir or tmp)
-        result = run_soak(args.index, workdir, args.sessions, args.interactions, args.seed, tuple(args.other_index))
+        shots = Path(args.shots) if args.shots else None
+        if shots is not None:
+            shots.mkdir(parents=True, exist_ok=True)
+        result = run_soak(args.index, workdir, args.sessions, args.interactions, args.seed, tuple(args.other_index),
+                          shots=shots)
         text = report(result, command, args.sessions)
         print(text)
         if result.crashes:
