@@ -21,7 +21,7 @@ from ulisse.errors import UlisseError
 from ulisse.plugins.anomalies import DEFAULT_K, anomaly_scores, default_method, rank_anomalies
 from ulisse.plugins.anomalies.feedback import ARTEFACT_MODES, check_text, next_unmarked
 from ulisse.plugins.feedback import marks
-from ulisse.plugins.morphology import SET as SHAPES, morphology_table, use_morphology
+from ulisse.plugins.morphology import is_measured, morphology_table, use_morphology
 from ulisse.registry import anomaly_methods
 import ulisse.ui.kit as kit
 
@@ -48,10 +48,6 @@ def next_batch(path: str, generation: int, batch: int, method: str | None, k: in
     with kit.index_lock(index):
         return next_unmarked(index, NEXT, method=method, k=k, artefacts=artefacts, use_marks=use_marks,
                              progress=False, morphology=shapes)
-
-
-def shapes_stored(index) -> bool:
-    return SHAPES in index.derived_names() and index.derived_is_fresh(SHAPES)
 
 
 def measure_shapes(index) -> kit.Job | None:
@@ -111,7 +107,7 @@ st.subheader("Look next")
 stored = marks(index)
 batch = st.session_state.get("anomalies.batch", 0)
 shapes = None  # stored and fresh, or not used: discover decides
-if use_marks and bool(stored["relevant"].any()) and not shapes_stored(index):
+if use_marks and bool(stored["relevant"].any()) and not is_measured(index):
     shapes = False  # this batch learns from the vectors; a later one from the shapes too, once measured
     measuring = measure_shapes(index)
     if measuring is not None and not measuring.done:

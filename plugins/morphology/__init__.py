@@ -49,8 +49,8 @@ from ulisse.registry import DerivedColumns
 from .stats import (COLUMNS, DEBLEND_CONTRAST, DEBLEND_LEVELS, DETECT, NPIXELS, PEAK, SET, SMOOTH, STATISTICS,
                       compute_morphology, measure, standardised)
 
-__all__ = ["AUTO_MAX", "COLUMNS", "SET", "STATISTICS", "compute_morphology", "has_cutouts", "measure",
-           "morphology_features",
+__all__ = ["AUTO_MAX", "COLUMNS", "SET", "STATISTICS", "compute_morphology", "has_cutouts", "is_measured",
+           "measure", "morphology_features",
            "morphology_scores", "morphology_table", "shape_relevance", "use_morphology"]
 
 LOG = logging.getLogger(__name__)
@@ -86,6 +86,11 @@ def has_cutouts(index) -> bool:
     return bool((source.notna() & (source.astype(str).str.len() > 0)).any())
 
 
+def is_measured(index) -> bool:
+    """Whether the statistics are stored with ``index`` and fresh (nothing to measure before they are used)."""
+    return SET in index.derived_names() and index.derived_is_fresh(SET)
+
+
 def use_morphology(index, morphology: bool | None = None) -> bool:
     """Whether discovery uses the statistics: ``morphology`` True or False, or None: when they are stored and
     fresh, or the index keeps cutouts and holds at most :data:`AUTO_MAX` objects."""
@@ -96,7 +101,7 @@ def use_morphology(index, morphology: bool | None = None) -> bool:
             raise ulisse.InputError(f"{index.path}: the index keeps no cutouts (no source column) to measure "
                                     "the morphology of")
         return False
-    if morphology or SET in index.derived_names() and index.derived_is_fresh(SET):
+    if morphology or is_measured(index):
         return True
     if len(index) > AUTO_MAX:
         LOG.info("morphology not measured for %d objects (more than %d; about %.0f core-minutes): "

@@ -34,6 +34,7 @@ class Job:
     state: ProgressState | None = None
     error: str | None = None  # one line: ``ValueError: ...``
     done: bool = False
+    ended: float | None = None  # time.monotonic() when it ended
 
     @property
     def text(self) -> str:
@@ -41,7 +42,7 @@ class Job:
         if self.error:
             return f"{self.desc} failed: {self.error}"
         if self.done:
-            return f"{self.desc}: done in {duration_text(time.monotonic() - self.started)}"
+            return f"{self.desc}: done in {duration_text((self.ended or time.monotonic()) - self.started)}"
         if self.state is not None:
             return self.state.text
         return f"{self.desc}: starting ({duration_text(time.monotonic() - self.started)})"
@@ -91,6 +92,7 @@ def start_job(key: str, work: Callable[[], object], desc: str) -> Job:
         except Exception as exc:  # the page says it; the server goes on
             started.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
         finally:
+            started.ended = time.monotonic()
             started.done = True
 
     threading.Thread(target=run, name=f"ulisse-job-{key}", daemon=True).start()
