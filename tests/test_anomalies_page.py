@@ -53,7 +53,7 @@ def test_look_next_learns_from_the_marks_made_on_its_tiles(tiny_index):
 
 
 @pytest.mark.slow
-def test_look_next_answers_while_the_shapes_are_measured_in_the_background(tiny_index):
+def test_look_next_answers_while_the_shapes_are_measured_in_the_background(tiny_index, survey, tmp_path):
     """With marks and no stored shape statistics the page does not wait for them: Look next learns from the
     vectors, a progress bar follows the measurement, and the next batch learns from the shapes too."""
     import time
@@ -82,3 +82,19 @@ def test_look_next_answers_while_the_shapes_are_measured_in_the_background(tiny_
     captions = " ".join(c.value for c in at.caption)
     assert "re-ranked by your 2 Relevant and 1 Not relevant marks (their vectors and morphology)" in captions
     assert not set(next_ids(at)) & {"obj001", "obj002", "obj003"}
+
+    # objects added: only their shapes are measured, the others' are kept
+    import shutil
+
+    from ulisse import open_index
+
+    folder = tmp_path / "more"
+    folder.mkdir()
+    for i in range(3):
+        shutil.copy(survey / "cutouts" / f"obj{i + 1:03d}.png", folder / f"new{i}.png")
+    grown = open_index(tiny_index.path)
+    grown.add([folder], progress=False)
+    at = run_page(tiny_index.path, **{"anomalies.artefacts": "show"})
+    bars = [p.proto.text for p in at.get("progress")]
+    assert any(t.startswith(f"Measuring the shapes of 3 cutouts (statmorph); {len(tiny_index)} are stored")
+               for t in bars), bars

@@ -3,6 +3,8 @@ per core path, ``ulisse morphology``, the anomaly methods, and the relevance of 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -172,3 +174,53 @@ def test_a_worker_that_dies_is_a_one_line_error(shapes_index, monkeypatch):
     monkeypatch.setattr(m.sys, "executable", "/bin/false")  # a "Python" that exits at once
     with pytest.raises(ulisse.errors.UlisseError, match=r"morphology worker \d stopped \(exit 1\)"):
         m.compute_morphology(shapes_index, progress=False, chunk=5)
+
+
+def test_after_an_add_only_the_new_objects_are_measured(tmp_path, tiny_encoder, monkeypatch):
+    from ulisse.index import compact_index
+    from ulisse.plugins.anomalies import artefacts as a
+
+    first, later = tmp_path / "first", tmp_path / "later"
+    for folder, seeds in ((first, range(0, 10)), (later, range(10, 14))):
+        folder.mkdir()
+        for i in seeds:
+            Image.fromarray(galaxy(i, tail=30 if i in (2, 11) else 0)).save(folder / f"g{i:02d}.png")
+    index, _ = ulisse.build_index([first], tmp_path / "idx", encoder=tiny_encoder, device="cpu", progress=False)
+    morphology.morphology_table(index)
+    index.derived("artefacts")
+    assert len(index.derived_pending("morphology")) == 0
+
+    measured, checked = [], []  # the rows each set computes, recorded on the way to the real measurement
+    real_m, real_a = m.compute_morphology, a.compute_artefacts
+    monkeypatch.setattr(m, "compute_morphology",
+                        lambda index, rows=None, **kw: measured.append(rows) or real_m(index, rows=rows, **kw))
+    monkeypatch.setattr(morphology, "compute_morphology", m.compute_morphology)
+    monkeypatch.setattr(a, "compute_artefacts",
+                        lambda index, rows=None, **kw: checked.append(rows) or real_a(index, rows=rows, **kw))
+
+    index.add([later], progress=False)
+    assert len(index) == 14 and not morphology.is_measured(index)
+    assert index.derived_pending("morphology") == range(10, 14) == index.derived_pending("artefacts")
+    monkeypatch.setattr(morphology, "AUTO_MAX", 5)
+    assert morphology.use_morphology(index)  # 4 to measure, not 14
+    assert len(index.derived_kept("artefacts")) == 10 and len(index.derived_kept("anomaly")) == 0
+    grown = morphology.morphology_table(index)
+    index.derived("artefacts")
+    assert measured == [range(10, 14)] and checked == [range(10, 14)]
+    assert morphology.is_measured(index) and index.derived_is_fresh("artefacts")
+    whole = real_m(index, progress=False)
+    pd.testing.assert_frame_equal(grown, whole)  # the same table as measuring everything again
+    assert grown["asymmetry"].nlargest(2).index.tolist() in ([2, 11], [11, 2])
+
+    # other settings of the measurement: everything again
+    monkeypatch.setattr(morphology, "checks_state", lambda index=None: "other settings")
+    assert index.derived_pending("morphology") == range(14)
+    morphology.morphology_table(index)
+    assert measured == [range(10, 14), None] and morphology.is_measured(index)
+    # stored rows that stand for other objects than the index's first ones: everything again
+    meta = index.derived_dir / "morphology.json"
+    info = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**info, "count": 10}))
+    assert index.derived_pending("morphology") == range(14)
+    meta.write_text(json.dumps({**info, "count": 10, "objects": index._objects_digest(10)}))
+    assert index.derived_pending("morphology") == range(10, 14)

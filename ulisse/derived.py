@@ -4,7 +4,9 @@ A set of derived columns (``register_derived_columns``) is stored in the index
 directory as ``derived/NAME.parquet`` (one row per object, row order) beside
 ``derived/NAME.json`` (the vectors' fingerprint it was computed from, the
 options, the columns, when). When the index changes (an add), the fingerprint
-changes and the set is recomputed with the same options the next time it is read.
+changes and the set is recomputed with the same options the next time it is read;
+a set whose values depend on each object alone (``per_object``) computes only the
+objects added since it was stored. (A compaction keeps the fingerprint: nothing is stale.)
 Stored sets are joined into every result table (:meth:`DerivedMixin.derived_table`).
 A set is written through the index's transaction (:func:`ulisse.indexes.transaction.transaction`):
 under the writer lock, both files staged, then committed together; a failed write leaves
@@ -17,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -82,6 +85,50 @@ class DerivedMixin:
         return (bool(info) and info.get("fingerprint") == self.fingerprint and info.get("count") == len(self)
                 and info.get("state") == self._derived_state(name))
 
+    def _objects_digest(self, count: int) -> str:
+        """sha256 of the ids and cutouts (``source``) of the first ``count`` objects: what a per-object set's
+        stored rows stand for."""
+        h = hashlib.sha256()
+        ids = self.ids[:count]
+        sources = (self.metadata_column("source").iloc[:count].astype(str).tolist()
+                   if "source" in self.metadata_columns else [""] * len(ids))
+        for object_id, source in zip(ids, sources):
+            h.update(f"{object_id}\t{source}\n".encode())
+        return h.hexdigest()
+
+    def derived_pending(self, name: str, **options) -> range:
+        """The rows a read of the set ``name`` would compute: none when it is stored and fresh; for a
+        ``per_object`` set stored with the same state and options, the objects added since (the stored rows
+        still stand for the same ids and cutouts); every row otherwise."""
+        from .registry import derived_columns
+
+        n = len(self)
+        if self.derived_is_fresh(name) and not options:
+            return range(n, n)
+        provider = derived_columns().get(name)
+        info = self.derived_info(name)
+        if provider is None or not provider.per_object or not info:
+            return range(n)
+        stored_opts = info.get("options", {})
+        count = info.get("count")
+        if ({**provider.options, **stored_opts, **options} != {**provider.options, **stored_opts}
+                or info.get("state") != self._derived_state(name) or not isinstance(count, int)
+                or not 0 < count <= n or info.get("objects") != self._objects_digest(count)):
+            return range(n)
+        return range(count, n)
+
+    def derived_kept(self, name: str) -> pd.DataFrame:
+        """The stored rows of the set ``name`` that still hold, computing nothing: every row when fresh, the
+        objects stored before an add for a ``per_object`` set (:meth:`derived_pending`), else none."""
+        pending = self.derived_pending(name)
+        if pending.start == 0:
+            return pd.DataFrame()
+        try:
+            kept = read_parquet(self._derived_paths(name)[0])
+        except Exception:
+            return pd.DataFrame()
+        return kept if len(kept) == pending.start else pd.DataFrame()
+
     def save_derived(self, name: str, table: pd.DataFrame, options: dict | None = None, *,
                      wait: float = SIDE_WAIT) -> pd.DataFrame:
         """Store a set computed outside :meth:`derived` (one row per object, row order), in one transaction.
@@ -93,11 +140,14 @@ class DerivedMixin:
         """
         table = _check_table(name, table, len(self), self.metadata_columns)
         data, meta = self._derived_paths(name)
-        info = json.dumps({
+        record = {
             "name": name, "fingerprint": self.fingerprint, "count": len(self), "options": options or {},
             "state": self._derived_state(name),
             "columns": list(table.columns), "computed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }, indent=2, sort_keys=True, default=str) + "\n"
+        }
+        if _is_per_object(name):
+            record["objects"] = self._objects_digest(len(self))
+        info = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
         with transaction(self.path, wait) as txn:
             txn.stage(data, lambda p: table.to_parquet(p, index=False))
             txn.stage(meta, info)
@@ -129,9 +179,26 @@ class DerivedMixin:
                 return read_parquet(data)
             except Exception as exc:  # a damaged file is recomputed, with a note
                 LOG.warning("derived columns %s unreadable (%s); recomputing", name, exc)
-        if info is not None and not recompute:
-            LOG.info("derived columns %s are stale (the index changed); recomputing", name)
-        table = provider.compute(self, **opts)
+        table = None
+        pending = range(len(self)) if recompute or info is None else self.derived_pending(name, **options)
+        if 0 < pending.start:  # a per-object set: compute the objects it lacks, keep the rest
+            try:
+                kept = read_parquet(data)
+                if len(kept) != pending.start:  # another writer stored the set in between
+                    raise ValueError(f"{len(kept)} rows stored, {pending.start} recorded")
+            except Exception as exc:
+                LOG.warning("derived columns %s: the stored rows cannot be kept (%s); recomputing", name, exc)
+            else:
+                LOG.info("derived columns %s: %d of %d objects to compute (the rest are stored)", name,
+                         len(pending), len(self))
+                added = (provider.compute(self, rows=pending, **opts) if len(pending)
+                         else kept.iloc[:0])
+                added = _check_table(name, added, len(pending), self.metadata_columns)
+                table = pd.concat([kept.reset_index(drop=True), added], ignore_index=True)
+        if table is None:
+            if info is not None and not recompute:
+                LOG.info("derived columns %s are stale (the index changed); recomputing", name)
+            table = provider.compute(self, **opts)
         try:
             return self.save_derived(name, table, opts)
         except IndexBusy as exc:  # a long write holds the index: answer now, store another time
@@ -223,6 +290,13 @@ class DerivedMixin:
             known = list(meta_cols) + [c for c in derived.columns if c not in meta_cols]
             raise InputError(f"--where {where!r}: no column {missing[0]!r} (columns: {', '.join(map(str, known))})")
         return parsed.mask(pd.DataFrame(columns, index=pd.RangeIndex(len(self))))
+
+
+def _is_per_object(name: str) -> bool:
+    from .registry import derived_columns
+
+    provider = derived_columns().get(name)
+    return bool(provider is not None and provider.per_object)
 
 
 def _check_table(name: str, table, n: int, metadata_columns) -> pd.DataFrame:

@@ -107,7 +107,9 @@ def register_derived_columns(config):
 
     The core stores them in the index directory (``derived/NAME.parquet``), tied to
     the vectors' fingerprint, recomputes them when stale, joins them into every result
-    table, export and UI grid, and lets ``--where`` filter on them.
+    table, export and UI grid, and lets ``--where`` filter on them. A set whose values
+    depend on each object alone (its cutout: artefact flags, morphology) says
+    ``per_object=True`` and takes ``rows``: after an add, only the new objects are computed.
 
     Example::
 

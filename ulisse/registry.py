@@ -174,6 +174,11 @@ class DerivedColumns:
     stored under another state is recomputed the next time it is read.
     ``columns``: the column names the set makes, when known in advance; a
     ``--where`` naming one of them computes the set on first use.
+    ``per_object``: each object's values depend on that object alone (its
+    cutout and metadata; not the vectors, not the other objects). Then
+    ``compute(index, rows=ROWS, **options)`` must answer for just those rows
+    (in that order), and after an add only the new objects are computed
+    (:meth:`ulisse.derived.DerivedMixin.derived_pending`).
     """
 
     name: str
@@ -182,6 +187,7 @@ class DerivedColumns:
     options: dict = field(default_factory=dict)
     state: Callable[..., str] | None = None
     columns: tuple[str, ...] = ()
+    per_object: bool = False
 
 
 @dataclass(frozen=True)

@@ -325,10 +325,10 @@ def anomaly_grid(index, ranking: AnomalyRanking, path: str | os.PathLike, column
 
 # -- plugin hooks ------------------------------------------------------------
 
-def _compute_artefacts(index, progress: bool = True):
+def _compute_artefacts(index, rows=None, progress: bool = True):
     from .artefacts import compute_artefacts
 
-    return compute_artefacts(index, progress=progress)
+    return compute_artefacts(index, rows=rows, progress=progress)
 
 
 def _artefact_checks(index) -> str:
@@ -349,7 +349,7 @@ def register_derived_columns(config):
                        compute_iforest_scores, {}, columns=("anomaly_iforest",)),
         DerivedColumns(ARTEFACT_SET, "artefact (bool) and artefact_kind (trail, bleed, spikes, edge, bad_column, "
                        "saturated; '' when clean) from image statistics of each cutout", _compute_artefacts, {},
-                       state=_artefact_checks, columns=("artefact", "artefact_kind")),
+                       state=_artefact_checks, columns=("artefact", "artefact_kind"), per_object=True),
     ]
 
 

@@ -292,8 +292,9 @@ def checks_state(index=None) -> str:
             f"{SPIKE_SIGMA} halo{HALO_SPIKE_RADII}/{HALO_SPIKE_LEVEL} trail{TRAIL_CHORD}/{TRAIL_SIGMA}/{TRAIL_FLATNESS}/{TRAIL_SIDE}/{TRAIL_BLOCK}/{TRAIL_FLOOR} saturated{SATURATED_AREA}")
 
 
-def compute_artefacts(index, progress: bool = True) -> pd.DataFrame:
-    """Derived columns ``artefact`` (bool) and ``artefact_kind`` (str, ``''`` when clean) for every object.
+def compute_artefacts(index, rows=None, progress: bool = True) -> pd.DataFrame:
+    """Derived columns ``artefact`` (bool) and ``artefact_kind`` (str, ``''`` when clean) for every object, or
+    for the objects at ``rows`` (in that order).
 
     An object whose cutout cannot be read is not flagged (its kind is ``''``).
     """
@@ -301,7 +302,9 @@ def compute_artefacts(index, progress: bool = True) -> pd.DataFrame:
     from ulisse.errors import CutoutError
     from ulisse.progress import progress_iter
 
-    sources = index.metadata["source"].tolist() if "source" in index.metadata_columns else [None] * len(index)
+    rows = range(len(index)) if rows is None else rows
+    sources = (index.metadata_rows(rows)["source"].tolist() if "source" in index.metadata_columns
+               else [None] * len(rows))
     kinds, unread = [], 0
     for source in progress_iter(sources, desc="artefact checks", enabled=progress):
         path = source_path(index.path, source)

@@ -245,20 +245,23 @@ def check_text(check: dict | None) -> str:
 
 
 class ArtefactFlags:
-    """Artefact kinds by row (``kind(row)``, ``''`` when clean): the stored derived set when fresh, else each
-    asked-for cutout checked once (so a large index never reads every cutout for a top-20 list)."""
+    """Artefact kinds by row (``kind(row)``, ``''`` when clean): the stored derived set where it holds (every
+    object when fresh; after an add, the objects stored before it), else each asked-for cutout checked once
+    (so a large index never reads every cutout for a top-20 list)."""
 
     def __init__(self, index):
         self.index = index
         self.stored = None
         if "source" not in index.metadata_columns:  # vectors without cutouts: nothing to check
             self.stored = np.full(len(index), "", dtype=object)
-        elif ARTEFACT_SET in index.derived_names() and index.derived_is_fresh(ARTEFACT_SET):
-            self.stored = index.derived(ARTEFACT_SET)["artefact_kind"].astype(str).to_numpy()
+        elif ARTEFACT_SET in index.derived_names():
+            kept = index.derived_kept(ARTEFACT_SET)
+            if len(kept):
+                self.stored = kept["artefact_kind"].astype(str).to_numpy()
         self.checked: dict[int, str] = {}
 
     def kind(self, row: int) -> str:
-        if self.stored is not None:
+        if self.stored is not None and row < len(self.stored):
             return str(self.stored[row])
         if row not in self.checked:
             from ulisse.plot import thumbnail

@@ -21,7 +21,7 @@ from ulisse.errors import UlisseError
 from ulisse.plugins.anomalies import DEFAULT_K, anomaly_scores, default_method, rank_anomalies
 from ulisse.plugins.anomalies.feedback import ARTEFACT_MODES, check_text, next_unmarked
 from ulisse.plugins.feedback import marks
-from ulisse.plugins.morphology import is_measured, morphology_table, use_morphology
+from ulisse.plugins.morphology import SET, is_measured, morphology_table, use_morphology
 from ulisse.registry import anomaly_methods
 import ulisse.ui.kit as kit
 
@@ -56,8 +56,10 @@ def measure_shapes(index) -> kit.Job | None:
     if not use_morphology(index):
         return None
     path, generation = kit.index_key(index)
+    pending = len(index.derived_pending(SET))
     return kit.start_job(f"morphology:{path}:{generation}", lambda: morphology_table(index),
-                         f"Measuring the shapes of {len(index)} cutouts (statmorph)")
+                         f"Measuring the shapes of {pending} cutouts (statmorph)"
+                         + (f"; {len(index) - pending} are stored" if pending < len(index) else ""))
 
 
 def next_twenty() -> None:

@@ -28,7 +28,8 @@ benchmark anomalies`` (benchmarks/anomalies.md):
 
 Without the stored set, discovery measures it by itself only for an index of at most
 :data:`AUTO_MAX` objects (5-9 minutes on 2 cores); a larger one uses it once computed
-(``ulisse morphology DIR``).
+(``ulisse morphology DIR``). The statistics of an object depend on its cutout alone, so
+after an add only the new objects are measured.
 
 Python:
     >>> from ulisse.plugins import morphology
@@ -93,7 +94,8 @@ def is_measured(index) -> bool:
 
 def use_morphology(index, morphology: bool | None = None) -> bool:
     """Whether discovery uses the statistics: ``morphology`` True or False, or None: when they are stored and
-    fresh, or the index keeps cutouts and holds at most :data:`AUTO_MAX` objects."""
+    fresh, or the index keeps cutouts and at most :data:`AUTO_MAX` of them are still to measure (all of them
+    the first time; after an add, the new ones)."""
     if morphology is not None and not morphology:
         return False
     if not has_cutouts(index):
@@ -103,10 +105,11 @@ def use_morphology(index, morphology: bool | None = None) -> bool:
         return False
     if morphology or is_measured(index):
         return True
-    if len(index) > AUTO_MAX:
+    pending = len(index.derived_pending(SET))
+    if pending > AUTO_MAX:
         LOG.info("morphology not measured for %d objects (more than %d; about %.0f core-minutes): "
-                 "`ulisse morphology %s` measures it once for every later search", len(index), AUTO_MAX,
-                 0.35 * len(index) / 60, index.path)
+                 "`ulisse morphology %s` measures it once for every later search", pending, AUTO_MAX,
+                 0.35 * pending / 60, index.path)
         return False
     return True
 
@@ -155,15 +158,16 @@ def shape_relevance(features: np.ndarray, positives, negatives, seed: int = 0) -
                             C=RELEVANCE_C, root=False)
 
 
-def _compute(index, progress: bool = True):
-    return compute_morphology(index, progress=progress)
+def _compute(index, rows=None, progress: bool = True):
+    return compute_morphology(index, rows=rows, progress=progress)
 
 
 @ulisse.hookimpl
 def register_derived_columns(config):
     """The set ``morphology``: statmorph's statistics of every cutout."""
     return [DerivedColumns(SET, "statmorph's non-parametric morphology of each cutout: " + ", ".join(STATISTICS)
-                           + ", morph_flag", _compute, {}, state=checks_state, columns=COLUMNS)]
+                           + ", morph_flag", _compute, {}, state=checks_state, columns=COLUMNS,
+                           per_object=True)]
 
 
 @ulisse.hookimpl

@@ -36,7 +36,7 @@ def add_morphology_command(cli) -> None:
         from ulisse._io import atomic_write
         from ulisse.results import check_output, render
 
-        from . import has_cutouts, morphology_table
+        from . import SET, has_cutouts, morphology_table
 
         if top < 1:
             raise ulisse.QueryError(f"--top {top}: must be at least 1")
@@ -45,9 +45,11 @@ def add_morphology_command(cli) -> None:
         if not has_cutouts(index):
             raise ulisse.InputError(f"{index.path}: the index keeps no cutouts (no source column) to measure")
         start = time.perf_counter()
+        pending = len(index) if recompute else len(index.derived_pending(SET))
         table = morphology_table(index, recompute=recompute)
-        LOG.info("morphology of %d objects: %.1f s (stored in %s)", len(table), time.perf_counter() - start,
-                 index.derived_dir)
+        LOG.info("morphology of %d objects%s: %.1f s (stored in %s)", len(table),
+                 f" ({pending} measured now, the others were stored)" if pending < len(table) else "",
+                 time.perf_counter() - start, index.derived_dir)
         measured = int((table["morph_flag"] >= 0).sum())
         good = int((table["morph_flag"] == 0).sum())
         click.echo(f"{index.path}: {len(table)} objects, {measured} measured ({good} with statmorph flag 0, "

@@ -216,15 +216,16 @@ class _Workers:
             log.close()
 
 
-def compute_morphology(index, progress: bool = True, chunk: int = 64) -> pd.DataFrame:
-    """The derived columns :data:`COLUMNS` for every object of ``index`` (row order), one worker per core
-    (:class:`_Workers`) from :data:`PARALLEL_FROM` cutouts on.
+def compute_morphology(index, rows=None, progress: bool = True, chunk: int = 64) -> pd.DataFrame:
+    """The derived columns :data:`COLUMNS` for every object of ``index`` (row order), or for the objects at
+    ``rows`` (in that order), one worker per core (:class:`_Workers`) from :data:`PARALLEL_FROM` cutouts on.
 
     Objects without a cutout (no ``source`` column, an unreadable file) get NaN and ``morph_flag`` -1.
     """
     from ulisse.progress import progress_bar
 
-    n = len(index)
+    rows_in = list(range(len(index)) if rows is None else rows)
+    n = len(rows_in)
     if "source" not in index.metadata_columns:
         LOG.warning("morphology: the index keeps no cutouts (no source column); nothing measured")
         return pd.DataFrame([_empty() for _ in range(n)], columns=list(COLUMNS))
@@ -232,7 +233,7 @@ def compute_morphology(index, progress: bool = True, chunk: int = 64) -> pd.Data
     with progress_bar(total=n, desc="morphology (statmorph)", unit="cutout", enabled=progress) as bar:
         if n_workers == 1:
             for start in range(0, n, chunk):
-                images, bad = _images(index, range(start, min(start + chunk, n)))
+                images, bad = _images(index, rows_in[start:start + chunk])
                 rows += _measure_all(images)
                 unread += bad
                 bar.update(len(images))
@@ -241,7 +242,7 @@ def compute_morphology(index, progress: bool = True, chunk: int = 64) -> pd.Data
                 pool = _Workers(n_workers, Path(tmp))
                 try:
                     for start in range(0, n, chunk):
-                        images, bad = _images(index, range(start, min(start + chunk, n)))
+                        images, bad = _images(index, rows_in[start:start + chunk])
                         unread += bad
                         pool.send(images)
                         while len(pool.pending) >= 2 * n_workers:
