@@ -98,3 +98,32 @@ def test_look_next_answers_while_the_shapes_are_measured_in_the_background(tiny_
     bars = [p.proto.text for p in at.get("progress")]
     assert any(t.startswith(f"Measuring the shapes of 3 cutouts (statmorph); {len(tiny_index)} are stored")
                for t in bars), bars
+
+
+@pytest.mark.slow
+def test_an_index_too_large_to_measure_unasked_offers_the_measurement(tiny_index, monkeypatch):
+    """More cutouts than AUTO_MAX: Look next says it learns from the vectors alone and what measuring the shapes
+    would take; its button measures them in the background, and the next batch learns from them."""
+    import time
+
+    from ulisse.plugins import morphology
+    from ulisse.plugins.feedback import mark
+
+    monkeypatch.setattr(morphology, "AUTO_MAX", 5)
+    mark(tiny_index, ["obj001", "obj002"], True)
+    mark(tiny_index, ["obj003"], False)
+    at = run_page(tiny_index.path, **{"anomalies.artefacts": "show"})
+    captions = " ".join(c.value for c in at.caption)
+    assert f"the shapes of {len(tiny_index)} cutouts are not measured (more than 5 are measured only when asked: " \
+           "about " in captions and not at.get("progress")
+    ok(at.button(key="anomalies.measure").click().run())
+    bars = [p.proto.text for p in at.get("progress")]
+    assert any(t.startswith(f"Measuring the shapes of {len(tiny_index)} cutouts (statmorph)") for t in bars), bars
+    deadline = time.monotonic() + 600
+    while not morphology.is_measured(tiny_index):
+        assert time.monotonic() < deadline, "the background measurement did not store the shapes"
+        time.sleep(0.5)
+    ok(at.run())
+    assert not at.get("progress") and "are not measured" not in " ".join(c.value for c in at.caption)
+    ok(at.button(key="anomalies.next").click().run())
+    assert "(their vectors and morphology)" in " ".join(c.value for c in at.caption)

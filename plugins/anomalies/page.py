@@ -8,7 +8,7 @@ marks (Relevant / Not relevant under any tile) and with artefacts hidden
 and "Next 20" chooses again with every mark so far. The marks teach through the cutouts' shapes too
 (statmorph's statistics, :mod:`ulisse.plugins.morphology`): where they are not yet stored with the index,
 they are measured in the background, with a progress bar, and Look next uses the vectors until they are
-there. Below, the histogram of the scores and
+there (more than ``AUTO_MAX`` to measure: only when asked, by the button the page then offers). Below, the histogram of the scores and
 the plain ranking, paged. Runs inside the app or alone:
 ``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run plugins/anomalies/page.py``.
 """
@@ -21,7 +21,8 @@ from ulisse.errors import UlisseError
 from ulisse.plugins.anomalies import DEFAULT_K, anomaly_scores, default_method, rank_anomalies
 from ulisse.plugins.anomalies.feedback import ARTEFACT_MODES, check_text, next_unmarked
 from ulisse.plugins.feedback import marks
-from ulisse.plugins.morphology import SET, is_measured, morphology_table, use_morphology
+from ulisse.plugins.morphology import AUTO_MAX, SET, has_cutouts, is_measured, morphology_table, use_morphology
+from ulisse.plugins.morphology.stats import SECONDS_PER_CUTOUT, workers
 from ulisse.registry import anomaly_methods
 import ulisse.ui.kit as kit
 
@@ -50,16 +51,32 @@ def next_batch(path: str, generation: int, batch: int, method: str | None, k: in
                              progress=False, morphology=shapes)
 
 
-def measure_shapes(index) -> kit.Job | None:
-    """The background job that measures the cutouts' shapes for the marks to teach through (started here), or
-    None where discovery would not use them (no cutouts, or an index too large to measure them unasked)."""
-    if not use_morphology(index):
-        return None
+def measure_shapes(index, asked: bool = False) -> kit.Job | None:
+    """The background job that measures the cutouts' shapes for the marks to teach through (started here
+    where discovery uses them, or where the user ``asked``), or None: no cutouts, or more than
+    :data:`~ulisse.plugins.morphology.AUTO_MAX` to measure and not asked for (nor started by the button)."""
     path, generation = kit.index_key(index)
+    key = f"morphology:{path}:{generation}"
+    if not (asked and has_cutouts(index)) and not use_morphology(index):
+        return kit.job(key)
     pending = len(index.derived_pending(SET))
-    return kit.start_job(f"morphology:{path}:{generation}", lambda: morphology_table(index),
+    return kit.start_job(key, lambda: morphology_table(index),
                          f"Measuring the shapes of {pending} cutouts (statmorph)"
                          + (f"; {len(index) - pending} are stored" if pending < len(index) else ""))
+
+
+def shapes_offer(index) -> None:
+    """Where the shapes are too many to measure unasked: say so, with the time it would take, and a button that
+    measures them in the background."""
+    pending = len(index.derived_pending(SET))
+    minutes = SECONDS_PER_CUTOUT * pending / workers(pending) / 60
+    st.caption(f"Look next learns from the vectors alone: the shapes of {pending} cutouts are not measured "
+               f"(more than {AUTO_MAX} are measured only when asked: about {minutes:.0f} min on this machine's "
+               f"{workers(pending)} cores, or `ulisse morphology {index.path}`).")
+    st.button(f"Measure the shapes of {pending} cutouts in the background", key="anomalies.measure",
+              on_click=measure_shapes, args=(index, True),
+              help="statmorph's statistics of every cutout not measured yet, stored with the index; the page "
+                   "stays usable meanwhile, and Next 20 learns from the shapes once they are stored.")
 
 
 def next_twenty() -> None:
@@ -112,7 +129,9 @@ shapes = None  # stored and fresh, or not used: discover decides
 if use_marks and bool(stored["relevant"].any()) and not is_measured(index):
     shapes = False  # this batch learns from the vectors; a later one from the shapes too, once measured
     measuring = measure_shapes(index)
-    if measuring is not None and not measuring.done:
+    if measuring is None and has_cutouts(index):
+        shapes_offer(index)
+    elif measuring is not None and not measuring.done:
         kit.job_status(measuring.key, "Look next learns from the vectors until then; Next 20 uses the shapes too")
     elif measuring is not None and measuring.error:
         st.warning(f"{measuring.text}. Look next learns from the vectors alone.")

@@ -47,8 +47,8 @@ import pandas as pd
 import ulisse
 from ulisse.registry import DerivedColumns
 
-from .stats import (COLUMNS, DEBLEND_CONTRAST, DEBLEND_LEVELS, DETECT, NPIXELS, PEAK, SET, SMOOTH, STATISTICS,
-                      compute_morphology, measure, standardised)
+from .stats import (COLUMNS, DEBLEND_CONTRAST, DEBLEND_LEVELS, DETECT, NPIXELS, PEAK, SECONDS_PER_CUTOUT, SET, SMOOTH,
+                    STATISTICS, compute_morphology, measure, standardised)
 
 __all__ = ["AUTO_MAX", "COLUMNS", "SET", "STATISTICS", "compute_morphology", "has_cutouts", "is_measured",
            "measure", "morphology_features",
@@ -109,7 +109,7 @@ def use_morphology(index, morphology: bool | None = None) -> bool:
     if pending > AUTO_MAX:
         LOG.info("morphology not measured for %d objects (more than %d; about %.0f core-minutes): "
                  "`ulisse morphology %s` measures it once for every later search", pending, AUTO_MAX,
-                 0.35 * pending / 60, index.path)
+                 SECONDS_PER_CUTOUT * pending / 60, index.path)
         return False
     return True
 

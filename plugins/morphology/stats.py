@@ -61,6 +61,7 @@ NPIXELS = 10  # the smallest source, in connected pixels
 PEAK = 5.0  # the central object's smoothed peak must reach this many times the smoothed sky's scatter
 DEBLEND_LEVELS, DEBLEND_CONTRAST = 32, 0.01
 PARALLEL_FROM = 200  # cutouts: from this many on, measured by one process per core
+SECONDS_PER_CUTOUT = 0.3  # per core: 0.28-0.30 measured on a 2-core AMD EPYC (benchmarks/anomalies.md)
 NO_SOURCE = -1  # morph_flag where nothing was measured
 
 
