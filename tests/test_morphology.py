@@ -216,7 +216,7 @@ def test_after_an_add_only_the_new_objects_are_measured(tmp_path, tiny_encoder, 
     monkeypatch.setattr(morphology, "checks_state", lambda index=None: "other settings")
     assert index.derived_pending("morphology") == range(14)
     morphology.morphology_table(index)
-    assert measured == [range(10, 14), None] and morphology.is_measured(index)
+    assert measured == [range(10, 14), range(14)] and morphology.is_measured(index)
     # stored rows that stand for other objects than the index's first ones: everything again
     meta = index.derived_dir / "morphology.json"
     info = json.loads(meta.read_text())
@@ -224,3 +224,37 @@ def test_after_an_add_only_the_new_objects_are_measured(tmp_path, tiny_encoder, 
     assert index.derived_pending("morphology") == range(14)
     meta.write_text(json.dumps({**info, "count": 10, "objects": index._objects_digest(10)}))
     assert index.derived_pending("morphology") == range(10, 14)
+
+
+def test_a_measurement_stopped_half_way_resumes_where_it_was(shapes_index, monkeypatch, caplog):
+    import ulisse.derived
+
+    monkeypatch.setattr(ulisse.derived, "CHECKPOINT_SECONDS", 0.0)  # store after every chunk
+    monkeypatch.setattr(m, "CHUNK", 5)
+    real, calls = m._measure_all, []
+
+    def stops_at_the_third_chunk(images):
+        calls.append(len(images))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as a Ctrl-C (or a kill) would
+        return real(images)
+
+    monkeypatch.setattr(m, "_measure_all", stops_at_the_third_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        morphology.morphology_table(shapes_index)
+    assert shapes_index.derived_info("morphology")["count"] == 10  # two chunks of five stored
+    assert shapes_index.derived_pending("morphology") == range(10, 18)
+
+    # a result table does not start a long computation: the objects not measured yet are blank there
+    monkeypatch.setattr(ulisse.derived, "JOIN_COMPUTE_MAX", 5)
+    joined = shapes_index.derived_table(["morphology"])
+    assert len(joined) == 18 and joined["gini"].iloc[:10].notna().all() and joined["gini"].iloc[10:].isna().all()
+    assert "8 of 18 objects are not computed yet and blank here" in caplog.text
+
+    monkeypatch.setattr(m, "_measure_all", lambda images: calls.append(len(images)) or real(images))
+    calls.clear()
+    resumed = morphology.morphology_table(shapes_index)
+    assert calls == [5, 3]  # only the eight not stored
+    pd.testing.assert_frame_equal(resumed, m.compute_morphology(shapes_index, progress=False))
+    assert morphology.is_measured(shapes_index)
+    assert shapes_index.derived_table(["morphology"])["gini"].notna().all()

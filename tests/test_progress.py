@@ -118,3 +118,20 @@ def test_watchers_get_the_time_left_once_a_rate_is_known():
                 time.sleep(0.05)
                 bar.update(1)
     assert len(heard) >= 2 and re.search(r"^embedding: 10/100 cutouts \(10 %\), about \d+ s left$", heard[-1].text), heard
+
+
+def test_the_estimate_leaves_out_a_slow_start(caplog):
+    """Workers that take a while to start (statmorph's, say) must not make the whole job look slow: the rate is
+    measured from the first step on."""
+    import time
+
+    with caplog.at_level(logging.INFO, logger="ulisse"):
+        with progress_bar(total=400, desc="morphology", unit="cutout", stream=io.StringIO(), every=0.0,
+                          estimate_after=0.1) as bar:
+            time.sleep(0.5)  # the start
+            for _ in range(10):
+                bar.update(10)
+                time.sleep(0.03)
+    estimate = next(r.getMessage() for r in caplog.records if " for 400 cutouts" in r.getMessage())
+    rate = float(re.search(r"measured on the first \d+: ([\d.]+)/s", estimate).group(1))
+    assert rate > 100, estimate  # 10 per 0.03 s after the start; with the start counted, 10 per 0.5 s

@@ -37,6 +37,8 @@ from .errors import InputError
 LOG = logging.getLogger(__name__)
 
 DERIVED_DIR = SIDE_DIR
+CHECKPOINT_SECONDS = 60.0  # a per-object set being computed is stored this often (what is done so far)
+JOIN_COMPUTE_MAX = 1000  # objects: a result table computes a stale per-object set's new rows up to this many
 RESERVED = ("row", "id", "rank", "distance")
 
 
@@ -138,15 +140,18 @@ class DerivedMixin:
             IndexBusy: another writer holds the index's lock after ``wait`` seconds.
             WriteError: ``FILE: <reason>``; the set stored before stays as it was.
         """
-        table = _check_table(name, table, len(self), self.metadata_columns)
+        return self._store_derived(name, _check_table(name, table, len(self), self.metadata_columns), options, wait)
+
+    def _store_derived(self, name: str, table: pd.DataFrame, options: dict | None, wait: float) -> pd.DataFrame:
+        """Write a checked table: every object's rows, or (a per-object set's checkpoint) the first ones'."""
         data, meta = self._derived_paths(name)
         record = {
-            "name": name, "fingerprint": self.fingerprint, "count": len(self), "options": options or {},
+            "name": name, "fingerprint": self.fingerprint, "count": len(table), "options": options or {},
             "state": self._derived_state(name),
             "columns": list(table.columns), "computed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         if _is_per_object(name):
-            record["objects"] = self._objects_digest(len(self))
+            record["objects"] = self._objects_digest(len(table))
         info = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
         with transaction(self.path, wait) as txn:
             txn.stage(data, lambda p: table.to_parquet(p, index=False))
@@ -179,8 +184,8 @@ class DerivedMixin:
                 return read_parquet(data)
             except Exception as exc:  # a damaged file is recomputed, with a note
                 LOG.warning("derived columns %s unreadable (%s); recomputing", name, exc)
-        table = None
         pending = range(len(self)) if recompute or info is None else self.derived_pending(name, **options)
+        kept = None
         if 0 < pending.start:  # a per-object set: compute the objects it lacks, keep the rest
             try:
                 kept = read_parquet(data)
@@ -188,22 +193,50 @@ class DerivedMixin:
                     raise ValueError(f"{len(kept)} rows stored, {pending.start} recorded")
             except Exception as exc:
                 LOG.warning("derived columns %s: the stored rows cannot be kept (%s); recomputing", name, exc)
+                kept, pending = None, range(len(self))
             else:
-                LOG.info("derived columns %s: %d of %d objects to compute (the rest are stored)", name,
+                LOG.info("derived columns %s: %d of %d objects to compute (the others are stored)", name,
                          len(pending), len(self))
-                added = (provider.compute(self, rows=pending, **opts) if len(pending)
-                         else kept.iloc[:0])
-                added = _check_table(name, added, len(pending), self.metadata_columns)
-                table = pd.concat([kept.reset_index(drop=True), added], ignore_index=True)
-        if table is None:
-            if info is not None and not recompute:
-                LOG.info("derived columns %s are stale (the index changed); recomputing", name)
+        elif info is not None and not recompute:
+            LOG.info("derived columns %s are stale (the index changed); recomputing", name)
+        if not provider.per_object:
             table = provider.compute(self, **opts)
+        elif len(pending) or kept is None:
+            added = provider.compute(self, rows=pending, checkpoint=self._checkpoint(name, kept, opts), **opts)
+            added = _check_table(name, added, len(pending), self.metadata_columns)
+            table = added if kept is None else pd.concat([kept.reset_index(drop=True), added], ignore_index=True)
+        else:  # nothing to compute (the vectors changed, not the objects): stored again under the new fingerprint
+            table = kept
         try:
             return self.save_derived(name, table, opts)
         except IndexBusy as exc:  # a long write holds the index: answer now, store another time
             LOG.warning("derived columns %s computed but not stored (%s)", name, exc)
             return _check_table(name, table, len(self), self.metadata_columns)
+
+    def _checkpoint(self, name: str, kept: pd.DataFrame | None, options: dict):
+        """For a per-object set's ``compute``: ``checkpoint(part)``, ``part`` the rows computed so far (in order;
+        a table, or a function that makes it, called only when a store is due), stores the rows kept and ``part``
+        at most every :data:`CHECKPOINT_SECONDS`, so that a computation stopped half-way (a kill, a crash, a
+        closed server) resumes where it was. Cheap to call after every chunk."""
+        last = [time.monotonic()]
+
+        def checkpoint(part) -> None:
+            if time.monotonic() - last[0] < CHECKPOINT_SECONDS:
+                return
+            part = part() if callable(part) else part
+            if not len(part):
+                return
+            table = part if kept is None else pd.concat([kept.reset_index(drop=True), part], ignore_index=True)
+            if len(table) >= len(self):
+                return  # the whole set: stored once, at the end
+            try:
+                self._store_derived(name, table.reset_index(drop=True), options, wait=0.0)
+                LOG.debug("derived columns %s: %d of %d objects stored so far", name, len(table), len(self))
+            except Exception as exc:  # another writer, a full disk: the computation goes on, stored at the end
+                LOG.debug("derived columns %s: checkpoint not stored (%s)", name, exc)
+            last[0] = time.monotonic()
+
+        return checkpoint
 
     # -- all sets ------------------------------------------------------------------
 
@@ -217,7 +250,9 @@ class DerivedMixin:
     def derived_table(self, names: list[str] | None = None) -> pd.DataFrame:
         """Every stored set of derived columns joined side by side (one row per object, row order).
 
-        Stale sets are recomputed when their plugin is present, and left out with a note otherwise.
+        Stale sets are recomputed when their plugin is present, and left out with a note otherwise; a
+        per-object set with more than :data:`JOIN_COMPUTE_MAX` objects still to compute keeps its stored rows
+        and leaves the others blank, with a note.
         """
         from .registry import derived_columns
 
@@ -230,6 +265,15 @@ class DerivedMixin:
                     continue
                 except Exception:
                     pass
+            pending = self.derived_pending(name) if name in registered else range(0)
+            if name in registered and registered[name].per_object and len(pending) > JOIN_COMPUTE_MAX:
+                kept = self.derived_kept(name)
+                if len(kept):  # hours of work are not started by a query: the new objects are blank here
+                    LOG.warning("derived columns %s: %d of %d objects are not computed yet and blank here "
+                                "(index.derived(%r), or the plugin's command, computes them)", name, len(pending),
+                                len(self), name)
+                    parts.append(kept.reindex(pd.RangeIndex(len(self))))
+                    continue
             if name in registered:
                 parts.append(self.derived(name))
             else:
@@ -241,7 +285,8 @@ class DerivedMixin:
     # -- in results and filters ------------------------------------------------------
 
     def _cached_derived_table(self) -> pd.DataFrame:
-        key = (self.fingerprint, tuple((n, self._derived_state(n)) for n in self.derived_names()))
+        key = (self.fingerprint, tuple((n, self._derived_state(n), (self.derived_info(n) or {}).get("count"))
+                                       for n in self.derived_names()))
         cache = getattr(self, "_derived_cache", None)
         if cache is None or cache[0] != key:
             cache = (key, self.derived_table())

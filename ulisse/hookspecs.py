@@ -109,7 +109,8 @@ def register_derived_columns(config):
     the vectors' fingerprint, recomputes them when stale, joins them into every result
     table, export and UI grid, and lets ``--where`` filter on them. A set whose values
     depend on each object alone (its cutout: artefact flags, morphology) says
-    ``per_object=True`` and takes ``rows``: after an add, only the new objects are computed.
+    ``per_object=True`` and takes ``rows`` and ``checkpoint``: after an add, only the new
+    objects are computed, and a long computation stopped half-way resumes where it was.
 
     Example::
 

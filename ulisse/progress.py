@@ -114,7 +114,10 @@ class _Clock:
         self._watch(n_now, now)
         if self.first is None:
             self.first = (now, n_now)
-        if self.estimated or not self.total or now - self.t0 < self.estimate_after or n_now >= self.total:
+        # the rate is measured from the first step on (a warm-up before it, such as starting workers, would make
+        # it slow), over at least ``estimate_after`` seconds (steps that come in bursts would make it fast)
+        if (self.estimated or not self.total or now - self.first[0] < self.estimate_after
+                or n_now <= self.first[1] or n_now >= self.total):
             return None
         self.estimated = True
         start = self.initial_n

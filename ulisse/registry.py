@@ -176,9 +176,12 @@ class DerivedColumns:
     ``--where`` naming one of them computes the set on first use.
     ``per_object``: each object's values depend on that object alone (its
     cutout and metadata; not the vectors, not the other objects). Then
-    ``compute(index, rows=ROWS, **options)`` must answer for just those rows
-    (in that order), and after an add only the new objects are computed
-    (:meth:`ulisse.derived.DerivedMixin.derived_pending`).
+    ``compute(index, rows=ROWS, checkpoint=FN, **options)`` must answer for just
+    those rows (in that order), and after an add only the new objects are computed
+    (:meth:`ulisse.derived.DerivedMixin.derived_pending`). It may call
+    ``FN(part)`` as it goes, ``part`` the rows done so far (a table, or a function
+    making it): the core stores them now and then, so that a long computation
+    stopped half-way resumes where it was.
     """
 
     name: str

@@ -325,10 +325,10 @@ def anomaly_grid(index, ranking: AnomalyRanking, path: str | os.PathLike, column
 
 # -- plugin hooks ------------------------------------------------------------
 
-def _compute_artefacts(index, rows=None, progress: bool = True):
+def _compute_artefacts(index, rows=None, progress: bool = True, checkpoint=None):
     from .artefacts import compute_artefacts
 
-    return compute_artefacts(index, rows=rows, progress=progress)
+    return compute_artefacts(index, rows=rows, progress=progress, checkpoint=checkpoint)
 
 
 def _artefact_checks(index) -> str:

@@ -292,9 +292,10 @@ def checks_state(index=None) -> str:
             f"{SPIKE_SIGMA} halo{HALO_SPIKE_RADII}/{HALO_SPIKE_LEVEL} trail{TRAIL_CHORD}/{TRAIL_SIGMA}/{TRAIL_FLATNESS}/{TRAIL_SIDE}/{TRAIL_BLOCK}/{TRAIL_FLOOR} saturated{SATURATED_AREA}")
 
 
-def compute_artefacts(index, rows=None, progress: bool = True) -> pd.DataFrame:
+def compute_artefacts(index, rows=None, progress: bool = True, checkpoint=None) -> pd.DataFrame:
     """Derived columns ``artefact`` (bool) and ``artefact_kind`` (str, ``''`` when clean) for every object, or
-    for the objects at ``rows`` (in that order).
+    for the objects at ``rows`` (in that order). ``checkpoint``: called after every cutout with a function that
+    makes the table so far (the core stores it now and then).
 
     An object whose cutout cannot be read is not flagged (its kind is ``''``).
     """
@@ -313,9 +314,15 @@ def compute_artefacts(index, rows=None, progress: bool = True) -> pd.DataFrame:
         except CutoutError:
             kinds.append("")
             unread += 1
+        if checkpoint is not None:
+            checkpoint(lambda: _flags(kinds))
     if unread:
         LOG.warning("artefact checks: %d of %d cutouts could not be read (not flagged)", unread, len(sources))
-    return pd.DataFrame({"artefact": [k != "" for k in kinds], "artefact_kind": kinds})
+    return _flags(kinds)
+
+
+def _flags(kinds: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"artefact": [k != "" for k in kinds], "artefact_kind": list(kinds)})
 
 
 def artefact_table(index, recompute: bool = False) -> pd.DataFrame:

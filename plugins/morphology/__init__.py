@@ -158,8 +158,8 @@ def shape_relevance(features: np.ndarray, positives, negatives, seed: int = 0) -
                             C=RELEVANCE_C, root=False)
 
 
-def _compute(index, rows=None, progress: bool = True):
-    return compute_morphology(index, rows=rows, progress=progress)
+def _compute(index, rows=None, progress: bool = True, checkpoint=None):
+    return compute_morphology(index, rows=rows, progress=progress, checkpoint=checkpoint)
 
 
 @ulisse.hookimpl

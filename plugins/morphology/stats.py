@@ -61,6 +61,7 @@ NPIXELS = 10  # the smallest source, in connected pixels
 PEAK = 5.0  # the central object's smoothed peak must reach this many times the smoothed sky's scatter
 DEBLEND_LEVELS, DEBLEND_CONTRAST = 32, 0.01
 PARALLEL_FROM = 200  # cutouts: from this many on, measured by one process per core
+CHUNK = 64  # cutouts sent to a worker at a time
 SECONDS_PER_CUTOUT = 0.3  # per core: 0.28-0.30 measured on a 2-core AMD EPYC (benchmarks/anomalies.md)
 NO_SOURCE = -1  # morph_flag where nothing was measured
 
@@ -217,14 +218,24 @@ class _Workers:
             log.close()
 
 
-def compute_morphology(index, rows=None, progress: bool = True, chunk: int = 64) -> pd.DataFrame:
+def _table(rows: list[dict]) -> pd.DataFrame:
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    table["morph_flag"] = table["morph_flag"].astype(np.int16)
+    return table
+
+
+def compute_morphology(index, rows=None, progress: bool = True, chunk: int | None = None,
+                       checkpoint=None) -> pd.DataFrame:
     """The derived columns :data:`COLUMNS` for every object of ``index`` (row order), or for the objects at
     ``rows`` (in that order), one worker per core (:class:`_Workers`) from :data:`PARALLEL_FROM` cutouts on.
+    ``checkpoint``: called after every chunk with a function that makes the table of the rows measured so far
+    (the core stores it now and then: :meth:`ulisse.derived.DerivedMixin.derived`).
 
     Objects without a cutout (no ``source`` column, an unreadable file) get NaN and ``morph_flag`` -1.
     """
     from ulisse.progress import progress_bar
 
+    chunk = chunk or CHUNK
     rows_in = list(range(len(index)) if rows is None else rows)
     n = len(rows_in)
     if "source" not in index.metadata_columns:
@@ -238,6 +249,8 @@ def compute_morphology(index, rows=None, progress: bool = True, chunk: int = 64)
                 rows += _measure_all(images)
                 unread += bad
                 bar.update(len(images))
+                if checkpoint is not None:
+                    checkpoint(lambda: _table(rows))
         else:
             with tempfile.TemporaryDirectory(prefix="ulisse-morphology-") as tmp:
                 pool = _Workers(n_workers, Path(tmp))
@@ -250,6 +263,8 @@ def compute_morphology(index, rows=None, progress: bool = True, chunk: int = 64)
                             part = pool.receive()
                             rows += part
                             bar.update(len(part))
+                            if checkpoint is not None:
+                                checkpoint(lambda: _table(rows))
                     while pool.pending:
                         part = pool.receive()
                         rows += part
@@ -258,9 +273,7 @@ def compute_morphology(index, rows=None, progress: bool = True, chunk: int = 64)
                     pool.close()
     if unread:
         LOG.warning("morphology: %d of %d cutouts could not be read (NaN)", unread, n)
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
-    table["morph_flag"] = table["morph_flag"].astype(np.int16)
-    return table
+    return _table(rows)
 
 
 def standardised(table: pd.DataFrame, clip: float = 10.0) -> np.ndarray:
