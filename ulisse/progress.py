@@ -111,9 +111,9 @@ class _Clock:
 
     def _step(self, n_now: int, now: float) -> str | None:
         """Note a step; the job's cost (once, after ``estimate_after`` seconds) when it is due."""
-        self._watch(n_now, now)
         if self.first is None:
             self.first = (now, n_now)
+        self._watch(n_now, now)
         # the rate is measured from the first step on (a warm-up before it, such as starting workers, would make
         # it slow), over at least ``estimate_after`` seconds (steps that come in bursts would make it fast)
         if (self.estimated or not self.total or now - self.first[0] < self.estimate_after
@@ -137,7 +137,8 @@ class _Clock:
 
     def eta_text(self, n_now: int, now: float) -> str:
         """``, about 3 min left`` once a rate is known, else empty."""
-        if not self.total or n_now >= self.total or n_now <= self.initial_n:
+        if not self.total or n_now >= self.total or n_now <= self.initial_n or (
+                self.first is not None and n_now <= self.first[1]):  # a rate with the start in it says too little
             return ""
         rate = self._rate(n_now, now)
         return f", about {duration_text((self.total - n_now) / rate)} left" if rate > 0 else ""
