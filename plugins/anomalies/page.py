@@ -18,6 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from ulisse.errors import UlisseError
+from ulisse.progress import duration_text
 from ulisse.plugins.anomalies import DEFAULT_K, anomaly_scores, default_method, rank_anomalies
 from ulisse.plugins.anomalies.feedback import ARTEFACT_MODES, check_text, next_unmarked
 from ulisse.plugins.feedback import marks
@@ -69,10 +70,11 @@ def shapes_offer(index) -> None:
     """Where the shapes are too many to measure unasked: say so, with the time it would take, and a button that
     measures them in the background."""
     pending = len(index.derived_pending(SET))
-    minutes = SECONDS_PER_CUTOUT * pending / workers(pending) / 60
+    n = workers(pending)
+    took = duration_text(SECONDS_PER_CUTOUT * pending / n)
     st.caption(f"Look next learns from the vectors alone: the shapes of {pending} cutouts are not measured "
-               f"(more than {AUTO_MAX} are measured only when asked: about {minutes:.0f} min on this machine's "
-               f"{workers(pending)} cores, or `ulisse morphology {index.path}`).")
+               f"(more than {AUTO_MAX} are measured only when asked: about {took} here, "
+               f"{n} {'process' if n == 1 else 'processes'}; or `ulisse morphology {index.path}`).")
     st.button(f"Measure the shapes of {pending} cutouts in the background", key="anomalies.measure",
               on_click=measure_shapes, args=(index, True),
               help="statmorph's statistics of every cutout not measured yet, stored with the index; the page "
