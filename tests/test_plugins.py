@@ -347,3 +347,55 @@ def test_plugins_verb_says_who_provides_what(cli):
     info = {p["name"]: p for p in json.loads(out)}
     assert info["builtins"]["provides"]["encoders"] == ["efficientnet_b0", "lite0", "timm"]
     assert info["sdss"]["provides"]["commands"] == ["fetch", "sdss"]
+
+
+class _PerObject:
+    """A per-object set of an outside plugin: each id's length, and the rows it was asked for."""
+
+    asked: list = []
+    short = False  # answer one row too few (a bug in the plugin)
+
+    @ulisse.hookimpl
+    def register_derived_columns(self, config):
+        import pandas as pd
+
+        from ulisse.registry import DerivedColumns
+
+        def compute(index, rows=None, checkpoint=None, **options):
+            _PerObject.asked.append(rows)
+            ids = [index.ids[r] for r in rows][: len(rows) - 1 if _PerObject.short else None]
+            return pd.DataFrame({"id_length": [len(i) for i in ids]})
+
+        return [DerivedColumns("idlen", "length of each id", compute, per_object=True, columns=("id_length",))]
+
+
+def test_an_outside_per_object_set_computes_only_what_an_add_brings(tiny_index, survey, tmp_path):
+    import shutil
+
+    import ulisse
+    from ulisse.plugin_manager import get_plugin_manager
+
+    get_plugin_manager().register(_PerObject(), name="per-object-test")
+    try:
+        _PerObject.asked = []
+        assert tiny_index.derived("idlen")["id_length"].tolist() == [len(i) for i in tiny_index.ids]
+        folder = tmp_path / "more"
+        folder.mkdir()
+        for i in range(2):
+            shutil.copy(survey / "cutouts" / f"obj{i + 1:03d}.png", folder / f"extra-{i}.png")
+        tiny_index.add([folder], progress=False)
+        n = len(tiny_index)
+        assert tiny_index.derived("idlen")["id_length"].tolist()[-2:] == [7, 7]
+        assert _PerObject.asked == [range(n - 2), range(n - 2, n)]
+        hits = tiny_index.query("obj001", k=n - 1, where="id_length == 7")
+        assert sorted(hits.table["id"]) == ["extra-0", "extra-1"]
+        _PerObject.short = True
+        with pytest.raises(ulisse.InputError, match=r"derived columns 'idlen': 0 rows for the 1 rows asked for"):
+            folder2 = tmp_path / "one"
+            folder2.mkdir()
+            shutil.copy(survey / "cutouts" / "obj002.png", folder2 / "extra-2.png")
+            tiny_index.add([folder2], progress=False)
+            tiny_index.derived("idlen")
+    finally:
+        _PerObject.short = False
+        get_plugin_manager().unregister(name="per-object-test")

@@ -203,7 +203,7 @@ class DerivedMixin:
             table = provider.compute(self, **opts)
         elif len(pending) or kept is None:
             added = provider.compute(self, rows=pending, checkpoint=self._checkpoint(name, kept, opts), **opts)
-            added = _check_table(name, added, len(pending), self.metadata_columns)
+            added = _check_table(name, added, len(pending), self.metadata_columns, asked=True)
             table = added if kept is None else pd.concat([kept.reset_index(drop=True), added], ignore_index=True)
         else:  # nothing to compute (the vectors changed, not the objects): stored again under the new fingerprint
             table = kept
@@ -344,11 +344,13 @@ def _is_per_object(name: str) -> bool:
     return bool(provider is not None and provider.per_object)
 
 
-def _check_table(name: str, table, n: int, metadata_columns) -> pd.DataFrame:
+def _check_table(name: str, table, n: int, metadata_columns, asked: bool = False) -> pd.DataFrame:
+    """``table`` as a set's rows: a DataFrame of ``n`` rows (every object, or the ``n`` rows ``asked`` for)."""
     if not isinstance(table, pd.DataFrame):
         raise InputError(f"derived columns {name!r}: compute() must return a pandas DataFrame")
     if len(table) != n:
-        raise InputError(f"derived columns {name!r}: {len(table)} rows for an index of {n} objects")
+        raise InputError(f"derived columns {name!r}: {len(table)} rows for "
+                         + (f"the {n} rows asked for" if asked else f"an index of {n} objects"))
     clash = [c for c in table.columns if c in RESERVED or c in set(metadata_columns)]
     if clash:
         raise InputError(f"derived columns {name!r}: column {clash[0]!r} clashes with the index's own columns")
