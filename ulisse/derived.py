@@ -123,13 +123,20 @@ class DerivedMixin:
         """The stored rows of the set ``name`` that still hold, computing nothing: every row when fresh, the
         objects stored before an add for a ``per_object`` set (:meth:`derived_pending`), else none."""
         pending = self.derived_pending(name)
-        if pending.start == 0:
-            return pd.DataFrame()
         try:
-            kept = read_parquet(self._derived_paths(name)[0])
+            return self._read_kept(name, pending.start)
         except Exception:
             return pd.DataFrame()
-        return kept if len(kept) == pending.start else pd.DataFrame()
+
+    def _read_kept(self, name: str, count: int) -> pd.DataFrame:
+        """The stored table of ``name``, which must hold ``count`` rows (another writer may have stored another
+        since its record was read). Raises when it does not, or cannot be read."""
+        if count == 0:
+            return pd.DataFrame()
+        kept = read_parquet(self._derived_paths(name)[0])
+        if len(kept) != count:
+            raise ValueError(f"{len(kept)} rows stored, {count} recorded")
+        return kept
 
     def save_derived(self, name: str, table: pd.DataFrame, options: dict | None = None, *,
                      wait: float = SIDE_WAIT) -> pd.DataFrame:
@@ -188,9 +195,7 @@ class DerivedMixin:
         kept = None
         if 0 < pending.start:  # a per-object set: compute the objects it lacks, keep the rest
             try:
-                kept = read_parquet(data)
-                if len(kept) != pending.start:  # another writer stored the set in between
-                    raise ValueError(f"{len(kept)} rows stored, {pending.start} recorded")
+                kept = self._read_kept(name, pending.start)
             except Exception as exc:
                 LOG.warning("derived columns %s: the stored rows cannot be kept (%s); recomputing", name, exc)
                 kept, pending = None, range(len(self))
@@ -265,9 +270,12 @@ class DerivedMixin:
                     continue
                 except Exception:
                     pass
-            pending = self.derived_pending(name) if name in registered else range(0)
-            if name in registered and registered[name].per_object and len(pending) > JOIN_COMPUTE_MAX:
-                kept = self.derived_kept(name)
+            pending = self.derived_pending(name) if name in registered and registered[name].per_object else None
+            if pending is not None and len(pending) > JOIN_COMPUTE_MAX:
+                try:
+                    kept = self._read_kept(name, pending.start)
+                except Exception:
+                    kept = pd.DataFrame()
                 if len(kept):  # hours of work are not started by a query: the new objects are blank here
                     LOG.warning("derived columns %s: %d of %d objects are not computed yet and blank here "
                                 "(index.derived(%r), or the plugin's command, computes them)", name, len(pending),
