@@ -38,7 +38,7 @@ LOG = logging.getLogger(__name__)
 
 DERIVED_DIR = SIDE_DIR
 CHECKPOINT_SECONDS = 60.0  # a per-object set being computed is stored this often (what is done so far)
-JOIN_COMPUTE_MAX = 1000  # objects: a result table computes a stale per-object set's new rows up to this many
+JOIN_COMPUTE_MAX = 200  # objects: a result table computes a stale per-object set's new rows up to this many (statmorph: about a minute)
 RESERVED = ("row", "id", "rank", "distance")
 
 
