@@ -172,6 +172,21 @@ def exact_distances(queries: np.ndarray, vectors: np.ndarray, metric: str) -> np
     return 1.0 - (xn * qn).sum(-1)
 
 
+def pairwise_distances(queries: np.ndarray, vectors: np.ndarray, metric: str) -> np.ndarray:
+    """Distances between every query and every vector, ``Q x C``, as a search gives them (in float64: an L2
+    distance far below the vectors' norms would carry their rounding in float32, 3e-4 for twins of norm 1)."""
+    q = np.atleast_2d(np.asarray(queries, np.float64))
+    x = np.atleast_2d(np.asarray(vectors, np.float64))
+    if metric == "cosine":
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-30)
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
+        return 1.0 - q @ x.T
+    if metric == "IP":
+        return -(q @ x.T)
+    squared = (q * q).sum(1)[:, None] + (x * x).sum(1)[None, :] - 2.0 * (q @ x.T)
+    return np.sqrt(np.maximum(squared, 0.0))
+
+
 def search(index: "faiss.Index", queries: np.ndarray, k: int, nprobe: int | None = None, metric: str | None = None,
            ef: int | None = None, selector=None):
     """k nearest neighbours in one FAISS index: (distances, rows), each ``len(queries) x k``; rows of -1 are missing.

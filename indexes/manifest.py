@@ -269,14 +269,19 @@ class Manifest(Mapping):
         when only the manifest's other fields (history, search defaults) change, nor with a compaction, which
         keeps every vector and its row (a merged segment records the sums of the segments it holds).
         """
-        if self.is_v1:
-            parts = [self.files["vectors"].sha256 if "vectors" in self.files else ""]
-        else:
-            parts = [sha for seg in self.segments for sha in seg.content]
         h = hashlib.sha256(f"{self.count}|{self.metric}|".encode())
-        for p in parts:
+        for p in self.content:
             h.update(p.encode())
         return h.hexdigest()
+
+    @property
+    def content(self) -> tuple[str, ...]:
+        """What the vectors are, in row order: the sha256s of the vector files the adds wrote (a compaction keeps
+        them). An add appends to it, so the content of the index before an add is a prefix of the content after:
+        what a derived set that can be brought up to date (``DerivedColumns.update``) checks."""
+        if self.is_v1:
+            return (self.files["vectors"].sha256 if "vectors" in self.files else "",)
+        return tuple(sha for seg in self.segments for sha in seg.content)
 
     # -- the JSON form as a read-only mapping ------------------------------------------
 

@@ -18,6 +18,8 @@ from typing import Callable
 import faiss
 import numpy as np
 
+from ulisse.errors import QueryError
+
 from . import _gpu, faiss_backend, space
 
 LOG = logging.getLogger(__name__)
@@ -285,6 +287,20 @@ def search_generation(searchables: list[Segment], raw: list[Segment], queries: n
     return D[:, :k], I[:, :k]
 
 
+def distances_generation(searchables: list[Segment], queries: np.ndarray, vectors: np.ndarray,
+                         metric: str) -> np.ndarray:
+    """Exact distances between ``queries`` and ``vectors`` (raw), ``Q x len(vectors)``, in the space ``searchables``
+    search (a whitened index's transform applied to both), as a search gives them."""
+    q = np.atleast_2d(np.asarray(queries, np.float32))
+    x = np.atleast_2d(np.asarray(vectors, np.float32))
+    if x.shape[1] != q.shape[1]:
+        raise QueryError(f"vectors have dimension {x.shape[1]}, the index {q.shape[1]}")
+    transform = space.transform_of(searchables[0].faiss_index if searchables else None)
+    if transform is not None:  # as a search: normalised for cosine, then into the index's space
+        q, x = transform(faiss_backend.prepared(q, metric)), transform(faiss_backend.prepared(x, metric))
+    return faiss_backend.pairwise_distances(q, x, metric).astype(np.float32)
+
+
 def _exclusion_groups(exclude, n):
     """Queries grouped by identical exclusion lists: ``[(query positions, excluded rows or None)]``."""
     if exclude is None:
@@ -320,8 +336,9 @@ def _rerank(raw, q, D, I, metric, transform=None):
         return D, I
     vecs = np.zeros(I.shape + (q.shape[1],), np.float32)
     vecs[valid] = rows_of(raw, I[valid])
-    if transform is not None:  # a whitened index: distances in its space, as its search gives them
-        q, vecs = transform(q), transform(vecs.reshape(-1, vecs.shape[-1])).reshape(I.shape + (-1,))
+    if transform is not None:  # a whitened index: distances in its space, as its search gives them (cosine: normalised first)
+        q = transform(faiss_backend.prepared(q, metric))
+        vecs = transform(faiss_backend.prepared(vecs.reshape(-1, vecs.shape[-1]), metric)).reshape(I.shape + (-1,))
     exact = faiss_backend.exact_distances(q, vecs, metric).astype(np.float32)
     exact[~valid] = np.inf
     order = np.argsort(exact, axis=1, kind="stable")

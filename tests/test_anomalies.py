@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -90,6 +91,59 @@ def test_stored_scores_are_reused_and_recomputed_when_the_index_grows(tiny_index
     np.testing.assert_allclose(grown["score"], brute_force_distances(reopened)[:, 3], rtol=1e-5, atol=1e-5)
     stored = json.loads((tiny_index.path / "derived" / "anomaly.json").read_text())
     assert stored["fingerprint"] == reopened.fingerprint and stored["count"] == 27
+
+
+def test_after_an_add_the_knn_scores_are_updated_not_computed_again(tiny_index, tmp_path, monkeypatch, caplog):
+    import shutil
+
+    from ulisse.index import compact_index
+    from ulisse.plugins import anomalies
+
+    anomaly_scores(tiny_index, "kth", k=2, progress=False)
+    stored = json.loads((tiny_index.path / "derived" / "anomaly.json").read_text())
+    assert stored["vectors"] == list(tiny_index.manifest.content)
+    old_kth = tiny_index.derived("anomaly")["anomaly_kth"].to_numpy()
+
+    more = tmp_path / "more"
+    make_survey(more, n_per_kind=1, seed=3, prefix="add")
+    # a twin of an old object comes nearer to it than its 2nd neighbour: that object's scores must change
+    source = Path(tiny_index.metadata_column("source").iloc[5])
+    shutil.copy(source, more / f"twin{source.suffix}")
+    tiny_index.add([more], progress=False)
+    n_old = 24
+    assert len(tiny_index) == n_old + 4 and tiny_index.derived_pending("anomaly") == range(n_old, n_old + 4)
+
+    computed = []
+    monkeypatch.setattr(anomalies, "compute_knn_scores",
+                        lambda *a, **kw: computed.append(1) or pytest.fail("computed again"))
+    with caplog.at_level("INFO", logger="ulisse.plugins.anomalies"):
+        grown = anomaly_scores(tiny_index, "kth", k=2, progress=False)
+    monkeypatch.undo()
+    assert not computed and tiny_index.derived_is_fresh("anomaly")
+    searched = [r.getMessage() for r in caplog.records if "searched again" in r.getMessage()]
+    assert searched and "4 objects" in searched[0]
+    again = int(searched[0].split(": ")[1].split(" objects")[0])
+    assert 4 < again < len(tiny_index)  # the new ones and the old ones they came near, not every object
+    d = brute_force_distances(tiny_index)
+    np.testing.assert_allclose(grown["score"], d[:, 1], rtol=1e-5, atol=1e-5 * d[:, 0].max())
+    assert grown["score"].iloc[5] < old_kth[5]  # the twin's original
+    whole = anomalies.compute_knn_scores(tiny_index, k=2, progress=False)
+    pd.testing.assert_frame_equal(tiny_index.derived("anomaly"), whole, rtol=1e-6)
+
+    # a compaction keeps the content: the next add is an update again
+    compact_index(tiny_index.path)
+    reopened = ulisse.open_index(tiny_index.path, device="cpu")
+    assert reopened.derived_is_fresh("anomaly")
+    later = tmp_path / "later"
+    make_survey(later, n_per_kind=1, seed=4, prefix="late")
+    reopened.add([later], progress=False)
+    assert reopened.derived_pending("anomaly") == range(n_old + 4, n_old + 7)
+    # vectors stored that are not the index's first ones: everything again
+    meta = reopened.derived_dir / "anomaly.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "vectors": ["0" * 64]}))
+    assert reopened.derived_pending("anomaly") == range(n_old + 7)
+    np.testing.assert_allclose(anomaly_scores(reopened, "kth", k=2, progress=False)["score"],
+                               brute_force_distances(reopened)[:, 1], rtol=1e-5, atol=1e-5)
 
 
 def test_a_damaged_store_is_recomputed_and_recompute_rewrites(tiny_index):

@@ -141,16 +141,23 @@ def test_round_trip_of_a_saved_head(vec_index):
         load_head(reopened, "yhat")
 
 
-def test_derived_columns_stale_after_add_and_recomputed(vec_index):
+def test_derived_columns_stale_after_add_and_recomputed(vec_index, monkeypatch):
+    from ulisse.plugins.heads import core
+
     train_head(vec_index, "y", "yhat", members=2, config=FAST)
     before = vec_index.derived("heads")
     assert vec_index.derived_is_fresh("heads")
     x, meta = _table(12, np.random.default_rng(9), start=5000)
     vec_index.add_vectors(x, meta)
-    assert not vec_index.derived_is_fresh("heads")
+    assert not vec_index.derived_is_fresh("heads") and vec_index.derived_pending("heads") == range(240, 252)
+    predicted, real = [], core.compute_columns
+    monkeypatch.setattr(core, "compute_columns", lambda index, rows=None, **kw: predicted.append(rows)
+                        or real(index, rows=rows, **kw))
     after = vec_index.derived("heads")
+    assert predicted == [range(240, 252)]  # only the objects added are predicted
     assert len(after) == 252 and np.isfinite(after.to_numpy()).all()
     pd.testing.assert_frame_equal(after.iloc[:240].reset_index(drop=True), before, check_exact=False, rtol=1e-6)
+    pd.testing.assert_frame_equal(after, real(vec_index), check_exact=False, rtol=1e-6)  # as predicting them all
     assert vec_index.derived_is_fresh("heads")
     # joined into query results, and usable in a --where filter
     result = vec_index.query("o5003", k=5)

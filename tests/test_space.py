@@ -106,6 +106,25 @@ def test_adds_compaction_and_rerank_stay_in_one_space(tmp_path):
     assert (I2 == I).all()
 
 
+@pytest.mark.parametrize("metric", ["L2", "IP", "cosine"])
+def test_distances_are_the_searchs_in_its_space(tmp_path, metric):
+    v, m = batch("obj", 300)
+    idx = ulisse.create_index(tmp_path / "d", v, m, DISCOVERY, metric=metric, device="cpu")
+    for where in ("index", "raw"):
+        D, I = idx.search(v[:5], 7, space=where)
+        every = idx.distances(range(5), v, space=where)  # 5 x 300: every pair, nothing searched
+        assert every.shape == (5, 300)
+        np.testing.assert_allclose(np.take_along_axis(every, I, axis=1), D, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(np.sort(every, axis=1)[:, :7], D, rtol=1e-4, atol=1e-4)
+    Dr, Ir = idx.search(v[:5], 7, rerank=30)  # re-ranking measures in the same space (cosine: normalised first)
+    assert (Ir == idx.search(v[:5], 7)[1]).all()
+    np.testing.assert_allclose(Dr, idx.search(v[:5], 7)[0], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ulisse.QueryError, match="dimension 3, the index 48"):
+        idx.distances([0], np.zeros((1, 3)))
+    with pytest.raises(ulisse.QueryError, match="row out of range"):
+        idx.distances([300], v[:1])
+
+
 def test_few_objects_fall_back_to_raw_vectors(tmp_path):
     v, m = batch("obj", 40)
     idx = ulisse.create_index(tmp_path / "d", v, m, DISCOVERY, device="cpu")

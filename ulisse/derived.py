@@ -6,7 +6,9 @@ directory as ``derived/NAME.parquet`` (one row per object, row order) beside
 options, the columns, when). When the index changes (an add), the fingerprint
 changes and the set is recomputed with the same options the next time it is read;
 a set whose values depend on each object alone (``per_object``) computes only the
-objects added since it was stored. (A compaction keeps the fingerprint: nothing is stale.)
+objects added since it was stored, and a set that can be brought up to date (``update``:
+kNN anomaly scores, predictions from the vectors) is updated from its stored rows and the
+objects added. (A compaction keeps the fingerprint: nothing is stale.)
 Stored sets are joined into every result table (:meth:`DerivedMixin.derived_table`).
 A set is written through the index's transaction (:func:`ulisse.indexes.transaction.transaction`):
 under the writer lock, both files staged, then committed together; a failed write leaves
@@ -109,19 +111,25 @@ class DerivedMixin:
             return range(n, n)
         provider = derived_columns().get(name)
         info = self.derived_info(name)
-        if provider is None or not provider.per_object or not info:
+        if provider is None or not (provider.per_object or provider.update) or not info:
             return range(n)
         stored_opts = info.get("options", {})
         count = info.get("count")
         if ({**provider.options, **stored_opts, **options} != {**provider.options, **stored_opts}
                 or info.get("state") != self._derived_state(name) or not isinstance(count, int)
-                or not 0 < count <= n or info.get("objects") != self._objects_digest(count)):
+                or not 0 < count <= n):
             return range(n)
-        return range(count, n)
+        if provider.per_object:
+            same = info.get("objects") == self._objects_digest(count)
+        else:  # an update: the vectors stored then must be the first ones now (the index grew by adds)
+            vectors, content = info.get("vectors"), self.manifest.content
+            same = isinstance(vectors, list) and 0 < len(vectors) <= len(content) and tuple(vectors) == content[:len(vectors)]
+        return range(count, n) if same else range(n)
 
     def derived_kept(self, name: str) -> pd.DataFrame:
         """The stored rows of the set ``name`` that still hold, computing nothing: every row when fresh, the
-        objects stored before an add for a ``per_object`` set (:meth:`derived_pending`), else none."""
+        objects stored before an add for a ``per_object`` set (:meth:`derived_pending`), else none. (Of a set with
+        ``update``, the stored rows of the objects there were, which the update may change.)"""
         pending = self.derived_pending(name)
         try:
             return self._read_kept(name, pending.start)
@@ -157,8 +165,11 @@ class DerivedMixin:
             "state": self._derived_state(name),
             "columns": list(table.columns), "computed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        if _is_per_object(name):
+        provider = _provider(name)
+        if provider is not None and provider.per_object:
             record["objects"] = self._objects_digest(len(table))
+        elif provider is not None and provider.update is not None and len(table) == len(self):
+            record["vectors"] = list(self.manifest.content)
         info = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
         with transaction(self.path, wait) as txn:
             txn.stage(data, lambda p: table.to_parquet(p, index=False))
@@ -193,7 +204,7 @@ class DerivedMixin:
                 LOG.warning("derived columns %s unreadable (%s); recomputing", name, exc)
         pending = range(len(self)) if recompute or info is None else self.derived_pending(name, **options)
         kept = None
-        if 0 < pending.start:  # a per-object set: compute the objects it lacks, keep the rest
+        if 0 < pending.start:  # a per-object set or an update: compute the objects it lacks from the stored rows
             try:
                 kept = self._read_kept(name, pending.start)
             except Exception as exc:
@@ -204,7 +215,10 @@ class DerivedMixin:
                          len(pending), len(self))
         elif info is not None and not recompute:
             LOG.info("derived columns %s are stale (the index changed); recomputing", name)
-        if not provider.per_object:
+        if provider.update is not None and kept is not None:
+            table = _check_table(name, provider.update(self, kept.reset_index(drop=True), pending, **opts), len(self),
+                                 self.metadata_columns)
+        elif not provider.per_object:
             table = provider.compute(self, **opts)
         elif len(pending) or kept is None:
             added = provider.compute(self, rows=pending, checkpoint=self._checkpoint(name, kept, opts), **opts)
@@ -345,11 +359,10 @@ class DerivedMixin:
         return parsed.mask(pd.DataFrame(columns, index=pd.RangeIndex(len(self))))
 
 
-def _is_per_object(name: str) -> bool:
+def _provider(name: str):
     from .registry import derived_columns
 
-    provider = derived_columns().get(name)
-    return bool(provider is not None and provider.per_object)
+    return derived_columns().get(name)
 
 
 def _check_table(name: str, table, n: int, metadata_columns, asked: bool = False) -> pd.DataFrame:

@@ -202,6 +202,20 @@ class PluginObserver:
                         f": {text}" if text else "")
 
 
+def embed_gathered(encoder, gathered, rgb, skip_bad: bool, progress: bool, observers, none: str):
+    """The cutouts of :func:`ulisse.inputs.gather` embedded, and their metadata rows (positions from FITS WCS where
+    the catalogue has none); InputError, ending with ``none``, when no cutout could be read."""
+    emb = embed_files(encoder, gathered.paths, rgb=rgb, skip_bad=skip_bad, progress=progress, observers=observers)
+    if len(emb.ids) == 0:
+        raise InputError(f"no cutout could be read; {none}")
+    rows = gathered.metadata.iloc[emb.positions].reset_index(drop=True).copy()
+    # positions from FITS WCS fill in where the catalogue has none
+    for col, values in (("ra", emb.ra), ("dec", emb.dec)):
+        have = rows[col].notna().to_numpy()
+        rows.loc[~have, col] = values[~have]
+    return emb, rows
+
+
 def create_observers(index) -> list[PluginObserver]:
     """One live observer per registered embedding observer, for a run that extends ``index`` (None: a new build)."""
     from .registry import embedding_observers

@@ -111,6 +111,10 @@ def register_derived_columns(config):
     depend on each object alone (its cutout: artefact flags, morphology) says
     ``per_object=True`` and takes ``rows`` and ``checkpoint``: after an add, only the new
     objects are computed, and a long computation stopped half-way resumes where it was.
+    A set that depends on the vectors but can be brought up to date after an add for less
+    than computing it again (kNN anomaly scores, a head's predictions) gives
+    ``update(index, kept, rows, **options)``: the stored rows of the objects there were and
+    the rows added, in; every object's values, out.
 
     Example::
 

@@ -266,6 +266,12 @@ class Index(DerivedMixin):
                 ef=ef or params.get("efSearch"), rerank=int(rerank if rerank is not None else params.get("rerank") or 0),
                 cache=self._flat_cache)
 
+    def distances(self, rows: Sequence[int], vectors: np.ndarray, *, space: str = "index") -> np.ndarray:
+        """Exact distances between the objects at ``rows`` and ``vectors``, ``len(rows) x len(vectors)``, in ``space``
+        and as :meth:`search` gives them (smaller = closer): every pair is measured, nothing searched."""
+        return segments.distances_generation(self._state.over(space), self.vectors_of_rows(rows), vectors,
+                                             self.manifest.metric)
+
     def query(self, id: str | None = None, *, image=None, ra: float | str | None = None, dec: float | str | None = None,
               vector: np.ndarray | None = None, radius_arcsec: float = DEFAULT_RADIUS_ARCSEC, k: int = 16,
               allowed: np.ndarray | None = None, where: str | None = None) -> Neighbours:
@@ -307,7 +313,7 @@ class Index(DerivedMixin):
             InputError: bad inputs, or ids already in the index (nothing is written).
             IndexBusy: another writer holds the index after ``wait`` seconds.
         """
-        from .embedding import create_observers, finish_observers
+        from .embedding import create_observers, embed_gathered, finish_observers
         from .inputs import gather
 
         t0 = time.perf_counter()
@@ -315,7 +321,7 @@ class Index(DerivedMixin):
         gathered = gather(inputs, catalog, skip_bad=skip_bad)
         self._check_new_ids(gathered.metadata["id"])
         observers = create_observers(self)
-        emb, rows = _embed(self.encoder, gathered, self.rgb, skip_bad, progress, observers, "nothing added")
+        emb, rows = embed_gathered(self.encoder, gathered, self.rgb, skip_bad, progress, observers, "nothing added")
         self.add_vectors(emb.vectors, rows, history={"action": "add", "inputs": [str(p) for p in inputs]}, wait=wait)
         finish_observers(observers, self)
         return AddReport(len(emb.ids), len(self), gathered.skipped + emb.skipped, gathered.notes,
@@ -375,21 +381,6 @@ class Index(DerivedMixin):
         return len(rows)
 
 
-def _embed(encoder, gathered, rgb, skip_bad: bool, progress: bool, observers, none: str):
-    """The gathered cutouts embedded, and their metadata rows; InputError when none could be read."""
-    from .embedding import embed_files
-
-    emb = embed_files(encoder, gathered.paths, rgb=rgb, skip_bad=skip_bad, progress=progress, observers=observers)
-    if len(emb.ids) == 0:
-        raise InputError(f"no cutout could be read; {none}")
-    rows = gathered.metadata.iloc[emb.positions].reset_index(drop=True).copy()
-    # positions from FITS WCS fill in where the catalogue has none
-    for col, values in (("ra", emb.ra), ("dec", emb.dec)):
-        have = rows[col].notna().to_numpy()
-        rows.loc[~have, col] = values[~have]
-    return emb, rows
-
-
 def open_index(path: str | os.PathLike, device: str = "auto", weights=None, verify: bool = False, *,
                nprobe: int | None = None, ef: int | None = None, rerank: int | None = None) -> Index:
     """Open an index directory (memory-mapped; sizes and truncation are checked, nothing is re-hashed).
@@ -427,7 +418,7 @@ def build_index(inputs: Sequence[str | os.PathLike], path: str | os.PathLike, ca
     Raises:
         InputError: bad inputs or factory string; ``path`` holds an index and ``overwrite`` is False.
     """
-    from .embedding import create_observers, finish_observers
+    from .embedding import create_observers, embed_gathered, finish_observers
     from .encoder import Encoder
     from .inputs import gather
 
@@ -440,7 +431,7 @@ def build_index(inputs: Sequence[str | os.PathLike], path: str | os.PathLike, ca
     if factory != "auto":
         faiss_backend.new_faiss_index(factory, encoder.spec.dim, metric)  # a bad factory fails before the long work
     observers = create_observers(None)
-    emb, rows = _embed(encoder, gathered, rgb, skip_bad, progress, observers, "no index written")
+    emb, rows = embed_gathered(encoder, gathered, rgb, skip_bad, progress, observers, "no index written")
     idx = create_index(path, emb.vectors, rows, encoder.spec,
                        factory=factory, metric=metric, rgb=rgb, device=device, overwrite=overwrite,
                        memory=memory, dtype=dtype, nprobe=nprobe, ef=ef, wait=wait, manifest_extra=manifest_extra,

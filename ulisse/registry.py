@@ -182,6 +182,14 @@ class DerivedColumns:
     ``FN(part)`` as it goes, ``part`` the rows done so far (a table, or a function
     making it): the core stores them now and then, so that a long computation
     stopped half-way resumes where it was.
+    ``update``: for a set whose values depend on the vectors (not on the
+    cutouts alone) and that can be brought up to date after an add for less
+    than computing it again (kNN anomaly scores, predictions from the vectors):
+    ``update(index, kept, rows, **options)`` returns every object's values
+    from ``kept`` (the stored table of the objects there were, whose vectors
+    are unchanged) and ``rows`` (the rows added since). It is called instead of
+    ``compute`` when the index grew by adds (:attr:`ulisse.indexes.manifest.Manifest.content`)
+    and the state and options are those stored.
     """
 
     name: str
@@ -191,6 +199,7 @@ class DerivedColumns:
     state: Callable[..., str] | None = None
     columns: tuple[str, ...] = ()
     per_object: bool = False
+    update: Callable[..., Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ searches a whitened space (:func:`knn_space`).
 Scores are derived columns (the ``register_derived_columns`` hook): the core
 stores them with the index (``DIR/derived/anomaly.parquet``: ``anomaly_kth`` and
 ``anomaly_mean``; ``anomaly_iforest.parquet``), tied to the vectors' fingerprint,
-recomputes them after an add, joins them into every result table and lets
+brings them up to date after an add (the kNN scores: :func:`update_knn_scores` searches the
+new objects and the old ones they come near; Isolation Forest: again), joins them into every result table and lets
 ``--where "anomaly_kth > 20"`` filter on them.
 
 Example:
@@ -198,6 +199,46 @@ def compute_knn_scores(index, k: int = DEFAULT_K, progress: bool = True) -> pd.D
     return pd.DataFrame({"anomaly_kth": kth, "anomaly_mean": mean})
 
 
+def update_knn_scores(index, kept: pd.DataFrame, rows: range, k: int = DEFAULT_K, progress: bool = True) -> pd.DataFrame:
+    """``anomaly_kth`` and ``anomaly_mean`` after an add, from the stored scores of the objects there were (``kept``)
+    and the ``rows`` added: the new objects are searched; an old object's k nearest change only when a new object
+    is nearer than its k-th (:meth:`ulisse.Index.distances`, every old object against the new ones), so only those
+    old objects are searched again; the others keep their scores. The same scores as computing them again (in the
+    raw space and on indexes that store the vectors exactly; a compressed index's rounding of its distances may
+    differ), for about ``k`` searches per object added and one pass over the vectors."""
+    from ulisse.progress import progress_bar
+
+    k = _check_k(index, k)
+    n, old = len(index), rows.start
+    if list(kept.columns[:2]) != ["anomaly_kth", "anomaly_mean"] or len(kept) != old or rows.stop != n:
+        return compute_knn_scores(index, k=k, progress=progress)
+    space = knn_space(index)
+    kth = np.concatenate([kept["anomaly_kth"].to_numpy(np.float64), np.full(len(rows), np.nan)])
+    mean = np.concatenate([kept["anomaly_mean"].to_numpy(np.float64), np.full(len(rows), np.nan)])
+    added = np.zeros(n, bool)
+    added[rows.start:rows.stop] = True
+    nearer = np.zeros(n, bool)
+    new_vectors = index.vectors_of_rows(rows)
+    with progress_bar(total=old, desc=f"anomaly scores after an add of {len(rows)}", unit="object",
+                      enabled=progress) as bar:
+        for start in range(0, old, CHUNK):
+            chunk = range(start, min(start + CHUNK, old))
+            D = index.distances(chunk, new_vectors, space=space).min(axis=1)
+            # a new object at the k-th distance or nearer (a margin for rounding: searching again costs little)
+            k_th = kth[chunk.start:chunk.stop]
+            nearer[chunk.start:chunk.stop] = D <= k_th + 1e-3 * np.abs(k_th) + 1e-6
+            bar.update(len(chunk))
+    todo = np.flatnonzero(nearer | added)
+    LOG.info("anomaly scores after an add of %d objects: %d objects searched again, %d kept", len(rows), len(todo),
+             n - len(todo))
+    for start in range(0, len(todo), CHUNK):
+        chunk = todo[start:start + CHUNK]
+        D, _ = index.search(index.vectors_of_rows(chunk), k, exclude=[[int(r)] for r in chunk], space=space)
+        D = D.astype(np.float64)
+        kth[chunk], mean[chunk] = np.nanmax(D, axis=1), np.nanmean(D, axis=1)
+    return pd.DataFrame({"anomaly_kth": kth, "anomaly_mean": mean})
+
+
 def compute_iforest_scores(index, progress: bool = True) -> pd.DataFrame:
     """Derived column ``anomaly_iforest``: Isolation Forest's ``-score_samples`` (higher = more anomalous)."""
     return pd.DataFrame({"anomaly_iforest": _iforest_scores(index, progress)})
@@ -344,7 +385,8 @@ def register_derived_columns(config):
     return [
         DerivedColumns(KNN_SET, "distance to the k-th nearest neighbour and mean distance to the k nearest "
                        "(higher = more anomalous)", compute_knn_scores, {"k": DEFAULT_K},
-                       state=lambda index: f"space {knn_space(index)}", columns=("anomaly_kth", "anomaly_mean")),
+                       state=lambda index: f"space {knn_space(index)}", columns=("anomaly_kth", "anomaly_mean"),
+                       update=update_knn_scores),
         DerivedColumns(IFOREST_SET, "Isolation Forest on the vectors, -score_samples (higher = more anomalous)",
                        compute_iforest_scores, {}, columns=("anomaly_iforest",)),
         DerivedColumns(ARTEFACT_SET, "artefact (bool) and artefact_kind (trail, bleed, spikes, edge, bad_column, "

@@ -304,24 +304,34 @@ def _std_metrics(y, mean, var, scale) -> dict:
 
 # -- predictions ---------------------------------------------------------------------------
 
-def compute_columns(index, **options) -> pd.DataFrame:
-    """The ``heads`` derived columns: every stored head's prediction for every object (row order)."""
+def compute_columns(index, rows=None, **options) -> pd.DataFrame:
+    """The ``heads`` derived columns: every stored head's prediction for every object (row order), or for ``rows``."""
     names = head_names(index)
-    table = pd.DataFrame(index=pd.RangeIndex(len(index)))
-    if not names or len(index) == 0:
+    rows = np.arange(len(index)) if rows is None else np.asarray(rows, np.int64)
+    table = pd.DataFrame(index=pd.RangeIndex(len(rows)))
+    if not names or len(rows) == 0:
         return table
     vectors, parts = None, [table]
     for name in names:
         try:
             head = load_head(index, name)
             if getattr(head, "pixels", False):  # fine-tuned: from the cutouts
-                parts.append(head.predict_rows(index, np.arange(len(index))))
+                parts.append(head.predict_rows(index, rows))
                 continue
-            vectors = vectors_of(index) if vectors is None else vectors
+            vectors = vectors_of(index, None if len(rows) == len(index) else rows) if vectors is None else vectors
             parts.append(head.predict_vectors(vectors))
         except ulisse.UlisseError as exc:
             LOG.warning("head %s left out of the derived columns: %s", name, exc)
     return pd.concat(parts, axis=1)
+
+
+def update_columns(index, kept: pd.DataFrame, rows: range, **options) -> pd.DataFrame:
+    """The ``heads`` columns after an add: the stored predictions of the objects there were (a head's prediction
+    depends on the object's own vector or cutout), and the added ``rows`` predicted."""
+    added = compute_columns(index, rows=rows, **options)
+    if list(added.columns) != list(kept.columns):  # a head that failed to load one time and not the other
+        return compute_columns(index, **options)
+    return pd.concat([kept, added], ignore_index=True)
 
 
 def predict_head(index, name: str, ids: Iterable[str] | None = None) -> pd.DataFrame:

@@ -16,6 +16,12 @@ def _compute_columns(index, **options):
     return compute_columns(index, **options)
 
 
+def _update_columns(index, kept, rows, **options):
+    from .core import update_columns
+
+    return update_columns(index, kept, rows, **options)
+
+
 @ulisse.hookimpl
 def register_derived_columns(config):
     """The ``heads`` set: every trained head's prediction and error bars for every object."""
@@ -23,7 +29,7 @@ def register_derived_columns(config):
 
     return [DerivedColumns(DERIVED_SET, "predictions of the regression heads (NAME, NAME_std, "
                                         "NAME_std_aleatoric, NAME_std_epistemic)", compute=_compute_columns,
-                           state=heads_state)]
+                           state=heads_state, update=_update_columns)]
 
 
 @ulisse.hookimpl(trylast=True)
