@@ -258,3 +258,44 @@ def test_a_measurement_stopped_half_way_resumes_where_it_was(shapes_index, monke
     pd.testing.assert_frame_equal(resumed, m.compute_morphology(shapes_index, progress=False))
     assert morphology.is_measured(shapes_index)
     assert shapes_index.derived_table(["morphology"])["gini"].notna().all()
+
+
+def test_objects_without_a_cutout_cost_nothing_and_the_progress_counts_cutouts(shapes_index, monkeypatch):
+    """Vectors added without cutouts (a catalogue's, a worker's) between the cutouts: only the cutouts are measured,
+    the bar and its estimate count them alone, and a checkpoint stores the rows in order."""
+    import ulisse.derived
+    import ulisse.progress
+
+    rng = np.random.default_rng(0)
+    for batch in range(2):  # 18 cutouts, 20 vectors, 18 cutouts again, 20 vectors
+        shapes_index.add_vectors(rng.normal(size=(20, shapes_index.manifest.dim)).astype(np.float32),
+                                 pd.DataFrame({"id": [f"v{batch}-{i}" for i in range(20)]}))
+        if batch == 0:
+            shapes_index.add_vectors(shapes_index.vectors_of_rows(range(18)),
+                                     shapes_index.metadata.iloc[:18][["source"]].assign(
+                                         id=[f"again{i}" for i in range(18)]))
+    assert len(shapes_index) == 76 and morphology.cutouts_to_measure(shapes_index) == 36
+    totals, real_bar = [], ulisse.progress.progress_bar
+    monkeypatch.setattr(ulisse.progress, "progress_bar", lambda total=None, **kw: totals.append(total)
+                        or real_bar(total=total, **kw))
+    monkeypatch.setattr(ulisse.derived, "CHECKPOINT_SECONDS", 0.0)
+    monkeypatch.setattr(m, "CHUNK", 10)
+    stored = []
+    real_store = shapes_index._store_derived
+    monkeypatch.setattr(shapes_index, "_store_derived", lambda name, table, *a, **kw: stored.append(table.copy())
+                        or real_store(name, table, *a, **kw))
+    measured = []
+    real = m._measure_all
+    monkeypatch.setattr(m, "_measure_all", lambda images: measured.append(len(images)) or real(images))
+    table = morphology.morphology_table(shapes_index)
+    assert totals == [36] and sum(measured) == 36  # the bar counts the cutouts, the vectors cost nothing
+    flags = table["morph_flag"].to_numpy()
+    assert (flags[18:38] == m.NO_SOURCE).all() and (flags[56:] == m.NO_SOURCE).all()
+    assert (flags[:18] >= 0).all() and (flags[38:56] >= 0).all()
+    pd.testing.assert_frame_equal(table.iloc[38:56].reset_index(drop=True), table.iloc[:18].reset_index(drop=True))
+    # each checkpoint is the rows in order up to the next cutout to measure: 10, 18 + 20 vectors + 2, ...
+    assert [len(t) for t in stored[:-1]] == [10, 40, 50] and len(stored[-1]) == 76
+    for part in stored[:-1]:
+        pd.testing.assert_frame_equal(part, table.iloc[:len(part)], check_dtype=False)
+    assert morphology.cutouts_to_measure(shapes_index) == 0
+

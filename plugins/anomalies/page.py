@@ -22,7 +22,8 @@ from ulisse.progress import duration_text
 from ulisse.plugins.anomalies import DEFAULT_K, anomaly_scores, default_method, rank_anomalies
 from ulisse.plugins.anomalies.feedback import ARTEFACT_MODES, check_text, next_unmarked
 from ulisse.plugins.feedback import marks
-from ulisse.plugins.morphology import AUTO_MAX, SET, has_cutouts, is_measured, morphology_table, use_morphology
+from ulisse.plugins.morphology import (AUTO_MAX, SET, cutouts_to_measure, has_cutouts, is_measured, morphology_table,
+                                      use_morphology)
 from ulisse.plugins.morphology.stats import SECONDS_PER_CUTOUT, workers
 from ulisse.registry import anomaly_methods
 import ulisse.ui.kit as kit
@@ -60,16 +61,16 @@ def measure_shapes(index, asked: bool = False) -> kit.Job | None:
     key = f"morphology:{path}:{generation}"
     if not (asked and has_cutouts(index)) and not use_morphology(index):
         return kit.job(key)
-    pending = len(index.derived_pending(SET))
+    pending, stored = cutouts_to_measure(index), index.derived_pending(SET).start
     return kit.start_job(key, lambda: morphology_table(index),
                          f"Measuring the shapes of {pending} cutouts (statmorph)"
-                         + (f"; {len(index) - pending} are stored" if pending < len(index) else ""))
+                         + (f"; {stored} are stored" if stored else ""))
 
 
 def shapes_offer(index) -> None:
     """Where the shapes are too many to measure unasked: say so, with the time it would take, and a button that
     measures them in the background."""
-    pending = len(index.derived_pending(SET))
+    pending = cutouts_to_measure(index)
     n = workers(pending)
     took = duration_text(SECONDS_PER_CUTOUT * pending / n)
     st.caption(f"Look next learns from the vectors alone: the shapes of {pending} cutouts are not measured "

@@ -48,9 +48,10 @@ import ulisse
 from ulisse.registry import DerivedColumns
 
 from .stats import (COLUMNS, DEBLEND_CONTRAST, DEBLEND_LEVELS, DETECT, NPIXELS, PEAK, SECONDS_PER_CUTOUT, SET, SMOOTH,
-                    STATISTICS, compute_morphology, measure, standardised)
+                    STATISTICS, compute_morphology, measure, names_a_cutout, standardised)
 
-__all__ = ["AUTO_MAX", "COLUMNS", "SET", "STATISTICS", "compute_morphology", "has_cutouts", "is_measured",
+__all__ = ["AUTO_MAX", "COLUMNS", "SET", "STATISTICS", "compute_morphology", "cutouts_to_measure", "has_cutouts",
+           "is_measured",
            "measure", "morphology_features",
            "morphology_scores", "morphology_table", "shape_relevance", "use_morphology"]
 
@@ -83,8 +84,16 @@ def has_cutouts(index) -> bool:
     """Whether any object of ``index`` names a cutout (its ``source``): an index made from vectors alone has none."""
     if "source" not in index.metadata_columns:
         return False
-    source = index.metadata_column("source")
-    return bool((source.notna() & (source.astype(str).str.len() > 0)).any())
+    return bool(names_a_cutout(index.metadata_column("source").tolist()).any())
+
+
+def cutouts_to_measure(index) -> int:
+    """How many cutouts a read of the statistics would measure now: the objects still to measure
+    (:meth:`ulisse.Index.derived_pending`) that name a cutout (the others cost nothing)."""
+    pending = index.derived_pending(SET)
+    if not len(pending) or "source" not in index.metadata_columns:
+        return 0
+    return int(names_a_cutout(index.metadata_column("source").iloc[pending.start:pending.stop].tolist()).sum())
 
 
 def is_measured(index) -> bool:
@@ -105,7 +114,7 @@ def use_morphology(index, morphology: bool | None = None) -> bool:
         return False
     if morphology or is_measured(index):
         return True
-    pending = len(index.derived_pending(SET))
+    pending = cutouts_to_measure(index)
     if pending > AUTO_MAX:
         LOG.info("morphology not measured for %d objects (more than %d; about %.0f core-minutes): "
                  "`ulisse morphology %s` measures it once for every later search", pending, AUTO_MAX,

@@ -45,7 +45,7 @@ def add_morphology_command(cli) -> None:
         if not has_cutouts(index):
             raise ulisse.InputError(f"{index.path}: the index keeps no cutouts (no source column) to measure")
         start = time.perf_counter()
-        pending = len(index) if recompute else len(index.derived_pending(SET))
+        pending = len(index) if recompute else len(index.derived_pending(SET))  # objects (those without a cutout too)
         table = morphology_table(index, recompute=recompute)
         LOG.info("morphology of %d objects%s: %.1f s (stored in %s)", len(table),
                  f" ({pending} measured now, the others were stored)" if pending < len(table) else "",

@@ -224,6 +224,21 @@ def _table(rows: list[dict]) -> pd.DataFrame:
     return table
 
 
+def names_a_cutout(sources) -> np.ndarray:
+    """Which of ``sources`` (an index's ``source`` values) name a cutout: a non-empty string (an object added as a
+    vector names none: :func:`ulisse.cutouts.source_path`)."""
+    return np.array([isinstance(s, str) and bool(s) for s in sources], dtype=bool)
+
+
+def _in_order(named: np.ndarray, measured: list[dict]) -> list[dict]:
+    """The rows done so far, in the order asked: the ``measured`` ones with the objects that name no cutout around
+    them, up to the next cutout still to measure (the whole set once every cutout is measured)."""
+    todo = np.flatnonzero(named)
+    stop = len(named) if len(measured) >= len(todo) else int(todo[len(measured)])
+    it = iter(measured)
+    return [next(it) if n else _empty() for n in named[:stop]]
+
+
 def compute_morphology(index, rows=None, progress: bool = True, chunk: int | None = None,
                        checkpoint=None) -> pd.DataFrame:
     """The derived columns :data:`COLUMNS` for every object of ``index`` (row order), or for the objects at
@@ -231,7 +246,8 @@ def compute_morphology(index, rows=None, progress: bool = True, chunk: int | Non
     ``checkpoint``: called after every chunk with a function that makes the table of the rows measured so far
     (the core stores it now and then: :meth:`ulisse.derived.DerivedMixin.derived`).
 
-    Objects without a cutout (no ``source`` column, an unreadable file) get NaN and ``morph_flag`` -1.
+    Objects without a cutout (no ``source`` column, an unreadable file) get NaN and ``morph_flag`` -1; those that
+    name none cost nothing, and the progress (and its estimate of the time) counts the cutouts alone.
     """
     from ulisse.progress import progress_bar
 
@@ -241,22 +257,27 @@ def compute_morphology(index, rows=None, progress: bool = True, chunk: int | Non
     if "source" not in index.metadata_columns:
         LOG.warning("morphology: the index keeps no cutouts (no source column); nothing measured")
         return pd.DataFrame([_empty() for _ in range(n)], columns=list(COLUMNS))
-    rows, unread, n_workers = [], 0, workers(n)
-    with progress_bar(total=n, desc="morphology (statmorph)", unit="cutout", enabled=progress) as bar:
+    named = names_a_cutout(index.metadata_rows(rows_in)["source"].tolist()) if n else np.zeros(0, bool)
+    todo = [r for r, yes in zip(rows_in, named) if yes]
+    if len(todo) < n:
+        LOG.info("morphology: %d of %d objects name no cutout (NaN, nothing to measure)", n - len(todo), n)
+    rows, unread, n_workers = [], 0, workers(len(todo))
+    done = (lambda: _table(_in_order(named, rows))) if len(todo) < n else (lambda: _table(rows))
+    with progress_bar(total=len(todo), desc="morphology (statmorph)", unit="cutout", enabled=progress) as bar:
         if n_workers == 1:
-            for start in range(0, n, chunk):
-                images, bad = _images(index, rows_in[start:start + chunk])
+            for start in range(0, len(todo), chunk):
+                images, bad = _images(index, todo[start:start + chunk])
                 rows += _measure_all(images)
                 unread += bad
                 bar.update(len(images))
                 if checkpoint is not None:
-                    checkpoint(lambda: _table(rows))
+                    checkpoint(done)
         else:
             with tempfile.TemporaryDirectory(prefix="ulisse-morphology-") as tmp:
                 pool = _Workers(n_workers, Path(tmp))
                 try:
-                    for start in range(0, n, chunk):
-                        images, bad = _images(index, rows_in[start:start + chunk])
+                    for start in range(0, len(todo), chunk):
+                        images, bad = _images(index, todo[start:start + chunk])
                         unread += bad
                         pool.send(images)
                         while len(pool.pending) >= 2 * n_workers:
@@ -264,7 +285,7 @@ def compute_morphology(index, rows=None, progress: bool = True, chunk: int | Non
                             rows += part
                             bar.update(len(part))
                             if checkpoint is not None:
-                                checkpoint(lambda: _table(rows))
+                                checkpoint(done)
                     while pool.pending:
                         part = pool.receive()
                         rows += part
@@ -272,8 +293,8 @@ def compute_morphology(index, rows=None, progress: bool = True, chunk: int | Non
                 finally:
                     pool.close()
     if unread:
-        LOG.warning("morphology: %d of %d cutouts could not be read (NaN)", unread, n)
-    return _table(rows)
+        LOG.warning("morphology: %d of %d cutouts could not be read (NaN)", unread, len(todo))
+    return done()
 
 
 def standardised(table: pd.DataFrame, clip: float = 10.0) -> np.ndarray:
