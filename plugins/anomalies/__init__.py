@@ -212,6 +212,8 @@ def update_knn_scores(index, kept: pd.DataFrame, rows: range, k: int = DEFAULT_K
     n, old = len(index), rows.start
     if list(kept.columns[:2]) != ["anomaly_kth", "anomaly_mean"] or len(kept) != old or rows.stop != n:
         return compute_knn_scores(index, k=k, progress=progress)
+    if not len(rows):
+        return kept
     space = knn_space(index)
     kth = np.concatenate([kept["anomaly_kth"].to_numpy(np.float64), np.full(len(rows), np.nan)])
     mean = np.concatenate([kept["anomaly_mean"].to_numpy(np.float64), np.full(len(rows), np.nan)])
