@@ -224,6 +224,11 @@ def test_after_an_add_only_the_new_objects_are_measured(tmp_path, tiny_encoder, 
     assert index.derived_pending("morphology") == range(14)
     meta.write_text(json.dumps({**info, "count": 10, "objects": index._objects_digest(10)}))
     assert index.derived_pending("morphology") == range(10, 14)
+    # a compaction keeps every object and its row: nothing more to measure
+    meta.write_text(json.dumps(info))
+    assert morphology.is_measured(index)
+    compact_index(index.path)
+    assert morphology.is_measured(ulisse.open_index(index.path, device="cpu"))
 
 
 def test_a_measurement_stopped_half_way_resumes_where_it_was(shapes_index, monkeypatch, caplog):
