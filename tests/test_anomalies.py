@@ -93,7 +93,7 @@ def test_stored_scores_are_reused_and_recomputed_when_the_index_grows(tiny_index
     assert stored["fingerprint"] == reopened.fingerprint and stored["count"] == 27
 
 
-def test_after_an_add_the_knn_scores_are_updated_not_computed_again(tiny_index, tmp_path, monkeypatch, caplog):
+def test_after_an_add_the_knn_scores_are_updated_not_computed_again(tiny_index, tmp_path, monkeypatch, caplog, cli):
     import shutil
 
     from ulisse.index import compact_index
@@ -112,6 +112,8 @@ def test_after_an_add_the_knn_scores_are_updated_not_computed_again(tiny_index, 
     tiny_index.add([more], progress=False)
     n_old = 24
     assert len(tiny_index) == n_old + 4 and tiny_index.derived_pending("anomaly") == range(n_old, n_old + 4)
+    assert tiny_index.derived_status("anomaly") == ("anomaly (k 2): 24 objects stored, 4 added since (the set "
+                                                    "brought up to date on the next read)")
 
     computed = []
     monkeypatch.setattr(anomalies, "compute_knn_scores",
@@ -124,6 +126,7 @@ def test_after_an_add_the_knn_scores_are_updated_not_computed_again(tiny_index, 
     assert searched and "4 objects" in searched[0]
     again = int(searched[0].split(": ")[1].split(" objects")[0])
     assert 4 < again < len(tiny_index)  # the new ones and the old ones they came near, not every object
+    assert "derived    anomaly (k 2): 28 objects, up to date" in cli("index", "info", tiny_index.path)[1]
     d = brute_force_distances(tiny_index)
     np.testing.assert_allclose(grown["score"], d[:, 1], rtol=1e-5, atol=1e-5 * d[:, 0].max())
     assert grown["score"].iloc[5] < old_kth[5]  # the twin's original
@@ -142,6 +145,8 @@ def test_after_an_add_the_knn_scores_are_updated_not_computed_again(tiny_index, 
     meta = reopened.derived_dir / "anomaly.json"
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "vectors": ["0" * 64]}))
     assert reopened.derived_pending("anomaly") == range(n_old + 7)
+    assert "anomaly (k 2): 28 objects stored, stale (every object computed again" in cli("index", "info",
+                                                                                          reopened.path)[1]
     np.testing.assert_allclose(anomaly_scores(reopened, "kth", k=2, progress=False)["score"],
                                brute_force_distances(reopened)[:, 1], rtol=1e-5, atol=1e-5)
 

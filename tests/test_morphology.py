@@ -200,6 +200,8 @@ def test_after_an_add_only_the_new_objects_are_measured(tmp_path, tiny_encoder, 
 
     index.add([later], progress=False)
     assert len(index) == 14 and not morphology.is_measured(index)
+    assert index.derived_status("morphology") == ("morphology: 10 objects stored, 4 added since (those computed on "
+                                                  "the next read)")
     assert index.derived_pending("morphology") == range(10, 14) == index.derived_pending("artefacts")
     monkeypatch.setattr(morphology, "AUTO_MAX", 5)
     assert morphology.use_morphology(index)  # 4 to measure, not 14

@@ -218,7 +218,7 @@ def index_add(inputs, index_dir, catalog, weights, device, skip_bad, wait):
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--verify", is_flag=True, help="also re-hash every file (as 'ulisse index verify')")
 def index_info(index_dir, fmt, verify):
-    """Describe an index: size, factory (and why), search parameters, segments, encoder, history."""
+    """Describe an index: size, factory (and why), search parameters, segments, encoder, derived columns, history."""
     from .index import open_index
     from .indexes import space
 
@@ -261,6 +261,7 @@ def index_info(index_dir, fmt, verify):
     ]
     if m.get("positions"):
         lines.append(f"positions  {m['positions']}")
+    lines += [f"derived    {idx.derived_status(name)}" for name in idx.derived_names()]
     history = m.get("history", [])
     for h in history[-10:]:
         what = ", ".join(f"{k} {v}" for k, v in h.items() if k not in ("action", "time", "count") and v is not None)

@@ -257,6 +257,25 @@ class DerivedMixin:
 
         return checkpoint
 
+    def derived_status(self, name: str) -> str:
+        """One line on a stored set for ``ulisse index info``: its options, how many objects it holds, and what
+        its next read costs (nothing, the objects added since, or every object)."""
+        from .registry import derived_columns
+
+        info = self.derived_info(name) or {}
+        options = ", ".join(f"{k} {v}" for k, v in sorted(info.get("options", {}).items()))
+        head = f"{name}{f' ({options})' if options else ''}: {info.get('count', '?')} objects"
+        provider = derived_columns().get(name)
+        if self.derived_is_fresh(name):
+            return f"{head}, up to date (computed {info.get('computed', '?')})"
+        if provider is None:
+            return f"{head}, stale, and no plugin computes it (left out of results)"
+        pending = self.derived_pending(name)
+        if pending.start:
+            how = "those computed" if provider.per_object else "the set brought up to date"
+            return f"{head} stored, {len(pending)} added since ({how} on the next read)"
+        return f"{head} stored, stale (every object computed again on the next read)"
+
     # -- all sets ------------------------------------------------------------------
 
     def derived_names(self) -> list[str]:
