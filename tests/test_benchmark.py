@@ -139,3 +139,17 @@ def test_discovery_benchmark_small(tmp_path, cli):
     assert [c.stat().st_mtime_ns for c in chunks] == stamp
     code, _, err = cli("benchmark", "discovery", "--cache", cache, "--n", "30", "--limit", "50")
     assert code != 0 and "--limit 50" in err
+
+
+@pytest.mark.parametrize("name", ["anomaly", "artefacts"])
+def test_derived_update_benchmark_small(tiny_index, tmp_path, name):
+    """The update of a derived set after an add, against computing it again: the same values, the update used."""
+    from ulisse_bench.derived_update import main, run
+
+    result = run(tiny_index.path, tmp_path / "work", name, None, 3)
+    assert result["objects_before"] == 24 and result["objects_after"] == 27 and result["update_was_used"]
+    assert result["max_abs_diff"] < 1e-4 and result["top50_same"]
+    out = tmp_path / "r.json"
+    assert main(["--index", str(tiny_index.path), "--work", str(tmp_path / "w2"), "--add-twins", "2",
+                 "--json", str(out)]) == 0 and '"update_was_used": true' in out.read_text()
+    assert not (tmp_path / "w2").exists()

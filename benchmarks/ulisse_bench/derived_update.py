@@ -58,15 +58,18 @@ def run(index_dir: Path, work: Path, name: str, add: Path | None, twins: int) ->
     t = time.perf_counter()
     again = provider.compute(index, progress=False, **opts)
     t_again = time.perf_counter() - t
-    a, b = updated.to_numpy(np.float64), again.to_numpy(np.float64)
-    diff = np.abs(a - b)
-    first = updated.columns[0]
-    top = [np.argsort(-t[first].to_numpy(), kind="stable")[:50].tolist() for t in (updated, again)]
+    numeric = list(updated.select_dtypes("number").columns)
+    others = [c for c in updated.columns if c not in numeric]
+    diff = np.abs(updated[numeric].to_numpy(np.float64) - again[numeric].to_numpy(np.float64))
+    differing = (np.nan_to_num(diff) > 0).any(axis=1) | (updated[others] != again[others]).any(axis=1).to_numpy()
+    top = [np.argsort(-t[numeric[0]].to_numpy(), kind="stable")[:50].tolist() if numeric else []
+           for t in (updated, again)]
     return {"set": name, "objects_before": before, "objects_after": len(index), "added": len(index) - before,
             "update_was_used": pending.start == before, "stored_in_s": round(stored, 2),
             "update_s": round(t_update, 2), "computed_again_s": round(t_again, 2),
-            "ratio": round(t_again / t_update, 2), "max_abs_diff": float(np.nanmax(diff)),
-            "rows_differing": int((np.nan_to_num(diff) > 0).any(axis=1).sum()), "top50_same": top[0] == top[1]}
+            "ratio": round(t_again / t_update, 2),
+            "max_abs_diff": float(np.nanmax(diff)) if diff.size and not np.isnan(diff).all() else 0.0,
+            "rows_differing": int(differing.sum()), "top50_same": top[0] == top[1]}
 
 
 def main(argv=None) -> int:
