@@ -133,6 +133,14 @@ def test_after_an_add_the_knn_scores_are_updated_not_computed_again(tiny_index, 
     whole = anomalies.compute_knn_scores(tiny_index, k=2, progress=False)
     pd.testing.assert_frame_equal(tiny_index.derived("anomaly"), whole, rtol=1e-6)
 
+    # an add of more than UPDATE_MAX_ADDED objects (or a quarter of the index) is computed again: as cheap, less memory
+    monkeypatch.setattr(anomalies, "UPDATE_MAX_ADDED", 3)
+    again_whole = []
+    monkeypatch.setattr(anomalies, "compute_knn_scores", lambda *a, **kw: again_whole.append(1) or whole)
+    assert anomalies.update_knn_scores(tiny_index, whole.iloc[:n_old], range(n_old, n_old + 4), k=2) is whole
+    assert again_whole == [1]
+    monkeypatch.undo()
+
     # a compaction keeps the content: the next add is an update again
     compact_index(tiny_index.path)
     reopened = ulisse.open_index(tiny_index.path, device="cpu")

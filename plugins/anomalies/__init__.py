@@ -75,6 +75,7 @@ METHODS = ("kth", "mean", "iforest")
 PREFERRED = ("kth",)
 DEFAULT_K = 10
 CHUNK = 2048  # objects per kNN batch
+UPDATE_MAX_ADDED = 10_000  # an add of more objects (or of more than a quarter of the index): the kNN scores computed again
 RAW_SPACE_MAX = 50_000  # kNN scores on the raw vectors, exactly, up to this many objects (about a minute on 2 cores)
 IFOREST = {"n_estimators": 200, "random_state": 0}
 META_KEY = b"ulisse.anomaly"
@@ -210,7 +211,8 @@ def update_knn_scores(index, kept: pd.DataFrame, rows: range, k: int = DEFAULT_K
 
     k = _check_k(index, k)
     n, old = len(index), rows.start
-    if list(kept.columns[:2]) != ["anomaly_kth", "anomaly_mean"] or len(kept) != old or rows.stop != n:
+    if (list(kept.columns[:2]) != ["anomaly_kth", "anomaly_mean"] or len(kept) != old or rows.stop != n
+            or len(rows) > UPDATE_MAX_ADDED or 4 * len(rows) > n):  # a large add: a new pass costs about the same
         return compute_knn_scores(index, k=k, progress=progress)
     if not len(rows):
         return kept
