@@ -307,7 +307,8 @@ def _std_metrics(y, mean, var, scale) -> dict:
 def compute_columns(index, rows=None, **options) -> pd.DataFrame:
     """The ``heads`` derived columns: every stored head's prediction for every object (row order), or for ``rows``."""
     names = head_names(index)
-    rows = np.arange(len(index)) if rows is None else np.asarray(rows, np.int64)
+    every = rows is None
+    rows = np.arange(len(index)) if every else np.asarray(rows, np.int64)
     table = pd.DataFrame(index=pd.RangeIndex(len(rows)))
     if not names or len(rows) == 0:
         return table
@@ -318,7 +319,7 @@ def compute_columns(index, rows=None, **options) -> pd.DataFrame:
             if getattr(head, "pixels", False):  # fine-tuned: from the cutouts
                 parts.append(head.predict_rows(index, rows))
                 continue
-            vectors = vectors_of(index, None if len(rows) == len(index) else rows) if vectors is None else vectors
+            vectors = vectors_of(index, None if every else rows) if vectors is None else vectors
             parts.append(head.predict_vectors(vectors))
         except ulisse.UlisseError as exc:
             LOG.warning("head %s left out of the derived columns: %s", name, exc)
