@@ -43,7 +43,8 @@ def test_marks_make_the_relevant_kind_rise_and_leave_out_marked_objects(tiny_ind
         check = found.feedback.pop("check")
         weight = found.feedback.pop("morphology_weight")
         assert found.feedback == {"marks": False, "positives": 2, "negatives": 6, "combine": combine,
-                                  "artefacts": "show", "left_out": 0, "marked_left_out": 8, "morphology": True}
+                                  "artefacts": "show", "left_out": 0, "marked_left_out": 8, "morphology": True,
+                                  "where": None, "where_left_out": 0}
         assert weight == check["weight"] and weight in WEIGHTS and set(check["weights"]) == set(WEIGHTS)
         assert check["held_out"] == 2 and check["page"] == 6 and check["unmarked"] == len(tiny_index) - 8
         assert found.table["relevance"].between(0, 1).all()
@@ -77,6 +78,35 @@ def test_stored_marks_are_used_by_default_and_can_be_switched_off(tiny_index):
         assert given.feedback["positives"] == 1 and given.feedback["negatives"] == 3  # a given id overrides its mark
     finally:
         clear_marks(tiny_index)
+
+
+def test_where_limits_what_is_shown_and_the_base_rate(tiny_index, cli, tmp_path):
+    """--where: only matching objects are shown (marks and scores still learned over the whole index), the class
+    fractions' base rate is the matching objects', and the table says how many were left out; a bad filter fails
+    before any work, leaving the index as it was."""
+    from ulisse.testing import tree_digest
+
+    rounds = kind_ids(tiny_index, "round")
+    found = discover(tiny_index, top=5, k=5, use_marks=False, artefacts="show", progress=False,
+                     where="label != 'round'", label="label")
+    assert len(found) == 5 and not set(found.ids) & set(rounds)
+    assert found.feedback["where_left_out"] >= 1 and "round" not in found.base_rate
+    everything = discover(tiny_index, top=len(tiny_index), k=5, use_marks=False, artefacts="show", progress=False)
+    assert found.ids == [i for i in everything.ids if i not in rounds][:5]  # the same order, the rounds taken out
+    code, out, err = cli("anomalies", tiny_index.path, "--top", "4", "-k", "5", "--artefacts", "show", "--no-marks",
+                         "--where", "label == 'double'", "--output", tmp_path / "a.xml")
+    assert code == 0, err
+    assert "not matching --where" in out
+    from astropy.io.votable import parse_single_table
+
+    vot = parse_single_table(str(tmp_path / "a.xml"))
+    assert set(vot.to_table()["label"]) == {"double"}
+    assert {p.name: p.value for p in vot.params}["where"] == "label == 'double'"  # the record says so
+    before = tree_digest(tiny_index.path)
+    for bad, needle in (("label ==", "--where"), ("nope < 3", "no column 'nope'")):
+        code, out, err = cli("anomalies", tiny_index.path, "--where", bad)
+        assert code == 1 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert tree_digest(tiny_index.path) == before
 
 
 def test_combine_scores_and_bad_options(tiny_index):
@@ -149,7 +179,8 @@ def test_cli_positives_negatives_marks_and_artefacts(tiny_index, cli, tmp_path):
         code, out, err = cli("anomalies", tiny_index.path, "--top", "3", "-k", "4")
         assert code == 0, err
         assert "# 1 relevant and 0 not relevant marks (with those stored with the index)" in out
-        assert "held out in turn" not in out  # one relevant mark: nothing to hold out
+        assert "held out in turn" not in out  # one relevant mark: nothing to hold out, and the table says so
+        assert "# whether the marks teach is checked from two relevant marks on" in out
         assert doubles[2] not in out
         code, out, err = cli("anomalies", tiny_index.path, "--top", "3", "-k", "4", "--no-marks", "--artefacts",
                              "show")

@@ -43,13 +43,29 @@ def test_look_next_learns_from_the_marks_made_on_its_tiles(tiny_index):
     assert next_ids(at) == first  # the batch stays while it is being marked
     ok(at.button(key="anomalies.next").click().run())
     again = next_ids(at)
-    assert len(again) == 20 and not set(first[:3]) & set(again)  # only unmarked objects
+    n = len(tiny_index)
+    assert sorted(again) == sorted(set(tiny_index.ids) - set(first))  # neither marked nor shown before
     captions = " ".join(c.value for c in at.caption)
-    assert "re-ranked by your 2 Relevant and 1 Not relevant marks" in captions
+    assert "re-ranked by your 2 Relevant and 1 Not relevant marks (their vectors" in captions
+    assert f"3 marked, 17 shown before and 0 artefacts left out" in captions
     assert "What your marks teach: held out in turn, " in captions and "of 2 relevant marks came back" in captions
+
+    # another session (a reload, a second tab): chosen again with the marks as they are now, none of them shown
+    other = run_page(tiny_index.path, **{"anomalies.artefacts": "show"})
+    assert not set(next_ids(other)) & set(first[:3]) and len(next_ids(other)) == 20
+    assert "re-ranked by your 2 Relevant and 1 Not relevant marks" in " ".join(c.value for c in other.caption)
+
+    # not learning from the marks: the marked objects are still left out
     ok(at.sidebar.toggle(key="anomalies.marks").set_value(False).run())
+    plain = next_ids(at)
+    assert "your 3 marks not learned from" in " ".join(c.value for c in at.caption)
+    assert len(plain) == 20 and not set(plain) & set(first[:3])
     ok(at.button(key="anomalies.next").click().run())
-    assert "no marks yet" in " ".join(c.value for c in at.caption) and len(next_ids(at)) == 20
+    assert len(next_ids(at)) == n - 3 - 20
+    ok(at.button(key="anomalies.next").click().run())
+    assert next_ids(at) == [] and "Every object has been shown or marked" in " ".join(i.value for i in at.info)
+    ok(at.button(key="anomalies.again").click().run())
+    assert len(next_ids(at)) == 20 and not set(next_ids(at)) & set(first[:3])
 
 
 @pytest.mark.slow
@@ -66,7 +82,7 @@ def test_look_next_answers_while_the_shapes_are_measured_in_the_background(tiny_
     assert SET not in tiny_index.derived_names()
     at = run_page(tiny_index.path, **{"anomalies.artefacts": "show"})
     captions = " ".join(c.value for c in at.caption)
-    assert "re-ranked by your 2 Relevant and 1 Not relevant marks, score" in captions  # the vectors alone
+    assert "re-ranked by your 2 Relevant and 1 Not relevant marks (their vectors), score" in captions
     bars = [p.proto.text for p in at.get("progress")]
     assert any(t.startswith(f"Measuring the shapes of {len(tiny_index)} cutouts (statmorph)") for t in bars), bars
     first = next_ids(at)
@@ -80,7 +96,8 @@ def test_look_next_answers_while_the_shapes_are_measured_in_the_background(tiny_
     assert not at.get("progress")
     ok(at.button(key="anomalies.next").click().run())
     captions = " ".join(c.value for c in at.caption)
-    assert "re-ranked by your 2 Relevant and 1 Not relevant marks (their vectors and morphology)" in captions
+    assert "re-ranked by your 2 Relevant and 1 Not relevant marks (their vectors and shapes" in captions \
+        or "(their vectors; their shapes weighted 0)" in captions
     assert not set(next_ids(at)) & {"obj001", "obj002", "obj003"}
 
     # objects added: only their shapes are measured, the others' are kept
@@ -126,4 +143,5 @@ def test_an_index_too_large_to_measure_unasked_offers_the_measurement(tiny_index
     ok(at.run())
     assert not at.get("progress") and "are not measured" not in " ".join(c.value for c in at.caption)
     ok(at.button(key="anomalies.next").click().run())
-    assert "(their vectors and morphology)" in " ".join(c.value for c in at.caption)
+    captions = " ".join(c.value for c in at.caption)
+    assert "(their vectors and shapes)" in captions or "(their vectors; their shapes weighted 0)" in captions

@@ -37,6 +37,10 @@ def test_columns_have_units_and_ucds():
     assert column_annotation("id").ucd == "meta.id;meta.main" and column_annotation("distance").ucd == "arith.diff"
     assert column_annotation("sep_arcsec").unit == "arcsec" and column_annotation("r_mag").unit == "mag"
     assert column_annotation("whatever").ucd is None
+    assert column_annotation("g").unit == "mag" and column_annotation("z").ucd == "src.redshift"
+    # pixel positions (the HDF catalogue's x, y) are not band magnitudes
+    assert column_annotation("y").unit is None and column_annotation("y").ucd is None
+    assert column_annotation("x").unit is None
 
 
 def test_votable_has_units_ucds_and_the_query_as_params():
@@ -118,6 +122,11 @@ def test_expand_anomalies_and_rank_carry_their_record(built, cli, tmp_path):
     assert code == 0, err
     p = vot_params(out)
     assert p["verb"] == "rank" and p["k"] == 3 and p["positives"] == 2
+    code, out, err = cli("rank", built, "--positives", tmp_path / "pos.txt", "-k", "3", "--output", tmp_path / "r.fits")
+    assert code == 0, err
+    header = fits.open(tmp_path / "r.fits")[1].header
+    assert header["QVERB"] == "rank" and header["QK"] == 3 and len(fits.open(tmp_path / "r.fits")[1].data) == 3
+    assert "# 2 relevant and 0 not relevant marks" in out  # the terminal's table, and what the marks were
 
 
 def test_query_record_reads_the_index_encoder(built):

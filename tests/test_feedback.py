@@ -170,3 +170,61 @@ while True:  # new marks files of changing sizes, each replacing the last as a c
         writer.wait()
         path.with_name(path.name + ".next").unlink(missing_ok=True)
         clear_marks(tiny_index)
+
+
+def test_rank_command_uses_the_stored_marks_and_leaves_marked_objects_out(cli, tiny_index, tmp_path):
+    """The web UI's marks train `ulisse rank` as they do `ulisse anomalies`: no --positives needed, and an object
+    marked (relevant or not) is never in the list; --no-marks uses the files alone."""
+    labels = kinds(tiny_index)
+    doubles = list(labels[labels == "double"].index)
+    others = list(labels[labels != "double"].index)
+    mark(tiny_index, doubles[:3], relevant=True)
+    mark(tiny_index, others[:4], relevant=False)
+    code, out, err = cli("rank", tiny_index.path, "-k", "6", "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["positives"] == 3 and data["negatives"] == 4 and data["marks"] is True
+    assert not {r["id"] for r in data["rows"]} & set(doubles[:3] + others[:4])
+    code, out, err = cli("rank", tiny_index.path, "-k", "6")
+    assert "# 3 relevant and 4 not relevant marks (with those stored with the index)" in out
+    (tmp_path / "pos.txt").write_text(others[5] + "\n")
+    code, out, err = cli("rank", tiny_index.path, "--positives", tmp_path / "pos.txt", "--no-marks", "-k", "30",
+                         "--format", "csv")
+    ids = set(pd.read_csv(io.StringIO(out))["id"])
+    assert code == 0 and set(doubles[:3]) <= ids and others[5] not in ids  # the stored marks ignored
+    clear_marks(tiny_index)
+    code, out, err = cli("rank", tiny_index.path)
+    assert code == 1 and "no relevant object" in err and "none is stored" in err and len(err.strip().splitlines()) == 1
+
+
+def test_marks_command_lists_adds_removes_and_exports(cli, tiny_index, tmp_path):
+    from astropy.table import Table
+
+    ids = list(tiny_index.ids)
+    (tmp_path / "yes.txt").write_text("\n".join(ids[:3]) + "\n")
+    (tmp_path / "no.csv").write_text("note,id\nstar,%s\n" % ids[5])
+    code, out, err = cli("marks", tiny_index.path, "--relevant", tmp_path / "yes.txt", "--not-relevant",
+                         tmp_path / "no.csv", "--output", tmp_path / "marks.vot")
+    assert code == 0, err
+    assert "# 3 relevant and 1 not relevant marks stored with" in out
+    t = Table.read(tmp_path / "marks.vot", format="votable")
+    assert sorted(map(str, t["id"])) == sorted(ids[:3] + [ids[5]]) and "label" in t.colnames  # with the metadata
+    stored = marks(tiny_index).set_index("id")["relevant"]
+    assert stored[ids[0]] and not stored[ids[5]]
+    code, out, err = cli("index", "info", tiny_index.path)
+    assert code == 0 and "marks      3 relevant, 1 not relevant (latest " in out
+    (tmp_path / "off.txt").write_text(ids[0] + "\n")
+    code, out, err = cli("marks", tiny_index.path, "--unmark", tmp_path / "off.txt", "--format", "csv")
+    assert code == 0 and ids[0] not in set(pd.read_csv(io.StringIO(out))["id"]) and len(marks(tiny_index)) == 3
+    before = marks_path(tiny_index).read_bytes()
+    (tmp_path / "bad.txt").write_text(ids[1] + "\nnot-an-id\n")
+    code, out, err = cli("marks", tiny_index.path, "--relevant", tmp_path / "bad.txt")
+    assert code == 1 and "not-an-id" in err and len(err.strip().splitlines()) == 1
+    code, out, err = cli("marks", tiny_index.path, "--relevant", tmp_path / "yes.txt", "--not-relevant",
+                         tmp_path / "yes.txt")
+    assert code == 1 and "in both" in err
+    assert marks_path(tiny_index).read_bytes() == before  # nothing written by a refused change
+    code, out, err = cli("marks", tiny_index.path, "--clear")
+    assert code == 0 and marks(tiny_index).empty and "# 0 relevant and 0 not relevant" in out
+    code, out, err = cli("index", "info", tiny_index.path)
+    assert "marks " not in out

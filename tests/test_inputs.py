@@ -216,6 +216,8 @@ def test_id_list_rules(tmp_path):
     # a CSV: the first line with a comma is its header, any column may be "id" (any case), quotes allowed
     assert ids("# exported\nnote,ID\nnice,obj003\n\"a, b\",obj004\n", "t.csv") == ["obj003", "obj004"]
     assert ids("\ufeffid,note\nobj005,\n", "bom.csv") == ["obj005"]  # a spreadsheet's byte-order mark
+    # a tab-separated table (a spreadsheet's other export) the same way
+    assert ids("note\tid\nnice\tobj006\nodd\tobj007\n", "t.tsv") == ["obj006", "obj007"]
     # an id given twice counts once, where it first appears
     assert ids("b\na\nb\n") == ["b", "a"]
 
@@ -225,6 +227,8 @@ def test_id_list_rules(tmp_path):
     ("# header next\nid,note\nobj003,nice\nobj004\n", "line 4: 1 field(s), the header has 2"),
     ("id,note\nobj003,nice\n ,empty\n", "line 3: no id"),
     ("obj001\nobj002,obj003\n", "line 2: a comma in a file of one id per line"),
+    ("obj001\nobj002\tobj003\n", "line 2: a tab in a file of one id per line"),
+    ("name\tnote\nobj003\tnice\n", "line 1: a CSV of ids needs an 'id' column (columns: name, note)"),
     ("\n# nothing\n", "no ids in the file"),
     ("id\n", "no ids in the file"),
 ])

@@ -77,6 +77,16 @@ def test_quick_work_says_no_estimate(caplog):
     assert not any("about" in r.getMessage() for r in caplog.records)
 
 
+def test_quick_work_ends_on_where_it_ended_not_on_its_first_line(caplog):
+    """A job done between two lines (every 10 s here) still says so: its first line, "0/3000 (0 %)", is not its last."""
+    with caplog.at_level(logging.INFO, logger="ulisse"):
+        with progress_bar(total=3000, desc="anomaly scores", unit="object", stream=io.StringIO(), every=10.0) as bar:
+            bar.update(3000)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("anomaly scores: 0/3000 object (0 %)") and len(lines) == 2
+    assert lines[-1].startswith("anomaly scores: 3000/3000 object (100 %)")
+
+
 def test_durations_read_well():
     from ulisse.progress import duration_text
 

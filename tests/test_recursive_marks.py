@@ -31,8 +31,28 @@ def test_follow_marks_is_following_the_ids_marked_relevant(tiny_index):
     assert by_marks.ids == by_ids.ids
     assert list(by_marks.table["confirmed"]) == [i in first[:2] for i in by_marks.ids]
     assert by_marks.summary()["follow"]["marks"] is True
-    nothing = expand(tiny_index, "obj005", k=3, iterations=3, follow_marks=True)  # marks removed: nobody to follow
-    assert nothing.stopped == "unconfirmed" and set(nothing.table["iteration"]) == {1}
+    with pytest.raises(ulisse.QueryError, match="no object is marked relevant"):  # marks removed: nobody to follow
+        expand(tiny_index, "obj005", k=3, iterations=3, follow_marks=True)
+    mark(tiny_index, first[2:], relevant=False)
+    try:  # only "not relevant" marks: still nobody to follow
+        with pytest.raises(ulisse.QueryError, match="no object is marked relevant"):
+            expand(tiny_index, "obj005", k=3, iterations=3, follow_marks=True)
+    finally:
+        mark(tiny_index, first, relevant=None)
+
+
+def test_confirmed_expansion_options_that_cannot_work_are_errors(tiny_index, cli):
+    """A label value no object has (a typo), a share of confirmed neighbours with nothing confirmed, a column
+    that is not there: each an error naming the option the user gave, not a silent plain expansion."""
+    with pytest.raises(ulisse.QueryError, match=r"--follow-label label=rounds: no object has label 'rounds' "
+                                                r"\(its values: .*'round'"):
+        expand(tiny_index, "obj005", k=3, follow_label="label=rounds")
+    with pytest.raises(ulisse.QueryError, match="min_confirmed=0.5: .*needs confirmations"):
+        expand(tiny_index, "obj005", k=3, min_confirmed=0.5)
+    code, _, err = cli("expand", tiny_index.path, "--id", "obj005", "-k", "3", "--follow-label", "nope=x")
+    assert code == 1 and err.startswith("ulisse: error: --follow-label nope: no such column"), err
+    code, _, err = cli("expand", tiny_index.path, "--id", "obj005", "-k", "3", "--min-confirmed", "0.5")
+    assert code == 1 and "--follow-label, --follow, --follow-marks" in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_branch_stops_where_its_neighbours_stop_being_confirmed(tiny_index):

@@ -213,6 +213,17 @@ def index_add(inputs, index_dir, catalog, weights, device, skip_bad, wait):
     _report(report, f"added to {index_dir}:")
 
 
+def _described(idx) -> dict:
+    """The plugins' lines about an index (the ``describe_index`` hook), label -> text; a broken one is skipped."""
+    from .plugin_manager import call_hook, get_plugin_manager
+
+    out: dict = {}
+    for lines in call_hook(get_plugin_manager(), "describe_index", index=idx):
+        if isinstance(lines, dict):
+            out.update({str(k): str(v) for k, v in lines.items()})
+    return out
+
+
 @index_group.command("info")
 @click.argument("index_dir", type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -224,8 +235,9 @@ def index_info(index_dir, fmt, verify):
 
     idx = open_index(index_dir, device="cpu", verify=verify)
     m = idx.manifest
+    described = _described(idx)
     if fmt == "json":
-        click.echo(json.dumps({**m, "columns": idx.metadata_columns}, indent=2, default=str))
+        click.echo(json.dumps({**m, "columns": idx.metadata_columns, "described": described}, indent=2, default=str))
         return
     enc = idx.encoder_spec
     segs = m.get("segments", [])
@@ -262,6 +274,7 @@ def index_info(index_dir, fmt, verify):
     if m.get("positions"):
         lines.append(f"positions  {m['positions']}")
     lines += [f"derived    {idx.derived_status(name)}" for name in idx.derived_names()]
+    lines += [f"{label[:10]:<10} {text}" for label, text in described.items()]
     history = m.get("history", [])
     for h in history[-10:]:
         what = ", ".join(f"{k} {v}" for k, v in h.items() if k not in ("action", "time", "count") and v is not None)

@@ -207,3 +207,22 @@ def register_tile_actions(config):
         def register_tile_actions(config):
             return [TileAction("star", "⭐", run=lambda index, object_id: stars.add(object_id), help="Star {id}")]
     """
+
+
+@hookspec
+def describe_index(index):
+    """Return a dict of lines about what a plugin keeps with an open index, for ``ulisse index info``.
+
+    Each key is a short label (at most 10 characters) and each value one line of text; return None when
+    the plugin keeps nothing with this index. The lines follow the core's own (size, encoder, derived
+    columns) in the text output, and are under ``"described"`` in ``--format json``. The feedback
+    plugin's line counts the marks stored with the index.
+
+    Example::
+
+        @ulisse.hookimpl
+        def describe_index(index):
+            n = len(my_notes(index))
+            return {"notes": f"{n} notes ('ulisse notes {index.path.name}' lists them)"} if n else None
+    """
+

@@ -117,7 +117,8 @@ def read_id_list(path: str | os.PathLike) -> list[str]:
     Rules:
 
     * UTF-8 text (a byte-order mark is fine); blank lines and lines starting with ``#`` are skipped anywhere.
-    * If the first remaining line holds a comma the file is a CSV: that line is the header and must name an
+    * If the first remaining line holds a comma (or else a tab) the file is a CSV (or a tab-separated table):
+      that line is the header and must name an
       ``id`` column (any case); every later line is a row (quoted fields allowed) with as many fields as the
       header, and a non-empty id.
     * Otherwise one id per line (surrounding spaces stripped); a first line ``id`` is a header; a later line
@@ -146,15 +147,16 @@ def read_id_list(path: str | os.PathLike) -> list[str]:
     lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1)]
     lines = [(n, line) for n, line in lines if line and not line.startswith("#")]
     ids: list[str] = []
-    if lines and "," in lines[0][1]:
+    sep = next((c for c in (",", "\t") if lines and c in lines[0][1]), None)  # a CSV, or a tab-separated table
+    if sep is not None:
         n, header = lines[0]
-        columns = [c.strip() for c in next(csv.reader([header]))]
+        columns = [c.strip() for c in next(csv.reader([header], delimiter=sep))]
         lower = [c.lower() for c in columns]
         if "id" not in lower:
             raise InputError(f"{path}, line {n}: a CSV of ids needs an 'id' column (columns: {', '.join(columns)})")
         col = lower.index("id")
         for n, line in lines[1:]:
-            fields = next(csv.reader([line]))
+            fields = next(csv.reader([line], delimiter=sep))
             if len(fields) != len(columns):
                 raise InputError(f"{path}, line {n}: {len(fields)} field(s), the header has {len(columns)}")
             oid = fields[col].strip()
@@ -165,9 +167,9 @@ def read_id_list(path: str | os.PathLike) -> list[str]:
         if lines and lines[0][1].lower() == "id":
             lines = lines[1:]
         for n, line in lines:
-            if "," in line:
-                raise InputError(f"{path}, line {n}: a comma in a file of one id per line "
-                                 "(a CSV needs a header line with an 'id' column first)")
+            if "," in line or "\t" in line:
+                raise InputError(f"{path}, line {n}: a {'comma' if ',' in line else 'tab'} in a file of one id per "
+                                 "line (a table needs a header line with an 'id' column first)")
             ids.append(line)
     if not ids:
         raise InputError(f"{path}: no ids in the file")

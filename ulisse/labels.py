@@ -17,15 +17,17 @@ MISSING = "(none)"
 NOT_LABELS = ("row", "id", "source")
 
 
-def labels_of(index, column: str) -> pd.Series:
+def labels_of(index, column: str, option: str = "--label") -> pd.Series:
     """The ``column`` of the index metadata as class names (strings; missing values are ``(none)``).
+
+    ``option``: the option named by the error (the one the user gave the column with).
 
     Raises:
         QueryError: no such column (the message lists the columns there are).
     """
     if column not in index.metadata_columns or column in NOT_LABELS:
         cols = [c for c in index.metadata_columns if c not in NOT_LABELS]
-        raise QueryError(f"--label {column}: no such column of classes in the index (columns: {', '.join(cols)})")
+        raise QueryError(f"{option} {column}: no such column of classes in the index (columns: {', '.join(cols)})")
     return index.metadata_column(column).map(lambda v: MISSING if pd.isna(v) else str(v))
 
 

@@ -169,6 +169,7 @@ class _LogProgress(_Clock):
         self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
 
     def _log(self, now: float) -> None:
+        self.logged_n = self.n
         rate = (self.n - self.initial_n) / max(now - self.t0, 1e-9)
         extra = f" ({self.postfix})" if self.postfix else ""
         if self.total:
@@ -180,7 +181,8 @@ class _LogProgress(_Clock):
     def close(self) -> None:
         if self.watchers and self.n:
             self._watch(self.n, time.monotonic(), last=True)
-        if self.n and time.monotonic() - self.t0 >= self.every:
+        # the last line says where it ended (a quick job too: its first line, "0/3000 (0 %)", is not the last)
+        if self.n and self.n != getattr(self, "logged_n", None):
             self._log(time.monotonic())
 
     def __enter__(self):

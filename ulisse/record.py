@@ -55,7 +55,9 @@ COLUMNS = {
 COLUMN_PATTERNS = (
     (re.compile(r".*_arcsec$"), ColumnAnnotation("arcsec", "pos.angDistance", None)),
     (re.compile(r".*_deg$"), ColumnAnnotation("deg", None, None)),
-    (re.compile(r"^(mag_|.*_mag$|[ugrizy]$)"), ColumnAnnotation("mag", "phot.mag", None)),
+    # SDSS's band magnitudes u g r i (z is the redshift above; y and x are pixel positions more often than
+    # a y-band magnitude, so they get nothing)
+    (re.compile(r"^(mag_|.*_mag$|[ugri]$)"), ColumnAnnotation("mag", "phot.mag", None)),
     (re.compile(r"^(prob|fraction)|.*_(prob|fraction)$"), ColumnAnnotation(None, "stat.probability", None)),
     (re.compile(r"^(score|anomaly)|.*_score$"), ColumnAnnotation(None, "stat.value", None)),
     (re.compile(r"^distance|^dist_|.*_distance$"), ColumnAnnotation(None, "arith.diff", None)),

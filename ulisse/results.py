@@ -347,6 +347,19 @@ def check_output(path: str | os.PathLike, option: str = "--output") -> str:
     from .errors import InputError
 
     fmt = format_for_path(path)
+    check_writable(path, option)
+    return fmt
+
+
+def check_writable(path: str | os.PathLike, option: str) -> None:
+    """A file to be written later (an export, a ``--png`` grid), checked before any work: not a folder, in an
+    existing, writable folder.
+
+    Raises:
+        InputError: one line naming the option and the problem.
+    """
+    from .errors import InputError
+
     p = Path(path)
     if p.is_dir():
         raise InputError(f"{option} {path}: is a folder (give a file name)")
@@ -355,7 +368,6 @@ def check_output(path: str | os.PathLike, option: str = "--output") -> str:
         raise InputError(f"{option} {path}: no such folder {parent}")
     if not os.access(parent, os.W_OK):
         raise InputError(f"{option} {path}: the folder {parent} is not writable")
-    return fmt
 
 
 def format_for_path(path: str | os.PathLike) -> str:

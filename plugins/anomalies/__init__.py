@@ -337,7 +337,9 @@ def rank_anomalies(index, top: int = 20, method: str | None = None, k: int = DEF
     QueryError
         ``top`` < 1, ``k`` out of range, or ``label`` is not a metadata column.
     """
-    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)):
+        raise ulisse.QueryError(f"top={top!r}: must be a whole number")
+    if top < 1:
         raise ulisse.QueryError(f"top={top}: must be at least 1")
     names = labels_of(index, label) if label is not None else None
     method = method or default_method()
@@ -407,7 +409,7 @@ def register_anomaly_methods(config):
     return [
         AnomalyMethod("kth", "distance to the k-th nearest neighbour", _knn_score("anomaly_kth")),
         AnomalyMethod("mean", "mean distance to the k nearest neighbours", _knn_score("anomaly_mean")),
-        AnomalyMethod("iforest", "Isolation Forest on the vectors (-score_samples)", _iforest_score, uses_k=False),
+        AnomalyMethod("iforest", "Isolation Forest on the vectors (the fewer random splits isolate an object, the higher)", _iforest_score, uses_k=False),
     ]
 
 
@@ -426,4 +428,4 @@ def register_ui_pages(config):
 
     return [UIPage("Anomalies", Path(__file__).with_name("page.py"), order=30,
                    persistent_keys=("anomalies.method", "anomalies.k", "anomalies.top", "anomalies.label",
-                                    "anomalies.artefacts", "anomalies.marks", "anomalies.batch"))]
+                                    "anomalies.artefacts", "anomalies.marks", "anomaly.page"))]

@@ -40,12 +40,18 @@ def _feedback_line(ranking) -> str:
              if f.get("combine") else "no marks")
     shown = {"hide": "artefacts hidden", "show": "artefacts shown", "only": "artefacts only"}[f.get("artefacts", "show")]
     checked = check_text(f.get("check"))
-    return f"# {marks}; {shown} ({f.get('left_out', 0)} left out)\n" + (f"# {checked}\n" if checked else "")
+    if not checked and f.get("combine") and f.get("positives", 0) < 2:
+        checked = "whether the marks teach is checked from two relevant marks on (one mark cannot be left out)"
+    what = "clean objects" if f.get("artefacts") == "only" else "artefacts"
+    left = (f"{f.get('marked_left_out', 0)} marked"
+            + (f", {f.get('where_left_out', 0)} not matching --where" if f.get("where") else "")
+            + f" and {f.get('left_out', 0)} {what} left out")
+    return f"# {marks}; {shown} ({left})\n" + (f"# {checked}\n" if checked else "")
 
 
 def add_anomalies_command(cli) -> None:
     """Add ``ulisse anomalies`` to the ``cli`` group."""
-    from ulisse.options import RegisteredChoice, device_option, format_option
+    from ulisse.options import RegisteredChoice, device_option, format_option, where_option
     from ulisse.plugins.anomalies import DEFAULT_K, anomaly_grid
     from ulisse.plugins.anomalies.feedback import ARTEFACT_MODES, COMBINE, DEFAULT_COMBINE
     from ulisse.registry import anomaly_methods
@@ -74,6 +80,7 @@ def add_anomalies_command(cli) -> None:
                   help="learn from the marks with statmorph's statistics of the cutouts too (ulisse morphology)  "
                        "[default: when stored, or measured now for an index of at most 3000 objects]")
     @click.option("--label", default=None, help="metadata column of classes: show each class's fraction at the top vs overall")
+    @where_option
     @format_option()
     @click.option("--output", type=click.Path(dir_okay=False),
                   help="also write the results to a file, its format from the extension (.csv, .json, .xml/.vot, "
@@ -82,22 +89,28 @@ def add_anomalies_command(cli) -> None:
     @device_option
     @click.option("--recompute", is_flag=True, help="compute the scores even if fresh ones are stored with the index")
     def anomalies(index_dir, top, k, method, positives, negatives, use_marks, combine, artefacts, morphology, label,
-                  fmt, output, png, device, recompute):
+                  where, fmt, output, png, device, recompute):
         """Rank the objects of an index by anomaly score (no prototype needed), re-ranked by marks when given."""
         from ulisse._io import atomic_write
         from ulisse.cli import progress_enabled
         from ulisse.inputs import read_id_list
         from ulisse.plugins.anomalies.feedback import discover
         from ulisse.record import query_record
-        from ulisse.results import check_output, render
+        from ulisse.results import check_output, check_writable, render
 
         out_fmt = check_output(output) if output else None  # before any work: a bad path fails at once
+        if png:
+            check_writable(png, "--png")
+        if where is not None:
+            from ulisse.filters import parse_where
+
+            parse_where(where)  # a malformed filter fails before any work
         pos = read_id_list(positives) if positives else []
         neg = read_id_list(negatives) if negatives else []
         index = ulisse.open_index(index_dir, device=device)
         ranking = discover(index, top=top, method=method, k=k, positives=pos, negatives=neg, use_marks=use_marks,
                            artefacts=artefacts, combine=combine, label=label, progress=progress_enabled(),
-                           recompute=recompute, morphology=morphology)
+                           recompute=recompute, morphology=morphology, where=where)
         method = ranking.method  # the one used (the default resolved)
         f = ranking.feedback
         meta = {"method": method, "k": ranking.k, "index": str(index.path)}
@@ -106,19 +119,22 @@ def add_anomalies_command(cli) -> None:
         table = ranking.table.drop(columns=["row"], errors="ignore")  # the same columns as a query's output
         record = query_record(index, "anomalies", method=method, k=ranking.k, top=top, label=label,
                               marks=f["marks"], positives=f["positives"], negatives=f["negatives"],
-                              combine=f["combine"], artefacts=artefacts, morphology=f["morphology"])
+                              combine=f["combine"], artefacts=artefacts, morphology=f["morphology"], where=where)
         text = render(table, fmt, meta, extra=extra, record=record, stream=True)
         if fmt == "table":
             text += _feedback_line(ranking) + (_precision_lines(ranking) if label is not None else "")
         if output:  # written before anything is printed
             data = render(table, out_fmt, meta, extra=extra, record=record)
-            if out_fmt == "table" and label is not None:
-                data += _precision_lines(ranking)
+            if out_fmt == "table":  # the same notes as the terminal's
+                data += _feedback_line(ranking) + (_precision_lines(ranking) if label is not None else "")
             atomic_write(output, data)
         click.echo(text, nl=False)
         if output:
             LOG.info("wrote %s", output)
         if png:
             k_text = "" if ranking.k is None else f", k={ranking.k}"
-            anomaly_grid(index, ranking, png, title=f"{index.path.name}: top {len(ranking)} anomalies ({method}{k_text})")
+            marked = (f"; re-ranked by {f['positives']} relevant and {f['negatives']} not relevant marks ({f['combine']})"
+                      if f.get("combine") else "")
+            anomaly_grid(index, ranking, png,
+                         title=f"{index.path.name}: top {len(ranking)} anomalies ({method}{k_text}){marked}")
             LOG.info("wrote %s", png)

@@ -57,6 +57,7 @@ import pandas as pd
 from ulisse.errors import QueryError
 from ulisse.plugins.anomalies import DEFAULT_K, AnomalyRanking, _method, anomaly_scores, default_method
 from ulisse.plugins.anomalies.artefacts import SET as ARTEFACT_SET, artefact_kind
+from ulisse.plugins.feedback import gather_marks
 from ulisse.plugins.morphology import RELEVANCE_WEIGHT, morphology_features, shape_relevance, use_morphology
 from ulisse.relevance import features, relevance_scores
 
@@ -88,35 +89,6 @@ def combine_scores(anomaly: np.ndarray, relevance: np.ndarray | None, combine: s
     if combine == "sum":
         return (a + r) / 2
     return r
-
-
-def gather_marks(index, positives: Iterable[str] = (), negatives: Iterable[str] = (),
-                 use_marks: bool | None = None) -> tuple[list[str], list[str], bool]:
-    """(positives, negatives, whether the stored marks were used): the given ids and, by default, the stored marks.
-
-    ``use_marks`` None uses the marks stored with the index when there are any. A given id
-    overrides its stored mark.
-
-    Raises:
-        QueryError: an id given both relevant and not relevant, or not in the index.
-    """
-    from ulisse.plugins.feedback import marks
-
-    pos = list(dict.fromkeys(str(i) for i in positives))
-    neg = list(dict.fromkeys(str(i) for i in negatives))
-    both = set(pos) & set(neg)
-    if both:
-        raise QueryError(f"marked both relevant and not: {', '.join(sorted(both)[:5])}")
-    stored = marks(index) if use_marks is not False else None
-    used = stored is not None and len(stored) > 0
-    if used:
-        given = set(pos) | set(neg)
-        rest = stored[~stored["id"].astype(str).isin(given)]
-        pos += [str(i) for i in rest.loc[rest["relevant"].astype(bool), "id"]]
-        neg += [str(i) for i in rest.loc[~rest["relevant"].astype(bool), "id"]]
-    for i in pos + neg:
-        index.row_of(i)  # an unknown id is an error
-    return pos, neg, used
 
 
 def _with_stand_ins(n: int, pos: np.ndarray, neg: np.ndarray, seed: int, stand_in: int,
@@ -226,7 +198,7 @@ def marks_check(anomaly: np.ndarray | None, vectors: np.ndarray, pos_rows: Seque
             places[w].append(1 + int((combined[unmarked] > combined[row]).sum()))
     weight = choose_weight(places)
     chosen = sorted(places[weight])
-    return {"held_out": len(chosen), "places": chosen, "median_place": float(np.median(chosen)),
+    return {"held_out": len(chosen), "relevant": int(pos.size), "places": chosen, "median_place": float(np.median(chosen)),
             "within": int(sum(p <= page for p in chosen)), "page": int(page), "unmarked": int(unmarked.sum()),
             "weight": weight, "weights": {w: float(np.median(p)) for w, p in places.items() if w is not None}}
 
@@ -236,8 +208,10 @@ def check_text(check: dict | None) -> str:
     of 2960 unmarked)", and the statistics' weight where one was chosen; empty without a check."""
     if not check:
         return ""
-    text = (f"held out in turn, {check['within']} of {check['held_out']} relevant marks came back within the next "
-            f"{check['page']} (median place {check['median_place']:g} of {check['unmarked']} unmarked)")
+    sample = (f" (a sample of your {check['relevant']})" if check.get("relevant", check["held_out"]) > check["held_out"]
+              else "")
+    text = (f"held out in turn, {check['within']} of {check['held_out']} relevant marks{sample} came back within the "
+            f"next {check['page']} (median place {check['median_place']:g} of {check['unmarked']} unmarked)")
     if check.get("weight") is not None and len(check.get("weights", {})) > 1:
         text += (f"; shape statistics weighted {check['weight']:g} (of "
                  f"{', '.join(f'{w:g}' for w in check['weights'])}: the best on these marks)")
@@ -276,7 +250,7 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
              combine: str = DEFAULT_COMBINE, label: str | None = None, seed: int = 0, progress: bool = True,
              recompute: bool = False, vectors: np.ndarray | None = None, scores: np.ndarray | None = None,
              morphology: bool | None = None, morphology_weight: float | None = None,
-             check: bool = True) -> AnomalyRanking:
+             check: bool = True, leave_out: Iterable[str] = (), where: str | None = None) -> AnomalyRanking:
     """The ``top`` unmarked objects ranked by anomaly and by what the marks teach, artefacts hidden by default.
 
     Parameters
@@ -315,6 +289,14 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
         ``top``) into ``feedback["check"]``; False: leave it out (without the morphology, it then fits none
         of its up to :data:`HELD_OUT` models; with it, they still choose the statistics' weight,
         ``feedback["morphology_weight"]``).
+    leave_out : ids
+        Objects never shown, without being learned from (the web UI: objects shown in earlier batches, and
+        the marked ones while "Learn from my marks" is off); counted in ``feedback["marked_left_out"]``.
+    where : str, optional
+        Only objects matching this filter on metadata and derived columns (:mod:`ulisse.filters`: ``"r_mag <
+        18 and artefact == false"``) are shown; the scores and the relevance are still learned over the
+        whole index, and with ``label`` the base rate is the matching objects'. Counted in
+        ``feedback["where_left_out"]``.
 
     Returns
     -------
@@ -332,7 +314,9 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
     """
     from ulisse.labels import class_fractions, labels_of
 
-    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)):
+        raise QueryError(f"top={top!r}: must be a whole number")
+    if top < 1:
         raise QueryError(f"top={top}: must be at least 1")
     if artefacts not in ARTEFACT_MODES:
         raise QueryError(f"artefacts={artefacts!r}: expected one of {', '.join(ARTEFACT_MODES)}")
@@ -345,8 +329,12 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
             ok = False
         if not ok:
             raise QueryError(f"morphology_weight={morphology_weight!r}: must be a number between 0 and 1")
+    if isinstance(leave_out, (str, bytes)):
+        raise QueryError(f"leave_out: a list of ids, not one string ({leave_out[:40]!r})")
     names = labels_of(index, label) if label is not None else None
     pos, neg, used = gather_marks(index, positives, negatives, use_marks)
+    left_rows = np.array([index.row_of(str(i)) for i in leave_out], np.int64)
+    keep = index.where_mask(where) if where is not None else None  # parsed (never evaluated) before the work
     pos_rows = np.array([index.row_of(i) for i in pos], np.int64)
     neg_rows = np.array([index.row_of(i) for i in neg], np.int64)
     with_morphology = len(pos_rows) > 0 and use_morphology(index, morphology)
@@ -368,10 +356,14 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
     marked = np.zeros(len(index), bool)
     marked[pos_rows] = True
     marked[neg_rows] = True
+    marked[left_rows] = True
     flags = ArtefactFlags(index)
-    chosen, kinds, hidden = [], [], 0
+    chosen, kinds, hidden, filtered = [], [], 0, 0
     for row in np.argsort(-combined, kind="stable"):
         if marked[row]:
+            continue
+        if keep is not None and not keep[row]:
+            filtered += 1
             continue
         kind = flags.kind(int(row))
         if (artefacts == "hide" and kind) or (artefacts == "only" and not kind):
@@ -392,13 +384,15 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
     ranking = AnomalyRanking(table, method, int(k) if _method(method).uses_k else None, label)
     ranking.feedback = {"marks": used, "positives": len(pos), "negatives": len(neg),
                         "combine": combine if relevance is not None else None, "artefacts": artefacts,
-                        "left_out": hidden, "marked_left_out": int(marked.sum()),
+                        "left_out": hidden, "marked_left_out": int(marked.sum()), "where": where,
+                        "where_left_out": filtered,
                         "morphology": relevance is not None and morph is not None,
                         "morphology_weight": (weight if weight is not None else RELEVANCE_WEIGHT) if morph is not None
                         and relevance is not None else None,
                         "check": checked if check else None}
     if names is not None and len(rows):
-        fractions, used_classes = class_fractions(names.iloc[rows].tolist(), names, [len(rows)])
+        fractions, used_classes = class_fractions(names.iloc[rows].tolist(),
+                                                  names if keep is None else names[keep], [len(rows)])
         ranking.fractions, ranking.used = fractions, used_classes
         ranking.base_rate = {str(c): float(v) for c, v in fractions["base_rate"].items()}
         ranking.precision = {str(c): float(v) for c, v in fractions[len(rows)].items()}

@@ -43,13 +43,16 @@ def ranking(path: str, generation: int, top: int, method: str, k: int, label: st
 
 
 @st.cache_data(max_entries=32, show_spinner="Choosing the next objects…")
-def next_batch(path: str, generation: int, batch: int, method: str | None, k: int, artefacts: str, use_marks: bool,
-               shapes: bool | None):
-    """The batch's objects: computed once per batch number, so marking them does not reshuffle them.
+def next_batch(path: str, generation: int, method: str | None, k: int, artefacts: str, positives: tuple,
+               negatives: tuple, leave_out: tuple, shapes: bool | None):
+    """A batch's objects, from the marks as they were when it was chosen (``positives``, ``negatives``: the
+    key holds them, so a batch chosen with other marks, in this session or another, is never served again)
+    and without ``leave_out`` (objects shown before; the marks, when they are not learned from).
     ``shapes`` False: the relevance from the vectors alone (the shapes are still being measured)."""
     index = kit.index_from_key((path, generation))
     with kit.index_lock(index):
-        return next_unmarked(index, NEXT, method=method, k=k, artefacts=artefacts, use_marks=use_marks,
+        return next_unmarked(index, NEXT, method=method, k=k, artefacts=artefacts, positives=list(positives),
+                             negatives=list(negatives), use_marks=False, leave_out=list(leave_out),
                              progress=False, morphology=shapes)
 
 
@@ -82,13 +85,30 @@ def shapes_offer(index) -> None:
                    "stays usable meanwhile, and Next 20 learns from the shapes once they are stored.")
 
 
+LOOK = "anomalies.look"  # session key: the Look next batch (its setting, the marks it was chosen with, what was seen)
+
+
 def next_twenty() -> None:
-    st.session_state["anomalies.batch"] = st.session_state.get("anomalies.batch", 0) + 1
+    """"Next 20": the objects just shown join those left out, and the next batch is chosen with the marks of then."""
+    look = st.session_state.get(LOOK)
+    if look:
+        look.update(batch=look["batch"] + 1, seen=look["seen"] + look["shown"], marks=None, shapes=None)
+
+
+def start_again() -> None:
+    look = st.session_state.get(LOOK)
+    if look:
+        look.update(batch=look["batch"] + 1, seen=(), marks=None, shapes=None)
+
+
+def as_bool(text: str) -> bool:
+    return str(text).strip().lower() in ("true", "1", "yes", "on")
 
 
 kit.page_setup("Anomalies", url_state={"method": "anomalies.method", "anomaly_k": ("anomalies.k", int),
                                         "top": ("anomalies.top", int), "anomaly_label": "anomalies.label",
-                                        "artefacts": "anomalies.artefacts"})
+                                        "artefacts": "anomalies.artefacts", "learn": ("anomalies.marks", as_bool),
+                                        "ranking_page": ("anomaly.page", int)})
 index = kit.current_index()
 methods = anomaly_methods()
 if st.session_state.get("anomalies.method") not in methods:
@@ -115,7 +135,7 @@ kit.sync_url()
 st.title("Anomalies")
 st.caption(f"The {top} objects of the index with the highest anomaly score ({methods[method].description}"
            + (f", k = {k}" if uses_k else "") + "): most anomalous first. Click a tile to search "
-           "for objects like it; mark it Relevant or Not relevant to teach the Marks page.")
+           "for objects like it; mark it Relevant or Not relevant to teach Look next (and the Marks page).")
 if len(index) < 2:
     st.info("The index needs at least two objects for anomaly scores.")
     st.stop()
@@ -127,7 +147,6 @@ except UlisseError as exc:
 
 st.subheader("Look next")
 stored = marks(index)
-batch = st.session_state.get("anomalies.batch", 0)
 shapes = None  # stored and fresh, or not used: discover decides
 if use_marks and bool(stored["relevant"].any()) and not is_measured(index):
     shapes = False  # this batch learns from the vectors; a later one from the shapes too, once measured
@@ -141,36 +160,70 @@ if use_marks and bool(stored["relevant"].any()) and not is_measured(index):
     elif measuring is not None:  # measured, but another writer held the index: nothing stored
         st.caption("The shapes were measured but could not be stored (the index was busy); Look next learns from "
                    f"the vectors alone. `ulisse morphology {index.path}` stores them.")
-# a batch keeps what it was chosen with: the shapes arriving while it is marked do not reshuffle it
-shapes = st.session_state.setdefault("anomalies.shapes", {}).setdefault((*kit.index_key(index), batch), shapes)
+# A batch keeps what it was chosen with (the marks of then, the shapes or not), so that marking it does not
+# reshuffle it; a new setting, "Next 20" or a new session chooses again with the marks as they are now.
+setting = (*kit.index_key(index), method, k, artefacts, bool(use_marks))
+look = st.session_state.get(LOOK)
+if not look or look.get("setting") != setting:
+    look = st.session_state[LOOK] = {"setting": setting, "batch": 0, "marks": None, "seen": (), "shown": (),
+                                     "shapes": None}
+if look["marks"] is None:
+    look["marks"] = tuple(zip(stored["id"].astype(str), stored["relevant"].astype(bool)))
+    look["shapes"] = shapes
+marked_then = look["marks"]
+positives = tuple(i for i, r in marked_then if r) if use_marks else ()
+negatives = tuple(i for i, r in marked_then if not r) if use_marks else ()
+leave_out = look["seen"] + (() if use_marks else tuple(i for i, _ in marked_then))
 try:
     with kit.progress_shown():  # here, not at the top: the anomaly scores are computed on first use
-        upcoming = next_batch(*kit.index_key(index), batch, method, k, artefacts, use_marks, shapes)
+        upcoming = next_batch(*kit.index_key(index), method, k, artefacts, positives, negatives, leave_out,
+                              look["shapes"])
 except UlisseError as exc:
     st.error(str(exc))
 else:
+    look["shown"] = tuple(upcoming.table["id"].astype(str))
     f = upcoming.feedback
-    taught = (f"re-ranked by your {f['positives']} Relevant and {f['negatives']} Not relevant marks"
-              + (" (their vectors and morphology)" if f.get("morphology") else "") + f", score {upcoming.method}"
-              if f["combine"] else "no marks yet: the most anomalous first")
+    if f["combine"]:
+        through = ("their vectors" if not f.get("morphology") else "their vectors and shapes"
+                   if (f.get("morphology_weight") or 0) > 0 else "their vectors; their shapes weighted 0")
+        taught = (f"re-ranked by your {f['positives']} Relevant and {f['negatives']} Not relevant marks ({through})"
+                  f", score {upcoming.method}")
+    elif not use_marks and marked_then:
+        taught = f"your {len(marked_then)} marks not learned from: the most anomalous first"
+    elif marked_then:
+        taught = "only Not relevant marks so far: the most anomalous first"
+    else:
+        taught = "no marks yet: the most anomalous first"
+    marked_ids = {i for i, _ in marked_then}
+    seen = sum(i not in marked_ids for i in look["seen"])
+    left = (f"{len(marked_then)} marked" + (f", {seen} shown before" if seen else "")
+            + f" and {f['left_out']} {'clean objects' if f.get('artefacts') == 'only' else 'artefacts'} left out")
     checked = check_text(f.get("check"))
-    st.caption(f"The next {len(upcoming)} unmarked objects ({taught}; {f['left_out']} artefacts or marked objects "
-               f"left out). Mark them, then choose the next {NEXT}: they learn from every mark so far."
+    st.caption(f"The next {len(upcoming)} unmarked objects ({taught}; {left}). Mark them, then choose the next "
+               f"{NEXT}: they learn from every mark so far and leave out what was shown."
                + (f" What your marks teach: {checked}." if checked else ""))
-    kit.tile_grid(upcoming.table, index, key="next", per_page=NEXT, actions=True,
-                  caption=lambda row: f"next {row['rank']} · {row['id']}  \nscore = {row['score']:.3g}"
-                  + (f" · {row['artefact_kind']}" if row.get("artefact_kind") else ""))
-    st.button(f"Next {NEXT}", key="anomalies.next", on_click=next_twenty, type="primary",
-              help=f"{len(stored)} marks so far; the next objects leave out every marked one.")
+    score_name = ("anomaly × relevance" if f["combine"] == "product" else f"{f['combine']} score" if f["combine"]
+                  else f"{upcoming.method} score")
+    if len(upcoming):
+        kit.tile_grid(upcoming.table, index, key="next", per_page=NEXT, actions=True,
+                      caption=lambda row: f"next {row['rank']} · {row['id']}  \n{score_name} = {row['score']:.3g}"
+                      + (f" · {row['artefact_kind']}" if row.get("artefact_kind") else ""))
+        st.button(f"Next {NEXT}", key="anomalies.next", on_click=next_twenty, type="primary",
+                  help=f"{len(stored)} marks so far; the next objects leave out every marked one and those shown.")
+    else:
+        st.info("Every object has been shown or marked in this session.")
+        st.button("Start again", key="anomalies.again", on_click=start_again,
+                  help="Show the unmarked objects again, re-ranked by every mark so far.")
 
 st.subheader("Ranking by anomaly score")
 threshold = float(ranked.table["score"].min())
-hist = pd.DataFrame({"score": scores, "shown": scores >= threshold})
+IN_TOP, BELOW = f"in the top {top}", "below"
+hist = pd.DataFrame({"score": scores, "shown": [IN_TOP if v >= threshold else BELOW for v in scores]})
 st.altair_chart(alt.Chart(hist).mark_bar().encode(
-    x=alt.X("score:Q", bin=alt.Bin(maxbins=50), title=f"anomaly score ({method})"),
+    x=alt.X("score:Q", bin=alt.Bin(maxbins=50), title=f"anomaly score ({methods[method].description})"),
     y=alt.Y("count():Q", title="objects"),
-    color=alt.Color("shown:N", scale=alt.Scale(domain=[False, True], range=["#a7a7a7", "#c8102e"]),
-                    legend=alt.Legend(title=f"in the top {top}", orient="right")),
+    color=alt.Color("shown:N", scale=alt.Scale(domain=[BELOW, IN_TOP], range=["#a7a7a7", "#c8102e"]),
+                    legend=alt.Legend(title="objects", orient="right")),
 ).properties(height=180), width="stretch")
 
 kit.tile_grid(ranked.table, index, key="anomaly", per_page=PER_PAGE, actions=True)

@@ -15,7 +15,9 @@ Example:
     >>> r = rank(index, m.id[m.relevant], m.id[~m.relevant], k=16)    # doctest: +SKIP
     >>> r[["rank", "id", "score"]]                                     # doctest: +SKIP
 
-On the command line: ``ulisse rank DIR --positives FILE [--negatives FILE] [-k 16]``.
+On the command line: ``ulisse marks DIR`` lists the marks (``--relevant FILE``, ``--not-relevant FILE``,
+``--unmark FILE``, ``--clear`` change them; ``--output marks.vot`` exports them) and ``ulisse rank DIR
+[--positives FILE] [--negatives FILE] [-k 16]`` ranks by them (the stored marks with the files given).
 """
 
 from __future__ import annotations
@@ -94,6 +96,47 @@ def clear_marks(index) -> None:
         txn.commit()
 
 
+def gather_marks(index, positives: Iterable[str] = (), negatives: Iterable[str] = (),
+                 use_marks: bool | None = None) -> tuple[list[str], list[str], bool]:
+    """(positives, negatives, whether the stored marks were used): the given ids and, by default, the stored marks.
+
+    ``use_marks`` None uses the marks stored with the index when there are any. A given id
+    overrides its stored mark. ``ulisse rank``, ``ulisse anomalies`` and the web UI read marks through this.
+
+    Raises:
+        QueryError: an id given both relevant and not relevant, or not in the index; ``positives`` or
+            ``negatives`` given as one string instead of a list of ids.
+    """
+    for name, given in (("positives", positives), ("negatives", negatives)):
+        if isinstance(given, (str, bytes)):
+            raise QueryError(f"{name}: a list of ids, not one string ({given[:40]!r})")
+    pos = list(dict.fromkeys(str(i) for i in positives))
+    neg = list(dict.fromkeys(str(i) for i in negatives))
+    both = set(pos) & set(neg)
+    if both:
+        raise QueryError(f"marked both relevant and not: {', '.join(sorted(both)[:5])}")
+    stored = marks(index) if use_marks is not False else None
+    used = stored is not None and len(stored) > 0
+    if used:
+        given = set(pos) | set(neg)
+        rest = stored[~stored["id"].astype(str).isin(given)]
+        pos += [str(i) for i in rest.loc[rest["relevant"].astype(bool), "id"]]
+        neg += [str(i) for i in rest.loc[~rest["relevant"].astype(bool), "id"]]
+    for i in pos + neg:
+        index.row_of(i)  # an unknown id is an error
+    return pos, neg, used
+
+
+def marks_text(index) -> str | None:
+    """The marks in one line ("10 relevant, 13 not relevant (latest 2026-12-07T14:02:11Z)"); None without any."""
+    table = marks(index)
+    if not len(table):
+        return None
+    relevant = int(table["relevant"].astype(bool).sum())
+    return (f"{relevant} relevant, {len(table) - relevant} not relevant (latest {table['time'].astype(str).max()}); "
+            f"'ulisse marks {index.path.name}' lists them")
+
+
 def _all_vectors(index) -> np.ndarray:
     if hasattr(index, "all_vectors"):
         return np.asarray(index.all_vectors(), dtype=np.float32)
@@ -123,9 +166,14 @@ def rank(index, positives: Iterable[str], negatives: Iterable[str] = (), k: int 
     Raises:
         QueryError: no positive, an unknown id, an id both positive and negative, k < 1.
     """
+    for name, given in (("positives", positives), ("negatives", negatives)):
+        if isinstance(given, (str, bytes)):
+            raise QueryError(f"{name}: a list of ids, not one string ({given[:40]!r})")
     positives = list(dict.fromkeys(str(i) for i in positives))
     negatives = list(dict.fromkeys(str(i) for i in negatives))
-    if not isinstance(k, (int, np.integer)) or k < 1:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise QueryError(f"k={k!r}: must be a whole number")
+    if k < 1:
         raise QueryError(f"k={k}: must be at least 1")
     if not positives:
         raise QueryError("give at least one relevant object (a positive)")
@@ -160,32 +208,129 @@ def export_marks(index, fmt: str) -> str:
     return render(marks(index), fmt, {"index": str(index.path)})
 
 
+def _write_or_echo(table: pd.DataFrame, fmt: str, output: str | None, out_fmt: str | None, meta: dict, extra: dict,
+                   record: dict, notes: str = "") -> None:
+    """The table on standard output (``fmt``; ``notes``, lines starting with "#", after a text table) and, with
+    ``output``, in that file too (written atomically, before anything is printed; a text file keeps the notes)."""
+    from ulisse._io import atomic_write
+    from ulisse.results import render
+
+    text = render(table, fmt, meta, extra=extra, record=record, stream=True)
+    if fmt == "table":
+        text += notes
+    if output:
+        data = render(table, out_fmt, meta, extra=extra, record=record)
+        atomic_write(output, data + notes if out_fmt == "table" else data)
+    click.echo(text, nl=False)
+
+
+def _marks_line(pos: list, neg: list, used: bool) -> str:
+    return (f"# {len(pos)} relevant and {len(neg)} not relevant marks"
+            + (" (with those stored with the index)" if used else "") + "; marked objects are left out\n")
+
+
 @ulisse.hookimpl
 def register_commands(cli):
     @cli.command("rank")
     @click.argument("index_dir", type=click.Path())
-    @click.option("--positives", required=True, type=click.Path(dir_okay=False),
-                  help="relevant objects: one id per line, or a CSV with an id column")
+    @click.option("--positives", type=click.Path(dir_okay=False), default=None,
+                  help="relevant objects: one id per line, or a CSV with an id column (with the stored marks: "
+                       "at least one relevant object in all)")
     @click.option("--negatives", type=click.Path(dir_okay=False), default=None,
                   help="objects not relevant (default: random other objects stand in)")
+    @click.option("--marks/--no-marks", "use_marks", default=None,
+                  help="use the marks stored with the index (the web UI's Relevant / Not relevant; ulisse marks)  "
+                       "[default: when there are any]")
     @click.option("-k", "k", type=int, default=16, show_default=True, help="number of objects to return")
-    @format_option(("table", "csv", "json", "votable"))
-    def rank_command(index_dir, positives, negatives, k, fmt):
-        """More like my marks: rank the unmarked objects with a classifier trained on marked ones."""
-        from ulisse.results import render
+    @format_option()
+    @click.option("--output", type=click.Path(dir_okay=False),
+                  help="also write the results to a file, its format from the extension (.csv, .json, .xml/.vot, "
+                       ".fits, .ecsv, .txt)")
+    def rank_command(index_dir, positives, negatives, use_marks, k, fmt, output):
+        """More like my marks: rank the unmarked objects with a classifier trained on marked ones.
+
+        The marks are the files given and, unless --no-marks, those stored with the index (a file's mark
+        wins over a stored one); every marked object is left out of the list.
+        """
+        from ulisse.record import query_record
+        from ulisse.results import check_output
 
         if k < 1:
             raise QueryError(f"-k {k}: must be at least 1")
-        pos = read_ids(positives)
+        out_fmt = check_output(output) if output else None  # before any work
+        pos = read_ids(positives) if positives else []
         neg = read_ids(negatives) if negatives else []
         index = ulisse.open_index(index_dir, device="cpu")
+        pos, neg, used = gather_marks(index, pos, neg, use_marks)
+        if not pos:
+            stored = "" if use_marks is False else " (none is stored with the index)"
+            raise QueryError("no relevant object: give --positives FILE, or mark objects Relevant in the web UI "
+                             f"or with 'ulisse marks {index_dir} --relevant FILE'{stored}")
         table = rank(index, pos, neg, k)
-        extra = {"positives": len(pos), "negatives": len(neg)}
-        from ulisse.record import query_record
+        extra = {"positives": len(pos), "negatives": len(neg), "marks": used}
+        record = query_record(index, "rank", k=k, positives=len(pos), negatives=len(neg), marks=used)
+        _write_or_echo(table, fmt, output, out_fmt, {"index": str(index.path), **extra}, extra, record,
+                       _marks_line(pos, neg, used))
 
-        record = query_record(index, "rank", k=k, positives=len(pos), negatives=len(neg))
-        click.echo(render(table, fmt, {"index": str(index.path), **extra}, extra=extra, record=record, stream=True),
-                   nl=False)
+    @cli.command("marks")
+    @click.argument("index_dir", type=click.Path())
+    @click.option("--relevant", "relevant", type=click.Path(dir_okay=False), default=None,
+                  help="mark these objects relevant (one id per line, or a CSV with an id column)")
+    @click.option("--not-relevant", "not_relevant", type=click.Path(dir_okay=False), default=None,
+                  help="mark these objects not relevant (same format)")
+    @click.option("--unmark", type=click.Path(dir_okay=False), default=None, help="remove the marks of these objects")
+    @click.option("--clear", is_flag=True, help="remove every mark")
+    @format_option()
+    @click.option("--output", type=click.Path(dir_okay=False),
+                  help="also write the marks to a file, its format from the extension (.csv, .json, .xml/.vot, "
+                       ".fits, .ecsv, .txt)")
+    def marks_command(index_dir, relevant, not_relevant, unmark, clear, fmt, output):
+        """The marks kept with an index (the web UI's Relevant / Not relevant): list, export, add, remove.
+
+        Without options it lists them (id, relevant, time, then the objects' metadata). Changes are written
+        under the index's lock (one id file at a time, each all or nothing); the list shown is the one after
+        them. `ulisse anomalies`, `ulisse rank` and `ulisse expand --follow-marks` read these marks.
+        """
+        from ulisse.record import query_record
+        from ulisse.results import check_output
+
+        changes = [(f"{o} {f}", f, v) for o, f, v in (("--relevant", relevant, True),
+                                                       ("--not-relevant", not_relevant, False),
+                                                       ("--unmark", unmark, None)) if f]
+        if clear and changes:
+            raise InputError("--clear: give it alone (it removes every mark), not with --relevant, --not-relevant "
+                             "or --unmark")
+        out_fmt = check_output(output) if output else None
+        given = [(read_ids(f), v) for _, f, v in changes]  # every file read (and checked) before anything changes
+        index = ulisse.open_index(index_dir, device="cpu")
+        seen: dict[str, str] = {}
+        for (option, _, _), (ids, _) in zip(changes, given):
+            for i in ids:
+                index.row_of(i)  # an unknown id: an error before anything changes
+                if i in seen and seen[i] != option:
+                    raise InputError(f"{i}: in both {seen[i]} and {option}")
+                seen[i] = option
+        if clear:
+            clear_marks(index)
+        for ids, value in given:
+            mark(index, ids, value)
+        table = marks(index)
+        if len(table):
+            meta = index.metadata_rows(np.array([index.row_of(i) for i in table["id"]], np.int64))
+            table = pd.concat([table.reset_index(drop=True),
+                               meta.drop(columns=["id", "row"], errors="ignore").reset_index(drop=True)], axis=1)
+        relevant_n = int(table["relevant"].astype(bool).sum()) if len(table) else 0
+        extra = {"relevant": relevant_n, "not_relevant": len(table) - relevant_n}
+        record = query_record(index, "marks", relevant=relevant_n, not_relevant=len(table) - relevant_n)
+        note = f"# {relevant_n} relevant and {len(table) - relevant_n} not relevant marks stored with {index.path.name}\n"
+        _write_or_echo(table, fmt, output, out_fmt, {"index": str(index.path), **extra}, extra, record, note)
+
+
+@ulisse.hookimpl
+def describe_index(index):
+    """``ulisse index info``'s line on the marks kept with the index."""
+    text = marks_text(index)
+    return {"marks": text} if text else None
 
 
 @ulisse.hookimpl

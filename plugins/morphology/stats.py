@@ -61,7 +61,8 @@ NPIXELS = 10  # the smallest source, in connected pixels
 PEAK = 5.0  # the central object's smoothed peak must reach this many times the smoothed sky's scatter
 DEBLEND_LEVELS, DEBLEND_CONTRAST = 32, 0.01
 PARALLEL_FROM = 200  # cutouts: from this many on, measured by one process per core
-CHUNK = 64  # cutouts sent to a worker at a time
+CHUNK = 64  # cutouts sent to a worker at a time, at most
+MIN_CHUNK = 16  # ... and at least (fewer where there are fewer): see compute_morphology
 SECONDS_PER_CUTOUT = 0.3  # per core: 0.28-0.30 measured on a 2-core AMD EPYC (benchmarks/anomalies.md)
 NO_SOURCE = -1  # morph_flag where nothing was measured
 
@@ -251,7 +252,6 @@ def compute_morphology(index, rows=None, progress: bool = True, chunk: int | Non
     """
     from ulisse.progress import progress_bar
 
-    chunk = chunk or CHUNK
     rows_in = list(range(len(index)) if rows is None else rows)
     n = len(rows_in)
     if "source" not in index.metadata_columns:
@@ -262,6 +262,9 @@ def compute_morphology(index, rows=None, progress: bool = True, chunk: int | Non
     if len(todo) < n:
         LOG.info("morphology: %d of %d objects name no cutout (NaN, nothing to measure)", n - len(todo), n)
     rows, unread, n_workers = [], 0, workers(len(todo))
+    # about 8 chunks a worker (at least MIN_CHUNK cutouts, at most CHUNK: a chunk's images are held in memory),
+    # so that the progress and its time left move every few seconds on a few hundred cutouts too
+    chunk = chunk or min(CHUNK, max(MIN_CHUNK, -(-len(todo) // (8 * n_workers))))
     done = (lambda: _table(_in_order(named, rows))) if len(todo) < n else (lambda: _table(rows))
     with progress_bar(total=len(todo), desc="morphology (statmorph)", unit="cutout", enabled=progress) as bar:
         if n_workers == 1:

@@ -144,9 +144,11 @@ def register_commands(cli):
         from ulisse._io import atomic_write
         from ulisse.indexes.shards import is_sharded
         from ulisse.record import query_record
-        from ulisse.results import check_output, render
+        from ulisse.results import check_output, check_writable, render
 
         out_fmt = check_output(output) if output else None
+        if png:
+            check_writable(png, "--png")
         if dask or is_sharded(index_dir):  # shards on Dask workers (ulisse.indexes.dask_search)
             return _sharded_query(index_dir, ids, k, fmt, output, out_fmt, dask, partial, nprobe, rerank)
         skies = sky_prototypes(ras, decs, positions, radius)

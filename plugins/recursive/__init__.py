@@ -34,6 +34,7 @@ from ulisse.index import Index
 from ulisse.registry import QueryStrategy
 from ulisse.inputs import read_id_list
 from ulisse.labels import class_fractions, labels_of
+from ulisse.plugins.feedback import marks
 from ulisse.prototypes import query, resolve
 from ulisse.results import TableResult
 
@@ -125,6 +126,9 @@ def expand(index: Index, prototype, k: int = 16, iterations: int = 5, budget: in
     followable, rejected = _follow_rules(index, follow_label, follow_ids, follow_marks)
     if relevance and followable is None:
         raise QueryError("relevance-guided expansion needs confirmations: follow a label, ids or the marks")
+    if float(min_confirmed) > 0 and followable is None:
+        raise QueryError(f"min_confirmed={min_confirmed}: a branch's confirmed share needs confirmations: follow a "
+                         "label, ids or the marks (--follow-label, --follow, --follow-marks)")
     per_round = int(show or k)
     vectors = np.asarray(index.all_vectors(), dtype=np.float32) if relevance else None
     start_name = start.id or start.prototype.describe()
@@ -206,22 +210,21 @@ def _follow_rules(index: Index, follow_label, follow_ids, follow_marks: bool) ->
     followable = confirmed_rows(index, follow_label, follow_ids)
     rejected = np.zeros(0, np.int64)
     if follow_marks:
-        from ulisse.plugins.feedback import marks
-
         m = marks(index)
         known = pd.Index(index.ids)
         at = known.get_indexer(m["id"].astype(str))
         relevant = np.zeros(len(index), bool)
         relevant[at[(at >= 0) & m["relevant"].to_numpy(bool)]] = True
         rejected = at[(at >= 0) & ~m["relevant"].to_numpy(bool)].astype(np.int64)
+        if not relevant.any():
+            raise QueryError("--follow-marks: no object is marked relevant in the index (mark some in the web UI, "
+                             f"or with 'ulisse marks {index.path.name} --relevant FILE')")
         followable = relevant if followable is None else followable & relevant
     return followable, rejected
 
 
 def marks_state(index: Index) -> tuple:
     """The marks a confirmed expansion follows, as a hashable value (the web UI's cache key)."""
-    from ulisse.plugins.feedback import marks
-
     m = marks(index)
     return tuple(zip(m["id"].astype(str), m["relevant"].astype(bool)))
 
@@ -267,7 +270,14 @@ def confirmed_rows(index: Index, follow_label=None, follow_ids: Iterable[str] | 
     ok = np.ones(len(index), bool)
     if follow_label is not None:
         column, value = _label_rule(follow_label)
-        ok &= (labels_of(index, column) == value).to_numpy()
+        names = labels_of(index, column, option="--follow-label")
+        match = (names == value).to_numpy()
+        if not match.any():
+            values = names.value_counts().index.tolist()
+            shown = ", ".join(map(repr, values[:12])) + (f" and {len(values) - 12} more" if len(values) > 12 else "")
+            raise QueryError(f"--follow-label {column}={value}: no object has {column} {value!r} "
+                             f"(its values: {shown})")
+        ok &= match
     if follow_ids is not None:
         ids = [str(i) for i in follow_ids]
         known = pd.Index(index.ids)
@@ -349,9 +359,11 @@ def register_commands(cli):
         """
         from ulisse._io import atomic_write as write_atomic
         from ulisse.record import query_record
-        from ulisse.results import format_for_path, render
+        from ulisse.results import check_output, check_writable, render
 
-        out_fmt = format_for_path(output) if output else None
+        out_fmt = check_output(output) if output else None  # before any work: a bad path fails at once
+        if png:
+            check_writable(png, "--png")
         follow_ids = read_id_list(follow_file) if follow_file else None
         if follow_label is not None:
             _label_rule(follow_label)

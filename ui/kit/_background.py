@@ -45,7 +45,7 @@ class Job:
             return f"{self.desc}: done in {duration_text((self.ended or time.monotonic()) - self.started)}"
         if self.state is not None:
             return self.state.text
-        return f"{self.desc}: starting ({duration_text(time.monotonic() - self.started)})"
+        return f"{self.desc}: starting, {duration_text(time.monotonic() - self.started)} so far"
 
     @property
     def fraction(self) -> float:
