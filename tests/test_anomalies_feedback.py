@@ -127,6 +127,23 @@ def test_combine_scores_and_bad_options(tiny_index):
     for bad in (1.5, "half"):
         with pytest.raises(QueryError, match="must be a number between 0 and 1"):
             discover(tiny_index, positives=["obj001"], morphology_weight=bad, progress=False)
+    with pytest.raises(QueryError, match="positives: a list of ids, not one string"):
+        discover(tiny_index, positives="obj001", progress=False)
+    with pytest.raises(QueryError, match="top='5': must be a whole number"):
+        discover(tiny_index, top="5", progress=False)
+
+
+def test_the_artefact_checks_of_the_candidates_show_progress(tiny_index):
+    """Without stored flags each candidate's cutout is checked as the list is chosen: a progress bar counts the
+    checks (the web UI's bar hears it while the command line is quiet)."""
+    from ulisse.progress import watching
+
+    seen = []
+    with watching(seen.append):
+        found = discover(tiny_index, top=3, k=5, use_marks=False, artefacts="only", progress=False)
+    checks = [s for s in seen if s.desc == "artefact checks of the candidates"]
+    assert len(found) == 3 and set(found.table["artefact_kind"]) != {""}
+    assert checks and checks[-1].n == len(found) + found.feedback["left_out"]  # each candidate checked once
 
 
 @pytest.fixture()

@@ -145,3 +145,24 @@ def test_an_index_too_large_to_measure_unasked_offers_the_measurement(tiny_index
     ok(at.button(key="anomalies.next").click().run())
     captions = " ".join(c.value for c in at.caption)
     assert "(their vectors and shapes)" in captions or "(their vectors; their shapes weighted 0)" in captions
+
+
+def test_the_url_keeps_the_ranking_page_and_whether_marks_teach(demo_index):
+    """A reload or a shared link opens the ranking grid on the same page, with "Learn from my marks" as it was."""
+    at = AppTest.from_file(str(page_script("Anomalies")), default_timeout=90)
+    at.session_state["index_path"] = str(demo_index)
+    at.session_state["anomalies.top"] = 60
+    ok(at.run())
+    ok(at.sidebar.toggle(key="anomalies.marks").set_value(False).run())
+    ok(at.number_input(key="anomaly.page").set_value(2).run())
+    url = dict(at.query_params)
+    assert url["learn"] == "False" and url["ranking_page"] == "2", url
+    again = AppTest.from_file(str(page_script("Anomalies")), default_timeout=90)
+    again.session_state["index_path"] = str(demo_index)
+    for key, value in url.items():
+        again.query_params[key] = value
+    ok(again.run())
+    assert again.sidebar.toggle(key="anomalies.marks").value is False
+    assert again.number_input(key="anomaly.page").value == 2
+    shown = [c for im in again.image for c in im.captions if c.startswith("#")]
+    assert shown and shown[0].startswith("#25 "), shown[:2]  # the grid's second page of 24

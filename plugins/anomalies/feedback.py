@@ -223,8 +223,9 @@ class ArtefactFlags:
     object when fresh; after an add, the objects stored before it), else each asked-for cutout checked once
     (so a large index never reads every cutout for a top-20 list)."""
 
-    def __init__(self, index):
+    def __init__(self, index, progress: bool = False, desc: str = "artefact checks of the candidates"):
         self.index = index
+        self.progress, self.desc, self.bar = progress, desc, None  # a bar from the first cutout checked on
         self.stored = None
         if "source" not in index.metadata_columns:  # vectors without cutouts: nothing to check
             self.stored = np.full(len(index), "", dtype=object)
@@ -240,9 +241,20 @@ class ArtefactFlags:
         if row not in self.checked:
             from ulisse.plot import thumbnail
 
+            if self.bar is None:  # long work shows progress (watchers, the web UI's bar, hear it when silent too)
+                from ulisse.progress import progress_bar
+
+                self.bar = progress_bar(total=None, desc=self.desc, unit="cutout", enabled=self.progress)
             image = thumbnail(self.index, self.index.id_of(row))
             self.checked[row] = artefact_kind(image) if image is not None else ""
+            self.bar.update(1)
         return self.checked[row]
+
+    def close(self) -> None:
+        """End the progress of the checks (if any were made)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K, positives: Iterable[str] = (),
@@ -357,22 +369,25 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
     marked[pos_rows] = True
     marked[neg_rows] = True
     marked[left_rows] = True
-    flags = ArtefactFlags(index)
+    flags = ArtefactFlags(index, progress=progress and artefacts != "show")
     chosen, kinds, hidden, filtered = [], [], 0, 0
-    for row in np.argsort(-combined, kind="stable"):
-        if marked[row]:
-            continue
-        if keep is not None and not keep[row]:
-            filtered += 1
-            continue
-        kind = flags.kind(int(row))
-        if (artefacts == "hide" and kind) or (artefacts == "only" and not kind):
-            hidden += 1
-            continue
-        chosen.append(int(row))
-        kinds.append(kind)
-        if len(chosen) == top:
-            break
+    try:
+        for row in np.argsort(-combined, kind="stable"):
+            if marked[row]:
+                continue
+            if keep is not None and not keep[row]:
+                filtered += 1
+                continue
+            kind = flags.kind(int(row))
+            if (artefacts == "hide" and kind) or (artefacts == "only" and not kind):
+                hidden += 1
+                continue
+            chosen.append(int(row))
+            kinds.append(kind)
+            if len(chosen) == top:
+                break
+    finally:
+        flags.close()
     rows = np.array(chosen, np.int64)
     meta = index.metadata_rows(rows)
     if relevance is None:  # the plain list: its score is the anomaly score
