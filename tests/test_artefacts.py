@@ -75,6 +75,13 @@ def test_a_trail_in_one_band_only():
     assert artefact_kind(rgb(with_line(sky(2), 30, channels=(2,)))) == "trail"
 
 
+def test_a_trail_bright_enough_to_saturate_its_band_is_named_a_trail():
+    """A bright trail clips its band all along the line: saturated pixels, but the kind is the trail (checked before
+    saturation; a saturated star is still "saturated")."""
+    img = with_line(sky(4), 35, width=2.0, level=600.0, channels=(0,))
+    assert int((rgb(img)[..., 0] == 255).sum()) >= 40 and artefact_kind(rgb(img)) == "trail"
+
+
 def test_a_faint_trail_below_the_threshold_is_left_alone():
     stats = artefact_stats(rgb(with_line(sky(3), 60, level=20)))
     assert stats["trail_sigma"] < 5 and artefact_kind(rgb(with_line(sky(3), 60, level=20))) == ""

@@ -80,7 +80,7 @@ div[class*="st-key-ulisse-card-"][class*="-mark1"] { outline: 3px solid #c62828;
 div[class*="st-key-ulisse-card-"][class*="-mark"]:not([class*="-mark0"]):not([class*="-mark1"]) {
   outline: 3px solid #2f6db5; }
 div[class*="st-key-ulisse-tile-"] { position: relative; border-radius: 6px; }
-div[class*="st-key-ulisse-tile-"]:hover { outline: 2px solid #c8102e; }
+div[class*="st-key-ulisse-tile-"]:hover { outline: 2px dashed #555; }  /* not a mark colour */
 div[class*="st-key-ulisse-pick-"] { position: absolute; inset: 0; z-index: 3; width: 100% !important; }
 div[class*="st-key-ulisse-pick-"] div { position: static !important; }
 div[class*="st-key-ulisse-pick-"] button { position: absolute; inset: 0; width: 100%; height: 100%; opacity: 0;
