@@ -175,3 +175,12 @@ def test_sky_match_reports_the_separation_it_matched_by(tiny_index):
     assert sep == pytest.approx(float(separation_arcsec(150.01, 2.005 + 1e-4, [pos["ra"]], [pos["dec"]])[0]))
     r = query(tiny_index, (150.01, 2.005 + 1e-4), k=3)
     assert r.info["matched"] == [{"id": "obj001", "separation_arcsec": pytest.approx(sep)}]
+
+
+def test_a_column_of_measured_numbers_is_not_taken_for_classes(demo_index):
+    """--label ellipticity (a float per object) would print a class table of one object per "class": refused,
+    pointing at --where."""
+    index = ulisse.open_index(demo_index)
+    first = index.ids[0]
+    with pytest.raises(ulisse.QueryError, match=r"--label ellipticity: \d+ different numbers, not classes"):
+        query(index, first, k=5, label="ellipticity")

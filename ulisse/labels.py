@@ -15,6 +15,7 @@ from .errors import QueryError
 
 MISSING = "(none)"
 NOT_LABELS = ("row", "id", "source")
+MAX_CLASSES = 50  # a column of floats with more values than this is a measurement, not classes
 
 
 def labels_of(index, column: str, option: str = "--label") -> pd.Series:
@@ -23,12 +24,17 @@ def labels_of(index, column: str, option: str = "--label") -> pd.Series:
     ``option``: the option named by the error (the one the user gave the column with).
 
     Raises:
-        QueryError: no such column (the message lists the columns there are).
+        QueryError: no such column (the message lists the columns there are); for ``--label``, a column of
+            measured numbers with more than :data:`MAX_CLASSES` values (a fraction per value says nothing).
     """
     if column not in index.metadata_columns or column in NOT_LABELS:
         cols = [c for c in index.metadata_columns if c not in NOT_LABELS]
         raise QueryError(f"{option} {column}: no such column of classes in the index (columns: {', '.join(cols)})")
-    return index.metadata_column(column).map(lambda v: MISSING if pd.isna(v) else str(v))
+    values = index.metadata_column(column)
+    if option == "--label" and pd.api.types.is_float_dtype(values) and values.nunique() > MAX_CLASSES:
+        raise QueryError(f"{option} {column}: {values.nunique()} different numbers, not classes (a measured "
+                         f"quantity? --where \"{column} > ...\" selects on it)")
+    return values.map(lambda v: MISSING if pd.isna(v) else str(v))
 
 
 def class_fractions(found: Sequence[str], all_labels: pd.Series, ns: Iterable[int],

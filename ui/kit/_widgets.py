@@ -10,10 +10,8 @@ import pandas as pd
 import streamlit as st
 
 import ulisse
-from ulisse.labels import NOT_LABELS
+from ulisse.labels import MAX_CLASSES, NOT_LABELS  # noqa: F401  (MAX_CLASSES: the kit's, re-exported)
 from ulisse.progress import watching
-
-MAX_CLASSES = 50  # a metadata column with more distinct values is not offered as class labels
 
 
 def slider(label: str, low: int, high: int, value: int, key: str, **kwargs) -> int:
