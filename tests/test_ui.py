@@ -328,6 +328,14 @@ def test_a_tile_click_opens_the_page_that_accepts_prototypes(demo_index, tmp_pat
         assert at.sidebar.radio(key="page").value == "Mine" and at.main.title[0].value == f"prototypes: {second}"
 
 
+def test_a_marked_prototype_says_its_mark(tiny_index):
+    from ulisse.plugins.feedback import mark
+
+    mark(tiny_index, ["obj001"], True)
+    at = ok(page(page_script("Search"), tiny_index.path, **{"search.id": "obj001"}))
+    assert captions(at)[0] == "obj001 · Relevant"
+
+
 def test_a_plugin_tile_action_shows_under_result_tiles(labelled_index):
     """Buttons under result tiles come from register_tile_actions (the feedback plugin's Relevant/Not relevant)."""
     from ulisse.plugin_manager import get_plugin_manager

@@ -198,12 +198,14 @@ with proto_col, st.container(key="search-prototype"):
     st.markdown("**Prototype**" if len(protos) < 2 else f"**{len(protos)} prototypes** ({combine})")
     if prototype_png is not None:
         st.image(prototype_png, caption=upload_name, width="stretch")
+    badges = kit.badges_of(index, protos)  # a marked prototype says so, as a marked tile does
     for i, pid in enumerate(protos):
         png = kit.thumbnail_png(index, pid, framed=True)
+        text = pid + (f" · {badges[pid]}" if pid in badges else "")
         if png is not None:
-            st.image(png, caption=pid, width="stretch")
+            st.image(png, caption=text, width="stretch")
         else:
-            st.caption(pid)
+            st.caption(text)
         if len(protos) > 1:
             st.button("Remove", key=f"search.remove.{i}", on_click=kit.set_prototypes,
                       args=([p for p in protos if p != pid], None), type="tertiary")

@@ -44,7 +44,7 @@ from ulisse.ui.kit._state import (DETAIL, NONE_TEXT, PROTOS, PROTOTYPE_PAGE, add
                                   url_state, use_as_prototype)
 from ulisse.ui.kit._tables import (display_table, distance_text, download_buttons, export_table,  # noqa: F401
                                    fractions_view, number_text, relative_source, show_table)
-from ulisse.ui.kit._tiles import (detail_dialog, object_detail, run_tile_action, thumbnail_png,  # noqa: F401
+from ulisse.ui.kit._tiles import (badges_of, detail_dialog, object_detail, run_tile_action, thumbnail_png,  # noqa: F401
                                   tile_caption, tile_grid, tile_width)
 from ulisse.ui.kit._uploads import UploadError, decode_upload  # noqa: F401
 from ulisse.ui.kit._widgets import MAX_CLASSES, choose_label, label_columns, progress_shown, slider  # noqa: F401

@@ -81,6 +81,13 @@ def _badges(index: ulisse.Index, actions: Sequence[TileAction]) -> dict[str, tup
     return out
 
 
+def badges_of(index: ulisse.Index, ids: Sequence[str]) -> dict[str, str]:
+    """Object id -> its badge's text ("Relevant", "Not relevant": what the tile actions marked it) for the ids
+    marked: the prototype's caption on the Search page says its mark as the tiles do."""
+    marked = _badges(index, list(tile_actions().values()))
+    return {str(i): marked[str(i)][1] for i in ids if str(i) in marked}
+
+
 def tile_grid(table: pd.DataFrame, index: ulisse.Index, *, key: str, columns: int | None = None, per_page: int = 24,
               caption: Callable[[dict], str] | None = None, actions: bool = False,
               framed: Sequence[str] = ()) -> None:
