@@ -512,6 +512,23 @@ def test_detail_panel_with_links_and_fits_stretch(labelled_index):
     assert captions(at)[0] == oid and at.query_params["proto"] == oid
 
 
+def test_the_detail_panel_shows_the_mark_and_the_stored_derived_columns(tiny_index):
+    from ulisse.plugins.anomalies import anomaly_scores
+    from ulisse.plugins.feedback import mark
+
+    anomaly_scores(tiny_index, method="kth", k=3, progress=False)  # stored with the index
+    at = ok(page(page_script("Search"), tiny_index.path, **{"search.id": "obj001"}))
+    oid = neighbour_ids(at)[0]
+    mark(tiny_index, [oid], False)
+    ok(at.button(key="neighbour.detail.0").click().run())
+    assert "Marked: Not relevant" in " ".join(c.value for c in at.caption)
+    tables = [t.value for t in at.dataframe]
+    derived = next(t for t in tables if any(str(c).startswith("anomaly") for c in t.columns))
+    stored = tiny_index.derived_kept("anomaly").iloc[tiny_index.row_of(oid)]
+    column = next(str(c) for c in derived.columns if str(c).startswith("anomaly"))
+    assert float(derived[column].iloc[0]) == pytest.approx(float(stored[column]))
+
+
 def test_search_by_uploaded_cutout(demo_index):
     at = ok(page(page_script("Search"), demo_index, **{"search.mode": "Upload a cutout"}))
     cutout = sorted((demo_index / "cutouts").glob("*.png"))[0]

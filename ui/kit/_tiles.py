@@ -202,6 +202,19 @@ def _chosen(ids: list[str], add: bool = False) -> None:
 
 # -- one object ------------------------------------------------------------------------
 
+def _stored_derived(index: ulisse.Index, row: int) -> pd.DataFrame | None:
+    """The stored derived columns of one object (computing nothing: a set not stored for it is left out)."""
+    parts = {}
+    for name in index.derived_names():
+        try:
+            kept = index.derived_kept(name)
+        except (UlisseError, OSError):
+            continue
+        if row < len(kept):
+            parts.update(kept.iloc[row].to_dict())
+    return pd.DataFrame([parts]) if parts else None
+
+
 def object_detail(index: ulisse.Index, object_id: str, *, key: str = "detail") -> None:
     """A larger view of one object (FITS: asinh, linear or log stretch), its metadata row and sky-viewer links.
 
@@ -238,6 +251,13 @@ def object_detail(index: ulisse.Index, object_id: str, *, key: str = "detail") -
         if "source" in meta.columns:
             meta["source"] = [relative_source(index, meta["source"].iloc[0])]
         show_table(meta, key=f"{key}.meta")
+        badge = badges_of(index, [object_id]).get(object_id)
+        if badge:
+            st.caption(f"Marked: {badge}")
+        derived = _stored_derived(index, index.row_of(object_id))
+        if derived is not None:
+            st.caption("Derived columns (as stored with the index: anomaly scores, flags, predictions...)")
+            show_table(derived, key=f"{key}.derived")
         b1, b2 = st.columns(2)
         b1.button("Use as prototype", key=f"{key}.use", on_click=_chosen, args=([object_id],), width="stretch")
         b2.button("Add to the prototypes", key=f"{key}.add", on_click=_chosen, args=([object_id], True),
