@@ -226,7 +226,8 @@ st.altair_chart(alt.Chart(hist).mark_bar().encode(
                     legend=alt.Legend(title="objects", orient="right")),
 ).properties(height=180), width="stretch")
 
-kit.tile_grid(ranked.table, index, key="anomaly", per_page=PER_PAGE, actions=True)
+kit.tile_grid(ranked.table, index, key="anomaly", per_page=PER_PAGE, actions=True,
+              caption=lambda row: kit.tile_caption(row, score_name=f"{method} score"))
 
 if ranked.precision is not None:
     st.subheader(f"Classes at the top ({label})")

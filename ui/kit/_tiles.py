@@ -29,17 +29,18 @@ def thumbnail_png(index: ulisse.Index, object_id: str, framed: bool = False) -> 
     return _thumbnail(*index_key(index), str(object_id), framed)
 
 
-def tile_caption(row: dict) -> str:
-    """``#rank id`` / ``d = distance`` (or score) / ``RA Dec``: what a tile says about its object."""
+def tile_caption(row: dict, score_name: str = "score") -> str:
+    """``#rank id`` / ``d = distance`` (or ``score_name`` and the score) / ``RA° Dec°``: what a tile says about
+    its object."""
     head = f"#{row['rank']} {row['id']}" if pd.notna(row.get("rank", np.nan)) else str(row["id"])
     lines = [head]
     if pd.notna(row.get("distance", np.nan)):
         lines.append(f"d = {distance_text(float(row['distance']))}"
                      + (f" ← {row['found_by']}" if isinstance(row.get("found_by"), str) else ""))
     elif pd.notna(row.get("score", np.nan)):
-        lines.append(f"score {distance_text(float(row['score']))}")
+        lines.append(f"{score_name} {distance_text(float(row['score']))}")
     if _sky.has_position(row.get("ra"), row.get("dec")):
-        lines.append(f"{float(row['ra']):.5f} {float(row['dec']):+.5f}")
+        lines.append(f"{float(row['ra']):.5f}° {float(row['dec']):+.5f}°")  # RA, Dec in degrees
     return "  \n".join(lines)
 
 
