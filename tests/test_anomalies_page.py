@@ -47,7 +47,7 @@ def test_look_next_learns_from_the_marks_made_on_its_tiles(tiny_index):
     assert sorted(again) == sorted(set(tiny_index.ids) - set(first))  # neither marked nor shown before
     captions = " ".join(c.value for c in at.caption)
     assert "re-ranked by your 2 Relevant and 1 Not relevant marks (their vectors" in captions
-    assert f"3 marked, 17 shown before and 0 artefacts left out" in captions
+    assert "3 marked, 17 shown before left out; 0 flagged artefacts passed over on the way" in captions
     assert "What your marks teach: held out in turn, " in captions and "of 2 relevant marks came back" in captions
 
     # another session (a reload, a second tab): chosen again with the marks as they are now, none of them shown

@@ -59,9 +59,13 @@ def test_marks_export_as_csv_and_votable(tiny_index):
 
     mark(tiny_index, ["obj003"], True)
     csv = export_marks(tiny_index, "csv")
-    assert csv.splitlines()[0] == "id,relevant,time" and "obj003,True," in csv
-    table = parse_single_table(io.BytesIO(export_marks(tiny_index, "votable").encode())).to_table()
+    assert csv.splitlines()[0].startswith("id,relevant,time,") and "obj003,True," in csv
+    vot = parse_single_table(io.BytesIO(export_marks(tiny_index, "votable").encode()))
+    table = vot.to_table()
     assert list(table["id"]) == ["obj003"]
+    # the objects' metadata too: positions with their units, for a cross-match in TOPCAT or Aladin
+    assert str(table["ra"].unit) == "deg" and "label" in table.colnames
+    assert {p.name: p.value for p in vot.params}["verb"] == "marks"
     clear_marks(tiny_index)
     assert marks(tiny_index).empty
 

@@ -594,6 +594,13 @@ def test_mark_tiles_and_rank_more_like_my_marks(labelled_index):
     assert [b.label for b in marks_page.download_button][-2:] == ["Marks as CSV", "Marks as VOTable"]
     ok(marks_page.button(key="rerank.yes.0").click().run())  # mark from the ranking: it leaves the ranking
     assert ranked[0] not in neighbour_ids(marks_page) and ranked[0] in set(marks(labelled_index)["id"])
+    # deleting every mark asks first: the button is off until the box is ticked
+    assert marks_page.button(key="marks.clear").disabled and len(marks(labelled_index)) == 3
+    ok(marks_page.checkbox(key="marks.clear_sure").check().run())
+    ok(marks_page.button(key="marks.clear").click().run())
+    assert marks(labelled_index).empty and "No marks yet." in [c.value for c in marks_page.caption]
+    ok(marks_page.button(key="rerank.yes.0").click().run())  # a new mark: deleting asks again
+    assert not marks_page.checkbox(key="marks.clear_sure").value and marks_page.button(key="marks.clear").disabled
     clear_marks(labelled_index)
 
 
@@ -752,6 +759,27 @@ def test_expand_state_round_trips_through_its_url(labelled_index):
     first, again = round_trip(page_script("Expand"), labelled_index.path, set_widgets, read,
                               **{"ulisse.protos": ["obj006"]})
     assert first == again and first[:4] == (5, 2, 10, "obj006")
+
+
+def test_a_confirmed_expansion_round_trips_through_its_url(tiny_index):
+    """Follow the marks, most relevant first, branches stopped below 50 % confirmed: a shared link opens the same."""
+    from ulisse.plugins.feedback import mark
+
+    mark(tiny_index, ["obj006", "obj007", "obj008"], True)
+
+    def set_widgets(at):
+        ok(at.sidebar.radio(key="expand.follow").set_value("Objects marked relevant").run())  # enables the rest
+        at.sidebar.checkbox(key="expand.relevance").check()
+        at.sidebar.slider(key="expand.min_confirmed").set_value(50)
+
+    def read(at):
+        return (at.sidebar.radio(key="expand.follow").value, at.sidebar.checkbox(key="expand.relevance").value,
+                at.sidebar.slider(key="expand.min_confirmed").value,
+                {m.label: m.value for m in at.metric}["Objects found"])
+
+    first, again = round_trip(page_script("Expand"), tiny_index.path, set_widgets, read,
+                              **{"ulisse.protos": ["obj006"]})
+    assert first == again and first[:3] == ("Objects marked relevant", True, 50)
 
 
 def test_anomalies_state_round_trips_through_its_url(demo_index):

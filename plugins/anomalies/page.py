@@ -197,10 +197,12 @@ else:
     marked_ids = {i for i, _ in marked_then}
     seen = sum(i not in marked_ids for i in look["seen"])
     left = (f"{len(marked_then)} marked" + (f", {seen} shown before" if seen else "")
-            + f" and {f['left_out']} {'clean objects' if f.get('artefacts') == 'only' else 'artefacts'} left out")
+            + f" left out; {f['left_out']} {'clean objects' if f.get('artefacts') == 'only' else 'flagged artefacts'}"
+            " passed over on the way")
     checked = check_text(f.get("check"))
     st.caption(f"The next {len(upcoming)} unmarked objects ({taught}; {left}). Mark them, then choose the next "
-               f"{NEXT}: they learn from every mark so far and leave out what was shown."
+               f"{NEXT}: " + ("they learn from every mark so far and" if use_marks else "they") + " leave out what was "
+               "shown." 
                + (f" What your marks teach: {checked}." if checked else ""))
     score_name = ("anomaly × relevance" if f["combine"] == "product" else f"{f['combine']} score" if f["combine"]
                   else f"{upcoming.method} score")

@@ -201,11 +201,28 @@ def _table(index, rows: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
     return pd.concat([table, meta.drop(columns=["id", "row"], errors="ignore")], axis=1)
 
 
-def export_marks(index, fmt: str) -> str:
-    """The marks as CSV or VOTable text."""
-    from ulisse.results import render
+def marks_table(index) -> pd.DataFrame:
+    """The marks (:func:`marks`: ``id``, ``relevant``, ``time``) with each object's metadata after them (``ra``,
+    ``dec``... : what a cross-match in TOPCAT or Aladin needs); marks of ids no longer in the index are left out."""
+    table = marks(index)
+    table = table[table["id"].astype(str).isin(set(index.ids))].reset_index(drop=True)
+    if not len(table):
+        return table
+    meta = index.metadata_rows(np.array([index.row_of(str(i)) for i in table["id"]], np.int64))
+    return pd.concat([table, meta.drop(columns=["id", "row"], errors="ignore").reset_index(drop=True)], axis=1)
 
-    return render(marks(index), fmt, {"index": str(index.path)})
+
+def export_marks(index, fmt: str) -> str | bytes:
+    """The marks with the objects' metadata (:func:`marks_table`) in an export format (``csv``, ``votable``,
+    ``fits``, ``ecsv``...), with the record every export carries (the index, its encoder, the counts)."""
+    from ulisse.record import query_record
+    from ulisse.results import export_table, render
+
+    table = marks_table(index)
+    relevant = int(table["relevant"].astype(bool).sum()) if len(table) else 0
+    extra = {"relevant": relevant, "not_relevant": len(table) - relevant}
+    record = query_record(index, "marks", **extra)
+    return render(export_table(table, index), fmt, {"index": str(index.path), **extra}, extra=extra, record=record)
 
 
 def _write_or_echo(table: pd.DataFrame, fmt: str, output: str | None, out_fmt: str | None, meta: dict, extra: dict,
@@ -314,11 +331,7 @@ def register_commands(cli):
             clear_marks(index)
         for ids, value in given:
             mark(index, ids, value)
-        table = marks(index)
-        if len(table):
-            meta = index.metadata_rows(np.array([index.row_of(i) for i in table["id"]], np.int64))
-            table = pd.concat([table.reset_index(drop=True),
-                               meta.drop(columns=["id", "row"], errors="ignore").reset_index(drop=True)], axis=1)
+        table = marks_table(index)
         relevant_n = int(table["relevant"].astype(bool).sum()) if len(table) else 0
         extra = {"relevant": relevant_n, "not_relevant": len(table) - relevant_n}
         record = query_record(index, "marks", relevant=relevant_n, not_relevant=len(table) - relevant_n)

@@ -10,7 +10,7 @@ only objects not yet marked. Runs inside the app or alone:
 import streamlit as st
 
 from ulisse.errors import UlisseError
-from ulisse.plugins.feedback import clear_marks, export_marks, marks, rank
+from ulisse.plugins.feedback import clear_marks, export_marks, marks, marks_table, rank
 import ulisse.ui.kit as kit
 
 
@@ -23,6 +23,7 @@ def more_like(path: str, generation: int, positives: tuple, negatives: tuple, k:
 
 def clear(key: tuple) -> None:
     clear_marks(kit.index_from_key(key))
+    st.session_state["marks.clear_sure"] = False  # the next clearing asks again
 
 
 kit.page_setup("Marks", url_state={"marks_k": ("marks.k", int)})
@@ -54,7 +55,8 @@ else:
         st.error(str(exc))
     else:
         st.subheader(f"{len(ranked)} objects most like your marks")
-        kit.tile_grid(ranked, index, key="rerank", per_page=48, actions=True)
+        kit.tile_grid(ranked, index, key="rerank", per_page=48, actions=True,
+                      caption=lambda row: kit.tile_caption(row, score_name="relevance"))
         kit.download_buttons(ranked, "ulisse-more-like-my-marks", index=index, key="marks.ranked")
 
 st.subheader("Your marks")
@@ -68,13 +70,16 @@ else:
         st.markdown(f"**{title}** · {len(part)}")
         kit.tile_grid(part.sort_values("time", ascending=False), index, key=f"marked-{relevant}", actions=True,
                       per_page=16, caption=lambda row: f"{row['id']}  \n{str(row['time']).replace('T', ' ')}")
-    kit.show_table(table)
+    kit.show_table(marks_table(index))  # with each object's metadata, as exported
     buttons = st.container(horizontal=True, wrap=True)
-    csv_col = vot_col = clear_col = buttons
     key = kit.index_key(index)
-    csv_col.download_button("Marks as CSV", lambda: export_marks(kit.index_from_key(key), "csv"), "ulisse-marks.csv",
+    buttons.download_button("Marks as CSV", lambda: export_marks(kit.index_from_key(key), "csv"), "ulisse-marks.csv",
                             "text/csv", key="marks.csv", on_click="ignore", icon=":material/download:")
-    vot_col.download_button("Marks as VOTable", lambda: export_marks(kit.index_from_key(key), "votable"), "ulisse-marks.xml",
-                            "application/x-votable+xml", key="marks.votable", on_click="ignore",
+    buttons.download_button("Marks as VOTable", lambda: export_marks(kit.index_from_key(key), "votable"),
+                            "ulisse-marks.xml", "application/x-votable+xml", key="marks.votable", on_click="ignore",
                             icon=":material/download:")
-    clear_col.button("Clear all marks", key="marks.clear", on_click=clear, args=(key,), type="tertiary")
+    st.divider()  # apart from the downloads: clearing cannot be undone, so it asks first
+    sure = st.checkbox(f"I want to delete all {len(table)} marks (this cannot be undone; the CSV or VOTable above "
+                       "keeps a copy)", key="marks.clear_sure")
+    st.button(f"Delete all {len(table)} marks", key="marks.clear", on_click=clear, args=(key,), disabled=not sure,
+              type="secondary")

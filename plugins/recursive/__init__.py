@@ -217,8 +217,8 @@ def _follow_rules(index: Index, follow_label, follow_ids, follow_marks: bool) ->
         relevant[at[(at >= 0) & m["relevant"].to_numpy(bool)]] = True
         rejected = at[(at >= 0) & ~m["relevant"].to_numpy(bool)].astype(np.int64)
         if not relevant.any():
-            raise QueryError("--follow-marks: no object is marked relevant in the index (mark some in the web UI, "
-                             f"or with 'ulisse marks {index.path.name} --relevant FILE')")
+            raise QueryError("following the marks: no object is marked relevant in the index (mark some "
+                             f"Relevant in the web UI, or with 'ulisse marks {index.path.name} --relevant FILE')")
         followable = relevant if followable is None else followable & relevant
     return followable, rejected
 

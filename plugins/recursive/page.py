@@ -28,8 +28,23 @@ def expansion(path: str, generation: int, object_id: str, k: int, iterations: in
                       min_confirmed=min_confirmed if follow_marks else 0.0)
 
 
+STOPPED = {"iterations": "the iterations asked for", "budget": "the budget", "exhausted": "nothing new found",
+           "unconfirmed": "no confirmed object left to follow"}
+
+
+def follow_choice(text: str) -> str:
+    return text if text in FOLLOW else FOLLOW[0]
+
+
+def as_bool(text: str) -> bool:
+    return str(text).strip().lower() in ("true", "1", "yes", "on")
+
+
 kit.page_setup("Expand", url_state={"expand_k": ("expand.k", int), "iterations": ("expand.iterations", int),
-                                     "budget": ("expand.budget", int), "expand_label": "expand.label"})
+                                     "budget": ("expand.budget", int), "expand_label": "expand.label",
+                                     "follow": ("expand.follow", follow_choice),
+                                     "most_relevant": ("expand.relevance", as_bool),
+                                     "min_confirmed": ("expand.min_confirmed", int)})
 index = kit.current_index()
 k = kit.slider("Neighbours per object (k)", 1, max(1, min(50, len(index) - 1)), 8, key="expand.k")
 iterations = kit.slider("Iterations", 1, 10, 3, key="expand.iterations")
@@ -44,7 +59,10 @@ follow_marks = follow == FOLLOW[1]
 relevance = st.sidebar.checkbox("Most relevant first", key="expand.relevance", disabled=not follow_marks,
                                 help="Each iteration shows the neighbours of relevant objects that the marks' "
                                      "relevance model ranks highest (learned from the marks and what was found).")
-min_confirmed = st.sidebar.slider("Stop a branch below (% confirmed)", 0, 100, 0, step=5, key="expand.min_confirmed",
+if not isinstance(st.session_state.get("expand.min_confirmed"), int) or \
+        not 0 <= st.session_state["expand.min_confirmed"] <= 100:
+    st.session_state["expand.min_confirmed"] = 0  # the widget's value comes from here (no default beside it)
+min_confirmed = st.sidebar.slider("Stop a branch below (% confirmed)", 0, 100, step=5, key="expand.min_confirmed",
                                   disabled=not follow_marks,
                                   help="An object's finds are followed only when at least this share of them is "
                                        "marked relevant.")
@@ -74,7 +92,7 @@ both = sum(i in direct_ids for i in found.ids)
 with st.container(horizontal=True, wrap=True, gap="large"):
     st.metric("Objects found", len(found), width="content")
     st.metric("Iterations run", int(found.per_iteration["iteration"].max()) if len(found) else 0, width="content")
-    st.metric("Stopped by", found.stopped, width="content")
+    st.metric("Stopped by", STOPPED.get(found.stopped, found.stopped), width="content")
     if "confirmed" in found.table.columns:
         st.metric("Followed (marked relevant)", int(found.table["confirmed"].sum()), width="content")
     st.metric("Also in direct kNN", f"{both} of {len(found)}", width="content",
@@ -92,7 +110,8 @@ with proto_col:
     st.markdown("**Prototype**")
     png = kit.thumbnail_png(index, found.prototype, framed=True) if kit.has_object(index, found.prototype) else None
     if png is not None:
-        st.image(png, caption=found.prototype, width="stretch")
+        badge = kit.badges_of(index, [found.prototype]).get(found.prototype)
+        st.image(png, caption=found.prototype + (f" · {badge}" if badge else ""), width="stretch")
 with chart_col:
     st.markdown("**New objects per iteration**")
     st.altair_chart(alt.Chart(found.per_iteration).mark_bar(color="#2f6db5").encode(

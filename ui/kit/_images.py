@@ -11,7 +11,7 @@ import numpy as np
 from ulisse.cutouts import FITS_SUFFIXES
 
 THUMB_PX = 192  # thumbnails are enlarged (nearest neighbour, crisp pixels) to at least this side
-FRAME = (200, 30, 45)  # the prototype's frame
+FRAME = (230, 160, 0)  # the prototype's frame: amber, a colour no mark uses (green, red, blue)
 STRETCHES = ("asinh", "linear", "log")
 
 
