@@ -202,7 +202,7 @@ else:
     checked = check_text(f.get("check"))
     st.caption(f"The next {len(upcoming)} unmarked objects ({taught}; {left}). Mark them, then choose the next "
                f"{NEXT}: " + ("they learn from every mark so far and" if use_marks else "they") + " leave out what was "
-               "shown." 
+               "shown."
                + (f" What your marks teach: {checked}." if checked else ""))
     score_name = ("anomaly × relevance" if f["combine"] == "product" else f"{f['combine']} score" if f["combine"]
                   else f"{upcoming.method} score")
