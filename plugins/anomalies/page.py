@@ -65,9 +65,10 @@ def measure_shapes(index, asked: bool = False) -> kit.Job | None:
     if not (asked and has_cutouts(index)) and not use_morphology(index):
         return kit.job(key)
     pending, stored = cutouts_to_measure(index), index.derived_pending(SET).start
+    expected = duration_text(SECONDS_PER_CUTOUT * pending / workers(pending))  # until the bar's own estimate
     return kit.start_job(key, lambda: morphology_table(index),
                          f"Measuring the shapes of {pending} cutouts (statmorph)"
-                         + (f"; {stored} are stored" if stored else ""))
+                         + (f"; {stored} are stored" if stored else "") + f"; about {expected} expected")
 
 
 def shapes_offer(index) -> None:
