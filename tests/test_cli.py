@@ -408,3 +408,34 @@ def test_omp_threads_sleep_only_when_other_work_holds_the_cores(monkeypatch):
 
     monkeypatch.setattr(os, "getloadavg", no_load)
     assert _busy()
+
+
+def test_an_output_inside_the_index_is_refused_before_any_work(built, cli, tmp_path):
+    """--output or --png into the index's own folder (or below it) could replace one of its files: refused, and
+    the index is left as it was."""
+    from ulisse.testing import tree_digest
+
+    before = tree_digest(built)
+    for args in (("--output", built / "manifest.json"), ("--output", built / "derived" / "x.csv"),
+                 ("--png", built / "grid.png")):
+        code, out, err = cli("query", built, "--id", "obj001", "-k", "3", *args)
+        assert code == 1 and "inside the index" in err and len(err.strip().splitlines()) == 1, err
+    code, out, err = cli("anomalies", built, "--top", "3", "--output", built / "manifest.json")
+    assert code == 1 and "inside the index" in err
+    assert tree_digest(built) == before
+    code, out, err = cli("query", built, "--id", "obj001", "-k", "3", "--png", tmp_path / "grid.txt")
+    assert code == 1 and "expected a .png file name" in err
+
+
+def test_an_error_of_the_machine_is_one_line_naming_the_path(cli, tmp_path):
+    """An OSError (a folder that cannot be made, a full disk) is the CLI's one line naming the path, not a
+    traceback; an --out that cannot be written fails before the work."""
+    code, out, err = cli("sample", "/proc/no-such-folder/hdf")
+    assert code == 1 and err.startswith("ulisse: error: /proc/no-such-folder") and len(err.strip().splitlines()) == 1
+    code, out, err = cli("embed", tmp_path, "--out", tmp_path / "missing" / "v.npz")
+    assert code == 1 and "--out" in err and "no such folder" in err and "embedding" not in err
+
+
+def test_a_number_compared_with_text_in_where_is_an_error(built, cli):
+    code, out, err = cli("query", built, "--id", "obj001", "-k", "3", "--where", "ra > 'abc'")
+    assert code == 1 and "column 'ra' holds numbers, compared with the text 'abc'" in err

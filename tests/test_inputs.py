@@ -123,7 +123,10 @@ def test_catalogue_formats(tmp_path, fmt, suffix):
                                                ("e.csv", "", "empty file"),
                                                ("noid.csv", "ra,dec\n1,2\n", "no id column"),
                                                ("dup.csv", "id,ra,dec\na,1,2\na,3,4\n", "duplicate id 'a'"),
-                                               ("cat.txt", "id\n", "unknown catalogue format")])
+                                               ("cat.txt", "id\n", "unknown catalogue format"),
+                                               ("res.csv", "id,ra,dec,distance\na,1,2,3\n",
+                                                "column 'distance' is a name ulisse's own columns use"),
+                                               ("src.csv", "id,source\na,SDSS\n", "column 'source' is a name")])
 def test_bad_catalogues(tmp_path, name, text, needle):
     if text is not None:
         (tmp_path / name).write_text(text)

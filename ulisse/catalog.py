@@ -81,6 +81,9 @@ def table_to_pandas(table) -> pd.DataFrame:
     return df
 
 
+RESERVED_COLUMNS = ("row", "source", "rank", "distance", "score")  # the index's own and every result table's
+
+
 def normalise_columns(df: pd.DataFrame, what: str, units: dict | None = None, skip_bad: bool = False,
                       skipped: list | None = None) -> pd.DataFrame:
     """Rename id/ra/dec columns to ``id``, ``ra``, ``dec``; ids become strings; positions become degrees."""
@@ -95,6 +98,10 @@ def normalise_columns(df: pd.DataFrame, what: str, units: dict | None = None, sk
         if col is not None:
             rename[col] = target
     df = df.rename(columns=rename)
+    taken = [c for c in df.columns if str(c) in RESERVED_COLUMNS]
+    if taken:
+        raise InputError(f"{what}: column {taken[0]!r} is a name ulisse's own columns use "
+                         f"({', '.join(RESERVED_COLUMNS)}): rename it in the catalogue (e.g. {taken[0]}_cat)")
     if df["id"].isna().any():
         raise InputError(f"{what}: catalogue has rows without an id")
     df["id"] = df["id"].map(_id_string)

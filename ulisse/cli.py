@@ -76,6 +76,9 @@ def _report(report, what: str) -> None:
 def embed(inputs, out, catalog, encoder_options, device, batch_size, skip_bad):
     """Embed cutouts (files or folders) into feature vectors (.npz: ids, vectors, encoder spec)."""
     check_paths(inputs, catalog)
+    from .results import check_writable
+
+    check_writable(out, "--out", (".npz",))  # before the work: a bad path fails at once
     import io
 
     import numpy as np
@@ -462,6 +465,10 @@ def main(argv=None) -> None:
         cli.main(args=args, prog_name="ulisse", standalone_mode=False)
     except UlisseError as exc:
         click.echo(f"ulisse: error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:  # the machine's answer (a folder that cannot be made, a full disk): one line, with the path
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"ulisse: error: {where}{exc.strerror or exc}", err=True)
         sys.exit(1)
     except click.exceptions.Abort:
         click.echo("ulisse: interrupted", err=True)

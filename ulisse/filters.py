@@ -94,6 +94,9 @@ class Where:
             return np.where(numeric.isna().to_numpy(), op == "!=", result)
         if isinstance(value, bool):
             return _OPS[op](col.astype("boolean"), value).fillna(False).to_numpy(dtype=bool)
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            raise InputError(f"--where {self.text!r}: column {column!r} holds numbers, compared with the text "
+                             f"{value!r} (write the number without quotes)")
         if op not in ("==", "=", "!="):
             return _OPS[op](col.astype(str), value).to_numpy()
         return _OPS[op](col.astype(str), value).to_numpy()

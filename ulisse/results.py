@@ -351,9 +351,9 @@ def check_output(path: str | os.PathLike, option: str = "--output") -> str:
     return fmt
 
 
-def check_writable(path: str | os.PathLike, option: str) -> None:
+def check_writable(path: str | os.PathLike, option: str, suffixes: tuple[str, ...] = ()) -> None:
     """A file to be written later (an export, a ``--png`` grid), checked before any work: not a folder, in an
-    existing, writable folder.
+    existing, writable folder that is not an index's (nor inside one), and with one of ``suffixes`` if given.
 
     Raises:
         InputError: one line naming the option and the problem.
@@ -368,6 +368,28 @@ def check_writable(path: str | os.PathLike, option: str) -> None:
         raise InputError(f"{option} {path}: no such folder {parent}")
     if not os.access(parent, os.W_OK):
         raise InputError(f"{option} {path}: the folder {parent} is not writable")
+    index = _index_around(parent)
+    if index is not None:
+        raise InputError(f"{option} {path}: inside the index {index} (a file written there could replace one of "
+                         "the index's own); write it outside")
+    if suffixes and p.suffix.lower() not in suffixes:
+        raise InputError(f"{option} {path}: expected a {' or '.join(suffixes)} file name")
+
+
+def _index_around(folder: Path) -> Path | None:
+    """The index directory ``folder`` is (or lies in), or None: a folder whose manifest.json is an index's."""
+    import json
+
+    for d in (folder.resolve(), *folder.resolve().parents):
+        manifest = d / "manifest.json"
+        if manifest.is_file():
+            try:
+                data = json.loads(manifest.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict) and "segments" in data and "dim" in data:
+                return d
+    return None
 
 
 def format_for_path(path: str | os.PathLike) -> str:

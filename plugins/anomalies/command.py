@@ -100,7 +100,7 @@ def add_anomalies_command(cli) -> None:
 
         out_fmt = check_output(output) if output else None  # before any work: a bad path fails at once
         if png:
-            check_writable(png, "--png")
+            check_writable(png, "--png", (".png",))
         if where is not None:
             from ulisse.filters import parse_where
 

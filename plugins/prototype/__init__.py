@@ -148,7 +148,7 @@ def register_commands(cli):
 
         out_fmt = check_output(output) if output else None
         if png:
-            check_writable(png, "--png")
+            check_writable(png, "--png", (".png",))
         if dask or is_sharded(index_dir):  # shards on Dask workers (ulisse.indexes.dask_search)
             return _sharded_query(index_dir, ids, k, fmt, output, out_fmt, dask, partial, nprobe, rerank)
         skies = sky_prototypes(ras, decs, positions, radius)

@@ -363,7 +363,7 @@ def register_commands(cli):
 
         out_fmt = check_output(output) if output else None  # before any work: a bad path fails at once
         if png:
-            check_writable(png, "--png")
+            check_writable(png, "--png", (".png",))
         follow_ids = read_id_list(follow_file) if follow_file else None
         if follow_label is not None:
             _label_rule(follow_label)
