@@ -102,13 +102,9 @@ def start_again() -> None:
         look.update(batch=look["batch"] + 1, seen=(), marks=None, shapes=None)
 
 
-def as_bool(text: str) -> bool:
-    return str(text).strip().lower() in ("true", "1", "yes", "on")
-
-
 kit.page_setup("Anomalies", url_state={"method": "anomalies.method", "anomaly_k": ("anomalies.k", int),
                                         "top": ("anomalies.top", int), "anomaly_label": "anomalies.label",
-                                        "artefacts": "anomalies.artefacts", "learn": ("anomalies.marks", as_bool),
+                                        "artefacts": "anomalies.artefacts", "learn": ("anomalies.marks", kit.url_bool),
                                         "ranking_page": ("anomaly.page", int)})
 index = kit.current_index()
 methods = anomaly_methods()

@@ -96,6 +96,13 @@ def clear_marks(index) -> None:
         txn.commit()
 
 
+def _not_one_string(**lists) -> None:
+    """Refuse an id list given as one string (it would be read as one id per character)."""
+    for name, given in lists.items():
+        if isinstance(given, (str, bytes)):
+            raise QueryError(f"{name}: a list of ids, not one string ({given[:40]!r})")
+
+
 def gather_marks(index, positives: Iterable[str] = (), negatives: Iterable[str] = (),
                  use_marks: bool | None = None) -> tuple[list[str], list[str], bool]:
     """(positives, negatives, whether the stored marks were used): the given ids and, by default, the stored marks.
@@ -107,9 +114,7 @@ def gather_marks(index, positives: Iterable[str] = (), negatives: Iterable[str] 
         QueryError: an id given both relevant and not relevant, or not in the index; ``positives`` or
             ``negatives`` given as one string instead of a list of ids.
     """
-    for name, given in (("positives", positives), ("negatives", negatives)):
-        if isinstance(given, (str, bytes)):
-            raise QueryError(f"{name}: a list of ids, not one string ({given[:40]!r})")
+    _not_one_string(positives=positives, negatives=negatives)
     pos = list(dict.fromkeys(str(i) for i in positives))
     neg = list(dict.fromkeys(str(i) for i in negatives))
     both = set(pos) & set(neg)
@@ -166,9 +171,7 @@ def rank(index, positives: Iterable[str], negatives: Iterable[str] = (), k: int 
     Raises:
         QueryError: no positive, an unknown id, an id both positive and negative, k < 1.
     """
-    for name, given in (("positives", positives), ("negatives", negatives)):
-        if isinstance(given, (str, bytes)):
-            raise QueryError(f"{name}: a list of ids, not one string ({given[:40]!r})")
+    _not_one_string(positives=positives, negatives=negatives)
     positives = list(dict.fromkeys(str(i) for i in positives))
     negatives = list(dict.fromkeys(str(i) for i in negatives))
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):

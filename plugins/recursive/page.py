@@ -36,14 +36,10 @@ def follow_choice(text: str) -> str:
     return text if text in FOLLOW else FOLLOW[0]
 
 
-def as_bool(text: str) -> bool:
-    return str(text).strip().lower() in ("true", "1", "yes", "on")
-
-
 kit.page_setup("Expand", url_state={"expand_k": ("expand.k", int), "iterations": ("expand.iterations", int),
                                      "budget": ("expand.budget", int), "expand_label": "expand.label",
                                      "follow": ("expand.follow", follow_choice),
-                                     "most_relevant": ("expand.relevance", as_bool),
+                                     "most_relevant": ("expand.relevance", kit.url_bool),
                                      "min_confirmed": ("expand.min_confirmed", int)})
 index = kit.current_index()
 k = kit.slider("Neighbours per object (k)", 1, max(1, min(50, len(index) - 1)), 8, key="expand.k")

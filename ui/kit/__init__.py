@@ -38,7 +38,7 @@ from ulisse.ui.kit._overview import (PICK_SORTS, default_prototype, default_prot
                                      sky_footprint_png, sort_for_picking)
 from ulisse.ui.kit._samp import samp_buttons, show_in_aladin  # noqa: F401
 from ulisse.ui.kit._sky import ResolveError, format_position, parse_position, viewer_links  # noqa: F401
-from ulisse.ui.kit._state import (DETAIL, NONE_TEXT, PROTOS, PROTOTYPE_PAGE, add_prototype,  # noqa: F401
+from ulisse.ui.kit._state import (DETAIL, NONE_TEXT, PROTOS, PROTOTYPE_PAGE, add_prototype, url_bool,  # noqa: F401
                                   declare_url_state, go_to_page, recall_upload, remember_upload, keep_widget_values, persistent_keys, prototype_page, prototypes,
                                   registered_pages, restore_from_url, set_prototypes, show_detail, sync_url,
                                   url_state, use_as_prototype)

@@ -26,6 +26,11 @@ DECLARED = "_kit.url_state"  # session key: title -> the url_state a page declar
 URL_SNAPSHOT = "_kit.url"  # session key: the URL the session opened with (a page's state waits there for its page)
 
 
+def url_bool(text: str) -> bool:
+    """A checkbox or toggle's value from the URL (``url_state={"name": ("key", kit.url_bool)}``): "True" is true."""
+    return str(text).strip().lower() in ("true", "1", "yes", "on")
+
+
 def registered_pages() -> list[UIPage]:
     """The pages plugins register (``register_ui_pages``), in sidebar order."""
     return ui_pages()
