@@ -33,12 +33,13 @@ class IndexBusy(IndexError_):
 
 
 @contextmanager
-def writer_lock(path: str | os.PathLike, wait: float = 0.0):
+def writer_lock(path: str | os.PathLike, wait: float = 0.0, *, claim: bool = True):
     """Hold the exclusive writer lock of the index directory ``path`` (created if needed).
 
     Args:
         path: the index directory.
         wait: seconds to wait for another writer to finish; 0 fails at once.
+        claim: write this process's pid in the lock file (False: a probe that leaves the file as it was).
 
     Raises:
         IndexBusy: another writer holds the lock after ``wait`` seconds.
@@ -64,14 +65,25 @@ def writer_lock(path: str | os.PathLike, wait: float = 0.0):
                     raise IndexBusy(f"{path}: another writer{holder} is changing this index; "
                                     f"try again, or wait for it with --wait SECONDS") from None
                 time.sleep(POLL_SECONDS)
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except OSError:
-            pass  # the pid is only a courtesy for the message above
+        if claim:
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            except OSError:
+                pass  # the pid is only a courtesy for the message above
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def check_free(path: str | os.PathLike, wait: float = 0.0) -> None:
+    """Fail now, before long work, when another writer holds ``path`` (waiting up to ``wait`` seconds); the lock is not kept.
+
+    Raises:
+        IndexBusy: as :func:`writer_lock`.
+    """
+    with writer_lock(path, wait, claim=False):
+        pass
 
 
 def _holder(fd: int) -> str:

@@ -75,6 +75,24 @@ def check_new_index_path(path: str | os.PathLike, overwrite: bool = False) -> No
         raise InputError(f"{path}: exists and is not a directory")
     if (path / MANIFEST).exists() and not overwrite:
         raise _index_exists(path)
+    _check_can_create(path)
+
+
+def _check_can_create(path: Path) -> None:
+    """A folder can be made where ``path`` would go (tried with a probe folder, removed at once)."""
+    import tempfile
+
+    from ulisse._io import WriteError, os_error_reason
+
+    place = path
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise InputError(f"{path}: {place} is not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".ulisse-probe-", dir=place))
+    except OSError as exc:
+        raise WriteError(f"{path}: cannot write there ({os_error_reason(exc)})") from None
 
 
 def new_rows(metadata: pd.DataFrame, n: int, start: int) -> pd.DataFrame:
@@ -175,10 +193,14 @@ def create(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.DataFrame,
         return txn.commit(manifest.replace(trained=trained_entry, segments=(seg,)))
 
 
-def append(txn: Transaction, vectors: np.ndarray, rows: pd.DataFrame, history: dict | None = None) -> Manifest:
+def append(txn: Transaction, vectors: np.ndarray, rows: pd.DataFrame, history: dict | None = None,
+           column_notes: dict | None = None) -> Manifest:
     """Add ``vectors`` (their rows from :func:`new_rows`, numbered from ``txn.base.count``) as a new segment
-    of the generation current under ``txn``'s lock, and commit; the manifest committed."""
+    of the generation current under ``txn``'s lock, and commit; the manifest committed. ``column_notes``
+    (units, UCDs, descriptions of catalogue columns) join the manifest's; a column's first notes stay."""
     base = txn.base
+    if column_notes:
+        base = base.replace(extra={**base.extra, "column_notes": {**column_notes, **base.extra.get("column_notes", {})}})
     trained = parts.read_trained(check_name(txn.path, base.trained.name)) if base.trained else None
     writer = parts.segment_writer(base.faiss_kind, base.factory, base.dim, base.metric, trained, vectors, base.count)
     seg = txn.write_segment(vectors, rows, writer, start=base.count, dtype=base.dtype, kind=base.faiss_kind)

@@ -77,6 +77,31 @@ def test_index_add_verb(built, cli, tmp_path):
     assert json.loads(out)["count"] == 27
 
 
+def test_busy_index_is_said_before_any_embedding_and_the_add_records_its_catalogue(built, cli, tmp_path):
+    from ulisse.indexes.lock import writer_lock
+
+    more = tmp_path / "more"
+    make_survey(more, n_per_kind=1, seed=3, prefix="add").to_csv(tmp_path / "more.csv", index=False)
+    before = tree_digest(built)
+    with writer_lock(built):
+        code, _, err = cli("index", "add", more, "--index", built, "--catalog", tmp_path / "more.csv")
+    assert code == 1 and "another writer" in err and "embedding" not in err and err.count("\n") == 1
+    assert tree_digest(built) == before
+    code, _, err = cli("index", "add", more, "--index", built, "--catalog", tmp_path / "more.csv")
+    assert code == 0, err
+    code, out, _ = cli("index", "info", built, "--format", "json")
+    assert json.loads(out)["history"][-1]["catalog"] == str(tmp_path / "more.csv")
+
+
+def test_a_build_where_nothing_can_be_written_stops_before_embedding(survey, cli, tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    code, _, err = cli("index", "build", survey / "cutouts", "--index", target / "idx", *TINY)
+    assert code == 1 and "not a directory" in err and "embedding" not in err
+    code, _, err = cli("index", "build", survey / "cutouts", "--index", "/proc/ulisse-idx", *TINY)
+    assert code == 1 and "/proc/ulisse-idx: cannot write there" in err and "embedding" not in err
+
+
 def test_embed_verb(survey, cli, tmp_path):
     code, _, err = cli("-q", "embed", survey / "cutouts" / "obj001.png", survey / "cutouts" / "obj000.fits",
                        "--out", tmp_path / "v.npz", *TINY)

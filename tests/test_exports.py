@@ -175,3 +175,50 @@ st.code(download_data(result.table, "votable", index=index, meta={{"prototype": 
     assert p["encoder_model"] == "test_efficientnet" and p["index"] == "idx" and "created" in p
     t = Table.read(io.BytesIO(data.encode()), format="votable")
     assert t["ra"].unit == u.deg and "row" not in t.colnames and not any(s.startswith("/") for s in t["source"])
+
+
+def test_the_catalogues_units_and_descriptions_reach_every_export(survey, cli, tmp_path):
+    from conftest import make_survey
+    from test_cli import TINY
+
+    cat = Table.read(survey / "catalog.csv")
+    cat["r_half"] = [1.5 + i for i in range(len(cat))]
+    cat["r_half"].unit, cat["r_half"].description = u.pix, "half-light radius"
+    cat["flux"] = [10.0] * len(cat)
+    cat["flux"].unit = u.Unit("nanomaggy")
+    cat.write(tmp_path / "cat.ecsv")
+    idx = tmp_path / "idx"
+    code, _, err = cli("-q", "index", "build", survey / "cutouts", "--index", idx, "--catalog", tmp_path / "cat.ecsv", *TINY)
+    assert code == 0, err
+    more = Table.from_pandas(make_survey(tmp_path / "more", n_per_kind=1, seed=3, prefix="add"))
+    more["r_half"], more["flux"], more["snr"] = [2.0] * len(more), [3.0] * len(more), [9.0] * len(more)
+    more["r_half"].unit, more["snr"].description = u.arcsec, "signal to noise"  # r_half's first unit stays
+    more.write(tmp_path / "more.ecsv")
+    code, _, err = cli("-q", "index", "add", tmp_path / "more", "--index", idx, "--catalog", tmp_path / "more.ecsv")
+    assert code == 0, err
+    code, _, err = cli("-q", "head", "train", idx, "--target", "r_half", "--name", "rh", "--method", "ridge")
+    assert code == 0, err
+    for ext in ("fits", "xml", "ecsv"):
+        code, _, err = cli("query", idx, "--id", "obj004", "-k", "3", "--output", tmp_path / f"r.{ext}")
+        assert code == 0, err
+    for ext, fmt in (("fits", "fits"), ("xml", "votable"), ("ecsv", "ascii.ecsv")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nmgy is no FITS or VOUnit unit: read back as the catalogue wrote it
+            t = Table.read(tmp_path / f"r.{ext}", format=fmt)
+        assert t["r_half"].unit == u.pix and t["flux"].unit.to_string() == "nmgy" and t["ra"].unit == u.deg, ext
+        assert t["label"].unit is None
+        assert t["rh"].unit == u.pix and t["rh_std"].unit == u.pix, ext
+        if ext != "fits":
+            assert t["r_half"].description == "half-light radius" and t["snr"].description == "signal to noise"
+            assert t["rh"].description == "r_half predicted by head rh (ridge)"
+            assert t["rh_std"].description.startswith("1-sigma uncertainty of rh")
+    header = fits.getheader(tmp_path / "r.fits", 1)
+    names = {header[k]: k[5:] for k in header if k.startswith("TTYPE")}
+    assert header["TCOMM" + names["r_half"]] == "half-light radius"
+    assert ulisse_index(idx).column_notes["snr"].description == "signal to noise"
+
+
+def ulisse_index(path):
+    import ulisse
+
+    return ulisse.open_index(path)

@@ -17,6 +17,7 @@ import pytest
 
 import ulisse
 from ulisse.plugins import features
+from ulisse.plugins.features._store import lists_text
 from ulisse.plugins.features._observer import cutout_of
 from ulisse.registry import Config, EmbeddingBatch, embedding_observers
 from ulisse.testing import make_survey
@@ -150,9 +151,12 @@ def test_lists_go_stale_when_vectors_are_added_without_them(tmp_path):
     idx, maps = planted_index(tmp_path / "idx")
     top, act = features.top_objects(idx, 41), features.activations(maps)
     assert list(top["activation"]) == sorted(act[:, 41], reverse=True)[:9]
+    assert lists_text(idx).startswith("64 features, top 9 objects each, over all")
     idx.add_vectors(idx.vectors_of_rows([0]), pd.DataFrame({"id": ["elsewhere"]}))
     with pytest.raises(ulisse.QueryError, match="stale.*ulisse features rebuild"):
         features.top_objects(idx, 41)
+    assert lists_text(idx).startswith(f"stale: 64 features, top 9 objects each, computed over {len(idx) - 1} of "
+                                      f"the {len(idx)} objects")
 
 
 # -- display -------------------------------------------------------------------------------------
@@ -205,6 +209,8 @@ def test_cli_verbs(cli, index, tmp_path):
     shutil.rmtree(Path(index.path) / "derived" / "features", ignore_errors=True)  # as an index built before them
     code, _, err = cli("features", "top", index.path, "--feature", "3")
     assert code == 1 and "no feature lists are stored" in err and "ulisse features rebuild" in err
+    code, out, _ = cli("index", "info", index.path)
+    assert f"features   none stored (run: ulisse features rebuild {index.path})" in out
     assert cli("features", "rebuild", index.path, "--top-n", "5")[0] == 0
     code, out, _ = cli("features", "top", index.path, "--feature", "3", "--n", "4", "--format", "csv",
                        "--out", tmp_path / "grid.png")

@@ -69,7 +69,26 @@ def read_catalog(path: str | Path, skip_bad: bool = False, skipped: list | None 
         LOG.info("%s: dropping multidimensional columns %s", path, ", ".join(dropped))
         table.remove_columns(dropped)
     units = {c: (str(table[c].unit) if getattr(table[c], "unit", None) is not None else None) for c in table.colnames}
-    return normalise_columns(table_to_pandas(table), str(path), units=units, skip_bad=skip_bad, skipped=skipped)
+    df = normalise_columns(table_to_pandas(table), str(path), units=units, skip_bad=skip_bad, skipped=skipped)
+    df.attrs["column_notes"] = column_notes_of(table, df.columns)
+    return df
+
+
+def column_notes_of(table, kept) -> dict:
+    """``{column: {"unit", "ucd", "description"}}`` of a catalogue's columns kept under their own names (not
+    id, ra, dec: the core knows those), for the exports of every table that shows them."""
+    notes = {}
+    for c in table.colnames:
+        if c not in kept or c in ("id", "ra", "dec"):
+            continue
+        col = table[c]
+        note = {"unit": None if getattr(col, "unit", None) is None else col.unit.to_string(),
+                "ucd": (getattr(col, "meta", None) or {}).get("ucd"),
+                "description": getattr(col, "description", None) or None}
+        note = {k: str(v) for k, v in note.items() if v}
+        if note:
+            notes[c] = note
+    return notes
 
 
 def table_to_pandas(table) -> pd.DataFrame:

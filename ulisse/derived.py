@@ -170,6 +170,11 @@ class DerivedMixin:
             record["objects"] = self._objects_digest(len(table))
         elif provider is not None and provider.update is not None and len(table) == len(self):
             record["vectors"] = list(self.manifest.content)
+        if provider is not None and provider.describe is not None:
+            try:
+                record["column_notes"] = {c: n for c, n in dict(provider.describe(self)).items() if c in table.columns}
+            except Exception as exc:  # the units are a courtesy of the exports: never a reason not to store
+                LOG.warning("%s: the description of derived columns %r failed (%s)", self.path, name, exc)
         info = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
         with transaction(self.path, wait) as txn:
             txn.stage(data, lambda p: table.to_parquet(p, index=False))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -29,6 +28,7 @@ import pandas as pd
 from ulisse.indexes import auto as auto_factory
 from ulisse.indexes import faiss_backend, segments, store, writes
 from ulisse.indexes.generation import V1_NOTE, Generation, load_generation, metadata_read, open_generation
+from ulisse.indexes.lock import check_free
 from ulisse.indexes.manifest import Manifest
 from ulisse.indexes.transaction import transaction
 from ulisse.indexes.writes import DEFAULT_EF_SEARCH, DEFAULT_FACTORY, check_new_index_path  # noqa: F401 (public names)
@@ -36,6 +36,7 @@ from ulisse.indexes.writes import DEFAULT_EF_SEARCH, DEFAULT_FACTORY, check_new_
 from .cutouts import RGBConfig, image_to_rgb, read_cutout
 from .derived import DerivedMixin
 from .errors import IndexError_, InputError, QueryError
+from .inputs import AddReport  # noqa: F401 (public here)
 from .prototypes import DEFAULT_RADIUS_ARCSEC  # one definition, in the prototype pipeline
 from .results import Neighbours
 
@@ -43,17 +44,7 @@ if TYPE_CHECKING:  # the encoder (and torch) load only when an image must be emb
     from .encoder import Encoder, EncoderSpec
 
 LOG = logging.getLogger(__name__)
-
-
-@dataclass
-class AddReport:
-    """What a build or add did."""
-
-    added: int
-    total: int
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+WAIT_AFTER_EMBEDDING = 600.0  # seconds an add waits for the lock once its cutouts are embedded
 
 
 class Index(DerivedMixin):
@@ -102,6 +93,14 @@ class Index(DerivedMixin):
     def read_only(self) -> bool:
         """True for format 1 indexes (``ulisse index upgrade`` rewrites them)."""
         return self._state.read_only
+
+    @property
+    def column_notes(self) -> dict:
+        """Column name -> :class:`ulisse.record.ColumnAnnotation` (unit, UCD, description) of the catalogue's and
+        the derived columns, as every export writes them."""
+        from .record import index_column_notes
+
+        return index_column_notes(self.path)
 
     @property
     def fingerprint(self) -> str:
@@ -311,18 +310,24 @@ class Index(DerivedMixin):
 
         Raises:
             InputError: bad inputs, or ids already in the index (nothing is written).
-            IndexBusy: another writer holds the index after ``wait`` seconds.
+            IndexBusy: another writer holds the index after ``wait`` seconds (checked before the embedding;
+                once the cutouts are embedded, the write waits up to ``WAIT_AFTER_EMBEDDING`` at least).
         """
         from .embedding import create_observers, embed_gathered, finish_observers
         from .inputs import gather
 
         t0 = time.perf_counter()
         self._check_writable()
+        check_free(self.path, wait)  # a busy index is said before the embedding, not after it
         gathered = gather(inputs, catalog, skip_bad=skip_bad)
         self._check_new_ids(gathered.metadata["id"])
         observers = create_observers(self)
         emb, rows = embed_gathered(self.encoder, gathered, self.rgb, skip_bad, progress, observers, "nothing added")
-        self.add_vectors(emb.vectors, rows, history={"action": "add", "inputs": [str(p) for p in inputs]}, wait=wait)
+        history = {"action": "add", "inputs": [str(p) for p in inputs],
+                   "catalog": None if catalog is None else str(catalog)}
+        # the vectors are paid for now: wait for a writer that came meanwhile rather than throw them away
+        self.add_vectors(emb.vectors, rows, history=history, wait=max(wait, WAIT_AFTER_EMBEDDING),
+                         column_notes=gathered.column_notes)
         finish_observers(observers, self)
         return AddReport(len(emb.ids), len(self), gathered.skipped + emb.skipped, gathered.notes,
                          time.perf_counter() - t0)
@@ -338,7 +343,7 @@ class Index(DerivedMixin):
                              + (f" ({len(clash)} ids in all)" if len(clash) > 1 else ""))
 
     def add_vectors(self, vectors: np.ndarray, metadata: pd.DataFrame, *, encoder_spec: "EncoderSpec | None" = None,
-                    history: dict | None = None, wait: float = 0.0) -> int:
+                    history: dict | None = None, wait: float = 0.0, column_notes: dict | None = None) -> int:
         """Add vectors computed elsewhere (a worker's shard, say) with their metadata rows, as one new segment.
 
         Only the new segment is written; the commit replaces the manifest under the
@@ -351,6 +356,8 @@ class Index(DerivedMixin):
             encoder_spec: the encoder the vectors came from; checked against the index's when given.
             history: a note for the manifest's history (``action`` and anything JSON-ready).
             wait: seconds to wait for another writer.
+            column_notes: ``{column: {"unit", "ucd", "description"}}`` of catalogue columns, kept in the manifest
+                (a column's first notes stay) for every export (:attr:`column_notes`).
 
         Returns the number of objects added.
 
@@ -374,7 +381,7 @@ class Index(DerivedMixin):
             self._check_writable()
             rows = writes.new_rows(metadata, len(x), start=len(self))
             self._check_new_ids(rows["id"])
-            written = writes.append(txn, x, rows, history)
+            written = writes.append(txn, x, rows, history, column_notes)
         before = self._meta
         self._set_state(open_generation(self.path, written))
         self._meta.carry_ids(before, rows["id"])  # the id column read once, extended by each add
@@ -432,6 +439,8 @@ def build_index(inputs: Sequence[str | os.PathLike], path: str | os.PathLike, ca
         faiss_backend.new_faiss_index(factory, encoder.spec.dim, metric)  # a bad factory fails before the long work
     observers = create_observers(None)
     emb, rows = embed_gathered(encoder, gathered, rgb, skip_bad, progress, observers, "no index written")
+    if gathered.column_notes:
+        manifest_extra = {"column_notes": gathered.column_notes, **(manifest_extra or {})}
     idx = create_index(path, emb.vectors, rows, encoder.spec,
                        factory=factory, metric=metric, rgb=rgb, device=device, overwrite=overwrite,
                        memory=memory, dtype=dtype, nprobe=nprobe, ef=ef, wait=wait, manifest_extra=manifest_extra,

@@ -22,6 +22,17 @@ FILE_COLUMNS = ("file", "path", "cutout", "filename")
 
 
 @dataclass
+class AddReport:
+    """What a build or add did."""
+
+    added: int
+    total: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
 class Inputs:
     """Cutout files in input order with their metadata rows (``id``, ``ra``, ``dec``, ``source``, extras)."""
 
@@ -29,6 +40,7 @@ class Inputs:
     metadata: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    column_notes: dict = field(default_factory=dict)  # the catalogue's units, UCDs, descriptions by column
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -108,7 +120,8 @@ def gather(inputs: Sequence[str | Path], catalog: str | Path | None = None, skip
         meta["ra"] = np.nan
         meta["dec"] = np.nan
     cols = ["id", "ra", "dec", "source"] + [c for c in meta.columns if c not in ("id", "ra", "dec", "source")]
-    return Inputs([Path(f) for f in files], meta[cols], notes, skipped)
+    column_notes = {} if cat is None else dict(cat.attrs.get("column_notes") or {})
+    return Inputs([Path(f) for f in files], meta[cols], notes, skipped, column_notes)
 
 
 def read_id_list(path: str | os.PathLike) -> list[str]:

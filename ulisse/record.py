@@ -66,15 +66,40 @@ COLUMN_PATTERNS = (
 )
 
 
-def column_annotation(name: str) -> ColumnAnnotation:
-    """The unit, UCD and description of a result column, from its name; empty for an unknown column."""
+def column_annotation(name: str, notes: dict | None = None) -> ColumnAnnotation:
+    """The unit, UCD and description of a result column: the core's own columns by name, then ``notes``
+    (what the index keeps of its catalogue and derived columns: :func:`index_column_notes`), then by the
+    name's pattern; empty for an unknown column."""
     key = str(name).lower()
     if key in COLUMNS:
         return COLUMNS[key]
+    if notes and name in notes:
+        return notes[name]
     for pattern, annotation in COLUMN_PATTERNS:
         if pattern.match(key):
             return annotation
     return ColumnAnnotation()
+
+
+def index_column_notes(index_dir: str | Path) -> dict[str, ColumnAnnotation]:
+    """The units, UCDs and descriptions an index directory keeps: its catalogues' (the manifest's
+    ``column_notes``) and its derived columns' (each stored set's ``column_notes``: head predictions...).
+    Unreadable files give nothing (an export is never stopped by its annotations)."""
+    import json
+
+    from ulisse.indexes.manifest import MANIFEST
+    from ulisse.indexes.store import SIDE_DIR
+
+    base, raw = Path(index_dir), {}
+    for f in [*sorted((base / SIDE_DIR).glob("*.json")), base / MANIFEST]:
+        try:
+            found = json.loads(f.read_text()).get("column_notes")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(found, dict):
+            raw.update(found)
+    return {str(name): ColumnAnnotation(*(str(n[k]) if n.get(k) else None for k in ("unit", "ucd", "description")))
+            for name, n in raw.items() if isinstance(n, dict)}
 
 
 @dataclass(frozen=True)

@@ -190,6 +190,9 @@ class DerivedColumns:
     are unchanged) and ``rows`` (the rows added since). It is called instead of
     ``compute`` when the index grew by adds (:attr:`ulisse.indexes.manifest.Manifest.content`)
     and the state and options are those stored.
+    ``describe(index)``: ``{column: {"unit", "ucd", "description"}}`` of the set's columns, stored beside
+    the set each time it is stored; every export of a table with those columns carries them (FITS
+    ``TUNIT``/``TCOMM``, VOTable, ECSV).
     """
 
     name: str
@@ -200,6 +203,7 @@ class DerivedColumns:
     columns: tuple[str, ...] = ()
     per_object: bool = False
     update: Callable[..., Any] | None = None
+    describe: Callable[..., dict] | None = None
 
 
 @dataclass(frozen=True)

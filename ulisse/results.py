@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,10 +89,14 @@ def to_astropy(table: pd.DataFrame, meta: dict | None = None):
         if df[c].dtype == object or str(df[c].dtype).startswith("string"):
             df[c] = df[c].astype(str)
     t = Table.from_pandas(df)
+    notes = table.attrs.get("column_notes") or {}
     for name in t.colnames:
-        note = column_annotation(name)
+        note = column_annotation(name, notes)
         if note.unit:
-            t[name].unit = u.Unit(note.unit)
+            try:
+                t[name].unit = u.Unit(note.unit, parse_strict="silent")
+            except (ValueError, TypeError):
+                pass  # a unit astropy cannot read stays out (its description still goes)
         if note.ucd:
             t[name].meta["ucd"] = note.ucd
         if note.description:
@@ -122,6 +127,11 @@ def render(table: pd.DataFrame, fmt: str, meta: dict | None = None, extra: dict 
     from .registry import export_format
 
     meta = dict(meta or {})
+    if meta.get("index"):  # the units and descriptions of the index's columns, for the formats that keep them
+        from .record import index_column_notes
+
+        table = table.copy()
+        table.attrs["column_notes"] = index_column_notes(meta["index"])
     if meta.get("index") and "source" in table.columns:
         table = table.assign(source=[relative_source(meta["index"], s) for s in table["source"]])
     if meta.get("index"):
@@ -202,8 +212,12 @@ def write_fits(table: pd.DataFrame, meta: dict | None = None, extra: dict | None
     from .record import fits_card
 
     t = to_astropy(table)
-    hdu = fits.table_to_hdu(t)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a unit outside the FITS standard: written below as it is
+        hdu = fits.table_to_hdu(t)
     for i, name in enumerate(t.colnames, start=1):
+        if t[name].unit is not None and f"TUNIT{i}" not in hdu.header:  # nanomaggy...: the catalogue's text
+            _card(hdu.header, f"TUNIT{i}", t[name].unit.to_string(), f"unit of {name}")
         if t[name].meta.get("ucd"):
             _card(hdu.header, f"TUCD{i}", t[name].meta["ucd"], f"UCD of {name}")
         if t[name].description:

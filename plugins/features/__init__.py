@@ -70,6 +70,14 @@ def register_embedding_observers(config):
 
 
 @ulisse.hookimpl
+def describe_index(index):
+    """``ulisse index info``'s line on the feature lists kept with the index (fresh, stale or missing)."""
+    from ._store import lists_text
+
+    return {"features": lists_text(index)}
+
+
+@ulisse.hookimpl
 def register_commands(cli):
     """``ulisse features top|object|rank|rebuild``."""
     from ._cli import features_group

@@ -251,3 +251,19 @@ def stored_lists(index, *, check_fresh: bool = True) -> FeatureLists:
         raise QueryError(f"{index.path}: the stored feature lists are stale: the index changed after they were "
                          f"computed ({_rebuild_hint(index)})")
     return lists
+
+
+def lists_text(index) -> str:
+    """One line on the feature lists kept with ``index`` (read from their small info file): present, fresh or stale."""
+    try:
+        info = json.loads((folder_of(index) / INFO).read_text())
+        count, fingerprint = int(info["count"]), str(info["fingerprint"])
+    except FileNotFoundError:
+        return f"none stored ({_rebuild_hint(index)})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"unreadable ({_rebuild_hint(index)})"
+    what = f"{info.get('features', '?')} features, top {info.get('top_n', '?')} objects each"
+    if fingerprint != index.fingerprint or count != len(index):
+        return (f"stale: {what}, computed over {count} of the {len(index)} objects; 'features' commands refuse "
+                f"them until rebuilt ({_rebuild_hint(index)})")
+    return f"{what}, over all {count} objects (computed {info.get('computed', '?')})"
