@@ -163,11 +163,16 @@ while True:  # new marks files of changing sizes, each replacing the last as a c
     k += 1
 """])
     try:
-        sizes = set()
-        for _ in range(400):  # by path, pandas opens the file twice: about 1 read in 10 tore before
+        import time
+
+        sizes, reads, deadline = set(), 0, time.monotonic() + 120
+        # by path, pandas opens the file twice: about 1 read in 10 tore before; 400 reads at least, and until the
+        # writer (a new Python importing pandas: seconds on a busy machine) has replaced the file a few times
+        while (reads < 400 or len(sizes) <= 5) and time.monotonic() < deadline:
             table = marks(tiny_index)
             assert list(table.columns) == ["id", "relevant", "time"]
             sizes.add(len(table))
+            reads += 1
         assert len(sizes) > 5  # the writer was replacing the file all along
     finally:
         writer.kill()

@@ -106,6 +106,30 @@ def to_astropy(table: pd.DataFrame, meta: dict | None = None):
     return t
 
 
+def emit(table: pd.DataFrame, fmt: str, *, output=None, out_fmt: str | None = None, meta: dict | None = None,
+         extra: dict | None = None, record=None, head: str = "", notes: str = "") -> None:
+    """A verb's answer, the one output path of every verb: ``table`` on standard output in ``fmt`` and, with
+    ``output``, in that file too (in ``out_fmt``; written atomically, before anything is printed, so that a
+    failed write leaves no half-done output). ``head`` and ``notes`` are text lines shown above and below a
+    text table (and kept in a text file); with any other format they go to standard error as ``ulisse:``
+    lines, so that standard output stays data a program can read."""
+    import click
+
+    from ._io import atomic_write
+
+    text = render(table, fmt, meta, extra=extra, record=record, stream=True)
+    if output:
+        data = render(table, out_fmt or fmt, meta, extra=extra, record=record)
+        atomic_write(output, head + data + notes if (out_fmt or fmt) == "table" else data)
+    if fmt == "table":
+        click.echo(head + text + notes, nl=False)
+        return
+    click.echo(text, nl=False)
+    side = [line.removeprefix("# ").strip() for line in (head + notes).splitlines()]
+    if any(side):
+        click.echo("".join(f"ulisse: {line}\n" for line in side if line), err=True, nl=False)
+
+
 def render(table: pd.DataFrame, fmt: str, meta: dict | None = None, extra: dict | None = None, *,
            record=None, stream: bool = False) -> str | bytes:
     """The table in the registered export format ``fmt`` (``table``, ``csv``, ``json``, ``votable``, ``fits``...).

@@ -91,12 +91,11 @@ def add_anomalies_command(cli) -> None:
     def anomalies(index_dir, top, k, method, positives, negatives, use_marks, combine, artefacts, morphology, label,
                   where, fmt, output, png, device, recompute):
         """Rank the objects of an index by anomaly score (no prototype needed), re-ranked by marks when given."""
-        from ulisse._io import atomic_write
         from ulisse.cli import progress_enabled
         from ulisse.inputs import read_id_list
         from ulisse.plugins.anomalies.feedback import discover
         from ulisse.record import query_record
-        from ulisse.results import check_output, check_writable, render
+        from ulisse.results import check_output, check_writable, emit
 
         out_fmt = check_output(output) if output else None  # before any work: a bad path fails at once
         if png:
@@ -120,15 +119,8 @@ def add_anomalies_command(cli) -> None:
         record = query_record(index, "anomalies", method=method, k=ranking.k, top=top, label=label,
                               marks=f["marks"], positives=f["positives"], negatives=f["negatives"],
                               combine=f["combine"], artefacts=artefacts, morphology=f["morphology"], where=where)
-        text = render(table, fmt, meta, extra=extra, record=record, stream=True)
-        if fmt == "table":
-            text += _feedback_line(ranking) + (_precision_lines(ranking) if label is not None else "")
-        if output:  # written before anything is printed
-            data = render(table, out_fmt, meta, extra=extra, record=record)
-            if out_fmt == "table":  # the same notes as the terminal's
-                data += _feedback_line(ranking) + (_precision_lines(ranking) if label is not None else "")
-            atomic_write(output, data)
-        click.echo(text, nl=False)
+        emit(table, fmt, output=output, out_fmt=out_fmt, meta=meta, extra=extra, record=record,
+             notes=_feedback_line(ranking) + (_precision_lines(ranking) if label is not None else ""))
         if output:
             LOG.info("wrote %s", output)
         if png:

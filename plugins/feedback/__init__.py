@@ -228,22 +228,6 @@ def export_marks(index, fmt: str) -> str | bytes:
     return render(export_table(table, index), fmt, {"index": str(index.path), **extra}, extra=extra, record=record)
 
 
-def _write_or_echo(table: pd.DataFrame, fmt: str, output: str | None, out_fmt: str | None, meta: dict, extra: dict,
-                   record: dict, notes: str = "") -> None:
-    """The table on standard output (``fmt``; ``notes``, lines starting with "#", after a text table) and, with
-    ``output``, in that file too (written atomically, before anything is printed; a text file keeps the notes)."""
-    from ulisse._io import atomic_write
-    from ulisse.results import render
-
-    text = render(table, fmt, meta, extra=extra, record=record, stream=True)
-    if fmt == "table":
-        text += notes
-    if output:
-        data = render(table, out_fmt, meta, extra=extra, record=record)
-        atomic_write(output, data + notes if out_fmt == "table" else data)
-    click.echo(text, nl=False)
-
-
 def _marks_line(pos: list, neg: list, used: bool) -> str:
     return (f"# {len(pos)} relevant and {len(neg)} not relevant marks"
             + (" (with those stored with the index)" if used else "") + "; marked objects are left out\n")
@@ -273,7 +257,7 @@ def register_commands(cli):
         wins over a stored one); every marked object is left out of the list.
         """
         from ulisse.record import query_record
-        from ulisse.results import check_output
+        from ulisse.results import check_output, emit
 
         if k < 1:
             raise QueryError(f"-k {k}: must be at least 1")
@@ -289,8 +273,8 @@ def register_commands(cli):
         table = rank(index, pos, neg, k)
         extra = {"positives": len(pos), "negatives": len(neg), "marks": used}
         record = query_record(index, "rank", k=k, positives=len(pos), negatives=len(neg), marks=used)
-        _write_or_echo(table, fmt, output, out_fmt, {"index": str(index.path), **extra}, extra, record,
-                       _marks_line(pos, neg, used))
+        emit(table, fmt, output=output, out_fmt=out_fmt, meta={"index": str(index.path), **extra}, extra=extra,
+             record=record, notes=_marks_line(pos, neg, used))
 
     @cli.command("marks")
     @click.argument("index_dir", type=click.Path())
@@ -312,7 +296,7 @@ def register_commands(cli):
         them. `ulisse anomalies`, `ulisse rank` and `ulisse expand --follow-marks` read these marks.
         """
         from ulisse.record import query_record
-        from ulisse.results import check_output
+        from ulisse.results import check_output, emit
 
         changes = [(f"{o} {f}", f, v) for o, f, v in (("--relevant", relevant, True),
                                                        ("--not-relevant", not_relevant, False),
@@ -339,7 +323,8 @@ def register_commands(cli):
         extra = {"relevant": relevant_n, "not_relevant": len(table) - relevant_n}
         record = query_record(index, "marks", relevant=relevant_n, not_relevant=len(table) - relevant_n)
         note = f"# {relevant_n} relevant and {len(table) - relevant_n} not relevant marks stored with {index.path.name}\n"
-        _write_or_echo(table, fmt, output, out_fmt, {"index": str(index.path), **extra}, extra, record, note)
+        emit(table, fmt, output=output, out_fmt=out_fmt, meta={"index": str(index.path), **extra}, extra=extra,
+             record=record, notes=note)
 
 
 @ulisse.hookimpl

@@ -141,10 +141,9 @@ def register_commands(cli):
     def query_command(index_dir, ids, images, ras, decs, positions, radius, combine, k, ns, label, where, fmt, output,
                       png, weights, device, nprobe, ef, rerank, dask, partial):
         """One-shot query: the k nearest neighbours of one prototype (or several)."""
-        from ulisse._io import atomic_write
         from ulisse.indexes.shards import is_sharded
         from ulisse.record import query_record
-        from ulisse.results import check_output, check_writable, render
+        from ulisse.results import check_output, check_writable, emit
 
         out_fmt = check_output(output) if output else None
         if png:
@@ -170,18 +169,8 @@ def register_commands(cli):
                  "matched": result.info.get("matched", [])}
         record = query_record(index, "query", prototype=result.prototype, prototypes=result.prototypes, k=k,
                               combine=combine, where=where, label=label)
-        text = render(table, fmt, meta, extra=extra, record=record, stream=True)
-        head = header_lines(result, index)
-        if output:  # written before anything is printed: a failed write leaves no half-done output behind
-            data = render(table, out_fmt, meta, extra=extra, record=record)
-            atomic_write(output, head + data + fractions_text(result) if out_fmt == "table" else data)
-        if fmt == "table":
-            click.echo(head + text + fractions_text(result), nl=False)
-        else:
-            click.echo(text, nl=False)
-            click.echo(head.rstrip("\n").replace("# ", "ulisse: "), err=True)
-            if result.fractions is not None and fmt in ("csv", "votable"):
-                click.echo(fractions_text(result), err=True, nl=False)
+        emit(table, fmt, output=output, out_fmt=out_fmt, meta=meta, extra=extra, record=record,
+             head=header_lines(result, index), notes=fractions_text(result))
         if "note" in result.info:
             click.echo(f"ulisse: note: {result.info['note']}", err=True)
         if png:
@@ -194,18 +183,14 @@ def register_commands(cli):
 
 
 def _sharded_query(index_dir, ids, k, fmt, output, out_fmt, dask, partial, nprobe, rerank):
-    from ulisse._io import atomic_write
     from ulisse.indexes.dask_search import cli_query
-    from ulisse.results import render
+    from ulisse.record import query_record
+    from ulisse.results import emit
 
     answer = cli_query(index_dir, ids, k, dask, partial, nprobe=nprobe, rerank=rerank)
-    from ulisse.record import query_record
-
     meta = {"prototype": answer.prototype, "index": str(index_dir), "missing_shards": answer.missing_text()}
     record = query_record(index_dir, "query", prototype=answer.prototype, k=k)
-    if output:
-        atomic_write(output, render(answer.table, out_fmt, meta, record=record))
-    click.echo(render(answer.table, fmt, meta, record=record, stream=True), nl=False)
+    emit(answer.table, fmt, output=output, out_fmt=out_fmt, meta=meta, record=record)
     if answer.missing:
         click.echo(f"ulisse: warning: partial answer: shards missing: {answer.missing_text()}", err=True)
 

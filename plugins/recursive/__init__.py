@@ -357,9 +357,8 @@ def register_commands(cli):
         found objects are still listed); --relevance ranks the neighbours of confirmed objects with
         the relevance model; with --label the result is compared with direct kNN at equal count.
         """
-        from ulisse._io import atomic_write as write_atomic
         from ulisse.record import query_record
-        from ulisse.results import check_output, check_writable, render
+        from ulisse.results import check_output, check_writable, emit
 
         out_fmt = check_output(output) if output else None  # before any work: a bad path fails at once
         if png:
@@ -377,12 +376,8 @@ def register_commands(cli):
         record = query_record(index, "expand", prototype=e.prototype, k=k, iterations=iterations, budget=budget,
                               label=label, follow_label=follow_label, follow_marks=follow_marks,
                               min_confirmed=min_confirmed, relevance=relevance, show=show)
-        click.echo(render(table, fmt, meta, extra=extra, record=record, stream=True)
-                   + (expansion_text(e) if fmt == "table" else ""), nl=False)
-        if fmt in ("csv", "votable"):
-            click.echo(expansion_text(e), err=True, nl=False)
-        if output:
-            write_atomic(output, render(table, out_fmt, meta, extra=extra, record=record))
+        emit(table, fmt, output=output, out_fmt=out_fmt, meta=meta, extra=extra, record=record,
+             notes=expansion_text(e))
         if png:
             from ulisse.plot import thumbnail, thumbnail_grid
 
