@@ -236,7 +236,7 @@ def test_cli_verbs(vec_index, cli, tmp_path):
     (("train", "{d}", "--target", "word", "--name", "h"), "column 'word': not numeric"),
     (("train", "{d}", "--target", "y", "--name", "9bad"), "head name '9bad'"),
     (("train", "{d}", "--target", "y", "--name", "y"), "is in the index's catalogue already"),
-    (("train", "{d}", "--target", "y", "--name", "h", "--members", "0"), "members=0"),
+    (("train", "{d}", "--target", "y", "--name", "h", "--members", "0"), "'--members': 0 is not in the range"),
     (("train", "{d}", "--target", "y", "--name", "h", "--train-ids", "{missing}"), "no such file"),
     (("train", "{d}", "--target", "y", "--name", "h", "--train-ids", "{unknown}"), "id 'zzz' is not in the index"),
     (("train", "{d}", "--target", "y", "--name", "h", "--train-ids", "{few}"), "at least 8 needed"),
@@ -353,7 +353,7 @@ def test_retrained_head_is_not_served_from_stale_columns(vec_index):
     train_head(vec_index, "y", "yhat", method="ridge", config=FAST, update_columns=True)
     old = predict_head(vec_index, "yhat")["yhat"].to_numpy()
     assert "yhat" in vec_index.query("o0003", k=5).table  # the index object now holds the joined columns
-    train_head(vec_index, "y", "yhat", members=2, config=FAST, update_columns=False)
+    train_head(vec_index, "y", "yhat", members=2, config=FAST, update_columns=False, overwrite=True)
     new = predict_head(vec_index, "yhat")
     expected = load_head(vec_index, "yhat").predict_vectors(vec_index.all_vectors())
     np.testing.assert_allclose(new["yhat"], expected["yhat"], rtol=1e-6)
@@ -402,11 +402,11 @@ def test_a_failed_head_write_leaves_the_previous_head(vec_index, monkeypatch, me
     calls = fail_at(monkeypatch, method, call)
     some = list(vec_index.metadata["id"][:100])
     with pytest.raises(Injected):  # a write that bypassed the transaction would not fail here
-        train_head(vec_index, "y", "yhat", method="ridge", train_ids=some, update_columns=False)
+        train_head(vec_index, "y", "yhat", method="ridge", train_ids=some, update_columns=False, overwrite=True)
     assert len(calls) == call
     assert _head_files(vec_index) == before and load_head(vec_index, "yhat").config == config
     monkeypatch.undo()
-    train_head(vec_index, "y", "yhat", method="ridge", train_ids=some, update_columns=False)
+    train_head(vec_index, "y", "yhat", method="ridge", train_ids=some, update_columns=False, overwrite=True)
     after = _head_files(vec_index)
     assert sorted(after) == sorted(before) and after != before
     assert len(load_head(vec_index, "yhat").config["training_ids"]) < len(config["training_ids"])

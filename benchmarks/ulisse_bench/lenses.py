@@ -78,7 +78,8 @@ def run_lens_benchmark(out: Path, n: int = 8000, n_test: int = 2000, members: in
     for method, name in HEADS:
         t = time.perf_counter()
         trained = train_head(index, TARGET, name, method=method, members=members, train_ids=train_ids,
-                             config=TrainConfig(seed=seed, features=features), device=device, update_columns=False, progress=progress)
+                             config=TrainConfig(seed=seed, features=features), device=device, update_columns=False, progress=progress,
+                             overwrite=True)  # a rerun in the same folder trains them again
         timings[f"train {method}"] = time.perf_counter() - t
         nan_events[method] = int(trained.config["nan_events"])
     heads = list(HEADS)
@@ -87,7 +88,7 @@ def run_lens_benchmark(out: Path, n: int = 8000, n_test: int = 2000, members: in
         t, cpu = time.perf_counter(), time.process_time()
         trained = train_head(index, TARGET, FT_NAME, method="ensemble", members=ft_members, train_ids=train_ids,
                              finetune=FinetuneConfig(mode=finetune, seed=seed), device=device, update_columns=False,
-                             progress=progress)
+                             progress=progress, overwrite=True)
         timings[f"train {label}"] = time.perf_counter() - t
         timings[f"train {label}: CPU time of this process / {os.cpu_count()} cores"] = (
             (time.process_time() - cpu) / (os.cpu_count() or 1))

@@ -35,7 +35,8 @@ on the cutouts the index points at (its ``source`` column), with rotations and f
 (``--augment rot-flip``, the default) or none. Only the trained stages are stored.
 
 Storage: ``DIR/derived/heads/NAME/`` (``head.safetensors`` and ``head.json`` with
-the training ids, encoder spec and metrics). Predictions of every head for every
+the training ids, encoder spec and metrics); a name already stored is refused before any
+training unless ``--overwrite`` (``overwrite=True``) replaces it. Predictions of every head for every
 object are the derived-column set ``heads`` (``NAME``, ``NAME_std``,
 ``NAME_std_aleatoric``, ``NAME_std_epistemic``): stored with the index,
 recomputed after an add, joined into query tables and exports, usable in

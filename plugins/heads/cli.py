@@ -34,9 +34,19 @@ def train_summary(trained, name: str, method: str, target: str) -> str:
             f"stored in {trained.path}; columns {name}, {name}_std, {name}_std_aleatoric, {name}_std_epistemic")
 
 
+def _whole(setting: str) -> click.IntRange:
+    """The option type of a whole-number setting: the range the training configs check (:data:`.settings.RULES`)."""
+    from .settings import RULES
+
+    rule = RULES[setting]
+    return click.IntRange(rule.low, rule.high)
+
+
 def add_head_commands(cli: click.Group) -> None:
     """The ``head`` group."""
-    from .common import METHODS  # not from .core: torch loads only when a head is trained or used
+    # not from .core: torch loads only when a head is trained or used
+    from .common import METHODS
+    from .settings import AUGMENTS, FEATURES, FINETUNE_MODES
 
     @cli.group("head")
     def head():
@@ -49,31 +59,33 @@ def add_head_commands(cli: click.Group) -> None:
     @click.option("--method", type=click.Choice(METHODS), default="ensemble", show_default=True,
                   help="deep ensemble of Gaussian networks, one MC-dropout network, or ridge regression (baseline; "
                        "frozen vectors only)")
-    @click.option("--members", type=int, default=None,
+    @click.option("--members", type=_whole("members"), default=None,
                   help="networks in the ensemble [default: 5 on frozen vectors; fine-tuned: 2 with --finetune all, "
                        "3 with last]")
     @click.option("--train-ids", type=click.Path(dir_okay=False), default=None,
                   help="file of ids to train on, one per line (default: every object with a target value)")
-    @click.option("--epochs", type=click.IntRange(1, 100_000), default=None,
+    @click.option("--epochs", type=_whole("epochs"), default=None,
                   help="most epochs per network, the best kept by a validation split [default: 300 on frozen "
                        "vectors; fine-tuned: 24 with --finetune all, 20 with last]")
-    @click.option("--seed", type=int, default=0, show_default=True)
-    @click.option("--features", type=click.Choice(["raw", "sqrt"]), default="raw", show_default=True,
+    @click.option("--seed", type=_whole("seed"), default=0, show_default=True)
+    @click.option("--features", type=click.Choice(FEATURES), default="raw", show_default=True,
                   help="the vectors as they are, or their signed square roots (power normalisation)")
-    @click.option("--finetune", type=click.Choice(["none", "last", "all"]), default="none", show_default=True,
+    @click.option("--finetune", type=click.Choice(FINETUNE_MODES), default="none", show_default=True,
                   help="none: train on the index's frozen vectors; all: fine-tune the whole encoder on the cutouts "
                        "(the most accurate: about 12 min for 1,000 cutouts on 2 CPU cores); last: only its last "
                        "stages (faster per epoch, less accurate)")
-    @click.option("--augment", type=click.Choice(["rot-flip", "none"]), default="rot-flip", show_default=True,
+    @click.option("--augment", type=click.Choice(AUGMENTS), default="rot-flip", show_default=True,
                   help="with --finetune: rotations and flips of the cutouts (a target that does not change when "
                        "the sky turns: radius, redshift, mass), or none (an angle, a direction)")
-    @click.option("--input-size", type=click.IntRange(16, 1024), default=None,
+    @click.option("--input-size", type=_whole("input_size"), default=None,
                   help="with --finetune: side the cutouts are resized to [default: 128]")
-    @click.option("--train-from", type=click.IntRange(0, 20), default=None,
+    @click.option("--train-from", type=_whole("train_from"), default=None,
                   help="with --finetune last: first trained stage of the encoder's blocks [default: 4, of 0-6]")
+    @click.option("--overwrite", is_flag=True, help="replace a head of that name (without it: an error, before "
+                                                     "any training)")
     @device_option
     def train(index_dir, target, name, method, members, train_ids, epochs, seed, features, finetune, augment,
-              input_size, train_from, device):
+              input_size, train_from, overwrite, device):
         """Train a head against a catalogue column: on the index's frozen vectors, or fine-tuning its encoder."""
         from ulisse.cli import progress_enabled
         from ulisse.inputs import read_id_list
@@ -85,7 +97,8 @@ def add_head_commands(cli: click.Group) -> None:
         if finetune == "none":
             from .models import TrainConfig
 
-            config, ft = TrainConfig(max_epochs=epochs or 300, seed=seed, features=features), None
+            given = {"max_epochs": epochs} if epochs else {}  # else TrainConfig's default
+            config, ft = TrainConfig(seed=seed, features=features, **given), None
         else:
             from .finetune import FinetuneConfig
 
@@ -94,7 +107,7 @@ def add_head_commands(cli: click.Group) -> None:
                                 **{k: v for k, v in given.items() if v is not None})
             config = None
         trained = train_head(index, target, name, method=method, members=members, train_ids=ids, config=config,
-                             device=device, progress=progress_enabled(), finetune=ft)
+                             device=device, progress=progress_enabled(), finetune=ft, overwrite=overwrite)
         click.echo(train_summary(trained, name, method, target))
 
     @head.command("predict")

@@ -40,6 +40,7 @@ from .store import (NAME_RE, SUFFIXES, TrainedHead, check_name, columns_of, head
                     vectors_of)
 from .models import (TrainConfig, TrainingError, fit_ridge, network_from_state, predict_ensemble,
                      predict_mc_dropout, torch_threads, train_member, transform_features, variance_scale)
+from .settings import check_members
 
 LOG = logging.getLogger(__name__)
 
@@ -181,25 +182,30 @@ def remove_head(index, name: str, update_columns: bool = True, wait: float = SID
 
 def train_head(index, target: str, name: str, method: str = "ensemble", members: int | None = None,
                train_ids: Iterable[str] | None = None, config: TrainConfig | None = None, device: str = "cpu",
-               update_columns: bool = True, progress: bool = False, finetune=None) -> TrainedHead:
+               update_columns: bool = True, progress: bool = False, finetune=None,
+               overwrite: bool = False) -> TrainedHead:
     """Train a regression head on the index's vectors against the catalogue column ``target``.
 
     Args:
         index: an open :class:`ulisse.Index`.
         target: a numeric catalogue column; rows where it is missing are left out.
         name: the head's name; its predictions become the derived columns ``NAME``, ``NAME_std``,
-            ``NAME_std_aleatoric`` and ``NAME_std_epistemic``. An existing head of that name is replaced.
+            ``NAME_std_aleatoric`` and ``NAME_std_epistemic``.
         method: ``ensemble`` (deep ensemble of ``members`` Gaussian MLPs), ``mc-dropout`` or ``ridge``.
         members: networks of the ensemble (default 5; fine-tuned: the config's).
-        train_ids: the objects to train on (default: every object with a value of ``target``).
+        train_ids: the objects to train on (default: every object with a value of ``target``); one string is
+            one id.
         config: training settings (:class:`TrainConfig`).
         device: torch device for training (``cpu`` or ``cuda``); prediction runs on the CPU.
         update_columns: recompute the index's ``heads`` derived columns afterwards.
+        progress: show the training's progress, epoch by epoch over every member, with the time left.
         finetune: a :class:`~ulisse.plugins.heads.finetune.FinetuneConfig` (mode ``last`` or ``all``) to
             fine-tune the encoder on the cutouts (:mod:`.finetune`) instead of training on the frozen vectors.
+        overwrite: replace a stored head of that name (without it, such a head is an error, before any work).
 
     Raises:
-        InputError: unknown or non-numeric column, bad name or method, too few rows.
+        InputError: unknown or non-numeric column, bad name or method, a head ``name`` and not ``overwrite``,
+            too few rows.
         TrainingError: no member reached a finite validation loss.
     """
     import torch
@@ -208,13 +214,12 @@ def train_head(index, target: str, name: str, method: str = "ensemble", members:
         from .finetune import train_finetuned
 
         return train_finetuned(index, target, name, method, members=members, train_ids=train_ids, config=finetune,
-                               device=device, update_columns=update_columns, progress=progress)
+                               device=device, update_columns=update_columns, progress=progress, overwrite=overwrite)
     if method not in METHODS:
         raise InputError(f"method {method!r}: expected one of {', '.join(METHODS)}")
-    members = 5 if members is None else members
-    if isinstance(members, bool) or not isinstance(members, (int, np.integer)) or not 1 <= members <= 100:
-        raise InputError(f"members={members!r}: must be a whole number from 1 to 100")
-    check_name(index, name)
+    check_members(members)
+    members = 5 if members is None else int(members)
+    check_name(index, name, overwrite)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     config = config or TrainConfig()
@@ -223,8 +228,6 @@ def train_head(index, target: str, name: str, method: str = "ensemble", members:
     x = vectors_of(index, rows).astype(np.float64)
     if not np.isfinite(x).all():
         raise InputError(f"{index.path}: the vectors of the training objects are not all finite")
-    if config.features not in ("raw", "sqrt"):
-        raise InputError(f"features={config.features!r}: expected raw or sqrt")
     xf = transform_features(x, config.features)
     y = y_all[rows]
     rng = np.random.default_rng(config.seed)
@@ -263,20 +266,21 @@ def train_head(index, target: str, name: str, method: str = "ensemble", members:
         dropout = config.dropout if config.dropout is not None else DEFAULT_DROPOUT[method]
         n_nets = members if method == "ensemble" else 1
         nets, nan_events = [], 0
-        from ulisse.progress import progress_iter
+        from ulisse.progress import progress_bar
 
-        for m in progress_iter(range(n_nets), desc=f"training {name}", enabled=progress):
-            seed = config.seed * 1000 + m
-            try:
-                fit = train_member(xs[tr], ys[tr], xs[va_stop], ys[va_stop], config, seed, dropout, device)
-            except TrainingError as exc:
-                raise TrainingError(f"head {name!r}, member {m + 1}: {exc}") from None
-            nan_events += fit.nan_events
-            state = {k: v.detach().cpu() for k, v in fit.state.items()}
-            nets.append(network_from_state(state, config, xs.shape[1], dropout))
-            tensors.update({f"member{m}.{k}": v.numpy() for k, v in state.items()})
-            member_info.append({"seed": seed, "epochs": fit.epochs, "best_epoch": fit.best_epoch,
-                                "val_nll": fit.best_val_nll, "nan_events": fit.nan_events})
+        # epoch by epoch over every member, so the time left is known after a few epochs, not after a member;
+        # a member that stops early skips its remaining epochs (the estimate is an upper bound)
+        with progress_bar(total=n_nets * config.max_epochs, unit="epoch", enabled=progress,
+                          desc=f"training {name} ({n_nets} network{'s' if n_nets > 1 else ''})") as bar:
+            for m in range(n_nets):
+                seed = config.seed * 1000 + m
+                try:
+                    fit = train_member(xs[tr], ys[tr], xs[va_stop], ys[va_stop], config, seed, dropout, device, bar)
+                except TrainingError as exc:
+                    raise TrainingError(f"head {name!r}, member {m + 1}: {exc}") from None
+                bar.update((m + 1) * config.max_epochs - bar.n)
+                _keep_member(fit, m, config, xs.shape[1], dropout, nets, tensors, member_info)
+                nan_events += fit.nan_events
         cfg.update(members=n_nets, dropout=dropout, nan_events=nan_events, variance_scale=1.0,
                    calibration_ids=[str(i) for i in index.metadata["id"].to_numpy()[rows[va_cal]]])
         va = va_cal  # the factor and the validation metrics: rows the stopping rule never saw
@@ -290,12 +294,22 @@ def train_head(index, target: str, name: str, method: str = "ensemble", members:
     cfg["metrics"] = {**metrics, "members": member_info, "n_train": int(len(tr)), "n_validation": n_val,
                       "n_metrics": int(len(va)),
                       "seconds": round(time.perf_counter() - t0, 2)}
-    folder = save_head(index, cfg, tensors)
+    folder = save_head(index, cfg, tensors, overwrite=overwrite)
     LOG.info("head %s (%s, %s) trained on %d objects, %d held out: RMSE %.4g on %d of them, %d non-finite steps",
              name, method, target, len(tr), n_val, metrics["validation"]["rmse"], len(va), cfg["nan_events"])
     if update_columns:
         index.derived(DERIVED_SET, recompute=True)
     return TrainedHead(name, folder, cfg)
+
+
+def _keep_member(fit, m: int, config: TrainConfig, dim: int, dropout: float, nets: list, tensors: dict,
+                 member_info: list) -> None:
+    """Add member ``m``'s network, its weights to store and its summary."""
+    state = {k: v.detach().cpu() for k, v in fit.state.items()}
+    nets.append(network_from_state(state, config, dim, dropout))
+    tensors.update({f"member{m}.{k}": v.numpy() for k, v in state.items()})
+    member_info.append({"seed": config.seed * 1000 + m, "epochs": fit.epochs, "best_epoch": fit.best_epoch,
+                        "val_nll": fit.best_val_nll, "nan_events": fit.nan_events})
 
 
 def _std_metrics(y, mean, var, scale) -> dict:

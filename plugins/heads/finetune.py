@@ -54,12 +54,11 @@ from ulisse.errors import InputError
 from .common import DERIVED_SET
 from .metrics import regression_metrics
 from .models import VAR_FLOOR, StoredConfig, TrainingError, gaussian_nll, torch_threads, variance_scale
+from .settings import check_members
 from .store import (TrainedHead, check_name, columns_of, save_head, split_rows, standardise_target, training_rows)
 
 LOG = logging.getLogger(__name__)
 
-FINETUNE_MODES = ("none", "last", "all")
-AUGMENTS = ("rot-flip", "none")
 FT_METHODS = ("ensemble", "mc-dropout")
 # (members, epochs) of each mode when not given: chosen on the lens benchmark's training lenses so that a train
 # on about 1,000 cutouts takes at most 15 minutes on 2 CPU cores (benchmarks/heads.md)
@@ -114,18 +113,17 @@ class FinetuneConfig(StoredConfig):
         members, epochs = MODE_DEFAULTS.get(self.mode, MODE_DEFAULTS["all"])
         self.members = members if self.members is None else self.members
         self.epochs = epochs if self.epochs is None else self.epochs
+        super().__post_init__()  # every value in its range (settings.RULES)
+        if not self._stored and not self.warmup_epochs < max(self.epochs, 2):
+            raise InputError(f"FinetuneConfig.warmup_epochs={self.warmup_epochs}: must be less than "
+                             f"epochs={self.epochs}")
 
     def check(self, stages: int) -> None:
+        """What depends on the encoder (its ``stages``) or on training at all (``mode`` none trains no encoder)."""
         if self.mode not in ("last", "all"):
             raise InputError(f"--finetune {self.mode}: expected last or all (none trains on the frozen vectors)")
-        if self.augment not in AUGMENTS:
-            raise InputError(f"--augment {self.augment}: expected one of {', '.join(AUGMENTS)}")
         if self.mode == "last" and not 0 <= self.train_from < stages:
             raise InputError(f"--train-from {self.train_from}: the encoder has stages 0-{stages - 1}")
-        if not 16 <= self.input_size <= 1024:
-            raise InputError(f"--input-size {self.input_size}: expected 16-1024")
-        if self.epochs < 1 or not 0 <= self.warmup_epochs < max(self.epochs, 2):
-            raise InputError(f"epochs={self.epochs}, warmup_epochs={self.warmup_epochs}: need warm-up < epochs")
 
 
 def _device(device: str) -> torch.device:
@@ -301,11 +299,14 @@ def train_one(model, train_from, maps_tr, y_tr, maps_stop, y_stop, ft: FinetuneC
 
 def train_finetuned(index, target: str, name: str, method: str = "ensemble", members: int | None = None,
                     train_ids=None, config: FinetuneConfig | None = None, device: str = "cpu",
-                    update_columns: bool = True, progress: bool = False) -> TrainedHead:
+                    update_columns: bool = True, progress: bool = False, overwrite: bool = False) -> TrainedHead:
     """Fine-tune ``members`` copies of the index's encoder on its cutouts against the catalogue column ``target``.
 
+    ``overwrite``: replace a stored head named ``name`` (without it, such a head is an error before any work).
+
     Raises:
-        InputError: unknown column, bad name, method or settings, unreadable cutouts, too few rows.
+        InputError: unknown column, bad name, method or settings, a head ``name`` and not ``overwrite``,
+            unreadable cutouts, too few rows.
         TrainingError: a member never reached a finite validation loss.
     """
     from ulisse.progress import progress_bar
@@ -315,12 +316,11 @@ def train_finetuned(index, target: str, name: str, method: str = "ensemble", mem
     ft = config or FinetuneConfig()
     if method not in FT_METHODS:
         raise InputError(f"method {method!r} with --finetune: expected one of {', '.join(FT_METHODS)}")
+    check_members(members)
     if members is not None:
-        if isinstance(members, bool) or not isinstance(members, (int, np.integer)) or not 1 <= members <= 100:
-            raise InputError(f"members={members!r}: must be a whole number from 1 to 100")
         ft = FinetuneConfig.from_dict({**ft.to_dict(), "members": int(members)})
     n_nets = ft.members if method == "ensemble" else 1
-    check_name(index, name)
+    check_name(index, name, overwrite)
     dev = _device(device)
     rows, y_all = training_rows(index, target, train_ids)
     t0 = time.perf_counter()
@@ -375,7 +375,7 @@ def train_finetuned(index, target: str, name: str, method: str = "ensemble", mem
         "seconds": round(time.perf_counter() - t0, 2)}
     tensors = {f"member{m}.{k}": v.detach().cpu().contiguous().numpy()
                for m, t in enumerate(trunks) for k, v in t.state_dict().items()}
-    folder = save_head(index, cfg, tensors)
+    folder = save_head(index, cfg, tensors, overwrite=overwrite)
     LOG.info("head %s (fine-tuned %s, %s) trained on %d objects: RMSE %.4g on %d held out, %d non-finite events",
              name, ft.mode, target, len(tr), cfg["metrics"]["validation"]["rmse"], len(va_cal), nan_events)
     if update_columns:

@@ -31,6 +31,8 @@ from torch.nn import functional as F
 
 from ulisse.errors import UlisseError
 
+from .settings import check_config
+
 LOG = logging.getLogger(__name__)
 
 VAR_FLOOR = 1e-4  # standardised units: sigma >= 0.01 of the target's spread
@@ -58,7 +60,19 @@ class TrainingError(UlisseError):
 
 
 class StoredConfig:
-    """A dataclass of training settings kept in a head's JSON config (``hidden``: a tuple of widths)."""
+    """A dataclass of training settings kept in a head's JSON config (``hidden``: a tuple of widths).
+
+    Made by hand, it checks every value (:func:`~ulisse.plugins.heads.settings.check_config`: an
+    :class:`~ulisse.errors.InputError` naming the field and the reason); read back from a stored head
+    (:meth:`from_dict`), it is taken as it was written (an older version may have allowed other values).
+    """
+
+    _stored = False  # read back from a head: not checked again
+
+    def __post_init__(self):
+        if not self._stored:
+            check_config(self)
+        self.hidden = tuple(int(h) for h in self.hidden)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -69,9 +83,10 @@ class StoredConfig:
     def from_dict(cls, d: dict):
         """The settings of a stored config (keys this version does not know are left out)."""
         d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        if "hidden" in d:
-            d["hidden"] = tuple(int(h) for h in d["hidden"])
-        return cls(**d)
+        config = cls.__new__(cls)
+        config._stored = True
+        config.__init__(**d)
+        return config
 
 
 @dataclass
@@ -94,9 +109,13 @@ class TrainConfig(StoredConfig):
             needed 1.06, and the 95 % intervals covered 91 %.
         max_nan_restarts: non-finite steps tolerated per member before it stops at its best state.
         seed: seed of the split, the initialisations and the batch orders.
-        threads: CPU threads for torch and BLAS while training and predicting.
+        threads: CPU threads for torch and BLAS while training and predicting (0 counts as 1).
         features: ``raw`` vectors, or ``sqrt``: signed square root of each component (power
             normalisation of pooled CNN features), before standardisation; every method uses the same.
+
+    Raises:
+        InputError: a value out of its range (:data:`~ulisse.plugins.heads.settings.RULES`), e.g.
+            ``val_fraction`` not between 0 and 1, ``max_epochs`` or ``batch_size`` below 1, ``lr`` not above 0.
     """
 
     hidden: tuple[int, ...] = (256, 128)
@@ -181,18 +200,20 @@ def _val_nll(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def train_member(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-                 config: TrainConfig, seed: int, dropout: float, device: str = "cpu") -> MemberFit:
+                 config: TrainConfig, seed: int, dropout: float, device: str = "cpu", bar=None) -> MemberFit:
     """Train one Gaussian MLP with the NLL, early stopping on the validation NLL and the NaN guard.
+
+    ``bar``: a progress bar (:func:`ulisse.progress.progress_bar`) advanced by one at the end of every epoch.
 
     Raises:
         TrainingError: no finite state was ever reached.
     """
     with torch_threads(config.threads):
-        return _train_member(x_train, y_train, x_val, y_val, config, seed, dropout, device)
+        return _train_member(x_train, y_train, x_val, y_val, config, seed, dropout, device, bar)
 
 
 def _train_member(x_train, y_train, x_val, y_val, config: TrainConfig, seed: int, dropout: float,
-                  device: str) -> MemberFit:
+                  device: str, bar=None) -> MemberFit:
     torch.manual_seed(seed)
     order = torch.Generator().manual_seed(seed + 7919)  # each member: its own batch order
     xt, yt = torch.as_tensor(x_train, device=device), torch.as_tensor(y_train, device=device)
@@ -240,6 +261,8 @@ def _train_member(x_train, y_train, x_val, y_val, config: TrainConfig, seed: int
             going = recover("loss or weights")  # this batch is skipped
             if not going:
                 break
+        if bar is not None:
+            bar.update(1)
         if not going:
             break
         val = _val_nll(model, xv, yv)

@@ -35,11 +35,14 @@ def train_form(index) -> None:
                                       "NAME_std_epistemic.")
             method = st.selectbox("Method", METHODS, key="heads.method")
             members = st.number_input("Ensemble members", 1, 20, 5, key="heads.members")
+            overwrite = st.checkbox("Replace the head of that name (--overwrite)", key="heads.overwrite",
+                                    help="Without it, a name already trained is refused before any training.")
             go = st.form_submit_button("Train")
         if go:
             try:
                 with st.spinner(f"Training {name}…"), kit.index_lock(index):
-                    trained = train_head(index, target, name.strip(), method=method, members=int(members))
+                    trained = train_head(index, target, name.strip(), method=method, members=int(members),
+                                         overwrite=overwrite)
             except UlisseError as exc:
                 st.error(str(exc))
                 return

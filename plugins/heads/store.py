@@ -49,8 +49,10 @@ def vectors_of(index, rows: Sequence[int] | None = None) -> np.ndarray:
     return np.asarray(index.vectors_of_rows(list(rows)), np.float32)
 
 
-def rows_of_ids(index, ids: Iterable[str], what: str) -> np.ndarray:
-    """Row numbers of ``ids`` (an unknown id is an error naming ``what``)."""
+def rows_of_ids(index, ids: Iterable[str] | str, what: str) -> np.ndarray:
+    """Row numbers of ``ids`` (an unknown id is an error naming ``what``); one string is one id, not its letters."""
+    if isinstance(ids, (str, bytes)):
+        ids = [ids.decode() if isinstance(ids, bytes) else ids]
     rows, unknown = [], []
     for oid in ids:
         try:
@@ -83,13 +85,21 @@ def heads_dir(index) -> Path:
     return Path(index.path) / "derived" / HEADS_DIR
 
 
-def check_name(index, name: str) -> str:
+def check_name(index, name: str, overwrite: bool = False) -> str:
+    """``name`` if a head may be trained under it: a column name, no catalogue column's, no stored head's unless
+    ``overwrite`` (checked before any training: a fine-tuned head costs minutes).
+
+    Raises:
+        InputError: a name ``--where`` cannot use, one of the catalogue's columns, or a stored head's.
+    """
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise InputError(f"head name {name!r}: use letters, digits and _ (not starting with a digit)")
     clash = [c for c in columns_of(name) if c in index.metadata.columns]
     if clash:
         raise InputError(f"head name {name!r}: column {clash[0]!r} is in the index's catalogue already "
                          f"(choose another name, e.g. {name}_pred)")
+    if not overwrite and (heads_dir(index) / name / CONFIG_FILE).is_file():
+        raise InputError(f"head {name!r} exists (use --overwrite to replace it)")
     return name
 
 
@@ -101,8 +111,12 @@ def head_names(index) -> list[str]:
     return sorted(p.name for p in d.iterdir() if (p / CONFIG_FILE).is_file())
 
 
-def save_head(index, head_cfg: dict, tensors: dict, wait: float = SIDE_WAIT) -> Path:
-    """Store a head's weights and config in one transaction of the index (an error leaves the old ones)."""
+def save_head(index, head_cfg: dict, tensors: dict, wait: float = SIDE_WAIT, overwrite: bool = True) -> Path:
+    """Store a head's weights and config in one transaction of the index (an error leaves the old ones).
+
+    ``overwrite=False``: a head of that name stored meanwhile (by another process, under the index's writer
+    lock) is an error, not replaced.
+    """
     from safetensors.numpy import save
 
     weights = save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
@@ -110,6 +124,9 @@ def save_head(index, head_cfg: dict, tensors: dict, wait: float = SIDE_WAIT) -> 
     config = json.dumps(head_cfg, indent=1, default=_json_default) + "\n"
     folder = heads_dir(index) / head_cfg["name"]
     with transaction(index.path, wait) as txn:
+        if not overwrite and (folder / CONFIG_FILE).is_file():
+            raise InputError(f"head {head_cfg['name']!r} was stored by another process while this one trained "
+                             f"(use --overwrite to replace it)")
         txn.stage(folder / WEIGHTS_FILE, weights)
         txn.stage(folder / CONFIG_FILE, config)  # published last: a config names the sha256 of its weights
         txn.commit()
@@ -161,7 +178,8 @@ class TrainedHead:
 
 
 def training_rows(index, target: str, train_ids: Iterable[str] | None) -> tuple[np.ndarray, np.ndarray]:
-    """(rows to train on, the target for every row): the ``train_ids`` (default: every object) that have a value.
+    """(rows to train on, the target for every row): the ``train_ids`` (default: every object; one string: that
+    one id) that have a value.
 
     Raises:
         InputError: unknown or non-numeric column, unknown id, fewer than ``MIN_ROWS`` rows.
