@@ -7,6 +7,7 @@ import inspect
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ulisse.errors import InputError
@@ -251,6 +252,42 @@ def test_report_compares_with_classical_denoisers(fits_model, pairs, tmp_path, c
     with Image.open(tmp_path / "rep" / "before_after.png") as im:
         assert im.format == "PNG" and im.size[0] > 500
     assert "Gaussian filter, best sigma" in out
+    assert "none of them is a pair the model was trained on" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_report_leaves_out_the_pairs_the_model_trained_on(fits_model, pairs, tmp_path, cli):
+    from ulisse.plugins.denoise.images import read_image
+    from ulisse.plugins.denoise.model import image_key
+
+    noisy, clean = pairs / "train" / "noisy_fits", pairs / "train" / "clean_fits"
+    training = json.loads((fits_model / "config.json").read_text())["training"]
+    assert (len(training["train_keys"]), len(training["held_out_keys"])) == (27, 3)
+    r = denoise.report(fits_model, noisy, clean)
+    assert len(r.trained_on) == 27 and r.per_image["id"].nunique() == 3
+    assert "27 pair(s) the model was trained on left out; 3 of them were held out" in r.markdown
+    code, out, err = cli("denoise", "report", fits_model, "--noisy", noisy, "--clean", clean, "--out", tmp_path / "all",
+                         "--include-training")
+    assert code == 0 and "30 noisy/clean pairs" in out and "27 of them are pairs the model was trained on" in out, err
+    assert pd.read_csv(tmp_path / "all" / "metrics.csv")["id"].nunique() == 30
+    seen = set(training["train_keys"])
+    only = tmp_path / "seen"
+    for side in ("noisy", "clean"):
+        (only / side).mkdir(parents=True)
+    for f in [f for f in sorted(noisy.iterdir()) if image_key(read_image(f).data) in seen][:2]:
+        (only / "noisy" / f.name).write_bytes(f.read_bytes())
+        (only / "clean" / f.name).write_bytes((clean / f.name).read_bytes())
+    one_line_error(*cli("denoise", "report", fits_model, "--noisy", only / "noisy", "--clean", only / "clean",
+                        "--out", tmp_path / "r2")[:3:2], "all 2 pairs are pairs the model was trained on",
+                   "--include-training")
+    old = tmp_path / "old-model"
+    old.mkdir()
+    (old / "model.safetensors").write_bytes((fits_model / "model.safetensors").read_bytes())
+    config = json.loads((fits_model / "config.json").read_text())
+    for key in ("train_keys", "held_out_keys"):
+        del config["training"][key]
+    (old / "config.json").write_text(json.dumps(config))
+    r = denoise.report(old, only / "noisy", only / "clean")
+    assert "does not record the images it was trained on" in r.markdown and len(r.per_image) == 2 * 5
 
 
 # -- bad input: one line, non-zero, nothing damaged -----------------------------------
@@ -269,7 +306,21 @@ def test_bad_inputs_are_one_line_errors(fits_model, png_model, pairs, tmp_path, 
     one_line_error(*cli("denoise", "train", "--noisy", noisy, "--clean", clean, "--self-supervised", "--out",
                         tmp_path / "m")[:3:2], "not both")
     one_line_error(*cli("denoise", "train", "--noisy", tmp_path / "nowhere", "--self-supervised", "--out",
-                        tmp_path / "m")[:3:2], "no such file or folder")
+                        tmp_path / "m")[:3:2], "nowhere: no such folder (noisy cutouts)")
+    one_line_error(*cli("denoise", "train", "--noisy", noisy, "--clean", tmp_path / "nowhere", "--out",
+                        tmp_path / "m")[:3:2], "nowhere: no such folder (clean cutouts)")
+    (tmp_path / "empty").mkdir()
+    one_line_error(*cli("denoise", "train", "--noisy", tmp_path / "empty", "--self-supervised", "--out",
+                        tmp_path / "m")[:3:2], "no cutouts")
+    assert not (tmp_path / "m").exists()  # a failed training leaves no empty model folder behind
+    # an --out folder that cannot be made, or a file (click says so): one line, before any work
+    for out, why in (("/proc/x", "cannot make this folder"), (fits_model / "config.json", "is a file")):
+        code, _, err = cli("denoise", "train", "--noisy", noisy, "--self-supervised", "--out", out)
+        one_line_error(code, err, str(out), why)
+        assert "trained" not in err
+        one_line_error(*cli("denoise", "apply", fits_model, noisy, "--out", out)[:3:2], str(out), why)
+        one_line_error(*cli("denoise", "report", fits_model, "--noisy", pairs / "test" / "noisy_fits", "--clean",
+                            pairs / "test" / "clean_fits", "--out", out)[:3:2], str(out), why)
     one_line_error(*cli("denoise", "train", "--noisy", noisy, "--clean", pairs / "train" / "clean_png", "--out",
                         tmp_path / "m")[:3:2], "does not match")
     one_line_error(*cli("denoise", "train", "--noisy", noisy, "--self-supervised", "--out", fits_model)[:3:2],

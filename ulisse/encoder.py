@@ -44,7 +44,7 @@ from ._spec import (DEFAULT_PRESET, PRECISIONS, POOLS, PRESETS, TTAS, EncoderSpe
                     parse_pool, parse_tta, preset_settings)
 from ._weights import (DEFAULT_MODEL, LITE0_MODEL, LITE0_PACKAGE, lite0_state_dict, lite0_weights_path,
                        map_state_dict_by_order, resolve_weights, timm_model)
-from .errors import EncoderMismatch, InputError
+from .errors import EncoderMismatch, InputError, UlisseError
 
 LOG = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ class Encoder:
         enc = cls.load(spec.model_name, weights=weights, device=device, input_size=spec.input_size, pool=spec.pool,
                        tta=spec.tta, runtime=runtime, encoder=spec.encoder, precision=spec.precision,
                        preset=spec.preset, crop=spec.crop or 0,
-                       preprocess=[(p["name"], p["arg"]) for p in spec.preprocessors])
+                       preprocess=[dict(p) for p in spec.preprocessors])
         for want, got in zip(spec.preprocessors, enc.spec.preprocessors):
             if want["fingerprint"] != got["fingerprint"]:
                 raise EncoderMismatch(
@@ -316,8 +316,14 @@ def _registered_encoder(name: str, **kwargs):
 def load_preprocessors(preprocess: Sequence) -> tuple[list, tuple]:
     """``[(name, arg), ...]`` -> (loaded steps, the spec's ``({"name", "arg", "fingerprint"}, ...)``).
 
+    The recorded ``arg`` is the step's own ``arg`` attribute when it has one (its canonical form: a model
+    folder's absolute path, say), else the argument given. An item may be a spec's record (a dict): the
+    index's recorded step, whose load errors then say so (with the error's ``index_hint``, if the plugin
+    gave one: how to fix it).
+
     Raises:
         InputError: an unknown step, or one whose plugin refuses the argument.
+        EncoderMismatch: an index's recorded step cannot be loaded.
     """
     if not preprocess:
         return [], ()
@@ -326,13 +332,23 @@ def load_preprocessors(preprocess: Sequence) -> tuple[list, tuple]:
     registered = preprocessors()
     steps, records = [], []
     for item in preprocess:
-        name, arg = (item if isinstance(item, (tuple, list)) else str(item).split("=", 1) + [""])[:2]
+        recorded = isinstance(item, dict)
+        name, arg = ((item["name"], item["arg"]) if recorded else
+                     (item if isinstance(item, (tuple, list)) else str(item).split("=", 1) + [""])[:2])
         if name not in registered:
             raise InputError(f"--preprocess {name}: no such preprocessor "
                              f"(registered: {', '.join(sorted(registered)) or 'none'})")
-        step = registered[name].load(str(arg))
+        try:
+            step = registered[name].load(str(arg))
+        except UlisseError as exc:
+            if not recorded:
+                raise
+            hint, where = getattr(exc, "index_hint", ""), "" if str(exc).startswith(str(arg)) else f" ({arg})"
+            raise EncoderMismatch(f"the index's recorded preprocessing step {name}{where} cannot be loaded: {exc}"
+                                  + (f"; {hint}" if hint else "")) from None
         steps.append(step)
-        records.append({"name": str(name), "arg": str(arg), "fingerprint": str(step.fingerprint)})
+        records.append({"name": str(name), "arg": str(getattr(step, "arg", None) or arg),
+                        "fingerprint": str(step.fingerprint)})
     return steps, tuple(records)
 
 

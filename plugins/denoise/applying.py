@@ -11,7 +11,8 @@ import numpy as np
 
 from ulisse.errors import CutoutError, InputError
 
-from .images import EIGHT_BIT, Image, cutout_files, from_uint8_rgb, read_image, to_uint8, write_image
+from .images import (EIGHT_BIT, Image, cutout_files, from_uint8_rgb, make_folder, read_image, to_uint8,
+                     write_image)
 from .model import Denoiser
 
 LOG = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def apply(model, inputs: Iterable[str | Path], out: str | Path, *, device: str =
         seen[f.name] = f
         if (out_dir / f.name).resolve() == f.resolve():
             raise InputError(f"{f}: the output would overwrite the input; choose another --out folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     history = f"denoised by ulisse denoise ({den.config.objective}, model {den.fingerprint[:16]})"
     report = ApplyReport([], [])
     for start in range(0, len(files), batch):
@@ -106,6 +107,7 @@ class DenoiseStep:
     """
 
     def __init__(self, denoiser: Denoiser, source: str = ""):
+        self.arg = source  # the model folder (an index records it): absolute when made by :func:`load_step`
         if denoiser.config.domain != EIGHT_BIT:
             raise InputError(f"{source or 'denoiser'}: the denoise step before embedding needs a model trained on "
                              "8-bit PNG/JPEG cutouts (this one was trained on FITS fluxes)")
@@ -131,6 +133,28 @@ class DenoiseStep:
         return out
 
 
+RELINK = "ulisse denoise relink INDEX NEW_MODEL_DIR"
+
+
 def load_step(model_dir: str) -> DenoiseStep:
-    """``Preprocessor.load``: the step of the model in ``model_dir`` (on the CPU)."""
-    return DenoiseStep(load(model_dir), str(model_dir))
+    """``Preprocessor.load``: the step of the model in ``model_dir`` (on the CPU).
+
+    The step's ``arg`` is the folder's absolute, resolved path: what an index built with it records, so that
+    the index works from any working directory.
+
+    Raises:
+        InputError: no model there (its ``index_hint`` says how an index that recorded it is fixed), or a
+            model that cannot be a step before embedding.
+    """
+    given = Path(model_dir).expanduser()
+    where = given.resolve()
+    if not where.is_dir():
+        exc = InputError(f"{where}: no such denoiser model folder")
+        exc.index_hint = (f"move the model back there, or point the index at its new folder: {RELINK}"
+                          if given.is_absolute() else
+                          "the index recorded it relative to the folder it was built from: run from there, or "
+                          "record where it is: ulisse denoise relink INDEX MODEL_DIR")
+        raise exc
+    step = DenoiseStep(load(where), str(where))
+    step.arg = str(where)
+    return step

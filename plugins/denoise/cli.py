@@ -1,4 +1,4 @@
-"""``ulisse denoise``: train, apply, report."""
+"""``ulisse denoise``: train, apply, report, relink."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _progress() -> bool:
 
 @click.group("denoise")
 def denoise_group():
-    """Autoencoder denoisers: train (supervised or self-supervised), apply, report."""
+    """Autoencoder denoisers: train (supervised or self-supervised), apply, report; relink an index to a moved one."""
 
 
 @denoise_group.command("train")
@@ -105,12 +105,39 @@ def apply_command(model_dir, inputs, out, skip_bad, device):
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="folder for report.md, summary.csv, metrics.csv and before_after.png")
 @click.option("--limit", type=click.IntRange(1, 10_000_000), default=None, help="compare on the first N pairs only")
+@click.option("--include-training", is_flag=True,
+              help="also score the pairs the model was trained on (left out by default; the report counts them)")
 @device_option
-def report_command(model_dir, noisy, clean, out, limit, device):
-    """PSNR and SSIM of the input, a best-sigma Gaussian, non-local means, wavelets and the model."""
+def report_command(model_dir, noisy, clean, out, limit, include_training, device):
+    """PSNR and SSIM of the input, a best-sigma Gaussian, non-local means, wavelets and the model.
+
+    Pairs whose noisy cutout the model was trained on are left out (the model's config names its training
+    cutouts by content): the report says how many, or that the model does not record them.
+    """
     from .applying import load
     from .reporting import report
 
-    r = report(load(model_dir, device), noisy, clean, out, limit=limit)
+    r = report(load(model_dir, device), noisy, clean, out, limit=limit, include_training=include_training)
     click.echo(r.markdown, nl=False)
     click.echo(f"{out}: report.md, summary.csv, metrics.csv, before_after.png")
+
+
+@denoise_group.command("relink")
+@click.argument("index_dir", type=click.Path())
+@click.argument("model_dir", type=click.Path())
+@click.option("--wait", type=click.FloatRange(0), default=0.0,
+              help="seconds to wait for another writer of the index (default: stop at once with a message)")
+def relink_command(index_dir, model_dir, wait):
+    """Point an index built with --denoise at its denoiser's new folder (the model must be the same one).
+
+    The index records the model's absolute folder; after moving the model (or for an index that recorded a
+    folder relative to where it was built), this records MODEL_DIR instead, if the model there has the
+    fingerprint the index recorded. Adds, queries by image and feature rebuilds then load it from there.
+    """
+    from .relinking import relink
+
+    done = relink(index_dir, model_dir, wait=wait)
+    if done.changed:
+        click.echo(f"{done.index}: the denoise step now loads {done.after} (was {', '.join(done.before)})")
+    else:
+        click.echo(f"{done.index}: the denoise step loads {done.after} already; nothing changed")

@@ -22,7 +22,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ulisse._io import atomic_write
+from ulisse._io import atomic_write, os_error_reason
 from ulisse.cutouts import CUTOUT_SUFFIXES, FITS_SUFFIXES, IMAGE_SUFFIXES, MIN_SIDE, cutout_id, is_cutout_file
 from ulisse.errors import CutoutError, InputError
 
@@ -194,11 +194,36 @@ def _write_fits(image: Image, path: Path, history: str | None) -> Path:
     return atomic_write(path, write)
 
 
+def make_folder(path: str | Path) -> bool:
+    """Make the output folder ``path`` (and its parents) before any work; True if it was not there.
+
+    Raises:
+        InputError: ``PATH: cannot make this folder (<reason>)`` (a file there, no permission, ...).
+    """
+    p = Path(path)
+    if p.is_dir():
+        return False
+    try:
+        p.mkdir(parents=True)
+    except OSError as exc:
+        reason = "a file is there" if p.exists() else os_error_reason(exc)
+        raise InputError(f"{p}: cannot make this folder ({reason})") from None
+    return True
+
+
 def cutout_files(inputs: Iterable[str | Path], what: str = "input") -> list[Path]:
-    """The cutout files named by ``inputs`` (files, or folders searched at their top level), sorted."""
+    """The cutout files named by ``inputs`` (files, or folders searched at their top level), sorted.
+
+    Raises:
+        InputError: a path that does not exist, a folder without cutouts, nothing given.
+        CutoutError: a file that is not a cutout.
+    """
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
+        if not p.exists():
+            kind = "folder" if what in ("noisy", "clean") else "file or folder"  # --noisy and --clean name folders
+            raise InputError(f"{p}: no such {kind} ({what} cutouts)")
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.is_file() and is_cutout_file(f))
             if not found:
@@ -209,7 +234,7 @@ def cutout_files(inputs: Iterable[str | Path], what: str = "input") -> list[Path
                 raise CutoutError(p, f"unknown cutout type (expected one of {', '.join(CUTOUT_SUFFIXES)})")
             files.append(p)
         else:
-            raise InputError(f"{p}: no such file or folder ({what})")
+            raise InputError(f"{p}: not a folder or a cutout file ({what})")
     if not files:
         raise InputError(f"no {what} cutouts given")
     return files

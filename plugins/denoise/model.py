@@ -38,7 +38,8 @@ from .images import DOMAINS, EIGHT_BIT
 from .noise import normalisers
 
 FORMAT = "ulisse-denoiser"
-VERSION = 1
+VERSION = 2  # 2: fingerprinted by its network (weights + settings); 1: by the config file's bytes (still read)
+READABLE_VERSIONS = (1, 2)
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 OBJECTIVES = ("supervised", "self-supervised")
 NORMALISATIONS = ("global", "sky")
@@ -58,7 +59,9 @@ class DenoiserConfig:
         depth: number of strided (halving) levels; images are padded to a multiple of 2**depth.
         residual: the network predicts the noise (output = input - noise) rather than the image.
         objective: ``"supervised"`` (noisy/clean pairs) or ``"self-supervised"`` (blind-spot masking).
-        training: what the training saw and reached (informational; not part of the network).
+        training: what the training saw and reached (informational: not part of the network nor of its
+            fingerprint). From ulisse's config version 2 it also names the images it trained on (``train_keys``)
+            and held out (``held_out_keys``) by :func:`image_key`, so that reports can leave them out.
         normalise: ``"sky"``: each image minus its sky level, over its sky sigma, per band (flux models);
             ``"global"``: divided by ``scale`` (8-bit models, and models saved before this option).
     """
@@ -94,8 +97,9 @@ class DenoiserConfig:
     def from_dict(cls, d: dict, source: str = "config") -> "DenoiserConfig":
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise InputError(f"{source}: not a ulisse denoiser config (no \"format\": \"{FORMAT}\")")
-        if d.get("version") != VERSION:
-            raise InputError(f"{source}: denoiser config version {d.get('version')!r}; this ulisse reads version {VERSION}")
+        if d.get("version") not in READABLE_VERSIONS:
+            raise InputError(f"{source}: denoiser config version {d.get('version')!r}; this ulisse reads versions "
+                             f"{', '.join(map(str, READABLE_VERSIONS))}")
         try:
             return cls(channels=int(d["channels"]), domain=str(d["domain"]), scale=tuple(float(s) for s in d["scale"]),
                        width=int(d["width"]), depth=int(d["depth"]), residual=bool(d["residual"]),
@@ -185,11 +189,7 @@ class Denoiser:
                 f"fingerprint {self.fingerprint[:12]})")
 
     def _fingerprint_of_state(self) -> str:
-        h = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
-        for k, v in self.network.state_dict().items():
-            h.update(k.encode())
-            h.update(v.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()
+        return network_fingerprint(self.config, self.network.state_dict())
 
     # -- saving and loading -------------------------------------------------
 
@@ -212,29 +212,16 @@ class Denoiser:
         Raises:
             InputError: no model there, or its files are damaged or do not fit each other.
         """
-        from safetensors.torch import load_file
-
         d = Path(model_dir)
-        cfg_path, weights_path = d / CONFIG_FILE, d / WEIGHTS_FILE
-        missing = [p.name for p in (cfg_path, weights_path) if not p.is_file()]
-        if missing:
-            reason = "no such denoiser model folder" if not d.is_dir() else f"not a denoiser model folder ({missing[0]} is missing)"
-            raise InputError(f"{d}: {reason}")
-        try:
-            raw = json.loads(cfg_path.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InputError(f"{cfg_path}: not valid JSON ({exc})") from None
-        config = DenoiserConfig.from_dict(raw, str(cfg_path))
-        try:
-            state = load_file(str(weights_path))
-        except Exception as exc:  # safetensors raises its own error types for damaged files
-            raise InputError(f"{weights_path}: not a readable safetensors file ({str(exc).splitlines()[0][:160]})") from None
+        raw, config, state = read_model(d)
         network = build_network(config)
         try:
             network.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise InputError(f"{weights_path}: weights do not fit the config ({str(exc).splitlines()[0][:160]})") from None
-        return cls(network, config, device, fingerprint_of(d))
+            raise InputError(f"{d / WEIGHTS_FILE}: weights do not fit the config "
+                             f"({str(exc).splitlines()[0][:160]})") from None
+        fingerprint = legacy_fingerprint(d) if raw.get("version") == 1 else network_fingerprint(config, state)
+        return cls(network, config, device, fingerprint)
 
     # -- denoising ----------------------------------------------------------
 
@@ -289,9 +276,71 @@ class Denoiser:
         return y
 
 
-def fingerprint_of(model_dir: str | Path) -> str:
-    """sha256 over the weights file's sha256 and the config file's bytes: changes whenever the model does."""
+def network_fingerprint(config: DenoiserConfig, state) -> str:
+    """sha256 of what decides a denoiser's output: its settings and every tensor of its weights.
+
+    The config's ``training`` notes (wall time, device, threads, losses, the images seen) are left out, so two
+    identical seeded trainings give the same fingerprint, and a model is the same model wherever it is kept.
+    """
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("training", "format", "version")}
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, separators=(",", ":")).encode())
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def legacy_fingerprint(model_dir: str | Path) -> str:
+    """The fingerprint of a version 1 model (and what indexes built with one recorded): sha256 over the weights
+    file's sha256 and the config file's bytes, training notes included."""
     d = Path(model_dir)
     h = hashlib.sha256(sha256_file(d / WEIGHTS_FILE).encode())
     h.update((d / CONFIG_FILE).read_bytes())
     return h.hexdigest()
+
+
+def read_model(model_dir: str | Path) -> tuple[dict, DenoiserConfig, dict]:
+    """``(raw config, config, weights)`` of the saved model in ``model_dir``.
+
+    Raises:
+        InputError: no model there, or its files are damaged.
+    """
+    from safetensors.torch import load_file
+
+    d = Path(model_dir)
+    cfg_path, weights_path = d / CONFIG_FILE, d / WEIGHTS_FILE
+    missing = [p.name for p in (cfg_path, weights_path) if not p.is_file()]
+    if missing:
+        reason = "no such denoiser model folder" if not d.is_dir() else f"not a denoiser model folder ({missing[0]} is missing)"
+        raise InputError(f"{d}: {reason}")
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{cfg_path}: not valid JSON ({exc})") from None
+    config = DenoiserConfig.from_dict(raw, str(cfg_path))
+    try:
+        state = load_file(str(weights_path))
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise InputError(f"{weights_path}: not a readable safetensors file ({str(exc).splitlines()[0][:160]})") from None
+    return raw, config, state
+
+
+def fingerprint_of(model_dir: str | Path) -> str:
+    """The fingerprint of the saved model in ``model_dir``: changes whenever its output would.
+
+    Models saved by this ulisse (config version 2) are fingerprinted by :func:`network_fingerprint`; version 1
+    models keep the fingerprint they had (:func:`legacy_fingerprint`), so indexes built with them still open.
+
+    Raises:
+        InputError: no model there, or its files are damaged.
+    """
+    raw, config, state = read_model(model_dir)
+    return legacy_fingerprint(model_dir) if raw.get("version") == 1 else network_fingerprint(config, state)
+
+
+def image_key(data: np.ndarray) -> str:
+    """A short content hash of an image's pixels (float32 ``C x H x W``): how a model's config names the images
+    it trained on, whatever their file names."""
+    a = np.ascontiguousarray(data, dtype=np.float32)
+    return hashlib.sha256(f"{a.shape}".encode() + a.tobytes()).hexdigest()[:16]

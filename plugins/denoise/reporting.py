@@ -11,6 +11,11 @@ Methods compared on every pair (each image denoised on its own):
   per channel, PyWavelets);
 * ``model``: the denoiser.
 
+Pairs whose noisy image the model was trained on (its config names them by
+content, :func:`.model.image_key`) are left out, unless asked for: a model judged on
+its own training images looks better than it is. The report says what it left out,
+and says so when the model does not record its training images.
+
 PSNR and SSIM use each clean image's own data range (max - min) for FITS
 fluxes, and 0..1 (i.e. 0..255) for 8-bit images; channels are pooled.
 Aperture photometry checks that a denoiser keeps the flux where it matters:
@@ -22,7 +27,7 @@ pooled over the images (sum of outputs over sum of cleans) and per image.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -33,7 +38,8 @@ from ulisse._io import atomic_write
 from ulisse.errors import InputError
 
 from .applying import _as_denoiser, check_fits
-from .images import EIGHT_BIT, Image
+from .images import EIGHT_BIT, Image, make_folder
+from .model import image_key
 from .training import load_training_set
 
 LOG = logging.getLogger(__name__)
@@ -54,12 +60,16 @@ class DenoiseReport:
             aperture flux ratio (pooled, and the median per image).
         gaussian_sigma: the best Gaussian sigma (px).
         markdown: the summary as a Markdown table with a note on the set.
+        trained_on: ids of the pairs whose noisy image the model trained on (left out, unless included).
+        note: what the pairs are, against the model's training images (also in ``markdown``).
     """
 
     per_image: pd.DataFrame
     summary: pd.DataFrame
     gaussian_sigma: float
     markdown: str
+    trained_on: list[str] = field(default_factory=list)
+    note: str = ""
 
 
 def data_range(clean: np.ndarray, domain: str) -> float:
@@ -221,12 +231,46 @@ def before_after_grid(noisy: Sequence[Image], clean: Sequence[Image], outputs: d
     return thumbnail_grid(panels, path, columns=len(methods) + 1, title=title)
 
 
+def split_by_training(den, noisy: Sequence[Image], clean: Sequence[Image], include_training: bool = False):
+    """``(noisy, clean, trained_on ids, note)``: the pairs to judge, without those the model trained on.
+
+    Raises:
+        InputError: every pair is a training pair (and ``include_training`` is False).
+    """
+    training = den.config.training
+    if "train_keys" not in training:
+        return list(noisy), list(clean), [], ("the model does not record the images it was trained on (saved by an "
+                                              "older ulisse): these pairs may include training pairs")
+    seen, held = set(training["train_keys"]), set(training.get("held_out_keys") or ())
+    keys = [image_key(n.data) for n in noisy]
+    trained = [n.id for n, k in zip(noisy, keys) if k in seen]
+    if trained and len(trained) == len(noisy) and not include_training:
+        raise InputError(f"all {len(noisy)} pairs are pairs the model was trained on; judge it on others "
+                         "(or --include-training to score them anyway)")
+    if include_training:
+        keep = [True] * len(noisy)
+        said = (f"{len(trained)} of them are pairs the model was trained on (--include-training): the scores "
+                "flatter it") if trained else "none of them is a pair the model was trained on"
+    else:
+        keep = [k not in seen for k in keys]
+        said = (f"{len(trained)} pair(s) the model was trained on left out" if trained
+                else "none of them is a pair the model was trained on")
+    held_out = sum(ok and k in held for ok, k in zip(keep, keys))
+    if held_out:
+        said += f"; {held_out} of them were held out of its training (they chose its best weights)"
+    return ([n for n, ok in zip(noisy, keep) if ok], [c for c, ok in zip(clean, keep) if ok], trained, said)
+
+
 def report(model, noisy, clean, out: str | Path | None = None, *, limit: int | None = None,
-           device: str = "cpu") -> DenoiseReport:
+           device: str = "cpu", include_training: bool = False) -> DenoiseReport:
     """Compare a denoiser with the classical ones on noisy/clean pairs (folders or file lists, paired by stem).
 
-    With ``out``: writes ``metrics.csv`` (per image), ``summary.csv``, ``report.md``
-    and ``before_after.png`` there.
+    Pairs whose noisy image the model was trained on are left out unless ``include_training``
+    (:func:`split_by_training`); ``limit`` then keeps the first N. With ``out``: writes ``metrics.csv``
+    (per image), ``summary.csv``, ``report.md`` and ``before_after.png`` there.
+
+    Raises:
+        InputError: no pairs, only training pairs, or an ``out`` folder that cannot be made.
 
     Example:
         >>> r = report("models/png", "test/noisy_png", "test/clean_png", out="reports/png")   # doctest: +SKIP
@@ -234,21 +278,24 @@ def report(model, noisy, clean, out: str | Path | None = None, *, limit: int | N
     """
     den = _as_denoiser(model, device)
     noisy_images, clean_images = load_training_set(noisy, clean)
+    noisy_images, clean_images, trained_on, note = split_by_training(den, noisy_images, clean_images,
+                                                                     include_training)
     if limit is not None:
         noisy_images, clean_images = noisy_images[:limit], clean_images[:limit]
     if not noisy_images:
         raise InputError("no noisy/clean pairs to compare")
+    if out is not None:
+        make_folder(out)
     per_image, sigma, outputs = compare({"model": den}, noisy_images, clean_images)
     summary = summarise(per_image)
     c = den.config
     markdown = (f"{len(noisy_images)} noisy/clean pairs ({noisy_images[0].domain}, {noisy_images[0].channels} "
-                f"channel(s)); model: {c.objective}, fingerprint {den.fingerprint[:12]}.\n\n"
+                f"channel(s)); {note}; model: {c.objective}, fingerprint {den.fingerprint[:12]}.\n\n"
                 + summary_markdown(summary, sigma))
     if out is not None:
         out_dir = Path(out)
-        out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(out_dir / "metrics.csv", lambda p: per_image.to_csv(p, index=False))
         atomic_write(out_dir / "summary.csv", lambda p: summary.to_csv(p, index_label="method"))
         atomic_write(out_dir / "report.md", "# Denoiser report\n\n" + markdown)
         before_after_grid(noisy_images, clean_images, outputs, out_dir / "before_after.png")
-    return DenoiseReport(per_image, summary, sigma, markdown)
+    return DenoiseReport(per_image, summary, sigma, markdown, trained_on, note)

@@ -35,8 +35,8 @@ from ulisse.encoder import resolve_device
 from ulisse.errors import InputError
 
 from .blindspot import REPLACEMENTS, blind_spot_loss
-from .images import EIGHT_BIT, Image, check_consistent, cutout_files, pair_by_stem, read_image
-from .model import BlobsAutoencoder, Denoiser, DenoiserConfig, build_network
+from .images import EIGHT_BIT, Image, check_consistent, cutout_files, make_folder, pair_by_stem, read_image
+from .model import BlobsAutoencoder, Denoiser, DenoiserConfig, build_network, image_key
 from .noise import normalisers
 
 LOG = logging.getLogger(__name__)
@@ -186,7 +186,8 @@ def train(noisy, clean=None, *, self_supervised: bool = False, options: TrainOpt
         out: the model folder to write (``model.safetensors`` + ``config.json``).
 
     Raises:
-        InputError: both or neither of ``clean`` and ``self_supervised``; unusable images.
+        InputError: both or neither of ``clean`` and ``self_supervised``; unusable images; an ``out`` folder that
+            cannot be made (said before training).
 
     Example:
         >>> den = train("sim/noisy_png", "sim/clean_png", out="models/png")   # doctest: +SKIP
@@ -194,6 +195,22 @@ def train(noisy, clean=None, *, self_supervised: bool = False, options: TrainOpt
     if self_supervised == (clean is not None):
         raise InputError("give clean images (--clean DIR) or ask for --self-supervised training, not both or neither")
     dev = resolve_device(device)
+    made = make_folder(out) if out is not None else False
+    try:
+        denoiser = _train(noisy, clean, self_supervised, options, dev, progress)
+    except BaseException:
+        if made:
+            try:
+                Path(out).rmdir()  # the empty folder made for this training (kept if anything is in it)
+            except OSError:
+                pass
+        raise
+    if out is not None:
+        denoiser.save(out)
+    return denoiser
+
+
+def _train(noisy, clean, self_supervised: bool, options: TrainOptions, dev: torch.device, progress: bool) -> Denoiser:
     t0 = time.perf_counter()
     noisy_images, clean_images = load_training_set(noisy, clean)
     domain, channels = check_consistent(noisy_images, "the training set")
@@ -260,18 +277,18 @@ def train(noisy, clean=None, *, self_supervised: bool = False, options: TrainOpt
     if best_state is not None:
         network.load_state_dict(best_state)
     seconds = time.perf_counter() - t0
+    keys = [image_key(im.data) for im in noisy_images]
     training = {"images": len(train_idx), "held_out": int(n_val), "steps": options.steps, "batch_size": options.batch_size,
                 "crop": crop, "lr": options.lr, "seed": options.seed, "best_step": best_step,
                 "held_out_loss": best, "final_train_loss": last_train, "seconds": round(seconds, 1),
                 "device": str(dev), "threads": torch.get_num_threads() if dev.type == "cpu" else None,
                 **({"mask_fraction": options.mask_fraction, "replacement": options.replacement}
-                   if self_supervised else {})}
+                   if self_supervised else {}),
+                "train_keys": sorted(keys[i] for i in train_idx), "held_out_keys": sorted(keys[i] for i in val_idx)}
     config = DenoiserConfig(**{**config.__dict__, "training": training})
     denoiser = Denoiser(network, config, dev)
     LOG.info("trained a %s %s denoiser on %d image(s) in %.0f s (held-out loss %.4g at step %d)",
              config.objective, domain, len(train_idx), seconds, best, best_step)
-    if out is not None:
-        denoiser.save(out)
     return denoiser
 
 
