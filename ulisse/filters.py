@@ -121,7 +121,9 @@ def parse_where(text: str) -> Where:
     Raises:
         InputError: one line naming the expression and what is wrong with it.
     """
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        raise InputError(f"where: a filter is text, such as \"r_mag < 20 and label == 'agn'\" (not {type(text).__name__})")
+    if not text.strip():
         raise InputError("--where: empty expression")
     toks = _tokens(text)
     pos = 0

@@ -26,12 +26,14 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from .catalog import sky_match
+from .checks import whole
 from .errors import QueryError
 from .labels import class_fractions, labels_of
 from .positions import DECIMAL, check_position, format_separation
@@ -132,6 +134,8 @@ def resolve(index, prototype) -> Resolved:
     else:
         if p.value.shape != (index.encoder_spec.dim,):
             raise QueryError(f"prototype vector has shape {p.value.shape}, the index dimension {index.encoder_spec.dim}")
+        if not np.isfinite(p.value).all():
+            raise QueryError(f"prototype vector: {int((~np.isfinite(p.value)).sum())} values are not finite (NaN or inf)")
         return Resolved(p, p.value, None, None)
     return Resolved(p, index.vectors_of_rows([row])[0], row, index.id_of(row))
 
@@ -179,6 +183,9 @@ def one_prototype(id: str | None = None, *, image=None, ra: float | str | None =
     if sum(given) != 1:
         raise QueryError("give exactly one prototype: id, image, ra/dec or vector")
     if id is not None:
+        if not isinstance(id, (str, int, np.integer, np.str_)) or isinstance(id, bool):
+            raise QueryError(f"id: one object id, not {type(id).__name__} (several prototypes: "
+                             "ulisse.plugins.prototype.query(index, [...], combine=...))")
         return Prototype("id", str(id))
     if ra is not None or dec is not None:
         if ra is None or dec is None:
@@ -243,11 +250,12 @@ def query(index, prototypes, k: int = 16, *, combine: str = "mean", n: Sequence[
     """
     if isinstance(prototypes, (str, os.PathLike, tuple, Prototype)) or (isinstance(prototypes, np.ndarray) and prototypes.ndim == 1):
         prototypes = [prototypes]
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise QueryError(f"k={k}: must be at least 1")
+    k = whole(k, "k")
     if combine not in COMBINE:
         raise QueryError(f"combine={combine!r}: expected one of {', '.join(COMBINE)}")
-    ns = sorted(set(int(x) for x in (n or [k])))
+    if isinstance(n, (str, bytes)) or (n is not None and not isinstance(n, Iterable)):
+        raise QueryError(f"n={n!r}: a list of whole numbers, such as [16, 89]")
+    ns = sorted(set(whole(x, "n") for x in (n or [k])))
     if ns[0] < 1:
         raise QueryError(f"n={ns[0]}: must be at least 1")
     if ns[-1] > k:

@@ -154,10 +154,9 @@ def _check(index, method: str, k) -> int | None:
 
 
 def _check_k(index, k) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise ulisse.QueryError(f"k={k!r}: must be a whole number")
-    if k < 1:
-        raise ulisse.QueryError(f"k={k}: must be at least 1")
+    from ulisse.checks import whole
+
+    k = whole(k, "k")
     if k >= len(index):
         raise ulisse.QueryError(f"k={k}: must be smaller than the number of objects in the index ({len(index)})")
     return int(k)

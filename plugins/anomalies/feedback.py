@@ -54,6 +54,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from ulisse.checks import id_list, whole
 from ulisse.errors import QueryError
 from ulisse.plugins.anomalies import DEFAULT_K, AnomalyRanking, _method, anomaly_scores, default_method
 from ulisse.plugins.anomalies.artefacts import SET as ARTEFACT_SET, artefact_kind
@@ -326,10 +327,7 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
     """
     from ulisse.labels import class_fractions, labels_of
 
-    if isinstance(top, bool) or not isinstance(top, (int, np.integer)):
-        raise QueryError(f"top={top!r}: must be a whole number")
-    if top < 1:
-        raise QueryError(f"top={top}: must be at least 1")
+    top = whole(top, "top")
     if artefacts not in ARTEFACT_MODES:
         raise QueryError(f"artefacts={artefacts!r}: expected one of {', '.join(ARTEFACT_MODES)}")
     if combine not in COMBINE:
@@ -341,8 +339,7 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
             ok = False
         if not ok:
             raise QueryError(f"morphology_weight={morphology_weight!r}: must be a number between 0 and 1")
-    if isinstance(leave_out, (str, bytes)):
-        raise QueryError(f"leave_out: a list of ids, not one string ({leave_out[:40]!r})")
+    leave_out = id_list(leave_out, "leave_out")
     names = labels_of(index, label) if label is not None else None
     pos, neg, used = gather_marks(index, positives, negatives, use_marks)
     left_rows = np.array([index.row_of(str(i)) for i in leave_out], np.int64)

@@ -32,6 +32,7 @@ import pandas as pd
 
 import ulisse
 from ulisse._io import read_parquet
+from ulisse.checks import id_list, mark_value, whole
 from ulisse.errors import InputError, QueryError
 from ulisse.indexes.transaction import SIDE_WAIT, transaction
 from ulisse.inputs import read_id_list as read_ids  # the core's one id-list reader, under this plugin's old name
@@ -61,7 +62,7 @@ def mark(index, ids: Iterable[str], relevant: bool | None) -> pd.DataFrame:
     Raises:
         QueryError: an id that is not in the index (nothing is written then).
     """
-    ids = [str(i) for i in ids]
+    ids, relevant = id_list(ids, "ids"), mark_value(relevant)
     for i in ids:
         index.row_of(i)  # unknown id: an error before anything changes
     with transaction(index.path, SIDE_WAIT) as txn:  # read and written under the index's lock: no mark is lost
@@ -99,8 +100,7 @@ def clear_marks(index) -> None:
 def _not_one_string(**lists) -> None:
     """Refuse an id list given as one string (it would be read as one id per character)."""
     for name, given in lists.items():
-        if isinstance(given, (str, bytes)):
-            raise QueryError(f"{name}: a list of ids, not one string ({given[:40]!r})")
+        id_list(given, name)
 
 
 def gather_marks(index, positives: Iterable[str] = (), negatives: Iterable[str] = (),
@@ -174,10 +174,7 @@ def rank(index, positives: Iterable[str], negatives: Iterable[str] = (), k: int 
     _not_one_string(positives=positives, negatives=negatives)
     positives = list(dict.fromkeys(str(i) for i in positives))
     negatives = list(dict.fromkeys(str(i) for i in negatives))
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise QueryError(f"k={k!r}: must be a whole number")
-    if k < 1:
-        raise QueryError(f"k={k}: must be at least 1")
+    k = whole(k, "k")
     if not positives:
         raise QueryError("give at least one relevant object (a positive)")
     both = set(positives) & set(negatives)

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 import ulisse
+from ulisse.checks import id_list, whole
 from ulisse.errors import QueryError
 from ulisse.options import device_option
 from ulisse.index import Index
@@ -114,11 +115,13 @@ def expand(index: Index, prototype, k: int = 16, iterations: int = 5, budget: in
             ``follow_ids`` not in the index, ``relevance`` without a rule to follow, bad
             ``min_confirmed`` or ``show``.
     """
-    for name, v in (("k", k), ("iterations", iterations)) + ((("show", show),) if show is not None else ()):
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise QueryError(f"{name}={v}: must be at least 1")
-    if budget is not None and budget < 1:
-        raise QueryError(f"budget={budget}: must be at least 1")
+    k, iterations = whole(k, "k"), whole(iterations, "iterations")
+    show = None if show is None else whole(show, "show")
+    budget = None if budget is None else whole(budget, "budget")
+    follow_ids = None if follow_ids is None else id_list(follow_ids, "follow_ids")
+    if isinstance(prototype, (list, np.ndarray)) and np.asarray(prototype).dtype.kind in "OUS":
+        raise QueryError("expand takes one prototype (an id, an image, (ra, dec) or a vector), not a list of "
+                         f"{len(prototype)}; for the neighbours of several: ulisse.plugins.prototype.query")
     if not 0.0 <= float(min_confirmed) <= 1.0:
         raise QueryError(f"min_confirmed={min_confirmed}: must be between 0 and 1")
     start = resolve(index, prototype)
