@@ -95,8 +95,11 @@ def _check_can_create(path: Path) -> None:
         raise WriteError(f"{path}: cannot write there ({os_error_reason(exc)})") from None
 
 
-def new_rows(metadata: pd.DataFrame, n: int, start: int) -> pd.DataFrame:
+def new_rows(metadata: pd.DataFrame, n: int, start: int, index_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """The metadata rows of ``n`` new objects, numbered from ``start``: ``row, id, ra, dec, source`` first.
+
+    A ``source`` inside ``index_dir`` is kept relative to it, so that the index can be moved or copied whole
+    with its cutouts (readers resolve it: :func:`ulisse.cutouts.source_path`).
 
     Raises:
         InputError: a row count other than ``n``, no ``id`` column, or an id twice.
@@ -115,9 +118,21 @@ def new_rows(metadata: pd.DataFrame, n: int, start: int) -> pd.DataFrame:
             meta[col] = np.nan
     if "source" not in meta.columns:
         meta["source"] = None
+    elif index_dir is not None:
+        meta["source"] = [_inside(s, Path(index_dir).resolve()) for s in meta["source"]]
     meta = meta.drop(columns=["row"], errors="ignore")
     meta.insert(0, "row", np.arange(start, start + n, dtype=np.int64))
     return meta[ROW_COLUMNS + [c for c in meta.columns if c not in ROW_COLUMNS]]
+
+
+def _inside(source, base: Path):
+    """``source`` relative to ``base`` (POSIX form) when it is an absolute path under it; else as it is."""
+    if not isinstance(source, str) or not source or not os.path.isabs(source):
+        return source
+    try:
+        return Path(source).resolve().relative_to(base).as_posix()
+    except (ValueError, OSError):
+        return source
 
 
 def default_search(factory: str, dim: int, metric: str, choice=None, nprobe=None, ef=None) -> dict:
@@ -167,7 +182,7 @@ def create(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.DataFrame,
     x = np.asarray(vectors)
     if x.ndim != 2 or x.shape[1] != dim:
         raise InputError(f"vectors of shape {x.shape} do not fit the encoder's dimension {dim}")
-    meta = new_rows(metadata, len(x), start=0)
+    meta = new_rows(metadata, len(x), start=0, index_dir=path)
     w = space.resolve_whiten(space.whiten_of(factory) or whiten, encoder.get("preset"), len(x), dim)
     choice = None
     if factory == "auto":

@@ -464,3 +464,26 @@ def test_an_error_of_the_machine_is_one_line_naming_the_path(cli, tmp_path):
 def test_a_number_compared_with_text_in_where_is_an_error(built, cli):
     code, out, err = cli("query", built, "--id", "obj001", "-k", "3", "--where", "ra > 'abc'")
     assert code == 1 and "column 'ra' holds numbers, compared with the text 'abc'" in err
+
+
+def test_an_index_moved_with_its_cutouts_keeps_its_thumbnails_and_moved_cutouts_are_said(survey, cli, tmp_path, caplog):
+    import shutil
+
+    from ulisse.plot import thumbnail
+
+    inside = tmp_path / "idx"
+    shutil.copytree(survey / "cutouts", inside / "cutouts")  # as the demo and the SDSS batch keep them
+    code, _, err = cli("-q", "index", "build", inside / "cutouts", "--index", inside, *TINY)
+    assert code == 0, err
+    index = ulisse.open_index(inside)
+    assert index.metadata["source"].iloc[0].startswith("cutouts/")  # relative: the folder moves whole
+    moved = tmp_path / "moved"
+    inside.rename(moved)
+    assert thumbnail(ulisse.open_index(moved), "obj004") is not None
+    outside = tmp_path / "outside"
+    code, _, err = cli("-q", "index", "build", moved / "cutouts", "--index", outside, *TINY)
+    assert code == 0, err
+    assert os.path.isabs(ulisse.open_index(outside).metadata["source"].iloc[0])  # kept where it is
+    shutil.rmtree(moved / "cutouts")
+    code, _, err = cli("query", outside, "--id", "obj004", "-k", "3", "--png", tmp_path / "g.png")
+    assert code == 0 and "4 of 4 tiles show no image (their cutout files are missing, or were moved)" in err + caplog.text

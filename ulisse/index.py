@@ -379,7 +379,7 @@ class Index(DerivedMixin):
             if txn.base.generation != self.manifest.generation:
                 self._set_state(open_generation(self.path, txn.base))  # add to the generation current now
             self._check_writable()
-            rows = writes.new_rows(metadata, len(x), start=len(self))
+            rows = writes.new_rows(metadata, len(x), start=len(self), index_dir=self.path)
             self._check_new_ids(rows["id"])
             written = writes.append(txn, x, rows, history, column_notes)
         before = self._meta

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+LOG = logging.getLogger(__name__)
 
 def thumbnail(index, object_id: str) -> np.ndarray | None:
     """The RGB cutout of an index object, read from its ``source`` file (None if gone)."""
@@ -35,6 +37,10 @@ def thumbnail_grid(panels: Sequence[tuple[np.ndarray | None, str, bool]], path: 
 
     from ._io import atomic_write as write_atomic
 
+    missing = sum(img is None for img, _, _ in panels)
+    if missing:
+        LOG.warning("%s: %d of %d tiles show no image (their cutout files are missing, or were moved)",
+                    Path(path).name, missing, len(panels))
     rows = max(1, math.ceil(len(panels) / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 2.0, rows * 2.5), squeeze=False)
     for ax in axes.flat:
