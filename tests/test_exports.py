@@ -222,3 +222,31 @@ def ulisse_index(path):
     import ulisse
 
     return ulisse.open_index(path)
+
+
+def test_every_python_result_exports_as_the_command_line_does(built, tmp_path):
+    import ulisse
+    from ulisse.plugins.anomalies import rank_anomalies
+    from ulisse.plugins.prototype import query
+    from ulisse.plugins.recursive import expand
+
+    index = ulisse.open_index(built, device="cpu")
+    results = {"query": index.query("obj004", k=3), "query ": query(index, ["obj004", "obj005"], k=3),
+               "expand": expand(index, "obj004", k=2, iterations=2), "anomalies": rank_anomalies(index, top=4)}
+    for verb, result in results.items():
+        t = result.to_astropy(index)
+        assert t.meta["verb"] == verb.strip() and t.meta["index_count"] == 24 and t["ra"].unit == u.deg
+        assert "row" not in t.colnames and t["id"].meta["ucd"] == "meta.id;meta.main"
+        for ext in ("fits", "xml", "ecsv", "csv"):
+            assert result.write(tmp_path / f"r.{ext}", index) == tmp_path / f"r.{ext}"
+        header = fits.getheader(tmp_path / "r.fits", 1)
+        assert header["QVERB"] == verb.strip() and header["ENCMODEL"] == "test_efficientnet"
+        assert list(Table.read(tmp_path / "r.xml", format="votable")["id"]) == list(result.ids)
+        assert len(pd.read_csv(tmp_path / "r.csv")) == len(result)
+    assert results["query "].to_astropy().meta["prototypes"].count("obj00") == 2
+    import pytest
+
+    with pytest.raises(ulisse.InputError, match="unknown output format"):
+        results["query"].write(tmp_path / "r.parquet-nope")
+    with pytest.raises(ulisse.InputError):
+        results["query"].write(built / "manifest.json")  # never into an index

@@ -210,6 +210,9 @@ class PrototypeResult(Neighbours):
     label: str | None = None
     fractions: pd.DataFrame | None = None
 
+    def record_params(self) -> dict:
+        return {"prototype": self.prototype, "prototypes": ", ".join(self.prototypes) or None, "label": self.label}
+
     def summary(self) -> dict:
         """Fractions and base rates as JSON-ready dicts: ``{"fractions": {n: {class: f}}, "base_rate": {...}}``."""
         if self.fractions is None:

@@ -21,9 +21,11 @@ import pandas as pd
 
 
 class TableResult:
-    """What every typed result with a ``table`` of objects offers: its length and its ids."""
+    """What every typed result with a ``table`` of objects offers: its length, its ids, and its export as
+    the command line writes it (units, UCDs, the query's record)."""
 
     table: pd.DataFrame
+    verb = "result"  # the record's verb: ``query``, ``expand``, ``anomalies``...
 
     def __len__(self) -> int:
         return len(self.table)
@@ -31,6 +33,40 @@ class TableResult:
     @property
     def ids(self) -> list[str]:
         return list(self.table["id"])
+
+    def record_params(self) -> dict:
+        """What was asked, for the record (a subclass names its own)."""
+        return {}
+
+    def to_astropy(self, index=None):
+        """An astropy Table: each column with its unit, UCD and description (with ``index``, the index the result
+        came from, also those of its catalogue and derived columns) and the query's record in ``meta`` (verb,
+        parameters; with ``index``, its fingerprint and encoder). For a FITS file use :meth:`write`: it gives
+        the record 8-character keywords."""
+        from .record import index_column_notes, query_record
+
+        table = self.table.drop(columns=["row"], errors="ignore").copy()
+        if index is not None:
+            table.attrs["column_notes"] = index_column_notes(index.path)
+        return to_astropy(table, meta=query_record(index, self.verb, **self.record_params()).as_dict())
+
+    def write(self, path: str | os.PathLike, index=None) -> Path:
+        """Write the table to ``path`` (atomically) in the format its extension names: ``.fits``, ``.vot`` or
+        ``.xml`` (VOTable), ``.ecsv``, ``.csv``, ``.json``..., as ``--output`` writes it: units, UCDs, and the
+        query's record (with ``index``, the index the result came from, also its columns' units and its
+        fingerprint and encoder). Returns the path.
+
+        Raises:
+            InputError: an unknown extension, or a place that cannot be written (a folder, inside an index).
+        """
+        from ._io import atomic_write
+        from .record import query_record
+
+        fmt = check_output(path, "path")
+        meta = {"index": str(index.path)} if index is not None else None
+        data = render(self.table.drop(columns=["row"], errors="ignore"), fmt, meta,
+                      record=query_record(index, self.verb, **self.record_params()))
+        return atomic_write(path, data)
 
 
 @dataclass
@@ -49,8 +85,10 @@ class Neighbours(TableResult):
     table: pd.DataFrame
     info: dict = field(default_factory=dict)
 
-    def to_astropy(self):
-        return to_astropy(self.table, meta={"prototype": self.prototype})
+    verb = "query"
+
+    def record_params(self) -> dict:
+        return {"prototype": self.prototype}
 
     def to_records(self) -> list[dict]:
         return records(self.table)

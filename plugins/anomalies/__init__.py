@@ -64,6 +64,7 @@ import pandas as pd
 import ulisse
 from ulisse.labels import class_fractions, labels_of
 from ulisse.registry import DerivedColumns
+from ulisse.results import TableResult
 
 LOG = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ META_KEY = b"ulisse.anomaly"
 
 
 @dataclass
-class AnomalyRanking:
+class AnomalyRanking(TableResult):
     """The most anomalous objects of an index.
 
     Attributes
@@ -115,9 +116,13 @@ class AnomalyRanking:
     fractions: pd.DataFrame | None = None
     used: dict | None = None
     feedback: dict | None = None
+    verb = "anomalies"
 
-    def __len__(self) -> int:
-        return len(self.table)
+    def record_params(self) -> dict:
+        f = self.feedback or {}
+        return {"method": self.method, "k": self.k, "top": len(self.table), "label": self.label,
+                "positives": f.get("positives"), "negatives": f.get("negatives"), "combine": f.get("combine"),
+                "artefacts": f.get("artefacts")}
 
     @property
     def ids(self) -> list[str]:

@@ -63,6 +63,10 @@ class Expansion(TableResult):
     fractions: pd.DataFrame | None = None
     stopped: str = "iterations"
     info: dict = field(default_factory=dict)
+    verb = "expand"
+
+    def record_params(self) -> dict:
+        return {"prototype": self.prototype, "label": self.label, "follow_label": self.info.get("follow_label")}
 
     def summary(self) -> dict:
         out = {"found": len(self), "stopped": self.stopped,
