@@ -466,6 +466,17 @@ def test_a_number_compared_with_text_in_where_is_an_error(built, cli):
     assert code == 1 and "column 'ra' holds numbers, compared with the text 'abc'" in err
 
 
+def test_a_where_value_no_object_has_is_named_with_the_columns_values(built, cli):
+    before = tree_digest(built)
+    code, out, err = cli("query", built, "--id", "obj001", "-k", "3", "--where", "label == 'agnn'")
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert "no object has label 'agnn' (its values: double, round, streak)" in err
+    code, out, err = cli("anomalies", built, "--top", "3", "--where", "label == 'agnn' and ra > 0")
+    assert code == 1 and "no object has label 'agnn'" in err and tree_digest(built) == before
+    code, out, _ = cli("query", built, "--id", "obj001", "-k", "3", "--where", "ra > 1000", "--format", "json")
+    assert code == 0 and json.loads(out)["rows"] == []  # a range that no object falls in is an empty answer
+
+
 def test_an_index_moved_with_its_cutouts_keeps_its_thumbnails_and_moved_cutouts_are_said(survey, cli, tmp_path, caplog):
     import shutil
 

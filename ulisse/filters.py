@@ -71,7 +71,24 @@ class Where:
         if missing:
             raise InputError(f"--where {self.text!r}: no column {missing[0]!r} "
                              f"(columns: {', '.join(map(str, table.columns))})")
-        return np.asarray(self._eval(self.tree, table), dtype=bool)
+        mask = np.asarray(self._eval(self.tree, table), dtype=bool)
+        if not mask.any():
+            self._check_values(self.tree, table)
+        return mask
+
+    def _check_values(self, node, table) -> None:
+        """An empty answer because a text value is in no row (a typo, most often): say so, with the values."""
+        if node[0] != "cmp":
+            for child in node[1:]:
+                self._check_values(child, table)
+            return
+        _, column, op, value = node
+        if op in ("==", "=") and isinstance(value, str):
+            values = sorted(set(table[column].dropna().astype(str)))
+            if value not in values:
+                shown = ", ".join(values[:12]) + (f" ... ({len(values)} values)" if len(values) > 12 else "")
+                raise InputError(f"--where {self.text!r}: no object has {column} {value!r} "
+                                 f"(its values: {shown or 'none'})")
 
     def _eval(self, node, table):
         kind = node[0]
