@@ -66,3 +66,13 @@ def test_the_good_forms_still_work(index):
     assert len(index.query("o05", k=np.int64(3)).table) == 3
     assert len(query(index, ["o05", "o06"], k=4, n=(2, 4)).table) == 4
     assert len(expand(index, "o05", k=3, iterations=2, follow_ids=["o01", "o02"]).table) > 0
+
+
+def test_a_float_rgb_array_is_told_to_be_8_bit():
+    from ulisse import CutoutError
+    from ulisse.cutouts import image_to_rgb
+
+    with pytest.raises(CutoutError, match="H x W x 3 image must be 8-bit RGB \\(uint8\\), not float64"):
+        image_to_rgb(np.random.default_rng(0).random((64, 64, 3)) * 1000)
+    assert image_to_rgb(np.random.default_rng(0).random((3, 64, 64))).shape == (64, 64, 3)  # a g,r,i cube
+    assert image_to_rgb(np.zeros((64, 64, 3), np.uint8)).dtype == np.uint8

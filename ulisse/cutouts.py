@@ -149,6 +149,9 @@ def image_to_rgb(array: np.ndarray, source: str = "array", rgb: RGBConfig = RGBC
     if a.ndim == 3 and a.shape[2] == 3 and a.dtype == np.uint8:
         _check_side(a.shape[:2], source)
         return np.ascontiguousarray(a)
+    if a.ndim == 3 and a.shape[2] == 3 and a.shape[0] != 3:
+        raise CutoutError(source, f"an H x W x 3 image must be 8-bit RGB (uint8), not {a.dtype}; bands of "
+                                  "fluxes go as a (3, H, W) g,r,i cube or one 2-D band")
     return _bands_to_rgb(a.astype(np.float64, copy=False), source, rgb)
 
 
