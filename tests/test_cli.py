@@ -77,8 +77,10 @@ def test_index_add_verb(built, cli, tmp_path):
     assert json.loads(out)["count"] == 27
 
 
-def test_busy_index_is_said_before_any_embedding_and_the_add_records_its_catalogue(built, cli, tmp_path):
+def test_busy_index_is_said_before_any_embedding_and_the_add_records_its_catalogue(built, cli, tmp_path, monkeypatch):
     from ulisse.indexes.lock import writer_lock
+
+    monkeypatch.setattr(ulisse.index, "WAIT_BEFORE", 0.5)  # 30 s by default: a short writer is waited for
 
     more = tmp_path / "more"
     make_survey(more, n_per_kind=1, seed=3, prefix="add").to_csv(tmp_path / "more.csv", index=False)
@@ -87,7 +89,22 @@ def test_busy_index_is_said_before_any_embedding_and_the_add_records_its_catalog
         code, _, err = cli("index", "add", more, "--index", built, "--catalog", tmp_path / "more.csv")
     assert code == 1 and "another writer" in err and "embedding" not in err and err.count("\n") == 1
     assert tree_digest(built) == before
+    import threading
+    import time
+
+    monkeypatch.setattr(ulisse.index, "WAIT_BEFORE", 20.0)
+    holding = threading.Event()
+
+    def short_writer():  # another writer's commit: a second or so; the add waits for it without --wait
+        with writer_lock(built):
+            holding.set()
+            time.sleep(1.0)
+
+    writer = threading.Thread(target=short_writer)
+    writer.start()
+    holding.wait()
     code, _, err = cli("index", "add", more, "--index", built, "--catalog", tmp_path / "more.csv")
+    writer.join()
     assert code == 0, err
     code, out, _ = cli("index", "info", built, "--format", "json")
     assert json.loads(out)["history"][-1]["catalog"] == str(tmp_path / "more.csv")

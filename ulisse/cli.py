@@ -206,8 +206,9 @@ def _check_before_embedding(inputs, catalog, skip_bad: bool, factory: str, dim: 
 @device_option
 @click.option("--skip-bad", is_flag=True, help="skip unusable cutouts and report them instead of stopping")
 @click.option("--wait", type=click.FloatRange(0), default=0.0,
-              help=WAIT_HELP + "; checked before embedding, and once the cutouts are embedded the add waits "
-                               "up to 10 minutes rather than lose them")
+              help="seconds to wait for another writer of the index before embedding (default: 30 s, then stop "
+                   "with a message); once the cutouts are embedded the add waits up to 10 minutes rather than "
+                   "lose them")
 def index_add(inputs, index_dir, catalog, weights, device, skip_bad, wait):
     """Embed more cutouts with the index's own encoder and add them as a new segment."""
     check_paths(inputs, catalog)

@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # the encoder (and torch) load only when an image must be emb
     from .encoder import Encoder, EncoderSpec
 
 LOG = logging.getLogger(__name__)
-WAIT_AFTER_EMBEDDING = 600.0  # seconds an add waits for the lock once its cutouts are embedded
+WAIT_BEFORE, WAIT_AFTER_EMBEDDING = 30.0, 600.0  # an add's least waits for the lock: before embedding, and after
 
 
 class Index(DerivedMixin):
@@ -310,15 +310,15 @@ class Index(DerivedMixin):
 
         Raises:
             InputError: bad inputs, or ids already in the index (nothing is written).
-            IndexBusy: another writer holds the index after ``wait`` seconds (checked before the embedding;
-                once the cutouts are embedded, the write waits up to ``WAIT_AFTER_EMBEDDING`` at least).
+            IndexBusy: another writer holds the index before the embedding (for ``wait`` or ``WAIT_BEFORE`` s), or
+                after it (for ``wait`` or ``WAIT_AFTER_EMBEDDING`` s, whichever is longer).
         """
         from .embedding import create_observers, embed_gathered, finish_observers
         from .inputs import gather
 
         t0 = time.perf_counter()
         self._check_writable()
-        check_free(self.path, wait)  # a busy index is said before the embedding, not after it
+        check_free(self.path, max(wait, WAIT_BEFORE))  # a busy index is said before the embedding, not after
         gathered = gather(inputs, catalog, skip_bad=skip_bad)
         self._check_new_ids(gathered.metadata["id"])
         observers = create_observers(self)
