@@ -504,15 +504,15 @@ def test_faults_give_per_field_errors_and_the_good_fields_are_indexed(cli, serve
     server.fault("frame-r-000756-1-0211", truncate=True)        # F: the download stops early
     code, stdout, err = cli("sdss", "index", tmp_path / "idx", *field_args(A, B, C, D, E, F),
                             *service_opts(server, timeout=1.0, retries=1), *ENCODER)
-    assert_one_line_error(code, err, "5 field(s) failed")
+    assert_one_line_error(code, err, "4 field(s) failed")
     failed = {ln.split()[2]: ln for ln in stdout.splitlines() if ln.startswith("failed field")}
-    assert set(failed) == {str(B), str(C), str(D), str(E), str(F)}
+    assert set(failed) == {str(B), str(C), str(E), str(F)}
     assert "ServiceError, 2 attempt(s)" in failed[str(B)] and "no answer within 1 s" in failed[str(B)]
     assert "FrameError, 2 attempt(s)" in failed[str(C)] and "truncated FITS" in failed[str(C)]
-    assert "EmptyFieldError, 1 attempt(s)" in failed[str(D)] and "no primary objects" in failed[str(D)]
+    assert f"empty field {D}: no primary objects" in stdout  # an empty field is done, not failed
     assert "FrameError" in failed[str(E)] and "corrupt bzip2" in failed[str(E)]
     assert "FrameError" in failed[str(F)] and "truncated download" in failed[str(F)]
-    assert "1 of 6 field(s) done" in stdout
+    assert "2 of 6 field(s) done (1 empty)" in stdout
     assert contents(tmp_path / "idx")[0] == ids_of(sky, A)
     # nothing broken was cached
     cache = tmp_path / "idx" / ".sdss-cache"
@@ -594,6 +594,9 @@ def test_fields_file(cli, server, sky, tmp_path):
     (["--fields", "BAD"], ["bad-fields.txt:2", "RUN CAMCOL FIELD"]),
     (["--field", "756", "x", "206"], ["--field", "three whole numbers"]),
     (["--field", "756", "9", "206"], ["CAMCOL 1-6"]),
+    (["--field", "9999999", "1", "1"], ["--field", "RUN 1-999999"]),  # SDSS's file names hold 6 digits of run
+    (["--field", "756", "1", "10000"], ["--field", "FIELD 0-9999"]),
+    (["--field", "756", "1"], ["--field takes RUN CAMCOL FIELD", "'756 1' then --sas-url"]),  # not click's extra arg
     (["--region", "150", "2", "0"], ["RADIUS_DEG", "greater than 0"]),
     (["--region", "150", "2", "-1"], ["RADIUS_DEG", "greater than 0"]),
     (["--region", "150", "95", "0.1"], ["not a sky position"]),
@@ -613,7 +616,7 @@ def test_bad_input_is_a_one_line_error(cli, tmp_path, args, words):
     args = [str(tmp_path / a) if a.endswith((".txt", ".csv")) and not os.path.isabs(a) else a for a in args]
     code, _, err = cli("sdss", "index", tmp_path / "idx", *args, "--sas-url", "http://127.0.0.1:9/sas", *ENCODER)
     assert_one_line_error(code, err, *words)
-    assert not (tmp_path / "idx" / "manifest.json").exists()
+    assert not (tmp_path / "idx").exists()  # not even an empty folder
 
 
 def test_no_raw_sql_option(cli, tmp_path):

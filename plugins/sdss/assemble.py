@@ -23,6 +23,9 @@ import pandas as pd
 
 import ulisse
 from ulisse.encoder import EncoderSpec, check_compatible
+from ulisse.errors import InputError
+
+from ulisse.indexes.store import MANIFEST
 
 from .config import Field
 from .shards import FieldOutcome, maps_path, read_maps, read_shard
@@ -42,13 +45,16 @@ class Assembler:
         encoder: the run's encoder (its spec is checked against each shard's).
         report: a :class:`~.batch.BatchReport`, updated as fields are added.
         observers: the run's live embedding observers (:func:`ulisse.embedding.create_observers`).
-        index_options: ``factory``, ``metric``, ``device``, ``history``, ``manifest_extra`` of a new index.
+        index_options: ``factory``, ``metric``, ``device``, ``history``, ``manifest_extra`` of a new index;
+            ``check_index``: called with an index that another writer created in ``index_dir`` during the run
+            (raises if this run's objects may not go into it), before the run extends it.
     """
 
     def __init__(self, index_dir: Path, index, encoder, rgb, report, fields: Sequence[Field], observers=(),
                  **index_options):
         self.index_dir, self.index, self.encoder, self.rgb, self.report = Path(index_dir), index, encoder, rgb, report
         self.observers = list(observers)
+        self.check_index = index_options.pop("check_index", None)
         self.options = index_options
         self.order = list(fields)
         self.outcomes: dict[Field, FieldOutcome] = {}
@@ -85,7 +91,7 @@ class Assembler:
 
     def _add(self, outcome: FieldOutcome) -> None:
         shard = read_shard(outcome.shard)
-        outcome.objects, outcome.skipped = len(shard.metadata), len(shard.skipped)
+        outcome.objects, outcome.skipped, outcome.empty = len(shard.metadata), len(shard.skipped), shard.empty
         check_compatible(self.encoder.spec, EncoderSpec.from_dict(shard.encoder_spec), outcome.shard)
         self.report.skipped.extend(shard.skipped)
         ids = shard.metadata["id"].astype(str).to_numpy()
@@ -123,11 +129,31 @@ class Assembler:
                 obs.observe(batch)
         del maps
 
+    def _adopt(self) -> None:
+        """Another writer created the index during this run: extend it, leaving out the ids it holds already."""
+        index = ulisse.open_index(self.index_dir, device=self.options.get("device", "auto"))
+        if self.check_index is not None:
+            self.check_index(index)
+        if index.rgb.to_dict() != self.rgb.to_dict():
+            raise InputError(f"{self.index_dir}: an index made meanwhile by another writer uses other RGB settings "
+                             "than this run's cutouts; run this command again to extend it with its own")
+        LOG.warning("%s: an index was created here during this run; adding this run's objects to it", self.index_dir)
+        held = set(index.metadata["id"].astype(str))
+        keep = [~m["id"].astype(str).isin(held).to_numpy() for m in self._metas]
+        self.report.already += int(sum((~k).sum() for k in keep))
+        self._vectors = [v[k] for v, k in zip(self._vectors, keep)]
+        self._metas = [m[k].reset_index(drop=True) for m, k in zip(self._metas, keep)]
+        self._rows = int(sum(k.sum() for k in keep))
+        self.known |= held
+        self.index = index
+
     def _commit(self) -> None:
+        opts = self.options
+        if self._rows and self.index is None and (self.index_dir / MANIFEST).exists():
+            self._adopt()
         if self._rows:
             v = np.concatenate(self._vectors)
             m = pd.concat(self._metas, ignore_index=True)
-            opts = self.options
             if self.index is None:
                 self.index = ulisse.create_index(
                     self.index_dir, v, m, self.encoder.spec, factory=opts.get("factory", "Flat"),

@@ -89,6 +89,7 @@ class BatchReport:
         skipped: ``(id, reason)`` of objects not indexed (frame edge, outside a frame...).
         index_path: the index directory.
         seconds: wall-clock time.
+        written: whether an index exists in ``index_path`` at the end (False: no object to index yet).
     """
 
     outcomes: list[FieldOutcome]
@@ -98,10 +99,16 @@ class BatchReport:
     skipped: list[tuple[str, str]] = dc_field(default_factory=list)
     index_path: str = ""
     seconds: float = 0.0
+    written: bool = False
 
     @property
     def failed(self) -> dict[str, str]:
         return {str(o.field): o.error for o in self.outcomes if not o.ok}
+
+    @property
+    def empty(self) -> list[FieldOutcome]:
+        """The fields done without an object to index (none in the catalogue, or none left by the filter)."""
+        return [o for o in self.outcomes if o.ok and o.empty]
 
     @property
     def done(self) -> list[FieldOutcome]:
@@ -180,7 +187,11 @@ def index_fields(index_dir: str | os.PathLike, tasks: Sequence[FieldTask], servi
 
     Fields with a shard from an earlier run are not done again; failed fields
     are retried (``services.retries``, exponential backoff) and then reported in
-    :attr:`BatchReport.failed`, after the good fields are indexed.
+    :attr:`BatchReport.failed`, after the good fields are indexed. A field without
+    objects (or none left by ``object_filter``) is done, with an empty shard
+    (:attr:`BatchReport.empty`). One run at a time per folder (:func:`~.runlock.run_lock`,
+    taken before any download); an index created in the folder meanwhile by another
+    writer is extended.
 
     Args:
         index_dir: the index directory (``.sdss-work/``, ``cutouts/`` and, by default, ``.sdss-cache/`` go inside).
@@ -199,45 +210,59 @@ def index_fields(index_dir: str | os.PathLike, tasks: Sequence[FieldTask], servi
 
     Raises:
         InputError: bad options, ``index_dir`` is a file, or its index holds another cutout geometry.
+        RunBusy: another ``ulisse sdss index`` run is using ``index_dir``.
         EncoderMismatch: a shard's encoder differs from the index's.
     """
     from ulisse.embedding import create_observers
-    from ulisse.indexes import faiss_backend
+    from ulisse.indexes import faiss_backend, store
 
     from .assemble import Assembler
+    from .runlock import run_lock
 
     t0 = time.perf_counter()
     index_dir = Path(index_dir)
     runner = runner or LocalRunner()
     runtime = (encoder_options or {}).get("runtime") or "auto"
-    tasks = _in_field_order(tasks)
     history = {"action": "sdss index", "fields": len(tasks), "release": services.release,
                "filter": object_filter.to_dict(), "edge": edge}
     report = BatchReport([], index_path=str(index_dir))
+    options = dict(model=model, weights=weights, device=device, encoder=encoder, encoder_options=encoder_options)
+    closed = False
     try:
-        index, encoder, rgb = prepare(index_dir, model=model, weights=weights, device=device, encoder=encoder,
-                                      encoder_options=encoder_options)
+        tasks = _in_field_order(tasks)
+        index, encoder, rgb = prepare(index_dir, **options)
         check_geometry(index, geometry)
-        if index is None:
+        if index is None and factory != "auto":
             faiss_backend.new_faiss_index(factory, encoder.spec.dim, metric)  # a bad factory fails before the work
-        observers = create_observers(index)
-        work = index_dir / WORK_DIR
-        settings = BatchSettings(
-            work_dir=str(work.resolve()), cache_dir=str(Path(cache_dir or index_dir / CACHE_DIR).resolve()),
-            services=services, encoder_spec=encoder.spec.to_dict(), device=device, runtime=runtime,
-            observe=bool(observers), weights=_weights_arg(weights or (encoder_options or {}).get("weights")),
-            rgb=rgb.to_dict(), geometry=geometry.to_dict(), edge=edge, filter=object_filter.to_dict(),
-            prune_cache=prune_cache, progress=progress and isinstance(runner, LocalRunner))
-        settings.shard_dir.mkdir(parents=True, exist_ok=True)
-        remember_encoder(encoder, device, runtime)
-        assembler = Assembler(index_dir, index, encoder, rgb, report, [t.field for t in tasks], observers,
-                              factory=factory, metric=metric, device=device, history=history,
-                              manifest_extra={MANIFEST_KEY: geometry.to_dict()})
-        _run_fields(tasks, settings, runner, progress, assembler.take)
+        with run_lock(index_dir):  # before any download: a second run on this folder stops here
+            if index is None and (index_dir / store.MANIFEST).exists():  # another run created it meanwhile: extend it
+                index, encoder, rgb = prepare(index_dir, **options)
+                check_geometry(index, geometry)
+            observers = create_observers(index)
+            work = index_dir / WORK_DIR
+            settings = BatchSettings(
+                work_dir=str(work.resolve()), cache_dir=str(Path(cache_dir or index_dir / CACHE_DIR).resolve()),
+                services=services, encoder_spec=encoder.spec.to_dict(), device=device, runtime=runtime,
+                observe=bool(observers), weights=_weights_arg(weights or (encoder_options or {}).get("weights")),
+                rgb=rgb.to_dict(), geometry=geometry.to_dict(), edge=edge, filter=object_filter.to_dict(),
+                prune_cache=prune_cache, progress=progress and isinstance(runner, LocalRunner))
+            settings.shard_dir.mkdir(parents=True, exist_ok=True)
+            remember_encoder(encoder, device, runtime)
+            assembler = Assembler(index_dir, index, encoder, rgb, report, [t.field for t in tasks], observers,
+                                  factory=factory, metric=metric, device=device, history=history,
+                                  manifest_extra={MANIFEST_KEY: geometry.to_dict()},
+                                  check_index=lambda found: check_geometry(found, geometry))
+            try:
+                _run_fields(tasks, settings, runner, progress, assembler.take)
+            finally:
+                closed = True
+                runner.close()
+            index = assembler.close()
     finally:
-        runner.close()
-    index = assembler.close()
+        if not closed:  # a run stopped before its fields
+            runner.close()
     report.outcomes = [assembler.outcomes[t.field] for t in tasks]
+    report.written = index is not None
     report.total = len(index) if index is not None else 0
     report.seconds = time.perf_counter() - t0
     return report

@@ -68,32 +68,11 @@ def read_photoobj(raw: bytes, name: str, field: Field) -> pd.DataFrame:
     from astropy.io import fits
 
     try:
-        with fits.open(io.BytesIO(raw), memmap=False) as hdul:
-            data = hdul[1].data
-            names = {n.upper() for n in data.columns.names}
-            need = {"OBJID", "RA", "DEC", "OBJC_TYPE", "RESOLVE_STATUS", "MODELFLUX", "RUN", "CAMCOL", "FIELD"}
-            if not need <= names:
-                raise FrameError(name, f"not a photoObj table (no {', '.join(sorted(need - names))} column)")
-            status = np.asarray(data["RESOLVE_STATUS"]).astype(np.int64)
-            primary = (status & SURVEY_PRIMARY) != 0
-            t = data[primary]
-            flux = np.asarray(t["MODELFLUX"], dtype=float).reshape(len(t), len(BAND_INDEX))
-            flags = np.zeros(len(t), np.int64)
-            if "OBJC_FLAGS" in names:  # 32-bit words: PhotoPrimary.flags = objc_flags + objc_flags2 << 32
-                flags = np.asarray(t["OBJC_FLAGS"]).astype(np.int64) & 0xFFFFFFFF
-            if "OBJC_FLAGS2" in names:
-                flags = flags | ((np.asarray(t["OBJC_FLAGS2"]).astype(np.int64) & 0xFFFFFFFF) << 32)
-            df = pd.DataFrame({
-                "objid": [str(v).strip() for v in t["OBJID"]],
-                "ra": np.asarray(t["RA"], dtype=float), "dec": np.asarray(t["DEC"], dtype=float),
-                "type": np.asarray(t["OBJC_TYPE"]).astype(np.int64),
-                "run": np.asarray(t["RUN"]).astype(np.int64),
-                "rerun": [int(str(v).strip()) for v in t["RERUN"]] if "RERUN" in names else 0,
-                "camcol": np.asarray(t["CAMCOL"]).astype(np.int64), "field": np.asarray(t["FIELD"]).astype(np.int64),
-                **{f"modelMag_{b}": asinh_mag(flux[:, BAND_INDEX[b]], b) for b in ("g", "r", "i")},
-                "flags": flags,
-                "clean": np.asarray(t["CLEAN"]).astype(np.int64) if "CLEAN" in names else 1,
-            })
+        # astropy's warnings about a damaged file ("non-ASCII characters", "null bytes") are left out: when the
+        # file cannot be read, the FrameError below says so on one line; when it can, they do not matter
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            df = _photoobj_table(fits, raw, name)
     except (FrameError, InputError):
         raise
     except Exception as exc:  # astropy raises many types for damaged files
@@ -102,6 +81,37 @@ def read_photoobj(raw: bytes, name: str, field: Field) -> pd.DataFrame:
     if len(wrong):
         raise FrameError(name, f"holds objects of another field (first id {wrong['objid'].iloc[0]})")
     return normalise_objects(df, name)
+
+
+def _photoobj_table(fits, raw: bytes, name: str) -> pd.DataFrame:
+    """The survey-primary rows of a photoObj file as a table (ulisse's column names)."""
+    with fits.open(io.BytesIO(raw), memmap=False) as hdul:
+        data = hdul[1].data
+        names = {n.upper() for n in data.columns.names}
+        need = {"OBJID", "RA", "DEC", "OBJC_TYPE", "RESOLVE_STATUS", "MODELFLUX", "RUN", "CAMCOL", "FIELD"}
+        if not need <= names:
+            raise FrameError(name, f"not a photoObj table (no {', '.join(sorted(need - names))} column)")
+        status = np.asarray(data["RESOLVE_STATUS"]).astype(np.int64)
+        primary = (status & SURVEY_PRIMARY) != 0
+        t = data[primary]
+        flux = np.asarray(t["MODELFLUX"], dtype=float).reshape(len(t), len(BAND_INDEX))
+        flags = np.zeros(len(t), np.int64)
+        if "OBJC_FLAGS" in names:  # 32-bit words: PhotoPrimary.flags = objc_flags + objc_flags2 << 32
+            flags = np.asarray(t["OBJC_FLAGS"]).astype(np.int64) & 0xFFFFFFFF
+        if "OBJC_FLAGS2" in names:
+            flags = flags | ((np.asarray(t["OBJC_FLAGS2"]).astype(np.int64) & 0xFFFFFFFF) << 32)
+        df = pd.DataFrame({
+            "objid": [str(v).strip() for v in t["OBJID"]],
+            "ra": np.asarray(t["RA"], dtype=float), "dec": np.asarray(t["DEC"], dtype=float),
+            "type": np.asarray(t["OBJC_TYPE"]).astype(np.int64),
+            "run": np.asarray(t["RUN"]).astype(np.int64),
+            "rerun": [int(str(v).strip()) for v in t["RERUN"]] if "RERUN" in names else 0,
+            "camcol": np.asarray(t["CAMCOL"]).astype(np.int64), "field": np.asarray(t["FIELD"]).astype(np.int64),
+            **{f"modelMag_{b}": asinh_mag(flux[:, BAND_INDEX[b]], b) for b in ("g", "r", "i")},
+            "flags": flags,
+            "clean": np.asarray(t["CLEAN"]).astype(np.int64) if "CLEAN" in names else 1,
+        })
+    return df
 
 
 class SqlSearchCatalog:

@@ -216,6 +216,9 @@ class ObjectFilter:
 
 # --------------------------------------------------------------------------- fields
 
+MAX_RUN, MAX_FIELD = 999_999, 9_999  # SDSS's file names hold 6 digits of run, 4 of field
+
+
 @dataclass(frozen=True, order=True)
 class Field:
     """One SDSS imaging field: the unit of work of ``ulisse sdss index``."""
@@ -225,8 +228,9 @@ class Field:
     field: int
 
     def __post_init__(self):
-        if self.run <= 0 or not 1 <= self.camcol <= 6 or self.field < 0:
-            raise InputError(f"field {self.run} {self.camcol} {self.field}: expected RUN > 0, CAMCOL 1-6, FIELD >= 0")
+        if not 1 <= self.run <= MAX_RUN or not 1 <= self.camcol <= 6 or not 0 <= self.field <= MAX_FIELD:
+            raise InputError(f"field {self.run} {self.camcol} {self.field}: expected RUN 1-{MAX_RUN}, CAMCOL 1-6, "
+                             f"FIELD 0-{MAX_FIELD}")
 
     def __str__(self) -> str:
         return f"{self.run}-{self.camcol}-{self.field}"

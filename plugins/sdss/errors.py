@@ -6,8 +6,10 @@ Hierarchy (all are :class:`ulisse.UlisseError`, so the CLI prints them on one li
     └── SDSSError               anything that went wrong with SDSS data
         ├── ServiceError        an HTTP, SqlSearch or TAP request failed (status, time-out, bad answer)
         ├── FrameError          a frame file is truncated, corrupt or not an SDSS frame
-        ├── EmptyFieldError     the catalogue has no objects in a field
-        └── BatchIncomplete     some fields of ``ulisse sdss index`` failed (raised after the others are indexed)
+        ├── EmptyFieldError     no objects in a field or a region (a batch's empty field is done, not failed;
+        │                       a batch that wrote no index at all ends with one)
+        ├── BatchIncomplete     some fields of ``ulisse sdss index`` failed (raised after the others are indexed)
+        └── RunBusy             another ``ulisse sdss index`` run is using the folder
 
 ``retryable`` tells whether trying again may help (HTTP 5xx, 429, time-outs,
 broken downloads: yes; HTTP 404, a bad query, an empty field: no).
@@ -64,3 +66,7 @@ class BatchIncomplete(SDSSError):
         more = f" (and {len(self.failures) - 1} more; see the summary above)" if len(self.failures) > 1 else ""
         super().__init__(f"{len(self.failures)} field(s) failed, {indexed} object(s) indexed from the others: "
                          f"field {first[0]}: {first[1]}{more}")
+
+
+class RunBusy(SDSSError):
+    """Another ``ulisse sdss index`` run holds the folder's run lock (:mod:`ulisse.plugins.sdss.runlock`)."""

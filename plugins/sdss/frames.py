@@ -66,6 +66,7 @@ def read_frame(raw: bytes, name: str, band: str) -> Frame:
         raise FrameError(name, "not a FITS file" if len(raw) >= 2880 else f"truncated FITS file ({len(raw)} bytes)")
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the ones below become errors; the rest would only be noise on stderr
             warnings.simplefilter("error", AstropyUserWarning)
             warnings.simplefilter("error", VerifyWarning)
             with fits.open(io.BytesIO(raw), memmap=False) as hdul:
@@ -130,23 +131,42 @@ class ScienceArchive:
                 f"photoObj-{field.run:06d}-{field.camcol}-{field.field:04d}.fits")
 
     def photoobj(self, field: Field) -> bytes:
-        """The field's photoObj FITS file, from the cache or the SAS.
+        """The field's photoObj FITS file, from the cache or the SAS, checked as :meth:`photoobj_objects` does."""
+        return self._photoobj(field)[0]
+
+    def photoobj_objects(self, field: Field):
+        """The field's survey-primary objects (:func:`~ulisse.plugins.sdss.catalog.read_photoobj`), from its
+        photoObj file in the cache or on the SAS.
+
+        A cached file that cannot be read is deleted and downloaded again; a download is cached only once it
+        has been read, so a damaged one is never kept (a retry, or the next run, downloads it again).
 
         Raises:
             ServiceError: the download failed.
-            FrameError: the answer is not a FITS file.
+            FrameError: the file is not a readable photoObj table.
         """
+        return self._photoobj(field)[1]
+
+    def _photoobj(self, field: Field):
+        from .catalog import read_photoobj
+
         name = self.photoobj_path(field)
         cached = self.cache_dir / name if self.cache_dir is not None else None
         if cached is not None and cached.is_file():
-            return cached.read_bytes()
+            raw = cached.read_bytes()
+            try:
+                return raw, read_photoobj(raw, name, field)
+            except FrameError as exc:
+                LOG.warning("cached catalogue %s is damaged (%s); fetching it again", cached, exc.reason)
+                cached.unlink(missing_ok=True)
         raw = http_get(self.session, f"{self.config.sas}/{name}", f"catalogue {name}", self.config.timeout).content
         if len(raw) < 2880 or not raw.startswith(b"SIMPLE"):
             raise FrameError(name, "not a FITS file" if len(raw) >= 2880 else f"truncated FITS file ({len(raw)} bytes)")
+        objects = read_photoobj(raw, name, field)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(cached, raw)
-        return raw
+        return raw, objects
 
     def cached_path(self, band: str, field: Field) -> Path | None:
         if self.cache_dir is None:

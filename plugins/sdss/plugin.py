@@ -68,6 +68,20 @@ def _service_options(f):
     return f
 
 
+def _check_fields(ctx, param, values):
+    """Each ``--field`` is three whole numbers: with two, click takes the next option as the third
+    (``--field 756 1 --sas-url URL`` would end in "unexpected extra argument URL")."""
+    from .config import Field
+
+    for value in values:
+        taken = next((v for v in value if v.startswith("--")), None)
+        if taken is not None:
+            given = " ".join(value[:value.index(taken)])
+            raise ulisse.InputError(f"--field takes RUN CAMCOL FIELD (three whole numbers), got {given!r} then {taken}")
+        Field.parse(" ".join(value), "--field")
+    return values
+
+
 def _config(release, **overrides):
     from .config import SDSSConfig
 
@@ -136,20 +150,48 @@ def summary_lines(report) -> list[str]:
     """The end-of-run summary of ``ulisse sdss index``."""
     done = report.done
     reused = sum(o.reused for o in done)
+    notes = [f"{reused} by an earlier run"] if reused else []
+    if report.empty:
+        notes.append(f"{len(report.empty)} empty")
+    held = f"the index holds {report.total}" if report.written else "no index was written"
     lines = [f"sdss index {report.index_path}: {len(done)} of {len(report.outcomes)} field(s) done"
-             + (f" ({reused} by an earlier run)" if reused else "") + f", {len(report.failed)} failed "
+             + (f" ({', '.join(notes)})" if notes else "") + f", {len(report.failed)} failed "
              f"in {report.seconds:.1f} s",
              f"objects: {report.added} indexed, {report.already} already in the index, "
-             f"{len(report.skipped)} skipped; the index holds {report.total}"]
+             f"{len(report.skipped)} skipped; {held}"]
     by_reason = defaultdict(list)
     for oid, reason in report.skipped:
         by_reason[reason].append(oid)
     for reason, ids in sorted(by_reason.items()):
         lines.append(f"skipped {len(ids)} object(s), {reason}: {_ids(ids)}")
+    for o in report.empty:
+        lines.append(f"empty field {o.field}: {o.empty}")
     for o in report.outcomes:
         if not o.ok:
             lines.append(f"failed field {o.field} ({o.error_type}, {o.attempts} attempt(s)): {o.error}")
     return lines
+
+
+def check_written(report) -> None:
+    """A run without failures that wrote no index ends with one error line saying why.
+
+    Exit status 1 rather than 0: the command's product, the index, does not exist, and a script that
+    goes on (``ulisse query DIR``...) would fail later with a less clear message. The fields are
+    nonetheless recorded as done, so running the command again is immediate and changes nothing
+    unless the fields, the filter or the --edge policy change.
+
+    Raises:
+        EmptyFieldError: no index in the folder after the run.
+    """
+    if report.written or report.failed:
+        return
+    n = len(report.outcomes)
+    if len(report.empty) == n:
+        why = (f"the field has no object to index ({report.empty[0].empty})" if n == 1 else
+               f"none of the {n} fields has an object to index (first {report.empty[0].field}: {report.empty[0].empty})")
+    else:
+        why = f"no object to index ({len(report.empty)} empty field(s), {len(report.skipped)} object(s) skipped)"
+    raise EmptyFieldError(f"{report.index_path}: no index was written: {why}")
 
 
 KEPT_FOR_AN_INDEX = {"weights", "runtime"}  # encoder options that still apply to an existing index
@@ -184,7 +226,7 @@ def register_commands(cli):
 
     @sdss_group.command("index")
     @click.argument("index_dir", type=click.Path(file_okay=False))
-    @click.option("--field", "fields", nargs=3, multiple=True, metavar="RUN CAMCOL FIELD",
+    @click.option("--field", "fields", nargs=3, multiple=True, metavar="RUN CAMCOL FIELD", callback=_check_fields,
                   help="a field to index (its primary objects, from its SAS photoObj file); repeatable")
     @click.option("--fields", "fields_file", type=click.Path(dir_okay=False),
                   help="a text file of fields, one 'RUN CAMCOL FIELD' a line ('#' comments)")
@@ -223,7 +265,9 @@ def register_commands(cli):
     @_service_options
     @device_option
     @encoder_options
-    @click.option("--factory", default="Flat", show_default=True, help="FAISS index factory of a new index")
+    @click.option("--factory", default="Flat", show_default=True,
+                  help="FAISS index factory of a new index: Flat (exact search), any factory string (IVF256,Flat, "
+                       "HNSW32...) or 'auto' (chosen from the objects of the first commit)")
     @click.option("--metric", type=click.Choice(["L2", "IP", "cosine"]), default="L2", show_default=True,
                   help="distances of a new index: L2 (Euclidean), IP (negative inner product), cosine (1 - cosine)")
     def sdss_index(index_dir, fields, fields_file, region, catalog, kind, mag_r_max, clean, edge, size, scale, dask,
@@ -235,7 +279,10 @@ def register_commands(cli):
         cut out of its calibrated g, r, i frames (SAS) onto north-up, east-left
         grids, embedded and indexed with their catalogue columns. A stopped run,
         run again, goes on where it stopped; failed fields are retried, then
-        reported (exit status 1) after the others are indexed.
+        reported (exit status 1) after the others are indexed. A field with no
+        object left (none, or none passing --type/--mag-r-max/--clean) is done
+        and reported as empty. One run at a time uses DIR: a second one stops
+        before any download.
 
         The encoder options are those of 'ulisse index build' (the same spec in
         the manifest, the same vectors and feature lists for the same cutouts); an
@@ -247,6 +294,7 @@ def register_commands(cli):
         from .batch import clean_work as remove_work, index_fields
         from .config import ObjectFilter
         from .cutting import CutoutGeometry
+        from .runlock import run_lock
 
         progress = progress_enabled()
         config = _config(release, tap_url=tap_url, sas_url=sas_url, skyserver_url=skyserver_url, table=table,
@@ -257,19 +305,24 @@ def register_commands(cli):
             from .dask_runner import parse_dask
 
             parse_dask(dask)
-        tasks = _tasks(fields, fields_file, region, catalog, object_filter, config)
-        runner = None
-        if dask:
-            from .dask_runner import DaskRunner
+        if Path(index_dir).exists() and not Path(index_dir).is_dir():
+            raise ulisse.InputError(f"{index_dir}: exists and is not a directory")
+        with run_lock(index_dir):  # before the region query and every download (index_fields takes it again)
+            tasks = _tasks(fields, fields_file, region, catalog, object_filter, config)
+            runner = None
+            if dask:
+                from .dask_runner import DaskRunner
 
-            runner = DaskRunner(dask)
-        _note_ignored_options(index_dir)
-        report = index_fields(index_dir, tasks, config, device=device, encoder_options=encoder_options,
-                              factory=factory, metric=metric, cache_dir=cache_dir, geometry=geometry, edge=edge,
-                              object_filter=object_filter, runner=runner, prune_cache=prune_cache, progress=progress)
+                runner = DaskRunner(dask)
+            _note_ignored_options(index_dir)
+            report = index_fields(index_dir, tasks, config, device=device, encoder_options=encoder_options,
+                                  factory=factory, metric=metric, cache_dir=cache_dir, geometry=geometry, edge=edge,
+                                  object_filter=object_filter, runner=runner, prune_cache=prune_cache,
+                                  progress=progress)
         click.echo("\n".join(summary_lines(report)))
         if report.failed:
             raise BatchIncomplete(report.failed, report.added)
+        check_written(report)
         if clean_work:
             remove_work(index_dir)
 

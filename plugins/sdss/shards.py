@@ -137,6 +137,7 @@ class FieldOutcome:
     skipped: int = 0
     seconds: float = 0.0
     reused: bool = False
+    empty: str | None = None  # done, but the field has no object to index: why
 
     @property
     def ok(self) -> bool:
@@ -151,13 +152,16 @@ class Shard:
     metadata: pd.DataFrame
     skipped: list[tuple[str, str]]
     encoder_spec: dict
+    empty: str | None = None  # an empty field's shard: why it holds no object
 
 
 # --------------------------------------------------------------------------- shard files
 
 def write_shard(npz_path: Path, vectors: np.ndarray, metadata: pd.DataFrame, skipped, settings: BatchSettings,
-                field: Field) -> None:
-    """Write a shard: the ``.parquet`` first, then the ``.npz`` that marks it done (both atomically)."""
+                field: Field, empty: str | None = None) -> None:
+    """Write a shard: the ``.parquet`` first, then the ``.npz`` that marks it done (both atomically).
+
+    ``empty``: the shard of a field without objects, and why (kept in the ``.npz``)."""
     buf = io.BytesIO()
     metadata.to_parquet(buf, index=False)
     atomic_write(npz_path.with_suffix(".parquet"), buf.getvalue())
@@ -165,7 +169,7 @@ def write_shard(npz_path: Path, vectors: np.ndarray, metadata: pd.DataFrame, ski
     np.savez(buf, vectors=vectors.astype(np.float32), ids=np.array(metadata["id"].astype(str), dtype=str),
              skipped=np.array(json.dumps([list(s) for s in skipped])), field=np.array(str(field)),
              encoder=np.array(json.dumps(settings.encoder_spec)),
-             settings=np.array(json.dumps(settings.fingerprint(), default=str)))
+             settings=np.array(json.dumps(settings.fingerprint(), default=str)), empty=np.array(empty or ""))
     atomic_write(npz_path, buf.getvalue())
 
 
@@ -227,9 +231,10 @@ def read_shard(npz_path: str | os.PathLike) -> Shard:
             ids = [str(i) for i in z["ids"]]
             skipped = [tuple(s) for s in json.loads(str(z["skipped"]))]
             spec = json.loads(str(z["encoder"]))
+            empty = str(z["empty"]) if "empty" in z.files else ""
         metadata = pd.read_parquet(npz_path.with_suffix(".parquet"))
     except Exception as exc:
         raise SDSSError(f"shard {npz_path}: unreadable ({exc.__class__.__name__}: {exc})") from None
     if list(metadata["id"].astype(str)) != ids or len(vectors) != len(ids):
         raise SDSSError(f"shard {npz_path}: its vectors and metadata do not match")
-    return Shard(vectors.astype(np.float32), metadata, skipped, spec)
+    return Shard(vectors.astype(np.float32), metadata, skipped, spec, empty or None)

@@ -33,7 +33,7 @@ from ulisse.encoder import Encoder, EncoderSpec
 from ulisse._io import atomic_write, path_inside, safe_name
 from ulisse.errors import UlisseError
 
-from .catalog import TapCatalog, read_photoobj, sort_objects
+from .catalog import TapCatalog, sort_objects
 from .config import BANDS, Field
 from .cutting import PNG_KEY, CutoutGeometry, cut_field
 from .errors import EmptyFieldError
@@ -117,7 +117,7 @@ def field_objects(field: Field, settings: BatchSettings, archive: ScienceArchive
     services, filt = settings.services, settings.object_filter
     if services.tap:
         return TapCatalog(services, session=session).objects_in_field(field, filt)
-    objects = read_photoobj(archive.photoobj(field), archive.photoobj_path(field), field)
+    objects = archive.photoobj_objects(field)
     objects = objects[filt.mask(objects)].reset_index(drop=True)
     if len(objects) == 0:
         raise EmptyFieldError(f"no primary objects in field {field} ({filt.describe()})")
@@ -136,11 +136,13 @@ def embed_cutouts(images: Sequence[np.ndarray], ids: Sequence[str], settings: Ba
 
 @dataclass
 class WrittenShard:
-    """What :func:`process_field` left: the shard's ``.npz``, with its counts (None for a shard written before)."""
+    """What :func:`process_field` left: the shard's ``.npz``, with its counts (None for a shard written before)
+    and, for an empty field, why it is empty."""
 
     path: Path
     objects: int | None = None
     skipped: int | None = None
+    empty: str | None = None  # why the field has no object to index (its shard holds none)
 
 
 def process_field(field: Field, settings: BatchSettings, objects: pd.DataFrame | None = None,
@@ -159,7 +161,9 @@ def process_field(field: Field, settings: BatchSettings, objects: pd.DataFrame |
         ServiceError: the catalogue or a frame download failed.
         InputError: an object id that cannot be a file name.
         FrameError: a frame is truncated or corrupt.
-        EmptyFieldError: the field has no objects.
+
+    A field without objects (none in its catalogue, or none left by the filter) is done too: its shard
+    holds no object and says why (:attr:`WrittenShard.empty`), so a later run does not ask for it again.
     """
     task = FieldTask(field, objects)
     npz = task.shard_path(settings)
@@ -167,10 +171,13 @@ def process_field(field: Field, settings: BatchSettings, objects: pd.DataFrame |
         return WrittenShard(npz)
     session = session or _session()
     archive = ScienceArchive(settings.services, cache_dir=settings.cache_dir, session=session)
-    if objects is None:
-        objects = field_objects(field, settings, archive, session)
-    elif len(objects) == 0:
-        raise EmptyFieldError(f"no objects of the catalogue in field {field}")
+    try:
+        if objects is None:
+            objects = field_objects(field, settings, archive, session)
+        elif len(objects) == 0:
+            raise EmptyFieldError(f"no objects of the catalogue in field {field}")
+    except EmptyFieldError as exc:
+        return _empty_shard(npz, field, settings, archive, str(exc))
     objects = sort_objects(objects)
     frames = {band: archive.frame(band, field) for band in BANDS}
     rgb = RGBConfig.from_dict(settings.rgb)
@@ -200,6 +207,16 @@ def process_field(field: Field, settings: BatchSettings, objects: pd.DataFrame |
     return WrittenShard(npz, len(meta), len(cut.skipped))
 
 
+def _empty_shard(npz: Path, field: Field, settings: BatchSettings, archive: ScienceArchive, why: str) -> WrittenShard:
+    """The shard of a field without objects: no vector, no row, and the reason (no frame is downloaded)."""
+    dim = EncoderSpec.from_dict(settings.encoder_spec).dim
+    meta = pd.DataFrame({"id": pd.Series([], dtype=str)})
+    write_shard(npz, np.zeros((0, dim), np.float32), meta, [], settings, field, empty=why)
+    if settings.prune_cache:
+        archive.forget(field)
+    return WrittenShard(npz, 0, 0, empty=why)
+
+
 def attempt_field(task: FieldTask, settings: BatchSettings) -> FieldOutcome:
     """:func:`process_field` with retries (exponential backoff); never raises, returns a :class:`FieldOutcome`."""
     t0 = time.perf_counter()
@@ -213,6 +230,7 @@ def attempt_field(task: FieldTask, settings: BatchSettings) -> FieldOutcome:
     try:
         written = with_retries(once, settings.services, f"field {task.field}")
         outcome.shard, outcome.objects, outcome.skipped = str(written.path), written.objects or 0, written.skipped or 0
+        outcome.empty = written.empty
     except UlisseError as exc:
         outcome.error, outcome.error_type = str(exc), exc.__class__.__name__
     except Exception as exc:  # a bug must not lose the other fields: report it with the field
