@@ -43,4 +43,5 @@ def test_sample_writes_measured_labels_id_lists_and_noisy_pairs(tmp_path):
     for label in ("extended", "compact"):
         ids = read_id_list(out / f"{label}.txt")
         assert ids and all(labels[i] == label for i in ids)
+    assert read_id_list(out / "confirmed.txt") == list(cat.loc[cat["morph"] == "extended", "id"])  # every one
     assert "not astrophysical classes" in (out / "README.txt").read_text()

@@ -244,6 +244,9 @@ def test_every_python_result_exports_as_the_command_line_does(built, tmp_path):
         assert list(Table.read(tmp_path / "r.xml", format="votable")["id"]) == list(result.ids)
         assert len(pd.read_csv(tmp_path / "r.csv")) == len(result)
     assert results["query "].to_astropy().meta["prototypes"].count("obj00") == 2
+    assert results["query"].to_astropy().meta["k"] == 3 and results["query "].to_astropy().meta["combine"] == "mean"
+    results["query"].write(tmp_path / "q.fits", index)
+    assert fits.getheader(tmp_path / "q.fits", 1)["QK"] == 3  # as --output records it
     import pytest
 
     with pytest.raises(ulisse.InputError, match="unknown output format"):

@@ -284,8 +284,8 @@ def index_info(index_dir, fmt, verify):
     history = m.get("history", [])
     for h in history[-10:]:
         what = ", ".join(f"{k} {v}" for k, v in h.items() if k not in ("action", "time", "count") and v is not None)
-        lines.append(f"history    {h.get('time', '?')}  {h.get('action', '?')}: {h.get('count', '?')} objects"
-                     + (f" ({what[:150]})" if what else ""))
+        count = f": {h['count']} objects" if h.get("count") is not None else ""
+        lines.append(f"history    {h.get('time', '?')}  {h.get('action', '?')}{count}" + (f" ({what[:150]})" if what else ""))
     if len(history) > 10:
         lines.append(f"history    ... {len(history) - 10} earlier entries ('--format json' lists them all)")
     click.echo("\n".join(lines))

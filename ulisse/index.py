@@ -340,7 +340,7 @@ class Index(DerivedMixin):
         clash = self._metadata_call(self._meta.known, ids)
         if clash:
             raise InputError(f"id {clash[0]!r} is already in the index {self.path}"
-                             + (f" ({len(clash)} ids in all)" if len(clash) > 1 else ""))
+                             + (f" ({len(clash)} of the ids to add are: added before?)" if len(clash) > 1 else ""))
 
     def add_vectors(self, vectors: np.ndarray, metadata: pd.DataFrame, *, encoder_spec: "EncoderSpec | None" = None,
                     history: dict | None = None, wait: float = 0.0, column_notes: dict | None = None) -> int:

@@ -65,6 +65,7 @@ def thumbnail_grid(panels: Sequence[tuple[np.ndarray | None, str, bool]], path: 
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     write_atomic(path, buf.getvalue())
+    LOG.info("wrote %s", path)
     return Path(path)
 
 

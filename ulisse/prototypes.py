@@ -211,7 +211,8 @@ class PrototypeResult(Neighbours):
     fractions: pd.DataFrame | None = None
 
     def record_params(self) -> dict:
-        return {"prototype": self.prototype, "prototypes": ", ".join(self.prototypes) or None, "label": self.label}
+        return {"prototype": self.prototype, "prototypes": ", ".join(self.prototypes) or None, "k": self.info.get("k"),
+                "combine": self.info.get("combine"), "where": self.info.get("where"), "label": self.label}
 
     def summary(self) -> dict:
         """Fractions and base rates as JSON-ready dicts: ``{"fractions": {n: {class: f}}, "base_rate": {...}}``."""
@@ -291,6 +292,7 @@ def query(index, prototypes, k: int = 16, *, combine: str = "mean", n: Sequence[
     result = PrototypeResult(prototype=", ".join(descs) if len(descs) < 6 else f"{len(descs)} prototypes ({combine})",
                              prototype_id=resolved[0].id if len(resolved) == 1 else None, table=table,
                              prototypes=descs, label=label)
+    result.info.update(k=k, combine=combine if len(resolved) > 1 else None, where=where)
     if label:
         result.fractions, used = class_fractions(all_labels.iloc[table["row"]].tolist(), all_labels, ns,
                                                  exclude_rows=own_rows)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import os
 import warnings
@@ -88,7 +89,7 @@ class Neighbours(TableResult):
     verb = "query"
 
     def record_params(self) -> dict:
-        return {"prototype": self.prototype}
+        return {"prototype": self.prototype, "k": self.info.get("k")}
 
     def to_records(self) -> list[dict]:
         return records(self.table)
@@ -159,6 +160,7 @@ def emit(table: pd.DataFrame, fmt: str, *, output=None, out_fmt: str | None = No
     if output:
         data = render(table, out_fmt or fmt, meta, extra=extra, record=record)
         atomic_write(output, head + data + notes if (out_fmt or fmt) == "table" else data)
+        logging.getLogger("ulisse").info("wrote %s", output)
     if fmt == "table":
         click.echo(head + text + notes, nl=False)
         return

@@ -121,12 +121,9 @@ def add_anomalies_command(cli) -> None:
                               combine=f["combine"], artefacts=artefacts, morphology=f["morphology"], where=where)
         emit(table, fmt, output=output, out_fmt=out_fmt, meta=meta, extra=extra, record=record,
              notes=_feedback_line(ranking) + (_precision_lines(ranking) if label is not None else ""))
-        if output:
-            LOG.info("wrote %s", output)
         if png:
             k_text = "" if ranking.k is None else f", k={ranking.k}"
             marked = (f"; re-ranked by {f['positives']} relevant and {f['negatives']} not relevant marks ({f['combine']})"
                       if f.get("combine") else "")
             anomaly_grid(index, ranking, png,
                          title=f"{index.path.name}: top {len(ranking)} anomalies ({method}{k_text}){marked}")
-            LOG.info("wrote %s", png)

@@ -165,7 +165,8 @@ def register_commands(cli):
     def sample(folder, max_sources, more):
         """Write a small labelled sample (HDF sources, labels measured on the image), offline, in seconds.
 
-        FOLDER gets cutouts/ + catalog.csv, more/ + more.csv, id lists extended.txt and compact.txt, noisy/
+        FOLDER gets cutouts/ + catalog.csv, more/ + more.csv, id lists extended.txt, compact.txt and
+        confirmed.txt, noisy/
         (cutouts/ plus simulated noise, for 'ulisse denoise train') and README.txt. The classes morph
         (compact/extended by half-light radius) and colour (blue/mid/red by channel flux ratio) and the
         numbers r_half, colour_index and log_flux are measurements, not astrophysical classes.
@@ -174,5 +175,5 @@ def register_commands(cli):
 
         summary = write_sample(Path(folder), n=max_sources, more=more)
         click.echo(f"{folder}: {summary['objects']} cutouts in cutouts/ (catalog.csv), {summary['more']} in more/ "
-                   f"(more.csv), noisy/, extended.txt, compact.txt; morph {summary['morph']}, "
+                   f"(more.csv), noisy/, extended.txt, compact.txt, confirmed.txt; morph {summary['morph']}, "
                    f"colour {summary['colour']} (see {Path(folder) / 'README.txt'})")

@@ -11,8 +11,9 @@ be tried on data the project makes itself. The labels are measurements, not astr
 - ``log_flux``: log10 of the background-subtracted segment flux (grey image, arbitrary units).
 
 Written to DIR: ``cutouts/`` and ``catalog.csv`` (the first sources), ``more/`` and ``more.csv`` (the rest, to
-try ``ulisse index add``), ``extended.txt``/``compact.txt`` (id lists for ``ulisse rank`` and ``expand
---follow``), ``noisy/`` (the cutouts of ``cutouts/`` plus simulated noise, the same file names: pairs for
+try ``ulisse index add``), ``extended.txt``/``compact.txt`` (a dozen examples of each: id lists for
+``ulisse rank`` and ``ulisse marks``), ``confirmed.txt`` (every extended source of ``catalog.csv``: the objects
+an astronomer would have confirmed, for ``ulisse expand --follow``), ``noisy/`` (the cutouts of ``cutouts/`` plus simulated noise, the same file names: pairs for
 ``ulisse denoise train --noisy DIR/noisy --clean DIR/cutouts``) and ``README.txt`` describing all this.
 """
 
@@ -84,6 +85,8 @@ def write_sample(folder: Path, n: int = 300, more: int = 60, seed: int = 0) -> d
     for label in ("extended", "compact"):
         ids = main.loc[main["morph"] == label, "id"].head(EXAMPLES)
         (folder / f"{label}.txt").write_text("".join(f"{i}\n" for i in ids))
+    confirmed = main.loc[main["morph"] == "extended", "id"]
+    (folder / "confirmed.txt").write_text("".join(f"{i}\n" for i in confirmed))
     (folder / "README.txt").write_text(DESCRIPTION)
     return {"objects": len(main), "more": len(part["more"]),
             "morph": main["morph"].value_counts(normalize=True).round(2).to_dict(),

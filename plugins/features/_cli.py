@@ -53,7 +53,6 @@ def _write_grid(png: Path | None, panels: list, columns: int, title: str) -> Non
 
     if png is not None:
         thumbnail_grid(panels, png, columns=max(1, min(columns, len(panels))), title=title)
-        LOG.info("wrote %s", png)
 
 
 def _picture_options(what: str):
