@@ -19,6 +19,7 @@ import fcntl
 import os
 import time
 from contextlib import contextmanager
+from typing import Callable
 from pathlib import Path
 
 from ulisse._io import WriteError, os_error_reason
@@ -45,12 +46,36 @@ def writer_lock(path: str | os.PathLike, wait: float = 0.0, *, claim: bool = Tru
         IndexBusy: another writer holds the lock after ``wait`` seconds.
         WriteError: the directory or its lock file cannot be created (read-only, permission).
     """
-    path = Path(path)
+    def busy(holder: str) -> Exception:
+        return IndexBusy(f"{path}: another writer{holder} is changing this index; "
+                         f"try again, or wait for it (--wait SECONDS; wait= in Python)")
+
+    with file_lock(path, LOCK_FILE, busy, wait, claim=claim):
+        yield
+
+
+@contextmanager
+def file_lock(folder: str | os.PathLike, name: str, busy: Callable[[str], Exception], wait: float = 0.0, *,
+              claim: bool = True):
+    """Hold an exclusive ``fcntl`` lock on ``folder/name`` (both created if needed): the one lock loop of ulisse.
+
+    Args:
+        folder: the folder of the lock file.
+        name: the lock file's name.
+        busy: makes the error raised when another process holds the lock after ``wait`` seconds, from
+            `` (pid N)`` (the holder's pid as it wrote it, or an empty string).
+        wait: seconds to wait for the holder; 0 fails at once.
+        claim: write this process's pid in the lock file for the next one's message.
+
+    Raises:
+        the exception ``busy`` makes; WriteError: the folder or the lock file cannot be created.
+    """
+    folder = Path(folder)
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise WriteError(f"{path}: {os_error_reason(exc)}") from None
+        raise WriteError(f"{folder}: {os_error_reason(exc)}") from None
     try:
         deadline = time.monotonic() + max(0.0, float(wait))
         while True:
@@ -59,18 +84,16 @@ def writer_lock(path: str | os.PathLike, wait: float = 0.0, *, claim: bool = Tru
                 break
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    raise WriteError(f"{path}: {os_error_reason(exc)}") from None
+                    raise WriteError(f"{folder}: {os_error_reason(exc)}") from None
                 if time.monotonic() >= deadline:
-                    holder = _holder(fd)
-                    raise IndexBusy(f"{path}: another writer{holder} is changing this index; "
-                                    f"try again, or wait for it with --wait SECONDS") from None
+                    raise busy(_holder(fd)) from None
                 time.sleep(POLL_SECONDS)
         if claim:
             try:
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             except OSError:
-                pass  # the pid is only a courtesy for the message above
+                pass  # the pid is only a courtesy for the next holder's message
         yield
     finally:
         os.close(fd)  # closing releases the lock

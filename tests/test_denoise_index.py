@@ -80,7 +80,7 @@ def test_a_moved_model_is_a_one_line_error_and_relink_points_the_index_at_it(bui
     shutil.move(built / "den", moved)
     line = one_line_error(*cli("query", index, "--image", probe)[:3:2], "the index's recorded preprocessing step",
                           f"{old}: no such denoiser model folder", "move the model back", "ulisse denoise relink")
-    assert line.count(old) == 1
+    assert line.count(old) == 1 and f"ulisse denoise relink {index} NEW_MODEL_DIR" in line
     make_survey(tmp_path / "more", n_per_kind=1, prefix="new")
     one_line_error(*cli("index", "add", tmp_path / "more", "--index", index)[:3:2], "recorded preprocessing step")
     other = tmp_path / "other"

@@ -379,7 +379,7 @@ class DerivedMixin:
         missing = [c for c in parsed.columns if c not in columns]
         if missing:
             known = list(meta_cols) + [c for c in derived.columns if c not in meta_cols]
-            raise InputError(f"--where {where!r}: no column {missing[0]!r} (columns: {', '.join(map(str, known))})")
+            raise InputError(f"where {where!r}: no column {missing[0]!r} (columns: {', '.join(map(str, known))})")
         return parsed.mask(pd.DataFrame(columns, index=pd.RangeIndex(len(self))))
 
 

@@ -32,6 +32,8 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
+import shlex
 import threading
 from dataclasses import replace
 from typing import Sequence
@@ -168,9 +170,11 @@ class Encoder:
         return enc
 
     @classmethod
-    def from_spec(cls, spec: EncoderSpec, device="auto", weights=None, runtime: str = "auto") -> "Encoder":
+    def from_spec(cls, spec: EncoderSpec, device="auto", weights=None, runtime: str = "auto",
+                  index: str | os.PathLike | None = None) -> "Encoder":
         """Rebuild the encoder described by ``spec`` (an index's): weights checked by sha256, the same
         registered encoder, pooling, symmetry, precision and preprocessing steps (checked by fingerprint).
+        ``index``: the folder of the index that recorded ``spec``, named in the errors' fixes.
 
         Raises:
             EncoderMismatch: a plugin the spec needs is missing, or a step's fingerprint changed.
@@ -193,10 +197,15 @@ class Encoder:
                                       "which no installed plugin registers")
         for rec in spec.preprocessors:
             _check_step_available(rec)
-        enc = cls.load(spec.model_name, weights=weights, device=device, input_size=spec.input_size, pool=spec.pool,
-                       tta=spec.tta, runtime=runtime, encoder=spec.encoder, precision=spec.precision,
-                       preset=spec.preset, crop=spec.crop or 0,
-                       preprocess=[dict(p) for p in spec.preprocessors])
+        try:
+            enc = cls.load(spec.model_name, weights=weights, device=device, input_size=spec.input_size,
+                           pool=spec.pool, tta=spec.tta, runtime=runtime, encoder=spec.encoder,
+                           precision=spec.precision, preset=spec.preset, crop=spec.crop or 0,
+                           preprocess=[dict(p) for p in spec.preprocessors])
+        except EncoderMismatch as exc:  # a recorded step's fix ("... relink INDEX ...") names the index
+            if index is None:
+                raise
+            raise EncoderMismatch(str(exc).replace(" INDEX ", f" {shlex.quote(str(index))} ")) from None
         for want, got in zip(spec.preprocessors, enc.spec.preprocessors):
             if want["fingerprint"] != got["fingerprint"]:
                 raise EncoderMismatch(

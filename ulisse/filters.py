@@ -69,7 +69,7 @@ class Where:
         """
         missing = [c for c in self.columns if c not in table.columns]
         if missing:
-            raise InputError(f"--where {self.text!r}: no column {missing[0]!r} "
+            raise InputError(f"where {self.text!r}: no column {missing[0]!r} "
                              f"(columns: {', '.join(map(str, table.columns))})")
         mask = np.asarray(self._eval(self.tree, table), dtype=bool)
         if not mask.any():
@@ -87,7 +87,7 @@ class Where:
             values = sorted(set(table[column].dropna().astype(str)))
             if value not in values:
                 shown = ", ".join(values[:12]) + (f" ... ({len(values)} values)" if len(values) > 12 else "")
-                raise InputError(f"--where {self.text!r}: no object has {column} {value!r} "
+                raise InputError(f"where {self.text!r}: no object has {column} {value!r} "
                                  f"(its values: {shown or 'none'})")
 
     def _eval(self, node, table):
@@ -106,13 +106,13 @@ class Where:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             numeric = pd.to_numeric(col, errors="coerce")
             if numeric.isna().all() and col.notna().any():
-                raise InputError(f"--where {self.text!r}: column {column!r} is not numeric")
+                raise InputError(f"where {self.text!r}: column {column!r} is not numeric")
             result = _OPS[op](numeric, value).to_numpy()
             return np.where(numeric.isna().to_numpy(), op == "!=", result)
         if isinstance(value, bool):
             return _OPS[op](col.astype("boolean"), value).fillna(False).to_numpy(dtype=bool)
         if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            raise InputError(f"--where {self.text!r}: column {column!r} holds numbers, compared with the text "
+            raise InputError(f"where {self.text!r}: column {column!r} holds numbers, compared with the text "
                              f"{value!r} (write the number without quotes)")
         if op not in ("==", "=", "!="):
             return _OPS[op](col.astype(str), value).to_numpy()
@@ -125,7 +125,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise InputError(f"--where {text!r}: cannot read {text[pos:].strip()[:20]!r}")
+            raise InputError(f"where {text!r}: cannot read {text[pos:].strip()[:20]!r}")
         kind = m.lastgroup
         out.append((kind, m.group(kind)))
         pos = m.end()
@@ -141,7 +141,7 @@ def parse_where(text: str) -> Where:
     if not isinstance(text, str):
         raise InputError(f"where: a filter is text, such as \"r_mag < 20 and label == 'agn'\" (not {type(text).__name__})")
     if not text.strip():
-        raise InputError("--where: empty expression")
+        raise InputError("where: empty expression")
     toks = _tokens(text)
     pos = 0
 
@@ -177,17 +177,17 @@ def parse_where(text: str) -> Where:
             take()
             node = expr()
             if take() != ("paren", ")"):
-                raise InputError(f"--where {text!r}: missing ')'")
+                raise InputError(f"where {text!r}: missing ')'")
             return node
         return comparison()
 
     def comparison():
         kind, column = take()
         if kind != "word" or column.lower() in _KEYWORDS:
-            raise InputError(f"--where {text!r}: expected a column name, got {column!r}")
+            raise InputError(f"where {text!r}: expected a column name, got {column!r}")
         kind, op = take()
         if kind != "op":
-            raise InputError(f"--where {text!r}: expected a comparison (== != < <= > >=) after {column!r}")
+            raise InputError(f"where {text!r}: expected a comparison (== != < <= > >=) after {column!r}")
         kind, raw = take()
         if kind == "num":
             value = float(raw) if any(c in raw for c in ".eE") else int(raw)
@@ -198,12 +198,12 @@ def parse_where(text: str) -> Where:
         elif kind == "word" and raw.lower() == "null":
             value = None
             if op not in ("==", "=", "!="):
-                raise InputError(f"--where {text!r}: null can only be compared with == or !=")
+                raise InputError(f"where {text!r}: null can only be compared with == or !=")
         else:
-            raise InputError(f"--where {text!r}: expected a value after {column} {op}, got {raw!r}")
+            raise InputError(f"where {text!r}: expected a value after {column} {op}, got {raw!r}")
         return ("cmp", column, op, value)
 
     tree = expr()
     if pos != len(toks):
-        raise InputError(f"--where {text!r}: unexpected {toks[pos][1]!r}")
+        raise InputError(f"where {text!r}: unexpected {toks[pos][1]!r}")
     return Where(text, tree)

@@ -122,7 +122,7 @@ class Index(DerivedMixin):
         if self._encoder is None:
             from .encoder import Encoder
 
-            self._encoder = Encoder.from_spec(self.encoder_spec, device=self.device, weights=self._weights)
+            self._encoder = Encoder.from_spec(self.encoder_spec, device=self.device, weights=self._weights, index=self.path)
         return self._encoder
 
     def use_encoder(self, encoder: "Encoder") -> None:

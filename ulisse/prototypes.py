@@ -155,7 +155,7 @@ def match_position(index, ra, dec, radius_arcsec: float = DEFAULT_RADIUS_ARCSEC,
         text = Prototype.sky(ra, dec).text
     ra, dec = check_position(ra, dec)
     if not math.isfinite(radius_arcsec) or radius_arcsec <= 0:
-        raise QueryError(f"--radius {radius_arcsec:g}: must be a positive number of arcsec")
+        raise QueryError(f"radius {radius_arcsec:g}: must be a positive number of arcsec")
     if not {"ra", "dec"} <= set(index.metadata_columns):
         raise QueryError(f"{index.path}: the index has no ra/dec for its objects")
     ras = pd.to_numeric(index.metadata_column("ra"), errors="coerce").to_numpy(np.float64)
@@ -166,7 +166,7 @@ def match_position(index, ra, dec, radius_arcsec: float = DEFAULT_RADIUS_ARCSEC,
     if sep > radius_arcsec:
         where = text or f"ra={ra:.6f} dec={dec:+.6f}"
         raise QueryError(f"no object within {radius_arcsec:g} arcsec of {where} (the nearest, {index.id_of(row)}, "
-                         f"is {format_separation(sep, beside=radius_arcsec)} away; --radius widens the match)")
+                         f"is {format_separation(sep, beside=radius_arcsec)} away; a larger radius (--radius, radius=) widens the match)")
     return row, sep
 
 

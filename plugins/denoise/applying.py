@@ -153,7 +153,7 @@ def load_step(model_dir: str) -> DenoiseStep:
         exc.index_hint = (f"move the model back there, or point the index at its new folder: {RELINK}"
                           if given.is_absolute() else
                           "the index recorded it relative to the folder it was built from: run from there, or "
-                          "record where it is: ulisse denoise relink INDEX MODEL_DIR")
+                          "record where it is: ulisse denoise relink INDEX NEW_MODEL_DIR")
         raise exc
     step = DenoiseStep(load(where), str(where))
     step.arg = str(where)

@@ -13,13 +13,11 @@ Example:
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from ulisse._io import WriteError, os_error_reason
+from ulisse.indexes.lock import file_lock
 
 from .errors import RunBusy
 
@@ -50,24 +48,12 @@ def run_lock(index_dir: str | os.PathLike):
             _HELD[key] -= 1
         return
     created = not index_dir.exists()
-    try:
-        index_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(index_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise WriteError(f"{index_dir}: {os_error_reason(exc)}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise WriteError(f"{index_dir}: {os_error_reason(exc)}") from None
-            raise RunBusy(f"{index_dir}: another 'ulisse sdss index' run{_holder(fd)} is using this folder; "
-                          "run this one again once it has finished (it will add what that one did not)") from None
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except OSError:
-            pass  # the pid is only a courtesy for the message above
+
+    def busy(holder: str) -> Exception:
+        return RunBusy(f"{index_dir}: another 'ulisse sdss index' run{holder} is using this folder; "
+                       "run this one again once it has finished (it will add what that one did not)")
+
+    with file_lock(index_dir, RUN_LOCK, busy):
         _HELD[key] = 1
         try:
             yield
@@ -79,13 +65,3 @@ def run_lock(index_dir: str | os.PathLike):
                     index_dir.rmdir()
                 except OSError:
                     pass
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-def _holder(fd: int) -> str:
-    try:
-        pid = os.pread(fd, 32, 0).decode().strip()
-    except (OSError, UnicodeDecodeError):
-        return ""
-    return f" (pid {pid})" if pid.isdigit() else ""
