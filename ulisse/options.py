@@ -88,6 +88,14 @@ def format_option(formats=None, default: str = "table"):
     return click.option("--format", "fmt", type=kind, default=default, show_default=True, help="output format")
 
 
+def output_option(what: str = "the results", also: bool = True):
+    """``--output FILE``: write ``what`` to a file in the format of its extension (checked before any work:
+    :func:`ulisse.results.check_output`)."""
+    return click.option("--output", type=click.Path(dir_okay=False),
+                        help=f"{'also ' if also else ''}write {what} to a file, its format from the extension "
+                             "(.csv, .json, .xml/.vot, .fits, .ecsv, .txt)")
+
+
 def skip_bad_option(f):
     """``--skip-bad``: skip unusable cutouts and report them instead of stopping."""
     return click.option("--skip-bad", is_flag=True, help="skip unusable cutouts and report them instead of stopping")(f)

@@ -51,7 +51,7 @@ def _feedback_line(ranking) -> str:
 
 def add_anomalies_command(cli) -> None:
     """Add ``ulisse anomalies`` to the ``cli`` group."""
-    from ulisse.options import RegisteredChoice, device_option, format_option, where_option
+    from ulisse.options import RegisteredChoice, device_option, format_option, output_option, where_option
     from ulisse.plugins.anomalies import DEFAULT_K, anomaly_grid
     from ulisse.plugins.anomalies.feedback import ARTEFACT_MODES, COMBINE, DEFAULT_COMBINE
     from ulisse.registry import anomaly_methods
@@ -82,9 +82,7 @@ def add_anomalies_command(cli) -> None:
     @click.option("--label", default=None, help="metadata column of classes: show each class's fraction at the top vs overall")
     @where_option
     @format_option()
-    @click.option("--output", type=click.Path(dir_okay=False),
-                  help="also write the results to a file, its format from the extension (.csv, .json, .xml/.vot, "
-                       ".fits, .ecsv, .txt)")
+    @output_option()
     @click.option("--png", type=click.Path(dir_okay=False), help="write a thumbnail grid of the top objects")
     @device_option
     @click.option("--recompute", is_flag=True, help="compute the scores even if fresh ones are stored with the index")

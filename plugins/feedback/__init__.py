@@ -36,7 +36,7 @@ from ulisse.checks import id_list, mark_value, whole
 from ulisse.errors import InputError, QueryError
 from ulisse.indexes.transaction import SIDE_WAIT, transaction
 from ulisse.inputs import read_id_list as read_ids  # the core's one id-list reader, under this plugin's old name
-from ulisse.options import format_option
+from ulisse.options import format_option, output_option
 from ulisse.relevance import C, RANDOM_NEGATIVES, relevance_scores  # noqa: F401  (re-exported: the model's settings)
 
 MARKS_FILE = "marks.parquet"
@@ -244,9 +244,7 @@ def register_commands(cli):
                        "[default: when there are any]")
     @click.option("-k", "k", type=int, default=16, show_default=True, help="number of objects to return")
     @format_option()
-    @click.option("--output", type=click.Path(dir_okay=False),
-                  help="also write the results to a file, its format from the extension (.csv, .json, .xml/.vot, "
-                       ".fits, .ecsv, .txt)")
+    @output_option()
     def rank_command(index_dir, positives, negatives, use_marks, k, fmt, output):
         """More like my marks: rank the unmarked objects with a classifier trained on marked ones.
 
@@ -282,9 +280,7 @@ def register_commands(cli):
     @click.option("--unmark", type=click.Path(dir_okay=False), default=None, help="remove the marks of these objects")
     @click.option("--clear", is_flag=True, help="remove every mark")
     @format_option()
-    @click.option("--output", type=click.Path(dir_okay=False),
-                  help="also write the marks to a file, its format from the extension (.csv, .json, .xml/.vot, "
-                       ".fits, .ecsv, .txt)")
+    @output_option("the marks")
     def marks_command(index_dir, relevant, not_relevant, unmark, clear, fmt, output):
         """The marks kept with an index (the web UI's Relevant / Not relevant): list, export, add, remove.
 

@@ -20,6 +20,8 @@ LOG = logging.getLogger(__name__)
 
 def add_morphology_command(cli) -> None:
     """Add ``ulisse morphology`` to the ``cli`` group."""
+    from ulisse.options import output_option
+
     from .stats import STATISTICS
 
     @cli.command()
@@ -27,9 +29,7 @@ def add_morphology_command(cli) -> None:
     @click.option("--sort", type=click.Choice(STATISTICS), default=None,
                   help="list the objects with the highest values of this statistic")
     @click.option("--top", type=int, default=10, show_default=True, help="how many objects --sort lists")
-    @click.option("--output", type=click.Path(dir_okay=False),
-                  help="write the listed objects (every object without --sort) to a file, its format from the "
-                       "extension (.csv, .xml/.vot, .fits, .ecsv, .txt)")
+    @output_option("the listed objects (every object without --sort)", also=False)
     @click.option("--recompute", is_flag=True, help="measure again even if fresh statistics are stored")
     def morphology(index_dir, sort, top, output, recompute):
         """Measure statmorph's morphology of every cutout (Gini, M20, asymmetry, deviation...), stored with the index."""

@@ -105,7 +105,7 @@ def _check_query_args(ids, images, skies, k, ns, combine):
 @ulisse.hookimpl
 def register_commands(cli):
     from ulisse.cli import search_options
-    from ulisse.options import device_option, format_option, where_option
+    from ulisse.options import device_option, format_option, output_option, where_option
 
     @cli.command("query")
     @click.argument("index_dir", type=click.Path())
@@ -128,9 +128,7 @@ def register_commands(cli):
     @click.option("--label", default=None, help="metadata column with classes: report their fractions beside the base rate")
     @where_option
     @format_option()
-    @click.option("--output", type=click.Path(dir_okay=False),
-                  help="also write the results to a file, its format from the extension (.csv, .json, .xml/.vot, "
-                       ".fits, .ecsv, .txt)")
+    @output_option()
     @click.option("--png", type=click.Path(dir_okay=False), help="write a thumbnail grid of the prototype and its neighbours")
     @click.option("--weights", default=None, help="the weights file the index was built with, if it has moved")
     @device_option

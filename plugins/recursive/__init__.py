@@ -30,7 +30,7 @@ import pandas as pd
 import ulisse
 from ulisse.checks import id_list, whole
 from ulisse.errors import QueryError
-from ulisse.options import device_option
+from ulisse.options import device_option, output_option
 from ulisse.index import Index
 from ulisse.registry import QueryStrategy
 from ulisse.inputs import read_id_list
@@ -338,7 +338,7 @@ def register_commands(cli):
     @click.option("--budget", type=int, default=None, help="stop once this many objects are found")
     @click.option("--label", default=None, help="metadata column with classes: fractions per iteration and against direct kNN")
     @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "votable"]), default="table", show_default=True)
-    @click.option("--output", type=click.Path(dir_okay=False), help="also write the found objects to a file (.csv, .json, .xml/.vot, .fits)")
+    @output_option("the found objects")
     @click.option("--follow-label", "follow_label", metavar="COLUMN=VALUE", default=None,
                   help="confirmed expansion: only found objects with this label become new prototypes")
     @click.option("--follow", "follow_file", type=click.Path(dir_okay=False), default=None,
