@@ -218,6 +218,21 @@ def test_the_catalogues_units_and_descriptions_reach_every_export(survey, cli, t
     assert ulisse_index(idx).column_notes["snr"].description == "signal to noise"
 
 
+def test_derived_columns_carry_their_descriptions(survey, cli, tmp_path):
+    from test_cli import TINY
+
+    idx = tmp_path / "idx"
+    code, _, err = cli("-q", "index", "build", survey / "cutouts", "--index", idx, "--catalog", survey / "catalog.csv",
+                       *TINY)
+    assert code == 0, err
+    code, _, err = cli("-q", "query", idx, "--id", "obj004", "-k", "3", "--where", "anomaly_kth > 0",
+                       "--output", tmp_path / "r.xml")
+    assert code == 0, err
+    t = Table.read(tmp_path / "r.xml", format="votable")
+    assert t["anomaly_kth"].description.startswith("Feature distance to the k-th neighbour"), t["anomaly_kth"].meta
+    assert t["anomaly_mean"].description.startswith("Mean feature distance")
+
+
 def ulisse_index(path):
     import ulisse
 

@@ -396,13 +396,27 @@ def register_derived_columns(config):
         DerivedColumns(KNN_SET, "distance to the k-th nearest neighbour and mean distance to the k nearest "
                        "(higher = more anomalous)", compute_knn_scores, {"k": DEFAULT_K},
                        state=lambda index: f"space {knn_space(index)}", columns=("anomaly_kth", "anomaly_mean"),
-                       update=update_knn_scores),
+                       update=update_knn_scores, describe=lambda index: _notes(KNN_SET)),
         DerivedColumns(IFOREST_SET, "Isolation Forest on the vectors, -score_samples (higher = more anomalous)",
-                       compute_iforest_scores, {}, columns=("anomaly_iforest",)),
+                       compute_iforest_scores, {}, columns=("anomaly_iforest",), describe=lambda index: _notes(IFOREST_SET)),
         DerivedColumns(ARTEFACT_SET, "artefact (bool) and artefact_kind (trail, bleed, spikes, edge, bad_column, "
                        "saturated; '' when clean) from image statistics of each cutout", _compute_artefacts, {},
-                       state=_artefact_checks, columns=("artefact", "artefact_kind"), per_object=True),
+                       state=_artefact_checks, columns=("artefact", "artefact_kind"), per_object=True,
+                       describe=lambda index: _notes(ARTEFACT_SET)),
     ]
+
+
+_NOTES = {  # for the exports (FITS TCOMM: at most 68 characters)
+    KNN_SET: {"anomaly_kth": ("stat.value", "Feature distance to the k-th neighbour (higher: more unusual)"),
+              "anomaly_mean": ("stat.value", "Mean feature distance to the k neighbours (higher: more unusual)")},
+    IFOREST_SET: {"anomaly_iforest": ("stat.value", "Isolation Forest score on the vectors (higher: more unusual)")},
+    ARTEFACT_SET: {"artefact": ("meta.code.qual", "Cutout flagged as an artefact by its image statistics"),
+                   "artefact_kind": ("meta.code.qual", "trail, bleed, spikes, edge, bad_column, saturated or ''")},
+}
+
+
+def _notes(name: str) -> dict:
+    return {c: {"ucd": ucd, "description": text} for c, (ucd, text) in _NOTES[name].items()}
 
 
 @ulisse.hookimpl

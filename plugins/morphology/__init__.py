@@ -176,7 +176,25 @@ def register_derived_columns(config):
     """The set ``morphology``: statmorph's statistics of every cutout."""
     return [DerivedColumns(SET, "statmorph's non-parametric morphology of each cutout: " + ", ".join(STATISTICS)
                            + ", morph_flag", _compute, {}, state=checks_state, columns=COLUMNS,
-                           per_object=True)]
+                           per_object=True, describe=_describe)]
+
+
+_WHAT = {"gini": "Gini coefficient of the pixel fluxes (Lotz et al. 2004)",
+         "m20": "M20: moment of the brightest 20 % of the flux (Lotz et al. 2004)",
+         "gini_m20_merger": "Gini-M20 merger statistic (Lotz et al. 2008; > 0 merger-like)",
+         "concentration": "Concentration C (Conselice 2003)", "asymmetry": "Rotational asymmetry A (Conselice 2003)",
+         "smoothness": "Smoothness (clumpiness) S (Conselice 2003)",
+         "shape_asymmetry": "Shape asymmetry (Pawlik et al. 2016)", "outer_asymmetry": "Outer asymmetry (Wen et al. 2014)",
+         "multimode": "Multimode M (Freeman et al. 2013)", "intensity": "Intensity I (Freeman et al. 2013)",
+         "deviation": "Deviation D (Freeman et al. 2013)",
+         "morph_flag": "statmorph flag: 0 good, 1 suspect, 2 bad, 4 catastrophic, -1 none"}
+
+
+def _describe(index) -> dict:
+    """The statistics' descriptions for the exports (dimensionless, measured on the stretched RGB cutout;
+    short enough for a FITS ``TCOMM`` card)."""
+    return {c: {"ucd": "meta.code" if c == "morph_flag" else "src.morph.param", "description": text}
+            for c, text in _WHAT.items()}
 
 
 @ulisse.hookimpl

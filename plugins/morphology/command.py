@@ -34,6 +34,7 @@ def add_morphology_command(cli) -> None:
     def morphology(index_dir, sort, top, output, recompute):
         """Measure statmorph's morphology of every cutout (Gini, M20, asymmetry, deviation...), stored with the index."""
         from ulisse._io import atomic_write
+        from ulisse.record import query_record
         from ulisse.results import check_output, render
 
         from . import SET, has_cutouts, morphology_table
@@ -60,5 +61,6 @@ def add_morphology_command(cli) -> None:
             click.echo(f"highest {sort}:")
             click.echo(listed[["id", sort, "morph_flag"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         if output:
-            atomic_write(output, render(listed, out_fmt, {"index": str(index.path)}))
+            record = query_record(index, "morphology", sort=sort, top=top if sort else None)
+            atomic_write(output, render(listed, out_fmt, {"index": str(index.path)}, record=record))
             LOG.info("wrote %s", output)
