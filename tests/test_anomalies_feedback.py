@@ -103,7 +103,8 @@ def test_where_limits_what_is_shown_and_the_base_rate(tiny_index, cli, tmp_path)
     assert set(vot.to_table()["label"]) == {"double"}
     assert {p.name: p.value for p in vot.params}["where"] == "label == 'double'"  # the record says so
     before = tree_digest(tiny_index.path)
-    for bad, needle in (("label ==", "--where"), ("nope < 3", "no column 'nope'")):
+    for bad, needle in (("label ==", "where 'label ==': expected a value after label ==, got nothing"),
+                        ("nope < 3", "no column 'nope'")):
         code, out, err = cli("anomalies", tiny_index.path, "--where", bad)
         assert code == 1 and needle in err and len(err.strip().splitlines()) == 1, err
     assert tree_digest(tiny_index.path) == before

@@ -268,3 +268,28 @@ def test_every_python_result_exports_as_the_command_line_does(built, tmp_path):
         results["query"].write(tmp_path / "r.parquet-nope")
     with pytest.raises(ulisse.InputError):
         results["query"].write(built / "manifest.json")  # never into an index
+
+
+def test_every_result_table_has_the_derived_columns(tiny_index):
+    """The derived columns (here the kNN scores; head predictions the same way) are in every verb's table, not
+    only in a query's: expand, anomalies (plain and with marks), rank and marks."""
+    from ulisse.plugins.anomalies import rank_anomalies
+    from ulisse.plugins.anomalies.feedback import discover
+    from ulisse.plugins.feedback import mark, marks_table, rank
+    from ulisse.plugins.recursive import expand
+
+    tiny_index.derived("anomaly", k=3)
+    ids = tiny_index.ids
+    mark(tiny_index, ids[:2], True)
+    mark(tiny_index, ids[2:4], False)
+    tables = {"query": tiny_index.query(ids[5], k=3).table,
+              "expand": expand(tiny_index, ids[5], k=2, iterations=2, budget=6).table,
+              "anomalies": rank_anomalies(tiny_index, top=3, progress=False).table,
+              "discover": discover(tiny_index, top=3, k=3, artefacts="show", progress=False).table,
+              "rank": rank(tiny_index, ids[:2], ids[2:4], k=3),
+              "marks": marks_table(tiny_index)}
+    for verb, table in tables.items():
+        assert {"anomaly_kth", "anomaly_mean"} <= set(table.columns), verb
+        assert table.columns.is_unique and list(table.columns[:2]) != ["anomaly_kth", "anomaly_mean"], verb
+        row = tiny_index.row_of(str(table["id"].iloc[0]))
+        assert table["anomaly_kth"].iloc[0] == tiny_index.derived_rows([row])["anomaly_kth"].iloc[0], verb

@@ -44,6 +44,13 @@ JOIN_COMPUTE_MAX = 200  # objects: a result table computes a stale per-object se
 RESERVED = ("row", "id", "rank", "distance")
 
 
+def join_objects(head: pd.DataFrame, objects: pd.DataFrame) -> pd.DataFrame:
+    """A result table: ``head`` (rank, id, the verb's own scores...) and then the columns of ``objects``
+    (:meth:`DerivedMixin.object_rows` of the same rows) that ``head`` does not have."""
+    drop = [c for c in objects.columns if c in head.columns]
+    return pd.concat([head.reset_index(drop=True), objects.drop(columns=drop).reset_index(drop=True)], axis=1)
+
+
 class DerivedMixin:
     """Derived-column storage for :class:`ulisse.Index`.
 
@@ -345,6 +352,13 @@ class DerivedMixin:
         if table.shape[1] == 0:
             return pd.DataFrame(index=pd.RangeIndex(len(rows)))
         return table.iloc[list(rows)].reset_index(drop=True)
+
+    def object_rows(self, rows) -> pd.DataFrame:
+        """What every result table shows of the objects at ``rows`` (in that order): their metadata (``id``
+        first), then their stored derived columns (anomaly scores, morphology, head predictions...)."""
+        meta = self.metadata_rows(rows).reset_index(drop=True)
+        derived = self.derived_rows(rows)
+        return pd.concat([meta, derived.drop(columns=[c for c in derived.columns if c in meta.columns])], axis=1)
 
     def _compute_named_sets(self, names) -> None:
         """Compute (and store) the registered sets, not stored yet, that declare one of ``names`` as a column."""

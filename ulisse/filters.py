@@ -200,7 +200,8 @@ def parse_where(text: str) -> Where:
             if op not in ("==", "=", "!="):
                 raise InputError(f"where {text!r}: null can only be compared with == or !=")
         else:
-            raise InputError(f"where {text!r}: expected a value after {column} {op}, got {raw!r}")
+            raise InputError(f"where {text!r}: expected a value after {column} {op}, got "
+                             + (repr(raw) if raw is not None else "nothing"))
         return ("cmp", column, op, value)
 
     tree = expr()

@@ -34,7 +34,7 @@ from ulisse.indexes.transaction import transaction
 from ulisse.indexes.writes import DEFAULT_EF_SEARCH, DEFAULT_FACTORY, check_new_index_path  # noqa: F401 (public names)
 
 from .cutouts import RGBConfig, image_to_rgb, read_cutout
-from .derived import DerivedMixin
+from .derived import DerivedMixin, join_objects
 from .errors import IndexError_, InputError, QueryError
 from .inputs import AddReport  # noqa: F401 (public here)
 from .prototypes import DEFAULT_RADIUS_ARCSEC  # one definition, in the prototype pipeline
@@ -295,12 +295,10 @@ class Index(DerivedMixin):
     def neighbour_table(self, rows: np.ndarray, distances: np.ndarray) -> pd.DataFrame:
         rows = np.asarray(rows)
         ok = rows >= 0
-        meta = self.metadata_rows(rows[ok])
-        table = pd.DataFrame({"rank": np.arange(1, ok.sum() + 1), "id": meta["id"],
+        objects = self.object_rows(rows[ok])  # metadata and derived columns (anomaly scores, head predictions...)
+        table = pd.DataFrame({"rank": np.arange(1, ok.sum() + 1), "id": objects["id"],
                               "distance": np.asarray(distances)[ok]})
-        others = meta.drop(columns=["id"])
-        derived = self.derived_rows(rows[ok])  # derived columns (anomaly scores, head predictions...)
-        return pd.concat([table, others, derived], axis=1)
+        return join_objects(table, objects)
 
     # -- growing -------------------------------------------------------------
 

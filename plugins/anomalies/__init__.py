@@ -62,6 +62,7 @@ import numpy as np
 import pandas as pd
 
 import ulisse
+from ulisse.derived import join_objects
 from ulisse.labels import class_fractions, labels_of
 from ulisse.registry import DerivedColumns
 from ulisse.results import TableResult
@@ -349,10 +350,9 @@ def rank_anomalies(index, top: int = 20, method: str | None = None, k: int = DEF
     method = method or default_method()
     scores = anomaly_scores(index, method=method, k=k, progress=progress, recompute=recompute)
     order = np.argsort(-scores["score"].to_numpy(), kind="stable")[:int(top)]
-    meta = index.metadata_rows(order)
-    table = pd.concat([pd.DataFrame({"rank": np.arange(1, len(order) + 1), "id": meta["id"],
-                                     "score": scores["score"].to_numpy()[order]}),
-                       meta.drop(columns=["id"])], axis=1)
+    objects = index.object_rows(order)  # metadata and derived columns, as every result table
+    table = join_objects(pd.DataFrame({"rank": np.arange(1, len(order) + 1), "id": objects["id"],
+                                       "score": scores["score"].to_numpy()[order]}), objects)
     ranking = AnomalyRanking(table, method, int(k) if _method(method).uses_k else None, label)
     if names is not None:
         fractions, used = class_fractions(names.iloc[order].tolist(), names, [len(order)])

@@ -54,6 +54,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from ulisse.derived import join_objects
 from ulisse.checks import id_list, whole
 from ulisse.errors import QueryError
 from ulisse.plugins.anomalies import DEFAULT_K, AnomalyRanking, _method, anomaly_scores, default_method
@@ -386,13 +387,13 @@ def discover(index, top: int = 20, method: str | None = None, k: int = DEFAULT_K
     finally:
         flags.close()
     rows = np.array(chosen, np.int64)
-    meta = index.metadata_rows(rows)
+    objects = index.object_rows(rows)  # metadata and derived columns, as every result table
     if relevance is None:  # the plain list: its score is the anomaly score
-        head = {"rank": np.arange(1, len(rows) + 1), "id": meta["id"], "score": anomaly[rows]}
+        head = {"rank": np.arange(1, len(rows) + 1), "id": objects["id"], "score": anomaly[rows]}
     else:
-        head = {"rank": np.arange(1, len(rows) + 1), "id": meta["id"], "score": combined[rows],
+        head = {"rank": np.arange(1, len(rows) + 1), "id": objects["id"], "score": combined[rows],
                 "anomaly": anomaly[rows], "relevance": relevance[rows]}
-    table = pd.concat([pd.DataFrame({**head, "artefact_kind": kinds}), meta.drop(columns=["id"])], axis=1)
+    table = join_objects(pd.DataFrame({**head, "artefact_kind": kinds}), objects)
     ranking = AnomalyRanking(table, method, int(k) if _method(method).uses_k else None, label)
     ranking.feedback = {"marks": used, "positives": len(pos), "negatives": len(neg),
                         "combine": combine if relevance is not None else None, "artefacts": artefacts,

@@ -32,6 +32,7 @@ import pandas as pd
 
 import ulisse
 from ulisse._io import read_parquet
+from ulisse.derived import join_objects
 from ulisse.checks import id_list, mark_value, whole
 from ulisse.errors import InputError, QueryError
 from ulisse.indexes.transaction import SIDE_WAIT, transaction
@@ -196,9 +197,9 @@ def rank(index, positives: Iterable[str], negatives: Iterable[str] = (), k: int 
 
 
 def _table(index, rows: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
-    meta = index.metadata_rows(rows)
-    table = pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "id": meta["id"], "score": scores.astype(float)})
-    return pd.concat([table, meta.drop(columns=["id", "row"], errors="ignore")], axis=1)
+    objects = index.object_rows(rows)  # metadata and derived columns, as every result table
+    table = pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "id": objects["id"], "score": scores.astype(float)})
+    return join_objects(table, objects.drop(columns=["row"], errors="ignore"))
 
 
 def marks_table(index) -> pd.DataFrame:
@@ -208,8 +209,8 @@ def marks_table(index) -> pd.DataFrame:
     table = table[table["id"].astype(str).isin(set(index.ids))].reset_index(drop=True)
     if not len(table):
         return table
-    meta = index.metadata_rows(np.array([index.row_of(str(i)) for i in table["id"]], np.int64))
-    return pd.concat([table, meta.drop(columns=["id", "row"], errors="ignore").reset_index(drop=True)], axis=1)
+    objects = index.object_rows(np.array([index.row_of(str(i)) for i in table["id"]], np.int64))
+    return join_objects(table, objects.drop(columns=["row"], errors="ignore"))
 
 
 def export_marks(index, fmt: str) -> str | bytes:

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 import ulisse
+from ulisse.derived import join_objects
 from ulisse.checks import id_list, whole
 from ulisse.errors import QueryError
 from ulisse.options import device_option, output_option
@@ -183,14 +184,14 @@ def expand(index: Index, prototype, k: int = 16, iterations: int = 5, budget: in
                 break
         frontier_vectors = index.vectors_of_rows(order) if order else np.zeros((0, index.manifest.dim), np.float32)
         frontier_names = [index.id_of(i) for i in order]
-    meta = index.metadata_rows(rows)
-    table = pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "id": meta["id"], "iteration": its,
+    objects = index.object_rows(rows)  # metadata and derived columns, as every result table
+    table = pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "id": objects["id"], "iteration": its,
                           "found_by": by, "distance": dists})
     if followable is not None:
         table["confirmed"] = followable[rows] if rows else np.zeros(0, bool)
     if relevance:
         table["relevance"] = np.asarray(scores, dtype=float)
-    table = pd.concat([table, meta.drop(columns=["id"])], axis=1)
+    table = join_objects(table, objects)
     n_found = len(rows)
     direct = query(index, start.prototype if start.row is None else start.id, k=max(n_found, 1)).table
     per_it = table.groupby("iteration").size().rename("new").reset_index()
