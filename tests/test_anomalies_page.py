@@ -166,3 +166,22 @@ def test_the_url_keeps_the_ranking_page_and_whether_marks_teach(demo_index):
     assert again.number_input(key="anomaly.page").value == 2
     shown = [c for im in again.image for c in im.captions if c.startswith("#")]
     assert shown and shown[0].startswith("#25 "), shown[:2]  # the grid's second page of 24
+
+
+def ranking_ids(at: AppTest) -> list[str]:
+    """The ids of the ranking's tiles (captions ``#N ID``)."""
+    return [c.split()[1] for im in at.image for c in im.captions if c.startswith("#")]
+
+
+def test_the_ranking_hides_artefacts_as_the_command_line_does(tiny_index):
+    """The plain ranking below Look next is ``ulisse anomalies --no-marks --artefacts MODE``: the artefacts
+    setting applies to it too (it used to show every flagged object, unmarked as such)."""
+    from ulisse.plugins.anomalies.feedback import discover
+
+    for mode in ("hide", "only"):
+        at = run_page(tiny_index.path, **{"anomalies.artefacts": mode, "anomalies.top": 10})
+        cli = discover(tiny_index, top=10, k=10, use_marks=False, artefacts=mode, progress=False).table
+        assert ranking_ids(at) == list(cli["id"].astype(str)), mode
+        if mode == "only":
+            assert len(cli) and all(f" · {kind}" in " ".join(c for im in at.image for c in im.captions)
+                                    for kind in set(cli["artefact_kind"]))

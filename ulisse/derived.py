@@ -301,8 +301,9 @@ class DerivedMixin:
         """Every stored set of derived columns joined side by side (one row per object, row order).
 
         Stale sets are recomputed when their plugin is present, and left out with a note otherwise; a
-        per-object set with more than :data:`JOIN_COMPUTE_MAX` objects still to compute keeps its stored rows
-        and leaves the others blank, with a note.
+        per-object set with more than :data:`JOIN_COMPUTE_MAX` objects still to compute (the index's
+        ``join_compute_max`` if set: the web UI's is 0, its pages measure in the background) keeps its stored
+        rows and leaves the others blank, with a note.
         """
         from .registry import derived_columns
 
@@ -316,7 +317,7 @@ class DerivedMixin:
                 except Exception:
                     pass
             pending = self.derived_pending(name) if name in registered and registered[name].per_object else None
-            if pending is not None and len(pending) > JOIN_COMPUTE_MAX:
+            if pending is not None and len(pending) > getattr(self, "join_compute_max", JOIN_COMPUTE_MAX):
                 try:
                     kept = self._read_kept(name, pending.start)
                 except Exception:

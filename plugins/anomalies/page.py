@@ -9,18 +9,19 @@ and "Next 20" chooses again with every mark so far. The marks teach through the 
 (statmorph's statistics, :mod:`ulisse.plugins.morphology`): where they are not yet stored with the index,
 they are measured in the background, with a progress bar, and Look next uses the vectors until they are
 there (more than ``AUTO_MAX`` to measure: only when asked, by the button the page then offers). Below, the histogram of the scores and
-the plain ranking, paged. Runs inside the app or alone:
+the plain ranking, paged (as ``ulisse anomalies --no-marks``: the artefacts setting applies to it too). Runs inside the app or alone:
 ``ULISSE_UI_INDEX=ulisse-demo/hdf streamlit run plugins/anomalies/page.py``.
 """
 
 import altair as alt
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from ulisse.errors import UlisseError
 from ulisse.progress import duration_text
-from ulisse.plugins.anomalies import DEFAULT_K, anomaly_scores, default_method, rank_anomalies
-from ulisse.plugins.anomalies.feedback import ARTEFACT_MODES, check_text, next_unmarked
+from ulisse.plugins.anomalies import DEFAULT_K, anomaly_scores, default_method
+from ulisse.plugins.anomalies.feedback import ARTEFACT_MODES, check_text, discover, next_unmarked
 from ulisse.plugins.feedback import marks
 from ulisse.plugins.morphology import (AUTO_MAX, SET, cutouts_to_measure, has_cutouts, is_measured, morphology_table,
                                       use_morphology)
@@ -34,12 +35,16 @@ ARTEFACT_LABELS = {"hide": "Hide", "show": "Show", "only": "Only artefacts"}
 
 
 @st.cache_data(max_entries=32, show_spinner="Scoring the objects of the index…")
-def ranking(path: str, generation: int, top: int, method: str, k: int, label: str | None):
+def ranking(path: str, generation: int, top: int, method: str, k: int, label: str | None, artefacts: str):
+    """The plain ranking, as ``ulisse anomalies --no-marks --artefacts MODE`` gives it (artefacts hidden by
+    default), and every object's score with whether the ranking shows it (for the histogram)."""
     index = kit.index_from_key((path, generation))
     with kit.index_lock(index):
-        ranked = rank_anomalies(index, top=top, method=method, k=k, label=label, progress=False)
+        ranked = discover(index, top=top, method=method, k=k, use_marks=False, artefacts=artefacts, label=label,
+                          progress=False, check=False, morphology=False)  # no marks: nothing to learn shapes for
         scores = anomaly_scores(index, method=method, k=k, progress=False)["score"]
-    return ranked, scores.to_numpy()
+        shown = np.isin(np.asarray(index.ids, dtype=object), ranked.table["id"].astype(str).to_numpy())
+    return ranked, scores.to_numpy(), shown
 
 
 @st.cache_data(max_entries=32, show_spinner="Choosing the next objects…")
@@ -120,10 +125,11 @@ top = kit.slider("Objects ranked", 1, max(1, min(len(index), 1000)), min(len(ind
 label = kit.choose_label(index, key="anomalies.label")
 if st.session_state.get("anomalies.artefacts") not in ARTEFACT_MODES:
     st.session_state["anomalies.artefacts"] = "hide"
-artefacts = st.sidebar.radio("Artefacts in Look next", ARTEFACT_MODES, key="anomalies.artefacts",
+artefacts = st.sidebar.radio("Artefacts", ARTEFACT_MODES, key="anomalies.artefacts",
                              format_func=ARTEFACT_LABELS.get, horizontal=True,
                              help="Satellite trails, bleed columns, diffraction spikes, chip edges, bad columns, "
-                                  "saturation: flagged from each cutout's pixels.")
+                                  "saturation: flagged from each cutout's pixels. Hidden by default in Look next "
+                                  "and in the ranking, as `ulisse anomalies` hides them.")
 st.session_state.setdefault("anomalies.marks", True)
 use_marks = st.sidebar.toggle("Learn from my marks", key="anomalies.marks",
                               help="Re-rank Look next by the Relevant / Not relevant marks.")
@@ -137,7 +143,7 @@ if len(index) < 2:
     st.info("The index needs at least two objects for anomaly scores.")
     st.stop()
 try:
-    ranked, scores = ranking(*kit.index_key(index), top, method, k, label)
+    ranked, scores, in_ranking = ranking(*kit.index_key(index), top, method, k, label, artefacts)
 except UlisseError as exc:
     st.error(str(exc))
     st.stop()
@@ -215,9 +221,12 @@ else:
                   help="Show the unmarked objects again, re-ranked by every mark so far.")
 
 st.subheader("Ranking by anomaly score")
-threshold = float(ranked.table["score"].min())
-IN_TOP, BELOW = f"in the top {top}", "below"
-hist = pd.DataFrame({"score": scores, "shown": [IN_TOP if v >= threshold else BELOW for v in scores]})
+hidden = ranked.feedback["left_out"]
+st.caption(f"The plain anomaly score, marks not learned from (`ulisse anomalies {index.path} --no-marks`)"
+           + (f"; {hidden} {'clean objects' if artefacts == 'only' else 'flagged artefacts'} passed over"
+              if hidden else "") + ".")
+IN_TOP, BELOW = f"in the top {len(ranked)}", "not shown"
+hist = pd.DataFrame({"score": scores, "shown": np.where(in_ranking, IN_TOP, BELOW)})
 st.altair_chart(alt.Chart(hist).mark_bar().encode(
     x=alt.X("score:Q", bin=alt.Bin(maxbins=50), title=f"anomaly score ({methods[method].description})"),
     y=alt.Y("count():Q", title="objects"),
@@ -226,7 +235,8 @@ st.altair_chart(alt.Chart(hist).mark_bar().encode(
 ).properties(height=180), width="stretch")
 
 kit.tile_grid(ranked.table, index, key="anomaly", per_page=PER_PAGE, actions=True,
-              caption=lambda row: kit.tile_caption(row, score_name=f"{method} score"))
+              caption=lambda row: kit.tile_caption(row, score_name=f"{method} score")
+              + (f" · {row['artefact_kind']}" if row.get("artefact_kind") else ""))
 
 if ranked.precision is not None:
     st.subheader(f"Classes at the top ({label})")
@@ -237,6 +247,6 @@ if ranked.precision is not None:
 st.subheader("Ranking")
 kit.show_table(ranked.table)
 kit.download_buttons(ranked.table, f"ulisse-anomalies-{method}", index=index,
-                     meta={"method": method, "k": ranked.k or ""}, key="anomalies.download")
-kit.samp_buttons(ranked.table, index=index, meta={"method": method, "k": ranked.k or ""}, key="anomalies",
-                 name=f"ulisse anomalies ({method})")
+                     meta={"method": method, "k": ranked.k or "", "artefacts": artefacts}, key="anomalies.download")
+kit.samp_buttons(ranked.table, index=index, meta={"method": method, "k": ranked.k or "", "artefacts": artefacts},
+                 key="anomalies", name=f"ulisse anomalies ({method})")

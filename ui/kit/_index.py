@@ -26,6 +26,7 @@ def _open_index(path: str, generation: int) -> ulisse.Index:
     while the spinner turns and stays resident for every later query (it lives as long as this entry).
     """
     index = ulisse.open_index(path)
+    index.join_compute_max = 0  # a page's table never waits for a measurement (the pages measure in the background)
     if len(index) and faiss_backend.gpu_available():
         with index_lock(index):
             index.search(index.vectors_of_rows([0]), 1)
