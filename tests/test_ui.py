@@ -686,6 +686,27 @@ def test_ui_command_line(cli, demo_index):
     assert words[-2:] == ["--server.port", "8601"]  # Streamlit's own options pass through, last
 
 
+def test_ui_command_takes_the_index_as_an_argument_and_a_port(cli, demo_index, monkeypatch):
+    """``ulisse ui INDEX --port N``, as every other verb takes its index; a value of a Streamlit option is not
+    taken for the index, and two indexes are refused."""
+    import ulisse.ui.plugin as plugin
+
+    seen = {}
+    monkeypatch.setattr(plugin, "run_streamlit", lambda command, env: seen.update(command=command, env=env) or 0)
+    code, out, err = cli("ui", demo_index, "--port", "8531", "--server.address", "0.0.0.0")
+    assert code == 0, err
+    assert seen["env"][plugin.INDEX_ENV] == str(demo_index.resolve())
+    assert seen["command"][-4:] == ["--server.address", "0.0.0.0", "--server.port", "8531"]
+    code, out, err = cli("ui", "--index", demo_index, "--server.port", "8601")
+    assert code == 0 and seen["command"][-2:] == ["--server.port", "8601"], err
+    code, out, err = cli("ui", demo_index, "--index", demo_index)
+    assert code == 1 and "the index is given twice" in err
+    code, out, err = cli("ui", demo_index, "other")
+    assert code == 1 and "one index at most" in err
+    code, out, err = cli("ui", "--port", "0")
+    assert code == 2 and "--port" in err
+
+
 def test_ui_command_exits_with_the_servers_status(cli, demo_index, monkeypatch):
     import ulisse.ui.plugin as plugin
 

@@ -2,8 +2,8 @@
 
 Example::
 
-    ulisse ui --index ulisse-demo/hdf                 # http://127.0.0.1:8501
-    ulisse ui --index ulisse-demo/hdf --server.port 8601
+    ulisse ui ulisse-demo/hdf                         # http://127.0.0.1:8501
+    ulisse ui ulisse-demo/hdf --port 8601
     ulisse ui --index survey-shards --dask tcp://scheduler:8786   # Cluster search on a sharded index
 
 Options ulisse does not know are Streamlit's (``streamlit run --help``) and
@@ -60,10 +60,13 @@ def register_commands(cli):
     @click.option("--dask", default=None, metavar="SCHEDULER",
                   help="search a sharded index on this Dask cluster (tcp://HOST:8786 or local:N): "
                        "the Cluster search page comes first")
+    @click.option("--port", type=click.IntRange(1, 65535), default=None,
+                  help="the port to serve on (Streamlit's --server.port; default 8501)")
     @click.option("--print-command", is_flag=True, help="print the streamlit command line instead of running it")
     @click.pass_context
-    def ui(ctx, index_dir, dask, print_command):
-        """Serve the web UI at http://127.0.0.1:8501 (Streamlit options such as --server.port pass through)."""
+    def ui(ctx, index_dir, dask, port, print_command):
+        """Serve the web UI at http://127.0.0.1:8501 (ulisse ui [INDEX]; Streamlit options such as
+        --server.address pass through)."""
         import importlib.util
 
         from ulisse.indexes import shards, store
@@ -71,6 +74,12 @@ def register_commands(cli):
 
         if importlib.util.find_spec("streamlit") is None:
             raise ulisse.UlisseError("the web UI needs Streamlit: pip install 'ulisse[ui]' (or pip install streamlit)")
+        extra, given = split_extra(ctx.args)
+        if given and index_dir is not None:
+            raise ulisse.InputError(f"{given}: the index is given twice (as an argument and --index {index_dir})")
+        index_dir = index_dir if given is None else given
+        if port is not None:
+            extra += ["--server.port", str(port)]
         if dask is not None:
             parse_dask(dask)  # a bad spec: say so now
         if index_dir is not None:  # no index there: say so now, not in the browser
@@ -81,7 +90,7 @@ def register_commands(cli):
                                             "give --dask tcp://HOST:8786 or --dask local:N")
             else:
                 store.read_manifest(index_dir)
-        command = streamlit_command(ctx.args)
+        command = streamlit_command(extra)
         if print_command:
             click.echo(shlex.join(command))
             return
@@ -89,6 +98,28 @@ def register_commands(cli):
         if code:  # the server's status is ulisse's (ctx.exit would be swallowed under standalone_mode=False)
             click.echo(f"ulisse: error: the web UI server stopped with status {code}", err=True)
             raise SystemExit(code)
+
+
+def split_extra(args: list[str]) -> tuple[list[str], str | None]:
+    """The Streamlit options among ``ulisse ui``'s extra arguments (``--name value`` or ``--name=value``), and
+    the index given as an argument (``ulisse ui INDEX``), if any.
+
+    Raises:
+        InputError: more than one argument that is neither an option nor an option's value.
+    """
+    options, loose, i = [], [], 0
+    while i < len(args):
+        item = args[i]
+        if item.startswith("-"):
+            takes_value = "=" not in item and i + 1 < len(args) and not args[i + 1].startswith("-")
+            options += args[i:i + 1 + takes_value]
+            i += 1 + takes_value
+        else:
+            loose.append(item)
+            i += 1
+    if len(loose) > 1:
+        raise ulisse.InputError(f"{' '.join(loose)}: one index at most (ulisse ui [INDEX] [--server.OPTION VALUE...])")
+    return options, (loose[0] if loose else None)
 
 
 def run_streamlit(command: list[str], env: dict[str, str]) -> int:
