@@ -54,6 +54,9 @@ def test_positions_as_one_text():
         parse_position("400 2")
     with pytest.raises(InputError, match="not a sky position"):
         parse_position("10h00x +2d12m", resolve_names=False)
+    for one in ("53.16098", "-27.5", "10:00:24"):  # Dec forgotten: said so, not sent to the name resolver
+        with pytest.raises(InputError, match="one coordinate; type RA and Dec"):
+            parse_position(one)
 
 
 def test_the_ui_kit_uses_the_core_parser():

@@ -127,14 +127,17 @@ def test_decode_upload_reads_png_jpeg_and_fits():
     ("fake.fits", b"SIMPLE  = nonsense" * 10, "not a readable FITS"),
     ("nodata.fits", None, "no image data"),
     ("bomb.png", png_claiming(40_000, 40_000), "too large"),
-    ("bomb.fits", fits_bytes(header_only_shape=(100_000, 100_000)), "too large"),
+    ("bomb.fits", fits_bytes(header_only_shape=(100_000, 100_000)), "too large for a cutout (100000 x 100000"),
+    ("cube4d.fits", fits_bytes(np.zeros((2, 3, 16, 16), np.float32)), "a 4-D image (2 x 3 x 16 x 16): give a 2-D"),
+    ("tile.png", png_claiming(6000, 6000), "(6000 x 6000 px, 36.0 million pixels; at most 25 million, 5000 x 5000"),
     ("big.png", b"\x89PNG" + bytes(21 * 2**20), "MB allowed"),
 ])
 def test_decode_upload_turns_bad_files_into_messages(name, data, message):
     from ulisse.ui.kit._uploads import UploadError, decode_upload
 
-    with pytest.raises(UploadError, match=message) as err:
+    with pytest.raises(UploadError) as err:
         decode_upload(name, fits_bytes() if data is None else data)
+    assert message in str(err.value)
     assert str(err.value).startswith(name)  # the user's file name, never a temporary path
 
 

@@ -171,6 +171,8 @@ def parse_position(text: str, resolve_names: bool = True):
             if check_coordinate(ra, "ra") or check_coordinate(dec, "dec"):
                 raise InputError(f"position {text!r}: RA must be in [0, 360) and Dec in [-90, 90] degrees")
             return SkyCoord(ra * u.deg, dec * u.deg)
+    if pair is None and re.fullmatch(r"[+-]?\d[\d.:]*\s*", text):  # a number is no object's name
+        raise InputError(f"position {text!r}: one coordinate; type RA and Dec ({PAIR_EXAMPLES})")
     if not resolve_names:
         raise ResolveError(f"{text!r}: name resolution is off")
     return resolve_name(text)

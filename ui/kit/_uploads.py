@@ -17,7 +17,7 @@ from ulisse.errors import CutoutError, InputError
 from ulisse.ui import MAX_UPLOAD_MB
 
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
-MAX_UPLOAD_PIXELS = 25_000_000  # 5000 x 5000: a cutout, not a survey tile (decompression-bomb guard)
+MAX_UPLOAD_PIXELS = 25_000_000  # 5000 x 5000: a cutout, not a survey tile (and no decompression bomb)
 
 
 class UploadError(InputError):
@@ -72,8 +72,10 @@ def decode_upload(name: str, data: bytes, rgb: RGBConfig = RGBConfig(), *, max_b
 
 
 def _too_many(label: str, pixels: int, max_pixels: int, shape: str) -> UploadError:
-    return UploadError(f"{label}: the image is too large ({shape}, {pixels / 1e6:.0f} million pixels; at most "
-                       f"{max_pixels / 1e6:.0f} million: decompression-bomb guard)")
+    side = int(max_pixels ** 0.5)
+    size = f"over {pixels / 1e6:.0f} million pixels" if shape == "at least" else f"{shape}, {pixels / 1e6:.1f} million pixels"
+    return UploadError(f"{label}: the image is too large for a cutout ({size}; at most {max_pixels / 1e6:.0f} million, "
+                       f"{side} x {side} px): crop a cutout around the object")
 
 
 def _check_image(label: str, data: bytes, max_pixels: int) -> None:
@@ -81,11 +83,11 @@ def _check_image(label: str, data: bytes, max_pixels: int) -> None:
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the header's size is checked below
             with Image.open(io.BytesIO(data)) as im:  # reads the header only
                 width, height = im.size
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UploadError(f"{label}: the image is too large (decompression-bomb guard)") from None
+    except Image.DecompressionBombError:  # PIL's own limit, far above ours
+        raise _too_many(label, 2 * (Image.MAX_IMAGE_PIXELS or 0), max_pixels, "at least") from None
     except Exception:
         raise UploadError(f"{label}: not a readable PNG or JPEG image") from None
     if width * height > max_pixels:
@@ -110,8 +112,11 @@ def _check_fits(label: str, data: bytes, max_pixels: int) -> None:
         raise UploadError(f"{label}: not a readable FITS file") from None
     if shape is None:
         raise UploadError(f"{label}: the FITS file holds no image data")
+    if len(shape) > 3:
+        raise UploadError(f"{label}: a {len(shape)}-D image ({' x '.join(map(str, shape))}): give a 2-D image or a "
+                          "cube of 3 planes (g, r, i)")
     planes = shape[0] if len(shape) == 3 else 1
-    if int(np.prod(shape, dtype=np.int64)) > max_pixels * max(planes, 1) or len(shape) > 3:
+    if int(np.prod(shape, dtype=np.int64)) > max_pixels * max(planes, 1):
         raise _too_many(label, int(np.prod(shape, dtype=np.int64)), max_pixels, " x ".join(map(str, shape)))
 
 
