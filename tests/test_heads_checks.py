@@ -216,3 +216,28 @@ def test_a_head_counts_the_non_finite_steps_of_every_member(vec_index):
     trained = train_head(vec_index, "y", "h", members=2, config=config, update_columns=False)
     per_member = [m["nan_events"] for m in trained.metrics["members"]]
     assert all(n > 0 for n in per_member) and trained.config["nan_events"] == sum(per_member)
+
+
+def test_heads_page_names_a_head_after_the_target_chosen(tiny_index):
+    """The form's Name is empty by default and then follows the target chosen (it used to keep the first
+    column's ``COLUMN_pred``, so a head predicting r_mag could be called after another column)."""
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    from ulisse.plugins.heads import list_heads
+    from ulisse.registry import ui_pages
+
+    script = [p for p in ui_pages() if p.title == "Heads"][0].script
+    at = AppTest.from_file(str(script), default_timeout=120)
+    at.session_state["index_path"] = str(tiny_index.path)
+    at.run()
+    columns = at.selectbox(key="heads.target").options
+    target = columns[-1]
+    assert at.text_input(key="heads.name").value == ""  # not the first column's name, whatever the target
+    at.selectbox(key="heads.target").set_value(target)
+    at.selectbox(key="heads.method").set_value("ridge")
+    [b for b in at.button if b.label == "Train"][0].click()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(f"Trained {target}_pred" in s.value for s in at.success)
+    assert list_heads(tiny_index).set_index("name").loc[f"{target}_pred", "target"] == target

@@ -30,18 +30,19 @@ def train_form(index) -> None:
             return
         with st.form("heads.train"):
             target = st.selectbox("Target column", columns, key="heads.target")
-            name = st.text_input("Name", value=f"{columns[0]}_pred", key="heads.name",
+            name = st.text_input("Name", value="", key="heads.name", placeholder="TARGET_pred",
                                  help="Its predictions become the columns NAME, NAME_std, NAME_std_aleatoric, "
-                                      "NAME_std_epistemic.")
+                                      "NAME_std_epistemic. Empty: the target column's name and _pred.")
             method = st.selectbox("Method", METHODS, key="heads.method")
             members = st.number_input("Ensemble members", 1, 20, 5, key="heads.members")
             overwrite = st.checkbox("Replace the head of that name (--overwrite)", key="heads.overwrite",
                                     help="Without it, a name already trained is refused before any training.")
             go = st.form_submit_button("Train")
         if go:
+            name = name.strip() or f"{target}_pred"  # the default follows the target chosen
             try:
                 with st.spinner(f"Training {name}…"), kit.index_lock(index):
-                    trained = train_head(index, target, name.strip(), method=method, members=int(members),
+                    trained = train_head(index, target, name, method=method, members=int(members),
                                          overwrite=overwrite)
             except UlisseError as exc:
                 st.error(str(exc))
@@ -106,7 +107,7 @@ if truth_options:
         st.warning(str(exc))
     else:
         m = rep.metrics
-        st.caption(f"{m['n']} {rep.note}.")
+        st.caption(f"Scores on {rep.note}" + ("" if str(m["n"]) in rep.note else f": {m['n']} objects") + ".")
         cols = st.columns(5)
         for col, (label, value) in zip(cols, [("RMSE", f"{m['rmse']:.4g}"), ("NLL", f"{m['nll']:.3f}"),
                                               ("68 % coverage", f"{100 * m['coverage_68']:.0f} %"),
