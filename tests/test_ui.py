@@ -567,6 +567,12 @@ def test_another_index_starts_from_its_objects(demo_index, labelled_index):
     assert not at.error and captions(at)[0] == other.id_of(int(other.metadata["flux"].to_numpy().argmax())) \
         if "flux" in other.metadata_columns else captions(at)[0].startswith("obj")
     assert at.query_params["index"] == str(labelled_index.path.resolve())
+    # the chooser now names the index that is open, and still lists the first one: choosing it opens it
+    ok(at.run())
+    box = at.sidebar.selectbox(key="index.choice")
+    assert box.value == str(labelled_index.path.resolve()) and str(demo_index.resolve()) in box.options
+    ok(box.set_value(str(demo_index.resolve())).run())
+    assert at.query_params["index"] == str(demo_index.resolve()) and captions(at)[0].startswith("hdf-")
 
 
 # -- the labelling loop ---------------------------------------------------------------------
@@ -861,6 +867,8 @@ def test_a_page_change_keeps_only_declared_parameters(demo_index):
     assert features.query_params["feature"] == "3"
     ok(features.sidebar.radio(key="page").set_value("Denoise").run())
     assert features.query_params["page"] == "Denoise" and "feature" not in features.query_params
+    ok(features.sidebar.radio(key="page").set_value("Cluster search").run())  # a page that stops for what it lacks
+    assert features.query_params["page"] == "Cluster search"
 
 
 def test_an_upload_is_named_by_its_content_hash_in_the_url(demo_index):

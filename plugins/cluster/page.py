@@ -52,6 +52,7 @@ path = st.sidebar.text_input("Sharded index", key="cluster.path", placeholder="p
                              help="A sharded index directory (or a plain index, searched as one shard).")
 dask = st.sidebar.text_input("Dask cluster", key="cluster.dask", placeholder="tcp://scheduler:8786",
                              help="A scheduler address, or local:N for N worker processes on this machine.")
+kit.sync_url()  # the page is in the URL before it stops for what it lacks (a reload opens it again)
 if not path or not dask:
     st.info("Give a sharded index and a Dask cluster in the sidebar (or start the app with "
             "`ulisse ui --index DIR --dask tcp://scheduler:8786`).")

@@ -85,9 +85,14 @@ def open_path(path: str) -> ulisse.Index:
     return _open_index(str(resolved), int(manifest.get("generation", 0)))
 
 
+def _resolved(path) -> str | None:
+    return str(Path(str(path)).expanduser().resolve()) if path else None
+
+
 def index_candidates(root: str | os.PathLike | None = None) -> list[str]:
-    """Index directories under ``root/indexes`` and ``root/ulisse-demo`` (default: the working directory)."""
-    found = set()
+    """Index directories in ``root`` (default: the working directory) and under its ``indexes`` and
+    ``ulisse-demo``."""
+    found = {p.parent.resolve() for p in Path(root or Path.cwd()).glob(f"*/{store.MANIFEST}")}
     for base in ("indexes", "ulisse-demo"):
         folder = Path(root or Path.cwd()) / base
         for pattern in (store.MANIFEST, f"*/{store.MANIFEST}", f"*/*/{store.MANIFEST}"):
@@ -107,19 +112,27 @@ def _short_path(path: str) -> str:
 def current_index() -> ulisse.Index:
     """The index chosen in the sidebar, open (cached per path and generation, shared by every session).
 
-    Its first choice is the URL's ``?index=``, then ``ULISSE_UI_INDEX`` (``ulisse ui --index DIR``),
-    then the index directories under ``./indexes`` and ``./ulisse-demo``. Stops the page with a
+    Its first choice is the URL's ``?index=``, then ``ULISSE_UI_INDEX`` (``ulisse ui --index DIR``);
+    the chooser lists that one, every index opened in this session and the index directories in
+    ``.``, ``./indexes`` and ``./ulisse-demo``. Stops the page with a
     message when there is no usable index. The chooser is drawn once per run; later calls reuse it.
     """
     run = st.session_state.get("_kit.run")
     done = st.session_state.get("_kit.index_run")
     if done and done[0] == run:
         return open_path(done[1])
-    first = st.session_state.get("index_path") or os.environ.get(INDEX_ENV)
-    first = str(Path(first).expanduser().resolve()) if first else None
-    options = list(dict.fromkeys(([first] if first else []) + index_candidates())) + [OTHER_INDEX]
-    if st.session_state.get("index.choice") not in options:
-        st.session_state.pop("index.choice", None)
+    current = _resolved(st.session_state.get("index_path"))
+    opened = st.session_state.setdefault("_kit.opened", [])  # every index opened in this session, in order
+    # a stable list (the launch index, those opened, those found): choosing one always opens that one
+    options = list(dict.fromkeys([p for p in [_resolved(os.environ.get(INDEX_ENV)), *opened, current] if p]
+                                 + index_candidates())) + [OTHER_INDEX]
+    chosen = st.session_state.get("index.choice")
+    if chosen not in options or (chosen == OTHER_INDEX and current
+                                 and _resolved(st.session_state.get("index.other")) == current):
+        if current:  # the box names the index that is open (also once one typed under "Other directory…" opened)
+            st.session_state["index.choice"] = current
+        else:
+            st.session_state.pop("index.choice", None)
     choice = st.sidebar.selectbox("Index", options, key="index.choice", format_func=_short_path,
                                   help="An index directory (built by `ulisse index build` or `ulisse demo`).")
     path = st.sidebar.text_input("Index directory", key="index.other", placeholder="path/to/index") \
@@ -133,10 +146,16 @@ def current_index() -> ulisse.Index:
         st.error(str(exc))
         st.stop()
     resolved = str(Path(index.path).resolve())
-    previous = st.session_state.get("index_path")
-    if previous and str(Path(previous).expanduser().resolve()) != resolved:  # another index: its ids, not the last one's
-        for key in (PROTOS, DETAIL):
-            st.session_state.pop(key, None)
+    if current and current != resolved:  # another index: the prototypes and the detail it has too are kept
+        protos = [p for p in st.session_state.get(PROTOS) or [] if has_object(index, p)]
+        if protos:
+            st.session_state[PROTOS] = protos
+        else:
+            st.session_state.pop(PROTOS, None)
+        if not has_object(index, str(st.session_state.get(DETAIL) or "")):
+            st.session_state.pop(DETAIL, None)
+    if resolved not in opened:
+        opened.append(resolved)
     st.session_state["index_path"] = resolved
     st.session_state["_kit.index_run"] = (run, resolved)
     st.sidebar.caption(f"{len(index):,} objects · {index.encoder_spec.model_name} · "
