@@ -40,7 +40,8 @@ def test_look_next_learns_from_the_marks_made_on_its_tiles(tiny_index):
     ok(at.button(key="next.yes.2").click().run())
     table = marks(tiny_index).set_index("id")["relevant"]
     assert table.to_dict() == {first[0]: True, first[1]: False, first[2]: True}
-    assert next_ids(at) == first  # the batch stays while it is being marked
+    assert next_ids(at) == first  # the batch stays while it is being marked, and says the marks are taken
+    assert "chosen before your 3 marks, which Next 20 uses: the most anomalous first" in " ".join(c.value for c in at.caption)
     ok(at.button(key="anomalies.next").click().run())
     again = next_ids(at)
     n = len(tiny_index)

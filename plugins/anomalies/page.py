@@ -203,6 +203,12 @@ else:
             + f" left out; {f['left_out']} {'clean objects' if f.get('artefacts') == 'only' else 'flagged artefacts'}"
             " passed over on the way")
     checked = check_text(f.get("check"))
+    since = len(set(stored["id"].astype(str)) - marked_ids)
+    marks_text = f"{since} mark{'s' if since > 1 else ''}"
+    if since and not marked_then:  # marks made on this batch: it stays as chosen, the next one learns from them
+        taught = f"chosen before your {marks_text}, which Next {NEXT} uses: the most anomalous first"
+    elif since:
+        taught += f"; your {marks_text} since are used by Next {NEXT}"
     st.caption(f"The next {len(upcoming)} unmarked objects ({taught}; {left}). Mark them, then choose the next "
                f"{NEXT}: " + ("they learn from every mark so far and" if use_marks else "they") + " leave out what was "
                "shown."
