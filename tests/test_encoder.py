@@ -224,6 +224,26 @@ def test_maps_are_the_final_feature_map_and_pooling_works_on_them(lite0_encoder,
         lite0_encoder.with_options(pool="median")
 
 
+def test_embed_images_takes_uint8_rgb_and_says_what_else_is_wrong(lite0_encoder, cutouts):
+    """A float image in [0, 1] used to be embedded as a black frame, and a wrong shape or a file name gave raw
+    OpenVINO, PIL or attribute errors: each is now one line naming the image and what to do."""
+    rgb = cutouts[0]
+    grey, rgba = rgb[..., 1], np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    v = lite0_encoder.embed_images([rgb, np.repeat(grey[..., None], 3, axis=2), grey, rgba])
+    np.testing.assert_allclose(v[2], v[1], rtol=1e-5, atol=1e-6)  # grey: the same channel three times
+    np.testing.assert_allclose(v[3], v[0], rtol=1e-5, atol=1e-6)  # alpha dropped
+    np.testing.assert_allclose(lite0_encoder.embed_images(np.stack([rgb, rgb]))[1], v[0], rtol=1e-5, atol=1e-6)
+    for bad, needle in (([rgb / 255.0], "images[0]: float64 in [0, "), ([rgb / 255.0], "takes uint8 RGB (0-255)"),
+                        ([rgb.astype(np.uint16)], "images[0]: uint16"),
+                        (rgb, "images: one 64 x 64 x 3 array; give a list of images"),
+                        ([np.moveaxis(rgb, -1, 0)], "channels first? np.moveaxis(image, 0, -1)"),
+                        (["cutout.png"], "'cutout.png' is a file name; read it with ulisse.read_cutout"),
+                        ("cutout.png", "a list of uint8 RGB arrays, not str")):
+        with pytest.raises(ulisse.InputError) as err:
+            lite0_encoder.embed_images(bad)
+        assert needle in str(err.value) and "\n" not in str(err.value)
+
+
 @pytest.mark.slow
 def test_d4_symmetry_makes_vectors_rotation_invariant(lite0_encoder, cutouts):
     turned = [np.ascontiguousarray(np.rot90(c)) for c in cutouts]

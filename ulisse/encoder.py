@@ -46,6 +46,7 @@ from ._spec import (DEFAULT_PRESET, PRECISIONS, POOLS, PRESETS, TTAS, EncoderSpe
                     parse_pool, parse_tta, preset_settings)
 from ._weights import (DEFAULT_MODEL, LITE0_MODEL, LITE0_PACKAGE, lite0_state_dict, lite0_weights_path,
                        map_state_dict_by_order, resolve_weights, timm_model)
+from .checks import rgb_images
 from .errors import EncoderMismatch, InputError, UlisseError
 
 LOG = logging.getLogger(__name__)
@@ -272,13 +273,16 @@ class Encoder:
         return (vectors, per_view[0]) if return_maps else vectors  # the first view is the cutout as it is
 
     def embed_images(self, images: Sequence[np.ndarray], batch_size: int | None = None, return_maps: bool = False):
-        """Embed uint8 RGB arrays of any size; returns float32 ``N x dim`` (or ``(vectors, maps)``).
+        """Embed uint8 RGB arrays of any size (``H x W x 3``; ``H x W`` grey is repeated into three
+        channels; :func:`ulisse.checks.rgb_images` says what else is refused); returns float32 ``N x dim``
+        (or ``(vectors, maps)``).
 
         Example:
             >>> vectors, maps = encoder.embed_images(cutouts, return_maps=True)   # doctest: +SKIP
             >>> maps.shape                                                       # doctest: +SKIP
             (16, 1280, 7, 7)
         """
+        images = rgb_images(images)  # a list of H x W x 3 uint8 arrays, or a one-line error
         batch_size = batch_size or self.default_batch_size
         vecs, maps = [], []
         for i in range(0, len(images), batch_size):
