@@ -48,7 +48,7 @@ def writer_lock(path: str | os.PathLike, wait: float = 0.0, *, claim: bool = Tru
     """
     def busy(holder: str) -> Exception:
         return IndexBusy(f"{path}: another writer{holder} is changing this index; "
-                         f"try again, or wait for it (--wait SECONDS; wait= in Python)")
+                         f"try again, or wait for it (--wait SECONDS)")
 
     with file_lock(path, LOCK_FILE, busy, wait, claim=claim):
         yield

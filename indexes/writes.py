@@ -65,7 +65,7 @@ def versions() -> dict:
 
 
 def _index_exists(path) -> InputError:
-    return InputError(f"{path}: an index exists here already (use 'ulisse index add' to extend it, or --overwrite / overwrite=True to replace it)")
+    return InputError(f"{path}: an index exists here already (use 'ulisse index add' to extend it, or --overwrite to replace it)")
 
 
 def check_new_index_path(path: str | os.PathLike, overwrite: bool = False) -> None:

@@ -166,7 +166,7 @@ def match_position(index, ra, dec, radius_arcsec: float = DEFAULT_RADIUS_ARCSEC,
     if sep > radius_arcsec:
         where = text or f"ra={ra:.6f} dec={dec:+.6f}"
         raise QueryError(f"no object within {radius_arcsec:g} arcsec of {where} (the nearest, {index.id_of(row)}, "
-                         f"is {format_separation(sep, beside=radius_arcsec)} away; a larger radius (--radius, radius=) widens the match)")
+                         f"is {format_separation(sep, beside=radius_arcsec)} away; a larger radius widens the match)")
     return row, sep
 
 
