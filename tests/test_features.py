@@ -187,9 +187,10 @@ def test_object_features_by_activation_and_by_z(browsed):
     mine = act[browsed.row_of("obj005")]
     assert list(by_act.table["feature"]) == list(np.argsort(-mine, kind="stable")[:6])
     lists = features.stored_lists(browsed)
-    z = (mine - act.mean(axis=0)) / act.std(axis=0)
+    std = act.std(axis=0)
+    z = (mine - act.mean(axis=0)) / np.sqrt(std ** 2 + np.median(std[std > 0]) ** 2)  # moderated (s0: median std)
     assert list(by_z.table["feature"]) == list(np.argsort(-z, kind="stable")[:6])
-    np.testing.assert_allclose(by_z.table["z"], np.sort(z)[::-1][:6], rtol=1e-4)
+    np.testing.assert_allclose(by_z.table["z_score"], np.sort(z)[::-1][:6], rtol=1e-4)
     assert all(o.shape == by_act.image.shape for o in by_act.overlays) and len(lists.mean) == len(mine)
 
 
@@ -225,9 +226,20 @@ def test_cli_verbs(cli, index, tmp_path):
                        "--out", tmp_path / "overlay.png")
     assert code == 0 and (tmp_path / "overlay.png").is_file()
     rows = json.loads(out)["rows"]
-    assert [list(r)[:4] for r in rows][0] == ["rank", "feature", "activation", "z"] and len(rows) == 3
+    assert [list(r)[:4] for r in rows][0] == ["rank", "feature", "activation", "z_score"] and len(rows) == 3
     code, out, _ = cli("features", "rank", index.path, "--label", "label", "--value", "streak", "--limit", "5")
     assert code == 0 and len(out.strip().splitlines()) == 6 and "fraction" in out
+    # --output as every result verb: the table in any export format, with the record; z_score is no redshift
+    from astropy.table import Table
+
+    for verb, args in (("top", ("--feature", "3", "--n", "4")), ("object", ("--id", "obj002", "--n", "3")),
+                       ("rank", ("--label", "label", "--value", "streak", "--limit", "5"))):
+        code, out, err = cli("features", verb, index.path, *args, "--output", tmp_path / f"{verb}.xml")
+        assert code == 0, err
+        t = Table.read(tmp_path / f"{verb}.xml", format="votable")
+        assert len(t) in (3, 4, 5) and "row" not in t.colnames, verb
+        if "z_score" in t.colnames:
+            assert "redshift" not in str(t["z_score"].description or "").lower()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -87,7 +87,8 @@ class FeatureView:
 
 
 def top_objects(index, feature, n: int | None = None) -> pd.DataFrame:
-    """The ``n`` objects (default: all stored, 9) that activate ``feature`` most: ``rank``, ``id``, ``activation``, ``z``.
+    """The ``n`` objects (default: all stored, 9) that activate ``feature`` most: ``rank``, ``id``, ``activation``,
+    ``z_score`` (moderated: :attr:`FeatureLists.scale`).
 
     Raises:
         QueryError: feature out of range, bad ``n``, or no fresh lists stored.
@@ -100,9 +101,10 @@ def top_objects(index, feature, n: int | None = None) -> pd.DataFrame:
                          f"(run: ulisse features rebuild {index.path} --top-n {n})")
     rows = lists.rows[f, :n]
     acts = lists.activation[f, :n]
-    meta = index.metadata.iloc[rows].reset_index(drop=True)
+    meta = index.metadata_rows(rows).drop(columns=["row"], errors="ignore").reset_index(drop=True)
+    scale = lists.scale[f]
     table = pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "id": meta["id"], "activation": acts,
-                          "z": (acts - lists.mean[f]) / lists.std[f] if lists.std[f] > 0 else np.zeros(len(acts))})
+                          "z_score": (acts - lists.mean[f]) / scale if scale > 0 else np.zeros(len(acts))})
     return pd.concat([table, meta.drop(columns=["id"])], axis=1)
 
 
@@ -195,7 +197,7 @@ def object_features(index, object_id: str, n: int = 10, by: str = "activation", 
     key = act if by == "activation" else z
     order = np.lexsort((np.arange(len(key)), -key))[:n]
     table = pd.DataFrame({"rank": np.arange(1, len(order) + 1), "feature": order.astype(np.int64),
-                          "activation": act[order], "z": z[order]})
+                          "activation": act[order], "z_score": z[order]})
     overlays = [overlay(images[0], maps[0, f], alpha=alpha, cmap=cmap) for f in order]
     return ObjectFeatures(object_id, by, table, act, z, images[0], maps[0], overlays)
 

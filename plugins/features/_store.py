@@ -83,12 +83,23 @@ class FeatureLists:
         """Population standard deviation of each feature's activation over the index."""
         return np.sqrt(self.m2 / max(self.count, 1))
 
-    def z(self, activation: np.ndarray) -> np.ndarray:
-        """z-scores of activations (``... x C``) against the index population (0 where a feature never varies)."""
+    @property
+    def scale(self) -> np.ndarray:
+        """Each feature's z-score scale, ``sqrt(std**2 + s0**2)`` with ``s0`` the median standard deviation of
+        the features that vary: a moderated z (as SAM's fudge factor, Tusher et al. 2001), so that a feature
+        active on a handful of objects does not give a faint activation the largest z of all."""
         std = self.std
+        varying = std[std > 0]
+        s0 = float(np.median(varying)) if varying.size else 0.0
+        return np.where(std > 0, np.sqrt(std ** 2 + s0 ** 2), 0.0)
+
+    def z(self, activation: np.ndarray) -> np.ndarray:
+        """Moderated z-scores (:attr:`scale`) of activations (``... x C``) against the index population (0 where
+        a feature never varies)."""
+        scale = self.scale
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = (np.asarray(activation, np.float64) - self.mean) / std
-        return np.where(std > 0, z, 0.0)
+            z = (np.asarray(activation, np.float64) - self.mean) / scale
+        return np.where(scale > 0, z, 0.0)
 
     def check_feature(self, feature) -> int:
         """``feature`` as an int in ``[0, C)``, else a one-line :class:`QueryError`."""

@@ -72,7 +72,7 @@ def overlay_tiles(table, pngs) -> None:
     for start in range(0, len(rows), COLUMNS):
         for col, (i, (row, png)) in zip(st.columns(COLUMNS, gap="small"), enumerate(rows[start:start + COLUMNS], start)):
             with col:
-                caption = f"#{row.rank} {row.id}  \na = {row.activation:.3g} · z = {row.z:.2f}"
+                caption = f"#{row.rank} {row.id}  \na = {row.activation:.3g} · z = {row.z_score:.2f}"
                 with st.container(key=f"ulisse-tile-features-{i}"):
                     if png is None:
                         st.caption(f"(no image) {caption}")
@@ -150,7 +150,7 @@ if object_id:
                 cols[0].image(obj_png, caption=object_id, width="stretch")
             for col, (row, png) in zip(cols[1:], grid[start:start + COLUMNS - 1]):
                 with col:
-                    st.image(png, caption=f"feature {row.feature}  \na = {row.activation:.3g} · z = {row.z:.2f}",
+                    st.image(png, caption=f"feature {row.feature}  \na = {row.activation:.3g} · z = {row.z_score:.2f}",
                              width="stretch")
                     st.button(f"feature {row.feature}", key=f"features.show.{row.feature}", on_click=show_feature,
                               args=(row.feature,), type="tertiary", width="stretch")
