@@ -74,6 +74,36 @@ def test_a_fits_cutout_reads_as_its_png_twin(tmp_path):
     np.testing.assert_array_equal(read_cutout(tmp_path / "s.fits").image, read_cutout(tmp_path / "s.png").image)
 
 
+def test_a_stretch_that_does_not_suit_the_fits_flux_scale_is_said(tmp_path, cli):
+    """The Lupton stretch is made for SDSS nanomaggies (sky noise about 0.05): FITS cutouts in other units
+    (here noise 0.5) get a warning naming the stretch to use, and --lupton records another one."""
+    from ulisse import open_index
+    from ulisse.cutouts import RGBConfig, stretch_advice
+
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[:32, :32]
+    for folder, sigma in (("sdss", 0.05), ("counts", 0.5)):
+        (tmp_path / folder).mkdir()
+        for k in range(4):
+            cube = rng.normal(0, sigma, (3, 32, 32)) + 200 * sigma * np.exp(-((x - 16) ** 2 + (y - 16) ** 2) / 10)
+            write_fits_cutout(tmp_path / folder / f"o{k}.fits", cube.astype(np.float32), 150.0 + k / 1000, 2.2)
+    assert stretch_advice(sorted((tmp_path / "sdss").glob("*.fits"))) is None
+    advice = stretch_advice(sorted((tmp_path / "counts").glob("*.fits")))
+    assert "sky noise" in advice and "the Lupton stretch (0.5, made for SDSS nanomaggies)" in advice
+    suggested = advice.rsplit("--lupton ", 1)[1]
+    q, stretch = map(float, suggested.split(","))
+    assert q == 8 and 2 < stretch < 4  # about ten times the noise of the band mean (0.5 / sqrt(3))
+    assert stretch_advice(sorted((tmp_path / "counts").glob("*.fits")), RGBConfig(stretch=stretch)) is None
+    from test_cli import TINY as tiny
+    code, out, err = cli("index", "build", tmp_path / "counts", "--index", tmp_path / "i1", *tiny)
+    assert code == 0 and f"--lupton {suggested}" in err, err
+    code, out, err = cli("index", "build", tmp_path / "counts", "--index", tmp_path / "i2", "--lupton", suggested, *tiny)
+    assert code == 0 and "--lupton" not in err, err
+    assert open_index(tmp_path / "i2").rgb.stretch == stretch
+    code, out, err = cli("index", "build", tmp_path / "counts", "--index", tmp_path / "i3", "--lupton", "8", *tiny)
+    assert code == 2 and "Q,STRETCH" in err and not (tmp_path / "i3").exists()
+
+
 def test_fits_single_band_replicated_and_partial_nan(tmp_path):
     img = np.zeros((48, 48))
     img[20:28, 20:28] = 3.0

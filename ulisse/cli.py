@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from .errors import UlisseError
-from .options import DEVICES, device_option, encoder_options
+from .options import DEVICES, device_option, encoder_options, lupton_option
 
 LOG = logging.getLogger("ulisse")
 
@@ -141,11 +141,12 @@ METRICS = click.Choice(["L2", "IP", "cosine"])
                    "ulisse searches the raw vectors), none, or a number of dimensions")
 @device_option
 @encoder_options
+@lupton_option
 @click.option("--skip-bad", is_flag=True, help="skip unusable cutouts and report them instead of stopping")
 @click.option("--overwrite", is_flag=True, help="replace an existing index at --index (atomically)")
 @click.option("--wait", type=click.FloatRange(0), default=0.0, help=WAIT_HELP)
 def index_build(inputs, index_dir, catalog, factory, memory, metric, dtype, nprobe, ef, whiten, encoder_options,
-                device, skip_bad, overwrite, wait):
+                rgb, device, skip_bad, overwrite, wait):
     """Embed cutouts and write a new index directory."""
     check_paths(inputs, catalog)  # before the heavy imports: a missing folder fails as fast as --help
     from .encoder import Encoder
@@ -158,7 +159,7 @@ def index_build(inputs, index_dir, catalog, factory, memory, metric, dtype, npro
     space.resolve_whiten(whiten, None, len(gathered), 10**6)  # a bad --whiten fails before the model loads
     encoder = Encoder.load(device=device, **encoder_options)
     space.resolve_whiten(whiten, encoder.spec.preset, len(gathered), encoder.spec.dim)
-    idx, report = build_index(inputs, index_dir, catalog, factory=factory, metric=metric, encoder=encoder,
+    idx, report = build_index(inputs, index_dir, catalog, factory=factory, metric=metric, encoder=encoder, rgb=rgb,
                               gathered=gathered, skip_bad=skip_bad, overwrite=overwrite, progress=progress_enabled(), device=device,
                               memory=memory, dtype=dtype, nprobe=nprobe, ef=ef, whiten=whiten, wait=wait)
     _report(report, f"built {index_dir} ({idx.manifest['factory']}):")

@@ -248,3 +248,52 @@ def _centre_radec(header, shape) -> tuple[float, float]:
         return float(sky.icrs.ra.deg), float(sky.icrs.dec.deg)
     except Exception:  # no usable WCS is normal for a cutout
         return math.nan, math.nan
+
+
+SKY_SIGMAS_PER_STRETCH = 10  # the stretch that shows the sky dark: about 10 sky sigmas (SDSS: 0.05 nmgy -> 0.5)
+
+
+def stretch_advice(paths, rgb: RGBConfig = RGBConfig(), sample: int = 16) -> str | None:
+    """A warning when the Lupton stretch does not suit the FITS cutouts' flux scale, else None.
+
+    The stretch (default 0.5, with Q = 8) is made for SDSS frames in nanomaggies, where the sky's
+    noise is about 0.05: about a tenth of the stretch, so the sky is dark. Data in counts, MJy/sr or
+    any other unit can put the noise at the stretch or above (the sky then fills the image with bright
+    noise, and the vectors describe the noise) or far below it (the objects stay black). The sky's noise
+    is measured (1.4826 x MAD of the band mean) on up to ``sample`` of the FITS files in ``paths``.
+    """
+    from astropy.io import fits
+
+    fits_paths = [Path(p) for p in paths if str(p).lower().endswith(FITS_SUFFIXES)]
+    sigmas, peaks = [], []
+    for path in fits_paths[:: max(1, len(fits_paths) // sample)][:sample]:
+        try:
+            with fits.open(path, memmap=False) as hdul:
+                hdu = next(h for h in hdul if getattr(h, "is_image", False) and h.data is not None and h.data.ndim >= 2)
+                data = np.asarray(hdu.data, dtype=np.float64)
+        except Exception:
+            continue  # unreadable files are reported by the embedding itself
+        planes = data.reshape(-1, *data.shape[-2:])
+        if planes.shape[0] == 3:  # g, r, i as the stretch takes them: i, r, g, each with its scale
+            level = np.nanmean(planes[::-1] * np.asarray(rgb.scales)[:, None, None], axis=0) - rgb.minimum
+        else:
+            level = planes[0] * float(np.mean(rgb.scales)) - rgb.minimum
+        level = level[np.isfinite(level)]
+        if level.size < 16:
+            continue
+        centred = level - np.median(level)
+        sigmas.append(1.4826 * float(np.median(np.abs(centred))))
+        peaks.append(float(np.percentile(centred, 99.5)))
+    if not sigmas:
+        return None
+    sigma, peak = float(np.median(sigmas)), float(np.median(peaks))
+    suggest = f"{rgb.q:g},{SKY_SIGMAS_PER_STRETCH * sigma:.3g}"
+    if sigma > rgb.stretch / 3:
+        return (f"the FITS cutouts' sky noise ({sigma:.3g} in their units, on {len(sigmas)} of them) is "
+                f"{sigma / rgb.stretch:.2g}x the Lupton stretch ({rgb.stretch:g}, made for SDSS nanomaggies): the sky "
+                f"shows as bright noise and the vectors describe it; for these data --lupton {suggest}")
+    if sigma > 0 and peak < rgb.stretch / 20:
+        return (f"the FITS cutouts' brightest pixels ({peak:.3g} above the sky, on {len(sigmas)} of them) are far below "
+                f"the Lupton stretch ({rgb.stretch:g}, made for SDSS nanomaggies): the objects stay nearly black; for "
+                f"these data --lupton {suggest}")
+    return None

@@ -26,7 +26,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .cutouts import RGBConfig, read_cutout
+from .cutouts import RGBConfig, read_cutout, stretch_advice
 from .encoder import Encoder
 from .errors import CutoutError, InputError
 from .progress import progress_bar
@@ -123,6 +123,9 @@ def embed_files(encoder: Encoder, paths: Sequence[str | Path], *, rgb: RGBConfig
     """
     observers = list(observers)
     paths = [Path(p) for p in paths]
+    advice = stretch_advice(paths, rgb)
+    if advice:
+        LOG.warning("%s", advice)
     batch_size = batch_size or encoder.default_batch_size
     workers = workers or default_workers(encoder)
     starts = list(range(0, len(paths), batch_size))

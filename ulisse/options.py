@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 
 import click
 
@@ -94,6 +95,28 @@ def output_option(what: str = "the results", also: bool = True):
     return click.option("--output", type=click.Path(dir_okay=False),
                         help=f"{'also ' if also else ''}write {what} to a file, its format from the extension "
                              "(.csv, .json, .xml/.vot, .fits, .ecsv, .txt)")
+
+
+def lupton_option(f):
+    """``--lupton Q,STRETCH[,MINIMUM]``: how FITS bands become the RGB the encoder sees, passed as ``rgb`` (an
+    :class:`ulisse.cutouts.RGBConfig`; default SDSS's, for nanomaggies)."""
+    def convert(ctx, param, value):
+        from .cutouts import RGBConfig
+
+        if value is None:
+            return RGBConfig()
+        try:
+            numbers = [float(v) for v in value.split(",")]
+        except ValueError:
+            numbers = []
+        if len(numbers) not in (2, 3) or not all(math.isfinite(n) for n in numbers) or numbers[0] <= 0 or numbers[1] <= 0:
+            raise click.BadParameter(f"{value!r}: Q,STRETCH or Q,STRETCH,MINIMUM, Q and STRETCH positive (e.g. 8,0.5)")
+        return RGBConfig(q=numbers[0], stretch=numbers[1], minimum=numbers[2] if len(numbers) == 3 else 0.0)
+
+    return click.option("--lupton", "rgb", default=None, callback=convert, metavar="Q,STRETCH[,MIN]",
+                        help="the Lupton asinh stretch of FITS cutouts, in their flux units [default: 8,0.5, for "
+                             "SDSS nanomaggies; about 10 sky sigmas keeps the sky dark: the build warns when it "
+                             "does not suit the data]")(f)
 
 
 def skip_bad_option(f):
