@@ -269,6 +269,14 @@ def test_report_leaves_out_the_pairs_the_model_trained_on(fits_model, pairs, tmp
                          "--include-training")
     assert code == 0 and "30 noisy/clean pairs" in out and "27 of them are pairs the model was trained on" in out, err
     assert pd.read_csv(tmp_path / "all" / "metrics.csv")["id"].nunique() == 30
+    # --limit: the counts are those of the pairs judged, not of the whole folder
+    first = sorted(noisy.iterdir())[:5]
+    among = sum(image_key(read_image(f).data) in seen for f in first) if (seen := set(training["train_keys"])) else 0
+    r = denoise.report(fits_model, noisy, clean, limit=5, include_training=True)
+    assert r.per_image["id"].nunique() == 5 and (f"{among} of them are pairs" in r.markdown
+                                                  or "none of them is a pair" in r.markdown and among == 0)
+    r = denoise.report(fits_model, noisy, clean, limit=2)
+    assert r.per_image["id"].nunique() == 2 and "2 of them were held out" in r.markdown
     seen = set(training["train_keys"])
     only = tmp_path / "seen"
     for side in ("noisy", "clean"):
@@ -349,6 +357,12 @@ def test_skip_bad_goes_on(png_model, pairs, tmp_path, cli):
     code, out, err = cli("denoise", "apply", png_model, tmp_path / "in", "--out", tmp_path / "o", "--skip-bad")
     assert code == 0 and "1 denoised cutout(s) written, 1 skipped" in out
     assert [p.name for p in (tmp_path / "o").iterdir()] == ["good.png"]
+    (tmp_path / "in" / "good.png").unlink()  # nothing usable left: nothing done is no success
+    one_line_error(*cli("denoise", "apply", png_model, tmp_path / "in", "--out", tmp_path / "o2", "--skip-bad")[:3:2],
+                   "no cutout could be denoised: 1 skipped", "bad.png")
+    assert not (tmp_path / "o2").exists()
+    one_line_error(*cli("denoise", "apply", png_model, tmp_path / "in", "--out", tmp_path / "o3")[:3:2], "bad.png")
+    assert not (tmp_path / "o3").exists()  # a failed run leaves no empty folder
 
 
 # -- the web UI page ------------------------------------------------------------------

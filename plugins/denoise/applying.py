@@ -77,7 +77,23 @@ def apply(model, inputs: Iterable[str | Path], out: str | Path, *, device: str =
         seen[f.name] = f
         if (out_dir / f.name).resolve() == f.resolve():
             raise InputError(f"{f}: the output would overwrite the input; choose another --out folder")
+    created = not out_dir.exists()
     make_folder(out_dir)
+    try:
+        report = _apply_batches(den, files, out_dir, skip_bad, batch)
+    except BaseException:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a failed run leaves no empty folder behind
+        raise
+    if files and not report.written:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        path, reason = report.skipped[0]
+        raise InputError(f"no cutout could be denoised: {len(report.skipped)} skipped ({path}: {reason})")
+    return report
+
+
+def _apply_batches(den, files, out_dir: Path, skip_bad: bool, batch: int) -> ApplyReport:
     history = f"denoised by ulisse denoise ({den.config.objective}, model {den.fingerprint[:16]})"
     report = ApplyReport([], [])
     for start in range(0, len(files), batch):

@@ -62,7 +62,7 @@ def train_command(noisy, clean, self_supervised, out, steps, batch_size, crop, w
                   replacement, predict, seed, overwrite, device):
     """Train a denoiser on noisy/clean pairs, or on noisy cutouts alone (--self-supervised).
 
-    Training takes minutes on a CPU at the defaults (about 5 min for ~1,000 64 px cutouts on 2 busy cores; a GPU
+    Training takes minutes on a CPU at the defaults (about 3.5 min for ~1,000 64 px cutouts on 2 busy cores; a GPU
     is much faster): after the first steps the log says how long the whole run will take, and every progress
     line the time left. On a CPU shared with other jobs the ``ulisse`` command sets OMP_WAIT_POLICY=PASSIVE
     unless the environment sets it, so torch's threads do not spin (4x faster there in benchmarks/denoise.md).

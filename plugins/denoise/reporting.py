@@ -231,34 +231,37 @@ def before_after_grid(noisy: Sequence[Image], clean: Sequence[Image], outputs: d
     return thumbnail_grid(panels, path, columns=len(methods) + 1, title=title)
 
 
-def split_by_training(den, noisy: Sequence[Image], clean: Sequence[Image], include_training: bool = False):
-    """``(noisy, clean, trained_on ids, note)``: the pairs to judge, without those the model trained on.
+def split_by_training(den, noisy: Sequence[Image], clean: Sequence[Image], include_training: bool = False,
+                      limit: int | None = None):
+    """``(noisy, clean, trained_on ids, note)``: the pairs to judge (the first ``limit`` of them, if given), without
+    those the model trained on; the note counts among the pairs judged.
 
     Raises:
         InputError: every pair is a training pair (and ``include_training`` is False).
     """
     training = den.config.training
     if "train_keys" not in training:
-        return list(noisy), list(clean), [], ("the model does not record the images it was trained on (saved by an "
-                                              "older ulisse): these pairs may include training pairs")
+        return list(noisy)[:limit], list(clean)[:limit], [], ("the model does not record the images it was trained "
+                                                              "on (saved by an older ulisse): these pairs may include "
+                                                              "training pairs")
     seen, held = set(training["train_keys"]), set(training.get("held_out_keys") or ())
     keys = [image_key(n.data) for n in noisy]
     trained = [n.id for n, k in zip(noisy, keys) if k in seen]
     if trained and len(trained) == len(noisy) and not include_training:
         raise InputError(f"all {len(noisy)} pairs are pairs the model was trained on; judge it on others "
                          "(or --include-training to score them anyway)")
+    judged = [i for i, k in enumerate(keys) if include_training or k not in seen][:limit]
     if include_training:
-        keep = [True] * len(noisy)
-        said = (f"{len(trained)} of them are pairs the model was trained on (--include-training): the scores "
-                "flatter it") if trained else "none of them is a pair the model was trained on"
+        among = sum(keys[i] in seen for i in judged)
+        said = (f"{among} of them are pairs the model was trained on (--include-training): the scores "
+                "flatter it") if among else "none of them is a pair the model was trained on"
     else:
-        keep = [k not in seen for k in keys]
         said = (f"{len(trained)} pair(s) the model was trained on left out" if trained
                 else "none of them is a pair the model was trained on")
-    held_out = sum(ok and k in held for ok, k in zip(keep, keys))
+    held_out = sum(keys[i] in held for i in judged)
     if held_out:
         said += f"; {held_out} of them were held out of its training (they chose its best weights)"
-    return ([n for n, ok in zip(noisy, keep) if ok], [c for c, ok in zip(clean, keep) if ok], trained, said)
+    return [noisy[i] for i in judged], [clean[i] for i in judged], trained, said
 
 
 def report(model, noisy, clean, out: str | Path | None = None, *, limit: int | None = None,
@@ -279,9 +282,7 @@ def report(model, noisy, clean, out: str | Path | None = None, *, limit: int | N
     den = _as_denoiser(model, device)
     noisy_images, clean_images = load_training_set(noisy, clean)
     noisy_images, clean_images, trained_on, note = split_by_training(den, noisy_images, clean_images,
-                                                                     include_training)
-    if limit is not None:
-        noisy_images, clean_images = noisy_images[:limit], clean_images[:limit]
+                                                                     include_training, limit)
     if not noisy_images:
         raise InputError("no noisy/clean pairs to compare")
     if out is not None:

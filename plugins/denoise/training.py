@@ -217,6 +217,9 @@ def _train(noisy, clean, self_supervised: bool, options: TrainOptions, dev: torc
     side = min(min(im.data.shape[1:]) for im in noisy_images)
     multiple = 2 ** options.depth
     crop = min(options.crop, side) // multiple * multiple
+    if crop != options.crop:
+        LOG.info("crop %d px: the smallest training image is %d px and a depth-%d network needs a multiple of %d, "
+                 "so the crops are %d px", options.crop, side, options.depth, multiple, crop)
     if crop < multiple * 2:
         raise InputError(f"the smallest training image is {side} px; a depth-{options.depth} denoiser needs at least "
                          f"{multiple * 2} px")
