@@ -553,6 +553,14 @@ def test_search_bad_upload_is_a_message(demo_index, name, data, message):
     assert message in errors(at) and not at.image
 
 
+def test_search_leaves_strategies_with_a_page_of_their_own_out(demo_index):
+    """Recursive expansion has its Expand page (iterations, budget): the Search page does not offer it as a way
+    to combine prototypes (k = 8 returned 239 "nearest neighbours" there)."""
+    at = ok(page(page_script("Search"), demo_index, params={"combine": "recursive"}))
+    box = at.sidebar.selectbox(key="search.combine")
+    assert "recursive" not in box.options and box.value == "mean" and "on the Expand page" in box.help
+
+
 def test_search_bad_index_is_a_message(tmp_path):
     at = ok(page(page_script("Search"), tmp_path / "nowhere"))
     assert "no index here" in errors(at)

@@ -76,12 +76,15 @@ class QueryStrategy:
     """A named way to answer a query from prototypes.
 
     ``run(index, prototypes, k=..., **options)`` returns a result object with a
-    ``table`` (rank, id, distance, metadata) and an ``info`` dict.
+    ``table`` (rank, id, distance, metadata) and an ``info`` dict. ``page``: the title of the web UI
+    page that runs the strategy with settings of its own (the Search page then leaves it out of its
+    choices and points there).
     """
 
     name: str
     description: str
     run: Callable[..., Any]
+    page: str | None = None
 
 
 @dataclass(frozen=True)

@@ -64,14 +64,16 @@ index = kit.current_index()
 path, generation = kit.index_key(index)
 k = kit.slider("Neighbours (k)", 1, max(1, min(100, len(index) - 1)), 12, key="search.k")
 label = kit.choose_label(index, key="search.label")
-strategies = query_strategies()
+strategies = {name: s for name, s in query_strategies().items() if not s.page}  # the others have their own page
 combines = [name for name in ("mean", "union") if name in strategies] + \
     [name for name in strategies if name not in ("mean", "union")]
 if st.session_state.get("search.combine") not in combines:
     st.session_state["search.combine"] = combines[0]
 combine = st.sidebar.selectbox("Combine prototypes", combines, key="search.combine",
                                help="How several prototypes make one query (the query strategies plugins register): "
-                                    + "; ".join(f"{n}: {strategies[n].description}" for n in combines))
+                                    + "; ".join(f"{n}: {strategies[n].description}" for n in combines)
+                                    + "".join(f". {s.name} ({s.description}) is on the {s.page} page"
+                                              for s in query_strategies().values() if s.page))
 
 st.title("Search")
 st.caption("One-shot similarity search: the objects nearest to a prototype in the feature space of an "

@@ -306,7 +306,7 @@ def register_query_strategies():
             raise QueryError("recursive expansion starts from one prototype")
         return expand(index, protos[0], k=k, **kw)
 
-    return [QueryStrategy("recursive", "recursive expansion: neighbours become new prototypes", run)]
+    return [QueryStrategy("recursive", "recursive expansion: neighbours become new prototypes", run, page="Expand")]
 
 
 def expansion_text(e: Expansion) -> str:
