@@ -20,7 +20,7 @@ import streamlit as st
 
 from ulisse.errors import UlisseError
 from ulisse.progress import duration_text
-from ulisse.plugins.anomalies import DEFAULT_K, anomaly_scores, default_method
+from ulisse.plugins.anomalies import DEFAULT_K, anomaly_scores, default_method, knn_space
 from ulisse.plugins.anomalies.feedback import ARTEFACT_MODES, check_text, discover, next_unmarked
 from ulisse.plugins.feedback import marks
 from ulisse.plugins.morphology import (AUTO_MAX, SET, cutouts_to_measure, has_cutouts, is_measured, morphology_table,
@@ -213,7 +213,7 @@ else:
                f"{NEXT}: " + ("they learn from every mark so far and" if use_marks else "they") + " leave out what was "
                "shown."
                + (f" What your marks teach: {checked}." if checked else ""))
-    score_name = ("anomaly × relevance" if f["combine"] == "product" else f"{f['combine']} score" if f["combine"]
+    score_name = ("anomaly percentile × relevance" if f["combine"] == "product" else f"{f['combine']} score" if f["combine"]
                   else f"{upcoming.method} score")
     if len(upcoming):
         kit.tile_grid(upcoming.table, index, key="next", per_page=NEXT, actions=True,
@@ -228,7 +228,10 @@ else:
 
 st.subheader("Ranking by anomaly score")
 hidden = ranked.feedback["left_out"]
+space = ("between the raw vectors (the Search page's distances are in the index's search space: another scale)"
+         if knn_space(index) == "raw" else "in the index's search space, as the Search page's distances")
 st.caption(f"The plain anomaly score, marks not learned from (`ulisse anomalies {index.path} --no-marks`)"
+           + (f"; its distances are measured {space}" if uses_k else "")
            + (f"; {hidden} {'clean objects' if artefacts == 'only' else 'flagged artefacts'} passed over"
               if hidden else "") + ".")
 IN_TOP, BELOW = f"in the top {len(ranked)}", "not shown"
