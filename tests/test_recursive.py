@@ -41,6 +41,10 @@ def test_fractions_against_direct_at_equal_counts(tiny_index):
         assert e.fractions.loc[c, "expansion"] == pytest.approx(np.mean([labels[i] == c for i in e.ids]))
         assert e.fractions.loc[c, "direct"] == pytest.approx(np.mean([labels[i] == c for i in e.direct["id"]]))
     assert {"new_round", "all_round"} <= set(e.per_iteration.columns)
+    from ulisse.plugins.prototype import query  # one base rate: the prototype left out, as a query leaves it out
+
+    q = query(tiny_index, ["obj005"], k=3, label="label", n=[3])
+    assert e.fractions["base_rate"].to_dict() == pytest.approx(q.fractions["base_rate"].to_dict())
 
 
 def test_bad_arguments(tiny_index):

@@ -202,8 +202,9 @@ def expand(index: Index, prototype, k: int = 16, iterations: int = 5, budget: in
         for c in labels.value_counts().index:
             per_it[f"new_{c}"] = [float((found_labels[table["iteration"] == i] == c).mean()) for i in per_it["iteration"]]
             per_it[f"all_{c}"] = [float((found_labels[table["iteration"] <= i] == c).mean()) for i in per_it["iteration"]]
-        exp_f, _ = class_fractions(found_labels.tolist(), labels, [n_found])
-        dir_f, _ = class_fractions(labels.iloc[direct["row"]].tolist(), labels, [n_found])
+        left_out = [start.row] if start.row is not None else []  # the prototype: out of the base rate, as in query
+        exp_f, _ = class_fractions(found_labels.tolist(), labels, [n_found], exclude_rows=left_out)
+        dir_f, _ = class_fractions(labels.iloc[direct["row"]].tolist(), labels, [n_found], exclude_rows=left_out)
         fractions = pd.DataFrame({"expansion": exp_f[n_found], "direct": dir_f[n_found], "base_rate": exp_f["base_rate"]})
     follow = {"follow_label": "=".join(map(str, _label_rule(follow_label))) if follow_label is not None else None,
               "follow_ids": int(followable.sum()) if follow_ids is not None or follow_marks else None,
