@@ -9,10 +9,11 @@ and other approximate shards re-rank their candidates from the raw vectors, so d
 different shards compare), and the client keeps the k smallest, so the answer over shards of
 exact (Flat) indexes is the answer of one index holding every vector.
 
-A shard that does not answer (its worker is gone, the task failed, no answer within
-``timeout``) is never silently dropped: the query raises :class:`ShardsMissing` naming the
-shards, or, with ``partial=True``, returns the other shards' answer with ``missing`` naming
-them. :meth:`ShardedIndex.replace_lost` re-opens the shards of lost workers on live ones.
+A shard that does not answer (it could not be opened, its worker is gone, the task failed, no
+answer within ``timeout``) is never silently dropped: the query raises :class:`ShardsMissing`
+naming the shards, or, with ``partial=True``, returns the other shards' answer with ``missing``
+naming them; a shard's ulisse error travels back as a value (no worker log, no traceback).
+:meth:`ShardedIndex.replace_lost` re-opens the shards of lost workers on live ones.
 
 ``--dask`` takes ``local:N`` (a :class:`distributed.LocalCluster` of N one-thread worker
 processes) or a scheduler address (:func:`parse_dask`, shared with ``ulisse sdss index``);
@@ -32,16 +33,17 @@ import os
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from ulisse.errors import IndexError_, InputError, QueryError
+from ulisse.errors import IndexError_, InputError, QueryError, UlisseError
 
 from . import shards as sh
+from .shards import ShardedAnswer  # noqa: F401  (public here too, as before)
 
 LOG = logging.getLogger(__name__)
 
@@ -91,17 +93,58 @@ def connect(spec: str, *, processes: bool = True):
     cluster = None
     try:
         if kind == "local":
-            cluster = LocalCluster(n_workers=value, threads_per_worker=1, processes=processes, dashboard_address=None)
+            cluster = LocalCluster(n_workers=value, threads_per_worker=1, processes=processes, dashboard_address=None,
+                                   silence_logs=logging.CRITICAL,  # the user gets ulisse's one line, not Dask's logs
+                                   scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})  # no port 8787 (taken?)
             client = Client(cluster)
+            client.register_plugin(_quiet_logs(), name="ulisse-quiet-logs")  # every worker, restarted ones too
         else:
             client = Client(value, timeout="20s")
     except Exception as exc:  # OSError, TimeoutError, "Nanny failed to start"...
         if cluster is not None:
             cluster.close()
         what = "the local Dask cluster did not start" if kind == "local" else "cannot reach the Dask scheduler"
-        raise InputError(f"--dask {spec}: {what} ({exc.__class__.__name__}: {' '.join(str(exc).split())[:200]})") from None
+        raise InputError(f"--dask {spec}: {what} ({reason(exc)})") from None
     LOG.info("dask: %s with %d worker(s)", spec, len(client.scheduler_info().get("workers", {})))
     return client, cluster
+
+
+def reason(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line: a ulisse error's own message whole, another's class and message (long ones cut
+    at a word, marked with "...")."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, UlisseError):
+        return text
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{exc.__class__.__name__}: {text}"
+
+
+def _quiet_logs():
+    """A Dask worker plugin turning the worker's ``distributed`` logs off (a local cluster's reach the user's terminal)."""
+    from distributed import WorkerPlugin
+
+    class QuietLogs(WorkerPlugin):
+        def setup(self, worker):
+            logging.getLogger("distributed").setLevel(logging.CRITICAL)
+
+    return QuietLogs()
+
+
+@dataclass
+class _Failed:
+    """A shard task's ulisse error, sent back as a value (a raised one is logged by the worker, traceback and all)."""
+
+    bad_request: bool  # a QueryError or InputError: the query is wrong (every shard would say so), not the shard
+    message: str
+
+
+def _call(fn, *args):
+    """``fn(*args)`` on a worker, a ulisse error returned as :class:`_Failed`."""
+    try:
+        return fn(*args)
+    except UlisseError as exc:
+        return _Failed(isinstance(exc, (QueryError, InputError)), " ".join(str(exc).split()))
 
 
 # -- on the workers -----------------------------------------------------------------------
@@ -126,7 +169,7 @@ def _resident(shard_path: str, check: tuple):
     if held is not None and held[0] == generation:
         return held[1]
     index = open_index(shard_path, device="cpu")
-    sharded = sh.ShardedManifest(Path(check[0]), (check[1],), check[2], check[3], check[4])
+    sharded = sh.ShardedManifest(Path(check[0]), (check[1],), check[2], check[3], check[4], check[5])
     sh.check_shard(sharded, check[1], index.manifest)
     _RESIDENT[key] = (index.manifest.generation, index)
     return index
@@ -135,67 +178,63 @@ def _resident(shard_path: str, check: tuple):
 def _load(shard_path: str, check: tuple) -> dict:
     index = _resident(shard_path, check)
     return {"count": len(index), "generation": index.manifest.generation, "factory": index.manifest.factory,
-            "worker": _worker_address()}
+            "worker": _worker_address(), "rgb": dict(index.manifest.rgb)}
 
 
 def _find(shard_path: str, check: tuple, object_id: str):
-    """(row, raw vector) of ``object_id`` in this shard, or None."""
+    """(row, raw vector, source) of ``object_id`` in this shard, or None."""
     index = _resident(shard_path, check)
     try:
         row = index.row_of(object_id)
     except QueryError:
         return None
-    return row, index.vectors_of_rows([row])[0]
+    meta = index.metadata_rows([row])
+    return row, index.vectors_of_rows([row])[0], meta["source"].iloc[0] if "source" in meta else None
 
 
-def _search(shard_path: str, check: tuple, queries: np.ndarray, k: int, exclude, nprobe, rerank, with_meta: bool):
-    """This shard's top-k of each query with exact distances: (D, rows, metadata of query 0's rows or None)."""
+def _search(shard_path: str, check: tuple, queries: np.ndarray, k: int, exclude, opts: dict, with_meta: bool):
+    """This shard's top-k of each query with exact distances: (D, rows, metadata of query 0's rows or None, labels).
+
+    ``opts``: nprobe, ef, rerank; ``where`` (only the objects it keeps are searched); ``label`` (labels: query 0's
+    neighbours' classes and the shard's class counts, its query-0 excluded rows left out)."""
+    from ulisse.labels import labels_of
+
     index = _resident(shard_path, check)
     exact = index.manifest.faiss_kind == "flat"
-    rr = rerank or index.search_parameters().get("rerank") or 0
-    D, I = index.search(queries, k, exclude=exclude, nprobe=nprobe, rerank=0 if exact and not rr else max(k, rr))
-    meta = None
+    rr = opts.get("rerank") or index.search_parameters().get("rerank") or 0
+    allowed = index.where_mask(opts["where"]) if opts.get("where") is not None else None
+    D, I = index.search(queries, k, exclude=exclude, allowed=allowed, nprobe=opts.get("nprobe"), ef=opts.get("ef"),
+                        rerank=0 if exact and not rr else max(k, rr))
+    meta = labels = None
     if with_meta:
         ok = I[0] >= 0
         meta = index.metadata_rows(I[0][ok]).reset_index(drop=True)
-    return D, I, meta
+    if opts.get("label") and with_meta:
+        all_labels = labels_of(index, opts["label"])
+        keep = np.ones(len(all_labels), bool)
+        keep[[int(r) for r in (exclude or [[]])[0]]] = False  # the prototype: out of the base rate
+        labels = {"found": all_labels.iloc[I[0][I[0] >= 0]].tolist(),
+                  "counts": all_labels[keep].value_counts().to_dict()}
+    return D, I, meta, labels
 
 
 # -- on the client ------------------------------------------------------------------------
-
-
-@dataclass
-class ShardedAnswer:
-    """A sharded query's answer: the merged table (or arrays) and the shards that did not answer."""
-
-    table: pd.DataFrame | None = None
-    distances: np.ndarray | None = None
-    ids: np.ndarray | None = None          # 1 x k object ids of a one-query answer ("" where fewer were found)
-    shard_of: np.ndarray | None = None     # Q x k shard names
-    rows: np.ndarray | None = None         # Q x k rows within their shard
-    missing: dict[str, str] = field(default_factory=dict)
-    prototype: str | None = None
-
-    @property
-    def complete(self) -> bool:
-        return not self.missing
-
-    def missing_text(self) -> str:
-        return "; ".join(f"{s} ({why})" for s, why in self.missing.items())
 
 
 class ShardedIndex:
     """A sharded index opened on a Dask cluster (see the module's doc)."""
 
     def __init__(self, path: str | os.PathLike, client, *, cluster=None, nprobe: int | None = None,
-                 rerank: int | None = None, timeout: float = DEFAULT_TIMEOUT):
+                 rerank: int | None = None, timeout: float = DEFAULT_TIMEOUT, ef: int | None = None,
+                 partial: bool = False):
         self.path = Path(path)
         self.client, self._cluster = client, cluster
-        self.nprobe, self.rerank, self.timeout = nprobe, rerank, float(timeout)
+        self.nprobe, self.rerank, self.ef, self.timeout = nprobe, rerank, ef, float(timeout)
         self.manifest = _manifest_of(self.path)
         self.placement: dict[str, str] = {}
         self.info: dict[str, dict] = {}
-        self._place(self.manifest.shards, self._live_workers())
+        self.unopened: dict[str, str] = {}  # with partial: shards that could not be opened (named in every answer)
+        self._place(self.manifest.shards, self._live_workers(), partial)
 
     def __len__(self) -> int:
         return sum(i["count"] for i in self.info.values())
@@ -215,27 +254,30 @@ class ShardedIndex:
 
     def _check(self, name: str) -> tuple:
         m = self.manifest
-        return (str(m.path), name, m.dim, m.metric, m.encoder)
+        return (str(m.path), name, m.dim, m.metric, m.encoder, m.space)
 
     def _live_workers(self) -> list[str]:
         return sorted(self.client.scheduler_info(n_workers=-1).get("workers", {}))
 
-    def _place(self, names: Sequence[str], workers: list[str]) -> None:
+    def _place(self, names: Sequence[str], workers: list[str], partial: bool = False) -> None:
         if not workers:
             raise IndexError_(f"{self.path}: the Dask cluster has no workers")
         start = len(self.placement)
         for j, name in enumerate(names):
             self.placement[name] = workers[(start + j) % len(workers)]
         results, missing = self._run(names, lambda n: (_load, str(self.manifest.shard_path(n)), self._check(n)))
-        if missing:
-            raise ShardsMissing(f"{self.path}: shards could not be opened: "
-                                + "; ".join(f"{s} ({why})" for s, why in missing.items()), missing)
         self.info.update(results)
+        if missing and (not partial or not self.info):
+            text = "; ".join(f"{self.manifest.label(s)} ({why})" for s, why in missing.items())
+            more = " (--partial / partial=True: the other shards' answer)" if len(missing) < len(names) else ""
+            raise ShardsMissing(f"{self.path}: {len(missing)} of {len(names)} shard(s) could not be opened: "
+                                f"{text}{more}", missing)
+        self.unopened.update({s: f"not opened: {why}" for s, why in missing.items()})
 
     def replace_lost(self) -> list[str]:
         """Re-open on live workers the shards whose worker is gone; the shards moved."""
         live = self._live_workers()
-        lost = [n for n, w in self.placement.items() if w not in live]
+        lost = [n for n, w in self.placement.items() if w not in live and n not in self.unopened]
         if lost:
             for n in lost:
                 del self.placement[n]
@@ -251,11 +293,14 @@ class ShardedIndex:
         futures, missing = {}, {}
         for name in names:
             worker = self.placement[name]
+            if name in self.unopened:
+                missing[name] = self.unopened[name]
+                continue
             if worker not in live:
                 missing[name] = f"worker {worker} lost"
                 continue
             fn, *args = task(name)
-            futures[name] = self.client.submit(fn, *args, workers=[worker], allow_other_workers=False, pure=False,
+            futures[name] = self.client.submit(_call, fn, *args, workers=[worker], allow_other_workers=False, pure=False,
                                                key=f"ulisse-shard-{fn.__name__.strip('_')}-{name}-{run}")
         deadline = time.monotonic() + self.timeout
         while futures:  # until every shard answered, the time is up, or those still out are on lost workers
@@ -276,9 +321,13 @@ class ShardedIndex:
         for name, fut in futures.items():
             if fut.status == "finished":
                 results[name] = fut.result()
+                if isinstance(results[name], _Failed):  # a ulisse error on the worker
+                    failed = results.pop(name)
+                    if failed.bad_request:  # the query is wrong (a --where or --label the shards lack): not partial
+                        raise QueryError(f"shard {self.manifest.label(name)}: {failed.message}")
+                    missing[name] = failed.message
             elif fut.status == "error":
-                exc = fut.exception()
-                missing[name] = f"on {self.placement[name]}: {exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"
+                missing[name] = f"on {self.placement[name]}: {reason(fut.exception())}"
             else:
                 fut.cancel()
                 gone = self.placement[name] not in set(self._live_workers())
@@ -289,13 +338,16 @@ class ShardedIndex:
     # -- queries ---------------------------------------------------------------------------
 
     def search(self, vectors: np.ndarray, k: int, *, exclude: dict[str, Sequence[Sequence[int]]] | None = None,
-               partial: bool = False) -> ShardedAnswer:
+               partial: bool = False, where: str | None = None, label: str | None = None) -> ShardedAnswer:
         """The k nearest of each query over every shard, exact distances merged: a :class:`ShardedAnswer`.
 
-        ``exclude[shard][i]``: rows of that shard left out of query i's results.
+        ``exclude[shard][i]``: rows of that shard left out of query i's results. ``where``: each shard searches
+        only its objects that the filter keeps (``ulisse query --where``). ``label`` (one query): the classes of
+        the neighbours and of every object, for class fractions (``answer.labels``, ``answer.label_counts``).
 
         Raises:
             ShardsMissing: a shard did not answer and ``partial`` is False.
+            QueryError: ``where`` or ``label`` names a column a shard lacks (or is not a filter).
         """
         q = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if q.shape[1] != self.manifest.dim:
@@ -304,49 +356,55 @@ class ShardedIndex:
             raise QueryError(f"k must be at least 1, got {k}")
         exclude = exclude or {}
         names = self.manifest.shards
+        opts = {"nprobe": self.nprobe, "ef": self.ef, "rerank": self.rerank, "where": where, "label": label}
         results, missing = self._run(names, lambda n: (_search, str(self.manifest.shard_path(n)), self._check(n), q,
-                                                       int(k), exclude.get(n), self.nprobe, self.rerank, len(q) == 1))
+                                                       int(k), exclude.get(n), opts, len(q) == 1))
         self._raise_missing(missing, partial)
-        return _merge(names, results, len(q), int(k), missing)
+        answer = sh.merge_answers(names, results, len(q), int(k), missing)
+        answer.manifest, answer.rgb = self.manifest, {n: i.get("rgb") for n, i in self.info.items()}
+        return answer
 
     def vector_of(self, object_id: str, *, partial: bool = False) -> tuple[str, int, np.ndarray]:
         """(shard, row, raw vector) of an object of the index."""
+        return self._find(object_id)[:3]
+
+    def _find(self, object_id: str) -> tuple[str, int, np.ndarray, object]:
+        """(shard, row, raw vector, source) of an object of the index."""
         results, missing = self._run(self.manifest.shards,
                                      lambda n: (_find, str(self.manifest.shard_path(n)), self._check(n), str(object_id)))
         found = [(n, r) for n, r in results.items() if r is not None]
         if found:
-            name, (row, vec) = min(found, key=lambda f: self.manifest.shards.index(f[0]))
-            return name, int(row), vec
+            name, (row, vec, source) = min(found, key=lambda f: self.manifest.shards.index(f[0]))
+            return name, int(row), vec, source
         if missing:
             raise ShardsMissing(f"id {object_id!r}: not in the shards that answered; shards that did not: "
-                                + "; ".join(f"{s} ({why})" for s, why in missing.items()), missing)
+                                + "; ".join(f"{self.manifest.label(s)} ({why})" for s, why in missing.items()), missing)
         raise QueryError(f"id {object_id!r}: unknown id (not in the sharded index {self.path})")
 
     def query(self, id: str | None = None, *, vector: np.ndarray | None = None, k: int = 16,
-              partial: bool = False) -> ShardedAnswer:
+              partial: bool = False, where: str | None = None, label: str | None = None) -> ShardedAnswer:
         """The k nearest neighbours of one object of the index (left out of its own answer) or of a vector.
 
         ``answer.table``: rank, id, distance, shard, row and the neighbours' metadata.
         ``answer.missing``: shards that did not answer (only with ``partial=True``; else :class:`ShardsMissing`).
+        ``where``, ``label``: as for :meth:`search`.
         """
         if (id is None) == (vector is None):
             raise QueryError("give exactly one of id or vector")
-        exclude, proto = None, "vector"
+        exclude, proto, cut = None, "vector", None
         if id is not None:
-            shard, row, vector = self.vector_of(id, partial=partial)
-            exclude, proto = {shard: [[row]]}, f"id {id}"
-        answer = self.search(vector, k, exclude=exclude, partial=partial)
-        answer.prototype = proto
+            shard, row, vector, source = self._find(id)
+            exclude, proto, cut = {shard: [[row]]}, f"id {id}", (shard, source)
+        answer = self.search(vector, k, exclude=exclude, partial=partial, where=where, label=label)
+        answer.prototype, answer.prototype_cutout = proto, cut
         return answer
 
     def _raise_missing(self, missing: dict, partial: bool) -> None:
         if missing and not partial:
-            text = "; ".join(f"{s} ({why})" for s, why in missing.items())
+            text = "; ".join(f"{self.manifest.label(s)} ({why})" for s, why in missing.items())
             raise ShardsMissing(f"{self.path}: {len(missing)} of {len(self.manifest.shards)} shard(s) did not answer: "
                                 f"{text}; no answer returned (partial=True / --partial: the other shards' answer)",
                                 missing)
-        for s, why in missing.items():
-            LOG.warning("%s: shard %s did not answer (%s): the answer is partial", self.path, s, why)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -362,40 +420,13 @@ def _manifest_of(path: Path) -> sh.ShardedManifest:
         return sh.read_sharded(path)
     from .manifest import Manifest
 
-    m = Manifest.read(path)
-    return sh.ShardedManifest(path, (str(path.absolute()),), m.dim, m.metric, dict(m.encoder))
-
-
-def _merge(names: Sequence[str], results: dict, nq: int, k: int, missing: dict) -> ShardedAnswer:
-    """The k smallest exact distances over the shards that answered (ties: shard order, then rank)."""
-    parts = [(n, results[n]) for n in names if n in results]
-    if not parts:
-        return ShardedAnswer(table=pd.DataFrame(columns=["rank", "id", "distance", "shard", "row"]),
-                             distances=np.zeros((nq, 0), np.float32), missing=missing)
-    D = np.concatenate([np.where(r[1] >= 0, r[0], np.inf) for _, r in parts], axis=1)
-    I = np.concatenate([r[1] for _, r in parts], axis=1)
-    S = np.concatenate([np.full(r[1].shape, j) for j, (_, r) in enumerate(parts)], axis=1)
-    order = np.argsort(D, axis=1, kind="stable")[:, :k]
-    D, I, S = (np.take_along_axis(a, order, axis=1) for a in (D, I, S))
-    shard_names = np.array([n for n, _ in parts], dtype=object)[S]
-    shard_names[I < 0] = ""
-    answer = ShardedAnswer(distances=D, shard_of=shard_names, rows=I, missing=missing)
-    if nq == 1:  # one query: the table with the neighbours' metadata, as the shards sent it
-        metas = {n: r[2] for n, r in parts}
-        pos = {n: {int(row): j for j, row in enumerate(r[1][0][r[1][0] >= 0])} for n, r in parts}
-        rows_meta = [metas[s].iloc[pos[s][int(i)]] for s, i in zip(shard_names[0], I[0]) if i >= 0]
-        meta = pd.DataFrame(rows_meta).reset_index(drop=True) if rows_meta else pd.DataFrame(columns=["id"])
-        ok = I[0] >= 0
-        table = pd.DataFrame({"rank": np.arange(1, ok.sum() + 1), "id": meta["id"].astype(str).to_numpy(),
-                              "distance": D[0][ok], "shard": shard_names[0][ok], "row": I[0][ok]})
-        others = meta.drop(columns=[c for c in ("id", "row") if c in meta], errors="ignore").reset_index(drop=True)
-        answer.table = pd.concat([table, others], axis=1)
-        answer.ids = np.array([list(table["id"]) + [""] * (k - len(table))], dtype=object)
-    return answer
+    m = Manifest.read(path)  # in its own space, whitened or not
+    return sh.ShardedManifest(path, (str(path.absolute()),), m.dim, m.metric, dict(m.encoder), sh._space_of(m))
 
 
 def open_sharded(path: str | os.PathLike, *, client=None, dask: str | None = None, nprobe: int | None = None,
-                 rerank: int | None = None, timeout: float = DEFAULT_TIMEOUT) -> ShardedIndex:
+                 rerank: int | None = None, timeout: float = DEFAULT_TIMEOUT, ef: int | None = None,
+                 partial: bool = False) -> ShardedIndex:
     """Open a sharded index (or a plain index, as one shard) on a Dask cluster: ``client`` or a ``dask`` spec.
 
     With ``dask`` (``local:N`` or a scheduler address) the client is made here and closed by
@@ -404,7 +435,8 @@ def open_sharded(path: str | os.PathLike, *, client=None, dask: str | None = Non
     Raises:
         InputError: neither or both of ``client`` and ``dask``; a bad spec; no cluster.
         IndexNotFound, IndexError_: no index; shards that differ in encoder, metric or dimension.
-        ShardsMissing: a shard could not be opened on its worker.
+        ShardsMissing: a shard could not be opened on its worker (with ``partial``: only when none could; the
+            others are named in every answer's ``missing``).
     """
     if (client is None) == (dask is None):
         raise InputError("open_sharded: give exactly one of client (a dask.distributed.Client) or dask (local:N or an address)")
@@ -412,7 +444,8 @@ def open_sharded(path: str | os.PathLike, *, client=None, dask: str | None = Non
     if client is None:
         client, cluster = connect(dask)
     try:
-        return ShardedIndex(path, client, cluster=cluster, nprobe=nprobe, rerank=rerank, timeout=timeout)
+        return ShardedIndex(path, client, cluster=cluster, nprobe=nprobe, rerank=rerank, timeout=timeout, ef=ef,
+                            partial=partial)
     except BaseException:
         if cluster is not None:
             client.close()
@@ -421,8 +454,10 @@ def open_sharded(path: str | os.PathLike, *, client=None, dask: str | None = Non
 
 
 def cli_query(index_dir: str, ids: Sequence[str], k: int, dask: str | None, partial: bool, *, nprobe=None,
-              rerank=None) -> ShardedAnswer:
+              rerank=None, ef=None, where: str | None = None, label: str | None = None) -> ShardedAnswer:
     """``ulisse query DIR --id X --dask SCHEDULER``: the answer (the verb renders it).
+
+    ``partial``: the answer of the shards that answered, those that could not be opened or did not answer named.
 
     Raises:
         InputError: no ``--dask`` for a sharded index, or not exactly one ``--id``.
@@ -431,5 +466,5 @@ def cli_query(index_dir: str, ids: Sequence[str], k: int, dask: str | None, part
         raise InputError(f"{index_dir}: a sharded index is searched on Dask: give --dask local:N or --dask tcp://HOST:8786")
     if len(ids) != 1:
         raise InputError("--dask: give exactly one --id (other prototypes are searched on one index)")
-    with open_sharded(index_dir, dask=dask, nprobe=nprobe, rerank=rerank) as sharded:
-        return sharded.query(id=ids[0], k=k, partial=partial)
+    with open_sharded(index_dir, dask=dask, nprobe=nprobe, rerank=rerank, ef=ef, partial=partial) as sharded:
+        return sharded.query(id=ids[0], k=k, partial=partial, where=where, label=label)

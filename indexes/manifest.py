@@ -215,6 +215,8 @@ class Manifest(Mapping):
             raise IndexNotFound(f"{path}: no index here (not a directory)")
         mf = path / MANIFEST
         if not mf.is_file():
+            if (path / "sharded.json").is_file():  # a sharded index (indexes/shards.py): say which verbs take it
+                raise IndexNotFound(_not_one_index(path))
             raise IndexNotFound(f"{path}: no index here (no {MANIFEST})")
         try:
             raw = json.loads(mf.read_text())
@@ -297,3 +299,15 @@ class Manifest(Mapping):
 
     def __len__(self) -> int:
         return len(self._json)
+
+
+def _not_one_index(path: Path) -> str:
+    """What a verb that takes one index says of a sharded index directory (``sharded.json``, indexes/shards.py)."""
+    try:
+        names = [str(n) for n in json.loads((path / "sharded.json").read_text())["shards"]]
+        which = f"{len(names)} shard(s): " + ", ".join(os.path.relpath(n, path.absolute()) if os.path.isabs(n) else n
+                                                       for n in names)
+    except (OSError, ValueError, KeyError, TypeError):
+        which = "its sharded.json unreadable"
+    return (f"{path}: a sharded index ({which}), not one index: 'ulisse query {path} --id ID --dask local:N' and "
+            f"'ulisse ui --index {path} --dask ...' search it; other verbs take one of its shards")

@@ -8,13 +8,14 @@
       shard-000/        an ordinary ulisse index (manifest + segments), its own writer lock
       shard-001/        ...
 
-Every shard has the same encoder spec, dimension and metric (checked when the sharded
+Every shard has the same encoder spec, dimension, metric and search space (checked when the sharded
 index is made, and again by every process that opens a shard: :func:`check_shard`), so
 distances from different shards compare and their top-k merge exactly. A shard is the
 unit a Dask worker keeps resident (:mod:`.dask_search`) and the unit of writing: an add
 goes to one shard under that shard's own transaction (:func:`add_to_shard`), so the
 single-writer guarantee of :mod:`.transaction` holds per shard and writers of different
-shards never wait for each other.
+shards never wait for each other. The shards' answers to one query merge into one
+:class:`ShardedAnswer` (:func:`merge_answers`: the k smallest exact distances).
 
 Example:
     >>> from ulisse.indexes import shards
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -34,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ulisse._io import WriteError, atomic_write, os_error_reason
-from ulisse.errors import IndexError_, IndexNotFound, InputError
+from ulisse.errors import IndexError_, IndexNotFound, InputError, UlisseError
 
 from .manifest import MANIFEST, Manifest, check_name
 
@@ -62,6 +63,14 @@ class ShardedManifest:
     @property
     def shard_paths(self) -> list[Path]:
         return [self.shard_path(s) for s in self.shards]
+
+    def label(self, name: str) -> str:
+        """A shard's name to show (tables, exports): relative to the sharded index's directory, never absolute."""
+        p = Path(name)
+        if not p.is_absolute():
+            return name
+        rel = os.path.relpath(p, self.path.absolute())
+        return p.name if rel == "." else rel  # "." : a plain index searched as one shard, itself
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, "version": VERSION, "dim": self.dim, "metric": self.metric,
@@ -123,9 +132,10 @@ def check_shard(sharded: ShardedManifest, name: str, manifest: Manifest) -> None
                           f"({manifest.encoder.get('model_name')}) than the sharded index "
                           f"({sharded.encoder.get('model_name')}): distances would not compare")
     if _space_of(manifest) != sharded.space:
+        first = "the encoder's raw vectors" if sharded.space is None else "a PCA whitening of its own"
         raise IndexError_(f"{sharded.path}: shard {name} searches another space ({_space_text(manifest)}) than the "
-                          f"sharded index's first shard: distances would not compare (build the shards with one "
-                          f"trained index, as split_into_shards does, or with --whiten none)")
+                          f"first shard ({first}): distances would not compare (shards need one space: build each "
+                          f"region index with 'ulisse index build ... --whiten none')")
 
 
 def _space_of(manifest: Manifest) -> str | None:
@@ -252,3 +262,77 @@ def shard_generation(path: Path) -> int:
         return int(json.loads((Path(path) / MANIFEST).read_text()).get("generation", 0))
     except FileNotFoundError:
         raise IndexNotFound(f"{path}: no index here") from None
+
+
+# -- answers of several shards, merged (indexes/dask_search.py gathers them) ------------------
+
+
+@dataclass
+class ShardedAnswer:
+    """A sharded query's answer: the merged table (or arrays) and the shards that did not answer."""
+
+    table: pd.DataFrame | None = None
+    distances: np.ndarray | None = None
+    ids: np.ndarray | None = None          # 1 x k object ids of a one-query answer ("" where fewer were found)
+    shard_of: np.ndarray | None = None     # Q x k shard names
+    rows: np.ndarray | None = None         # Q x k rows within their shard
+    missing: dict[str, str] = field(default_factory=dict)
+    prototype: str | None = None
+    labels: list | None = None            # with label=: the classes of the table's rows
+    label_counts: dict | None = None      # ... and of every object of the shards that answered (prototype left out)
+    manifest: ShardedManifest | None = None
+    rgb: dict = field(default_factory=dict)  # shard -> its RGB settings (FITS cutouts)
+    prototype_cutout: tuple | None = None    # (shard, source) of the prototype
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    def missing_text(self) -> str:
+        name = self.manifest.label if self.manifest else str
+        return "; ".join(f"{name(s)} ({why})" for s, why in self.missing.items())
+
+    def cutout(self, shard: str, source) -> np.ndarray | None:
+        """The RGB cutout of an object of ``shard`` from its ``source`` (relative to the shard), or None."""
+        from ulisse.cutouts import RGBConfig, read_cutout, source_path
+
+        path = source_path(self.manifest.shard_path(shard), source) if self.manifest and shard else None
+        try:
+            return None if path is None else read_cutout(path, RGBConfig.from_dict(self.rgb.get(shard) or {})).image
+        except UlisseError:
+            return None
+
+
+def merge_answers(names: Sequence[str], results: dict, nq: int, k: int, missing: dict) -> ShardedAnswer:
+    """The k smallest exact distances over the shards that answered (ties: shard order, then rank)."""
+    parts = [(n, results[n]) for n in names if n in results]
+    if not parts:
+        return ShardedAnswer(table=pd.DataFrame(columns=["rank", "id", "distance", "shard", "row"]),
+                             distances=np.zeros((nq, 0), np.float32), missing=missing)
+    D = np.concatenate([np.where(r[1] >= 0, r[0], np.inf) for _, r in parts], axis=1)
+    I = np.concatenate([r[1] for _, r in parts], axis=1)
+    S = np.concatenate([np.full(r[1].shape, j) for j, (_, r) in enumerate(parts)], axis=1)
+    order = np.argsort(D, axis=1, kind="stable")[:, :k]
+    D, I, S = (np.take_along_axis(a, order, axis=1) for a in (D, I, S))
+    shard_names = np.array([n for n, _ in parts], dtype=object)[S]
+    shard_names[I < 0] = ""
+    answer = ShardedAnswer(distances=D, shard_of=shard_names, rows=I, missing=missing)
+    if nq == 1:  # one query: the table with the neighbours' metadata, as the shards sent it
+        metas = {n: r[2] for n, r in parts}
+        pos = {n: {int(row): j for j, row in enumerate(r[1][0][r[1][0] >= 0])} for n, r in parts}
+        rows_meta = [metas[s].iloc[pos[s][int(i)]] for s, i in zip(shard_names[0], I[0]) if i >= 0]
+        meta = pd.DataFrame(rows_meta).reset_index(drop=True) if rows_meta else pd.DataFrame(columns=["id"])
+        ok = I[0] >= 0
+        table = pd.DataFrame({"rank": np.arange(1, ok.sum() + 1), "id": meta["id"].astype(str).to_numpy(),
+                              "distance": D[0][ok], "shard": shard_names[0][ok], "row": I[0][ok]})
+        others = meta.drop(columns=[c for c in ("id", "row") if c in meta], errors="ignore").reset_index(drop=True)
+        answer.table = pd.concat([table, others], axis=1)
+        answer.ids = np.array([list(table["id"]) + [""] * (k - len(table))], dtype=object)
+        if all(r[3] is not None for _, r in parts):  # label=: the rows' classes, and every object's counted
+            found = {n: r[3]["found"] for n, r in parts}
+            answer.labels = [found[s][pos[s][int(i)]] for s, i in zip(shard_names[0], I[0]) if i >= 0]
+            answer.label_counts = {}
+            for _, r in parts:
+                for c, n in r[3]["counts"].items():
+                    answer.label_counts[c] = answer.label_counts.get(c, 0) + int(n)
+    return answer

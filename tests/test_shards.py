@@ -284,3 +284,162 @@ def test_ui_command_takes_a_sharded_index_with_dask(cli, tmp_path):
     assert code != 0 and "--dask nowhere" in err
     code, out, err = cli("ui", "--index", tmp_path / "s", "--dask", "local:2", "--print-command")
     assert code == 0 and "streamlit" in out
+
+
+def test_whitened_index_is_its_own_shard_and_whitened_shards_open(client, tmp_path):
+    """An index in a PCA-whitened space (the discovery preset's) searched as one shard is in its own space; shards
+    sharing one trained whitening open on the workers too, and both answer as the one index does."""
+    faiss = pytest.importorskip("faiss")
+    v, m = batch("wh", 400)
+    single = ulisse.create_index(tmp_path / "one", v, m, SPEC, device="cpu", whiten=8)
+    assert single.manifest["space"]["whiten"] == 8
+    trained = faiss.read_index(str(single.path / single.manifest["trained"]["name"]))
+    split_into_shards(tmp_path / "s", v, m, SPEC, 3, factory=single.manifest["factory"], trained=trained)
+    want = single.query(id="wh-5", k=8).table
+    for path in (single.path, tmp_path / "s"):
+        got = open_sharded(path, client=client).query(id="wh-5", k=8)
+        assert got.complete and list(got.table["id"]) == list(want["id"])
+        np.testing.assert_allclose(got.table["distance"], want["distance"], rtol=1e-4)
+
+
+def test_region_indexes_whitened_apart_are_refused_with_a_command_line_hint(tmp_path, cli):
+    v, m = batch("rg", 300)
+    for i in (0, 1):
+        ulisse.create_index(tmp_path / f"w{i}", v[150 * i:150 * i + 150], m[150 * i:150 * i + 150], SPEC, device="cpu",
+                            whiten=8)
+        ulisse.create_index(tmp_path / f"n{i}", v[150 * i:150 * i + 150], m[150 * i:150 * i + 150], SPEC, device="cpu")
+    code, out, err = cli("index", "shards", tmp_path / "sw", tmp_path / "w0", tmp_path / "w1")
+    assert code != 0 and len(err.strip().splitlines()) == 1
+    assert "searches another space" in err and "--whiten none" in err and "split_into_shards" not in err
+    assert not is_sharded(tmp_path / "sw")
+    code, out, err = cli("index", "shards", tmp_path / "sn", tmp_path / "n0", tmp_path / "n1")  # as the README says
+    assert code == 0 and is_sharded(tmp_path / "sn")
+
+
+def test_a_sharded_index_is_named_as_such_by_the_verbs_of_one_index(tmp_path, cli):
+    v, m = batch("nv", 40)
+    split_into_shards(tmp_path / "s", v, m, SPEC, 2, factory="Flat")
+    for args in (("index", "info", tmp_path / "s"), ("index", "verify", tmp_path / "s"),
+                 ("anomalies", tmp_path / "s", "--top", "3")):
+        code, out, err = cli(*args)
+        assert code != 0 and len(err.strip().splitlines()) == 1, (args, err)
+        assert "a sharded index (2 shard(s): shard-000, shard-001)" in err and "--dask" in err
+        assert "no manifest" not in err
+    with pytest.raises(ulisse.IndexNotFound, match="a sharded index"):
+        ulisse.open_index(tmp_path / "s")
+
+
+def test_error_reasons_are_never_cut_mid_word():
+    from ulisse.indexes.dask_search import reason
+
+    long = "word " * 200
+    assert reason(IndexError_(long)) == long.strip()  # a ulisse error: whole
+    cut = reason(RuntimeError(long + "end"))
+    assert cut.startswith("RuntimeError: word") and cut.endswith(" word ...") and len(cut) < 330
+
+
+def test_a_shard_that_cannot_be_opened_is_named_and_partial_answers_without_it(client, tmp_path):
+    v, m = batch("mo", 600)
+    split_into_shards(tmp_path / "s", v, m, SPEC, 3, factory="Flat")
+    single = ulisse.create_index(tmp_path / "one", v, m, SPEC, factory="Flat", device="cpu")
+    (tmp_path / "s" / "shard-001").rename(tmp_path / "away")
+    with pytest.raises(ShardsMissing, match="1 of 3 shard.s. could not be opened: shard-001 .*no index here"):
+        open_sharded(tmp_path / "s", client=client)
+    sharded = open_sharded(tmp_path / "s", client=client, partial=True)
+    with pytest.raises(ShardsMissing, match="shard-001"):  # asked for a whole answer: none
+        sharded.query(id="mo-3", k=6)
+    part = sharded.query(id="mo-3", k=6, partial=True)
+    assert list(part.missing) == ["shard-001"] and "not opened" in part.missing["shard-001"]
+    want = [i for i in single.query(id="mo-3", k=60).table["id"] if not 200 <= int(i[3:]) < 400][:6]
+    assert list(part.table["id"]) == want
+
+
+def test_local_cluster_workers_log_nothing():
+    from ulisse.indexes.dask_search import connect
+
+    client, cluster = connect("local:1")
+    try:
+        import logging
+
+        assert set(client.run(lambda: logging.getLogger("distributed").level).values()) == {logging.CRITICAL}
+    finally:
+        client.close()
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """A 2-shard index and one index of the same 120 objects, with classes and a PNG cutout each."""
+    from PIL import Image
+
+    base = tmp_path_factory.mktemp("labelled")
+    v, m = batch("l", 120)
+    m["cls"] = np.where(m["mag"] < 16, "bright", np.where(m["mag"] < 18, "mid", "faint"))
+    (base / "png").mkdir()
+    for i, oid in enumerate(m["id"]):
+        Image.fromarray(np.full((16, 16, 3), 2 * i, np.uint8)).save(base / "png" / f"{oid}.png")
+    m["source"] = [str(base / "png" / f"{oid}.png") for oid in m["id"]]
+    split_into_shards(base / "s", v, m, SPEC, 2, factory="Flat")
+    return ulisse.create_index(base / "one", v, m, SPEC, factory="Flat", device="cpu"), base / "s"
+
+
+@pytest.mark.slow
+def test_cli_sharded_query_applies_where_label_and_png(labelled, cli, tmp_path):
+    single, sharded_dir = labelled
+    ask = ("--id", "l-7", "-k", "8", "--where", "mag > 15.5", "--label", "cls", "--n", "4,8")
+    code, out, err = cli("query", sharded_dir, *ask, "--dask", "local:2", "--png", tmp_path / "g.png",
+                         "--output", tmp_path / "o.ecsv")
+    assert code == 0, err
+    code1, want, err1 = cli("query", single.path, *ask)
+    assert code1 == 0, err1
+    rows = [ln.split() for ln in out.splitlines() if ln.strip() and ln.split()[0].isdigit() and len(ln.split()) > 5]
+    want_rows = [ln.split() for ln in want.splitlines() if ln.strip() and ln.split()[0].isdigit() and len(ln.split()) > 5]
+    assert [r[1] for r in rows] == [r[1] for r in want_rows] == list(single.query(id="l-7", k=8, where="mag > 15.5").table["id"])
+    # the class fractions (and their base rate over every shard) are the one index's, line for line
+    assert "class fractions (cls" in out and out[out.index("class fractions"):] == want[want.index("class fractions"):]
+    assert out.startswith(f"# {sharded_dir}: 8 nearest neighbour(s) of id l-7 over 2 of 2 shard(s)")
+    assert (tmp_path / "g.png").stat().st_size > 1000 and "show no image" not in err
+    from astropy.table import Table
+
+    t = Table.read(tmp_path / "o.ecsv")
+    assert "row" not in t.colnames and set(t["shard"]) <= {"shard-000", "shard-001"}
+    assert list(t["id"]) == [r[1] for r in want_rows]
+    # options a sharded query does not use are refused by name, never ignored
+    for extra, name in ((("--image", tmp_path / "g.png"), "--image"), (("--device", "cpu"), "--device"),
+                        (("--weights", "w.pt"), "--weights"), (("--combine", "union"), "--combine"),
+                        (("--ra", "1", "--dec", "2"), "--ra")):
+        code, out, err = cli("query", sharded_dir, "--id", "l-7", *extra, "--dask", "local:2")
+        assert code != 0 and err.strip().splitlines()[-1].startswith(f"ulisse: error: {name}: not with --dask"), err
+    code, out, err = cli("query", sharded_dir, "--id", "l-7", "--where", "nope > 1", "--dask", "local:2")
+    assert code != 0 and "no column 'nope'" in err.strip().splitlines()[-1]
+    code, out, err = cli("query", sharded_dir, "--id", "l-7", "--label", "nope", "--dask", "local:2")
+    assert code != 0 and "--label nope" in err.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_cli_missing_shard_one_line_and_partial(labelled, tmp_path):
+    """A shard directory gone: one error line (no Dask worker log, no traceback); --partial answers from the
+    others and names it."""
+    single, sharded_dir = labelled
+    v, m = batch("l", 120)
+    split_into_shards(tmp_path / "s", v, m, SPEC, 2, factory="Flat")
+    (tmp_path / "s" / "shard-000").rename(tmp_path / "away")
+    run = [sys.executable, "-m", "ulisse", "query", str(tmp_path / "s"), "--id", "l-100", "-k", "4", "--format",
+           "csv", "--dask", "local:2"]
+    import socket
+
+    busy = socket.socket()  # Dask's default dashboard port taken (another cluster): no warning about it either
+    try:
+        busy.bind(("", 8787))
+        busy.listen()
+    except OSError:
+        pass  # taken already
+    with busy:
+        p = subprocess.run(run, env=ENV, capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0 and "Traceback" not in p.stderr and "distributed" not in p.stderr, p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith("ulisse: error: ") and "shard-000" in p.stderr
+    p = subprocess.run(run + ["--partial"], env=ENV, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "Traceback" not in p.stderr and "distributed" not in p.stderr, p.stderr
+    assert "partial answer: shards missing: shard-000" in p.stderr
+    ids = [ln.split(",")[1] for ln in p.stdout.strip().splitlines()[1:]]
+    assert ids == [i for i in single.query(id="l-100", k=60).table["id"] if int(i[2:]) >= 60][:4]

@@ -135,7 +135,9 @@ def register_commands(cli):
     @search_options
     @click.option("--dask", default=None, metavar="local:N|tcp://HOST:8786",
                   help="search a sharded index (or this index as one shard) on Dask, each shard resident on a worker")
-    @click.option("--partial", is_flag=True, help="with --dask: the answer of the shards that answered, naming the others")
+    @click.option("--partial", is_flag=True,
+                  help="with --dask: the answer of the shards that answered, naming the others (shards that could "
+                       "not be opened, lost workers, no answer in time)")
     def query_command(index_dir, ids, images, ras, decs, positions, radius, combine, k, ns, label, where, fmt, output,
                       png, weights, device, nprobe, ef, rerank, dask, partial):
         """One-shot query: the k nearest neighbours of one prototype (or several)."""
@@ -147,7 +149,8 @@ def register_commands(cli):
         if png:
             check_writable(png, "--png", (".png",))
         if dask or is_sharded(index_dir):  # shards on Dask workers (ulisse.indexes.dask_search)
-            return _sharded_query(index_dir, ids, k, fmt, output, out_fmt, dask, partial, nprobe, rerank)
+            return _sharded_query(index_dir, ids, k, ns, label, where, fmt, output, out_fmt, png, dask, partial,
+                                  {"nprobe": nprobe, "ef": ef, "rerank": rerank})
         skies = sky_prototypes(ras, decs, positions, radius)
         n_list, strategy = _check_query_args(ids, images, skies, k, ns, combine)
         if where is not None:
@@ -180,17 +183,81 @@ def register_commands(cli):
                                        title=f"{index.path.name}: {result.prototype}")
 
 
-def _sharded_query(index_dir, ids, k, fmt, output, out_fmt, dask, partial, nprobe, rerank):
+# options of `ulisse query` a sharded query does not use: given, they are refused (never silently ignored)
+_NOT_SHARDED = {"images": ("--image", "the prototype is one --id of the index"),
+                "ras": ("--ra", "the prototype is one --id of the index"),
+                "decs": ("--dec", "the prototype is one --id of the index"),
+                "positions": ("--position", "the prototype is one --id of the index"),
+                "radius": ("--radius", "the prototype is one --id of the index"),
+                "combine": ("--combine", "one --id is searched, nothing combined"),
+                "weights": ("--weights", "nothing is encoded: the shards hold the vectors"),
+                "device": ("--device", "the shards are searched on the Dask workers' CPUs")}
+
+
+def _sharded_query(index_dir, ids, k, ns, label, where, fmt, output, out_fmt, png, dask, partial, search):
+    """``ulisse query --dask``: one --id over the shards (``--where`` filters each shard before its k nearest;
+    ``--label``/``--n`` fractions and ``--png`` from the merged answer)."""
+    from click.core import ParameterSource
+
     from ulisse.indexes.dask_search import cli_query
+    from ulisse.labels import MISSING
     from ulisse.record import query_record
     from ulisse.results import emit
 
-    answer = cli_query(index_dir, ids, k, dask, partial, nprobe=nprobe, rerank=rerank)
+    ctx = click.get_current_context()
+    for param, (option, why) in _NOT_SHARDED.items():
+        if ctx.get_parameter_source(param) == ParameterSource.COMMANDLINE:
+            raise ulisse.InputError(f"{option}: not with --dask ({why})")
+    n_list = parse_ns(ns) or [k]
+    if max(n_list) > k:
+        raise ulisse.QueryError(f"--n {ns}: {max(n_list)} is larger than -k {k}; ask for -k {max(n_list)} or more")
+    if where is not None:
+        from ulisse.filters import parse_where
+
+        parse_where(where)  # a bad filter fails before the cluster starts
+    answer = cli_query(index_dir, ids, k, dask, partial, where=where, label=label, **search)
+    table = answer.table.drop(columns=["row"], errors="ignore")  # rows within a shard: internal
+    table["shard"] = [answer.manifest.label(s) for s in table["shard"]]  # relative names, never absolute paths
+    result = PrototypeResult(answer.prototype, ids[0], table, {"where": where}, label=label)
+    if label:
+        counts = {c: n for c, n in sorted(answer.label_counts.items(), key=lambda cn: -cn[1]) if c != MISSING}
+        result.fractions, result.info["n_used"] = _fractions(answer.labels, counts, n_list)
+    head = (f"# {index_dir}: {len(table)} nearest neighbour(s) of {answer.prototype} over "
+            f"{len(answer.manifest.shards) - len(answer.missing)} of {len(answer.manifest.shards)} shard(s)"
+            + (f" (where {where})" if where else "") + "\n")
     meta = {"prototype": answer.prototype, "index": str(index_dir), "missing_shards": answer.missing_text()}
-    record = query_record(index_dir, "query", prototype=answer.prototype, k=k)
-    emit(answer.table, fmt, output=output, out_fmt=out_fmt, meta=meta, record=record)
+    record = query_record(index_dir, "query", prototype=answer.prototype, k=k, where=where, label=label)
+    emit(table, fmt, output=output, out_fmt=out_fmt, meta=meta, extra={"prototype": answer.prototype, **result.summary()},
+         record=record, head=head, notes=fractions_text(result))
     if answer.missing:
         click.echo(f"ulisse: warning: partial answer: shards missing: {answer.missing_text()}", err=True)
+    if png:
+        panels = [(answer.cutout(*answer.prototype_cutout), f"prototype\n{ids[0]}", True)]
+        panels += [(answer.cutout(s, src), f"#{r} {i}\nd = {d:.3g}", False) for r, i, d, s, src in
+                   zip(table["rank"], table["id"], table["distance"], answer.table["shard"],
+                       table["source"] if "source" in table else [None] * len(table))]
+        ulisse.plot.thumbnail_grid(panels, png, title=f"{Path(index_dir).name}: {answer.prototype}")
+
+
+def _fractions(found, counts, ns):
+    """Class fractions among the first n neighbours beside the base rate from the shards' class counts, as
+    :func:`ulisse.labels.class_fractions` gives them for one index (labelled objects only)."""
+    import pandas as pd
+
+    from ulisse.labels import MISSING
+
+    total = sum(counts.values())
+    found = pd.Series(list(found), dtype=object)
+    out, used = {}, {}
+    for n in ns:
+        labelled = found.iloc[:n][found.iloc[:n] != MISSING]
+        used[str(n)] = {"objects": len(found.iloc[:n]), "labelled": len(labelled)}
+        vc = labelled.value_counts()
+        out[n] = {c: (vc.get(c, 0) / len(labelled) if len(labelled) else float("nan")) for c in counts}
+    table = pd.DataFrame(out, index=list(counts))
+    table["base_rate"] = [counts[c] / total for c in counts] if total else float("nan")
+    table.index.name = "class"
+    return table, used
 
 
 @ulisse.hookimpl
