@@ -393,7 +393,7 @@ def test_head_train_counts_agree_and_report_says_which_rows_it_scores(built, cli
     assert m, out
     trained, held, stop, scored = map(int, m.groups())
     assert trained + held == 24 and stop + scored == held
-    assert f"held out ({scored} objects): RMSE" in out
+    assert f"held out ({scored} objects, too few to trust: 10 or more wanted): RMSE" in out  # 24 objects in all
     assert f"trained on {trained} objects, {held} held out: RMSE" in err and f"on {scored} of them" in err, err
     code, out, err = cli("head", "train", built, "--target", "r_mag", "--name", "rr", "--method", "ridge")
     assert code == 0 and re.search(r"; (\d+) held out \(all of them give the metrics below\)", out), out

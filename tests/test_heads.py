@@ -178,7 +178,8 @@ def test_train_ids_and_report(vec_index, tmp_path):
     # rows without a value are left out: 1 in 4 of the first 150 have one
     assert trained.metrics["n_train"] + trained.metrics["n_validation"] == 38
     rep = head_report(vec_index, "ys", "y", out=tmp_path / "rep")
-    assert rep.metrics["n"] == 240 - 38 and rep.note == "objects never used in training"
+    assert rep.metrics["n"] == 240 - 38
+    assert rep.note == "objects never used in training; y is not the head's target (y_sparse)"
     assert {p.name for p in (tmp_path / "rep").iterdir()} == {"report.json", "predictions.csv", "pit.png",
                                                                 "predicted_vs_true.png"}
     assert ((rep.table["pit"] >= 0) & (rep.table["pit"] <= 1)).all()
@@ -429,3 +430,97 @@ def test_a_failed_head_removal_leaves_the_head_and_a_removal_leaves_no_folder(ve
     assert "yhat" not in vec_index.derived("heads").columns and "other" in vec_index.derived("heads").columns
     remove_head(vec_index, "other", update_columns=False)
     assert not heads.exists() and (vec_index.path / "derived").is_dir()  # emptied up to derived/, never derived/
+
+
+# -- a head's training or removal predicts its own columns alone ----------------------------------------------
+
+
+def _spy_predictions(monkeypatch) -> list:
+    """The names of the frozen heads that predict from the vectors from now on (the real predictions, counted)."""
+    from ulisse.plugins.heads.core import Head
+
+    seen, real = [], Head.predict_vectors
+    monkeypatch.setattr(Head, "predict_vectors", lambda self, *a, **kw: seen.append(self.name) or real(self, *a, **kw))
+    return seen
+
+
+def test_training_or_removing_a_head_keeps_the_other_heads_stored_columns(vec_index, monkeypatch):
+    from ulisse.plugins.heads import compute_columns, remove_head
+
+    train_head(vec_index, "y", "a", members=2, config=FAST)
+    before = vec_index.derived("heads")
+    seen = _spy_predictions(monkeypatch)
+    train_head(vec_index, "y", "b", method="ridge")
+    assert seen == ["b"]  # head a is not predicted again: its stored columns are kept
+    assert vec_index.derived_is_fresh("heads")
+    cols = vec_index.derived("heads")
+    assert list(cols.columns) == columns_of("a") + columns_of("b")  # the order a full computation gives
+    pd.testing.assert_frame_equal(cols[columns_of("a")], before)
+    pd.testing.assert_frame_equal(cols, compute_columns(vec_index), check_exact=False, rtol=1e-6)
+    seen.clear()
+    train_head(vec_index, "y", "a", method="ridge", overwrite=True)  # retrained under its name: its new columns
+    assert seen == ["a"] and not np.allclose(vec_index.derived("heads")["a"], before["a"])
+    seen.clear()
+    remove_head(vec_index, "b")
+    assert seen == [] and vec_index.derived_is_fresh("heads")
+    assert list(vec_index.derived("heads").columns) == columns_of("a") and seen == []
+
+
+def test_head_list_tells_the_fine_tuning_and_gives_ridge_no_members(vec_index, cli):
+    train_head(vec_index, "y", "yr", method="ridge", update_columns=False)
+    train_head(vec_index, "y", "ye", members=2, config=FAST, update_columns=False)
+    listed = list_heads(vec_index).set_index("name")
+    assert listed.loc["yr", "finetune"] == "none" and listed.loc["yr", "members"] is pd.NA
+    assert listed.loc["ye", "members"] == 2
+    code, out, err = cli("head", "list", str(vec_index.path))
+    assert code == 0, err
+    header, *rows = out.splitlines()
+    assert "finetune" in header.split()
+    ridge = [r.split() for r in rows if r.startswith("yr ")][0]
+    assert ridge[1:5] == ["ridge", "y", "none", "-"], rows
+    code, out, err = cli("head", "list", str(vec_index.path), "--format", "json")
+    assert {r["name"]: r["members"] for r in json.loads(out)} == {"ye": 2, "yr": None}
+
+
+def test_head_columns_are_described_in_few_enough_characters_not_to_wrap(vec_index, tmp_path):
+    from astropy.table import Table
+
+    from ulisse.plugins.heads.plugin import DESCRIPTION_MAX, column_descriptions
+
+    long = "a_rather_long_head_name_for_the_half_light_radius_in_pixels"
+    for method in ("ensemble", "mc-dropout", "ridge"):
+        for name, target in (("rh", "r_half"), (long, "r_half"), ("rh", long), (long, long)):
+            texts = column_descriptions(name, target, method, "all")
+            assert all(len(t) <= DESCRIPTION_MAX for t in texts.values()), texts
+            assert method == "ensemble" or "members" not in texts[name + "_std_epistemic"]
+    assert column_descriptions("rh", "r_half", "ensemble")["rh_std_epistemic"].endswith("(spread of its members)")
+    ridge = column_descriptions("rh", "r_half", "ridge")["rh_std_epistemic"]
+    assert ridge == "0: ridge head rh has no model uncertainty"
+    train_head(vec_index, "y", "y_pred", members=2, config=FAST)
+    train_head(vec_index, "y", "y_ridge", method="ridge")
+    out = tmp_path / "q.xml"
+    vec_index.query("o0003", k=4).write(out, index=vec_index)
+    back = Table.read(out)
+    for name in ("y_pred", "y_ridge"):
+        for column in columns_of(name):
+            text = back[column].description
+            assert text and "\n" not in text and text == text.strip(), (column, text)
+    assert back["y_pred_std_aleatoric"].description == "1-sigma noise of y as y_pred predicts it"
+    assert "members" not in back["y_ridge_std_epistemic"].description
+
+
+def test_a_damaged_head_is_removed_and_costs_the_others_no_new_prediction(vec_index, monkeypatch, caplog):
+    from ulisse.plugins.heads import remove_head
+
+    train_head(vec_index, "y", "a", method="ridge")
+    train_head(vec_index, "y", "b", method="ridge", update_columns=False)
+    (vec_index.derived_dir / "heads" / "a" / "head.safetensors").write_bytes(b"garbage")
+    with caplog.at_level("WARNING"):
+        assert list(vec_index.derived("heads").columns) == columns_of("b")  # a left out, with a note
+    assert "head a left out of the derived columns" in caplog.text
+    seen = _spy_predictions(monkeypatch)
+    train_head(vec_index, "y", "c", method="ridge")
+    assert seen == ["c"]  # b's stored columns kept; a tried again alone (and left out again)
+    assert list(vec_index.derived("heads").columns) == columns_of("b") + columns_of("c")
+    remove_head(vec_index, "a")  # a head that cannot be loaded can still be removed
+    assert head_names(vec_index) == ["b", "c"] and seen == ["c"] and vec_index.derived_is_fresh("heads")

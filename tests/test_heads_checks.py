@@ -241,3 +241,112 @@ def test_heads_page_names_a_head_after_the_target_chosen(tiny_index):
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any(f"Trained {target}_pred" in s.value for s in at.success)
     assert list_heads(tiny_index).set_index("name").loc[f"{target}_pred", "target"] == target
+
+
+# -- options and targets that would be ignored or meaningless -------------------------------------
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--method", "ridge", "--input-size", "32"), "--input-size 32: only with --finetune last or all"),
+    (("--method", "ridge", "--augment", "none"), "--augment none: only with --finetune last or all"),
+    (("--augment", "rot-flip"), "--augment rot-flip: only with --finetune last or all"),  # the default, given
+    (("--train-from", "2"), "--train-from 2: only with --finetune last"),
+    (("--finetune", "all", "--train-from", "2"), "--train-from 2: only with --finetune last"),
+    (("--finetune", "all", "--features", "sqrt"), "--features sqrt: only without --finetune"),
+    (("--method", "ridge", "--members", "3"), "--members 3: not with --method ridge"),
+    (("--method", "ridge", "--epochs", "5"), "--epochs 5: not with --method ridge"),
+    (("--method", "mc-dropout", "--members", "3"), "--members 3: not with --method mc-dropout"),
+])
+def test_cli_refuses_options_that_would_do_nothing(vec_index, cli, args, needle):
+    before = tree_digest(vec_index.path)
+    code, out, err = cli("head", "train", str(vec_index.path), "--target", "y", "--name", "h", *args)
+    lines = err.strip().splitlines()
+    assert code != 0 and len(lines) == 1 and lines[0].startswith(f"ulisse: error: {needle}"), err
+    assert tree_digest(vec_index.path) == before
+
+
+@pytest.mark.parametrize("target", ["row", "source", "id"])
+def test_the_index_own_columns_are_no_targets(vec_index, cli, target):
+    code, out, err = cli("head", "train", str(vec_index.path), "--target", target, "--name", "h", "--method", "ridge")
+    lines = err.strip().splitlines()
+    assert code != 0 and len(lines) == 1, err
+    assert lines[0].startswith(f"ulisse: error: column {target!r}: the index's own {target} column"), err
+    listed = lines[0].split("(columns: ")[1]
+    assert "y_sparse" in listed and not {"row", "source", "id"} & set(listed.rstrip(")").split(", "))
+
+
+def test_train_ids_help_says_a_csv_with_an_id_column_works(vec_index, cli, tmp_path):
+    code, out, err = cli("head", "train", "--help")
+    assert code == 0 and "CSV with an id column" in " ".join(out.split())
+    ids = tmp_path / "some.csv"
+    ids.write_text("id,y\n" + "".join(f"o{i:04d},0\n" for i in range(30)))
+    code, out, err = cli("-q", "head", "train", str(vec_index.path), "--target", "y", "--name", "h", "--method",
+                         "ridge", "--train-ids", ids)
+    assert code == 0 and len(load_head(vec_index, "h").config["training_ids"]) < 30, err
+
+
+def test_summary_says_what_the_metrics_rest_on_and_what_was_left_out(vec_index, cli, tmp_path):
+    d = str(vec_index.path)
+    ids = tmp_path / "twelve.txt"
+    ids.write_text("".join(f"o{i:04d}\n" for i in range(12)))
+    code, out, err = cli("head", "train", d, "--target", "y", "--name", "tiny", "--members", "2", "--epochs", "3",
+                         "--train-ids", ids)
+    assert code == 0, err
+    assert "2 held out (all of them stop the training early and give the metrics below)" in out, out
+    assert "held out (2 objects, too few to trust: 10 or more wanted)" in out
+    assert "head tiny: its held-out metrics rest on 2 objects only, which also chose the best epochs" in err
+    # a target that a quarter of the objects have: the others are counted as left out
+    code, out, err = cli("head", "train", d, "--target", "y_sparse", "--name", "ys", "--method", "ridge")
+    assert code == 0 and "180 objects without a finite y_sparse left out" in out, out
+    code, out, err = cli("head", "train", d, "--target", "y", "--name", "yy", "--method", "ridge")
+    assert code == 0 and "left out" not in out and "too few" not in out, out
+
+
+def test_a_constant_target_is_said(vec_index, caplog):
+    vec_index.add_vectors(*_constant_rows())
+    with caplog.at_level("WARNING"):
+        train_head(vec_index, "c", "hc", method="ridge", train_ids=[f"c{i}" for i in range(20)], update_columns=False)
+    assert "column 'c': one value (7) for all 16 training objects: the head can only learn to predict" in caplog.text
+
+
+def _constant_rows():
+    x, meta = _table(20, np.random.default_rng(5), start=900)
+    meta["id"] = [f"c{i}" for i in range(20)]
+    meta["c"] = 7.0
+    return x, meta
+
+
+def test_report_against_another_column_than_the_target_says_so(vec_index, cli, tmp_path):
+    d = str(vec_index.path)
+    train_head(vec_index, "y", "yr", method="ridge")
+    code, out, err = cli("head", "report", d, "--name", "yr", "--truth", "y_sparse", "--out", tmp_path / "r1")
+    assert code == 0 and "y_sparse is not the head's target (y)" in out.splitlines()[0], out
+    code, out, err = cli("head", "report", d, "--name", "yr", "--truth", "y", "--out", tmp_path / "r2")
+    assert code == 0 and "not the head's target" not in out, out
+
+
+# -- predictions to a file --------------------------------------------------------------------------
+
+
+def test_head_predict_writes_a_file_with_units_descriptions_and_record(vec_index, cli, tmp_path):
+    from astropy.table import Table
+
+    d = str(vec_index.path)
+    train_head(vec_index, "y", "yr", method="ridge")
+    bad = tmp_path / "p.docx"
+    code, out, err = cli("head", "predict", d, "--name", "yr", "--output", bad)
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "p.docx" in err and not bad.exists(), err
+    for suffix in ("fits", "ecsv", "xml", "csv"):
+        path = tmp_path / f"p.{suffix}"
+        code, out, err = cli("head", "predict", d, "--name", "yr", "--output", path, "--format", "csv")
+        assert code == 0, err
+        assert len(out.strip().splitlines()) == 241  # still printed too
+        back = Table.read(path)
+        assert list(back.colnames) == ["id", *[f"yr{s}" for s in ("", "_std", "_std_aleatoric", "_std_epistemic")]]
+        assert len(back) == 240
+        np.testing.assert_allclose(np.asarray(back["yr"], float), predict_head(vec_index, "yr")["yr"], rtol=1e-5)
+        if suffix in ("xml", "ecsv"):
+            assert back["yr"].description == "y predicted by head yr (ridge)"
+            assert back["yr_std_epistemic"].description == "0: ridge head yr has no model uncertainty"
+        if suffix == "ecsv":
+            assert back.meta["verb"] == "head predict" and back.meta["head"] == "yr"

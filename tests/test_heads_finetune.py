@@ -128,3 +128,33 @@ def test_cli_finetune(tiny_index, cli):
     assert cfg["finetune"]["augment"] == "none" and cfg["members"] == 2
     code, out, err = cli("head", "list", d)
     assert code == 0 and "rmf" in out
+
+
+@pytest.mark.slow  # a few seconds: one fine-tuned head, then a ridge head trained and removed beside it
+def test_another_head_trained_or_removed_never_runs_the_fine_tuned_network_again(tiny_index, monkeypatch):
+    import pandas as pd
+
+    import ulisse.progress as progress
+    from ulisse.plugins.heads import remove_head
+    from ulisse.plugins.heads.finetune import FinetunedHead
+
+    monkeypatch.setattr(progress, "WATCH_EVERY_SECONDS", 0.0)  # every step heard
+    states = []
+    with progress.watching(states.append):
+        train_head(tiny_index, "r_mag", "rm", finetune=TINY)
+    passes = [s for s in states if s.desc == "head rm: predicting from the cutouts"]
+    assert passes and {s.unit for s in passes} == {"cutout"}  # its own pass over every cutout says how far it is
+    assert passes[-1].n == passes[-1].total == len(tiny_index)
+    before = tiny_index.derived("heads")
+    runs, real = [], FinetunedHead.predict_standardised
+    monkeypatch.setattr(FinetunedHead, "predict_standardised",
+                        lambda self, *a, **kw: runs.append(self.name) or real(self, *a, **kw))
+    train_head(tiny_index, "r_mag", "rr", method="ridge")
+    assert list(tiny_index.derived("heads").columns) == columns_of("rm") + columns_of("rr")
+    remove_head(tiny_index, "rr")
+    assert runs == []  # neither the training nor the removal ran the fine-tuned network over the cutouts
+    assert tiny_index.derived_is_fresh("heads")
+    pd.testing.assert_frame_equal(tiny_index.derived("heads"), before)
+    # the stored columns are those of the stored head, reloaded
+    again = load_head(tiny_index, "rm").predict_rows(tiny_index, np.arange(len(tiny_index)))
+    np.testing.assert_allclose(again.to_numpy(), before.to_numpy(), rtol=1e-5)

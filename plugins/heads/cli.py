@@ -7,7 +7,8 @@ import logging
 import click
 
 import ulisse
-from ulisse.options import device_option, format_option
+from ulisse.errors import InputError
+from ulisse.options import device_option, format_option, output_option
 
 LOG = logging.getLogger(__name__)
 
@@ -19,17 +20,25 @@ def _open(index_dir):
 
 
 def train_summary(trained, name: str, method: str, target: str) -> str:
-    """What ``head train`` says: the objects it trained on, those held out and what each part of them did."""
+    """What ``head train`` says: the objects it trained on, those held out and what each part of them did, those
+    left out (no finite target value), and whether the held-out metrics rest on too few objects to trust."""
+    from .store import MIN_METRICS
+
     m = trained.metrics
     v = m["validation"]
     held, scored = m["n_validation"], m.get("n_metrics", m["n_validation"])
     split = (f"{held - scored} to stop the training early, {scored} to calibrate the error bars and give the "
-             f"metrics below" if scored < held else "all of them give the metrics below")
+             f"metrics below" if scored < held else
+             "all of them stop the training early and give the metrics below" if m.get("early_stopping_scored")
+             else "all of them give the metrics below")
     ft = trained.config.get("finetune")
     method = f"{method} fine-tuned ({ft['mode']}, {ft['input_size']} px, augment {ft['augment']})" if ft else method
+    left = m.get("n_left_out") or 0
+    left = f"{left} objects without a finite {target} left out; " if left else ""
+    few = f", too few to trust: {MIN_METRICS} or more wanted" if scored < MIN_METRICS else ""
     return (f"head {name}: {method} on {target}, trained on {m['n_train']} objects; {held} held out ({split}); "
-            f"{m['seconds']:.1f} s, {trained.config['nan_events']} non-finite steps\n"
-            f"held out ({scored} objects): RMSE {v['rmse']:.4g}, NLL {v['nll']:.4g}, "
+            f"{left}{m['seconds']:.1f} s, {trained.config['nan_events']} non-finite steps\n"
+            f"held out ({scored} objects{few}): RMSE {v['rmse']:.4g}, NLL {v['nll']:.4g}, "
             f"coverage 68% {100 * v['coverage_68']:.1f} %, 95% {100 * v['coverage_95']:.1f} %\n"
             f"stored in {trained.path}; columns {name}, {name}_std, {name}_std_aleatoric, {name}_std_epistemic")
 
@@ -40,6 +49,35 @@ def _whole(setting: str) -> click.IntRange:
 
     rule = RULES[setting]
     return click.IntRange(rule.low, rule.high)
+
+
+def _check_train_options(method: str, finetune: str, **values) -> None:
+    """A one-line error for an option ``head train`` would ignore: ``--input-size``, ``--augment`` and
+    ``--train-from`` without ``--finetune`` (``--train-from`` only with ``last``), ``--features`` with it,
+    ``--members`` and ``--epochs`` with ridge (no networks), ``--members`` with mc-dropout (one network).
+    ``values``: each option's value (given, or its default, as click saw it)."""
+    ctx = click.get_current_context()
+
+    def given(option: str) -> bool:
+        source = ctx.get_parameter_source(option)
+        return values[option] is not None and source is not None and source != click.core.ParameterSource.DEFAULT
+
+    def refuse(option: str, reason: str) -> None:
+        raise InputError(f"--{option.replace('_', '-')} {values[option]}: {reason}")
+
+    for option in ("input_size", "augment"):
+        if finetune == "none" and given(option):
+            refuse(option, "only with --finetune last or all (training on the frozen vectors does not use it)")
+    if finetune != "last" and given("train_from"):
+        refuse("train_from", "only with --finetune last (the first stage of the encoder it trains; "
+                             + ("all trains every stage)" if finetune == "all" else "none trains none)"))
+    if finetune != "none" and given("features"):
+        refuse("features", "only without --finetune (a fine-tuned head learns from the pixels, not the vectors)")
+    for option in ("members", "epochs"):
+        if method == "ridge" and given(option):
+            refuse(option, "not with --method ridge (ridge regression trains no networks)")
+    if method == "mc-dropout" and given("members"):
+        refuse("members", "not with --method mc-dropout (one network, its dropout draws)")
 
 
 def add_head_commands(cli: click.Group) -> None:
@@ -54,7 +92,8 @@ def add_head_commands(cli: click.Group) -> None:
 
     @head.command("train")
     @click.argument("index_dir", type=click.Path())
-    @click.option("--target", required=True, help="numeric catalogue column to learn (rows where it is present)")
+    @click.option("--target", required=True, help="numeric catalogue column to learn (rows where it is present; "
+                                                   "not the index's own row, id or source)")
     @click.option("--name", required=True, help="head name: its predictions become the columns NAME, NAME_std, ...")
     @click.option("--method", type=click.Choice(METHODS), default="ensemble", show_default=True,
                   help="deep ensemble of Gaussian networks, one MC-dropout network, or ridge regression (baseline; "
@@ -63,7 +102,8 @@ def add_head_commands(cli: click.Group) -> None:
                   help="networks in the ensemble [default: 5 on frozen vectors; fine-tuned: 2 with --finetune all, "
                        "3 with last]")
     @click.option("--train-ids", type=click.Path(dir_okay=False), default=None,
-                  help="file of ids to train on, one per line (default: every object with a target value)")
+                  help="file of ids to train on: one per line, or a CSV with an id column (default: every object "
+                       "with a target value)")
     @click.option("--epochs", type=_whole("epochs"), default=None,
                   help="most epochs per network, the best kept by a validation split [default: 300 on frozen "
                        "vectors; fine-tuned: 24 with --finetune all, 20 with last]")
@@ -92,6 +132,8 @@ def add_head_commands(cli: click.Group) -> None:
 
         from .core import train_head
 
+        _check_train_options(method, finetune, members=members, epochs=epochs, features=features, augment=augment,
+                             input_size=input_size, train_from=train_from)
         ids = read_id_list(train_ids) if train_ids else None
         index = _open(index_dir)
         if finetune == "none":
@@ -116,17 +158,22 @@ def add_head_commands(cli: click.Group) -> None:
     @click.option("--ids", "ids_file", type=click.Path(dir_okay=False), default=None,
                   help="file of ids to predict: one per line, or a CSV with an id column (default: every object)")
     @format_option(PREDICT_FORMATS)
-    def predict(index_dir, name, ids_file, fmt):
+    @output_option("the predictions")
+    def predict(index_dir, name, ids_file, fmt, output):
         """Print a head's predictions: id, NAME, NAME_std, NAME_std_aleatoric, NAME_std_epistemic."""
         from ulisse.inputs import read_id_list
-        from ulisse.results import render
+        from ulisse.record import query_record
+        from ulisse.results import check_output, emit
 
         from .core import predict_head
 
+        out_fmt = check_output(output) if output else None  # before any work: a bad path fails at once
         ids = read_id_list(ids_file) if ids_file else None
         index = _open(index_dir)
         table = predict_head(index, name, ids=ids)
-        click.echo(render(table, fmt, meta={"head": name, "index": str(index.path)}), nl=False)
+        record = query_record(index, "head predict", head=name, objects=len(table))
+        emit(table, fmt, output=output, out_fmt=out_fmt, meta={"head": name, "index": str(index.path)},
+             record=record)
 
     @head.command("report")
     @click.argument("index_dir", type=click.Path())

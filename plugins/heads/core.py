@@ -36,8 +36,8 @@ from ulisse.inputs import read_id_list
 from .common import CONFIG_FILE, DERIVED_SET, METHODS, WEIGHTS_FILE
 from .metrics import regression_metrics
 from .store import (NAME_RE, SUFFIXES, TrainedHead, check_name, columns_of, head_names, heads_dir,  # noqa: F401
-                    rows_of_ids, save_head, split_rows, standardise_target, target_values, training_rows,
-                    vectors_of)
+                    kept_columns, rows_of_ids, save_head, split_rows, standardise_target, store_columns,
+                    target_values, training_rows, vectors_of, warn_few_metrics)
 from .models import (TrainConfig, TrainingError, fit_ridge, network_from_state, predict_ensemble,
                      predict_mc_dropout, torch_threads, train_member, transform_features, variance_scale)
 from .settings import check_members
@@ -165,16 +165,20 @@ def load_head(index, name: str) -> Head:
 
 
 def remove_head(index, name: str, update_columns: bool = True, wait: float = SIDE_WAIT) -> None:
-    """Delete the stored head ``name``: its files in one transaction of the index, then its derived columns."""
-    load_head(index, name)  # exists?
+    """Delete the stored head ``name`` (a damaged one too): its files in one transaction of the index, then its
+    derived columns (the other heads' stored columns are kept, not predicted again)."""
+    if not NAME_RE.match(str(name)) or name not in head_names(index):
+        known = ", ".join(head_names(index)) or "none"
+        raise InputError(f"head {name!r}: not trained for {index.path} (heads: {known})")
     folder = heads_dir(index) / name
+    kept = kept_columns(index, name) if update_columns else None
     with transaction(index.path, wait) as txn:
         for f in sorted(folder.rglob("*")):
             if f.is_file():
                 txn.remove(f)
         txn.commit()
     if update_columns:
-        index.derived(DERIVED_SET, recompute=True)
+        store_columns(index, name, kept)
 
 
 # -- training ------------------------------------------------------------------------------
@@ -197,8 +201,10 @@ def train_head(index, target: str, name: str, method: str = "ensemble", members:
             one id.
         config: training settings (:class:`TrainConfig`).
         device: torch device for training (``cpu`` or ``cuda``); prediction runs on the CPU.
-        update_columns: recompute the index's ``heads`` derived columns afterwards.
-        progress: show the training's progress, epoch by epoch over every member, with the time left.
+        update_columns: store the head's predictions in the index's ``heads`` derived columns afterwards (the
+            other heads' stored columns are kept, not predicted again).
+        progress: show the training's progress, epoch by epoch over every member, with the time left (and a
+            fine-tuned head's pass over every cutout).
         finetune: a :class:`~ulisse.plugins.heads.finetune.FinetuneConfig` (mode ``last`` or ``all``) to
             fine-tune the encoder on the cutouts (:mod:`.finetune`) instead of training on the frozen vectors.
         overwrite: replace a stored head of that name (without it, such a head is an error, before any work).
@@ -223,7 +229,7 @@ def train_head(index, target: str, name: str, method: str = "ensemble", members:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     config = config or TrainConfig()
-    rows, y_all = training_rows(index, target, train_ids)
+    rows, y_all, left_out = training_rows(index, target, train_ids)
     t0 = time.perf_counter()
     x = vectors_of(index, rows).astype(np.float64)
     if not np.isfinite(x).all():
@@ -234,7 +240,7 @@ def train_head(index, target: str, name: str, method: str = "ensemble", members:
     tr, va = split_rows(len(rows), config.val_fraction, rng)
     y_mean, y_scale, note = standardise_target(y[tr])
     if note:
-        LOG.warning("%s: %s", target, note)
+        LOG.warning("column %r: %s", target, note)
     x_mean = xf[tr].mean(0)
     x_scale = xf[tr].std(0)
     # nearly constant features (many of a CNN's pooled channels are) would blow up on new objects: floor the scale
@@ -257,12 +263,13 @@ def train_head(index, target: str, name: str, method: str = "ensemble", members:
         tensors.update({"ridge.coef": fit.coef, "ridge.intercept": np.array([fit.intercept]),
                         "ridge.noise_var": np.array([fit.noise_var])})
         cfg.update(members=0, ridge_alpha=fit.alpha, variance_scale=1.0, nan_events=0)
-    n_val = len(va)
+    n_val, chose_epochs = len(va), False
     if method != "ridge":
         va_stop, va_cal = va, va  # early stopping on one part of the validation rows, the variance factor on the other
         if config.calibrate and config.calibration_share > 0 and len(va) >= 4:
             stop, cal = split_rows(len(va), config.calibration_share, rng)
             va_stop, va_cal = va[stop], va[cal]
+        chose_epochs = len(va_cal) == len(va)  # too few to split: the same objects stop the training and score it
         dropout = config.dropout if config.dropout is not None else DEFAULT_DROPOUT[method]
         n_nets = members if method == "ensemble" else 1
         nets, nan_events = [], 0
@@ -292,13 +299,15 @@ def train_head(index, target: str, name: str, method: str = "ensemble", members:
     metrics = {"validation_uncalibrated": _std_metrics(ys[va], mean, alea + epi, y_scale)}
     metrics["validation"] = _std_metrics(ys[va], mean, (alea + epi) * cfg["variance_scale"], y_scale)
     cfg["metrics"] = {**metrics, "members": member_info, "n_train": int(len(tr)), "n_validation": n_val,
-                      "n_metrics": int(len(va)),
+                      "n_metrics": int(len(va)), "early_stopping_scored": chose_epochs, "n_left_out": left_out,
                       "seconds": round(time.perf_counter() - t0, 2)}
+    warn_few_metrics(name, len(va), chose_epochs)
+    kept = kept_columns(index, name) if update_columns else None
     folder = save_head(index, cfg, tensors, overwrite=overwrite)
     LOG.info("head %s (%s, %s) trained on %d objects, %d held out: RMSE %.4g on %d of them, %d non-finite steps",
              name, method, target, len(tr), n_val, metrics["validation"]["rmse"], len(va), cfg["nan_events"])
     if update_columns:
-        index.derived(DERIVED_SET, recompute=True)
+        store_columns(index, name, kept, lambda: compute_columns(index, names=[name]))
     return TrainedHead(name, folder, cfg)
 
 
@@ -318,9 +327,10 @@ def _std_metrics(y, mean, var, scale) -> dict:
 
 # -- predictions ---------------------------------------------------------------------------
 
-def compute_columns(index, rows=None, **options) -> pd.DataFrame:
-    """The ``heads`` derived columns: every stored head's prediction for every object (row order), or for ``rows``."""
-    names = head_names(index)
+def compute_columns(index, rows=None, names=None, progress: bool = True, **options) -> pd.DataFrame:
+    """The ``heads`` derived columns: every stored head's prediction (or the heads ``names``') for every object
+    (row order), or for ``rows``; ``progress``: a fine-tuned head's pass over the cutouts shows how far it is."""
+    names = head_names(index) if names is None else list(names)
     every = rows is None
     rows = np.arange(len(index)) if every else np.asarray(rows, np.int64)
     table = pd.DataFrame(index=pd.RangeIndex(len(rows)))
@@ -331,7 +341,7 @@ def compute_columns(index, rows=None, **options) -> pd.DataFrame:
         try:
             head = load_head(index, name)
             if getattr(head, "pixels", False):  # fine-tuned: from the cutouts
-                parts.append(head.predict_rows(index, rows))
+                parts.append(head.predict_rows(index, rows, progress=progress))
                 continue
             vectors = vectors_of(index, None if every else rows) if vectors is None else vectors
             parts.append(head.predict_vectors(vectors))
@@ -365,8 +375,19 @@ def predict_head(index, name: str, ids: Iterable[str] | None = None) -> pd.DataF
     return out
 
 
+def _finetune_text(cfg: dict) -> str:
+    """``none`` (the frozen vectors), ``all, 64 px`` or ``last from 4, 128 px``."""
+    ft = cfg.get("finetune")
+    if not isinstance(ft, dict):
+        return "none"
+    mode = str(ft.get("mode", "?"))
+    start = f" from {ft['train_from']}" if mode == "last" and "train_from" in ft else ""
+    return f"{mode}{start}, {ft.get('input_size', '?')} px"
+
+
 def list_heads(index) -> pd.DataFrame:
-    """One row per stored head: name, method, target, members, training size, validation metrics, created."""
+    """One row per stored head: name, method, target, fine-tuning (``none``: the frozen vectors; else the mode and
+    input size), members (none for ridge), training size, validation metrics, created."""
     rows = []
     for name in head_names(index):
         try:
@@ -375,11 +396,16 @@ def list_heads(index) -> pd.DataFrame:
             rows.append({"name": name, "method": "damaged"})
             continue
         val = cfg.get("metrics", {}).get("validation", {})
+        members = cfg.get("members") if cfg.get("method") != "ridge" else None  # ridge has none (stored as 0)
         rows.append({"name": name, "method": cfg.get("method"), "target": cfg.get("target"),
-                     "members": cfg.get("members"), "n_train": cfg.get("metrics", {}).get("n_train"),
+                     "finetune": _finetune_text(cfg), "members": members,
+                     "n_train": cfg.get("metrics", {}).get("n_train"),
                      "val_rmse": val.get("rmse"), "val_cov68": val.get("coverage_68"),
                      "val_cov95": val.get("coverage_95"), "nan_events": cfg.get("nan_events"),
                      "created": cfg.get("created")})
-    cols = ["name", "method", "target", "members", "n_train", "val_rmse", "val_cov68", "val_cov95",
+    cols = ["name", "method", "target", "finetune", "members", "n_train", "val_rmse", "val_cov68", "val_cov95",
             "nan_events", "created"]
-    return pd.DataFrame(rows, columns=cols)
+    table = pd.DataFrame(rows, columns=cols)
+    for c in ("members", "n_train", "nan_events"):  # whole numbers; missing (ridge's members) shown as -
+        table[c] = pd.array([None if v is None or v != v else int(v) for v in table[c]], dtype="Int64")
+    return table

@@ -51,11 +51,11 @@ from torch import nn
 import ulisse
 from ulisse.errors import InputError
 
-from .common import DERIVED_SET
 from .metrics import regression_metrics
 from .models import VAR_FLOOR, StoredConfig, TrainingError, gaussian_nll, torch_threads, variance_scale
 from .settings import check_members
-from .store import (TrainedHead, check_name, columns_of, save_head, split_rows, standardise_target, training_rows)
+from .store import (TrainedHead, check_name, columns_of, kept_columns, save_head, split_rows, standardise_target,
+                    store_columns, training_rows, warn_few_metrics)
 
 LOG = logging.getLogger(__name__)
 
@@ -146,28 +146,35 @@ class FinetunedHead:
     def variance_factor(self) -> float:
         return float(self.config.get("variance_scale", 1.0))
 
-    def predict_standardised(self, index, rows, calibrated: bool = True, device: str = "cpu", chunk: int = 512):
-        """(mean, aleatoric var, epistemic var) in standardised units for ``rows`` of ``index``."""
+    def predict_standardised(self, index, rows, calibrated: bool = True, device: str = "cpu", chunk: int = 128,
+                             progress: bool = False):
+        """(mean, aleatoric var, epistemic var) in standardised units for ``rows`` of ``index``; ``progress``: show
+        how far the pass over the cutouts is, with the time left."""
+        from ulisse.progress import progress_bar
+
         from .ftnet import VIEWS, predict_maps, prefix_maps, read_pixels
 
         dev = _device(device)
         mc = (self.ft.mc_samples, self.ft.seed) if self.method == "mc-dropout" else None
         parts = []
-        with torch_threads(self.ft.threads or os.cpu_count() or 1):
+        with torch_threads(self.ft.threads or os.cpu_count() or 1), progress_bar(
+                total=len(rows), desc=f"head {self.name}: predicting from the cutouts", unit="cutout",
+                enabled=progress) as bar:
             for t in self.trunks:
                 t.to(dev)
             self.prefix.to(dev)
-            for start in range(0, len(rows), chunk):
+            for start in range(0, len(rows), chunk):  # chunks of 128: predict_maps' batches (MC draws) as one pass
                 images = read_pixels(index, rows[start:start + chunk], self.ft.input_size)
                 maps = prefix_maps(self.prefix, images, self.spec, VIEWS[self.ft.augment], dev)
                 parts.append(predict_maps(self.trunks, maps, mc))
+                bar.update(len(images))
         mean, alea, epi = (np.concatenate([p[i] for p in parts]) if parts else np.zeros(0) for i in range(3))
         s = self.variance_factor if calibrated else 1.0
         return mean, alea * s, epi * s
 
-    def predict_rows(self, index, rows, calibrated: bool = True) -> pd.DataFrame:
+    def predict_rows(self, index, rows, calibrated: bool = True, progress: bool = False) -> pd.DataFrame:
         """``NAME``, ``NAME_std``, ``NAME_std_aleatoric``, ``NAME_std_epistemic`` of ``rows``, in the target's units."""
-        mean, alea, epi = self.predict_standardised(index, np.asarray(rows, np.int64), calibrated)
+        mean, alea, epi = self.predict_standardised(index, np.asarray(rows, np.int64), calibrated, progress=progress)
         c, ys, ym = columns_of(self.name), float(self.config["y_scale"]), float(self.config["y_mean"])
         return pd.DataFrame({c[0]: mean * ys + ym, c[1]: np.sqrt(alea + epi) * ys, c[2]: np.sqrt(alea) * ys,
                              c[3]: np.sqrt(epi) * ys})
@@ -322,7 +329,7 @@ def train_finetuned(index, target: str, name: str, method: str = "ensemble", mem
     n_nets = ft.members if method == "ensemble" else 1
     check_name(index, name, overwrite)
     dev = _device(device)
-    rows, y_all = training_rows(index, target, train_ids)
+    rows, y_all, left_out = training_rows(index, target, train_ids)
     t0 = time.perf_counter()
     rng = np.random.default_rng(ft.seed)
     tr, va = split_rows(len(rows), ft.val_fraction, rng)
@@ -331,7 +338,7 @@ def train_finetuned(index, target: str, name: str, method: str = "ensemble", mem
     y = y_all[rows]
     y_mean, y_scale, note = standardise_target(y[tr])
     if note:
-        LOG.warning("%s: %s", target, note)
+        LOG.warning("column %r: %s", target, note)
     ys = ((y - y_mean) / y_scale).astype(np.float32)
     ids = index.metadata["id"].astype(str).to_numpy()[rows]
     dropout = ft.dropout if ft.dropout is not None else {"ensemble": 0.1, "mc-dropout": 0.2}[method]
@@ -372,14 +379,16 @@ def train_finetuned(index, target: str, name: str, method: str = "ensemble", mem
         "validation_uncalibrated": _metrics(ys[va_cal], mean, alea + epi, y_scale),
         "validation": _metrics(ys[va_cal], mean, (alea + epi) * cfg["variance_scale"], y_scale),
         "members": info, "n_train": int(len(tr)), "n_validation": int(len(va)), "n_metrics": int(len(va_cal)),
-        "seconds": round(time.perf_counter() - t0, 2)}
+        "early_stopping_scored": len(va) < 4, "n_left_out": left_out, "seconds": round(time.perf_counter() - t0, 2)}
+    warn_few_metrics(name, len(va_cal), len(va) < 4)
     tensors = {f"member{m}.{k}": v.detach().cpu().contiguous().numpy()
                for m, t in enumerate(trunks) for k, v in t.state_dict().items()}
+    kept = kept_columns(index, name) if update_columns else None
     folder = save_head(index, cfg, tensors, overwrite=overwrite)
     LOG.info("head %s (fine-tuned %s, %s) trained on %d objects: RMSE %.4g on %d held out, %d non-finite events",
              name, ft.mode, target, len(tr), cfg["metrics"]["validation"]["rmse"], len(va_cal), nan_events)
-    if update_columns:
-        index.derived(DERIVED_SET, recompute=True)
+    if update_columns:  # this head's pass over every cutout; the other heads' stored columns are kept
+        store_columns(index, name, kept, lambda: head.predict_rows(index, np.arange(len(index)), progress=progress))
     return TrainedHead(name, folder, cfg)
 
 

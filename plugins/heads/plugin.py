@@ -22,6 +22,31 @@ def _update_columns(index, kept, rows, **options):
     return update_columns(index, kept, rows, **options)
 
 
+DESCRIPTION_MAX = 60  # astropy's VOTable writer wraps a FIELD's DESCRIPTION longer than 65 characters (a newline in it)
+
+
+def _short(*texts: str) -> str:
+    """The first of ``texts`` that fits :data:`DESCRIPTION_MAX` (the last, name-free one, if none does)."""
+    return next((t for t in texts if len(t) <= DESCRIPTION_MAX), texts[-1])
+
+
+def column_descriptions(name: str, target: str, method: str, finetune: str | None = None) -> dict:
+    """Head ``name``'s four columns and what each is, each in :data:`DESCRIPTION_MAX` characters or fewer."""
+    how = f"{method}, fine-tuned {finetune}" if finetune else method
+    spread = {"ensemble": "spread of its members", "mc-dropout": "spread of dropout draws"}.get(method)
+    epistemic = (_short(f"1-sigma model uncertainty of {name} ({spread})", f"1-sigma model uncertainty of {name}",
+                        "1-sigma model uncertainty of a head's prediction") if spread else
+                 _short(f"0: {method} head {name} has no model uncertainty", "0: this head has no model uncertainty"))
+    return {name: _short(f"{target} predicted by head {name} ({how})", f"{target} predicted by head {name}",
+                         f"{target} predicted by a head", "a regression head's prediction"),
+            name + "_std": _short(f"1-sigma uncertainty of {name} (noise and model)", f"1-sigma uncertainty of {name}",
+                                  "1-sigma uncertainty of a head's prediction"),
+            name + "_std_aleatoric": _short(f"1-sigma noise of {target} as {name} predicts it",
+                                            f"1-sigma noise part of {name}'s uncertainty",
+                                            "1-sigma noise part of a head's uncertainty"),
+            name + "_std_epistemic": epistemic}
+
+
 def _describe_columns(index) -> dict:
     """Each head's columns: the target's unit (from the catalogue) and what they are, for the exports."""
     import json
@@ -33,15 +58,13 @@ def _describe_columns(index) -> dict:
         try:
             cfg = json.loads(path.read_text())
             name, target, method = str(cfg["name"]), str(cfg["target"]), str(cfg.get("method", "?"))
+            ft = cfg.get("finetune")
+            mode = str(ft.get("mode")) if isinstance(ft, dict) else None
         except (OSError, ValueError, KeyError, TypeError):
             continue
         unit = units[target].unit if target in units else None
-        how = f"head {name} ({method}{', fine-tuned' if cfg.get('finetune') else ''})"
-        for suffix, text in (("", f"{target} predicted by {how}"),
-                             ("_std", f"1-sigma uncertainty of {name} (aleatoric and epistemic)"),
-                             ("_std_aleatoric", f"1-sigma noise of {target} as {how} predicts it"),
-                             ("_std_epistemic", f"1-sigma model uncertainty of {name} (spread of the members)")):
-            notes[name + suffix] = {"unit": unit, "ucd": "stat.error" if suffix else None, "description": text}
+        for column, text in column_descriptions(name, target, method, mode).items():
+            notes[column] = {"unit": unit, "ucd": "stat.error" if column != name else None, "description": text}
     return notes
 
 

@@ -125,6 +125,8 @@ def head_report(index, name: str, truth: str, ids=None, out: str | os.PathLike |
                                           if trained else "")
     if len(rows) == 0:
         raise InputError(f"column {truth!r}: no object to judge has a value")
+    if truth != head.target:  # scoring against another column is allowed (a cleaner measurement), never silent
+        note += f"; {truth} is not the head's target ({head.target})"
     pred = predict_head(index, name, ids=list(all_ids[rows]))
     table = pred.copy()
     table.insert(1, truth, values[rows])

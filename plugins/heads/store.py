@@ -25,13 +25,15 @@ import ulisse
 from ulisse.errors import InputError
 from ulisse.indexes.transaction import SIDE_WAIT, transaction
 
-from .common import CONFIG_FILE, HEADS_DIR, WEIGHTS_FILE
+from .common import CONFIG_FILE, DERIVED_SET, HEADS_DIR, WEIGHTS_FILE
 
 LOG = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a column name that --where can use
 SUFFIXES = ("", "_std", "_std_aleatoric", "_std_epistemic")
 MIN_ROWS = 8
+MIN_METRICS = 10  # held-out objects under which the training's metrics are said to be rough
+OWN_COLUMNS = ("row", "id", "source")  # the index's own columns (a catalogue cannot have row or source): no targets
 
 def columns_of(name: str) -> list[str]:
     """The derived columns of head ``name``: ``NAME``, ``NAME_std``, ``NAME_std_aleatoric``, ``NAME_std_epistemic``."""
@@ -67,7 +69,10 @@ def rows_of_ids(index, ids: Iterable[str] | str, what: str) -> np.ndarray:
 
 def target_values(index, column: str) -> np.ndarray:
     """The catalogue column ``column`` as float64 (NaN where missing or not finite)."""
-    columns = index.metadata_columns
+    columns = [c for c in index.metadata_columns if c not in OWN_COLUMNS]
+    if column in OWN_COLUMNS:
+        raise InputError(f"column {column!r}: the index's own {column} column, not a catalogue measurement "
+                         f"(columns: {', '.join(columns)})")
     if column not in columns:
         raise InputError(f"column {column!r}: not in the index's catalogue (columns: {', '.join(columns)})")
     raw = index.metadata_column(column)
@@ -153,7 +158,8 @@ def standardise_target(y: np.ndarray) -> tuple[float, float, str | None]:
     if not np.isfinite(scale) or scale <= 0:
         scale = float(np.std(y))
     if not np.isfinite(scale) or scale <= 0:
-        scale, note = 1.0, "the target is constant over the training rows"
+        scale, note = 1.0, (f"one value ({centre:g}) for all {len(y)} training objects: the head can only learn "
+                            "to predict that value")
     return centre, scale, note
 
 
@@ -177,22 +183,70 @@ class TrainedHead:
         return self.config["metrics"]
 
 
-def training_rows(index, target: str, train_ids: Iterable[str] | None) -> tuple[np.ndarray, np.ndarray]:
-    """(rows to train on, the target for every row): the ``train_ids`` (default: every object; one string: that
-    one id) that have a value.
+def training_rows(index, target: str, train_ids: Iterable[str] | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(rows to train on, the target for every row, how many objects were left out): the ``train_ids`` (default:
+    every object; one string: that one id) that have a finite value; those that have none are left out, and said.
 
     Raises:
         InputError: unknown or non-numeric column, unknown id, fewer than ``MIN_ROWS`` rows.
     """
     y_all = target_values(index, target)
-    if train_ids is None:
-        rows = np.flatnonzero(np.isfinite(y_all))
-    else:
-        rows = np.unique(rows_of_ids(index, train_ids, "training ids"))
-        missing = int((~np.isfinite(y_all[rows])).sum())
-        if missing:
-            LOG.warning("%d of the %d training ids have no value of %s: left out", missing, len(rows), target)
-        rows = rows[np.isfinite(y_all[rows])]
+    rows = np.arange(len(y_all)) if train_ids is None else np.unique(rows_of_ids(index, train_ids, "training ids"))
+    missing = int((~np.isfinite(y_all[rows])).sum())
+    if missing:
+        LOG.warning("%d of the %d %s have no finite value of %s: left out", missing, len(rows),
+                    "objects" if train_ids is None else "training ids", target)
+    rows = rows[np.isfinite(y_all[rows])]
     if len(rows) < MIN_ROWS:
         raise InputError(f"column {target!r}: {len(rows)} objects with a value to train on; at least {MIN_ROWS} needed")
-    return rows, y_all
+    return rows, y_all, missing
+
+
+def warn_few_metrics(name: str, n_metrics: int, chose_epochs: bool) -> None:
+    """A warning when the held-out metrics of head ``name`` rest on fewer than :data:`MIN_METRICS` objects
+    (``chose_epochs``: the same objects chose the networks' best epochs, which flatters them)."""
+    if n_metrics < MIN_METRICS:
+        LOG.warning("head %s: its held-out metrics rest on %d objects only%s: rough numbers (train on more objects "
+                    "for %d or more held out)", name, n_metrics,
+                    ", which also chose the best epochs" if chose_epochs else "", MIN_METRICS)
+
+
+# -- the derived columns ------------------------------------------------------------------
+
+def kept_columns(index, name: str) -> pd.DataFrame | None:
+    """The stored ``heads`` columns of every head but ``name`` when the stored set is up to date, else None:
+    read before head ``name`` is stored or removed, so that the others are kept, not predicted again (a
+    fine-tuned head predicts from every cutout)."""
+    try:
+        if not index.derived_is_fresh(DERIVED_SET):
+            return None
+        kept = index.derived_kept(DERIVED_SET)
+    except (ulisse.UlisseError, OSError, ValueError):
+        return None
+    if len(kept) != len(index):
+        return None
+    return kept.drop(columns=[c for c in columns_of(name) if c in kept.columns]).reset_index(drop=True)
+
+
+def store_columns(index, name: str, kept: pd.DataFrame | None, own=None) -> None:
+    """Store the ``heads`` set after head ``name`` was stored or removed: ``kept`` (:func:`kept_columns`, the other
+    heads' columns) beside ``own()`` (its columns for every object; None: removed). Every head is predicted again
+    when ``kept`` is None or no longer fits the index (objects added meanwhile); a head it lacks (one that could not
+    be loaded then) is tried again alone."""
+    from ulisse.indexes.lock import IndexBusy
+    from ulisse.registry import derived_columns
+
+    if kept is None or len(kept) != len(index):
+        index.derived(DERIVED_SET, recompute=True)
+        return
+    names = head_names(index)
+    lacking = [n for n in names if n != name and columns_of(n)[0] not in kept.columns]
+    parts = [kept] + ([own().reset_index(drop=True)] if own is not None and name in names else [])
+    if lacking:  # the set's own compute (this module imports neither core nor finetune)
+        parts.append(derived_columns()[DERIVED_SET].compute(index, names=lacking).reset_index(drop=True))
+    table = pd.concat(parts, axis=1)
+    table = table[[c for n in names for c in columns_of(n) if c in table.columns]]  # compute_columns' order
+    try:
+        index.save_derived(DERIVED_SET, table, (index.derived_info(DERIVED_SET) or {}).get("options"))
+    except IndexBusy as exc:
+        LOG.warning("the heads' columns were not stored (%s): computed again on the next read", exc)
