@@ -33,10 +33,12 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from ulisse._io import WriteError, atomic_write, os_error_reason
 from ulisse.errors import IndexError_, IndexNotFound, InputError, UlisseError
 
+from . import idtable
 from .manifest import MANIFEST, Manifest, check_name
 
 SHARDED = "sharded.json"
@@ -175,14 +177,45 @@ def create_sharded(path: str | os.PathLike, shards: Sequence[str | os.PathLike],
         raise InputError(f"{path}: a shard is named twice")
     first = Manifest.read(Path(shards[0]))
     m = ShardedManifest(path, tuple(names), first.dim, first.metric, dict(first.encoder), _space_of(first))
+    manifests = {name: Manifest.read(m.shard_path(name)) for name in names}
     for name in names:
-        check_shard(m, name, Manifest.read(m.shard_path(name)))
+        check_shard(m, name, manifests[name])
+    _check_disjoint(path, {name: m.shard_path(name) for name in names}, manifests)
     try:
         path.mkdir(parents=True, exist_ok=True)
         atomic_write(path / SHARDED, m.to_json())
     except OSError as exc:
         raise WriteError(f"{path}: {os_error_reason(exc)}") from None
     return m
+
+
+def _id_hashes(folder: Path, manifest: Manifest) -> np.ndarray:
+    """The id hashes of a shard's objects (its segments' id tables; the id column where a segment has none)."""
+    parts = []
+    for seg in manifest.segments:
+        table = idtable.load(folder / seg.ids.name) if seg.ids is not None else None
+        if table is None:
+            ids = pq.read_table(folder / seg.metadata.name, columns=["id"]).column("id").to_pylist()
+            parts.append(idtable.hash_ids(ids))
+        else:
+            parts.append(np.asarray(table[:, 0]))
+    return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+
+
+def _check_disjoint(path: Path, folders: dict, manifests: dict) -> None:
+    """Shards hold different objects: an object in two shards would come back twice (once at distance 0 to itself).
+
+    Raises:
+        InputError: two shards share ids (how many, and which shards).
+    """
+    seen: dict[int, str] = {}
+    for name, folder in folders.items():
+        hashes = _id_hashes(Path(folder), manifests[name])
+        shared = [h for h in hashes.tolist() if h in seen]
+        if shared:
+            raise InputError(f"{path}: shards {seen[shared[0]]} and {name} share {len(shared)} object id(s); a sharded "
+                             "index needs each object in one shard (split overlapping regions by id first)")
+        seen.update((h, name) for h in hashes.tolist())
 
 
 def split_into_shards(path: str | os.PathLike, vectors: np.ndarray, metadata: pd.DataFrame, encoder_spec, n: int,

@@ -121,6 +121,15 @@ def test_shards_must_share_encoder_metric_and_dimension(tmp_path):
     assert read_sharded(tmp_path / "s3").shards == m2.shards
     with pytest.raises(InputError, match="already a sharded index"):
         create_sharded(tmp_path / "s3", [tmp_path / "l2"])
+    # an object in two shards would come back twice (at distance 0 to itself): refused, nothing written
+    v2, m2b = batch("b", 50)
+    ulisse.create_index(tmp_path / "b", v2, m2b, SPEC, device="cpu")
+    overlap = pd.concat([m2b.iloc[:5], m.iloc[:1]], ignore_index=True)
+    ulisse.create_index(tmp_path / "ov", np.concatenate([v2[:5], v[:1]]), overlap, SPEC, device="cpu")
+    with pytest.raises(InputError, match="share 1 object id"):
+        create_sharded(tmp_path / "s4", [tmp_path / "l2", tmp_path / "ov"])
+    assert not is_sharded(tmp_path / "s4")
+    assert create_sharded(tmp_path / "s5", [tmp_path / "l2", tmp_path / "b"]).shards
 
 
 def test_parse_dask_is_shared_with_sdss():
