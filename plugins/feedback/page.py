@@ -55,6 +55,9 @@ else:
         st.error(str(exc))
     else:
         st.subheader(f"{len(ranked)} objects most like your marks")
+        if len(positives) + len(negatives) < 10:
+            st.caption(f"With {len(positives) + len(negatives)} marks the relevance ranks the objects but is not a "
+                       "probability to trust (close values are close calls): mark more to sharpen it.")
         kit.tile_grid(ranked, index, key="rerank", per_page=48, actions=True,
                       caption=lambda row: kit.tile_caption(row, score_name="relevance"))
         kit.download_buttons(ranked, "ulisse-more-like-my-marks", index=index, key="marks.ranked")

@@ -227,10 +227,14 @@ if fractions is not None:
 
 st.subheader("Neighbours")
 kit.show_table(result.table)
+named = result.prototype  # an upload: its file name and content hash, as the URL names it
+if image is not None:
+    named = f"upload {upload_name} (sha256 {st.session_state.get('search.upload_hash') or '?'})" + \
+        (f" and {', '.join(protos)}" if protos else "")
 kit.download_buttons(result.table, f"ulisse-neighbours-{'-'.join(protos[:3]) or 'upload'}", index=index,
-                     meta={"prototype": result.prototype, "k": k, "combine": combine}, key="search.download")
-kit.samp_buttons(result.table, index=index, meta={"prototype": result.prototype, "k": k, "combine": combine},
-                 key="search", name=f"ulisse neighbours of {result.prototype}")
+                     meta={"prototype": named, "k": k, "combine": combine}, key="search.download")
+kit.samp_buttons(result.table, index=index, meta={"prototype": named, "k": k, "combine": combine},
+                 key="search", name=f"ulisse neighbours of {upload_name if image is not None else result.prototype}")
 
 footprint = kit.sky_footprint_png(index)
 if footprint is not None:

@@ -96,8 +96,8 @@ def page_record(index=None, meta: dict | None = None, verb: str | None = None):
     if index is None and st.session_state.get("index_path"):
         index = st.session_state["index_path"]
     params = {k: v for k, v in (meta or {}).items() if k not in ("index", "verb")}
-    return query_record(index, verb or (meta or {}).get("verb") or f"ui:{st.session_state.get('page') or 'page'}",
-                        **params)
+    page = st.session_state.get("page") or st.session_state.get("_kit.title") or "page"
+    return query_record(index, verb or (meta or {}).get("verb") or f"ui:{page}", **params)
 
 
 def download_data(table: pd.DataFrame, fmt: str, *, index=None, meta: dict | None = None, record=None):
