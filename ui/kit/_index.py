@@ -144,6 +144,9 @@ def current_index() -> ulisse.Index:
         index = open_path(path)
     except UlisseError as exc:
         st.error(str(exc))
+        st.info("Choose another index in the sidebar, or build one here: `ulisse index build CUTOUTS "
+                f"--index {_short_path(str(path))} --catalog CATALOG` (`ulisse demo` makes one from the Hubble "
+                "Deep Field).")
         st.stop()
     resolved = str(Path(index.path).resolve())
     if current and current != resolved:  # another index: the prototypes and the detail it has too are kept
