@@ -559,6 +559,9 @@ def test_search_leaves_strategies_with_a_page_of_their_own_out(demo_index):
     at = ok(page(page_script("Search"), demo_index, params={"combine": "recursive"}))
     box = at.sidebar.selectbox(key="search.combine")
     assert "recursive" not in box.options and box.value == "mean" and "on the Expand page" in box.help
+    assert [w.value for w in at.warning] == ["Combine prototypes 'recursive' is not one of mean, union: showing mean."]
+    anomalies = ok(page(page_script("Anomalies"), demo_index, params={"method": "kth morphology"}))
+    assert anomalies.sidebar.selectbox(key="anomalies.method").value == "kth+morphology" and not anomalies.warning
 
 
 def test_search_bad_index_is_a_message(tmp_path):

@@ -113,8 +113,7 @@ kit.page_setup("Anomalies", url_state={"method": "anomalies.method", "anomaly_k"
                                         "ranking_page": ("anomaly.page", int)})
 index = kit.current_index()
 methods = anomaly_methods()
-if st.session_state.get("anomalies.method") not in methods:
-    st.session_state["anomalies.method"] = default_method()  # the command line's default
+kit.valid_choice("anomalies.method", methods, default_method(), "Score")  # the command line's default
 method = st.sidebar.selectbox("Score", list(methods), key="anomalies.method",
                               format_func=lambda m: f"{m}: {methods[m].description}")
 uses_k = methods[method].uses_k
@@ -123,8 +122,7 @@ k = kit.slider("Neighbours (k)", 1, max(1, min(50, len(index) - 1)), DEFAULT_K, 
 top = kit.slider("Objects ranked", 1, max(1, min(len(index), 1000)), min(len(index), 120), key="anomalies.top",
                  help=f"The grid shows {PER_PAGE} per page.")
 label = kit.choose_label(index, key="anomalies.label")
-if st.session_state.get("anomalies.artefacts") not in ARTEFACT_MODES:
-    st.session_state["anomalies.artefacts"] = "hide"
+kit.valid_choice("anomalies.artefacts", ARTEFACT_MODES, "hide", "Artefacts")
 artefacts = st.sidebar.radio("Artefacts", ARTEFACT_MODES, key="anomalies.artefacts",
                              format_func=ARTEFACT_LABELS.get, horizontal=True,
                              help="Satellite trails, bleed columns, diffraction spikes, chip edges, bad columns, "

@@ -67,8 +67,7 @@ label = kit.choose_label(index, key="search.label")
 strategies = {name: s for name, s in query_strategies().items() if not s.page}  # the others have their own page
 combines = [name for name in ("mean", "union") if name in strategies] + \
     [name for name in strategies if name not in ("mean", "union")]
-if st.session_state.get("search.combine") not in combines:
-    st.session_state["search.combine"] = combines[0]
+kit.valid_choice("search.combine", combines, combines[0], "Combine prototypes")
 combine = st.sidebar.selectbox("Combine prototypes", combines, key="search.combine",
                                help="How several prototypes make one query (the query strategies plugins register): "
                                     + "; ".join(f"{n}: {strategies[n].description}" for n in combines)

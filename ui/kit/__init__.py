@@ -47,7 +47,8 @@ from ulisse.ui.kit._tables import (display_table, distance_text, download_button
 from ulisse.ui.kit._tiles import (badges_of, detail_dialog, object_detail, run_tile_action, thumbnail_png,  # noqa: F401
                                   tile_caption, tile_grid, tile_width)
 from ulisse.ui.kit._uploads import UploadError, decode_upload  # noqa: F401
-from ulisse.ui.kit._widgets import MAX_CLASSES, choose_label, label_columns, progress_shown, slider  # noqa: F401
+from ulisse.ui.kit._widgets import (MAX_CLASSES, choose_label, label_columns, progress_shown, slider,  # noqa: F401
+                                    valid_choice)
 
 __all__ = [
     # a page's frame and its index

@@ -86,3 +86,19 @@ def progress_shown():
         _INNERMOST.reset(token)
         shown.open = False
         area.empty()
+
+
+def valid_choice(key: str, options, default, what: str) -> None:
+    """Before a choice widget: a value of ``key`` (from a shared URL, typed by hand) that is not one of
+    ``options`` is replaced by ``default`` with a one-line notice, not silently; ``kth morphology`` (a ``+``
+    the URL decoded as a space) is read as ``kth+morphology``."""
+    value = st.session_state.get(key)
+    options = list(options)
+    if value in options:
+        return
+    if isinstance(value, str) and value.replace(" ", "+") in options:
+        st.session_state[key] = value.replace(" ", "+")
+        return
+    if value is not None:
+        st.warning(f"{what} {value!r} is not one of {', '.join(map(str, options))}: showing {default}.")
+    st.session_state[key] = default
