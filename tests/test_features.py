@@ -127,6 +127,27 @@ def test_observer_lists_equal_exhaustive_after_build_and_add(index, more_cutouts
     assert lists.rows.max() >= 24  # some new object made a top list
 
 
+def test_two_adds_at_once_keep_the_lists(index, more_cutouts, tmp_path):
+    """Two writers add at once: the one that commits second started from lists without the other's objects; it
+    merges its objects into the lists the other stored (exactly), instead of leaving them stale."""
+    from ulisse.embedding import embed_files
+
+    provider = embedding_observers()["features"]
+    late = provider.create(index)  # writer B starts now, from the 24 objects' lists
+    files = sorted((more_cutouts / "cutouts").glob("*.png"))
+    (tmp_path / "a").mkdir()
+    for f in files[:3]:
+        shutil.copy(f, tmp_path / "a" / f.name)
+    index.add([tmp_path / "a"], progress=False)  # writer A adds 3 and stores its lists (27 objects)
+    assert features.stored_lists(index).count == 27 and len(files) > 4
+    emb = embed_files(index.encoder, files[3:], progress=False)  # writer B's objects, committed after A's
+    index.add_vectors(emb.vectors, pd.DataFrame({"id": emb.ids, "source": [str(f) for f in files[3:]]}))
+    feed(late, index, emb.ids, [2, len(emb.ids) - 2])
+    late.finish(index)
+    assert_lists_exhaustive(index)  # the top lists and the statistics as if computed in one go
+    assert "stale" not in lists_text(index)
+
+
 @pytest.mark.slow
 def test_build_and_add_keep_the_lists_through_the_core(tmp_path, survey, more_cutouts, encoder):
     idx, _ = ulisse.build_index([survey / "cutouts"], tmp_path / "idx", survey / "catalog.csv", encoder=encoder,

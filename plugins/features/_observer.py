@@ -15,7 +15,7 @@ import numpy as np
 from ulisse.errors import InputError, UlisseError
 from ulisse.registry import EmbeddingBatch
 
-from ._store import DEFAULT_TOP, TopAccumulator, save_lists, stored_lists
+from ._store import DEFAULT_TOP, TopAccumulator, merge_lists, minus_stats, save_lists, stored_lists
 
 LOG = logging.getLogger(__name__)
 
@@ -37,10 +37,12 @@ class FeatureObserver:
         self.ids: list[str] = []
         self._pending: list[np.ndarray] = []
         self.how = "build"
+        self.base = None  # the lists this add started from (to merge with another writer's, see finish)
         if index is not None and len(index):
             self.how = "add"
             try:
-                self.acc = TopAccumulator.from_lists(stored_lists(index))
+                self.base = stored_lists(index)
+                self.acc = TopAccumulator.from_lists(self.base)
             except UlisseError as exc:
                 self.problem = str(exc)
 
@@ -77,9 +79,28 @@ class FeatureObserver:
             LOG.warning("feature lists not updated: %s", self.problem)
             return
         try:
-            save_lists(index, self.lists(index), self.how)
+            self._flush()
+            if self.acc.count == len(index) or self.base is None:
+                save_lists(index, self.lists(index), self.how)
+            else:  # another writer added objects meanwhile: merge with the lists it stored, if they are what we miss
+                save_lists(index, self._merged(index), self.how)
         except UlisseError as exc:
             LOG.warning("feature lists not stored: %s", exc)
+
+    def _merged(self, index):
+        """The lists another writer stored since this add began, with this add's objects merged in (exactly: the
+        top ``n`` lists merge, the statistics combine); an error when those lists do not hold the others' objects."""
+        now = stored_lists(index, check_fresh=False)
+        mine = len(self.ids)
+        if now.count + mine != len(index) or now.count < self.base.count or now.top_n != self.acc.top_n:
+            raise InputError(f"the feature lists saw {self.acc.count} objects but the index holds {len(index)} "
+                             f"(run: ulisse features rebuild {index.path})")
+        new = self.acc.keys >= self.n_old  # this add's objects among the accumulated top lists
+        rows = self._rows(index)
+        LOG.info("feature lists: merged with those another writer stored meanwhile (%d + %d objects)",
+                 now.count, mine)
+        return merge_lists(now, minus_stats(self.acc, self.base), self.acc.act, rows, self.acc.maps, new,
+                           index.fingerprint)
 
     def _rows(self, index) -> np.ndarray:
         seq_rows = np.array([index.row_of(i) for i in self.ids], dtype=np.int64)

@@ -191,6 +191,38 @@ class TopAccumulator:
                             int(self.count), self.mean, self.m2, fingerprint, self.top_n)
 
 
+def minus_stats(acc: "TopAccumulator", base: FeatureLists) -> tuple[int, np.ndarray, np.ndarray]:
+    """``(count, mean, m2)`` of the objects ``acc`` took in after starting from ``base`` (Chan's merge undone)."""
+    n = acc.count - base.count
+    if n <= 0:
+        return 0, np.zeros_like(base.mean), np.zeros_like(base.m2)
+    mean = (acc.mean * acc.count - base.mean * base.count) / n
+    delta = mean - base.mean
+    m2 = acc.m2 - base.m2 - delta ** 2 * (base.count * n / acc.count)
+    return n, mean, np.maximum(m2, 0.0)
+
+
+def merge_lists(now: FeatureLists, stats: tuple, act: np.ndarray, rows: np.ndarray, maps: np.ndarray,
+                new: np.ndarray, fingerprint: str) -> FeatureLists:
+    """``now`` with more objects merged in: their statistics ``stats`` (count, mean, m2) and, of the top-list
+    entries ``act``/``rows``/``maps`` (``C x n``), those where ``new`` (the others are in ``now`` already).
+
+    Exact: an entry left out of the other top list was beaten by as many objects that ``now`` holds."""
+    n_b, mean_b, m2_b = stats
+    total = now.count + n_b
+    delta = mean_b - now.mean
+    mean = now.mean + delta * (n_b / total) if total else now.mean
+    m2 = now.m2 + m2_b + delta ** 2 * (now.count * n_b / total) if total else now.m2
+    big = np.iinfo(np.int64).max
+    act2 = np.concatenate([now.activation, np.where(new, act, -np.inf)], axis=1)
+    rows2 = np.concatenate([now.rows, np.where(new, rows, big)], axis=1)
+    maps2 = np.concatenate([now.maps, maps.astype(np.float32)], axis=1)
+    order = np.lexsort((rows2, -act2), axis=1)[:, :min(now.top_n, total)]  # as long as a build's lists
+    channels = np.arange(act2.shape[0])[:, None]
+    return FeatureLists(np.take_along_axis(rows2, order, 1).astype(np.int64), np.take_along_axis(act2, order, 1),
+                        maps2[channels, order], int(total), mean, m2, fingerprint, now.top_n)
+
+
 # -- storage -----------------------------------------------------------------
 
 def folder_of(index) -> Path:
